@@ -1,0 +1,6 @@
+#pragma once
+
+#define FRUGAL_VERSION_MAJOR 0
+#define FRUGAL_VERSION_MINOR 1
+#define FRUGAL_VERSION_PATCH 0
+#define FRUGAL_VERSION_STRING "0.1.0"

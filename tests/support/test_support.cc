@@ -1,0 +1,49 @@
+#include "support/test_support.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <unistd.h>
+
+namespace frugal::test {
+
+std::string shared_dir() {
+  if (const char* env = std::getenv("FRUGAL_SHARED"); env != nullptr && *env != '\0') return env;
+  return FRUGAL_SHARED_DIR;
+}
+
+std::string shared_path(const std::string& relative) { return shared_dir() + "/" + relative; }
+
+std::string temp_dir(const std::string& name) {
+  const std::string dir = std::string(FRUGAL_TEST_TMP) + "/" + name;
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::string source_dir() { return FRUGAL_SOURCE_DIR; }
+std::string binary_dir() { return FRUGAL_BINARY_DIR; }
+
+std::string synth_model(const std::string& preset, int seed, const std::string& dtype) {
+  const std::string dir = std::string(FRUGAL_TEST_TMP) + "/synth/" + preset + "-s" + std::to_string(seed) + "-" + dtype;
+  if (!std::filesystem::exists(dir + "/config.json")) {
+    // Build into a scratch folder and rename, so parallel tests never see half a model.
+    const std::string tmp = dir + ".tmp" + std::to_string(::getpid());
+    const std::string cmd = "/usr/bin/python3 " + shared_path("tools/synth_model.py") + " " + preset + " " + tmp +
+                            " --seed " + std::to_string(seed) + " --dtype " + dtype + " > /dev/null";
+    if (std::system(cmd.c_str()) != 0) throw std::runtime_error("synth_model.py failed: " + cmd);
+    std::error_code ec;
+    std::filesystem::rename(tmp, dir, ec);
+    if (ec) std::filesystem::remove_all(tmp);
+  }
+  return dir;
+}
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+}  // namespace frugal::test

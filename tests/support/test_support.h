@@ -1,0 +1,25 @@
+// Helpers shared by the test executables: where the shared models/data/references live, a
+// scratch directory, random data.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace frugal::test {
+
+// ../shared (models, data, reference outputs), from $FRUGAL_SHARED or the build setting.
+std::string shared_dir();
+std::string shared_path(const std::string& relative);
+// A scratch directory under the build tree, created on demand, unique to `name`.
+std::string temp_dir(const std::string& name);
+std::string source_dir();
+std::string binary_dir();
+
+// Runs a synthetic-model preset through ../shared/tools/synth_model.py once per build tree.
+std::string synth_model(const std::string& preset, int seed, const std::string& dtype);
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f);
+
+}  // namespace frugal::test

@@ -1,0 +1,102 @@
+// Text <-> token ids. One interface over every vocabulary frugal reads:
+//  - SentencePiece tokenizer.model files (through libsentencepiece),
+//  - SentencePiece-style BPE vocabularies with scores (GGUF "llama", llama2.c tokenizer.bin),
+//  - byte-level BPE with merges (GGUF "gpt2", HF tokenizer.json), with the pre-tokenizer
+//    regexes of GPT-2, Llama-3, Qwen2 and the other families llama.cpp knows.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace frugal {
+
+class GgufFile;
+
+// What a vocabulary entry is. Mirrors GGUF's token_type values (1..6).
+enum class TokenKind : uint8_t {
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,      // <s>, </s>, <|im_start|>: structural, never printed by default
+  kUserDefined = 4,  // added tokens matched verbatim in text
+  kUnused = 5,
+  kByte = 6,         // <0x0A>: a raw byte (byte fallback)
+};
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // Text to ids. add_bos prepends BOS when the vocabulary has one (callers usually pass
+  // add_bos_default()). With parse_special, text such as "<|im_start|>" becomes that special
+  // token (chat templates need this); without it, control tokens are plain text. User-defined
+  // added tokens are always matched, as in llama.cpp and Hugging Face tokenizers.
+  virtual std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const = 0;
+
+  // The bytes a token stands for in decoded text: byte tokens give their byte, '▁' becomes a
+  // space, byte-level BPE symbols map back to bytes. Control tokens give "" unless
+  // render_special. The result may be part of a UTF-8 character (see Utf8Stream).
+  virtual std::string token_bytes(int32_t id, bool render_special = false) const = 0;
+
+  // Decodes a whole sequence. Applies the vocabulary's clean-up, e.g. SentencePiece drops the
+  // space it added in front of the first word.
+  virtual std::string decode(const std::vector<int32_t>& ids, bool render_special = false) const;
+
+  virtual int32_t n_vocab() const = 0;
+  // The vocabulary entry as stored ("▁the", "<0x0A>", "<|im_end|>").
+  virtual std::string token_text(int32_t id) const = 0;
+  virtual TokenKind token_kind(int32_t id) const = 0;
+  // Exact lookup of a vocabulary entry by its stored text.
+  virtual std::optional<int32_t> find_token(std::string_view text) const = 0;
+
+  // True when encode() puts a space in front of the text (SentencePiece's dummy prefix), so
+  // the first token after BOS decodes with a leading space that should not be printed.
+  virtual bool adds_space_prefix() const { return false; }
+
+  int32_t bos_id() const { return bos_id_; }          // -1 when none
+  int32_t eos_id() const { return eos_id_; }          // -1 when none
+  bool add_bos_default() const { return add_bos_; }
+  // End of generation: EOS and the end-of-turn tokens of chat formats (<|eot_id|>, <|im_end|>...).
+  bool is_end_of_generation(int32_t id) const;
+  const std::vector<int32_t>& end_of_generation_ids() const { return eog_ids_; }
+
+  // Configuration shared by every implementation; loaders set these.
+  void set_bos(int32_t id) { bos_id_ = id; }
+  void set_eos(int32_t id) { eos_id_ = id; }
+  void set_add_bos(bool add) { add_bos_ = add; }
+  void add_end_of_generation(int32_t id);
+
+ private:
+  int32_t bos_id_ = -1;
+  int32_t eos_id_ = -1;
+  bool add_bos_ = false;
+  std::vector<int32_t> eog_ids_;
+};
+
+// Loaders. Each throws frugal::Error naming the file and the problem.
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& gguf);
+// A Hugging Face model folder: tokenizer.json if present, else tokenizer.model; special
+// tokens, add_bos_token and EOS from tokenizer_config.json / config.json /
+// generation_config.json when present.
+std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir);
+std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& model_path);
+std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& json_path);
+// llama2.c's tokenizer.bin; n_vocab comes from the model checkpoint's header.
+std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int32_t n_vocab);
+
+// Turns a stream of token bytes into text that never ends in a broken UTF-8 character:
+// push() returns the longest complete prefix and keeps the rest for the next call.
+class Utf8Stream {
+ public:
+  std::string push(std::string_view bytes);
+  // What is left at the end of the stream (invalid or incomplete bytes become U+FFFD).
+  std::string flush();
+
+ private:
+  std::string pending_;
+};
+
+}  // namespace frugal

@@ -1,0 +1,131 @@
+// The one place that turns the CPU's capabilities into a kernel table.
+#include <cpuid.h>
+
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "core/check.h"
+#include "kernels/kernels.h"
+#include "kernels/ref/ref_kernels.h"
+
+namespace frugal::kernels {
+
+// Defined in cpu/avx2/ and cpu/avx512/ (compiled with those ISAs enabled). Each replaces the
+// entries it implements and leaves the rest as they are.
+void fill_avx2(KernelTable& table);
+void fill_avx512(KernelTable& table);
+
+namespace {
+
+bool os_saves_avx512_state() {
+  unsigned eax, edx;
+  __asm__("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (eax & 0xe6) == 0xe6;  // XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM
+}
+bool os_saves_avx_state() {
+  unsigned eax, edx;
+  __asm__("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (eax & 0x6) == 0x6;
+}
+
+bool cpu_has(Isa isa) {
+  unsigned a, b, c, d;
+  if (isa == Isa::kScalar) return true;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  const bool osxsave = c & bit_OSXSAVE, fma = c & bit_FMA, f16c = c & bit_F16C;
+  if (!osxsave || !fma || !f16c || !os_saves_avx_state()) return false;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool avx2 = b & bit_AVX2, bmi2 = b & bit_BMI2;
+  if (isa == Isa::kAvx2) return avx2 && bmi2;
+  const bool f = b & bit_AVX512F, bw = b & bit_AVX512BW, vl = b & bit_AVX512VL, dq = b & bit_AVX512DQ;
+  const bool vnni = c & bit_AVX512VNNI;
+  unsigned a1, b1, c1, d1;
+  const bool bf16 = __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) && (a1 & (1u << 5));
+  return avx2 && bmi2 && f && bw && vl && dq && vnni && bf16 && os_saves_avx512_state();
+}
+
+struct Tables {
+  std::array<KernelTable, 3> by_isa;
+  Isa best = Isa::kScalar;
+};
+
+const Tables& tables() {
+  static const Tables t = [] {
+    Tables t;
+    ref::fill_table(t.by_isa[0]);
+    t.by_isa[1] = t.by_isa[0];
+    fill_avx2(t.by_isa[1]);
+    t.by_isa[1].isa = Isa::kAvx2;
+    t.by_isa[2] = t.by_isa[1];
+    fill_avx512(t.by_isa[2]);
+    t.by_isa[2].isa = Isa::kAvx512;
+    for (Isa isa : {Isa::kAvx2, Isa::kAvx512})
+      if (cpu_has(isa)) t.best = isa;
+    if (const char* env = std::getenv("FRUGAL_ISA"); env != nullptr && *env != '\0') {
+      const std::string want = env;
+      Isa requested = Isa::kScalar;
+      if (want == "avx2") requested = Isa::kAvx2;
+      else if (want == "avx512") requested = Isa::kAvx512;
+      else FRUGAL_CHECK(want == "scalar", "FRUGAL_ISA must be scalar, avx2 or avx512, not '{}'", want);
+      FRUGAL_CHECK(cpu_has(requested), "FRUGAL_ISA={} is not supported by this CPU", want);
+      t.best = requested;
+    }
+    return t;
+  }();
+  return t;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+  }
+  return "?";
+}
+
+const KernelTable& active() { return tables().by_isa[static_cast<size_t>(tables().best)]; }
+
+const KernelTable& for_isa(Isa isa) {
+  FRUGAL_CHECK(cpu_has(isa), "{} kernels requested on a CPU without {}", isa_name(isa), isa_name(isa));
+  return tables().by_isa[static_cast<size_t>(isa)];
+}
+
+std::vector<Isa> available_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512})
+    if (cpu_has(isa)) out.push_back(isa);
+  return out;
+}
+
+int64_t attention_scratch_floats(int64_t n_q, int64_t block_size, int64_t head_dim) {
+  return n_q * (block_size + head_dim) + block_size + head_dim + 64;
+}
+
+namespace {
+// The dequantize fallback needs the type's to_float; GemmFn has no slot for it, so one small
+// trampoline per type slot is instantiated.
+template <size_t I>
+void gemm_fallback(const GemmArgs& args, int64_t n0, int64_t n1) {
+  ref::gemm_dequantize(args, n0, n1, active().to_float[I] ? active().to_float[I] : dtype_traits(static_cast<DType>(I)).to_float);
+}
+template <size_t... I>
+constexpr std::array<GemmFn, sizeof...(I)> make_fallbacks(std::index_sequence<I...>) {
+  return {gemm_fallback<I>...};
+}
+constexpr auto kFallbacks = make_fallbacks(std::make_index_sequence<kDTypeSlots>());
+}  // namespace
+
+GemmKernel gemm_for(const KernelTable& table, DType weight_type) {
+  const auto i = static_cast<size_t>(weight_type);
+  if (table.gemm[i].fn != nullptr) return table.gemm[i];
+  FRUGAL_CHECK(dtype_traits(weight_type).to_float != nullptr, "type {} has no dequantize", dtype_name(weight_type));
+  return {DType::kF32, kFallbacks[i], 1};
+}
+
+}  // namespace frugal::kernels

@@ -1,0 +1,99 @@
+// The compute kernels, one table per instruction set. This header is the only thing the ops
+// layer sees: it never includes intrinsics and never asks which ISA it runs on.
+//
+// Every entry of a table is single-threaded; the ops layer splits work across the thread pool.
+// The scalar table is the reference (the spec, and the fallback); the AVX2 and AVX-512 tables
+// start as copies of it and replace the entries they implement (dispatch.cc).
+//
+// Batch invariance: a matrix-product kernel computes each output element with the same
+// sequence of operations whatever the number of rows M and whichever other rows are in the
+// batch, so a request gives identical logits alone or batched with others.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace frugal::kernels {
+
+enum class Isa : uint8_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+const char* isa_name(Isa isa);
+
+constexpr size_t kDTypeSlots = static_cast<size_t>(DType::kCount);
+
+// Y[m, n] = sum_k X[m, k] * W[n, k]  for m in [0, m), n in [n0, n1).
+struct GemmArgs {
+  const void* x = nullptr;  // activations, already converted to the kernel's activation type
+  size_t x_stride = 0;      // bytes between rows of x
+  const void* w = nullptr;  // weight rows in their storage type, [N, k]
+  size_t w_stride = 0;      // bytes between rows of w
+  float* y = nullptr;
+  size_t y_stride = 0;      // floats between rows of y
+  int64_t m = 0;
+  int64_t k = 0;
+};
+using GemmFn = void (*)(const GemmArgs& args, int64_t n0, int64_t n1);
+
+struct GemmKernel {
+  DType act = DType::kF32;  // the form the f32 activations are converted to before the call
+  GemmFn fn = nullptr;
+  int64_t n_block = 1;      // preferred granularity of [n0, n1) splits
+};
+
+// Converts n f32 values into `type` (rows of activations for a GemmKernel).
+using ConvertFn = void (*)(const float* src, void* dst, int64_t n);
+
+// Attention of one query vector group against a sequence's cached keys and values for one
+// key/value head. Keys and values live in blocks of `block_size` positions, each block
+// [block_size, head_dim] for this head, in `kv_type` (f32 or f16).
+struct AttentionArgs {
+  const float* q = nullptr;      // [n_q, head_dim], rows q_stride floats apart
+  int64_t q_stride = 0;
+  const int32_t* q_limit = nullptr;  // [n_q]: query i attends to positions 0..q_limit[i]
+  int64_t n_q = 0;
+  const void* const* k_blocks = nullptr;  // per block: pointer to this head's [block_size, head_dim]
+  const void* const* v_blocks = nullptr;
+  int64_t block_size = 0;
+  int64_t head_dim = 0;
+  DType kv_type = DType::kF32;
+  float scale = 1.0f;
+  float* out = nullptr;          // [n_q, head_dim], rows out_stride floats apart
+  int64_t out_stride = 0;
+  float* scratch = nullptr;      // at least attention_scratch_floats(...) floats
+};
+using AttentionFn = void (*)(const AttentionArgs& args);
+int64_t attention_scratch_floats(int64_t n_q, int64_t block_size, int64_t head_dim);
+
+struct KernelTable {
+  Isa isa = Isa::kScalar;
+  GemmKernel gemm[kDTypeSlots] = {};   // indexed by weight type; empty slots use the fallback
+  ConvertFn convert[kDTypeSlots] = {};  // f32 -> type, for activations and the KV cache
+  ToFloatFn to_float[kDTypeSlots] = {};  // type -> f32 (dequantize), fast versions
+
+  // y = x / rms(x) * w  (n elements)
+  void (*rms_norm)(const float* x, const float* w, float* y, int64_t n, float eps) = nullptr;
+  // out = silu(gate) * up  (n elements)
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n) = nullptr;
+  // y += x (n elements)
+  void (*add)(float* y, const float* x, int64_t n) = nullptr;
+  // Rotates n_head heads of one row in place: x [n_head, head_dim]; cos/sin [n_rot/2].
+  void (*rope)(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float* cos, const float* sin,
+               bool interleaved) = nullptr;
+  AttentionFn attention = nullptr;
+  // In-place softmax of n values; returns nothing. Used by samplers and tests.
+  void (*softmax)(float* x, int64_t n) = nullptr;
+};
+
+// The best table this CPU supports (FRUGAL_ISA=scalar|avx2|avx512 narrows it, for tests and
+// comparisons).
+const KernelTable& active();
+const KernelTable& for_isa(Isa isa);
+// ISAs compiled into this binary and supported by this CPU, scalar first.
+std::vector<Isa> available_isas();
+
+// The GEMM to use for a weight type: the table's own kernel, or the dequantize fallback.
+GemmKernel gemm_for(const KernelTable& table, DType weight_type);
+
+}  // namespace frugal::kernels

@@ -1,0 +1,23 @@
+// The scalar reference kernels: the specification every SIMD kernel is tested against, and
+// the fallback on CPUs without the SIMD paths.
+#pragma once
+
+#include "kernels/kernels.h"
+
+namespace frugal::kernels::ref {
+
+void gemm_f32(const GemmArgs& args, int64_t n0, int64_t n1);
+// Any weight type: each weight row is dequantized with the type's to_float, then dotted with
+// f32 activations. Makes a new format usable everywhere the day it is registered.
+void gemm_dequantize(const GemmArgs& args, int64_t n0, int64_t n1, ToFloatFn to_float);
+
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+void add(float* y, const float* x, int64_t n);
+void rope(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float* cos, const float* sin, bool interleaved);
+void softmax(float* x, int64_t n);
+void attention(const AttentionArgs& args);
+
+void fill_table(KernelTable& table);
+
+}  // namespace frugal::kernels::ref

@@ -1,0 +1,22 @@
+#include "kernels/ref/ref_kernels.h"
+
+namespace frugal::kernels::ref {
+
+void fill_table(KernelTable& t) {
+  t.isa = Isa::kScalar;
+  t.gemm[static_cast<size_t>(DType::kF32)] = {DType::kF32, gemm_f32, 1};
+  for (size_t i = 0; i < kDTypeSlots; ++i) {
+    const auto type = static_cast<DType>(i);
+    if (!dtype_registered(type)) continue;
+    t.convert[i] = dtype_traits(type).from_float;
+    t.to_float[i] = dtype_traits(type).to_float;
+  }
+  t.rms_norm = rms_norm;
+  t.silu_mul = silu_mul;
+  t.add = add;
+  t.rope = rope;
+  t.attention = attention;
+  t.softmax = softmax;
+}
+
+}  // namespace frugal::kernels::ref

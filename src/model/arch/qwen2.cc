@@ -1,0 +1,76 @@
+// Qwen2 (Qwen2, Qwen2.5): the Llama block with biases on the q/k/v projections, rotary
+// positions over halves of each head in both Hugging Face and GGUF files.
+#include "core/check.h"
+#include "io/gguf.h"
+#include "model/architecture.h"
+#include "model/decoder.h"
+#include "runtime/batch.h"
+
+namespace frugal {
+namespace {
+
+ModelConfig parse_config(const ModelSource& src) {
+  ModelConfig c;
+  c.arch = "qwen2";
+  c.attn_qkv_bias = true;
+  const std::string label = src.config_label();
+  if (const GgufFile* g = src.gguf()) {
+    c.n_embd = g->get_int("qwen2.embedding_length");
+    c.n_layer = g->get_int("qwen2.block_count");
+    c.n_ff = g->get_int("qwen2.feed_forward_length");
+    c.n_head = g->get_int("qwen2.attention.head_count");
+    c.n_head_kv = g->try_int("qwen2.attention.head_count_kv").value_or(c.n_head);
+    c.head_dim = c.n_head > 0 ? c.n_embd / c.n_head : 0;
+    c.n_ctx_train = g->try_int("qwen2.context_length").value_or(32768);
+    c.norm_eps = static_cast<float>(g->get_float("qwen2.attention.layer_norm_rms_epsilon"));
+    c.n_vocab = g->try_int("qwen2.vocab_size").value_or(static_cast<int64_t>(g->get_string_array("tokenizer.ggml.tokens").size()));
+    c.tied_embeddings = !src.has_tensor("output.weight");
+    read_rope_config(src, "qwen2", c);
+  } else {
+    const nlohmann::json& j = *src.hf_config();
+    const std::string act = j.value("hidden_act", std::string("silu"));
+    if (act != "silu") fail("{}: hidden_act '{}' is not supported by the qwen2 architecture (silu)", label, act);
+    c.n_embd = json_int(j, "hidden_size", label);
+    c.n_layer = json_int(j, "num_hidden_layers", label);
+    c.n_ff = json_int(j, "intermediate_size", label);
+    c.n_head = json_int(j, "num_attention_heads", label);
+    c.n_head_kv = json_opt_int(j, "num_key_value_heads", label).value_or(c.n_head);
+    c.head_dim = c.n_head > 0 ? c.n_embd / c.n_head : 0;
+    c.n_vocab = json_int(j, "vocab_size", label);
+    c.n_ctx_train = json_opt_int(j, "max_position_embeddings", label).value_or(32768);
+    c.norm_eps = static_cast<float>(json_float(j, "rms_norm_eps", label, 1e-6));
+    c.tied_embeddings = json_bool(j, "tie_word_embeddings", label, false);
+    read_rope_config(src, "qwen2", c);
+  }
+  c.rope.interleaved = false;
+  return c;
+}
+
+class Qwen2Model final : public DecoderModel {
+ public:
+  explicit Qwen2Model(ModelSource& source) { init(source, parse_config(source)); }
+
+  void forward(OpContext& ctx, const Batch& batch, KvCache& cache, float* logits) const override {
+    const ModelConfig& c = config_;
+    const int64_t n = batch.size();
+    DecoderScratch s = make_decoder_scratch(ctx, c, n);
+    embedding_lookup(ctx, weights_.token_embd, batch.tokens.data(), n, s.x);
+    const RopeTables rope = make_rope_tables(ctx, inv_freq_.data(), c.rope.n_rot, c.rope.position_scale,
+                                             batch.positions.data(), n);
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      attention_block(ctx, c, weights_.layers[l], l, batch, cache, rope, s);  // q/k/v biases live in the Linears
+      swiglu_block(ctx, c, weights_.layers[l], n, s);
+    }
+    output_block(ctx, c, weights_, batch, s.x, logits);
+  }
+};
+
+const bool kRegistered = register_architecture({
+    "qwen2",
+    {"Qwen2ForCausalLM", "qwen2"},
+    {"qwen2"},
+    [](ModelSource& source) -> std::unique_ptr<Model> { return std::make_unique<Qwen2Model>(source); },
+});
+
+}  // namespace
+}  // namespace frugal

@@ -1,0 +1,197 @@
+#include "model/decoder.h"
+
+#include <cmath>
+
+#include "core/check.h"
+#include "io/gguf.h"
+#include "runtime/batch.h"
+#include "runtime/kv_cache.h"
+
+namespace frugal {
+namespace {
+
+std::string hf_layer(int64_t l, const char* rest) { return "model.layers." + std::to_string(l) + "." + rest; }
+std::string gguf_layer(int64_t l, const char* rest) { return "blk." + std::to_string(l) + "." + rest; }
+
+Linear load_linear(ModelSource& src, const std::string& name, int64_t n_out, int64_t n_in, bool bias) {
+  Linear lin;
+  lin.name = name;
+  lin.weight = src.tensor(name + ".weight", {n_out, n_in});
+  if (lin.weight.cols() % dtype_traits(lin.weight.dtype).block_size != 0)
+    fail("{}: tensor '{}.weight' rows do not hold whole {} blocks", src.path(), name, dtype_name(lin.weight.dtype));
+  if (bias) lin.bias = src.tensor_f32(name + ".bias", {n_out});
+  return lin;
+}
+
+}  // namespace
+
+DecoderWeights load_decoder_weights(ModelSource& src, const ModelConfig& c) {
+  DecoderWeights w;
+  const bool hf = src.naming() == TensorNaming::kHuggingFace;
+  const int64_t d = c.n_embd, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.n_ff, nv = c.n_vocab;
+  w.token_embd = src.tensor(hf ? "model.embed_tokens.weight" : "token_embd.weight", {nv, d});
+  w.output_norm = src.tensor_f32(hf ? "model.norm.weight" : "output_norm.weight", {d});
+  const std::string head = hf ? "lm_head" : "output";
+  if (c.tied_embeddings || !src.has_tensor(head + ".weight")) {
+    w.output.name = head + " (tied to the embedding)";
+    w.output.weight = w.token_embd;
+  } else {
+    w.output = load_linear(src, head, nv, d, false);
+  }
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    DecoderLayer L;
+    auto name = [&](const char* hf_name, const char* gguf_name) {
+      return hf ? hf_layer(l, hf_name) : gguf_layer(l, gguf_name);
+    };
+    L.attn_norm = src.tensor_f32(name("input_layernorm.weight", "attn_norm.weight"), {d});
+    L.wq = load_linear(src, name("self_attn.q_proj", "attn_q"), qd, d, c.attn_qkv_bias);
+    L.wk = load_linear(src, name("self_attn.k_proj", "attn_k"), kvd, d, c.attn_qkv_bias);
+    L.wv = load_linear(src, name("self_attn.v_proj", "attn_v"), kvd, d, c.attn_qkv_bias);
+    L.wo = load_linear(src, name("self_attn.o_proj", "attn_output"), d, qd, false);
+    L.ffn_norm = src.tensor_f32(name("post_attention_layernorm.weight", "ffn_norm.weight"), {d});
+    L.gate = load_linear(src, name("mlp.gate_proj", "ffn_gate"), ff, d, false);
+    L.up = load_linear(src, name("mlp.up_proj", "ffn_up"), ff, d, false);
+    L.down = load_linear(src, name("mlp.down_proj", "ffn_down"), d, ff, false);
+    w.layers.push_back(std::move(L));
+  }
+  return w;
+}
+
+void DecoderModel::init(ModelSource& source, const ModelConfig& config) {
+  config.validate(source.config_label());
+  config_ = config;
+  weights_ = load_decoder_weights(source, config_);
+  inv_freq_ = config_.rope.inv_freq();
+  owned_ = source.take_owned_buffers();
+  keep_alive_ = source.keep_alive();
+}
+
+std::vector<const Linear*> DecoderModel::linears() const {
+  std::vector<const Linear*> out;
+  for (const auto& L : weights_.layers)
+    for (const Linear* lin : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) out.push_back(lin);
+  out.push_back(&weights_.output);
+  return out;
+}
+
+size_t DecoderModel::weight_bytes_per_token() const {
+  size_t bytes = 0;
+  for (const Linear* lin : linears()) bytes += lin->weight.nbytes() + lin->bias.nbytes() * !lin->bias.empty();
+  for (const auto& L : weights_.layers) bytes += L.attn_norm.nbytes() + L.ffn_norm.nbytes();
+  bytes += weights_.output_norm.nbytes() + weights_.token_embd.row_stride();  // one embedding row
+  return bytes;
+}
+
+int64_t DecoderModel::parameter_count() const {
+  int64_t n = weights_.token_embd.numel() + weights_.output_norm.numel();
+  for (const Linear* lin : linears()) {
+    if (lin == &weights_.output && lin->weight.data == weights_.token_embd.data) continue;
+    n += lin->weight.numel() + (lin->bias.empty() ? 0 : lin->bias.numel());
+  }
+  for (const auto& L : weights_.layers) n += L.attn_norm.numel() + L.ffn_norm.numel();
+  return n;
+}
+
+DecoderScratch make_decoder_scratch(OpContext& ctx, const ModelConfig& c, int64_t n) {
+  Arena& a = ctx.arena;
+  return {a.allocate<float>(n * c.n_embd), a.allocate<float>(n * c.n_embd), a.allocate<float>(n * c.q_dim()),
+          a.allocate<float>(n * c.kv_dim()), a.allocate<float>(n * c.kv_dim()), a.allocate<float>(n * c.q_dim()),
+          a.allocate<float>(n * c.n_embd), a.allocate<float>(n * c.n_ff), a.allocate<float>(n * c.n_ff)};
+}
+
+void attention_block(OpContext& ctx, const ModelConfig& c, const DecoderLayer& w, int64_t layer, const Batch& batch,
+                     KvCache& cache, const RopeTables& rope, DecoderScratch& s) {
+  const int64_t n = batch.size();
+  rms_norm_rows(ctx, s.x, w.attn_norm, c.norm_eps, n, c.n_embd, s.normed);
+  const LinearOutput qkv[] = {{&w.wq, s.q}, {&w.wk, s.k}, {&w.wv, s.v}};
+  linear_multi(ctx, qkv, 3, s.normed, n);
+  rope_rows(ctx, s.q, n, c.n_head, c.head_dim, c.rope.n_rot, rope, c.rope.interleaved);
+  rope_rows(ctx, s.k, n, c.n_head_kv, c.head_dim, c.rope.n_rot, rope, c.rope.interleaved);
+  kv_store(ctx, cache, layer, batch, s.k, s.v, c.n_head_kv, c.head_dim);
+  attention_rows(ctx, cache, layer, batch, s.q, c.n_head, c.n_head_kv, c.head_dim, s.attn);
+  linear(ctx, w.wo, s.attn, n, s.proj);
+  add_rows(ctx, s.x, s.proj, n, c.n_embd);
+}
+
+void swiglu_block(OpContext& ctx, const ModelConfig& c, const DecoderLayer& w, int64_t n, DecoderScratch& s) {
+  rms_norm_rows(ctx, s.x, w.ffn_norm, c.norm_eps, n, c.n_embd, s.normed);
+  const LinearOutput gate_up[] = {{&w.gate, s.gate}, {&w.up, s.up}};
+  linear_multi(ctx, gate_up, 2, s.normed, n);
+  silu_mul_rows(ctx, s.gate, s.up, n, c.n_ff, s.gate);
+  linear(ctx, w.down, s.gate, n, s.proj);
+  add_rows(ctx, s.x, s.proj, n, c.n_embd);
+}
+
+void output_block(OpContext& ctx, const ModelConfig& c, const DecoderWeights& w, const Batch& batch, const float* x,
+                  float* logits) {
+  const int64_t n_out = static_cast<int64_t>(batch.output_rows.size());
+  if (n_out == 0) return;
+  float* rows = ctx.arena.allocate<float>(n_out * c.n_embd);
+  for (int64_t i = 0; i < n_out; ++i)
+    std::copy_n(x + static_cast<int64_t>(batch.output_rows[i]) * c.n_embd, c.n_embd, rows + i * c.n_embd);
+  rms_norm_rows(ctx, rows, w.output_norm, c.norm_eps, n_out, c.n_embd, rows);
+  linear(ctx, w.output, rows, n_out, logits);
+}
+
+void read_rope_config(const ModelSource& src, const std::string& arch, ModelConfig& c) {
+  c.rope.n_rot = c.head_dim;
+  if (const GgufFile* g = src.gguf()) {
+    c.rope.theta = static_cast<float>(g->try_float(arch + ".rope.freq_base").value_or(10000.0));
+    c.rope.n_rot = g->try_int(arch + ".rope.dimension_count").value_or(c.head_dim);
+    const std::string type = g->try_string(arch + ".rope.scaling.type").value_or("none");
+    if (type == "linear") {
+      const double factor = g->try_float(arch + ".rope.scaling.factor").value_or(1.0);
+      if (!(factor > 0)) fail("{}: rope scaling factor must be positive", src.config_label());
+      c.rope.position_scale = static_cast<float>(1.0 / factor);
+    } else if (type != "none" && type != "llama3") {
+      fail("{}: rope scaling type '{}' is not supported (none, linear, llama3)", src.config_label(), type);
+    }
+    // Llama 3 files carry their per-frequency divisors as a tensor.
+    if (src.has_tensor("rope_freqs.weight")) {
+      Tensor f = src.tensor("rope_freqs.weight", {c.rope.n_rot / 2});
+      if (f.dtype != DType::kF32) fail("{}: rope_freqs.weight must be f32", src.path());
+      c.rope.freq_factors.assign(f.as<float>(), f.as<float>() + f.numel());
+    }
+    return;
+  }
+  const nlohmann::json& j = *src.hf_config();
+  const std::string label = src.config_label();
+  c.rope.theta = static_cast<float>(json_float(j, "rope_theta", label, 10000.0));
+  if (j.contains("partial_rotary_factor"))
+    c.rope.n_rot = static_cast<int64_t>(c.head_dim * json_float(j, "partial_rotary_factor", label, 1.0));
+  if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return;
+  const auto& s = j["rope_scaling"];
+  if (!s.is_object()) fail("{}: rope_scaling must be an object", label);
+  std::string type = s.value("rope_type", s.value("type", std::string("default")));
+  const double factor = json_float(s, "factor", label, 1.0);
+  if (type == "default") return;
+  if (!(factor > 0)) fail("{}: rope_scaling.factor must be positive", label);
+  if (type == "linear") {
+    c.rope.position_scale = static_cast<float>(1.0 / factor);
+  } else if (type == "llama3") {
+    // Llama 3.1's scaling: long wavelengths are slowed by `factor`, short ones kept, and the
+    // band between them interpolated (transformers' _compute_llama3_parameters).
+    const double low = json_float(s, "low_freq_factor", label, 1.0);
+    const double high = json_float(s, "high_freq_factor", label, 4.0);
+    const double old_ctx = json_float(s, "original_max_position_embeddings", label, 8192.0);
+    if (!(high > low)) fail("{}: rope_scaling high_freq_factor must exceed low_freq_factor", label);
+    const double low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
+    c.rope.freq_factors.resize(c.rope.n_rot / 2);
+    for (int64_t i = 0; i < c.rope.n_rot / 2; ++i) {
+      const double freq = std::pow(static_cast<double>(c.rope.theta), -2.0 * i / c.rope.n_rot);
+      const double wavelen = 2 * M_PI / freq;
+      double new_freq = freq;
+      if (wavelen > low_wavelen) {
+        new_freq = freq / factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (old_ctx / wavelen - low) / (high - low);
+        new_freq = (1 - smooth) * freq / factor + smooth * freq;
+      }
+      c.rope.freq_factors[i] = static_cast<float>(freq / new_freq);
+    }
+  } else {
+    fail("{}: rope_scaling type '{}' is not supported (linear, llama3)", label, type);
+  }
+}
+
+}  // namespace frugal

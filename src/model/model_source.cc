@@ -1,0 +1,238 @@
+#include "model/model_source.h"
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "io/gguf.h"
+#include "io/llama2c.h"
+#include "io/mapped_file.h"
+#include "io/safetensors.h"
+#include "tokenizer/tokenizer.h"
+
+namespace frugal {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool has_gguf_magic(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;
+  char magic[4] = {};
+  const size_t n = std::fread(magic, 1, 4, f);
+  std::fclose(f);
+  return n == 4 && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
+nlohmann::json parse_json_file(const std::string& path) {
+  nlohmann::json j = nlohmann::json::parse(read_text_file(path), nullptr, false);
+  if (j.is_discarded()) fail("{}: not valid JSON", path);
+  if (!j.is_object()) fail("{}: expected a JSON object", path);
+  return j;
+}
+
+std::string shape_text(std::initializer_list<int64_t> shape) {
+  std::string s = "[";
+  bool first = true;
+  for (int64_t d : shape) {
+    s += fmt::format("{}{}", first ? "" : ", ", d);
+    first = false;
+  }
+  return s + "]";
+}
+
+}  // namespace
+
+ModelSource::~ModelSource() = default;
+
+std::unique_ptr<ModelSource> ModelSource::open(const std::string& path, const ModelOpenOptions& options) {
+  std::unique_ptr<ModelSource> src(new ModelSource());
+  src->path_ = path;
+  src->options_ = options;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) fail("model '{}' does not exist", path);
+  if (fs::is_directory(path, ec)) {
+    src->open_hf(path);
+  } else if (has_gguf_magic(path)) {
+    src->open_gguf(path);
+  } else {
+    auto file = MappedFile::open(path);
+    if (!is_llama2c_checkpoint(*file))
+      fail("'{}' is not a model frugal can read (expected a Hugging Face folder, a GGUF file or a llama2.c checkpoint)",
+           path);
+    src->open_llama2c(path);
+  }
+  return src;
+}
+
+void ModelSource::open_hf(const std::string& dir) {
+  format_ = ModelFormat::kHuggingFace;
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  if (!fs::exists(config_path)) fail("{}: no config.json in this model folder", dir);
+  hf_config_ = parse_json_file(config_path);
+  if (hf_config_->contains("architectures") && (*hf_config_)["architectures"].is_array())
+    for (const auto& a : (*hf_config_)["architectures"])
+      if (a.is_string()) declared_archs_.push_back(a.get<std::string>());
+  if (hf_config_->contains("model_type") && (*hf_config_)["model_type"].is_string())
+    declared_archs_.push_back((*hf_config_)["model_type"].get<std::string>());
+
+  auto files = open_safetensors_dir(dir);
+  for (auto& f : files) {
+    std::shared_ptr<SafetensorsFile> shared(std::move(f));
+    for (const auto& e : shared->entries()) {
+      if (tensors_.count(e.name)) fail("{}: tensor '{}' appears in more than one shard", dir, e.name);
+      tensors_[e.name] = shared->tensor_view(e);
+    }
+    safetensors_.push_back(shared);
+  }
+  keep_alive_ = std::make_shared<std::vector<std::shared_ptr<SafetensorsFile>>>(safetensors_);
+}
+
+void ModelSource::open_gguf(const std::string& file) {
+  format_ = ModelFormat::kGguf;
+  gguf_ = GgufFile::open(file);
+  if (auto arch = gguf_->try_string("general.architecture")) declared_archs_.push_back(*arch);
+  for (const auto& info : gguf_->tensors()) tensors_[info.name] = gguf_->tensor_view(info);
+  keep_alive_ = gguf_;
+}
+
+void ModelSource::open_llama2c(const std::string& file) {
+  format_ = ModelFormat::kLlama2c;
+  auto ck = std::make_shared<Llama2cCheckpoint>(open_llama2c_checkpoint(file));
+  const Llama2cHeader& h = ck->header;
+  // Expose the header as the config.json a Hugging Face Llama would have.
+  nlohmann::json cfg;
+  cfg["architectures"] = {"LlamaForCausalLM"};
+  cfg["model_type"] = "llama";
+  cfg["hidden_size"] = h.dim;
+  cfg["intermediate_size"] = h.hidden_dim;
+  cfg["num_hidden_layers"] = h.n_layers;
+  cfg["num_attention_heads"] = h.n_heads;
+  cfg["num_key_value_heads"] = h.n_kv_heads;
+  cfg["vocab_size"] = h.vocab_size;
+  cfg["max_position_embeddings"] = h.seq_len;
+  cfg["rms_norm_eps"] = 1e-5;
+  cfg["rope_theta"] = 10000.0;
+  cfg["tie_word_embeddings"] = h.shared_classifier;
+  hf_config_ = cfg;
+  declared_archs_ = {"LlamaForCausalLM", "llama"};
+  tensors_ = ck->tensors;
+  keep_alive_ = ck;
+}
+
+std::string ModelSource::config_label() const {
+  switch (format_) {
+    case ModelFormat::kHuggingFace: return (fs::path(path_) / "config.json").string();
+    case ModelFormat::kGguf: return path_ + " (GGUF metadata)";
+    case ModelFormat::kLlama2c: return path_ + " (llama2.c header)";
+  }
+  return path_;
+}
+
+void ModelSource::check_shape(const std::string& name, const Tensor& t, std::initializer_list<int64_t> shape) const {
+  bool same = static_cast<int>(shape.size()) == t.ndim;
+  int i = 0;
+  for (int64_t d : shape) same = same && t.shape[i++] == d;
+  if (!same)
+    fail("{}: tensor '{}' has shape {}, expected {} from the model's configuration", path_, name, t.shape_string(),
+         shape_text(shape));
+}
+
+Tensor ModelSource::tensor(const std::string& name, std::initializer_list<int64_t> shape) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) fail("{}: the model has no tensor '{}'", path_, name);
+  check_shape(name, it->second, shape);
+  return it->second;
+}
+
+std::optional<Tensor> ModelSource::optional_tensor(const std::string& name, std::initializer_list<int64_t> shape) const {
+  if (!has_tensor(name)) return std::nullopt;
+  return tensor(name, shape);
+}
+
+Tensor ModelSource::tensor_f32(const std::string& name, std::initializer_list<int64_t> shape) {
+  Tensor t = tensor(name, shape);
+  if (t.dtype == DType::kF32) return t;
+  Buffer b(static_cast<size_t>(t.numel()) * sizeof(float));
+  dtype_traits(t.dtype).to_float(t.data, b.as<float>(), t.numel());
+  Tensor out = t;
+  out.data = b.data();
+  out.dtype = DType::kF32;
+  owned_.push_back(std::move(b));
+  return out;
+}
+
+std::vector<std::string> ModelSource::tensor_names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, t] : tensors_) names.push_back(name);
+  return names;
+}
+
+std::unique_ptr<Tokenizer> ModelSource::load_tokenizer() const {
+  if (!options_.tokenizer_path.empty()) {
+    if (format_ == ModelFormat::kLlama2c) {
+      return load_llama2c_tokenizer(options_.tokenizer_path, static_cast<int32_t>(tensors_.at("token_embd.weight").dim(0)));
+    }
+    const fs::path p(options_.tokenizer_path);
+    if (fs::is_directory(p)) return load_hf_tokenizer(p.string());
+    if (p.extension() == ".json") return load_tokenizer_json(p.string());
+    if (has_gguf_magic(p.string())) return load_gguf_tokenizer(*GgufFile::open(p.string()));
+    return load_sentencepiece_tokenizer(p.string());
+  }
+  switch (format_) {
+    case ModelFormat::kHuggingFace: return load_hf_tokenizer(path_);
+    case ModelFormat::kGguf: return load_gguf_tokenizer(*gguf_);
+    case ModelFormat::kLlama2c:
+      fail("{}: a llama2.c checkpoint has no vocabulary; pass its tokenizer.bin with --tokenizer", path_);
+  }
+  return nullptr;
+}
+
+std::string ModelSource::chat_template() const {
+  if (gguf_) return gguf_->try_string("tokenizer.chat_template").value_or("");
+  if (format_ != ModelFormat::kHuggingFace) return "";
+  const fs::path cfg = fs::path(path_) / "tokenizer_config.json";
+  if (fs::exists(cfg)) {
+    nlohmann::json j = parse_json_file(cfg.string());
+    if (j.contains("chat_template")) {
+      const auto& t = j["chat_template"];
+      if (t.is_string()) return t.get<std::string>();
+      // A list of named templates: the "default" one is the chat template.
+      if (t.is_array())
+        for (const auto& e : t)
+          if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+            return e["template"].get<std::string>();
+    }
+  }
+  const fs::path jinja = fs::path(path_) / "chat_template.jinja";
+  if (fs::exists(jinja)) return read_text_file(jinja.string());
+  return "";
+}
+
+int64_t json_int(const nlohmann::json& j, const std::string& key, const std::string& label) {
+  auto v = json_opt_int(j, key, label);
+  if (!v) fail("{}: required key '{}' is missing", label, key);
+  return *v;
+}
+
+std::optional<int64_t> json_opt_int(const nlohmann::json& j, const std::string& key, const std::string& label) {
+  if (!j.contains(key) || j[key].is_null()) return std::nullopt;
+  if (!j[key].is_number_integer()) fail("{}: '{}' must be an integer", label, key);
+  return j[key].get<int64_t>();
+}
+
+double json_float(const nlohmann::json& j, const std::string& key, const std::string& label, double fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_number()) fail("{}: '{}' must be a number", label, key);
+  return j[key].get<double>();
+}
+
+bool json_bool(const nlohmann::json& j, const std::string& key, const std::string& label, bool fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_boolean()) fail("{}: '{}' must be true or false", label, key);
+  return j[key].get<bool>();
+}
+
+}  // namespace frugal

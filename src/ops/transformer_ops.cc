@@ -1,0 +1,175 @@
+#include "ops/transformer_ops.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+#include "core/check.h"
+#include "runtime/batch.h"
+#include "runtime/kv_cache.h"
+
+namespace frugal {
+namespace {
+
+// Row-wise work below this many elements runs on the calling thread: starting a parallel
+// region costs more than it saves.
+constexpr int64_t kSerialElements = 1 << 14;
+
+template <typename F>
+void for_rows(OpContext& ctx, int64_t n_rows, int64_t width, F&& f) {
+  if (n_rows * width <= kSerialElements || n_rows == 1) {
+    f(int64_t{0}, n_rows);
+  } else {
+    ctx.pool.parallel_for(n_rows, f);
+  }
+}
+
+}  // namespace
+
+void embedding_lookup(OpContext& ctx, const Tensor& table, const int32_t* tokens, int64_t n_rows, float* out) {
+  const int64_t d = table.cols();
+  const ToFloatFn to_float = ctx.kernels.to_float[static_cast<size_t>(table.dtype)];
+  FRUGAL_CHECK(to_float != nullptr);
+  for_rows(ctx, n_rows, d, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      FRUGAL_CHECK(tokens[r] >= 0 && tokens[r] < table.rows(), "token id {} outside the vocabulary", tokens[r]);
+      to_float(table.row_ptr(tokens[r]), out + r * d, d);
+    }
+  });
+}
+
+void rms_norm_rows(OpContext& ctx, const float* x, const Tensor& weight, float eps, int64_t n_rows, int64_t n, float* y) {
+  FRUGAL_CHECK(weight.dtype == DType::kF32 && weight.numel() == n);
+  const float* w = weight.as<const float>();
+  for_rows(ctx, n_rows, n, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) ctx.kernels.rms_norm(x + r * n, w, y + r * n, n, eps);
+  });
+}
+
+void silu_mul_rows(OpContext& ctx, const float* gate, const float* up, int64_t n_rows, int64_t n, float* out) {
+  for_rows(ctx, n_rows, n, [&](int64_t r0, int64_t r1) {
+    ctx.kernels.silu_mul(gate + r0 * n, up + r0 * n, out + r0 * n, (r1 - r0) * n);
+  });
+}
+
+void add_rows(OpContext& ctx, float* y, const float* x, int64_t n_rows, int64_t n) {
+  for_rows(ctx, n_rows, n, [&](int64_t r0, int64_t r1) { ctx.kernels.add(y + r0 * n, x + r0 * n, (r1 - r0) * n); });
+}
+
+RopeTables make_rope_tables(OpContext& ctx, const float* inv_freq, int64_t n_rot, float position_scale,
+                            const int32_t* positions, int64_t n_rows) {
+  RopeTables t;
+  t.half = n_rot / 2;
+  float* cos = ctx.arena.allocate<float>(n_rows * t.half);
+  float* sin = ctx.arena.allocate<float>(n_rows * t.half);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const double p = static_cast<double>(positions[r]) * position_scale;
+    for (int64_t i = 0; i < t.half; ++i) {
+      // The angle in float, as the reference engines compute it, then cos/sin of that value.
+      const float angle = static_cast<float>(p) * inv_freq[i];
+      cos[r * t.half + i] = std::cos(angle);
+      sin[r * t.half + i] = std::sin(angle);
+    }
+  }
+  t.cos = cos;
+  t.sin = sin;
+  return t;
+}
+
+void rope_rows(OpContext& ctx, float* x, int64_t n_rows, int64_t n_head, int64_t head_dim, int64_t n_rot,
+               const RopeTables& t, bool interleaved) {
+  const int64_t width = n_head * head_dim;
+  for_rows(ctx, n_rows, width, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      ctx.kernels.rope(x + r * width, n_head, head_dim, n_rot, t.cos + r * t.half, t.sin + r * t.half, interleaved);
+  });
+}
+
+void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* k, const float* v,
+              int64_t n_head_kv, int64_t head_dim) {
+  const kernels::ConvertFn convert = ctx.kernels.convert[static_cast<size_t>(cache.dtype())];
+  const int64_t bs = cache.block_size();
+  const size_t pos_bytes = cache.position_bytes();
+  const int64_t width = n_head_kv * head_dim;
+  for (int64_t r = 0; r < batch.size(); ++r) {
+    const auto& table = cache.block_table(batch.seq_ids[r]);
+    const int64_t pos = batch.positions[r];
+    FRUGAL_CHECK(pos / bs < static_cast<int64_t>(table.size()), "position {} has no KV block", pos);
+    const int32_t block = table[pos / bs];
+    for (int64_t h = 0; h < n_head_kv; ++h) {
+      const size_t offset = static_cast<size_t>(pos % bs) * pos_bytes;
+      convert(k + r * width + h * head_dim, static_cast<uint8_t*>(cache.k_block(layer, block, h)) + offset, head_dim);
+      convert(v + r * width + h * head_dim, static_cast<uint8_t*>(cache.v_block(layer, block, h)) + offset, head_dim);
+    }
+  }
+}
+
+void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* q, int64_t n_head,
+                    int64_t n_head_kv, int64_t head_dim, float* out) {
+  const int64_t n_rows = batch.size();
+  const int64_t group = n_head / n_head_kv;
+  const int64_t q_dim = n_head * head_dim;
+  const int64_t bs = cache.block_size();
+  // Work items: (run of rows of one sequence, kv head, chunk of rows). Rows of a long prompt
+  // are cut into chunks so both threads get work even with few kv heads.
+  constexpr int64_t kRowChunk = 16;
+  struct Item {
+    int64_t row0, row1;
+    int64_t kv_head;
+  };
+  std::vector<Item> items;
+  int64_t max_blocks = 0;
+  for (int64_t r = 0; r < n_rows;) {
+    int64_t end = r;
+    while (end < n_rows && batch.seq_ids[end] == batch.seq_ids[r]) ++end;
+    max_blocks = std::max<int64_t>(max_blocks, cache.block_table(batch.seq_ids[r]).size());
+    for (int64_t h = 0; h < n_head_kv; ++h)
+      for (int64_t c = r; c < end; c += kRowChunk) items.push_back({c, std::min(end, c + kRowChunk), h});
+    r = end;
+  }
+  // Larger (later-position) chunks first, so the dynamic schedule ends balanced.
+  std::stable_sort(items.begin(), items.end(),
+                   [&](const Item& a, const Item& b) { return batch.positions[a.row1 - 1] > batch.positions[b.row1 - 1]; });
+
+  const int threads = ctx.pool.size();
+  const int64_t scratch_floats = kernels::attention_scratch_floats(kRowChunk, bs, head_dim);
+  float* scratch = ctx.arena.allocate<float>(scratch_floats * threads);
+  const void** pointers = ctx.arena.allocate<const void*>(2 * max_blocks * threads);
+  std::atomic<size_t> next{0};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+
+  ctx.pool.run([&](int t) {
+    const void** k_blocks = pointers + 2 * max_blocks * t;
+    const void** v_blocks = k_blocks + max_blocks;
+    for (size_t i = next.fetch_add(1); i < items.size(); i = next.fetch_add(1)) {
+      const Item& item = items[i];
+      const auto& table = cache.block_table(batch.seq_ids[item.row0]);
+      const int64_t n_blocks = batch.positions[item.row1 - 1] / bs + 1;
+      for (int64_t b = 0; b < n_blocks; ++b) {
+        k_blocks[b] = cache.k_block(layer, table[b], item.kv_head);
+        v_blocks[b] = cache.v_block(layer, table[b], item.kv_head);
+      }
+      kernels::AttentionArgs a;
+      a.q_stride = q_dim;
+      a.q_limit = batch.positions.data() + item.row0;
+      a.n_q = item.row1 - item.row0;
+      a.k_blocks = k_blocks;
+      a.v_blocks = v_blocks;
+      a.block_size = bs;
+      a.head_dim = head_dim;
+      a.kv_type = cache.dtype();
+      a.scale = scale;
+      a.out_stride = q_dim;
+      a.scratch = scratch + scratch_floats * t;
+      for (int64_t g = 0; g < group; ++g) {
+        const int64_t head = item.kv_head * group + g;
+        a.q = q + item.row0 * q_dim + head * head_dim;
+        a.out = out + item.row0 * q_dim + head * head_dim;
+        ctx.kernels.attention(a);
+      }
+    }
+  });
+}
+
+}  // namespace frugal

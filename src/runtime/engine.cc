@@ -1,0 +1,77 @@
+#include "runtime/engine.h"
+
+#include <algorithm>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "model/architecture.h"
+
+namespace frugal {
+
+std::unique_ptr<Engine> Engine::load(const std::string& model_path, const EngineOptions& o) {
+  if (o.threads < 0) fail("thread count must be positive (got {})", o.threads);
+  if (o.n_ctx < 0) fail("context size must be positive (got {})", o.n_ctx);
+  const int threads = o.threads > 0 ? o.threads : ThreadPool::default_threads();
+  std::unique_ptr<Engine> e(new Engine(threads));
+  e->model_path_ = model_path;
+  auto source = ModelSource::open(model_path, o.open);
+  e->model_ = load_model(*source);
+  e->tokenizer_ = source->load_tokenizer();
+  e->chat_template_ = source->chat_template();
+  const ModelConfig& c = e->model_->config();
+  if (e->tokenizer_ && e->tokenizer_->n_vocab() > c.n_vocab)
+    fail("{}: the tokenizer has {} tokens but the model only {}", model_path, e->tokenizer_->n_vocab(), c.n_vocab);
+  e->n_ctx_ = o.n_ctx > 0 ? o.n_ctx : std::min(c.n_ctx_train, EngineOptions::kDefaultMaxContext);
+  if (o.n_ctx > c.n_ctx_train && c.rope.position_scale == 1.0f && c.rope.freq_factors.empty())
+    log_warn("context {} is longer than the {} positions the model was trained for", o.n_ctx, c.n_ctx_train);
+  KvCacheOptions kv;
+  kv.capacity_tokens = o.kv_capacity > 0 ? o.kv_capacity : e->n_ctx_;
+  kv.block_size = o.kv_block_size;
+  kv.dtype = o.kv_type;
+  e->cache_ = std::make_unique<KvCache>(c.n_layer, c.n_head_kv, c.head_dim, kv);
+  e->max_batch_rows_ = std::max<int64_t>(1, o.max_batch_rows);
+  return e;
+}
+
+const float* Engine::forward(const Batch& batch) {
+  FRUGAL_CHECK(!batch.empty() && batch.size() <= max_batch_rows_, "batch of {} rows", batch.size());
+  const ModelConfig& c = model_->config();
+  for (int64_t r = 0; r < batch.size(); ++r) {
+    if (batch.positions[r] < 0 || batch.positions[r] >= n_ctx_)
+      fail("position {} is outside the context of {} tokens", batch.positions[r], n_ctx_);
+    if (batch.tokens[r] < 0 || batch.tokens[r] >= c.n_vocab)
+      fail("token id {} is outside the vocabulary of {} tokens", batch.tokens[r], c.n_vocab);
+    // Rows of a sequence come in increasing positions, so the last row of each run decides.
+    if (r + 1 == batch.size() || batch.seq_ids[r + 1] != batch.seq_ids[r])
+      if (!cache_->reserve(batch.seq_ids[r], batch.positions[r] + 1))
+        fail("the KV cache is full ({} positions in {} blocks)", cache_->capacity_tokens(), cache_->n_blocks());
+  }
+  const size_t n_out = batch.output_rows.size();
+  logits_.reserve(std::max<size_t>(1, n_out) * c.n_vocab * sizeof(float));
+  arena_.reset();
+  OpContext ctx{pool_, arena_, kernels::active()};
+  model_->forward(ctx, batch, *cache_, logits_.as<float>());
+  return logits_.as<float>();
+}
+
+const float* Engine::prefill(int32_t seq, const std::vector<int32_t>& tokens, int64_t start_pos, bool all_logits) {
+  FRUGAL_CHECK(!tokens.empty());
+  const int64_t n_vocab = model_->config().n_vocab;
+  Buffer all;
+  if (all_logits) all = Buffer(tokens.size() * n_vocab * sizeof(float));
+  Batch batch;
+  const float* last = nullptr;
+  for (size_t begin = 0; begin < tokens.size(); begin += max_batch_rows_) {
+    const size_t end = std::min(tokens.size(), begin + static_cast<size_t>(max_batch_rows_));
+    batch.clear();
+    for (size_t i = begin; i < end; ++i)
+      batch.add(tokens[i], static_cast<int32_t>(start_pos + i), seq, all_logits || i + 1 == tokens.size());
+    last = forward(batch);
+    if (all_logits) std::copy_n(last, (end - begin) * n_vocab, all.as<float>() + begin * n_vocab);
+  }
+  if (!all_logits) return last;
+  logits_ = std::move(all);
+  return logits_.as<float>();
+}
+
+}  // namespace frugal

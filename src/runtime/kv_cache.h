@@ -1,0 +1,76 @@
+// The paged key/value cache. Positions of a sequence live in fixed-size blocks taken from
+// one pool; each sequence has a block table (block i holds positions [i*B, (i+1)*B)). Blocks
+// return to the pool the moment a sequence is removed or truncated, and whole blocks can be
+// shared between sequences (prefix reuse) with reference counts. The cache belongs to the
+// runtime; models only read and write the blocks they are handed.
+//
+// Storage: [n_layer][k|v][n_blocks][n_head_kv][block_size][head_dim] in f32 or f16, so one
+// head's keys for one block are contiguous (what attention reads).
+#pragma once
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/dtype.h"
+
+namespace frugal {
+
+struct KvCacheOptions {
+  int64_t capacity_tokens = 4096;  // positions across all sequences
+  int64_t block_size = 32;         // positions per block
+  DType dtype = DType::kF16;       // f32 or f16
+};
+
+class KvCache {
+ public:
+  KvCache(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvCacheOptions& options);
+
+  int64_t block_size() const { return block_size_; }
+  DType dtype() const { return dtype_; }
+  int64_t n_blocks() const { return n_blocks_; }
+  int64_t free_blocks() const { return static_cast<int64_t>(free_.size()); }
+  int64_t used_blocks() const { return n_blocks_ - free_blocks(); }
+  int64_t capacity_tokens() const { return n_blocks_ * block_size_; }
+  size_t bytes() const { return storage_.size(); }
+
+  // Makes room for positions [0, n_positions) of `seq` (creating it if new). Returns false,
+  // changing nothing, when the pool has too few free blocks.
+  bool reserve(int32_t seq, int64_t n_positions);
+  // Keeps positions [0, n_positions) of `seq` and frees the blocks past them.
+  void truncate(int32_t seq, int64_t n_positions);
+  void remove(int32_t seq);
+  bool contains(int32_t seq) const { return seqs_.count(seq) != 0; }
+  // Positions the sequence has room for (a multiple of block_size, or 0).
+  int64_t reserved_positions(int32_t seq) const;
+  const std::vector<int32_t>& block_table(int32_t seq) const;
+  // Makes `dst` start with the first n_positions of `src`: full blocks are shared (reference
+  // counted, never written again), a partial last block is copied. dst must not exist.
+  bool fork(int32_t src, int32_t dst, int64_t n_positions);
+  int32_t block_refs(int32_t block) const { return refs_[block]; }
+
+  // [block_size, head_dim] of one head in one block.
+  void* k_block(int64_t layer, int32_t block, int64_t head) { return slot(layer, 0, block, head); }
+  void* v_block(int64_t layer, int32_t block, int64_t head) { return slot(layer, 1, block, head); }
+  size_t position_bytes() const { return row_bytes_; }  // one position of one head
+
+ private:
+  void* slot(int64_t layer, int kv, int32_t block, int64_t head) {
+    const int64_t index = ((layer * 2 + kv) * n_blocks_ + block) * n_head_kv_ + head;
+    return static_cast<uint8_t*>(storage_.data()) + static_cast<size_t>(index) * block_size_ * row_bytes_;
+  }
+  int32_t take_block();
+  void release_block(int32_t block);
+  void copy_block(int32_t from, int32_t to);
+
+  int64_t n_layer_, n_head_kv_, head_dim_, block_size_, n_blocks_;
+  DType dtype_;
+  size_t row_bytes_;
+  Buffer storage_;
+  std::vector<int32_t> free_;  // stack of free block ids
+  std::vector<int32_t> refs_;  // per block: sequences holding it
+  std::unordered_map<int32_t, std::vector<int32_t>> seqs_;
+};
+
+}  // namespace frugal

@@ -103,8 +103,8 @@ std::vector<Isa> available_isas() {
   return out;
 }
 
-int64_t attention_scratch_floats(int64_t n_q, int64_t block_size, int64_t head_dim) {
-  return n_q * (block_size + head_dim) + block_size + head_dim + 64;
+int64_t attention_scratch_floats(int64_t n_q, int64_t n_positions, int64_t head_dim) {
+  return n_q * (n_positions + 2 * head_dim) + 64;
 }
 
 namespace {

@@ -45,9 +45,14 @@ struct GemmKernel {
 // Converts n f32 values into `type` (rows of activations for a GemmKernel).
 using ConvertFn = void (*)(const float* src, void* dst, int64_t n);
 
-// Attention of one query vector group against a sequence's cached keys and values for one
+// Attention of a group of query vectors against a sequence's cached keys and values for one
 // key/value head. Keys and values live in blocks of `block_size` positions, each block
 // [block_size, head_dim] for this head, in `kv_type` (f32 or f16).
+//
+// Numerics, per query: s_j = (q . k_j) * scale over positions 0..limit, p = softmax(s) in f32,
+// out = sum_j p_j v_j with f32 accumulation. With an f16 cache the operands of both products
+// are f16 (q and p are rounded to f16, as k and v already are), which is what llama.cpp does
+// with its default f16 cache; with an f32 cache everything stays f32.
 struct AttentionArgs {
   const float* q = nullptr;      // [n_q, head_dim], rows q_stride floats apart
   int64_t q_stride = 0;
@@ -64,7 +69,8 @@ struct AttentionArgs {
   float* scratch = nullptr;      // at least attention_scratch_floats(...) floats
 };
 using AttentionFn = void (*)(const AttentionArgs& args);
-int64_t attention_scratch_floats(int64_t n_q, int64_t block_size, int64_t head_dim);
+// Scratch for one call: scores of every position for every query, plus per-query vectors.
+int64_t attention_scratch_floats(int64_t n_q, int64_t n_positions, int64_t head_dim);
 
 struct KernelTable {
   Isa isa = Isa::kScalar;

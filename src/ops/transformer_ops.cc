@@ -133,7 +133,7 @@ void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& 
                    [&](const Item& a, const Item& b) { return batch.positions[a.row1 - 1] > batch.positions[b.row1 - 1]; });
 
   const int threads = ctx.pool.size();
-  const int64_t scratch_floats = kernels::attention_scratch_floats(kRowChunk, bs, head_dim);
+  const int64_t scratch_floats = kernels::attention_scratch_floats(kRowChunk, max_blocks * bs, head_dim);
   float* scratch = ctx.arena.allocate<float>(scratch_floats * threads);
   const void** pointers = ctx.arena.allocate<const void*>(2 * max_blocks * threads);
   std::atomic<size_t> next{0};

@@ -12,6 +12,7 @@ namespace frugal::test {
 struct ReferenceCheck {
   double max_prob_error = 0;      // largest |p - p_ref| over all top-10 entries
   int positions_checked = 0;
+  int positions_skipped = 0;       // positions the reference gives no entry for
   int greedy_tokens_compared = 0;
   int prompts = 0;
 };

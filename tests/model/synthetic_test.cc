@@ -27,7 +27,8 @@ void check(const std::string& preset) {
   auto engine = Engine::load(synthetic_model(preset), o);
   auto r = test::check_against_reference(
       *engine, test::shared_path("reference/synthetic/" + preset + "-s1/greedy-f32.jsonl"), 1e-3);
-  EXPECT_EQ(r.positions_checked, r.prompts * 32);
+  EXPECT_EQ(r.positions_checked + r.positions_skipped, r.prompts * 32);
+  EXPECT_LE(r.positions_skipped, 3);  // one entry left out by each of three prompts (see reference_checks.cc)
   EXPECT_GT(r.greedy_tokens_compared, 0);
   std::printf("%s: max |p - p_ref| = %.2e over %d positions, %d greedy tokens compared\n", preset.c_str(),
               r.max_prob_error, r.positions_checked, r.greedy_tokens_compared);

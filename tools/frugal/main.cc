@@ -10,16 +10,16 @@ int main(int argc, char** argv) {
   CLI::App app{"frugal: run, compress and adapt large language models on the hardware you have"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Print help for every subcommand");
-  std::vector<frugal::cli::Command> commands = frugal::cli::all_commands();
-  for (auto& command : commands) command.setup(app);
+  std::vector<std::pair<CLI::App*, const frugal::cli::Command*>> parsed;
+  for (const auto& command : frugal::cli::all_commands()) parsed.emplace_back(command.setup(app), &command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   try {
-    for (auto& command : commands)
-      if (command.app != nullptr && command.app->parsed()) return command.run();
+    for (auto& [sub, command] : parsed)
+      if (sub->parsed()) return command->run();
   } catch (const frugal::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "frugal: error: %s\n", e.what());

@@ -19,7 +19,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_path, const Engine
   e->tokenizer_ = source->load_tokenizer();
   e->chat_template_ = source->chat_template();
   const ModelConfig& c = e->model_->config();
-  if (e->tokenizer_ && e->tokenizer_->n_vocab() > c.n_vocab)
+  if (e->tokenizer_->n_vocab() > c.n_vocab)
     fail("{}: the tokenizer has {} tokens but the model only {}", model_path, e->tokenizer_->n_vocab(), c.n_vocab);
   e->n_ctx_ = o.n_ctx > 0 ? o.n_ctx : std::min(c.n_ctx_train, EngineOptions::kDefaultMaxContext);
   if (o.n_ctx > c.n_ctx_train && c.rope.position_scale == 1.0f && c.rope.freq_factors.empty())

@@ -1,0 +1,305 @@
+// Hugging Face tokenizers: tokenizer.json (a BPE model with its normalizer, pre-tokenizer and
+// added tokens), and model folders, where tokenizer_config.json, config.json and
+// generation_config.json say which tokens are BOS and EOS and whether BOS is added.
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "core/check.h"
+#include "io/mapped_file.h"
+#include "tokenizer/bpe_tokenizer.h"
+
+namespace frugal {
+namespace {
+
+using nlohmann::json;
+
+json parse_json_file(const std::string& path) {
+  const std::string text = read_text_file(path);
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON: {}", path, e.what());
+  }
+}
+
+// A JSON value's type is checked before use so a malformed file gives an Error naming it.
+const json& member(const json& object, const char* key, const std::string& path, const char* where) {
+  if (!object.is_object() || !object.contains(key)) fail("{}: {} has no '{}'", path, where, key);
+  return object.at(key);
+}
+
+std::string string_member(const json& object, const char* key, const std::string& path, const char* where) {
+  const json& v = member(object, key, path, where);
+  if (!v.is_string()) fail("{}: '{}' in {} is not a string", path, key, where);
+  return v.get<std::string>();
+}
+
+bool bool_member(const json& object, const char* key, bool fallback, const std::string& path) {
+  if (!object.is_object() || !object.contains(key) || object.at(key).is_null()) return fallback;
+  if (!object.at(key).is_boolean()) fail("{}: '{}' is not true or false", path, key);
+  return object.at(key).get<bool>();
+}
+
+void add_normalizer(const json& spec, Normalizer& normalizer, const std::string& path) {
+  if (spec.is_null()) return;
+  const std::string type = string_member(spec, "type", path, "the normalizer");
+  if (type == "Sequence") {
+    const json& list = member(spec, "normalizers", path, "the Sequence normalizer");
+    if (!list.is_array()) fail("{}: 'normalizers' is not an array", path);
+    for (const json& n : list) add_normalizer(n, normalizer, path);
+  } else if (type == "NFC") {
+    normalizer.add_nfc();
+  } else if (type == "Prepend") {
+    normalizer.add_prepend(string_member(spec, "prepend", path, "the Prepend normalizer"));
+  } else if (type == "Replace") {
+    const json& pattern = member(spec, "pattern", path, "the Replace normalizer");
+    if (!pattern.contains("String")) fail("{}: only string patterns are supported in Replace normalizers", path);
+    normalizer.add_replace(string_member(pattern, "String", path, "the Replace pattern"),
+                           string_member(spec, "content", path, "the Replace normalizer"));
+  } else {
+    fail("{}: normalizer '{}' is not supported (frugal reads NFC, Prepend, Replace and Sequence)", path, type);
+  }
+}
+
+SplitBehavior split_behavior(const std::string& name, const std::string& path) {
+  if (name == "Isolated") return SplitBehavior::kIsolated;
+  if (name == "Removed") return SplitBehavior::kRemoved;
+  if (name == "MergedWithPrevious") return SplitBehavior::kMergedWithPrevious;
+  if (name == "MergedWithNext") return SplitBehavior::kMergedWithNext;
+  fail("{}: split behavior '{}' is not supported", path, name);
+}
+
+// Adds the steps of a pre-tokenizer; sets byte_level when it contains ByteLevel, which has to
+// come last (after it the text is in the byte alphabet, not UTF-8 a regex could read).
+void add_pre_tokenizer(const json& spec, PreTokenizer& pre, bool& byte_level, const std::string& path) {
+  if (spec.is_null()) return;
+  const std::string type = string_member(spec, "type", path, "the pre-tokenizer");
+  if (byte_level) fail("{}: a '{}' pre-tokenizer after ByteLevel is not supported", path, type);
+  if (type == "Sequence") {
+    const json& list = member(spec, "pretokenizers", path, "the Sequence pre-tokenizer");
+    if (!list.is_array()) fail("{}: 'pretokenizers' is not an array", path);
+    for (const json& p : list) add_pre_tokenizer(p, pre, byte_level, path);
+  } else if (type == "Split") {
+    const json& pattern = member(spec, "pattern", path, "the Split pre-tokenizer");
+    if (bool_member(spec, "invert", false, path)) fail("{}: inverted Split pre-tokenizers are not supported", path);
+    const SplitBehavior behavior =
+        split_behavior(string_member(spec, "behavior", path, "the Split pre-tokenizer"), path);
+    if (pattern.contains("Regex")) {
+      pre.add_regex(string_member(pattern, "Regex", path, "the Split pattern"), behavior, RegexDialect::kOniguruma);
+    } else {
+      pre.add_literal(string_member(pattern, "String", path, "the Split pattern"), behavior);
+    }
+  } else if (type == "Digits") {
+    pre.add_regex(bool_member(spec, "individual_digits", false, path) ? R"(\p{N})" : R"(\p{N}+)",
+                  SplitBehavior::kIsolated, RegexDialect::kOniguruma);
+  } else if (type == "ByteLevel") {
+    if (bool_member(spec, "add_prefix_space", true, path)) pre.add_prefix_space();
+    if (bool_member(spec, "use_regex", true, path))
+      pre.add_regex(kGpt2Regex, SplitBehavior::kIsolated, RegexDialect::kOniguruma);
+    byte_level = true;
+  } else {
+    fail("{}: pre-tokenizer '{}' is not supported (frugal reads Split, ByteLevel, Digits and Sequence)", path, type);
+  }
+}
+
+// The BOS a TemplateProcessing post-processor puts before the text, if any.
+std::optional<std::string> template_bos(const json& post, const std::string& path) {
+  if (!post.is_object() || post.value("type", "") != "TemplateProcessing") return std::nullopt;
+  const json& single = member(post, "single", path, "the TemplateProcessing post-processor");
+  if (!single.is_array() || single.empty()) return std::nullopt;
+  const json& first = single.front();
+  if (!first.is_object() || !first.contains("SpecialToken")) return std::nullopt;
+  return string_member(first.at("SpecialToken"), "id", path, "the TemplateProcessing special token");
+}
+
+// A token named in a config: a string, or an object with its text in "content".
+std::optional<std::string> config_token(const json& config, const char* key) {
+  if (!config.is_object() || !config.contains(key)) return std::nullopt;
+  const json& v = config.at(key);
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v.at("content").is_string()) return v.at("content").get<std::string>();
+  return std::nullopt;
+}
+
+// Token ids from a config: an integer or a list of integers.
+std::vector<int32_t> config_ids(const json& config, const char* key) {
+  std::vector<int32_t> ids;
+  if (!config.is_object() || !config.contains(key)) return ids;
+  const json& v = config.at(key);
+  if (v.is_number_integer()) ids.push_back(v.get<int32_t>());
+  if (v.is_array())
+    for (const json& e : v)
+      if (e.is_number_integer()) ids.push_back(e.get<int32_t>());
+  return ids;
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
+  const json root = parse_json_file(path);
+  if (!root.is_object()) fail("{}: not a tokenizer.json (the top level is not an object)", path);
+  const json& model = member(root, "model", path, "the file");
+  const std::string type = model.contains("type") ? string_member(model, "type", path, "the model") : "BPE";
+  if (type != "BPE") fail("{}: model type '{}' is not supported (frugal reads BPE)", path, type);
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
+    if (model.contains(key) && !model.at(key).is_null() && model.at(key) != "")
+      fail("{}: '{}' in the BPE model is not supported", path, key);
+
+  // Ids come from the vocabulary and the added tokens; together they must cover 0..n-1
+  // (holes are filled with unused placeholders, as in padded vocabularies).
+  const json& vocab_json = member(model, "vocab", path, "the model");
+  if (!vocab_json.is_object()) fail("{}: the model's 'vocab' is not an object", path);
+  const json& added = root.contains("added_tokens") ? root.at("added_tokens") : json::array();
+  if (!added.is_array()) fail("{}: 'added_tokens' is not an array", path);
+  std::vector<std::optional<std::string>> texts;
+  std::vector<TokenKind> kinds;
+  const size_t max_ids = vocab_json.size() + added.size() + 65536;  // bounds what a bad id can allocate
+  const auto place = [&](int64_t id, std::string text, TokenKind kind) {
+    if (id < 0 || static_cast<size_t>(id) >= max_ids) fail("{}: token id {} for '{}' is out of range", path, id, text);
+    if (static_cast<size_t>(id) >= texts.size()) {
+      texts.resize(id + 1);
+      kinds.resize(id + 1, TokenKind::kUnused);
+    }
+    texts[id] = std::move(text);
+    kinds[id] = kind;
+  };
+  for (const auto& [text, id] : vocab_json.items()) {
+    if (!id.is_number_integer()) fail("{}: the id of '{}' is not an integer", path, text);
+    place(id.get<int64_t>(), text, TokenKind::kNormal);
+  }
+  struct Strip {
+    int32_t id;
+    bool lstrip, rstrip;
+  };
+  std::vector<Strip> strips;
+  for (const json& t : added) {
+    const json& id = member(t, "id", path, "an added token");
+    if (!id.is_number_integer()) fail("{}: an added token's id is not an integer", path);
+    const bool special = bool_member(t, "special", false, path);
+    place(id.get<int64_t>(), string_member(t, "content", path, "an added token"),
+          special ? TokenKind::kControl : TokenKind::kUserDefined);
+    const bool lstrip = bool_member(t, "lstrip", false, path), rstrip = bool_member(t, "rstrip", false, path);
+    if (lstrip || rstrip) strips.push_back({id.get<int32_t>(), lstrip, rstrip});
+  }
+
+  BpeTokenizer::Options options;
+  options.ignore_merges = bool_member(model, "ignore_merges", false, path);
+  options.byte_fallback = bool_member(model, "byte_fallback", false, path);
+  Vocab vocab;
+  for (size_t id = 0; id < texts.size(); ++id) {
+    TokenKind kind = kinds[id];
+    std::string text = texts[id] ? *texts[id] : "[PAD" + std::to_string(id) + "]";
+    if (kind == TokenKind::kNormal && options.byte_fallback && parse_byte_token(text) >= 0) kind = TokenKind::kByte;
+    vocab.add(std::move(text), 0.0f, kind);
+  }
+  for (const Strip& s : strips) vocab.set_strip(s.id, s.lstrip, s.rstrip);
+
+  Normalizer normalizer;
+  add_normalizer(root.value("normalizer", json()), normalizer, path);
+  PreTokenizer pre;
+  bool byte_level = false;
+  add_pre_tokenizer(root.value("pre_tokenizer", json()), pre, byte_level, path);
+  options.byte_level = byte_level;
+
+  auto tokenizer = std::make_unique<BpeTokenizer>(std::move(vocab), std::move(pre), std::move(normalizer), options);
+  const json& merges = member(model, "merges", path, "the model");
+  if (!merges.is_array()) fail("{}: the model's 'merges' is not an array", path);
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    const json& m = merges[rank];
+    if (m.is_string()) {
+      // "left right"; tokens of byte-level vocabularies never contain a raw space.
+      const std::string s = m.get<std::string>();
+      const size_t space = s.find(' ');
+      if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos)
+        fail("{}: merge {} ('{}') is not two tokens separated by one space", path, rank, s);
+      tokenizer->add_merge(std::string_view(s).substr(0, space), std::string_view(s).substr(space + 1),
+                           static_cast<int32_t>(rank));
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      tokenizer->add_merge(m[0].get<std::string>(), m[1].get<std::string>(), static_cast<int32_t>(rank));
+    } else {
+      fail("{}: merge {} is neither \"left right\" nor [left, right]", path, rank);
+    }
+  }
+  if (model.contains("unk_token") && model.at("unk_token").is_string()) {
+    const std::string unk = model.at("unk_token").get<std::string>();
+    tokenizer->set_unk(tokenizer->vocab().lookup(unk));
+  }
+  if (const auto bos = template_bos(root.value("post_processor", json()), path)) {
+    const int32_t id = tokenizer->vocab().lookup(*bos);
+    if (id >= 0) {
+      tokenizer->set_bos(id);
+      tokenizer->set_add_bos(true);
+    }
+  }
+  tokenizer->finish_special_tokens();
+  return tokenizer;
+}
+
+std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(dir)) fail("{}: not a model folder (no such directory)", dir);
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (fs::exists(dir + "/tokenizer.json")) {
+    tokenizer = load_tokenizer_json(dir + "/tokenizer.json");
+  } else if (fs::exists(dir + "/tokenizer.model")) {
+    tokenizer = load_sentencepiece_tokenizer(dir + "/tokenizer.model");
+  } else {
+    fail("{}: no tokenizer in this folder (expected tokenizer.json or tokenizer.model)", dir);
+  }
+
+  const auto read_optional = [&](const char* name) {
+    const std::string path = dir + "/" + name;
+    return fs::exists(path) ? parse_json_file(path) : json();
+  };
+  const json tokenizer_config = read_optional("tokenizer_config.json");
+  const json config = read_optional("config.json");
+  const json generation_config = read_optional("generation_config.json");
+  const auto valid = [&](int32_t id) { return id >= 0 && id < tokenizer->n_vocab(); };
+
+  // BOS: tokenizer_config.json names it (null: the model has none); else the configs' ids.
+  const auto bos_text = config_token(tokenizer_config, "bos_token");
+  const auto bos_id = bos_text ? tokenizer->find_token(*bos_text) : std::nullopt;
+  if (bos_id) {
+    tokenizer->set_bos(*bos_id);
+  } else if (tokenizer_config.is_object() && tokenizer_config.contains("bos_token") &&
+             tokenizer_config.at("bos_token").is_null()) {
+    tokenizer->set_bos(-1);
+  } else {
+    for (const json* c : {&config, &generation_config}) {
+      const auto ids = config_ids(*c, "bos_token_id");
+      if (!ids.empty() && valid(ids.front())) {
+        tokenizer->set_bos(ids.front());
+        break;
+      }
+    }
+  }
+  // add_bos: stated in tokenizer_config.json, else what the tokenizer itself does (a
+  // TemplateProcessing with BOS, SentencePiece), else yes when a BOS token is configured.
+  bool add_bos = tokenizer->add_bos_default();
+  if (tokenizer_config.is_object() && tokenizer_config.contains("add_bos_token")) {
+    add_bos = bool_member(tokenizer_config, "add_bos_token", false, dir + "/tokenizer_config.json");
+  } else if (bos_text) {
+    add_bos = true;
+  }
+  tokenizer->set_add_bos(add_bos && tokenizer->bos_id() >= 0);
+
+  // EOS: tokenizer_config.json's eos_token, else config.json's first eos_token_id; every EOS id
+  // of config.json and generation_config.json ends generation.
+  std::optional<int32_t> eos;
+  if (const auto text = config_token(tokenizer_config, "eos_token")) eos = tokenizer->find_token(*text);
+  for (const json* c : {&config, &generation_config}) {
+    for (const int32_t id : config_ids(*c, "eos_token_id")) {
+      if (!valid(id)) continue;
+      if (!eos) eos = id;
+      tokenizer->add_end_of_generation(id);
+    }
+  }
+  if (eos) {
+    tokenizer->set_eos(*eos);
+    tokenizer->add_end_of_generation(*eos);
+  }
+  return tokenizer;
+}
+
+}  // namespace frugal

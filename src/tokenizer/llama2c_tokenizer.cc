@@ -1,0 +1,62 @@
+// llama2.c's tokenizer.bin: int32 max_token_length, then per token: float32 score, int32 byte
+// length, the bytes. The file does not say how many tokens it holds: the model checkpoint does.
+// Its exporter wrote ' ' where SentencePiece has '▁', and BOS/EOS are ids 1 and 2.
+#include <cstring>
+
+#include "core/check.h"
+#include "io/mapped_file.h"
+#include "tokenizer/spm_tokenizer.h"
+
+namespace frugal {
+
+std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int32_t n_vocab) {
+  if (n_vocab <= 0) fail("{}: vocabulary size {} from the checkpoint is not positive", path, n_vocab);
+  const std::string data = read_text_file(path);
+  size_t pos = 0;
+  const auto read_i32 = [&](const char* what, int32_t index) {
+    if (data.size() - pos < 4)
+      fail("{}: truncated: {} of token {} is missing at offset {} (the checkpoint says {} tokens)", path, what, index,
+           pos, n_vocab);
+    int32_t v;
+    std::memcpy(&v, data.data() + pos, 4);
+    pos += 4;
+    return v;
+  };
+  const int32_t max_token_length = read_i32("max_token_length", 0);
+  if (max_token_length <= 0)
+    fail("{}: max_token_length {} is not positive: not a llama2.c tokenizer", path, max_token_length);
+
+  Vocab vocab;
+  for (int32_t i = 0; i < n_vocab; ++i) {
+    const int32_t score_bits = read_i32("the score", i);
+    float score;
+    std::memcpy(&score, &score_bits, 4);
+    const int32_t length = read_i32("the length", i);
+    if (length < 0 || static_cast<size_t>(length) > data.size() - pos)
+      fail("{}: truncated: token {} claims {} bytes at offset {} but {} are left", path, i, length, pos,
+           data.size() - pos);
+    std::string text = data.substr(pos, length);
+    pos += length;
+    TokenKind kind = TokenKind::kNormal;
+    if (i == 0) {
+      kind = TokenKind::kUnknown;
+    } else if (i == 1 || i == 2) {
+      kind = TokenKind::kControl;  // "\n<s>\n" and "\n</s>\n" in the exported files
+    } else if (parse_byte_token(text) >= 0) {
+      kind = TokenKind::kByte;
+    }
+    vocab.add(std::move(text), score, kind);
+  }
+
+  auto tokenizer = std::make_unique<SpmTokenizer>(std::move(vocab), SpmTokenizer::Flavor::kLlama2c, true);
+  tokenizer->set_unk(0);
+  if (n_vocab > 2) {
+    tokenizer->set_bos(1);
+    tokenizer->set_eos(2);
+    tokenizer->set_add_bos(true);  // run.c's generate() always starts with BOS
+  }
+  tokenizer->finish_special_tokens();
+  return tokenizer;
+}
+
+}  // namespace frugal

@@ -1,0 +1,49 @@
+// UTF-8 helpers shared by the tokenizers: code point decoding/encoding, and repair of invalid
+// input (the regex engine and the byte-level BPE both need well-formed UTF-8).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace frugal {
+
+inline constexpr uint32_t kReplacementChar = 0xFFFD;
+
+// Length of the sequence a lead byte announces, as llama.cpp computes it (continuation and
+// invalid lead bytes count as 1). Tokenizers split text into symbols with this.
+inline size_t utf8_lead_length(uint8_t lead) {
+  static constexpr uint8_t kLengths[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+  return kLengths[lead >> 4];
+}
+
+// How the bytes at text[pos] compare with a well-formed sequence (Unicode table 3-7: no
+// overlongs, no surrogates, nothing above U+10FFFF): `needed` is the length the lead byte
+// announces (1 for a byte that cannot start one), `matched` how many of the bytes present fit.
+// matched == needed: a whole character; matched < needed and the text ends right after the
+// matched bytes: an incomplete character; otherwise the first max(matched, 1) bytes are invalid
+// (Unicode's "maximal subpart", replaced by one U+FFFD).
+struct Utf8Prefix {
+  size_t matched = 0;
+  size_t needed = 1;
+};
+Utf8Prefix utf8_prefix(std::string_view text, size_t pos);
+
+// Length of the well-formed sequence starting at text[pos]; 0 when the bytes there are not one.
+inline size_t utf8_valid_length(std::string_view text, size_t pos) {
+  const Utf8Prefix p = utf8_prefix(text, pos);
+  return p.matched == p.needed ? p.needed : 0;
+}
+
+void append_utf8(std::string& out, uint32_t code_point);
+
+// Decodes the well-formed sequence at text[pos] and advances pos; an invalid byte decodes to
+// U+FFFD and advances by one (what llama.cpp does).
+uint32_t next_code_point(std::string_view text, size_t& pos);
+
+bool is_valid_utf8(std::string_view text);
+// Copy of text in which every byte that is not part of a well-formed sequence became U+FFFD.
+std::string repair_utf8(std::string_view text);
+
+}  // namespace frugal

@@ -1,0 +1,119 @@
+// Hugging Face tokenizer.json files (Llama 3, Qwen 3) against the ids of the @lenml/tokenizers
+// port of Hugging Face tokenizers (../shared/reference/tokenizers/*.jsonl), and the model-folder
+// loader's BOS / EOS / add_bos from the config files.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "tokenizer/tokenizer.h"
+#include "tokenizer_test_util.h"
+
+namespace frugal {
+namespace {
+
+using test::ids_string;
+using test::quoted;
+using test::shared_path;
+
+void expect_reference(const std::string& name) {
+  const auto tokenizer = load_tokenizer_json(shared_path("tokenizers/" + name + "/tokenizer.json"));
+  const auto cases = test::read_jsonl(shared_path("reference/tokenizers/" + name + ".jsonl"));
+  ASSERT_FALSE(cases.empty());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    // add_special_tokens=false in Hugging Face adds no BOS but still turns special tokens in the
+    // text into their ids: parse_special.
+    const auto got = tokenizer->encode(cases[i].text, /*add_bos=*/false, /*parse_special=*/true);
+    EXPECT_EQ(got, cases[i].ids) << name << " text " << i << ": " << quoted(cases[i].text) << "\n  expected "
+                                 << ids_string(cases[i].ids) << "\n  got      " << ids_string(got);
+    EXPECT_EQ(tokenizer->decode(got, /*render_special=*/true), cases[i].text) << name << " text " << i;
+  }
+}
+
+TEST(HfTokenizerJson, Llama3MatchesReference) {
+  expect_reference("llama3");
+}
+TEST(HfTokenizerJson, Qwen3MatchesReference) {
+  expect_reference("qwen3");
+}
+
+// A long real text: every byte comes back, and the speed is that of a tokenizer one can run
+// over a perplexity corpus.
+TEST(HfTokenizerJson, WholeWikiTextRoundTrips) {
+  const std::string text = test::read_file(shared_path("data/wikitext2/wiki.test.raw"));
+  for (const char* name : {"llama3", "qwen3"}) {
+    const auto t = load_tokenizer_json(shared_path(std::string("tokenizers/") + name + "/tokenizer.json"));
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto ids = t->encode(text, false, false);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("wiki.test.raw with %s: %zu tokens in %.3f s\n", name, ids.size(), seconds);
+    EXPECT_TRUE(t->decode(ids) == text) << name;
+    EXPECT_LT(seconds, 20.0) << name;
+  }
+}
+
+TEST(HfTokenizerJson, Llama3Folder) {
+  const auto t = load_hf_tokenizer(shared_path("tokenizers/llama3"));
+  EXPECT_EQ(t->n_vocab(), 128256);
+  EXPECT_EQ(t->token_text(t->bos_id()), "<|begin_of_text|>");
+  EXPECT_EQ(t->token_text(t->eos_id()), "<|end_of_text|>");
+  EXPECT_TRUE(t->add_bos_default());  // a BOS token is configured and nothing says otherwise
+  EXPECT_FALSE(t->adds_space_prefix());
+  const auto eot = t->find_token("<|eot_id|>");
+  ASSERT_TRUE(eot.has_value());
+  EXPECT_TRUE(t->is_end_of_generation(*eot));
+  EXPECT_TRUE(t->is_end_of_generation(t->eos_id()));
+  EXPECT_FALSE(t->is_end_of_generation(t->bos_id()));
+  EXPECT_EQ(t->token_kind(*eot), TokenKind::kControl);
+
+  const auto with_bos = t->encode("Hello world", t->add_bos_default(), false);
+  ASSERT_EQ(with_bos.size(), 3u);
+  EXPECT_EQ(with_bos[0], t->bos_id());
+  EXPECT_EQ(t->decode(with_bos), "Hello world");
+}
+
+TEST(HfTokenizerJson, Qwen3Folder) {
+  const auto t = load_hf_tokenizer(shared_path("tokenizers/qwen3"));
+  EXPECT_EQ(t->bos_id(), -1);  // tokenizer_config.json: bos_token null, add_bos_token false
+  EXPECT_FALSE(t->add_bos_default());
+  EXPECT_EQ(t->token_text(t->eos_id()), "<|im_end|>");
+  for (const char* text : {"<|im_end|>", "<|endoftext|>"}) {
+    const auto id = t->find_token(text);
+    ASSERT_TRUE(id.has_value()) << text;
+    EXPECT_TRUE(t->is_end_of_generation(*id)) << text;
+  }
+  EXPECT_EQ(t->encode("Hi", true, false), t->encode("Hi", false, false));  // no BOS to add
+}
+
+// Chat-template markers become their ids only with parse_special; otherwise they are text.
+TEST(HfTokenizerJson, SpecialTokensOnlyWithParseSpecial) {
+  const auto t = load_tokenizer_json(shared_path("tokenizers/qwen3/tokenizer.json"));
+  const auto im_start = t->find_token("<|im_start|>");
+  const auto im_end = t->find_token("<|im_end|>");
+  ASSERT_TRUE(im_start && im_end);
+  const std::string text = "<|im_start|>user\nHi<|im_end|>";
+  const auto parsed = t->encode(text, false, true);
+  ASSERT_GE(parsed.size(), 3u);
+  EXPECT_EQ(parsed.front(), *im_start);
+  EXPECT_EQ(parsed.back(), *im_end);
+  EXPECT_EQ(t->decode(parsed), "user\nHi");  // control tokens are not printed by default
+  EXPECT_EQ(t->decode(parsed, true), text);
+
+  const auto plain = t->encode(text, false, false);
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), *im_start), 0);
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), *im_end), 0);
+  EXPECT_EQ(t->decode(plain), text);
+}
+
+// Qwen's normalizer is NFC: a decomposed "é" (e + U+0301) tokenizes as the composed one.
+TEST(HfTokenizerJson, QwenNormalizesToNfc) {
+  const auto t = load_tokenizer_json(shared_path("tokenizers/qwen3/tokenizer.json"));
+  EXPECT_EQ(t->encode("caf\x65\xCC\x81 na\x69\xCC\x88ve", false, false),
+            t->encode("caf\xC3\xA9 na\xC3\xAFve", false, false));
+  // Llama 3 has no normalizer: the two spellings stay different.
+  const auto l = load_tokenizer_json(shared_path("tokenizers/llama3/tokenizer.json"));
+  EXPECT_NE(l->encode("caf\x65\xCC\x81", false, false), l->encode("caf\xC3\xA9", false, false));
+}
+
+}  // namespace
+}  // namespace frugal

@@ -20,9 +20,25 @@
 namespace frugal {
 namespace {
 
-// About a millisecond of spinning before a worker sleeps: long enough to bridge the gaps
-// between the regions of one forward pass, short enough that an idle server sleeps.
-constexpr int kSpinIterations = 1 << 15;
+// Waiting is staged. First a short busy spin (a region usually starts or ends within
+// microseconds of the previous one), then yielding the core (on an oversubscribed machine the
+// thread we wait for may need it), then sleeping on a futex (an idle server uses no CPU).
+constexpr int kSpinIterations = 1 << 11;   // a few microseconds of pause
+constexpr int kYieldIterations = 1 << 9;   // roughly a millisecond of yields when the core is free
+
+// Returns false once the caller should stop spinning and sleep.
+inline bool backoff(int& round) {
+  ++round;
+  if (round < kSpinIterations) {
+    FRUGAL_PAUSE();
+    return true;
+  }
+  if (round < kSpinIterations + kYieldIterations) {
+    sched_yield();
+    return true;
+  }
+  return false;
+}
 
 std::vector<int> allowed_cpus() {
   cpu_set_t set;
@@ -73,29 +89,34 @@ void ThreadPool::run_impl(Task task, void* ctx) {
   generation_.fetch_add(1, std::memory_order_seq_cst);  // pairs with the worker's seq_cst re-check
   if (sleeping_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
   task(ctx, 0);
-  while (pending_.load(std::memory_order_acquire) != 0) FRUGAL_PAUSE();
+  int round = 0;
+  for (int left = pending_.load(std::memory_order_acquire); left != 0; left = pending_.load(std::memory_order_acquire)) {
+    if (!backoff(round)) {
+      caller_sleeping_.store(true, std::memory_order_seq_cst);
+      left = pending_.load(std::memory_order_seq_cst);
+      if (left != 0) pending_.wait(left, std::memory_order_acquire);
+      caller_sleeping_.store(false, std::memory_order_relaxed);
+    }
+  }
 }
 
 void ThreadPool::worker_loop(int index) {
   uint32_t seen = 0;
   for (;;) {
     uint32_t gen = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; gen == seen; ++spin) {
-      if (spin < kSpinIterations) {
-        FRUGAL_PAUSE();
-      } else {
-        sleeping_.fetch_add(1, std::memory_order_seq_cst);
-        // Re-check after announcing ourselves, so a notify between the load and the wait is not lost.
-        if (generation_.load(std::memory_order_seq_cst) == seen) generation_.wait(seen, std::memory_order_acquire);
-        sleeping_.fetch_sub(1, std::memory_order_relaxed);
-        spin = 0;
-      }
-      gen = generation_.load(std::memory_order_acquire);
+    for (int round = 0; gen == seen; gen = generation_.load(std::memory_order_acquire)) {
+      if (backoff(round)) continue;
+      sleeping_.fetch_add(1, std::memory_order_seq_cst);
+      // Re-check after announcing ourselves, so a notify between the load and the wait is not lost.
+      if (generation_.load(std::memory_order_seq_cst) == seen) generation_.wait(seen, std::memory_order_acquire);
+      sleeping_.fetch_sub(1, std::memory_order_relaxed);
+      round = 0;
     }
     seen = gen;
     if (stop_.load(std::memory_order_relaxed)) return;
     task_(ctx_, index);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 && caller_sleeping_.load(std::memory_order_seq_cst))
+      pending_.notify_one();
   }
 }
 

@@ -1,8 +1,8 @@
 // A persistent fork-join thread pool for the compute path.
 //
 // Decode runs a few hundred parallel regions per token, each a few microseconds long, so a
-// region must start and end in well under a microsecond: workers spin on a generation counter
-// for about a millisecond before they sleep on a futex, and the caller takes part as thread 0.
+// region must start and end in well under a microsecond: waiting threads spin briefly, then
+// yield, then sleep on a futex (see thread_pool.cc), and the caller takes part as thread 0.
 #pragma once
 
 #include <algorithm>
@@ -67,6 +67,7 @@ class ThreadPool {
   alignas(64) std::atomic<uint32_t> generation_{0};
   alignas(64) std::atomic<int> pending_{0};
   alignas(64) std::atomic<int> sleeping_{0};
+  std::atomic<bool> caller_sleeping_{false};
   std::atomic<bool> stop_{false};
 };
 

@@ -46,8 +46,9 @@ struct GemmKernel {
 using ConvertFn = void (*)(const float* src, void* dst, int64_t n);
 
 // Attention of a group of query vectors against a sequence's cached keys and values for one
-// key/value head. Keys and values live in blocks of `block_size` positions, each block
-// [block_size, head_dim] for this head, in `kv_type` (f32 or f16).
+// key/value head. Keys and values live in blocks of `block_size` positions; per block, this
+// head's keys are [head_dim, block_size] (transposed) and its values [block_size, head_dim],
+// in `kv_type` (f32 or f16).
 //
 // Numerics, per query: s_j = (q . k_j) * scale over positions 0..limit, p = softmax(s) in f32,
 // out = sum_j p_j v_j with f32 accumulation. With an f16 cache the operands of both products
@@ -58,7 +59,8 @@ struct AttentionArgs {
   int64_t q_stride = 0;
   const int32_t* q_limit = nullptr;  // [n_q]: query i attends to positions 0..q_limit[i]
   int64_t n_q = 0;
-  const void* const* k_blocks = nullptr;  // per block: pointer to this head's [block_size, head_dim]
+  const void* const* k_blocks = nullptr;  // per block: this head's keys [head_dim, block_size]
+  // per block: this head's values [block_size, head_dim]
   const void* const* v_blocks = nullptr;
   int64_t block_size = 0;
   int64_t head_dim = 0;
@@ -90,6 +92,14 @@ struct KernelTable {
   AttentionFn attention = nullptr;
   // In-place softmax of n values; returns nothing. Used by samplers and tests.
   void (*softmax)(float* x, int64_t n) = nullptr;
+
+  // Machine probes for `frugal bench`: what this ISA can do at best on one thread.
+  // Reads n floats (n % 64 == 0) as fast as possible; returns their sum so the read happens.
+  float (*read_stream)(const float* p, int64_t n) = nullptr;
+  // Runs `iterations` rounds of independent fp32 FMAs; returns FLOPs done.
+  double (*fma_loop)(int64_t iterations) = nullptr;
+  // The same with the widest bf16 dot-product instruction (0 when the ISA has none).
+  double (*bf16_dot_loop)(int64_t iterations) = nullptr;
 };
 
 // The best table this CPU supports (FRUGAL_ISA=scalar|avx2|avx512 narrows it, for tests and

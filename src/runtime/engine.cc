@@ -16,10 +16,15 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_path, const Engine
   e->model_path_ = model_path;
   auto source = ModelSource::open(model_path, o.open);
   e->model_ = load_model(*source);
-  e->tokenizer_ = source->load_tokenizer();
+  try {
+    e->tokenizer_ = source->load_tokenizer();
+  } catch (const Error& err) {
+    if (!o.tokenizer_optional) throw;
+    log_warn("{}; working on token ids only", err.what());
+  }
   e->chat_template_ = source->chat_template();
   const ModelConfig& c = e->model_->config();
-  if (e->tokenizer_->n_vocab() > c.n_vocab)
+  if (e->tokenizer_ && e->tokenizer_->n_vocab() > c.n_vocab)
     fail("{}: the tokenizer has {} tokens but the model only {}", model_path, e->tokenizer_->n_vocab(), c.n_vocab);
   e->n_ctx_ = o.n_ctx > 0 ? o.n_ctx : std::min(c.n_ctx_train, EngineOptions::kDefaultMaxContext);
   if (o.n_ctx > c.n_ctx_train && c.rope.position_scale == 1.0f && c.rope.freq_factors.empty())
@@ -31,6 +36,11 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_path, const Engine
   e->cache_ = std::make_unique<KvCache>(c.n_layer, c.n_head_kv, c.head_dim, kv);
   e->max_batch_rows_ = std::max<int64_t>(1, o.max_batch_rows);
   return e;
+}
+
+const Tokenizer& Engine::tokenizer() const {
+  if (!tokenizer_) fail("{}: the model has no tokenizer", model_path_);
+  return *tokenizer_;
 }
 
 const float* Engine::forward(const Batch& batch) {

@@ -26,6 +26,9 @@ struct EngineOptions {
   DType kv_type = DType::kF16;
   int64_t max_batch_rows = 512;  // rows per forward; longer prompts are prefilled in chunks
   ModelOpenOptions open;
+  // Load without a tokenizer when the model folder has none (bench on synthetic weights); the
+  // engine then works on token ids only.
+  bool tokenizer_optional = false;
 
   static constexpr int64_t kDefaultMaxContext = 4096;
 };
@@ -37,7 +40,10 @@ class Engine {
 
   const Model& model() const { return *model_; }
   const ModelConfig& config() const { return model_->config(); }
-  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  // False only for a model loaded with tokenizer_optional that has no vocabulary.
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  // Throws frugal::Error when the model has none.
+  const Tokenizer& tokenizer() const;
   const std::string& chat_template() const { return chat_template_; }
   KvCache& cache() { return *cache_; }
   ThreadPool& pool() { return pool_; }

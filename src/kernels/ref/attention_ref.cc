@@ -27,10 +27,10 @@ void attention(const AttentionArgs& a) {
     for (int64_t d = 0; d < hd; ++d) q[d] = round_to(a.q[i * a.q_stride + d], a.kv_type);
     float max = -INFINITY;
     for (int64_t j = 0; j < n_pos; ++j) {
-      const void* kb = a.k_blocks[j / a.block_size];
-      const int64_t row = (j % a.block_size) * hd;
+      const void* kb = a.k_blocks[j / a.block_size];  // transposed: [head_dim, block_size]
+      const int64_t slot = j % a.block_size;
       float s = 0.0f;
-      for (int64_t d = 0; d < hd; ++d) s += q[d] * load(kb, row + d, a.kv_type);
+      for (int64_t d = 0; d < hd; ++d) s += q[d] * load(kb, d * a.block_size + slot, a.kv_type);
       scores[j] = s * a.scale;
       max = std::max(max, scores[j]);
     }

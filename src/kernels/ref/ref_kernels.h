@@ -18,6 +18,9 @@ void rope(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float
 void softmax(float* x, int64_t n);
 void attention(const AttentionArgs& args);
 
+float read_stream(const float* p, int64_t n);
+double fma_loop(int64_t iterations);
+
 void fill_table(KernelTable& table);
 
 }  // namespace frugal::kernels::ref

@@ -17,6 +17,8 @@ void fill_table(KernelTable& t) {
   t.rope = rope;
   t.attention = attention;
   t.softmax = softmax;
+  t.read_stream = read_stream;
+  t.fma_loop = fma_loop;
 }
 
 }  // namespace frugal::kernels::ref

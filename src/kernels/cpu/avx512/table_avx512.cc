@@ -1,7 +1,43 @@
 #include "kernels/kernels.h"
 
 namespace frugal::kernels {
+namespace avx512 {
+void gemm_f32(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_f16(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_bf16(const GemmArgs& a, int64_t n0, int64_t n1);
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+void add(float* y, const float* x, int64_t n);
+void rope(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float* cos, const float* sin, bool interleaved);
+void softmax(float* x, int64_t n);
+void convert_f16(const float* src, void* dst, int64_t n);
+void convert_bf16(const float* src, void* dst, int64_t n);
+void f16_to_float(const void* src, float* dst, int64_t n);
+void bf16_to_float(const void* src, float* dst, int64_t n);
+void attention(const AttentionArgs& a);
+float read_stream(const float* p, int64_t n);
+double fma_loop(int64_t iterations);
+double bf16_dot_loop(int64_t iterations);
+}  // namespace avx512
 
-void fill_avx512(KernelTable& table) {}
+void fill_avx512(KernelTable& t) {
+  auto slot = [](DType type) { return static_cast<size_t>(type); };
+  t.gemm[slot(DType::kF32)] = {DType::kF32, avx512::gemm_f32, 16};
+  t.gemm[slot(DType::kF16)] = {DType::kF32, avx512::gemm_f16, 16};
+  t.gemm[slot(DType::kBF16)] = {DType::kBF16, avx512::gemm_bf16, 16};
+  t.convert[slot(DType::kF16)] = avx512::convert_f16;
+  t.convert[slot(DType::kBF16)] = avx512::convert_bf16;
+  t.to_float[slot(DType::kF16)] = avx512::f16_to_float;
+  t.to_float[slot(DType::kBF16)] = avx512::bf16_to_float;
+  t.rms_norm = avx512::rms_norm;
+  t.silu_mul = avx512::silu_mul;
+  t.add = avx512::add;
+  t.rope = avx512::rope;
+  t.softmax = avx512::softmax;
+  t.attention = avx512::attention;
+  t.read_stream = avx512::read_stream;
+  t.fma_loop = avx512::fma_loop;
+  t.bf16_dot_loop = avx512::bf16_dot_loop;
+}
 
 }  // namespace frugal::kernels

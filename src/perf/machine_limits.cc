@@ -1,0 +1,54 @@
+#include "perf/machine_limits.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "core/buffer.h"
+
+namespace frugal {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+MachineLimits measure_machine_limits(ThreadPool& pool, const kernels::KernelTable& k) {
+  MachineLimits limits;
+  const int threads = pool.size();
+
+  // Bandwidth: 1 GiB, far beyond the last-level cache, touched once so the pages exist, then
+  // read by every thread in its own contiguous slice.
+  constexpr size_t kBytes = size_t{1} << 30;
+  Buffer buffer(kBytes);
+  const int64_t n = kBytes / sizeof(float);
+  pool.parallel_for(n, [&](int64_t b, int64_t e) { std::memset(buffer.as<float>() + b, 0, (e - b) * sizeof(float)); }, 64);
+  std::vector<float> sinks(threads);
+  for (int pass = 0; pass < 5; ++pass) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(n, [&](int64_t b, int64_t e) { sinks[b * threads / n] += k.read_stream(buffer.as<float>() + b, e - b); }, 64);
+    limits.read_bandwidth = std::max(limits.read_bandwidth, kBytes / seconds_since(t0));
+  }
+
+  // Compute peaks: every thread runs the loop; long enough (~50 ms) to reach full clocks.
+  auto peak = [&](double (*loop)(int64_t)) {
+    double best = 0;
+    for (int pass = 0; pass < 3; ++pass) {
+      std::vector<double> flops(threads);
+      const auto t0 = std::chrono::steady_clock::now();
+      pool.run([&](int t) { flops[t] = loop(int64_t{20} << 20); });
+      double total = 0;
+      for (double f : flops) total += f;
+      best = std::max(best, total / seconds_since(t0));
+    }
+    return best;
+  };
+  limits.fma_peak = peak(k.fma_loop);
+  if (k.bf16_dot_loop != nullptr) limits.bf16_dot_peak = peak(k.bf16_dot_loop);
+  return limits;
+}
+
+}  // namespace frugal

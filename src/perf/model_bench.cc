@@ -1,0 +1,97 @@
+#include "perf/model_bench.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <vector>
+
+#include "core/check.h"
+
+namespace frugal {
+namespace {
+
+constexpr int32_t kBenchSeq = 1 << 30;  // a sequence id no caller uses
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int32_t argmax(const float* logits, int64_t n) { return static_cast<int32_t>(std::max_element(logits, logits + n) - logits); }
+
+}  // namespace
+
+size_t peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<size_t>(usage.ru_maxrss) * 1024;
+}
+
+double forward_flops(const ModelConfig& c, int64_t start, int64_t n) {
+  const double d = c.n_embd, q = c.q_dim(), kv = c.kv_dim(), ff = c.n_ff;
+  const double per_token_layer = d * (q + 2 * kv) + q * d + 3 * d * ff;  // multiply-adds
+  double macs = per_token_layer * c.n_layer * n + d * c.n_vocab;        // one output row
+  // Attention: position p attends to p+1 positions, two products of head_dim per head.
+  double positions = 0;
+  for (int64_t p = start; p < start + n; ++p) positions += p + 1;
+  macs += 2.0 * c.n_layer * c.n_head * c.head_dim * positions;
+  return 2 * macs;
+}
+
+ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& o) {
+  const ModelConfig& c = engine.config();
+  if (o.prompt_tokens < 1 || o.decode_tokens < 1 || o.repetitions < 1) fail("bench sizes must be positive");
+  if (o.prompt_tokens + o.decode_tokens > engine.n_ctx())
+    fail("bench needs {} + {} positions but the context holds {} (raise -c)", o.prompt_tokens, o.decode_tokens, engine.n_ctx());
+  std::mt19937 rng(1234);
+  const int64_t vocab = engine.has_tokenizer() ? std::min<int64_t>(c.n_vocab, engine.tokenizer().n_vocab()) : c.n_vocab;
+  std::uniform_int_distribution<int32_t> token(3, static_cast<int32_t>(vocab - 1));
+  std::vector<int32_t> prompt(o.prompt_tokens);
+  for (auto& t : prompt) t = token(rng);
+
+  ModelBenchResult r;
+  r.weight_bytes_per_token = engine.model().weight_bytes_per_token();
+  r.prefill_flops = forward_flops(c, 0, o.prompt_tokens);
+  std::vector<double> prefill, decode, ttft;
+  for (int rep = 0; rep <= o.repetitions; ++rep) {  // repetition 0 warms caches and page tables
+    engine.cache().remove(kBenchSeq);
+    const double t0 = now();
+    const float* logits = engine.prefill(kBenchSeq, prompt, 0);
+    const double t1 = now();
+    int32_t next = argmax(logits, c.n_vocab);
+    Batch batch;
+    batch.add(next, static_cast<int32_t>(o.prompt_tokens), kBenchSeq, true);
+    engine.forward(batch);
+    const double t2 = now();
+    engine.cache().remove(kBenchSeq);
+
+    // Decode from an empty context, as llama-bench's tg test does.
+    const double t3 = now();
+    next = prompt[0];
+    for (int64_t i = 0; i < o.decode_tokens; ++i) {
+      batch.clear();
+      batch.add(next, static_cast<int32_t>(i), kBenchSeq, true);
+      next = argmax(engine.forward(batch), c.n_vocab);
+    }
+    const double t4 = now();
+    engine.cache().remove(kBenchSeq);
+    if (rep == 0) continue;
+    prefill.push_back(t1 - t0);
+    ttft.push_back(t2 - t0);
+    decode.push_back((t4 - t3) / o.decode_tokens);
+  }
+  r.prefill_seconds = median(prefill);
+  r.prefill_tokens_per_second = o.prompt_tokens / r.prefill_seconds;
+  r.time_to_first_token = median(ttft);
+  r.decode_seconds_per_token = median(decode);
+  r.decode_tokens_per_second = 1.0 / r.decode_seconds_per_token;
+  r.kv_cache_bytes = engine.cache().bytes();
+  r.peak_rss_bytes = peak_rss_bytes();
+  return r;
+}
+
+}  // namespace frugal

@@ -1,0 +1,39 @@
+// Prefill and decode speed of a loaded model, with the work each one does, so that speed can be
+// stated as a fraction of the machine's limits (perf/machine_limits.h).
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/engine.h"
+
+namespace frugal {
+
+struct ModelBenchOptions {
+  int64_t prompt_tokens = 512;  // prefill: one prompt of this many tokens (llama-bench's pp512)
+  int64_t decode_tokens = 128;  // decode: this many tokens, one at a time (tg128)
+  int repetitions = 3;          // each measurement is the median of this many runs
+};
+
+struct ModelBenchResult {
+  double prefill_seconds = 0;         // median time to evaluate the prompt
+  double prefill_tokens_per_second = 0;
+  double prefill_flops = 0;           // FLOPs of one prompt evaluation (matrix products and attention)
+  double decode_seconds_per_token = 0;
+  double decode_tokens_per_second = 0;
+  double time_to_first_token = 0;     // prompt evaluation plus the first decode step, seconds
+  size_t weight_bytes_per_token = 0;  // bytes of weights one decode step reads
+  size_t kv_cache_bytes = 0;
+  size_t peak_rss_bytes = 0;
+};
+
+// Runs on sequence ids the engine does not otherwise use, and leaves the cache empty.
+ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& options);
+
+// FLOPs of evaluating n_tokens consecutive positions starting at `start` (for one sequence):
+// 2 per multiply-add of every weight matrix (the output head only for the last position) and
+// of attention's two products over the causal positions.
+double forward_flops(const ModelConfig& config, int64_t start, int64_t n_tokens);
+
+size_t peak_rss_bytes();
+
+}  // namespace frugal

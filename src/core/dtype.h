@@ -33,6 +33,7 @@ enum class DType : uint8_t {
   kQ6_K = 15,
   kQ8_K = 16,  // activation format of the K-quant dot products
   kIQ4_NL = 17,
+  kQ8Act = 18,  // activations of the integer dot products: Q8_0 plus the block's integer sum
   kCount = 32,  // room for formats added by later work
 };
 

@@ -3,9 +3,12 @@
 // Layout: "GGUF" magic, version, tensor count, metadata count; metadata key/value pairs;
 // tensor infos (name, dims innermost first, GGML type, offset); padding to general.alignment;
 // the tensor data. The reader validates every count, length and offset against the file
-// size before it trusts it, so a corrupt or hostile file gives an Error, never a crash.
+// size before it trusts it, so a corrupt or hostile file gives an Error, never a crash, and
+// never allocates much more than the file's own size before failing. io/gguf_writer.h
+// writes the format.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -35,6 +38,18 @@ enum class GgufType : uint32_t {
   kF64 = 12,
 };
 const char* gguf_type_name(GgufType type);
+// Bytes of one element of a numeric type; 0 for strings, arrays and unknown ids.
+size_t gguf_scalar_size(GgufType type);
+
+// Limits the reader enforces and the writer respects: far above what any real model needs,
+// low enough that a hostile header cannot make the reader allocate gigabytes before failing.
+inline constexpr uint64_t kGgufMaxNameLength = 65536;   // metadata keys and tensor names, bytes
+inline constexpr uint64_t kGgufMaxKeyValues = 1 << 20;  // metadata entries
+inline constexpr uint64_t kGgufMaxTensors = 1 << 20;
+inline constexpr uint64_t kGgufMaxAlignment = 65536;  // general.alignment: a power of two up to this
+inline constexpr uint64_t kGgufDefaultAlignment = 32;
+inline constexpr uint32_t kGgufMaxDims = 4;
+inline constexpr uint64_t kGgufMaxElements = uint64_t{1} << 40;  // in one dimension and in a whole tensor
 
 // One metadata value. Scalars are widened into the three numeric slots; strings and string
 // arrays point into the mapping (string_view); numeric arrays keep a pointer to their
@@ -47,7 +62,7 @@ struct GgufValue {
   std::string_view str;
   GgufType array_type = GgufType::kU8;
   uint64_t array_size = 0;
-  const uint8_t* array_data = nullptr;        // numeric arrays
+  const uint8_t* array_data = nullptr;          // numeric arrays
   std::vector<std::string_view> array_strings;  // string arrays
 
   bool is_integer() const;
@@ -75,11 +90,16 @@ class GgufFile {
   uint64_t alignment() const { return alignment_; }
   const std::string& path() const { return label_; }
   const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
+  // The metadata keys in the order the file stores them (metadata() is sorted by key).
+  const std::vector<std::string>& metadata_keys() const { return key_order_; }
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
+  // Absolute offset of the tensor data section (tensor offsets in the file are relative to it).
+  uint64_t data_offset() const { return data_offset_; }
 
   const GgufValue* find(const std::string& key) const;
   bool has(const std::string& key) const { return find(key) != nullptr; }
-  // Typed getters: throw an Error naming the key when missing or of the wrong type.
+  // Typed getters: throw an Error naming the key when missing or of the wrong type (and
+  // get_int/try_int when a u64 value does not fit in int64).
   std::string get_string(const std::string& key) const;
   int64_t get_int(const std::string& key) const;
   double get_float(const std::string& key) const;
@@ -106,8 +126,10 @@ class GgufFile {
   const uint8_t* data_ = nullptr;
   std::string label_;
   uint32_t version_ = 0;
-  uint64_t alignment_ = 32;
+  uint64_t alignment_ = kGgufDefaultAlignment;
+  uint64_t data_offset_ = 0;
   std::map<std::string, GgufValue> metadata_;
+  std::vector<std::string> key_order_;
   std::vector<GgufTensorInfo> tensors_;
   std::map<std::string, size_t> tensor_index_;
 };

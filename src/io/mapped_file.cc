@@ -7,8 +7,9 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <vector>
 
 #include "core/check.h"
 
@@ -51,13 +52,67 @@ void MappedFile::prefetch() const {
   if (data_ != nullptr) madvise(const_cast<uint8_t*>(data_), size_, MADV_WILLNEED);
 }
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open '{}': {}", path, std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) fail("cannot read '{}'", path);
-  return ss.str();
+std::string read_text_file(const std::string& path, size_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open '{}': {}", path, std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (fstat(fd, &st) != 0) fail("cannot stat '{}': {}", path, std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) fail("'{}' is not a regular file", path);
+  if (static_cast<uint64_t>(st.st_size) > max_bytes)
+    fail("'{}' is {} bytes, more than the {} expected of this file", path, st.st_size, max_bytes);
+  std::string text(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::read(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail("cannot read '{}': {}", path, std::strerror(errno));
+    if (n == 0) break;  // the file shrank while we read it
+    done += static_cast<size_t>(n);
+  }
+  text.resize(done);
+  return text;
+}
+
+nlohmann::json parse_json(std::string_view text, const std::string& label, const JsonLimits& limits) {
+  using Event = nlohmann::json::parse_event_t;
+  std::vector<std::set<std::string>> open_objects;  // keys seen so far in each open object
+  size_t values = 0;
+  auto check = [&](int depth, Event event, nlohmann::json& parsed) {
+    if (++values > limits.max_values)
+      fail("{}: {} holds more than {} JSON values", label, limits.what, limits.max_values);
+    switch (event) {
+      case Event::object_start:
+      case Event::array_start:
+        if (depth >= limits.max_depth)
+          fail("{}: {} is nested more than {} levels deep", label, limits.what, limits.max_depth);
+        if (event == Event::object_start) open_objects.emplace_back();
+        break;
+      case Event::object_end:
+        open_objects.pop_back();
+        break;
+      case Event::key: {
+        const auto& key = parsed.get_ref<const std::string&>();
+        if (!open_objects.back().insert(key).second) fail("{}: {} has the key '{}' twice", label, limits.what, key);
+        break;
+      }
+      default:
+        break;
+    }
+    return true;
+  };
+  try {
+    return nlohmann::json::parse(text.begin(), text.end(), check);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: {} is not valid JSON ({})", label, limits.what, e.what());
+  }
+}
+
+nlohmann::json read_json_file(const std::string& path, const JsonLimits& limits) {
+  return parse_json(read_text_file(path), path, limits);
 }
 
 }  // namespace frugal

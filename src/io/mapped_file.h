@@ -4,7 +4,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
+#include <string_view>
 
 namespace frugal {
 
@@ -30,7 +32,24 @@ class MappedFile {
   size_t size_ = 0;
 };
 
-// Reads a whole (small) file into a string; throws frugal::Error naming the path.
-std::string read_text_file(const std::string& path);
+// Reads a whole (small) file into a string: configs, tokenizers, indexes. Throws
+// frugal::Error naming the path when it cannot be read, is not a regular file, or is larger
+// than max_bytes (a bound on what a wrong path or a hostile file can make us allocate).
+inline constexpr size_t kMaxTextFileBytes = size_t{256} << 20;
+std::string read_text_file(const std::string& path, size_t max_bytes = kMaxTextFileBytes);
+
+// Bounds for JSON from files a user gives us (configs, tokenizers, indexes, headers).
+struct JsonLimits {
+  int max_depth = 64;                   // containers inside containers
+  size_t max_values = size_t{1} << 24;  // values, keys and container ends together
+  const char* what = "the file";        // how messages name the text ("the header")
+};
+// Parses untrusted JSON. Unlike a bare nlohmann::json::parse, every problem is a
+// frugal::Error naming `label` and `what` (no nlohmann exception escapes), duplicate keys are
+// errors (nlohmann silently keeps the last), and nesting or value counts beyond the limits
+// fail as soon as the parser meets them, before they cost memory.
+nlohmann::json parse_json(std::string_view text, const std::string& label, const JsonLimits& limits = {});
+// read_text_file + parse_json, labelled with the path.
+nlohmann::json read_json_file(const std::string& path, const JsonLimits& limits = {});
 
 }  // namespace frugal

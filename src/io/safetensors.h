@@ -1,6 +1,10 @@
 // safetensors: an 8-byte little-endian header length, a JSON header mapping tensor names to
 // {dtype, shape, data_offsets}, then the raw data. Also the sharded form, where
 // model.safetensors.index.json maps each tensor name to the shard that holds it.
+//
+// The header is untrusted input: every field, offset and size is checked (and the JSON parse
+// bounded in depth and size) before it is used, so a corrupt file gives an Error naming the
+// file, never a crash or another exception type.
 #pragma once
 
 #include <map>
@@ -29,6 +33,7 @@ class SafetensorsFile {
 
   const std::string& path() const { return label_; }
   const std::vector<SafetensorsEntry>& entries() const { return entries_; }
+  const SafetensorsEntry* find(const std::string& name) const;  // nullptr when absent
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   Tensor tensor_view(const SafetensorsEntry& entry) const;
   const std::shared_ptr<MappedFile>& mapping() const { return file_; }
@@ -42,10 +47,13 @@ class SafetensorsFile {
   std::string label_;
   std::vector<SafetensorsEntry> entries_;
   std::map<std::string, std::string> metadata_;
+  std::map<std::string, size_t> index_;  // name -> position in entries_
 };
 
 // The safetensors files of a Hugging Face model folder: model.safetensors, or the shards
-// listed by model.safetensors.index.json. Throws when neither exists or a shard is missing.
+// listed by model.safetensors.index.json. Throws when neither exists, a shard is missing or
+// is not a plain file name, a tensor the index names is not in its shard, or a tensor is in
+// two shards.
 std::vector<std::unique_ptr<SafetensorsFile>> open_safetensors_dir(const std::string& dir);
 
 }  // namespace frugal

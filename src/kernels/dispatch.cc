@@ -6,6 +6,8 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/check.h"
 #include "kernels/kernels.h"
@@ -108,24 +110,47 @@ int64_t attention_scratch_floats(int64_t n_q, int64_t n_positions, int64_t head_
 }
 
 namespace {
-// The dequantize fallback needs the type's to_float; GemmFn has no slot for it, so one small
-// trampoline per type slot is instantiated.
-template <size_t I>
+// The fallback for a weight type without its own kernel: a few weight rows at a time are
+// dequantized to f32 (exactly, with the type's to_float) and multiplied by the table's own f32
+// kernel, so a new format runs at SIMD speed everywhere the day it is registered, with the f32
+// kernel's batch invariance. GemmFn has no slot for the table or the type, so one trampoline
+// per (ISA, type) pair is instantiated.
+constexpr int64_t kFallbackRows = 16;
+
+template <size_t IsaIndex, size_t TypeIndex>
 void gemm_fallback(const GemmArgs& args, int64_t n0, int64_t n1) {
-  ref::gemm_dequantize(args, n0, n1, active().to_float[I] ? active().to_float[I] : dtype_traits(static_cast<DType>(I)).to_float);
+  const KernelTable& table = tables().by_isa[IsaIndex];
+  const ToFloatFn to_float = table.to_float[TypeIndex];
+  thread_local std::vector<float> rows;
+  rows.resize(kFallbackRows * args.k);
+  GemmArgs tile = args;
+  tile.w = rows.data();
+  tile.w_stride = args.k * sizeof(float);
+  for (int64_t n = n0; n < n1; n += kFallbackRows) {
+    const int64_t count = std::min(kFallbackRows, n1 - n);
+    for (int64_t r = 0; r < count; ++r)
+      to_float(static_cast<const uint8_t*>(args.w) + (n + r) * args.w_stride, rows.data() + r * args.k, args.k);
+    tile.y = args.y + n;  // the f32 kernel writes columns [0, count) of this shifted view
+    table.gemm[static_cast<size_t>(DType::kF32)].fn(tile, 0, count);
+  }
 }
-template <size_t... I>
-constexpr std::array<GemmFn, sizeof...(I)> make_fallbacks(std::index_sequence<I...>) {
-  return {gemm_fallback<I>...};
+
+template <size_t IsaIndex, size_t... TypeIndex>
+constexpr std::array<GemmFn, kDTypeSlots> fallbacks_for(std::index_sequence<TypeIndex...>) {
+  return {gemm_fallback<IsaIndex, TypeIndex>...};
 }
-constexpr auto kFallbacks = make_fallbacks(std::make_index_sequence<kDTypeSlots>());
+const std::array<std::array<GemmFn, kDTypeSlots>, 3> kFallbacks = {
+    fallbacks_for<0>(std::make_index_sequence<kDTypeSlots>()),
+    fallbacks_for<1>(std::make_index_sequence<kDTypeSlots>()),
+    fallbacks_for<2>(std::make_index_sequence<kDTypeSlots>()),
+};
 }  // namespace
 
 GemmKernel gemm_for(const KernelTable& table, DType weight_type) {
   const auto i = static_cast<size_t>(weight_type);
   if (table.gemm[i].fn != nullptr) return table.gemm[i];
-  FRUGAL_CHECK(dtype_traits(weight_type).to_float != nullptr, "type {} has no dequantize", dtype_name(weight_type));
-  return {DType::kF32, kFallbacks[i], 1};
+  FRUGAL_CHECK(table.to_float[i] != nullptr, "type {} has no dequantize", dtype_name(weight_type));
+  return {DType::kF32, kFallbacks[static_cast<size_t>(table.isa)][i], kFallbackRows};
 }
 
 }  // namespace frugal::kernels

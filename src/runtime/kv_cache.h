@@ -4,8 +4,9 @@
 // shared between sequences (prefix reuse) with reference counts. The cache belongs to the
 // runtime; models only read and write the blocks they are handed.
 //
-// Storage: [n_layer][k|v][n_blocks][n_head_kv][block_size][head_dim] in f32 or f16, so one
-// head's keys for one block are contiguous (what attention reads).
+// Storage: [n_layer][k|v][n_blocks][n_head_kv][...] in f32 or f16. Within a block, one head's
+// keys are stored transposed, [head_dim][block_size], so attention computes the scores of many
+// positions as lanes of one vector; values are [block_size][head_dim].
 #pragma once
 
 #include <cstdint>
@@ -50,10 +51,10 @@ class KvCache {
   bool fork(int32_t src, int32_t dst, int64_t n_positions);
   int32_t block_refs(int32_t block) const { return refs_[block]; }
 
-  // [block_size, head_dim] of one head in one block.
+  // One head in one block: keys [head_dim, block_size], values [block_size, head_dim].
   void* k_block(int64_t layer, int32_t block, int64_t head) { return slot(layer, 0, block, head); }
   void* v_block(int64_t layer, int32_t block, int64_t head) { return slot(layer, 1, block, head); }
-  size_t position_bytes() const { return row_bytes_; }  // one position of one head
+  size_t element_bytes() const { return row_bytes_ / head_dim_; }
 
  private:
   void* slot(int64_t layer, int kv, int32_t block, int64_t head) {

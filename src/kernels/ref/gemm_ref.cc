@@ -16,18 +16,4 @@ void gemm_f32(const GemmArgs& a, int64_t n0, int64_t n1) {
   }
 }
 
-void gemm_dequantize(const GemmArgs& a, int64_t n0, int64_t n1, ToFloatFn to_float) {
-  thread_local std::vector<float> row;
-  row.resize(a.k);
-  for (int64_t n = n0; n < n1; ++n) {
-    to_float(static_cast<const uint8_t*>(a.w) + n * a.w_stride, row.data(), a.k);
-    for (int64_t m = 0; m < a.m; ++m) {
-      const float* x = reinterpret_cast<const float*>(static_cast<const uint8_t*>(a.x) + m * a.x_stride);
-      float sum = 0.0f;
-      for (int64_t k = 0; k < a.k; ++k) sum += x[k] * row[k];
-      a.y[m * a.y_stride + n] = sum;
-    }
-  }
-}
-
 }  // namespace frugal::kernels::ref

@@ -7,9 +7,6 @@
 namespace frugal::kernels::ref {
 
 void gemm_f32(const GemmArgs& args, int64_t n0, int64_t n1);
-// Any weight type: each weight row is dequantized with the type's to_float, then dotted with
-// f32 activations. Makes a new format usable everywhere the day it is registered.
-void gemm_dequantize(const GemmArgs& args, int64_t n0, int64_t n1, ToFloatFn to_float);
 
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);

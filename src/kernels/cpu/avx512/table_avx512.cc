@@ -5,6 +5,9 @@ namespace avx512 {
 void gemm_f32(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_f16(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_bf16(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q8_0(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q4_0(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q4_1(const GemmArgs& a, int64_t n0, int64_t n1);
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void add(float* y, const float* x, int64_t n);
@@ -25,6 +28,9 @@ void fill_avx512(KernelTable& t) {
   t.gemm[slot(DType::kF32)] = {DType::kF32, avx512::gemm_f32, 16};
   t.gemm[slot(DType::kF16)] = {DType::kF32, avx512::gemm_f16, 16};
   t.gemm[slot(DType::kBF16)] = {DType::kBF16, avx512::gemm_bf16, 16};
+  t.gemm[slot(DType::kQ8_0)] = {DType::kQ8Act, avx512::gemm_q8_0, 16};
+  t.gemm[slot(DType::kQ4_0)] = {DType::kQ8Act, avx512::gemm_q4_0, 16};
+  t.gemm[slot(DType::kQ4_1)] = {DType::kQ8Act, avx512::gemm_q4_1, 16};
   t.convert[slot(DType::kF16)] = avx512::convert_f16;
   t.convert[slot(DType::kBF16)] = avx512::convert_bf16;
   t.to_float[slot(DType::kF16)] = avx512::f16_to_float;

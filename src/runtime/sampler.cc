@@ -1,0 +1,262 @@
+#include "runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/check.h"
+
+namespace frugal {
+namespace {
+
+// Best first: higher logit, then lower id, so every order (and every tie) is deterministic.
+bool better(const TokenCandidate& a, const TokenCandidate& b) {
+  return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+
+bool finite(float x) {
+  return std::isfinite(x);
+}
+
+}  // namespace
+
+void SamplingParams::validate(int32_t n_vocab) const {
+  if (!finite(temperature) || temperature < 0.0f) fail("temperature must be 0 or more (got {})", temperature);
+  if (top_k < 0) fail("top_k must be 0 (off) or more (got {})", top_k);
+  if (!(top_p >= 0.0f && top_p <= 1.0f)) fail("top_p must be between 0 and 1 (got {})", top_p);
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) fail("min_p must be between 0 and 1 (got {})", min_p);
+  if (!finite(repeat_penalty) || repeat_penalty <= 0.0f)
+    fail("repeat_penalty must be more than 0 (got {}; 1 is off)", repeat_penalty);
+  if (repeat_last_n < -1) fail("repeat_last_n must be -1 (the whole context), 0 (off) or more (got {})", repeat_last_n);
+  if (!finite(frequency_penalty)) fail("frequency_penalty must be a finite number (got {})", frequency_penalty);
+  if (!finite(presence_penalty)) fail("presence_penalty must be a finite number (got {})", presence_penalty);
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0 || id >= n_vocab) fail("logit_bias: token id {} is outside the vocabulary of {} tokens", id, n_vocab);
+    if (std::isnan(bias)) fail("logit_bias: the bias of token {} is not a number", id);
+  }
+}
+
+// ---- Candidates ----------------------------------------------------------------------------
+
+void Candidates::assign(const float* logits, int32_t n_vocab) {
+  data.resize(n_vocab);
+  for (int32_t i = 0; i < n_vocab; ++i) data[i] = {i, logits[i]};
+  sorted = 0;
+}
+
+void Candidates::assign_top_k(const float* logits, int32_t n_vocab, int32_t k) {
+  const size_t n = static_cast<size_t>(std::clamp(k, 1, n_vocab));
+  data.clear();
+  data.reserve(n);
+  // A heap whose front is the worst of the best n so far. Ids only grow, so a later token with
+  // the front's logit loses the tie: `<=` skips it.
+  int32_t i = 0;
+  for (; i < n_vocab && data.size() < n; ++i) {
+    data.push_back({i, logits[i]});
+    std::push_heap(data.begin(), data.end(), better);
+  }
+  float threshold = data.front().logit;
+  for (; i < n_vocab; ++i) {
+    if (logits[i] <= threshold) continue;
+    std::pop_heap(data.begin(), data.end(), better);
+    data.back() = {i, logits[i]};
+    std::push_heap(data.begin(), data.end(), better);
+    threshold = data.front().logit;
+  }
+  std::sort_heap(data.begin(), data.end(), better);
+  sorted = data.size();
+}
+
+void Candidates::sort_prefix(size_t n) {
+  n = std::min(n, data.size());
+  if (n <= sorted) return;
+  // The first `sorted` entries already beat all others; only the rest needs ordering.
+  const auto begin = data.begin() + static_cast<ptrdiff_t>(sorted);
+  const auto mid = data.begin() + static_cast<ptrdiff_t>(n);
+  if (mid != data.end()) std::nth_element(begin, mid - 1, data.end(), better);
+  std::sort(begin, mid, better);
+  sorted = n;
+}
+
+float Candidates::max_logit() const {
+  if (sorted > 0) return data[0].logit;
+  float m = -std::numeric_limits<float>::infinity();
+  for (const auto& c : data) m = std::max(m, c.logit);
+  return m;
+}
+
+// ---- stages --------------------------------------------------------------------------------
+
+void apply_penalties(float* logits, const std::unordered_map<int32_t, int32_t>& counts, float repeat_penalty,
+                     float frequency_penalty, float presence_penalty) {
+  for (const auto& [id, count] : counts) {
+    if (count <= 0) continue;
+    float& l = logits[id];
+    // llama.cpp: a penalty > 1 must make the token less likely whatever the logit's sign.
+    if (l <= 0.0f) {
+      l *= repeat_penalty;
+    } else {
+      l /= repeat_penalty;
+    }
+    l -= static_cast<float>(count) * frequency_penalty + static_cast<float>(count > 0) * presence_penalty;
+  }
+}
+
+void apply_top_k(Candidates& c, int32_t k) {
+  if (k <= 0 || static_cast<size_t>(k) >= c.size()) return;
+  c.sort_prefix(static_cast<size_t>(k));
+  c.data.resize(static_cast<size_t>(k));
+}
+
+void apply_top_p(Candidates& c, float p) {
+  if (p >= 1.0f || c.size() <= 1) return;
+  const float max = c.max_logit();
+  double total = 0.0;
+  for (const auto& t : c.data) total += std::exp(t.logit - max);
+  const double target = static_cast<double>(p) * total;
+  // Sort only as far as needed: most distributions reach p within the first few hundred.
+  size_t want = std::max<size_t>(c.sorted, 64);
+  double cum = 0.0;
+  for (size_t i = 0; i < c.size(); ++i) {
+    if (i >= c.sorted) {
+      c.sort_prefix(want);
+      want *= 8;
+    }
+    cum += std::exp(c.data[i].logit - max);
+    if (cum >= target) {
+      c.data.resize(i + 1);
+      c.sorted = std::min(c.sorted, c.data.size());
+      return;
+    }
+  }
+}
+
+void apply_min_p(Candidates& c, float p) {
+  if (p <= 0.0f || c.size() <= 1) return;
+  const float threshold = c.max_logit() + std::log(p);
+  size_t kept_sorted = 0;
+  for (size_t i = 0; i < c.sorted; ++i) kept_sorted += c.data[i].logit >= threshold;
+  const auto end = std::stable_partition(c.data.begin(), c.data.end(),
+                                         [&](const TokenCandidate& t) { return t.logit >= threshold; });
+  c.data.erase(end, c.data.end());  // never empty: the best token passes
+  c.sorted = kept_sorted;
+}
+
+void apply_temperature(Candidates& c, float t) {
+  if (c.size() == 0) return;
+  if (t <= 0.0f) {
+    c.sort_prefix(1);
+    c.data.resize(1);
+    return;
+  }
+  for (auto& x : c.data) x.logit /= t;
+}
+
+int32_t draw(const Candidates& c, double u) {
+  FRUGAL_CHECK(c.size() > 0);
+  const float max = c.max_logit();
+  if (!std::isfinite(max)) return c.sorted > 0 ? c.data[0].id : c.data.front().id;  // every token banned
+  double total = 0.0;
+  for (const auto& t : c.data) total += std::exp(t.logit - max);
+  const double target = u * total;
+  double cum = 0.0;
+  for (const auto& t : c.data) {
+    const float w = std::exp(t.logit - max);
+    cum += w;
+    if (cum > target && w > 0.0f) return t.id;
+  }
+  // Rounding left u*total just above the sum: the last token with any weight.
+  for (auto it = c.data.rbegin(); it != c.data.rend(); ++it)
+    if (it->logit > -std::numeric_limits<float>::infinity()) return it->id;
+  return c.data.front().id;
+}
+
+// ---- Sampler -------------------------------------------------------------------------------
+
+Sampler::Sampler(const SamplingParams& params, int32_t n_vocab) : params_(params), n_vocab_(n_vocab) {
+  FRUGAL_CHECK(n_vocab > 0);
+  params_.validate(n_vocab);
+  seed_ = params_.seed != SamplingParams::kRandomSeed ? params_.seed : std::random_device{}();
+  rng_.seed(seed_);
+  scratch_.resize(n_vocab);
+}
+
+void Sampler::accept(int32_t token) {
+  if (params_.repeat_last_n == 0) return;
+  window_.push_back(token);
+  ++counts_[token];
+  if (params_.repeat_last_n > 0 && window_.size() > static_cast<size_t>(params_.repeat_last_n)) {
+    const int32_t old = window_.front();
+    window_.pop_front();
+    if (--counts_[old] == 0) counts_.erase(old);
+  }
+}
+
+void Sampler::reset() {
+  window_.clear();
+  counts_.clear();
+  rng_.seed(seed_);
+}
+
+void Sampler::ban(int32_t token) {
+  FRUGAL_CHECK(token >= 0 && token < n_vocab_);
+  banned_.push_back(token);
+}
+
+int32_t Sampler::sample(const float* logits) {
+  const float* l = logits;
+  if (!params_.logit_bias.empty() || !banned_.empty() || (params_.has_penalties() && !counts_.empty())) {
+    std::copy_n(logits, n_vocab_, scratch_.data());
+    float* m = scratch_.data();
+    for (const auto& [id, bias] : params_.logit_bias) m[id] += bias;
+    for (const int32_t id : banned_) m[id] = -std::numeric_limits<float>::infinity();
+    if (params_.has_penalties())
+      apply_penalties(m, counts_, params_.repeat_penalty, params_.frequency_penalty, params_.presence_penalty);
+    l = m;
+  }
+
+  if (params_.greedy()) {
+    // Every truncation stage keeps the best token, so greedy is the argmax (first on ties).
+    int32_t best = 0;
+    float best_logit = l[0];  // in a register: a load per step through `best` is 10x slower
+    for (int32_t i = 1; i < n_vocab_; ++i) {
+      if (l[i] > best_logit) {
+        best_logit = l[i];
+        best = i;
+      }
+    }
+    return best;
+  }
+  if (params_.top_k > 0 && params_.top_k < n_vocab_) {
+    candidates_.assign_top_k(l, n_vocab_, params_.top_k);
+  } else {
+    candidates_.assign(l, n_vocab_);
+  }
+  apply_top_p(candidates_, params_.top_p);
+  apply_min_p(candidates_, params_.min_p);
+  apply_temperature(candidates_, params_.temperature);
+  return draw(candidates_, uniform01(rng_));
+}
+
+// ---- log-probabilities ---------------------------------------------------------------------
+
+TokenLogprobs compute_logprobs(const float* logits, int32_t n_vocab, int32_t token, int32_t top_n) {
+  FRUGAL_CHECK(token >= 0 && token < n_vocab);
+  const float max = *std::max_element(logits, logits + n_vocab);
+  double sum = 0.0;
+  for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(logits[i] - max);  // float exp, double sum
+  const double log_z = static_cast<double>(max) + std::log(sum);
+  const auto logprob = [&](int32_t id) { return static_cast<float>(static_cast<double>(logits[id]) - log_z); };
+
+  TokenLogprobs out;
+  out.token = {token, logprob(token)};
+  const size_t n = static_cast<size_t>(std::clamp(top_n, 0, n_vocab));
+  if (n == 0) return out;
+  Candidates best;
+  best.assign_top_k(logits, n_vocab, static_cast<int32_t>(n));
+  out.top.reserve(n);
+  for (const auto& t : best.data) out.top.push_back({t.id, logprob(t.id)});
+  return out;
+}
+
+}  // namespace frugal

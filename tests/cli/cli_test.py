@@ -1,0 +1,188 @@
+#!/usr/bin/python3
+"""End-to-end tests of `frugal generate` and `frugal chat`: run the binary as a user would and
+check stdout byte for byte, stderr and the exit status.
+
+usage: cli_test.py FRUGAL SHARED_DIR TEST_NAME
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+FRUGAL, SHARED, NAME = sys.argv[1], sys.argv[2], sys.argv[3]
+STORIES = [
+    "-m", f"{SHARED}/models/stories260K/stories260K.bin",
+    "--tokenizer", f"{SHARED}/models/stories260K/tok512.bin",
+]
+WIKI_HF = f"{SHARED}/models/wiki-7m"
+WIKI_GGUF = f"{SHARED}/models/wiki-7m-gguf/wiki-7m-f32.gguf"
+
+
+def run(args, stdin=b""):
+    # One thread: the tests share a small machine, and a spinning pool slows everything down.
+    threads = [] if "-t" in args or "--threads" in args else ["-t", "1"]
+    return subprocess.run([FRUGAL] + args + threads, input=stdin, capture_output=True, timeout=120)
+
+
+def ok(p):
+    if p.returncode != 0:
+        sys.exit(f"exit status {p.returncode}; stderr:\n{p.stderr.decode(errors='replace')}")
+    return p.stdout
+
+
+def expect(cond, message):
+    if not cond:
+        sys.exit("FAILED: " + message)
+
+
+def reference(prompt):
+    with open(f"{SHARED}/reference/wiki-7m/greedy-f32.jsonl", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r["prompt"] == prompt:
+                return r["completion_text"]
+    sys.exit(f"no reference for {prompt!r}")
+
+
+def expect_user_error(args, mentions, stdin=b""):
+    """One "frugal: error: ..." line on stderr naming the problem, exit status 1 (not a crash)."""
+    p = run(args, stdin)
+    err = p.stderr.decode(errors="replace")
+    lines = [l for l in err.splitlines() if l.strip()]
+    expect(p.returncode == 1, f"{args}: exit status {p.returncode}, expected 1; stderr: {err}")
+    expect(len(lines) == 1 and lines[0].startswith("frugal: error: "), f"{args}: stderr is not one error line: {err!r}")
+    for m in mentions:
+        expect(m in lines[0], f"{args}: the error does not mention {m!r}: {lines[0]}")
+    expect(p.stdout == b"", f"{args}: printed on stdout: {p.stdout!r}")
+
+
+# ---- generate ---------------------------------------------------------------------------------
+
+def test_stories260k_matches_llama2c():
+    # The reference is llama2.c's `run stories260K.bin -z tok512.bin -t 0.0 -n 200`. llama2.c's -n
+    # counts positions, BOS included: its loop forwards positions 0..199 and prints the token each
+    # one samples, so 200 generated tokens (-n 199 or 201 here give a different text). After the
+    # loop llama2.c prints "\n"; that newline is not generated text, and frugal prints only
+    # generated text to a pipe, so the honest comparison is frugal's stdout + "\n".
+    out = ok(run(["generate"] + STORIES + ["-p", "", "--temp", "0", "-n", "200"]))
+    with open(f"{SHARED}/models/stories260K/reference_llama2c_run_t0_n200.txt", "rb") as f:
+        ref = f.read()
+    expect(out + b"\n" == ref, f"stdout differs from llama2.c:\n{out!r}\n{ref!r}")
+
+
+def wiki_greedy(model):
+    # The reference is llama.cpp's server with ignore_eos for 32 tokens, greedy.
+    for prompt in ["", "The history of the city", "In mathematics, a prime number is"]:
+        out = ok(run(["generate", "-m", model, "-p", prompt, "--temp", "0", "--ignore-eos", "-n", "32"]))
+        expect(out.decode("utf-8") == reference(prompt),
+               f"{model} {prompt!r}: {out.decode('utf-8')!r} != {reference(prompt)!r}")
+
+
+def test_wiki7m_hf_greedy():
+    wiki_greedy(WIKI_HF)
+
+
+def test_wiki7m_gguf_greedy():
+    wiki_greedy(WIKI_GGUF)
+
+
+def test_prompt_from_file():
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "prompt.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("The history of the city\n")  # one trailing newline is dropped, as in llama.cpp
+        out = ok(run(["generate", "-m", WIKI_GGUF, "-f", path, "--temp", "0", "--ignore-eos", "-n", "32"]))
+    expect(out.decode("utf-8") == reference("The history of the city"), f"-f gave {out!r}")
+
+
+def test_stop_string_and_timings():
+    greedy = ["generate"] + STORIES + ["-p", "", "--temp", "0", "-n", "60"]
+    full = ok(run(greedy)).decode()
+    stop = "named"
+    expect(stop in full, f"{stop!r} not in {full!r}")
+    p = run(greedy + ["--stop", "never there", "--stop", stop])
+    expect(ok(p).decode() == full[: full.index(stop)], f"--stop gave {p.stdout!r}")
+    err = p.stderr.decode()
+    for word in ["prompt: 1 tokens", "tokens/s", "generation: ", "first token after"]:
+        expect(word in err, f"stderr lacks {word!r}: {err}")
+
+
+def test_sampling_seed_reproducible():
+    args = ["generate"] + STORIES + ["-p", "Once upon a time", "-n", "40", "--temp", "1", "--seed", "123"]
+    a, b = ok(run(args)), ok(run(args))
+    c = ok(run(args[:-1] + ["124"]))
+    expect(a == b, f"same seed, different text:\n{a!r}\n{b!r}")
+    expect(a != c, "different seeds gave the same 40 tokens")
+
+
+def test_truncate_keep_end():
+    long_prompt = "Once upon a time there was a little girl named Lily who loved to play outside"
+    args = ["generate"] + STORIES + ["-p", long_prompt, "-c", "12", "-n", "3", "--temp", "0"]
+    expect_user_error(args, ["tokens", "12", "--truncate"])
+    p = run(args + ["--truncate", "keep-end"])
+    ok(p)
+    expect(b"truncated" in p.stderr, f"no truncation note: {p.stderr!r}")
+
+
+def test_bad_input():
+    expect_user_error(["generate", "-m", "/nonexistent/model.gguf"], ["/nonexistent/model.gguf"])
+    expect_user_error(["generate"] + STORIES + ["-f", "/nonexistent/prompt.txt"], ["/nonexistent/prompt.txt"])
+    expect_user_error(["generate"] + STORIES[:2], ["--tokenizer"])  # llama2.c checkpoint without its vocabulary
+    expect_user_error(["generate"] + STORIES + ["--threads", "-2"], ["--threads"])
+    expect_user_error(["generate"] + STORIES + ["--kv-type", "q8"], ["--kv-type", "q8"])
+    expect_user_error(["generate"] + STORIES + ["-n", "-5"], ["--n-predict"])
+    expect_user_error(["generate"] + STORIES + ["--top-p", "2"], ["top_p"])
+    expect_user_error(["generate"] + STORIES + ["--temp", "-1"], ["temperature"])
+    expect_user_error(["generate"] + STORIES + ["--truncate", "middle"], ["--truncate"])
+    expect_user_error(["generate"] + STORIES + ["-p", "a", "-f", "/etc/hostname"], ["-p", "-f"])
+    with tempfile.TemporaryDirectory() as d:
+        expect_user_error(["generate"] + STORIES + ["-f", d], [d])  # a folder is not a prompt file
+
+
+def test_help():
+    for cmd in ["generate", "chat"]:
+        p = subprocess.run([FRUGAL, cmd, "--help"], capture_output=True, timeout=30)
+        expect(p.returncode == 0, f"{cmd} --help: exit status {p.returncode}")
+        for flag in ["--model", "--temp", "--top-k", "--seed", "--ctx-size"]:
+            expect(flag.encode() in p.stdout, f"{cmd} --help does not list {flag}")
+
+
+# ---- chat -------------------------------------------------------------------------------------
+
+CHAT = ["chat", "-m", WIKI_HF, "--chat-template", "chatml", "--system", "Be brief.", "-n", "6", "--temp", "0"]
+
+
+def test_chat_piped_turns_and_reset():
+    first = ok(run(CHAT, b"Hello there\n"))
+    expect(first.endswith(b"\n") and len(first) > 1, f"no reply: {first!r}")
+    # /reset starts over, so the same first message gets the same greedy reply; /exit ends
+    # the conversation before "ignored" is read.
+    out = ok(run(CHAT, b"Hello there\nTell me more\n\n/reset\nHello there\n/exit\nignored\n"))
+    expect(out.startswith(first) and out.endswith(first), f"replies:\n{out!r}\nfirst alone:\n{first!r}")
+    expect(len(out) > 2 * len(first), f"the second turn got no reply: {out!r}")
+    # End of input ends it too.
+    expect(ok(run(CHAT, b"Hello there")) == first, "a last line without newline was not answered")
+
+
+def test_chat_context_overflow_drops_turns():
+    lines = b"".join(b"This is message %d about the history of the city.\n" % i for i in range(8))
+    p = run(CHAT + ["-c", "128"], lines)
+    ok(p)
+    expect(p.stdout.count(b"\n") >= 8, f"not every message was answered: {p.stdout!r}")
+    expect(b"dropped" in p.stderr, f"no note about dropped turns: {p.stderr!r}")
+
+
+def test_chat_needs_a_template():
+    expect_user_error(["chat", "-m", WIKI_HF], ["no chat template", "--chat-template", WIKI_HF])
+    expect_user_error(["chat", "-m", WIKI_HF, "--chat-template", "no-such-family"], ["no-such-family"])
+
+
+tests = {name[5:]: f for name, f in globals().items() if name.startswith("test_")}
+if NAME == "--list":
+    print(";".join(sorted(tests)))
+    sys.exit(0)
+if NAME not in tests:
+    sys.exit(f"unknown test {NAME}; known: {', '.join(sorted(tests))}")
+tests[NAME]()
+print(f"{NAME}: ok")

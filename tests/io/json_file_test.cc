@@ -1,0 +1,59 @@
+// parse_json / read_json_file: untrusted JSON gives frugal::Error naming the file, never an
+// nlohmann exception, and is bounded in depth and size before it costs memory.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "io/io_test_util.h"
+#include "io/mapped_file.h"
+#include "support/test_support.h"
+
+namespace frugal {
+namespace {
+
+TEST(JsonFile, ParsesValidJson) {
+  const auto j = parse_json(R"({"a":[1,2,{"b":null}],"c":"\u00e9"})", "ok.json");
+  EXPECT_EQ(j["a"][1], 2);
+  EXPECT_EQ(j["c"], "\xc3\xa9");
+  EXPECT_TRUE(parse_json("[]", "x", {1}).empty());  // depth 0 is the outermost container
+}
+
+TEST(JsonFile, InvalidJsonNamesTheFileAndThePlace) {
+  EXPECT_IO_ERROR(parse_json("", "cfg.json"), "cfg.json: the file is not valid JSON");
+  EXPECT_IO_ERROR(parse_json("{\"a\":1,}", "cfg.json"), "cfg.json", "not valid JSON", "line 1, column 8");
+  EXPECT_IO_ERROR(parse_json("{\"a\":1} x", "cfg.json"), "not valid JSON");
+  EXPECT_IO_ERROR(parse_json("\"\xc3\"", "cfg.json"), "not valid JSON");  // broken UTF-8
+  EXPECT_IO_ERROR(parse_json("1e999", "cfg.json"), "not valid JSON");
+  EXPECT_IO_ERROR(parse_json("{}", "cfg.json", {64, 1, "the config"}), "cfg.json: the config holds more than 1");
+}
+
+TEST(JsonFile, DuplicateKeysAtAnyDepth) {
+  EXPECT_IO_ERROR(parse_json(R"({"a":1,"a":2})", "d.json"), "d.json: the file has the key 'a' twice");
+  EXPECT_IO_ERROR(parse_json(R"({"x":[{"k":1},{"k":2,"k":3}]})", "d.json"), "has the key 'k' twice");
+  // The same key in sibling objects is fine.
+  EXPECT_EQ(parse_json(R"({"x":{"k":1},"y":{"k":2}})", "d.json")["y"]["k"], 2);
+}
+
+TEST(JsonFile, DepthAndSizeLimits) {
+  EXPECT_IO_ERROR(parse_json(std::string(1000000, '['), "deep.json"),
+                  "deep.json: the file is nested more than 64 levels deep");
+  EXPECT_IO_ERROR(parse_json(R"({"a":{"b":[]}})", "deep.json", {2}), "nested more than 2 levels deep");
+  EXPECT_IO_ERROR(parse_json("[1,2,3,4]", "wide.json", {64, 4}), "wide.json: the file holds more than 4 JSON values");
+}
+
+TEST(JsonFile, ReadJsonFile) {
+  const std::string dir = test::temp_dir("io/json_file");
+  const std::string path = dir + "/config.json";
+  std::ofstream(path) << R"({"hidden_size": 64})";
+  EXPECT_EQ(read_json_file(path)["hidden_size"], 64);
+  EXPECT_IO_ERROR(read_json_file(dir + "/missing.json"), dir + "/missing.json", "No such file");
+  EXPECT_IO_ERROR(read_json_file(dir), dir, "is not a regular file");
+  std::ofstream(path) << R"({"hidden_size": 64, "hidden_size": 65})";
+  EXPECT_IO_ERROR(read_json_file(path), path, "has the key 'hidden_size' twice");
+  EXPECT_IO_ERROR(read_text_file(path, 10), path, "more than the 10 expected");
+}
+
+}  // namespace
+}  // namespace frugal

@@ -1,0 +1,130 @@
+// frugal chat: a conversation with a chat model, one user message per line of stdin (a
+// terminal or a pipe). "/exit" or end of input ends it, "/reset" starts over. Replies stream to
+// stdout, each followed by a newline; prompts, notes and timings go to stderr.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "chat/chat_template.h"
+#include "core/check.h"
+#include "core/log.h"
+#include "runtime/chat_session.h"
+#include "tools/frugal/commands.h"
+#include "tools/frugal/common_options.h"
+
+namespace frugal::cli {
+namespace {
+
+struct ChatFlags {
+  ModelFlags model;
+  SamplingFlags sampling;
+  int64_t n_predict = -1;
+  std::string chat_template;
+  std::string system;
+};
+
+ChatFlags& flags() {
+  static ChatFlags f;
+  return f;
+}
+
+CLI::App* setup(CLI::App& app) {
+  ChatFlags& f = flags();
+  CLI::App* sub = app.add_subcommand("chat", "Chat with a model: one message per line on stdin, replies on stdout");
+  add_model_flags(*sub, f.model);
+  sub->add_option("-n,--n-predict", f.n_predict, "Tokens per reply at most (-1: until end of turn or a full context)")
+      ->capture_default_str();
+  add_sampling_flags(*sub, f.sampling);
+  sub->add_option("--chat-template", f.chat_template,
+                  "Chat template family (chatml, llama3, ...) or Jinja template text, instead of the model's");
+  sub->add_option("--system", f.system, "System message");
+  return sub;
+}
+
+std::string template_names() {
+  std::string out;
+  for (const auto name : ChatTemplate::names()) {
+    if (!out.empty()) out += ", ";
+    out += name;
+  }
+  return out;
+}
+
+ChatTemplate choose_template(const ChatFlags& f, const Engine& engine) {
+  if (!f.chat_template.empty()) {
+    return f.chat_template.find("{%") == std::string::npos && f.chat_template.find("{{") == std::string::npos
+               ? ChatTemplate::by_name(f.chat_template)
+               : ChatTemplate::detect(f.chat_template);
+  }
+  if (engine.chat_template().empty())
+    fail("{} has no chat template: choose one with --chat-template NAME (one of {})", f.model.model, template_names());
+  try {
+    return ChatTemplate::detect(engine.chat_template());
+  } catch (const Error& e) {
+    fail("{}: {}; choose a family with --chat-template NAME", f.model.model, e.what());
+  }
+}
+
+int run() {
+  const ChatFlags& f = flags();
+  if (f.n_predict < -1) fail("--n-predict must be -1 (no limit), 0 or more (got {})", f.n_predict);
+  auto engine = load_engine(f.model);
+  GenerateOptions o;
+  o.sampling = sampling_params(f.sampling, static_cast<int32_t>(engine->config().n_vocab));
+  o.max_tokens = f.n_predict;
+  ChatSession session(*engine, choose_template(f, *engine), f.system);
+  session.set_on_dropped([&](int64_t dropped) {
+    std::fflush(stdout);
+    log_line(LogLevel::kInfo, fmt::format("note: the conversation outgrew the context of {} tokens: dropped the {} "
+                                          "oldest messages and fed the rest again",
+                                          engine->n_ctx(), dropped));
+  });
+
+  const bool interactive = isatty(STDIN_FILENO);
+  if (interactive)
+    log_line(LogLevel::kInfo, fmt::format("chatting with {} ({} template); /reset starts over, /exit or Ctrl-D ends",
+                                          f.model.model, session.chat_template().name()));
+  GenerateCallbacks callbacks;
+  callbacks.on_text = [](std::string_view text) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+    return true;
+  };
+  int status = 0;
+  std::string line;
+  while (true) {
+    if (interactive) std::fputs("> ", stderr);
+    if (!std::getline(std::cin, line)) break;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line == "/exit") break;
+    if (line == "/reset") {
+      session.reset();
+      if (interactive) log_line(LogLevel::kInfo, "(conversation cleared)");
+      continue;
+    }
+    if (line.empty()) continue;
+    try {
+      const ChatTurn turn = session.send(line, o, callbacks);
+      std::fputc('\n', stdout);
+      std::fflush(stdout);
+      if (f.model.verbose) {
+        print_timings(turn.generation.timings);
+        log_debug("finished: {}", finish_reason_name(turn.generation.finish_reason));
+      }
+    } catch (const Error& e) {
+      // One bad message (too long for the context) does not end the conversation.
+      std::fflush(stdout);
+      std::fprintf(stderr, "frugal: error: %s\n", e.what());
+      status = 1;
+    }
+  }
+  if (interactive) std::fputc('\n', stderr);
+  return status;
+}
+
+[[maybe_unused]] const bool registered = register_command({"chat", 20, setup, run});
+
+}  // namespace
+}  // namespace frugal::cli

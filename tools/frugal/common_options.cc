@@ -1,0 +1,96 @@
+#include "tools/frugal/common_options.h"
+
+#include <chrono>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "io/mapped_file.h"
+
+namespace frugal::cli {
+
+void add_model_flags(CLI::App& app, ModelFlags& f) {
+  app.add_option("-m,--model", f.model, "Model: a Hugging Face folder, a GGUF file or a llama2.c checkpoint")
+      ->required();
+  app.add_option("--tokenizer", f.tokenizer,
+                 "Tokenizer to use instead of the model's (required for llama2.c checkpoints: their tokenizer.bin)");
+  app.add_option("-t,--threads", f.threads, "Threads (0: one per physical core)")->capture_default_str();
+  app.add_option("-c,--ctx-size", f.ctx_size, "Context size in tokens (0: the model's, at most 4096)")
+      ->capture_default_str();
+  app.add_option("--kv-type", f.kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  app.add_flag("-v,--verbose", f.verbose, "Log more on stderr");
+}
+
+EngineOptions engine_options(const ModelFlags& f) {
+  EngineOptions o;
+  if (f.threads < 0) fail("--threads must be 0 (one per physical core) or more (got {})", f.threads);
+  if (f.ctx_size < 0) fail("--ctx-size must be 0 (the model's) or more (got {})", f.ctx_size);
+  if (f.kv_type == "f16") {
+    o.kv_type = DType::kF16;
+  } else if (f.kv_type == "f32") {
+    o.kv_type = DType::kF32;
+  } else {
+    fail("--kv-type must be f16 or f32 (got '{}')", f.kv_type);
+  }
+  o.threads = f.threads;
+  o.n_ctx = f.ctx_size;
+  o.open.tokenizer_path = f.tokenizer;
+  return o;
+}
+
+std::unique_ptr<Engine> load_engine(const ModelFlags& f) {
+  const EngineOptions o = engine_options(f);
+  set_log_level(f.verbose ? LogLevel::kDebug : LogLevel::kWarn);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto engine = Engine::load(f.model, o);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const ModelConfig& c = engine->config();
+  log_debug("loaded {} in {:.0f} ms: {} layers, {} embedding, {} vocabulary, context {}, {} threads, KV {}", f.model,
+            ms, c.n_layer, c.n_embd, c.n_vocab, engine->n_ctx(), engine->pool().size(), f.kv_type);
+  return engine;
+}
+
+void add_sampling_flags(CLI::App& app, SamplingFlags& f) {
+  SamplingParams& p = f.params;
+  app.add_option("--temp", p.temperature, "Temperature (0: greedy)")->capture_default_str();
+  app.add_option("--top-k", p.top_k, "Top-k sampling (0: off)")->capture_default_str();
+  app.add_option("--top-p", p.top_p, "Top-p sampling (1: off)")->capture_default_str();
+  app.add_option("--min-p", p.min_p, "Min-p sampling (0: off)")->capture_default_str();
+  app.add_option("--repeat-penalty", p.repeat_penalty,
+                 "Repetition penalty over the last --repeat-last-n tokens (1: off)")
+      ->capture_default_str();
+  app.add_option("--repeat-last-n", p.repeat_last_n, "Tokens the penalties look back on (0: off, -1: the context)")
+      ->capture_default_str();
+  app.add_option("--frequency-penalty", p.frequency_penalty, "Frequency penalty (0: off)")->capture_default_str();
+  app.add_option("--presence-penalty", p.presence_penalty, "Presence penalty (0: off)")->capture_default_str();
+  app.add_option("-s,--seed", f.seed, "Random seed (-1: random)")->capture_default_str();
+}
+
+SamplingParams sampling_params(const SamplingFlags& f, int32_t n_vocab) {
+  SamplingParams p = f.params;
+  if (f.seed < -1 || f.seed >= static_cast<int64_t>(SamplingParams::kRandomSeed))
+    fail("--seed must be -1 (random) or between 0 and {} (got {})", SamplingParams::kRandomSeed - 1, f.seed);
+  p.seed = f.seed == -1 ? SamplingParams::kRandomSeed : static_cast<uint32_t>(f.seed);
+  p.validate(n_vocab);
+  return p;
+}
+
+std::string read_text_arg(const std::string& path, const std::string& what) {
+  try {
+    return read_text_file(path);
+  } catch (const Error& e) {
+    fail("{}: {}", what, e.what());
+  }
+}
+
+void print_timings(const GenerationTimings& t) {
+  const int64_t evaluated = t.prompt_tokens - t.cached_tokens;
+  const std::string cached =
+      t.cached_tokens > 0 ? fmt::format(" ({} cached, {} evaluated)", t.cached_tokens, evaluated) : "";
+  log_line(LogLevel::kInfo, fmt::format("prompt: {} tokens{} in {:.1f} ms ({:.1f} tokens/s)", t.prompt_tokens, cached,
+                                        t.prompt_ms, t.prompt_tokens_per_second()));
+  log_line(LogLevel::kInfo,
+           fmt::format("generation: {} tokens in {:.1f} ms ({:.1f} tokens/s), first token after {:.1f} ms",
+                       t.generated_tokens, t.generation_ms, t.generated_tokens_per_second(), t.time_to_first_token_ms));
+}
+
+}  // namespace frugal::cli

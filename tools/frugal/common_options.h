@@ -1,0 +1,48 @@
+// Flags shared by the subcommands that load a model (-m, --tokenizer, -t, -c, --kv-type, -v)
+// and by those that sample (--temp, --top-k, ...), named as in llama.cpp. Values are checked
+// when the command runs, so a bad one is one "frugal: error: ..." line naming the flag.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/engine.h"
+#include "runtime/generator.h"
+
+namespace frugal::cli {
+
+struct ModelFlags {
+  std::string model;
+  std::string tokenizer;
+  int threads = 0;
+  int64_t ctx_size = 0;
+  std::string kv_type = "f16";
+  bool verbose = false;
+};
+
+// -m/--model (required), --tokenizer, -t/--threads, -c/--ctx-size, --kv-type, -v/--verbose.
+void add_model_flags(CLI::App& app, ModelFlags& flags);
+// Checks the values, sets the log level and loads; throws frugal::Error naming the flag.
+EngineOptions engine_options(const ModelFlags& flags);
+std::unique_ptr<Engine> load_engine(const ModelFlags& flags);
+
+struct SamplingFlags {
+  SamplingParams params;  // llama.cpp's defaults
+  int64_t seed = -1;      // -1: random
+};
+
+// --temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n, --frequency-penalty,
+// --presence-penalty, -s/--seed.
+void add_sampling_flags(CLI::App& app, SamplingFlags& flags);
+// The parameters, checked; throws frugal::Error naming the flag.
+SamplingParams sampling_params(const SamplingFlags& flags, int32_t n_vocab);
+
+// The whole file as text; throws frugal::Error naming it when it cannot be read.
+std::string read_text_arg(const std::string& path, const std::string& what);
+
+// Prompt and generation timings, one line each, on stderr.
+void print_timings(const GenerationTimings& t);
+
+}  // namespace frugal::cli

@@ -1,5 +1,6 @@
 #include "io/llama2c.h"
 
+#include <climits>
 #include <cstring>
 
 #include "core/check.h"
@@ -19,6 +20,7 @@ bool read_header(const MappedFile& file, Llama2cHeader& h) {
   h.n_heads = v[3];
   h.n_kv_heads = v[4];
   h.shared_classifier = v[5] > 0;
+  if (v[5] == INT32_MIN) return false;  // its negation does not exist
   h.vocab_size = v[5] > 0 ? v[5] : -v[5];
   h.seq_len = v[6];
   auto sane = [](int32_t x, int32_t hi) { return x > 0 && x <= hi; };

@@ -19,17 +19,20 @@ std::vector<float> RopeConfig::inv_freq() const {
 }
 
 void ModelConfig::validate(const std::string& source) const {
-  auto positive = [&](int64_t v, const char* what) {
+  // Bounds far beyond any real model, so that a corrupt config fails here and not in an
+  // allocation sized from it.
+  auto in_range = [&](int64_t v, int64_t max, const char* what) {
     if (v <= 0) fail("{}: {} must be positive (got {})", source, what, v);
-    if (v > (int64_t{1} << 32)) fail("{}: {} = {} is absurdly large", source, what, v);
+    if (v > max) fail("{}: {} = {} is absurdly large (at most {})", source, what, v, max);
   };
-  positive(n_vocab, "vocabulary size");
-  positive(n_embd, "embedding width");
-  positive(n_layer, "layer count");
-  positive(n_head, "attention head count");
-  positive(n_head_kv, "key/value head count");
-  positive(head_dim, "head dimension");
-  positive(n_ff, "feed-forward width");
+  in_range(n_vocab, int64_t{1} << 24, "vocabulary size");
+  in_range(n_embd, int64_t{1} << 18, "embedding width");
+  in_range(n_layer, 4096, "layer count");
+  in_range(n_head, 4096, "attention head count");
+  in_range(n_head_kv, 4096, "key/value head count");
+  in_range(head_dim, 4096, "head dimension");
+  in_range(n_ff, int64_t{1} << 20, "feed-forward width");
+  in_range(n_ctx_train, int64_t{1} << 26, "trained context length");
   if (n_head % n_head_kv != 0)
     fail("{}: {} attention heads are not a multiple of {} key/value heads", source, n_head, n_head_kv);
   if (rope.n_rot <= 0 || rope.n_rot > head_dim || rope.n_rot % 2 != 0)

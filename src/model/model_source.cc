@@ -27,10 +27,14 @@ bool has_gguf_magic(const std::string& path) {
 }
 
 nlohmann::json parse_json_file(const std::string& path) {
-  nlohmann::json j = nlohmann::json::parse(read_text_file(path), nullptr, false);
-  if (j.is_discarded()) fail("{}: not valid JSON", path);
+  nlohmann::json j = read_json_file(path);
   if (!j.is_object()) fail("{}: expected a JSON object", path);
   return j;
+}
+
+bool path_exists(const fs::path& p) {
+  std::error_code ec;
+  return fs::exists(p, ec);
 }
 
 std::string shape_text(std::initializer_list<int64_t> shape) {
@@ -70,7 +74,7 @@ std::unique_ptr<ModelSource> ModelSource::open(const std::string& path, const Mo
 void ModelSource::open_hf(const std::string& dir) {
   format_ = ModelFormat::kHuggingFace;
   const std::string config_path = (fs::path(dir) / "config.json").string();
-  if (!fs::exists(config_path)) fail("{}: no config.json in this model folder", dir);
+  if (!path_exists(config_path)) fail("{}: no config.json in this model folder", dir);
   hf_config_ = parse_json_file(config_path);
   if (hf_config_->contains("architectures") && (*hf_config_)["architectures"].is_array())
     for (const auto& a : (*hf_config_)["architectures"])
@@ -82,8 +86,7 @@ void ModelSource::open_hf(const std::string& dir) {
   for (auto& f : files) {
     std::shared_ptr<SafetensorsFile> shared(std::move(f));
     for (const auto& e : shared->entries()) {
-      if (tensors_.count(e.name)) fail("{}: tensor '{}' appears in more than one shard", dir, e.name);
-      tensors_[e.name] = shared->tensor_view(e);
+      tensors_[e.name] = shared->tensor_view(e);  // open_safetensors_dir rejects cross-shard duplicates
     }
     safetensors_.push_back(shared);
   }
@@ -172,11 +175,12 @@ std::vector<std::string> ModelSource::tensor_names() const {
 
 std::unique_ptr<Tokenizer> ModelSource::load_tokenizer() const {
   if (!options_.tokenizer_path.empty()) {
-    if (format_ == ModelFormat::kLlama2c) {
+    if (format_ == ModelFormat::kLlama2c)
       return load_llama2c_tokenizer(options_.tokenizer_path, static_cast<int32_t>(tensors_.at("token_embd.weight").dim(0)));
-    }
     const fs::path p(options_.tokenizer_path);
-    if (fs::is_directory(p)) return load_hf_tokenizer(p.string());
+    std::error_code ec;
+    if (!fs::exists(p, ec)) fail("tokenizer '{}' does not exist", options_.tokenizer_path);
+    if (fs::is_directory(p, ec)) return load_hf_tokenizer(p.string());
     if (p.extension() == ".json") return load_tokenizer_json(p.string());
     if (has_gguf_magic(p.string())) return load_gguf_tokenizer(*GgufFile::open(p.string()));
     return load_sentencepiece_tokenizer(p.string());
@@ -194,7 +198,7 @@ std::string ModelSource::chat_template() const {
   if (gguf_) return gguf_->try_string("tokenizer.chat_template").value_or("");
   if (format_ != ModelFormat::kHuggingFace) return "";
   const fs::path cfg = fs::path(path_) / "tokenizer_config.json";
-  if (fs::exists(cfg)) {
+  if (path_exists(cfg)) {
     nlohmann::json j = parse_json_file(cfg.string());
     if (j.contains("chat_template")) {
       const auto& t = j["chat_template"];
@@ -207,7 +211,7 @@ std::string ModelSource::chat_template() const {
     }
   }
   const fs::path jinja = fs::path(path_) / "chat_template.jinja";
-  if (fs::exists(jinja)) return read_text_file(jinja.string());
+  if (path_exists(jinja)) return read_text_file(jinja.string());
   return "";
 }
 
@@ -220,6 +224,8 @@ int64_t json_int(const nlohmann::json& j, const std::string& key, const std::str
 std::optional<int64_t> json_opt_int(const nlohmann::json& j, const std::string& key, const std::string& label) {
   if (!j.contains(key) || j[key].is_null()) return std::nullopt;
   if (!j[key].is_number_integer()) fail("{}: '{}' must be an integer", label, key);
+  if (j[key].is_number_unsigned() && j[key].get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+    fail("{}: '{}' = {} is out of range", label, key, j[key].get<uint64_t>());
   return j[key].get<int64_t>();
 }
 

@@ -11,6 +11,8 @@ namespace frugal {
 std::unique_ptr<Engine> Engine::load(const std::string& model_path, const EngineOptions& o) {
   if (o.threads < 0) fail("thread count must be positive (got {})", o.threads);
   if (o.n_ctx < 0) fail("context size must be positive (got {})", o.n_ctx);
+  if (o.n_ctx > (int64_t{1} << 24)) fail("context size {} is absurdly large", o.n_ctx);
+  if (o.kv_block_size < 1 || o.kv_block_size > 4096) fail("KV block size {} is out of range (1 to 4096)", o.kv_block_size);
   const int threads = o.threads > 0 ? o.threads : ThreadPool::default_threads();
   std::unique_ptr<Engine> e(new Engine(threads));
   e->model_path_ = model_path;

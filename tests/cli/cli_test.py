@@ -140,6 +140,70 @@ def test_bad_input():
         expect_user_error(["generate"] + STORIES + ["-f", d], [d])  # a folder is not a prompt file
 
 
+def _hf_folder(d, config_edit=None, tokenizer=True, weights=None):
+    """A wiki-7m folder in d: the real files linked in, config.json edited, weights replaced."""
+    with open(f"{WIKI_HF}/config.json", encoding="utf-8") as f:
+        config = json.load(f)
+    if config_edit:
+        config_edit(config)
+    with open(f"{d}/config.json", "w", encoding="utf-8") as f:
+        json.dump(config, f)
+    if weights is None:
+        os.symlink(f"{WIKI_HF}/model.safetensors", f"{d}/model.safetensors")
+    else:
+        with open(f"{d}/model.safetensors", "wb") as f:
+            f.write(weights)
+    if tokenizer:
+        for name in ["tokenizer.model", "tokenizer_config.json"]:
+            os.symlink(f"{WIKI_HF}/{name}", f"{d}/{name}")
+    return d
+
+
+def test_bad_model_files():
+    """Broken models: one error line naming the file and the problem, exit 1, no crash."""
+    gen = ["generate", "-p", "Hi", "-n", "2", "-m"]
+    with open(f"{WIKI_HF}/model.safetensors", "rb") as f:
+        weights = f.read()
+    with open(WIKI_GGUF, "rb") as f:
+        gguf = f.read()
+    with tempfile.TemporaryDirectory() as root:
+        def folder(name, **kw):
+            d = f"{root}/{name}"
+            os.mkdir(d)
+            return _hf_folder(d, **kw)
+
+        d = folder("missing_key", config_edit=lambda c: c.pop("hidden_size"))
+        expect_user_error(gen + [d], ["config.json", "hidden_size"])
+        d = folder("unknown_arch", config_edit=lambda c: c.update(architectures=["GPTNeoXForCausalLM"], model_type="gpt_neox"))
+        expect_user_error(gen + [d], ["unknown architecture", "GPTNeoXForCausalLM", "llama"])
+        d = folder("wrong_shape", config_edit=lambda c: c.update(intermediate_size=512))
+        expect_user_error(gen + [d], ["mlp.gate_proj.weight", "[768, 256]", "[512, 256]"])
+        d = folder("absurd", config_edit=lambda c: c.update(num_hidden_layers=10**12))
+        expect_user_error(gen + [d], ["layer count"])
+        d = folder("no_tokenizer", tokenizer=False)
+        expect_user_error(gen + [d], [d, "tokenizer"])
+        d = folder("truncated_weights", weights=weights[: len(weights) // 2])
+        expect_user_error(gen + [d], ["model.safetensors"])
+        d = folder("garbage_weights", weights=os.urandom(4096))
+        expect_user_error(gen + [d], ["model.safetensors"])
+        d = folder("bad_json")
+        with open(f"{d}/config.json", "w") as f:
+            f.write("{\"hidden_size\": 256,")
+        expect_user_error(gen + [d], ["config.json"])
+
+        path = f"{root}/truncated.gguf"
+        with open(path, "wb") as f:
+            f.write(gguf[: len(gguf) // 3])
+        expect_user_error(gen + [path], [path])
+        path = f"{root}/bad_magic.gguf"
+        with open(path, "wb") as f:
+            f.write(b"GGUX" + gguf[4:4096])
+        expect_user_error(gen + [path], [path])
+        path = f"{root}/empty.bin"
+        open(path, "wb").close()
+        expect_user_error(gen + [path], [path])
+
+
 def test_help():
     for cmd in ["generate", "chat"]:
         p = subprocess.run([FRUGAL, cmd, "--help"], capture_output=True, timeout=30)

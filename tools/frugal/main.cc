@@ -2,20 +2,43 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <string>
 
 #include "core/check.h"
 #include "tools/frugal/commands.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"frugal: run, compress and adapt large language models on the hardware you have"};
+  CLI::App app{"frugal: run, compress and adapt large language models on the hardware you have", "frugal"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Print help for every subcommand");
   std::vector<std::pair<CLI::App*, const frugal::cli::Command*>> parsed;
   for (const auto& command : frugal::cli::all_commands()) parsed.emplace_back(command.setup(app), &command);
+  if (argc < 2) {
+    std::fprintf(stderr, "%s", app.help().c_str());
+    return 1;
+  }
+  std::string names;
+  bool known = false;
+  for (const auto& command : frugal::cli::all_commands()) {
+    names += (names.empty() ? "" : ", ") + command.name;
+    known = known || command.name == argv[1];
+  }
+  if (argv[1][0] != '-' && !known) {
+    std::fprintf(stderr, "frugal: error: unknown command '%s' (commands: %s)\n", argv[1], names.c_str());
+    return 1;
+  }
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line naming the flag, like every other frugal error; the usage is a --help away.
+    std::fprintf(stderr, "frugal: error: %s (see --help)\n", e.what());
+    return 1;
   }
   try {
     for (auto& [sub, command] : parsed)

@@ -85,16 +85,21 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::run_impl(Task task, void* ctx) {
   task_ = task;
   ctx_ = ctx;
-  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_seq_cst);  // pairs with the worker's seq_cst re-check
+  uint32_t gen = generation_.load(std::memory_order_relaxed) + 1;
+  if (gen == 0) gen = 1;  // 0 means "closed"
+  open_.store(gen, std::memory_order_seq_cst);
+  generation_.store(gen, std::memory_order_seq_cst);  // pairs with the worker's seq_cst re-check
   if (sleeping_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
   task(ctx, 0);
+  // The caller ran out of work: close the region, then wait for the workers inside it. A
+  // worker that increments active_ after this store sees the region closed and leaves.
+  open_.store(0, std::memory_order_seq_cst);
   int round = 0;
-  for (int left = pending_.load(std::memory_order_acquire); left != 0; left = pending_.load(std::memory_order_acquire)) {
+  for (int inside = active_.load(std::memory_order_seq_cst); inside != 0; inside = active_.load(std::memory_order_seq_cst)) {
     if (!backoff(round)) {
       caller_sleeping_.store(true, std::memory_order_seq_cst);
-      left = pending_.load(std::memory_order_seq_cst);
-      if (left != 0) pending_.wait(left, std::memory_order_acquire);
+      inside = active_.load(std::memory_order_seq_cst);
+      if (inside != 0) active_.wait(inside, std::memory_order_seq_cst);
       caller_sleeping_.store(false, std::memory_order_relaxed);
     }
   }
@@ -114,9 +119,11 @@ void ThreadPool::worker_loop(int index) {
     }
     seen = gen;
     if (stop_.load(std::memory_order_relaxed)) return;
-    task_(ctx_, index);
-    if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 && caller_sleeping_.load(std::memory_order_seq_cst))
-      pending_.notify_one();
+    // Join only if the region is still open; the caller may have finished it alone.
+    active_.fetch_add(1, std::memory_order_seq_cst);
+    if (open_.load(std::memory_order_seq_cst) == gen) task_(ctx_, index);
+    if (active_.fetch_sub(1, std::memory_order_seq_cst) == 1 && caller_sleeping_.load(std::memory_order_seq_cst))
+      active_.notify_one();
   }
 }
 

@@ -3,6 +3,12 @@
 // Decode runs a few hundred parallel regions per token, each a few microseconds long, so a
 // region must start and end in well under a microsecond: waiting threads spin briefly, then
 // yield, then sleep on a futex (see thread_pool.cc), and the caller takes part as thread 0.
+//
+// Participation is opportunistic: a worker joins a region only while it is open, and the
+// caller closes it as soon as its own loop runs out of work, then waits only for workers
+// already inside. A worker the OS has descheduled (a shared machine; CI running two tests on
+// two cores) therefore never stalls a region: the running threads do its share. The price is
+// a rule for every region: work is taken from a shared counter, never assigned by thread index.
 #pragma once
 
 #include <algorithm>
@@ -23,8 +29,11 @@ class ThreadPool {
 
   int size() const { return n_threads_; }
 
-  // Runs f(thread_index) on every thread (the caller is index 0) and waits for all of them.
-  // Regions do not nest: f must not call run() on this pool.
+  // Calls f(thread_index) on the caller (index 0) and on every worker that joins while the
+  // region is open; returns when the caller's call and every joined call have returned. f must
+  // take its work from a shared queue (an atomic counter): which threads run is not known.
+  // Thread indices are unique among concurrent calls, so they may index per-thread scratch.
+  // Regions do not nest.
   template <typename F>
   void run(F&& f) {
     if (n_threads_ == 1) {
@@ -34,21 +43,23 @@ class ThreadPool {
     run_impl([](void* ctx, int i) { (*static_cast<F*>(ctx))(i); }, &f);
   }
 
-  // Splits [0, n) into one contiguous chunk per thread, chunk boundaries multiples of `align`,
-  // and calls f(begin, end) for each non-empty chunk.
+  // Calls f(begin, end) over [0, n) in chunks (boundaries multiples of `align`), a few chunks
+  // per thread, handed out dynamically.
   template <typename F>
   void parallel_for(int64_t n, F&& f, int64_t align = 1) {
     const int64_t units = (n + align - 1) / align;
-    const int threads = static_cast<int>(std::min<int64_t>(n_threads_, units));
-    if (threads <= 1) {
+    if (n_threads_ == 1 || units <= 1) {
       if (n > 0) f(int64_t{0}, n);
       return;
     }
-    run([&](int t) {
-      if (t >= threads) return;
-      const int64_t begin = std::min(n, units * t / threads * align);
-      const int64_t end = std::min(n, units * (t + 1) / threads * align);
-      if (begin < end) f(begin, end);
+    const int64_t chunks = std::min<int64_t>(units, 4 * n_threads_);
+    std::atomic<int64_t> next{0};
+    run([&](int) {
+      for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks; c = next.fetch_add(1, std::memory_order_relaxed)) {
+        const int64_t begin = std::min(n, units * c / chunks * align);
+        const int64_t end = std::min(n, units * (c + 1) / chunks * align);
+        if (begin < end) f(begin, end);
+      }
     });
   }
 
@@ -64,10 +75,11 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   Task task_ = nullptr;
   void* ctx_ = nullptr;
-  alignas(64) std::atomic<uint32_t> generation_{0};
-  alignas(64) std::atomic<int> pending_{0};
-  alignas(64) std::atomic<int> sleeping_{0};
-  std::atomic<bool> caller_sleeping_{false};
+  alignas(64) std::atomic<uint32_t> generation_{0};  // bumped by every region; workers wait on it
+  alignas(64) std::atomic<uint32_t> open_{0};        // generation of the open region, 0 when closed
+  alignas(64) std::atomic<int> active_{0};           // workers inside the current region
+  alignas(64) std::atomic<int> sleeping_{0};         // workers asleep on generation_
+  std::atomic<bool> caller_sleeping_{false};         // the caller asleep on active_
   std::atomic<bool> stop_{false};
 };
 

@@ -1,6 +1,7 @@
 #include "ops/linear.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "core/check.h"
 
@@ -56,10 +57,20 @@ void add_bias(OpContext& ctx, const Linear& layer, float* y, int64_t n_rows) {
   for (int64_t r = 0; r < n_rows; ++r) ctx.kernels.add(y + r * n, b, n);
 }
 
-// Splits [0, n) for thread t of T on multiples of `block`.
-std::pair<int64_t, int64_t> split(int64_t n, int64_t block, int t, int threads) {
-  const int64_t units = (n + block - 1) / block;
-  return {std::min(n, units * t / threads * block), std::min(n, units * (t + 1) / threads * block)};
+// Columns per work item. Items are handed out dynamically, so a thread that the OS
+// deschedules (a shared machine, CI running two tests on two cores) delays only its current
+// item: the others take the rest. Decode items are ~64 KB of weights, enough to amortise the
+// atomic counter; prefill items are a slice of the matrix per thread, several per thread.
+int64_t chunk_columns(const Prepared& p, int threads) {
+  const int64_t block = std::max<int64_t>(p.kernel.n_block, 1);
+  int64_t columns;
+  if (p.args.m == 1) {
+    columns = static_cast<int64_t>((size_t{64} << 10) / std::max<size_t>(p.args.w_stride, 1));
+  } else {
+    columns = p.n_out / (4 * threads);
+  }
+  columns = std::clamp<int64_t>(columns, block, 1024);
+  return (columns + block - 1) / block * block;
 }
 
 }  // namespace
@@ -79,16 +90,32 @@ void linear_multi(OpContext& ctx, const LinearOutput* outputs, int count, const 
     FRUGAL_CHECK(outputs[i].layer->n_in() == outputs[0].layer->n_in(), "linear_multi inputs differ");
     prepared[i] = prepare(ctx, *outputs[i].layer, x, n_rows, outputs[i].y, &converted, &converted_type);
   }
-  // Each thread takes the same share of every product, so the split stays balanced when the
-  // products have different widths (k/v are narrower than q under GQA).
+  // Work items (product, column range), taken in order from a shared counter.
+  struct Item {
+    int product;
+    int64_t n0, n1;
+  };
+  Item items[256];
+  int n_items = 0;
   const int threads = ctx.pool.size();
-  ctx.pool.run([&](int t) {
-    for (int i = 0; i < count; ++i) {
-      const Prepared& p = prepared[i];
-      auto [n0, n1] = split(p.n_out, std::max<int64_t>(p.kernel.n_block, 1), t, threads);
-      if (n0 < n1) p.kernel.fn(p.args, n0, n1);
-    }
-  });
+  for (int i = 0; i < count; ++i) {
+    const int64_t n = prepared[i].n_out;
+    int64_t columns = chunk_columns(prepared[i], threads);
+    // Keep the item list bounded: coarser chunks for very wide products.
+    while ((n + columns - 1) / columns > 256 / count) columns *= 2;
+    for (int64_t n0 = 0; n0 < n; n0 += columns) items[n_items++] = {i, n0, std::min(n, n0 + columns)};
+  }
+  if (threads == 1 || n_items == 1) {
+    for (int it = 0; it < n_items; ++it) prepared[items[it].product].kernel.fn(prepared[items[it].product].args, items[it].n0, items[it].n1);
+  } else {
+    std::atomic<int> next{0};
+    ctx.pool.run([&](int) {
+      for (int it = next.fetch_add(1, std::memory_order_relaxed); it < n_items; it = next.fetch_add(1, std::memory_order_relaxed)) {
+        const Prepared& p = prepared[items[it].product];
+        p.kernel.fn(p.args, items[it].n0, items[it].n1);
+      }
+    });
+  }
   for (int i = 0; i < count; ++i) add_bias(ctx, *outputs[i].layer, outputs[i].y, n_rows);
 }
 

@@ -70,14 +70,36 @@ TEST(ThreadPool, ParallelForCoversRangeOnce) {
   }
 }
 
-TEST(ThreadPool, SurvivesSleepAndWake) {
+// Work from a shared counter is done exactly once, whichever threads join.
+TEST(ThreadPool, RunCompletesSharedWork) {
   ThreadPool pool(2);
-  std::atomic<int> count{0};
+  for (int rep = 0; rep < 200; ++rep) {
+    std::vector<std::atomic<int>> hits(97);
+    std::atomic<int> next{0};
+    pool.run([&](int) {
+      for (int i = next.fetch_add(1); i < 97; i = next.fetch_add(1)) hits[i]++;
+    });
+    for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+  }
+}
+
+// Workers join an open region: the caller holds it open until another thread shows up (or a
+// generous time passes), also after the workers have gone to sleep.
+TEST(ThreadPool, WorkersJoinOpenRegionsAfterSleeping) {
+  ThreadPool pool(2);
   for (int rep = 0; rep < 3; ++rep) {
-    pool.run([&](int) { count++; });
+    std::atomic<bool> worker_ran{false};
+    pool.run([&](int t) {
+      if (t != 0) {
+        worker_ran = true;
+        return;
+      }
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (!worker_ran && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    });
+    EXPECT_TRUE(worker_ran.load()) << "round " << rep;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));  // workers go to sleep
   }
-  EXPECT_EQ(count.load(), 6);
 }
 
 }  // namespace

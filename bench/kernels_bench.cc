@@ -1,0 +1,119 @@
+// Micro-benchmarks of the kernels on the shapes that dominate real models (SmolLM2-135M and
+// Qwen2.5-0.5B widths): the decode GEMV (one row, bandwidth-bound) and the prefill GEMM
+// (512 rows, compute-bound), per weight type, single-threaded, plus attention.
+//   build/bench/frugal_microbench --benchmark_filter=bf16
+// Counters: GB/s of weights read (GEMV), GFLOP/s (GEMM), for comparison with `frugal bench`'s
+// machine limits.
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "core/buffer.h"
+#include "kernels/kernels.h"
+
+namespace frugal::kernels {
+namespace {
+
+struct Operands {
+  Buffer w, x;
+  std::vector<float> y;
+  GemmArgs args;
+  GemmKernel kernel;
+};
+
+Operands make(DType type, int64_t m, int64_t n, int64_t k) {
+  const KernelTable& t = active();
+  Operands o;
+  o.kernel = gemm_for(t, type);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> row(k);
+  o.w = Buffer(row_bytes(type, k) * n);
+  for (int64_t r = 0; r < n; ++r) {
+    for (auto& v : row) v = dist(rng);
+    dtype_traits(type).from_float(row.data(), o.w.as<uint8_t>() + r * row_bytes(type, k), k);
+  }
+  const size_t x_stride = row_bytes(o.kernel.act, k);
+  o.x = Buffer(x_stride * m);
+  for (int64_t r = 0; r < m; ++r) {
+    for (auto& v : row) v = dist(rng);
+    dtype_traits(o.kernel.act).from_float(row.data(), o.x.as<uint8_t>() + r * x_stride, k);
+  }
+  o.y.resize(m * n);
+  o.args = {o.x.data(), x_stride, o.w.data(), row_bytes(type, k), o.y.data(), static_cast<size_t>(n), m, k};
+  return o;
+}
+
+void BM_Gemv(benchmark::State& state, DType type) {
+  const int64_t n = state.range(0), k = state.range(1);
+  Operands o = make(type, 1, n, k);
+  for (auto _ : state) o.kernel.fn(o.args, 0, n);
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(o.w.size()), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_Gemm(benchmark::State& state, DType type) {
+  const int64_t m = 512, n = state.range(0), k = state.range(1);
+  Operands o = make(type, m, n, k);
+  for (auto _ : state) o.kernel.fn(o.args, 0, n);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Shapes: (n_out, n_in) of SmolLM2-135M's q, gate/up, down and output head; Qwen2.5-0.5B's gate/up.
+void shapes(benchmark::internal::Benchmark* b) {
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}, {4864, 896}})
+    b->Args({n, k});
+}
+void prefill_shapes(benchmark::internal::Benchmark* b) {
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{576, 576}, {1536, 576}, {576, 1536}}) b->Args({n, k});
+}
+
+BENCHMARK_CAPTURE(BM_Gemv, f32, DType::kF32)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Gemv, bf16, DType::kBF16)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Gemv, f16, DType::kF16)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Gemv, q8_0, DType::kQ8_0)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Gemv, q4_0, DType::kQ4_0)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Gemv, q4_1, DType::kQ4_1)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Gemm, bf16, DType::kBF16)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Gemm, f32, DType::kF32)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Gemm, q8_0, DType::kQ8_0)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Gemm, q4_0, DType::kQ4_0)->Apply(prefill_shapes);
+
+// Attention of `queries` rows over `positions` cached positions, one head of 64, f16 cache.
+void BM_Attention(benchmark::State& state) {
+  const int64_t n_q = state.range(0), positions = state.range(1), hd = 64, bs = 32;
+  const int64_t n_blocks = (positions + bs - 1) / bs;
+  std::vector<Buffer> blocks;
+  std::vector<const void*> kp, vp;
+  for (int64_t b = 0; b < 2 * n_blocks; ++b) {
+    blocks.emplace_back(bs * hd * 2);
+    blocks.back().zero();
+    (b % 2 ? vp : kp).push_back(blocks.back().data());
+  }
+  std::vector<float> q(n_q * hd, 0.1f), out(n_q * hd), scratch(attention_scratch_floats(n_q, n_blocks * bs, hd));
+  std::vector<int32_t> limits(n_q);
+  for (int64_t i = 0; i < n_q; ++i) limits[i] = static_cast<int32_t>(positions - n_q + i);
+  AttentionArgs a;
+  a.q = q.data();
+  a.q_stride = hd;
+  a.q_limit = limits.data();
+  a.n_q = n_q;
+  a.k_blocks = kp.data();
+  a.v_blocks = vp.data();
+  a.block_size = bs;
+  a.head_dim = hd;
+  a.kv_type = DType::kF16;
+  a.scale = 0.125f;
+  a.out = out.data();
+  a.out_stride = hd;
+  a.scratch = scratch.data();
+  for (auto _ : state) active().attention(a);
+  double pairs = 0;
+  for (int64_t i = 0; i < n_q; ++i) pairs += limits[i] + 1;
+  state.counters["GFLOP/s"] = benchmark::Counter(4.0 * hd * pairs / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Attention)->Args({1, 512})->Args({1, 4096})->Args({16, 512});
+
+}  // namespace
+}  // namespace frugal::kernels

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "core/check.h"
@@ -90,17 +91,22 @@ void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch,
               int64_t n_head_kv, int64_t head_dim) {
   const kernels::ConvertFn convert = ctx.kernels.convert[static_cast<size_t>(cache.dtype())];
   const int64_t bs = cache.block_size();
-  const size_t pos_bytes = cache.position_bytes();
+  const size_t elem = cache.element_bytes();
   const int64_t width = n_head_kv * head_dim;
+  uint8_t* key = ctx.arena.allocate<uint8_t>(head_dim * elem);
   for (int64_t r = 0; r < batch.size(); ++r) {
     const auto& table = cache.block_table(batch.seq_ids[r]);
     const int64_t pos = batch.positions[r];
     FRUGAL_CHECK(pos / bs < static_cast<int64_t>(table.size()), "position {} has no KV block", pos);
     const int32_t block = table[pos / bs];
+    const int64_t slot = pos % bs;
     for (int64_t h = 0; h < n_head_kv; ++h) {
-      const size_t offset = static_cast<size_t>(pos % bs) * pos_bytes;
-      convert(k + r * width + h * head_dim, static_cast<uint8_t*>(cache.k_block(layer, block, h)) + offset, head_dim);
-      convert(v + r * width + h * head_dim, static_cast<uint8_t*>(cache.v_block(layer, block, h)) + offset, head_dim);
+      // Values: one row. Keys: one column of the transposed block.
+      convert(v + r * width + h * head_dim, static_cast<uint8_t*>(cache.v_block(layer, block, h)) + slot * head_dim * elem,
+              head_dim);
+      convert(k + r * width + h * head_dim, key, head_dim);
+      auto* kb = static_cast<uint8_t*>(cache.k_block(layer, block, h)) + slot * elem;
+      for (int64_t d = 0; d < head_dim; ++d) std::memcpy(kb + d * bs * elem, key + d * elem, elem);
     }
   }
 }

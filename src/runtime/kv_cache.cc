@@ -32,8 +32,19 @@ int32_t KvCache::take_block() {
 }
 
 void KvCache::release_block(int32_t block) {
-  FRUGAL_CHECK(refs_[block] > 0);
+  FRUGAL_CHECK(block >= 0 && block < n_blocks_ && refs_[block] > 0, "block {} is not in use", block);
   if (--refs_[block] == 0) free_.push_back(block);
+}
+
+void KvCache::retain_block(int32_t block) {
+  FRUGAL_CHECK(block >= 0 && block < n_blocks_ && refs_[block] > 0, "block {} is not in use", block);
+  ++refs_[block];
+}
+
+void KvCache::adopt(int32_t seq, const std::vector<int32_t>& blocks) {
+  FRUGAL_CHECK(!contains(seq), "sequence {} already exists", seq);
+  for (const int32_t b : blocks) retain_block(b);
+  seqs_[seq] = blocks;
 }
 
 void KvCache::copy_block(int32_t from, int32_t to) {

@@ -35,6 +35,9 @@ class KvCache {
   int64_t used_blocks() const { return n_blocks_ - free_blocks(); }
   int64_t capacity_tokens() const { return n_blocks_ * block_size_; }
   size_t bytes() const { return storage_.size(); }
+  // Writes zeros over the whole pool so its memory is committed now: a server takes all it will
+  // ever use at startup (and fails there if the machine lacks it), not page by page under load.
+  void prefault() { storage_.zero(); }
 
   // Makes room for positions [0, n_positions) of `seq` (creating it if new). Returns false,
   // changing nothing, when the pool has too few free blocks.
@@ -51,6 +54,15 @@ class KvCache {
   bool fork(int32_t src, int32_t dst, int64_t n_positions);
   int32_t block_refs(int32_t block) const { return refs_[block]; }
 
+  // Prefix caching (runtime/prefix_cache.h) keeps blocks alive between sequences: it holds a
+  // reference of its own, and a new sequence can start from blocks that some earlier one filled.
+  // Starts `seq` (which must not exist) with `blocks`, each full and never written again.
+  void adopt(int32_t seq, const std::vector<int32_t>& blocks);
+  // One more holder of a block in use.
+  void retain_block(int32_t block);
+  // One holder fewer; the last one returns the block to the pool.
+  void release_block(int32_t block);
+
   // One head in one block: keys [head_dim, block_size], values [block_size, head_dim].
   void* k_block(int64_t layer, int32_t block, int64_t head) { return slot(layer, 0, block, head); }
   void* v_block(int64_t layer, int32_t block, int64_t head) { return slot(layer, 1, block, head); }
@@ -62,7 +74,6 @@ class KvCache {
     return static_cast<uint8_t*>(storage_.data()) + static_cast<size_t>(index) * block_size_ * row_bytes_;
   }
   int32_t take_block();
-  void release_block(int32_t block);
   void copy_block(int32_t from, int32_t to);
 
   int64_t n_layer_, n_head_kv_, head_dim_, block_size_, n_blocks_;

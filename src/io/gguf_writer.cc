@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "core/check.h"
+#include "io/atomic_output_file.h"
 
 namespace frugal {
 namespace {
@@ -24,7 +25,6 @@ static_assert(std::endian::native == std::endian::little, "GGUF is little-endian
 
 constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 constexpr uint32_t kVersion = 3;
-constexpr size_t kFileBufferBytes = size_t{1} << 20;
 
 void put(std::vector<uint8_t>& b, const void* p, size_t n) {
   const auto* c = static_cast<const uint8_t*>(p);
@@ -63,61 +63,6 @@ std::optional<uint64_t> encoded_unsigned(const std::vector<uint8_t>& e) {
   return u;
 }
 
-std::string errno_text(int err) {
-  return std::strerror(err);
-}
-
-// A file created next to the destination, removed again unless commit() renames it into place.
-class TempFile {
- public:
-  TempFile(const std::filesystem::path& dest, const std::string& label) : label_(label) {
-    static std::atomic<uint64_t> counter{0};
-    const std::filesystem::path dir = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
-    dir_ = dir.string();
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      path_ = (dir / ("." + dest.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
-                      std::to_string(counter.fetch_add(1))))
-                  .string();
-      // 0666 and the umask give the file the permissions any newly created file would get.
-      fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-      if (fd_ >= 0) return;
-      if (errno != EEXIST) break;
-    }
-    fail("{}: cannot create a temporary file in '{}': {}", label_, dir_, errno_text(errno));
-  }
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(path_.c_str());
-  }
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-
-  int fd() const { return fd_; }
-  const std::string& path() const { return path_; }
-
-  void commit(const std::string& dest) {
-    if (::fsync(fd_) != 0) fail("{}: cannot sync '{}': {}", label_, path_, errno_text(errno));
-    const int fd = std::exchange(fd_, -1);
-    if (::close(fd) != 0) fail("{}: cannot close '{}': {}", label_, path_, errno_text(errno));
-    if (::rename(path_.c_str(), dest.c_str()) != 0)
-      fail("{}: cannot rename '{}' into place: {}", label_, path_, errno_text(errno));
-    committed_ = true;
-    // Make the rename itself durable. Some file systems cannot sync a directory; the file is
-    // in place either way, so that is not an error.
-    const int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);
-      ::close(dfd);
-    }
-  }
-
- private:
-  std::string label_;
-  std::string dir_;
-  std::string path_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
 
 }  // namespace
 
@@ -158,42 +103,13 @@ class GgufWriter::MemoryOutput final : public GgufWriter::Output {
 
 class GgufWriter::FileOutput final : public GgufWriter::Output {
  public:
-  FileOutput(int fd, const std::string& temp_path, const std::string& label)
-      : fd_(fd), temp_path_(temp_path), label_(label) {
-    buffer_.reserve(kFileBufferBytes);
-  }
-  void flush() {
-    write_all(buffer_.data(), buffer_.size());
-    buffer_.clear();
-  }
+  explicit FileOutput(AtomicOutputFile& file) : file_(file) {}
 
  protected:
-  void put(const void* data, size_t n) override {
-    if (buffer_.size() + n > kFileBufferBytes) flush();
-    if (n >= kFileBufferBytes) {
-      write_all(static_cast<const uint8_t*>(data), n);  // large tensor data: no copy
-    } else {
-      frugal::put(buffer_, data, n);
-    }
-  }
+  void put(const void* data, size_t n) override { file_.write(data, n); }
 
  private:
-  void write_all(const uint8_t* p, size_t n) {
-    while (n > 0) {
-      const ssize_t k = ::write(fd_, p, std::min<size_t>(n, size_t{1} << 30));
-      if (k < 0) {
-        if (errno == EINTR) continue;
-        fail("{}: cannot write '{}': {}", label_, temp_path_, errno_text(errno));
-      }
-      p += k;
-      n -= static_cast<size_t>(k);
-    }
-  }
-
-  int fd_;
-  const std::string& temp_path_;
-  const std::string& label_;
-  std::vector<uint8_t> buffer_;
+  AtomicOutputFile& file_;
 };
 
 // ---- metadata -------------------------------------------------------------------------------
@@ -423,11 +339,10 @@ void GgufWriter::write(const std::string& path) const {
   const std::filesystem::path dest(path);
   const std::string base = dest.filename().string();
   if (base.empty() || base == "." || base == "..") fail("{}: not a file name to write a GGUF file to", path);
-  TempFile temp(dest, path);
-  FileOutput out(temp.fd(), temp.path(), path);
+  AtomicOutputFile file(path);
+  FileOutput out(file);
   emit(out, path);
-  out.flush();
-  temp.commit(path);
+  file.commit();
 }
 
 std::vector<uint8_t> GgufWriter::to_bytes() const {

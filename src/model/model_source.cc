@@ -167,6 +167,15 @@ Tensor ModelSource::tensor_f32(const std::string& name, std::initializer_list<in
   return out;
 }
 
+std::vector<const MappedFile*> ModelSource::mapped_files() const {
+  std::vector<const MappedFile*> files;
+  for (const auto& f : safetensors_)
+    if (f->mapping()) files.push_back(f->mapping().get());
+  if (gguf_ && gguf_->mapping()) files.push_back(gguf_->mapping().get());
+  if (format_ == ModelFormat::kLlama2c) files.push_back(std::static_pointer_cast<Llama2cCheckpoint>(keep_alive_)->file.get());
+  return files;
+}
+
 std::vector<std::string> ModelSource::tensor_names() const {
   std::vector<std::string> names;
   for (const auto& [name, t] : tensors_) names.push_back(name);

@@ -65,6 +65,8 @@ class ModelSource {
 
   // Owned storage of converted tensors; moved into the model so views stay valid.
   std::vector<Buffer> take_owned_buffers() { return std::move(owned_); }
+  // The mapped files the tensors point into (for paging them in up front).
+  std::vector<const MappedFile*> mapped_files() const;
   // Keeps the mapped files alive for as long as the model that holds the returned pointer.
   std::shared_ptr<void> keep_alive() const { return keep_alive_; }
 

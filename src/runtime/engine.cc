@@ -4,9 +4,35 @@
 
 #include "core/check.h"
 #include "core/log.h"
+#include "core/progress.h"
+#include "io/mapped_file.h"
 #include "model/architecture.h"
 
 namespace frugal {
+namespace {
+
+// Reads every page of the mapped weights now, with a progress bar on a terminal, so the first
+// token does not pay for page faults and a slow disk shows as loading, not as a stall.
+void page_in(const ModelSource& source) {
+  size_t total = 0;
+  for (const MappedFile* f : source.mapped_files()) total += f->size();
+  constexpr size_t kStep = size_t{4} << 20;
+  Progress progress("loading", static_cast<int64_t>(total), "MB", 1.0 / (1 << 20));
+  size_t done = 0;
+  volatile uint8_t sink = 0;
+  for (const MappedFile* f : source.mapped_files()) {
+    f->prefetch();
+    for (size_t offset = 0; offset < f->size(); offset += kStep) {
+      const size_t end = std::min(f->size(), offset + kStep);
+      for (size_t page = offset; page < end; page += 4096) sink = sink + f->data()[page];
+      done += end - offset;
+      progress.update(static_cast<int64_t>(done));
+    }
+  }
+  if (progress.interactive()) progress.finish();
+}
+
+}  // namespace
 
 std::unique_ptr<Engine> Engine::load(const std::string& model_path, const EngineOptions& o) {
   if (o.threads < 0) fail("thread count must be positive (got {})", o.threads);
@@ -18,6 +44,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_path, const Engine
   e->model_path_ = model_path;
   auto source = ModelSource::open(model_path, o.open);
   e->model_ = load_model(*source);
+  page_in(*source);
   try {
     e->tokenizer_ = source->load_tokenizer();
   } catch (const Error& err) {
@@ -32,7 +59,8 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_path, const Engine
   if (o.n_ctx > c.n_ctx_train && c.rope.position_scale == 1.0f && c.rope.freq_factors.empty())
     log_warn("context {} is longer than the {} positions the model was trained for", o.n_ctx, c.n_ctx_train);
   KvCacheOptions kv;
-  kv.capacity_tokens = o.kv_capacity > 0 ? o.kv_capacity : e->n_ctx_;
+  if (o.kv_contexts < 1) fail("the KV cache must hold at least one context (got {})", o.kv_contexts);
+  kv.capacity_tokens = o.kv_capacity > 0 ? o.kv_capacity : e->n_ctx_ * o.kv_contexts;
   kv.block_size = o.kv_block_size;
   kv.dtype = o.kv_type;
   e->cache_ = std::make_unique<KvCache>(c.n_layer, c.n_head_kv, c.head_dim, kv);

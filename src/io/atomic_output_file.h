@@ -1,0 +1,42 @@
+// A file written in a stream and put in place atomically: the bytes go to a temporary file
+// next to the destination, commit() syncs it and renames it over the destination, and a
+// writer destroyed without commit() (an error, an exception half-way) removes the temporary,
+// so a reader never sees half a file and an old file stays intact until the new one is whole.
+// Every file frugal writes goes through this class (GGUF, saved logits, adapters, checkpoints).
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace frugal {
+
+class AtomicOutputFile {
+ public:
+  // Throws frugal::Error naming `path` when the temporary cannot be created.
+  explicit AtomicOutputFile(const std::string& path);
+  ~AtomicOutputFile();
+  AtomicOutputFile(const AtomicOutputFile&) = delete;
+  AtomicOutputFile& operator=(const AtomicOutputFile&) = delete;
+
+  // Buffered; throws frugal::Error naming the destination on a write error (a full disk).
+  void write(const void* data, size_t n);
+  size_t bytes_written() const { return written_; }
+  // Flushes, syncs and renames into place. Nothing may be written after.
+  void commit();
+
+  const std::string& path() const { return path_; }
+
+ private:
+  void flush();
+  void write_direct(const char* p, size_t n);
+
+  std::string path_;
+  std::string temp_path_;
+  int fd_ = -1;
+  bool committed_ = false;
+  size_t written_ = 0;
+  std::vector<char> buffer_;
+};
+
+}  // namespace frugal

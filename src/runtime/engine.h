@@ -21,7 +21,8 @@ namespace frugal {
 struct EngineOptions {
   int threads = 0;            // 0: one per physical core
   int64_t n_ctx = 0;          // context per sequence; 0: the model's, capped at kDefaultMaxContext
-  int64_t kv_capacity = 0;    // KV positions across all sequences; 0: n_ctx
+  int64_t kv_capacity = 0;    // KV positions across all sequences; 0: kv_contexts * n_ctx
+  int64_t kv_contexts = 1;    // with kv_capacity 0: full contexts the cache holds (a server's parallel sequences)
   int64_t kv_block_size = 32;
   DType kv_type = DType::kF16;
   int64_t max_batch_rows = 512;  // rows per forward; longer prompts are prefilled in chunks

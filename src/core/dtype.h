@@ -34,6 +34,15 @@ enum class DType : uint8_t {
   kQ8_K = 16,  // activation format of the K-quant dot products
   kIQ4_NL = 17,
   kQ8Act = 18,  // activations of the integer dot products: Q8_0 plus the block's integer sum
+  // frugal's own layouts (src/quant/formats/frugal_blocks.h); GGUF files mark them as such.
+  kInt8Row = 19,   // int8 with one f32 scale per row (per output channel)
+  kInt4G32 = 20,   // 4-bit groups of 32, f16 scale + integer zero point
+  kInt4G64 = 21,   // the same, groups of 64
+  kInt4G128 = 22,  // the same, groups of 128
+  kInt3G64 = 23,   // 3-bit groups of 64, f16 scale + zero point
+  kInt2G32 = 24,   // 2-bit groups of 32, f16 scale + zero point
+  kNF4 = 25,       // QLoRA's normal-float grid, blocks of 64 with an f16 absmax scale
+  kCB4 = 26,       // 16-level codebook learned per tensor, blocks of 256
   kCount = 32,  // room for formats added by later work
 };
 

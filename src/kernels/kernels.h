@@ -74,6 +74,41 @@ using AttentionFn = void (*)(const AttentionArgs& args);
 // Scratch for one call: scores of every position for every query, plus per-query vectors.
 int64_t attention_scratch_floats(int64_t n_q, int64_t n_positions, int64_t head_dim);
 
+// ---- the two other products of training (backward passes). The forward product above is
+// X·Wᵀ over weight rows in place; gradients also need X·W and Xᵀ·Y. Both are f32 with f32
+// accumulation and compute the whole block they are given: callers split the work by moving
+// the pointers (rows of Y, column ranges), so each output element is one chain of fused
+// multiply-adds in reduction order whatever the split: results are deterministic and do not
+// depend on the thread count (exact resume of a training run relies on it).
+//
+// Y[m, n] (+)= sum_k X[m, k] * W[k, n]: a linear layer's input gradient dX = dY·W (W its
+// [n_out, n_in] weight, so k = n_out), attention's P·V and dS·K.
+struct GemmNNArgs {
+  const float* x = nullptr;  // [m, k], rows x_stride floats apart
+  int64_t x_stride = 0;
+  const float* w = nullptr;  // [k, n], rows w_stride floats apart
+  int64_t w_stride = 0;
+  float* y = nullptr;        // [m, n], rows y_stride floats apart
+  int64_t y_stride = 0;
+  int64_t m = 0, n = 0, k = 0;
+  bool accumulate = false;   // add to y instead of overwriting it
+};
+using GemmNNFn = void (*)(const GemmNNArgs& args);
+
+// Y[i, j] (+)= sum_r A[r, i] * B[r, j] for i < m, j < n, r < k: weight gradients dW = dYᵀ·X
+// (a reduction over the rows of a batch), attention's Pᵀ·dO and dSᵀ·Q.
+struct GemmTNArgs {
+  const float* a = nullptr;  // [k, m], rows a_stride floats apart
+  int64_t a_stride = 0;
+  const float* b = nullptr;  // [k, n], rows b_stride floats apart
+  int64_t b_stride = 0;
+  float* y = nullptr;        // [m, n], rows y_stride floats apart
+  int64_t y_stride = 0;
+  int64_t m = 0, n = 0, k = 0;
+  bool accumulate = false;
+};
+using GemmTNFn = void (*)(const GemmTNArgs& args);
+
 struct KernelTable {
   Isa isa = Isa::kScalar;
   GemmKernel gemm[kDTypeSlots] = {};   // indexed by weight type; empty slots use the fallback
@@ -92,6 +127,13 @@ struct KernelTable {
   AttentionFn attention = nullptr;
   // In-place softmax of n values; returns nothing. Used by samplers and tests.
   void (*softmax)(float* x, int64_t n) = nullptr;
+  // Training: the products above, and the gradient of silu_mul given the upstream gradient
+  // d_out: d_gate = d_out * up * silu'(gate), d_up = d_out * silu(gate) (n elements; d_gate
+  // and d_up may alias gate and up).
+  GemmNNFn gemm_nn_f32 = nullptr;
+  GemmTNFn gemm_tn_f32 = nullptr;
+  void (*silu_mul_backward)(const float* gate, const float* up, const float* d_out, float* d_gate, float* d_up,
+                            int64_t n) = nullptr;
 
   // Machine probes for `frugal bench`: what this ISA can do at best on one thread.
   // Reads n floats (n % 64 == 0) as fast as possible; returns their sum so the read happens.

@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include "core/check.h"
+#include "ops/grad/matmul.h"
 
 namespace frugal {
 namespace {
@@ -83,6 +84,8 @@ void linear(OpContext& ctx, const Linear& layer, const float* x, int64_t n_rows,
 void linear_multi(OpContext& ctx, const LinearOutput* outputs, int count, const float* x, int64_t n_rows) {
   constexpr int kMax = 4;
   FRUGAL_CHECK(count >= 1 && count <= kMax);
+  if (ctx.observer != nullptr) [[unlikely]]
+    for (int i = 0; i < count; ++i) ctx.observer->observe(*outputs[i].layer, x, n_rows);
   Prepared prepared[kMax];
   const void* converted = nullptr;
   DType converted_type = DType::kF32;
@@ -117,6 +120,24 @@ void linear_multi(OpContext& ctx, const LinearOutput* outputs, int count, const 
     });
   }
   for (int i = 0; i < count; ++i) add_bias(ctx, *outputs[i].layer, outputs[i].y, n_rows);
+  // The LoRA step, after the base product: unmerged adapters add their low-rank update.
+  for (int i = 0; i < count; ++i)
+    for (const LoraAdapter& adapter : outputs[i].layer->lora) lora_add(ctx, adapter, x, n_rows, outputs[i].y);
+}
+
+void lora_add(OpContext& ctx, const LoraAdapter& adapter, const float* x, int64_t n_rows, float* y, float* h) {
+  const Tensor& a = adapter.a;
+  const Tensor& b = adapter.b;
+  FRUGAL_CHECK(a.ndim == 2 && b.ndim == 2 && a.dtype == DType::kF32 && b.dtype == DType::kF32 && a.dim(0) == b.dim(1),
+               "LoRA adapter shapes {} and {}", a.shape_string(), b.shape_string());
+  const int64_t rank = a.dim(0), n_in = a.dim(1), n_out = b.dim(0);
+  if (h == nullptr) h = ctx.arena.allocate<float>(n_rows * rank);
+  // h = x·Aᵀ in the forward (dot-product) form; then y += h·(scale·Bᵀ) in axpy form, whose
+  // rank-long reduction vectorises along the n_out outputs instead of along the short rank.
+  matmul_nt(ctx, x, n_in, a.as<const float>(), n_in, h, rank, n_rows, rank, n_in);
+  float* bt = ctx.arena.allocate<float>(rank * n_out);  // [rank, n_out]
+  transpose_scaled(b.as<const float>(), n_out, rank, adapter.scale, bt);
+  matmul_nn(ctx, h, rank, bt, n_out, y, n_out, n_rows, n_out, rank, /*accumulate=*/true);
 }
 
 }  // namespace frugal

@@ -3,20 +3,44 @@
 // ordered step here, never special cases in model code.
 #pragma once
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "ops/op_context.h"
 
 namespace frugal {
 
+// A low-rank adapter (LoRA) on a linear layer, applied unmerged: y += scale * B (A x). The
+// base weight stays as it is (quantized or not); several adapters may be stacked.
+struct LoraAdapter {
+  Tensor a;            // [rank, n_in] f32
+  Tensor b;            // [n_out, rank] f32
+  float scale = 1.0f;  // alpha / rank (or alpha / sqrt(rank)) times the user's weight
+  std::shared_ptr<const void> storage;  // owns a and b when the adapter owns its tensors
+};
+
 struct Linear {
   Tensor weight;  // [n_out, n_in], any registered type
   Tensor bias;    // [n_out] f32, or empty
   std::string name;
+  std::vector<LoraAdapter> lora;  // applied in order after the base product and the bias
 
   int64_t n_out() const { return weight.dim(0); }
   int64_t n_in() const { return weight.dim(1); }
+};
+
+// Sees x[n_rows, n_in] of every product before it runs, on the calling thread, once per layer
+// (linear_multi calls it for each of its layers with the same x). Calibration installs one in
+// the OpContext of the forwards it runs, to collect what quantization methods need: Hessians
+// (GPTQ), activation scales (AWQ), importance matrices.
+class LinearObserver {
+ public:
+  virtual void observe(const Linear& layer, const float* x, int64_t n_rows) = 0;
+
+ protected:
+  ~LinearObserver() = default;
 };
 
 // y[n_rows, n_out] = x[n_rows, n_in] · weightᵀ + bias
@@ -29,5 +53,10 @@ struct LinearOutput {
   float* y;
 };
 void linear_multi(OpContext& ctx, const LinearOutput* outputs, int count, const float* x, int64_t n_rows);
+
+// The LoRA step of linear(): y[n_rows, n_out] += scale * (x·Aᵀ)·Bᵀ. Every row is computed on
+// its own (batch invariance holds as for the base product). When h is not null it receives
+// x·Aᵀ [n_rows, rank], which training keeps for the backward pass.
+void lora_add(OpContext& ctx, const LoraAdapter& adapter, const float* x, int64_t n_rows, float* y, float* h = nullptr);
 
 }  // namespace frugal

@@ -7,10 +7,15 @@
 
 namespace frugal {
 
+class LinearObserver;  // ops/linear.h
+
 struct OpContext {
   ThreadPool& pool;
   Arena& arena;
   const kernels::KernelTable& kernels;
+  // Sees the input of every linear product (calibration for quantization); null in inference,
+  // where linear() pays one pointer test for it.
+  LinearObserver* observer = nullptr;
 };
 
 }  // namespace frugal

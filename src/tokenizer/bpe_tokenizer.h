@@ -54,6 +54,9 @@ class BpeTokenizer final : public VocabTokenizer {
   // for a pair wins, as in llama.cpp.
   void add_merge(std::string_view left, std::string_view right, int32_t rank);
   size_t n_merges() const { return merges_.size(); }
+  // The rules as "left right" texts in rank order, as GGUF's tokenizer.ggml.merges stores them
+  // (defined in gguf_export.cc, its user).
+  std::vector<std::string> merge_rules() const;
   void set_unk(int32_t id) { unk_id_ = vocab_.contains(id) ? id : -1; }
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const override;

@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "core/buffer.h"
 #include "core/half.h"
 #include "kernels/kernels.h"
 #include "kernels/ref/ref_kernels.h"
+#include "quant/formats/blocks.h"
 #include "support/test_support.h"
 
 namespace frugal::kernels {
@@ -107,22 +110,77 @@ TEST_P(KernelTest, GemmMatchesExactProductForEveryWeightType) {
 
 TEST_P(KernelTest, GemmResultsDoNotDependOnBatchOrSplit) {
   for (DType type : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
-    const GemmCase big = make_case(type, 11, 37, 256, 99);
-    const auto all = run_gemm(table(), type, big, 37);
-    const auto split = run_gemm(table(), type, big, 3);
-    for (int64_t r = 0; r < big.m; ++r) {
-      GemmCase one{big.w.copy(), big.w_float, std::vector<float>(big.x.begin() + r * big.k, big.x.begin() + (r + 1) * big.k), 1, big.n, big.k};
-      const auto alone = run_gemm(table(), type, one, 37);
-      for (int64_t j = 0; j < big.n; ++j) {
-        ASSERT_EQ(all[r * big.n + j], alone[j]) << dtype_name(type) << ": row " << r << " differs alone and batched";
-        ASSERT_EQ(all[r * big.n + j], split[r * big.n + j]) << dtype_name(type) << ": column split changes the result";
+    // 256: whole vectors and an even number of blocks; then a float k with a vector tail, and
+    // a quantized k with an odd number of blocks.
+    const bool is_float = dtype_traits(type).block_size == 1;
+    for (int64_t k : {int64_t{256}, is_float ? int64_t{227} : int64_t{224}}) {
+      const GemmCase big = make_case(type, 11, 37, k, 99);
+      const auto all = run_gemm(table(), type, big, 37);
+      const auto split = run_gemm(table(), type, big, 3);
+      for (int64_t r = 0; r < big.m; ++r) {
+        GemmCase one{big.w.copy(), big.w_float, std::vector<float>(big.x.begin() + r * big.k, big.x.begin() + (r + 1) * big.k), 1, big.n, big.k};
+        const auto alone = run_gemm(table(), type, one, 37);
+        for (int64_t j = 0; j < big.n; ++j) {
+          ASSERT_EQ(all[r * big.n + j], alone[j]) << dtype_name(type) << " k=" << k << ": row " << r << " differs alone and batched";
+          ASSERT_EQ(all[r * big.n + j], split[r * big.n + j]) << dtype_name(type) << " k=" << k << ": column split changes the result";
+        }
       }
     }
   }
 }
 
+// Quants at the ends of their ranges, with activations of +-127 whose signs line up with the
+// weights', so neighbouring products add up to the largest pair sums an integer dot product can
+// meet (vpmaddubsw saturates pair sums at 32767: an offset form of Q8_0 would break here). Q8_0
+// also gets -128, which its quantizer never writes but a file may hold.
+TEST_P(KernelTest, QuantGemmHandlesExtremeQuants) {
+  const int64_t k = 96, n = 5, m = 2;
+  for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
+    GemmCase c{Buffer(row_bytes(type, k) * n), std::vector<float>(n * k), std::vector<float>(m * k), m, n, k};
+    for (int64_t r = 0; r < n; ++r) {
+      auto* row = c.w.as<uint8_t>() + r * row_bytes(type, k);
+      for (int64_t b = 0; b < k / kQK; ++b) {
+        const uint16_t d = f32_to_f16(0.01f * (r + 1)), min = f32_to_f16(-0.05f * (b + 1));
+        if (type == DType::kQ8_0) {
+          auto& blk = reinterpret_cast<BlockQ8_0*>(row)[b];
+          blk.d = d;
+          for (int j = 0; j < kQK; ++j) blk.qs[j] = static_cast<int8_t>((j + r + b) % 3 == 0 ? -128 : ((j + r) % 2 ? 127 : -127));
+        } else if (type == DType::kQ4_0) {
+          auto& blk = reinterpret_cast<BlockQ4_0*>(row)[b];
+          blk.d = d;
+          for (int j = 0; j < kQK / 2; ++j) blk.qs[j] = (j + r) % 4 == 0 ? 0x0F : 0xF0 | ((j + b) % 2 ? 0x0F : 0x00);
+        } else {
+          auto& blk = reinterpret_cast<BlockQ4_1*>(row)[b];
+          blk.d = d;
+          blk.m = min;
+          for (int j = 0; j < kQK / 2; ++j) blk.qs[j] = (j + r) % 3 == 0 ? 0x00 : 0xFF;
+        }
+      }
+      dtype_traits(type).to_float(row, c.w_float.data() + r * k, k);
+    }
+    // Row 0: x = sign(w of weight row 0) so products add; row 1: the opposite signs.
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const float w0 = c.w_float[kk];
+      const float sign = type == DType::kQ8_0 ? (w0 < 0 ? -1.0f : 1.0f) : 1.0f;
+      c.x[kk] = sign;
+      c.x[k + kk] = -sign;
+    }
+    const auto y = run_gemm(table(), type, c, 2);
+    const auto xs = activations_seen(table(), type, c);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double exact = 0, magnitude = 0;
+        for (int64_t kk = 0; kk < k; ++kk) {
+          exact += double(xs[i * k + kk]) * c.w_float[j * k + kk];
+          magnitude += std::abs(double(xs[i * k + kk]) * c.w_float[j * k + kk]);
+        }
+        ASSERT_NEAR(y[i * n + j], exact, 1e-5 * magnitude + 1e-6) << dtype_name(type) << " at (" << i << "," << j << ") y=" << y[i * n + j] << " exact=" << exact;
+      }
+  }
+}
+
 TEST_P(KernelTest, RowKernelsMatchReference) {
-  for (int64_t n : {1, 15, 16, 17, 100, 576}) {
+  for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 33, 100, 576}) {
     auto x = test::random_floats(n, n, 2.0f);
     auto w = test::random_floats(n, n + 1);
     std::vector<float> y(n), y_ref(n);
@@ -160,6 +218,45 @@ TEST_P(KernelTest, ExtremeSoftmaxAndSiluInputsStayFinite) {
   EXPECT_EQ(s[2], 0.0f);
 }
 
+// softmax({0, x}) for x <= -20 is e^x exactly as the kernel computes it (the denominator rounds
+// to 1), which checks the vector exp against libm's to within 2 ulps, through the denormals
+// (there to one denormal step) and down to the underflow to 0.
+TEST_P(KernelTest, SoftmaxExpIsAccurateDownToUnderflow) {
+  auto ulps = [](float a, float b) {
+    int32_t ia, ib;
+    std::memcpy(&ia, &a, 4);
+    std::memcpy(&ib, &b, 4);
+    return std::abs(int64_t{ia} - int64_t{ib});
+  };
+  for (float x = -110.0f; x <= -20.0f; x += 0.0731f) {
+    float s[2] = {0.0f, x};
+    table().softmax(s, 2);
+    const float want = std::exp(x);
+    ASSERT_EQ(s[0], 1.0f);
+    if (want >= std::numeric_limits<float>::min()) ASSERT_LE(ulps(s[1], want), 2) << "e^" << x;
+    else ASSERT_LE(ulps(s[1], want), 1) << "e^" << x << " (denormal)";
+  }
+  float s[2] = {0.0f, -103.9f};
+  table().softmax(s, 2);
+  EXPECT_EQ(s[1], std::numeric_limits<float>::denorm_min());  // e^-103.9 = 7.5e-46: rounds up to it
+  float t[2] = {0.0f, -104.0f};  // e^-104 = 6.8e-46: below half of it, rounds to 0
+  table().softmax(t, 2);
+  EXPECT_EQ(t[1], 0.0f);
+}
+
+// silu over the range where e^-g overflows (g < -88.7) and where it underflows.
+TEST_P(KernelTest, SiluMatchesReferenceOverTheWholeRange) {
+  std::vector<float> g, up;
+  for (float v = -120.0f; v <= 120.0f; v += 0.377f) {
+    g.push_back(v);
+    up.push_back(1.0f + 0.001f * v);
+  }
+  std::vector<float> y(g.size()), y_ref(g.size());
+  table().silu_mul(g.data(), up.data(), y.data(), static_cast<int64_t>(g.size()));
+  ref::silu_mul(g.data(), up.data(), y_ref.data(), static_cast<int64_t>(g.size()));
+  for (size_t i = 0; i < g.size(); ++i) ASSERT_NEAR(y[i], y_ref[i], 1e-6f * std::abs(y_ref[i]) + 1e-37f) << "silu(" << g[i] << ")";
+}
+
 TEST_P(KernelTest, RopeMatchesReferenceInBothPairings) {
   for (bool interleaved : {false, true}) {
     for (int64_t hd : {32, 64, 80, 128}) {
@@ -180,7 +277,7 @@ TEST_P(KernelTest, RopeMatchesReferenceInBothPairings) {
 
 TEST_P(KernelTest, ConversionsMatchReference) {
   const auto x = test::random_floats(1000, 3, 10.0f);
-  for (DType type : {DType::kF16, DType::kBF16, DType::kQ8_0}) {
+  for (DType type : {DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ8Act}) {
     const size_t bytes = row_bytes(type, 992);
     Buffer a(bytes), b(bytes);
     table().convert[static_cast<size_t>(type)](x.data(), a.data(), 992);
@@ -193,11 +290,90 @@ TEST_P(KernelTest, ConversionsMatchReference) {
   }
 }
 
+// Every length up to a few vectors (tails), and nothing written past the end.
+TEST_P(KernelTest, HalfConversionsHandleEveryLength) {
+  const auto x = test::random_floats(48, 11, 100.0f);
+  for (DType type : {DType::kF16, DType::kBF16}) {
+    for (int64_t n = 0; n <= 40; ++n) {
+      std::vector<uint16_t> a(n + 8, 0xABCD), b(n + 8, 0xABCD);
+      table().convert[static_cast<size_t>(type)](x.data(), a.data(), n);
+      dtype_traits(type).from_float(x.data(), b.data(), n);
+      ASSERT_EQ(a, b) << "convert to " << dtype_name(type) << " n=" << n;
+      std::vector<float> fa(n + 8, -7.0f), fb(n + 8, -7.0f);
+      table().to_float[static_cast<size_t>(type)](a.data(), fa.data(), n);
+      dtype_traits(type).to_float(a.data(), fb.data(), n);
+      ASSERT_EQ(std::memcmp(fa.data(), fb.data(), fa.size() * sizeof(float)), 0) << "to_float of " << dtype_name(type) << " n=" << n;
+    }
+  }
+}
+
+// bf16 rounding at its edges: ties to even, carries into the exponent, overflow to infinity,
+// denormals, signed zeros, and NaNs of every kind kept NaN (quiet) with their top bits.
+TEST_P(KernelTest, Bf16ConversionRoundsAndKeepsNaNsAsTheReference) {
+  const std::vector<uint32_t> bits = {
+      0x3f808000, 0x3f818000, 0x3f807fff, 0x3f808001, 0xbf808000, 0xbf818000,  // ties and neighbours
+      0x3fffffff, 0x3f7fffff, 0x7f7f8000, 0x7f7fffff, 0xff7fffff, 0x7f7f7fff,  // carries, overflow
+      0x7f800000, 0xff800000, 0x00000000, 0x80000000,                          // infinities, zeros
+      0x00000001, 0x00008000, 0x00018000, 0x807fffff, 0x00800000,              // denormals
+      0x7fc00000, 0xffc00000, 0x7f800001, 0xff800001, 0x7fbfffff, 0x7fffffff,  // NaNs, quiet and signalling
+      0x7f810000, 0xffff0000, 0x12345678, 0x9abcdef0, 0x40490fdb, 0xc0490fdb};
+  std::vector<float> x(bits.size());
+  std::memcpy(x.data(), bits.data(), bits.size() * sizeof(float));
+  std::vector<uint16_t> got(bits.size());
+  table().convert[static_cast<size_t>(DType::kBF16)](x.data(), got.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < bits.size(); ++i) {
+    const bool denormal = (bits[i] & 0x7f800000u) == 0 && (bits[i] & 0x007fffffu) != 0;
+    // AVX512-BF16's vcvtneps2bf16 always treats denormal inputs as zero (it ignores MXCSR's
+    // DAZ/FTZ): a known deviation of that table's kernel, allowed here and nowhere else.
+    if (denormal && GetParam() == Isa::kAvx512 && got[i] == (bits[i] >> 16 & 0x8000u)) continue;
+    EXPECT_EQ(got[i], f32_to_bf16(x[i])) << std::hex << "bf16 of 0x" << bits[i];
+  }
+  // Spot checks of the reference itself, so that both cannot drift together.
+  EXPECT_EQ(f32_to_bf16(x[0]), 0x3f80);  // tie, down to even
+  EXPECT_EQ(f32_to_bf16(x[1]), 0x3f82);  // tie, up to even
+  EXPECT_EQ(f32_to_bf16(x[9]), 0x7f80);  // overflow to infinity
+  EXPECT_EQ(f32_to_bf16(x[23]), 0x7fc0);  // signalling NaN made quiet
+}
+
+// q8_act must equal the reference quantizer byte for byte: exact halves (roundf rounds them
+// away from zero), zero blocks, a negative maximum, and scales that underflow or overflow f16
+// (the quants use the unrounded scale).
+TEST_P(KernelTest, Q8ActConversionMatchesReferenceOnEdgeCases) {
+  std::vector<float> x;
+  // amax 127: d = 1, so these are exact ties at every magnitude.
+  for (int j = 0; j < kQK; ++j) x.push_back(j == 0 ? 127.0f : (j % 2 ? 1.0f : -1.0f) * (0.5f + 4 * j));
+  // amax 15.875 = 127 / 8: d = 1/8, ties at multiples of 1/16.
+  for (int j = 0; j < kQK; ++j) x.push_back(j == 5 ? -15.875f : (j - 16 + 0.5f) * 0.125f);
+  for (int j = 0; j < kQK; ++j) x.push_back(j % 3 ? 0.0f : -0.0f);                       // all zeros
+  for (int j = 0; j < kQK; ++j) x.push_back(j == 7 ? -3.0f : 0.01f * (j - 15));          // negative maximum
+  for (int j = 0; j < kQK; ++j) x.push_back(1e-30f * (j - 11));                          // f16 scale underflows
+  for (int j = 0; j < kQK; ++j) x.push_back(1e30f * (j % 5 - 2) + (j == 3 ? 0.5f : 0.0f));  // f16 scale overflows
+  for (int j = 0; j < kQK; ++j) x.push_back(0.49999997f * (j % 2 ? 1 : -1) + (j == 0 ? 126.5f : 0.0f));
+  const auto r = test::random_floats(3 * kQK, 5, 3.0f);
+  x.insert(x.end(), r.begin(), r.end());
+  const int64_t n = static_cast<int64_t>(x.size());
+  const size_t bytes = row_bytes(DType::kQ8Act, n);
+  ASSERT_EQ(bytes, 10 * sizeof(BlockQ8Act));
+  std::vector<uint8_t> a(bytes + 8, 0x5A), b(bytes + 8, 0x5A);
+  table().convert[static_cast<size_t>(DType::kQ8Act)](x.data(), a.data(), n);
+  dtype_traits(DType::kQ8Act).from_float(x.data(), b.data(), n);
+  for (size_t blk = 0; blk < 10; ++blk)
+    EXPECT_EQ(std::memcmp(a.data() + blk * sizeof(BlockQ8Act), b.data() + blk * sizeof(BlockQ8Act), sizeof(BlockQ8Act)), 0)
+        << "q8_act block " << blk;
+  EXPECT_EQ(a, b) << "bytes past the last block were written";
+  // The reference itself on the first block: 4j + 0.5 rounds away from zero.
+  const auto* first = reinterpret_cast<const BlockQ8Act*>(b.data());
+  EXPECT_EQ(first->qs[1], 5);
+  EXPECT_EQ(first->qs[2], -9);
+}
+
 // Attention on a small paged cache: keys transposed per block, values row-major.
 TEST_P(KernelTest, AttentionMatchesReference) {
   for (DType kv : {DType::kF32, DType::kF16}) {
-    for (int64_t hd : {32, 64, 128}) {
-      const int64_t bs = 32, n_blocks = 5, n_q = 7;
+    // Head sizes of real models (80: phi-2, 96: phi-3) and shapes some kernels leave to the
+    // reference (head_dim 72 or 40, block size 16 or 12).
+    for (auto [hd, bs] : {std::pair<int64_t, int64_t>{32, 32}, {64, 32}, {80, 32}, {96, 32}, {128, 32}, {72, 16}, {64, 16}, {40, 12}}) {
+      const int64_t n_blocks = (160 + bs - 1) / bs, n_q = 7;
       const size_t elem = kv == DType::kF16 ? 2 : 4;
       std::vector<Buffer> kb, vb;
       std::vector<const void*> kp, vp;
@@ -232,7 +408,7 @@ TEST_P(KernelTest, AttentionMatchesReference) {
       a.out = out_ref.data();
       ref::attention(a);
       for (size_t i = 0; i < out.size(); ++i)
-        ASSERT_NEAR(out[i], out_ref[i], 2e-5f) << dtype_name(kv) << " hd=" << hd << " index " << i;
+        ASSERT_NEAR(out[i], out_ref[i], 2e-5f) << dtype_name(kv) << " hd=" << hd << " bs=" << bs << " index " << i;
       // Each query alone gives the same bits as in the group.
       for (int64_t i = 0; i < n_q; ++i) {
         std::vector<float> one(hd);
@@ -242,7 +418,7 @@ TEST_P(KernelTest, AttentionMatchesReference) {
         b.n_q = 1;
         b.out = one.data();
         table().attention(b);
-        for (int64_t d = 0; d < hd; ++d) ASSERT_EQ(one[d], out[i * hd + d]) << "query " << i << " alone";
+        for (int64_t d = 0; d < hd; ++d) ASSERT_EQ(one[d], out[i * hd + d]) << "query " << i << " alone, hd=" << hd << " bs=" << bs;
       }
     }
   }

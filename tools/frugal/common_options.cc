@@ -5,6 +5,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "io/mapped_file.h"
+#include "train/lora.h"
 
 namespace frugal::cli {
 
@@ -17,6 +18,10 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_option("-c,--ctx-size", f.ctx_size, "Context size in tokens (0: the model's, at most 4096)")
       ->capture_default_str();
   app.add_option("--kv-type", f.kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  app.add_option("--lora", f.lora,
+                 "LoRA adapter (a PEFT folder) applied unmerged, optionally scaled: DIR or DIR:SCALE (repeatable: "
+                 "adapters add up)")
+      ->allow_extra_args(false);
   app.add_flag("-v,--verbose", f.verbose, "Log more on stderr");
 }
 
@@ -31,6 +36,7 @@ EngineOptions engine_options(const ModelFlags& f) {
   } else {
     fail("--kv-type must be f16 or f32 (got '{}')", f.kv_type);
   }
+  for (const std::string& spec : f.lora) parse_adapter_spec(spec);  // a bad spec fails before loading
   o.threads = f.threads;
   o.n_ctx = f.ctx_size;
   o.open.tokenizer_path = f.tokenizer;
@@ -42,6 +48,13 @@ std::unique_ptr<Engine> load_engine(const ModelFlags& f) {
   set_log_level(f.verbose ? LogLevel::kDebug : LogLevel::kWarn);
   const auto t0 = std::chrono::steady_clock::now();
   auto engine = Engine::load(f.model, o);
+  for (const std::string& spec : f.lora) {
+    const auto [dir, scale] = parse_adapter_spec(spec);
+    const auto* decoder = dynamic_cast<const DecoderModel*>(&engine->model());
+    if (decoder == nullptr) fail("--lora: {} is not a model LoRA adapters apply to", f.model);
+    const int64_t n = attach_lora(engine->model(), LoraSet::from_peft(*decoder, read_peft_adapter(dir), dir, scale));
+    log_debug("--lora {}: {} modules, scale {}", dir, n, scale);
+  }
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const ModelConfig& c = engine->config();
   log_debug("loaded {} in {:.0f} ms: {} layers, {} embedding, {} vocabulary, context {}, {} threads, KV {}", f.model,

@@ -1,4 +1,4 @@
-// Flags shared by the subcommands that load a model (-m, --tokenizer, -t, -c, --kv-type, -v)
+// Flags shared by the subcommands that load a model (-m, --tokenizer, -t, -c, --kv-type, --lora, -v)
 // and by those that sample (--temp, --top-k, ...), named as in llama.cpp. Values are checked
 // when the command runs, so a bad one is one "frugal: error: ..." line naming the flag.
 #pragma once
@@ -19,12 +19,15 @@ struct ModelFlags {
   int threads = 0;
   int64_t ctx_size = 0;
   std::string kv_type = "f16";
+  std::vector<std::string> lora;  // LoRA adapters applied unmerged: DIR or DIR:SCALE each
   bool verbose = false;
 };
 
-// -m/--model (required), --tokenizer, -t/--threads, -c/--ctx-size, --kv-type, -v/--verbose.
+// -m/--model (required), --tokenizer, -t/--threads, -c/--ctx-size, --kv-type, --lora (repeatable),
+// -v/--verbose.
 void add_model_flags(CLI::App& app, ModelFlags& flags);
-// Checks the values, sets the log level and loads; throws frugal::Error naming the flag.
+// Checks the values, sets the log level and loads (with the --lora adapters attached, each
+// checked against the model); throws frugal::Error naming the flag.
 EngineOptions engine_options(const ModelFlags& flags);
 std::unique_ptr<Engine> load_engine(const ModelFlags& flags);
 

@@ -14,6 +14,9 @@ void add(float* y, const float* x, int64_t n);
 void rope(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float* cos, const float* sin, bool interleaved);
 void softmax(float* x, int64_t n);
 void attention(const AttentionArgs& args);
+void gemm_nn_f32(const GemmNNArgs& args);
+void gemm_tn_f32(const GemmTNArgs& args);
+void silu_mul_backward(const float* gate, const float* up, const float* d_out, float* d_gate, float* d_up, int64_t n);
 
 float read_stream(const float* p, int64_t n);
 double fma_loop(int64_t iterations);

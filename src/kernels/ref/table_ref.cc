@@ -17,6 +17,9 @@ void fill_table(KernelTable& t) {
   t.rope = rope;
   t.attention = attention;
   t.softmax = softmax;
+  t.gemm_nn_f32 = gemm_nn_f32;
+  t.gemm_tn_f32 = gemm_tn_f32;
+  t.silu_mul_backward = silu_mul_backward;
   t.read_stream = read_stream;
   t.fma_loop = fma_loop;
 }

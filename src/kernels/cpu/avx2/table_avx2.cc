@@ -1,7 +1,53 @@
 #include "kernels/kernels.h"
 
 namespace frugal::kernels {
+namespace avx2 {
+void gemm_f32(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_f16(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_bf16(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q8_0(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q4_0(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q4_1(const GemmArgs& a, int64_t n0, int64_t n1);
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+void add(float* y, const float* x, int64_t n);
+void rope(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float* cos, const float* sin,
+          bool interleaved);
+void softmax(float* x, int64_t n);
+void convert_f16(const float* src, void* dst, int64_t n);
+void convert_bf16(const float* src, void* dst, int64_t n);
+void convert_q8_act(const float* src, void* dst, int64_t n);
+void f16_to_float(const void* src, float* dst, int64_t n);
+void bf16_to_float(const void* src, float* dst, int64_t n);
+void attention(const AttentionArgs& a);
+float read_stream(const float* p, int64_t n);
+double fma_loop(int64_t iterations);
+}  // namespace avx2
 
-void fill_avx2(KernelTable& table) {}
+// AVX2 has no bf16 dot instruction: bf16_dot_loop stays null and bf16 weights take f32
+// activations. The split granularity is 24 columns: whole register tiles of the float kernels
+// (3 or 8 columns) and of the quantized ones (3 or 4).
+void fill_avx2(KernelTable& t) {
+  auto slot = [](DType type) { return static_cast<size_t>(type); };
+  t.gemm[slot(DType::kF32)] = {DType::kF32, avx2::gemm_f32, 24};
+  t.gemm[slot(DType::kF16)] = {DType::kF32, avx2::gemm_f16, 24};
+  t.gemm[slot(DType::kBF16)] = {DType::kF32, avx2::gemm_bf16, 24};
+  t.gemm[slot(DType::kQ8_0)] = {DType::kQ8Act, avx2::gemm_q8_0, 24};
+  t.gemm[slot(DType::kQ4_0)] = {DType::kQ8Act, avx2::gemm_q4_0, 24};
+  t.gemm[slot(DType::kQ4_1)] = {DType::kQ8Act, avx2::gemm_q4_1, 24};
+  t.convert[slot(DType::kF16)] = avx2::convert_f16;
+  t.convert[slot(DType::kBF16)] = avx2::convert_bf16;
+  t.convert[slot(DType::kQ8Act)] = avx2::convert_q8_act;
+  t.to_float[slot(DType::kF16)] = avx2::f16_to_float;
+  t.to_float[slot(DType::kBF16)] = avx2::bf16_to_float;
+  t.rms_norm = avx2::rms_norm;
+  t.silu_mul = avx2::silu_mul;
+  t.add = avx2::add;
+  t.rope = avx2::rope;
+  t.softmax = avx2::softmax;
+  t.attention = avx2::attention;
+  t.read_stream = avx2::read_stream;
+  t.fma_loop = avx2::fma_loop;
+}
 
 }  // namespace frugal::kernels

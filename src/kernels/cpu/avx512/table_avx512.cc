@@ -15,12 +15,16 @@ void rope(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float
 void softmax(float* x, int64_t n);
 void convert_f16(const float* src, void* dst, int64_t n);
 void convert_bf16(const float* src, void* dst, int64_t n);
+void convert_q8_act(const float* src, void* dst, int64_t n);
 void f16_to_float(const void* src, float* dst, int64_t n);
 void bf16_to_float(const void* src, float* dst, int64_t n);
 void attention(const AttentionArgs& a);
 float read_stream(const float* p, int64_t n);
 double fma_loop(int64_t iterations);
 double bf16_dot_loop(int64_t iterations);
+void gemm_nn_f32(const GemmNNArgs& a);
+void gemm_tn_f32(const GemmTNArgs& a);
+void silu_mul_backward(const float* gate, const float* up, const float* d_out, float* d_gate, float* d_up, int64_t n);
 }  // namespace avx512
 
 void fill_avx512(KernelTable& t) {
@@ -33,6 +37,7 @@ void fill_avx512(KernelTable& t) {
   t.gemm[slot(DType::kQ4_1)] = {DType::kQ8Act, avx512::gemm_q4_1, 16};
   t.convert[slot(DType::kF16)] = avx512::convert_f16;
   t.convert[slot(DType::kBF16)] = avx512::convert_bf16;
+  t.convert[slot(DType::kQ8Act)] = avx512::convert_q8_act;
   t.to_float[slot(DType::kF16)] = avx512::f16_to_float;
   t.to_float[slot(DType::kBF16)] = avx512::bf16_to_float;
   t.rms_norm = avx512::rms_norm;
@@ -44,6 +49,9 @@ void fill_avx512(KernelTable& t) {
   t.read_stream = avx512::read_stream;
   t.fma_loop = avx512::fma_loop;
   t.bf16_dot_loop = avx512::bf16_dot_loop;
+  t.gemm_nn_f32 = avx512::gemm_nn_f32;
+  t.gemm_tn_f32 = avx512::gemm_tn_f32;
+  t.silu_mul_backward = avx512::silu_mul_backward;
 }
 
 }  // namespace frugal::kernels

@@ -1,0 +1,268 @@
+#include "io/peft.h"
+
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+
+#include "core/check.h"
+#include "io/atomic_output_file.h"
+#include "io/mapped_file.h"
+#include "io/safetensors.h"
+#include "io/safetensors_writer.h"
+
+namespace frugal {
+namespace {
+
+constexpr const char* kPrefix = "base_model.model.";
+constexpr const char* kConfigFile = "adapter_config.json";
+constexpr const char* kWeightsFile = "adapter_model.safetensors";
+
+// PEFT's rule (peft.tuners.tuners_utils / lora.model): a pattern key applies to a module whose
+// full name matches the regular expression "(.*\.)?" + key + "$".
+bool pattern_matches(const std::string& key, const std::string& module) {
+  try {
+    return std::regex_match(module, std::regex("(.*\\.)?" + key));
+  } catch (const std::regex_error&) {
+    return module == key || (module.size() > key.size() && module.compare(module.size() - key.size(), key.size(), key) == 0 &&
+                             module[module.size() - key.size() - 1] == '.');
+  }
+}
+
+bool flag(const nlohmann::json& j, const char* key, const std::string& label) {
+  if (!j.contains(key) || j[key].is_null()) return false;
+  if (!j[key].is_boolean()) fail("{}: '{}' must be true or false", label, key);
+  return j[key].get<bool>();
+}
+
+double number(const nlohmann::json& j, const char* key, const std::string& label, double fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_number()) fail("{}: '{}' must be a number", label, key);
+  return j[key].get<double>();
+}
+
+PeftLoraConfig parse_config(const nlohmann::json& j, const std::string& label) {
+  if (!j.is_object()) fail("{}: not a JSON object", label);
+  const std::string type = j.value("peft_type", std::string("LORA"));
+  if (type != "LORA") fail("{}: peft_type is '{}'; frugal reads LoRA adapters (LORA) only", label, type);
+  if (flag(j, "use_dora", label)) fail("{}: use_dora is set; DoRA adapters are not supported", label);
+  if (flag(j, "fan_in_fan_out", label))
+    fail("{}: fan_in_fan_out is set (GPT-2 style Conv1D weights); frugal's layers are nn.Linear", label);
+  if (j.contains("bias") && !j["bias"].is_null() && j["bias"] != "none")
+    fail("{}: bias is '{}'; adapters that train biases are not supported (bias must be 'none')", label,
+         j["bias"].dump());
+  if (j.contains("modules_to_save") && !j["modules_to_save"].is_null() &&
+      !(j["modules_to_save"].is_array() && j["modules_to_save"].empty()))
+    fail("{}: modules_to_save {} lists fully trained modules; frugal applies LoRA matrices only", label,
+         j["modules_to_save"].dump());
+  PeftLoraConfig c;
+  c.r = static_cast<int64_t>(number(j, "r", label, 8));
+  if (c.r < 1) fail("{}: r must be at least 1", label);
+  c.lora_alpha = number(j, "lora_alpha", label, 8);
+  c.lora_dropout = number(j, "lora_dropout", label, 0);
+  c.use_rslora = flag(j, "use_rslora", label);
+  if (j.contains("target_modules") && !j["target_modules"].is_null()) {
+    const auto& t = j["target_modules"];
+    if (t.is_string()) {
+      c.target_modules.push_back(t.get<std::string>());
+    } else if (t.is_array()) {
+      for (const auto& m : t) {
+        if (!m.is_string()) fail("{}: target_modules must hold strings", label);
+        c.target_modules.push_back(m.get<std::string>());
+      }
+    } else {
+      fail("{}: target_modules must be a list of module names", label);
+    }
+  }
+  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+    if (!j.contains(key) || j[key].is_null()) continue;
+    if (!j[key].is_object()) fail("{}: '{}' must be an object", label, key);
+    for (const auto& [k, v] : j[key].items()) {
+      if (!v.is_number()) fail("{}: {}['{}'] must be a number", label, key, k);
+      if (std::string(key) == "rank_pattern") {
+        c.rank_pattern[k] = v.get<int64_t>();
+      } else {
+        c.alpha_pattern[k] = v.get<double>();
+      }
+    }
+  }
+  if (j.contains("layers_to_transform") && !j["layers_to_transform"].is_null()) {
+    const auto& l = j["layers_to_transform"];
+    std::vector<int64_t> layers;
+    if (l.is_number_integer()) {
+      layers.push_back(l.get<int64_t>());
+    } else if (l.is_array()) {
+      for (const auto& v : l) {
+        if (!v.is_number_integer()) fail("{}: layers_to_transform must hold layer numbers", label);
+        layers.push_back(v.get<int64_t>());
+      }
+    } else {
+      fail("{}: layers_to_transform must be a layer number or a list of them", label);
+    }
+    c.layers_to_transform = layers;
+  }
+  if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
+    c.base_model_name_or_path = j["base_model_name_or_path"].get<std::string>();
+  return c;
+}
+
+// Splits "base_model.model.<module>.lora_A[.<adapter>].weight" into module and matrix.
+struct TensorName {
+  std::string module;
+  char matrix = 0;  // 'A' or 'B'
+};
+
+std::optional<TensorName> parse_tensor_name(const std::string& name) {
+  static const std::regex re(R"(base_model\.model\.(.+)\.lora_([AB])(\.[A-Za-z0-9_\-]+)?\.weight)");
+  std::smatch m;
+  if (!std::regex_match(name, m, re)) return std::nullopt;
+  return TensorName{m[1].str(), m[2].str()[0]};
+}
+
+std::vector<float> to_f32(const SafetensorsFile& file, const SafetensorsEntry& e) {
+  const Tensor t = file.tensor_view(e);
+  const DTypeTraits& traits = dtype_traits(e.dtype);
+  if (!traits.is_float) fail("{}: tensor '{}' is {}; LoRA matrices must be F32, F16 or BF16", file.path(), e.name, traits.name);
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  if (!out.empty()) traits.to_float(t.data, out.data(), t.numel());
+  for (float v : out)
+    if (!std::isfinite(v)) fail("{}: tensor '{}' holds a non-finite value", file.path(), e.name);
+  return out;
+}
+
+}  // namespace
+
+int64_t PeftLoraConfig::rank_for(const std::string& module) const {
+  for (const auto& [key, r] : rank_pattern)
+    if (pattern_matches(key, module)) return r;
+  return r;
+}
+
+double PeftLoraConfig::alpha_for(const std::string& module) const {
+  for (const auto& [key, a] : alpha_pattern)
+    if (pattern_matches(key, module)) return a;
+  return lora_alpha;
+}
+
+double PeftLoraConfig::scale_for(const std::string& module, int64_t rank) const {
+  const double alpha = alpha_for(module);
+  return use_rslora ? alpha / std::sqrt(static_cast<double>(rank)) : alpha / static_cast<double>(rank);
+}
+
+std::string peft_tensor_name_a(const std::string& module) { return kPrefix + module + ".lora_A.weight"; }
+std::string peft_tensor_name_b(const std::string& module) { return kPrefix + module + ".lora_B.weight"; }
+
+PeftAdapter read_peft_adapter(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail("{}: not a folder (a PEFT adapter is a folder with {} and {})", dir, kConfigFile, kWeightsFile);
+  const std::string config_path = (fs::path(dir) / kConfigFile).string();
+  const std::string weights_path = (fs::path(dir) / kWeightsFile).string();
+  if (!fs::exists(config_path, ec)) fail("{}: no {} (not a PEFT adapter folder)", dir, kConfigFile);
+  if (!fs::exists(weights_path, ec)) {
+    if (fs::exists(fs::path(dir) / "adapter_model.bin", ec))
+      fail("{}: the adapter is in adapter_model.bin (a pickle); convert it to {} first", dir, kWeightsFile);
+    fail("{}: no {}", dir, kWeightsFile);
+  }
+  PeftAdapter adapter;
+  adapter.config = parse_config(read_json_file(config_path), config_path);
+  auto file = SafetensorsFile::open(weights_path);
+
+  std::map<std::string, size_t> index;  // module -> position in adapter.modules
+  for (const SafetensorsEntry& e : file->entries()) {
+    const auto name = parse_tensor_name(e.name);
+    if (!name) {
+      if (e.name.find("lora_embedding") != std::string::npos)
+        fail("{}: tensor '{}' adapts an embedding; only linear layers are supported", weights_path, e.name);
+      fail("{}: tensor '{}' is not a LoRA matrix (expected base_model.model.<module>.lora_A.weight / lora_B.weight)",
+           weights_path, e.name);
+    }
+    if (e.shape.size() != 2) fail("{}: tensor '{}' has shape of {} dimensions, expected 2", weights_path, e.name, e.shape.size());
+    auto [it, added] = index.try_emplace(name->module, adapter.modules.size());
+    if (added) adapter.modules.push_back({name->module, 0, 0, 0, {}, {}});
+    PeftLoraModule& m = adapter.modules[it->second];
+    std::vector<float>& dst = name->matrix == 'A' ? m.a : m.b;
+    if (!dst.empty()) fail("{}: module '{}' has two lora_{} tensors", weights_path, name->module, name->matrix);
+    dst = to_f32(*file, e);
+    if (name->matrix == 'A') {
+      m.rank = e.shape[0];
+      m.n_in = e.shape[1];
+    } else {
+      m.n_out = e.shape[0];
+      if (m.rank != 0 && e.shape[1] != m.rank)
+        fail("{}: module '{}': lora_B is [{}, {}] but lora_A has rank {}", weights_path, name->module, e.shape[0],
+             e.shape[1], m.rank);
+      if (m.rank == 0) m.rank = e.shape[1];
+    }
+  }
+  for (PeftLoraModule& m : adapter.modules) {
+    if (m.a.empty() || m.b.empty())
+      fail("{}: module '{}' has lora_{} but no lora_{}", weights_path, m.module, m.a.empty() ? 'B' : 'A', m.a.empty() ? 'A' : 'B');
+    if (static_cast<int64_t>(m.b.size()) != m.n_out * m.rank || static_cast<int64_t>(m.a.size()) != m.rank * m.n_in)
+      fail("{}: module '{}': lora_A and lora_B ranks differ", weights_path, m.module);
+    if (m.rank < 1) fail("{}: module '{}' has rank 0", weights_path, m.module);
+  }
+  if (adapter.modules.empty()) fail("{}: the adapter holds no LoRA matrices", weights_path);
+  return adapter;
+}
+
+void write_peft_adapter(const std::string& dir, const PeftAdapter& adapter, DType tensor_type) {
+  namespace fs = std::filesystem;
+  if (tensor_type != DType::kF32 && tensor_type != DType::kF16 && tensor_type != DType::kBF16)
+    fail("adapter tensors can be f32, f16 or bf16, not {}", dtype_name(tensor_type));
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail("{}: cannot create the folder: {}", dir, ec.message());
+
+  const PeftLoraConfig& c = adapter.config;
+  nlohmann::ordered_json j;
+  // The fields PEFT's LoraConfig writes, in its order; nothing it would not accept.
+  j["alpha_pattern"] = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : c.alpha_pattern) j["alpha_pattern"][k] = v;
+  j["auto_mapping"] = nullptr;
+  j["base_model_name_or_path"] = c.base_model_name_or_path;
+  j["bias"] = "none";
+  j["fan_in_fan_out"] = false;
+  j["inference_mode"] = true;
+  j["init_lora_weights"] = true;
+  j["layers_pattern"] = nullptr;
+  j["layers_to_transform"] = c.layers_to_transform ? nlohmann::ordered_json(*c.layers_to_transform) : nullptr;
+  j["lora_alpha"] = c.lora_alpha;
+  j["lora_dropout"] = c.lora_dropout;
+  j["modules_to_save"] = nullptr;
+  j["peft_type"] = "LORA";
+  j["r"] = c.r;
+  j["rank_pattern"] = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : c.rank_pattern) j["rank_pattern"][k] = v;
+  j["revision"] = nullptr;
+  j["target_modules"] = c.target_modules;
+  j["task_type"] = "CAUSAL_LM";
+  j["use_dora"] = false;
+  j["use_rslora"] = c.use_rslora;
+
+  // Tensors converted to the requested type; buffers live until the file is written.
+  std::vector<std::vector<uint8_t>> buffers;
+  buffers.reserve(adapter.modules.size() * 2);
+  SafetensorsWriter w;
+  w.set_metadata("format", "pt");
+  const FromFloatFn convert = dtype_traits(tensor_type).from_float;
+  auto add = [&](const std::string& name, const std::vector<float>& v, std::vector<int64_t> shape) {
+    buffers.emplace_back(row_bytes(tensor_type, static_cast<int64_t>(v.size())));
+    if (!v.empty()) convert(v.data(), buffers.back().data(), static_cast<int64_t>(v.size()));
+    w.add_tensor(name, tensor_type, shape, buffers.back().data());
+  };
+  for (const PeftLoraModule& m : adapter.modules) {
+    FRUGAL_CHECK(static_cast<int64_t>(m.a.size()) == m.rank * m.n_in && static_cast<int64_t>(m.b.size()) == m.n_out * m.rank);
+    add(peft_tensor_name_a(m.module), m.a, {m.rank, m.n_in});
+    add(peft_tensor_name_b(m.module), m.b, {m.n_out, m.rank});
+  }
+  // Weights first, then the config: a folder with a config always has its weights.
+  w.write((fs::path(dir) / kWeightsFile).string());
+  const std::string text = j.dump(2) + "\n";
+  AtomicOutputFile out((fs::path(dir) / kConfigFile).string());
+  out.write(text.data(), text.size());
+  out.commit();
+}
+
+}  // namespace frugal

@@ -1,0 +1,128 @@
+// Attention over the paged KV cache with AVX2 (the AVX-512 kernel's twin with 8 lanes).
+//
+// Keys are stored transposed inside a block ([head_dim, block_size]) so that the scores of 8
+// positions are 8 lanes of one accumulator: q[d] is broadcast and multiplied into a row of
+// keys, no horizontal sums. Values are [block_size, head_dim], so the weighted sum adds whole
+// rows. Up to four queries share every key and value load. Each query's arithmetic is the same
+// whichever group it lands in (positions past its limit contribute exact zeros), so results do
+// not depend on how rows were batched.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/avx2/simd_avx2.h"
+#include "kernels/kernels.h"
+#include "kernels/ref/ref_kernels.h"
+
+namespace frugal::kernels::avx2 {
+namespace {
+
+constexpr int kMaxGroup = 4;
+// Value dimensions per pass: G x kValueVectors accumulators and kValueVectors value rows in
+// registers (4 x 3 + 3 + a broadcast weight = 16).
+constexpr int kValueVectors = 3;
+
+template <bool kF16>
+inline __m256 load_row(const void* base, int64_t offset) {
+  if constexpr (kF16)
+    return load_f16(static_cast<const uint16_t*>(base) + offset);
+  else
+    return _mm256_loadu_ps(static_cast<const float*>(base) + offset);
+}
+
+template <bool kF16, int G>
+void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
+  const int64_t hd = a.head_dim, bs = a.block_size;
+  int64_t n_pos[G];
+  int64_t n_max = 0;
+  for (int g = 0; g < G; ++g) {
+    n_pos[g] = static_cast<int64_t>(a.q_limit[q0 + g]) + 1;
+    n_max = std::max(n_max, n_pos[g]);
+  }
+  const int64_t stride = (n_max + 7) / 8 * 8;
+  float* q = scratch;                // [G, hd] queries at the cache's precision
+  float* scores = scratch + G * hd;  // [G, stride]
+  for (int g = 0; g < G; ++g)
+    for (int64_t d = 0; d < hd; d += 8) {
+      const __m256 v = _mm256_loadu_ps(a.q + (q0 + g) * a.q_stride + d);
+      _mm256_storeu_ps(q + g * hd + d, kF16 ? round_f16(v) : v);
+    }
+
+  // Scores, 8 positions at a time.
+  const __m256 scale = _mm256_set1_ps(a.scale);
+  const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
+  for (int64_t p = 0; p < n_max; p += 8) {
+    const void* kb = a.k_blocks[p / bs];
+    const int64_t slot = p % bs;
+    __m256 acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < hd; ++d) {
+      const __m256 k = load_row<kF16>(kb, d * bs + slot);
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) acc[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + g * hd + d), k, acc[g]);
+    }
+    for (int g = 0; g < G; ++g) {
+      const __m256 valid = _mm256_castsi256_ps(tail_mask8(std::max<int64_t>(0, n_pos[g] - p)));
+      _mm256_storeu_ps(scores + g * stride + p, _mm256_blendv_ps(neg_inf, _mm256_mul_ps(acc[g], scale), valid));
+    }
+  }
+
+  // Softmax per query, the denominator summed in double as the reference does; the weights
+  // are normalised before they meet the values.
+  for (int g = 0; g < G; ++g) {
+    float* s = scores + g * stride;
+    __m256 vmax = neg_inf;
+    for (int64_t p = 0; p < stride; p += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + p));
+    const __m256 max = _mm256_set1_ps(hmax(vmax));
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    for (int64_t p = 0; p < stride; p += 8) {
+      const __m256 e = exp(_mm256_sub_ps(_mm256_loadu_ps(s + p), max));
+      add_to_double(s0, s1, e);
+      _mm256_storeu_ps(s + p, e);
+    }
+    const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / hsum(_mm256_add_pd(s0, s1))));
+    for (int64_t p = 0; p < stride; p += 8) {
+      const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(s + p), inv);
+      _mm256_storeu_ps(s + p, kF16 ? round_f16(w) : w);
+    }
+  }
+
+  // Weighted sum of value rows, kValueVectors * 8 dimensions at a time.
+  for (int64_t d0 = 0; d0 < hd; d0 += 8 * kValueVectors) {
+    const int nv = static_cast<int>(std::min<int64_t>(8 * kValueVectors, hd - d0) / 8);
+    __m256 acc[G][kValueVectors];
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < kValueVectors; ++c) acc[g][c] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < n_max; ++p) {
+      const void* vb = a.v_blocks[p / bs];
+      const int64_t row = (p % bs) * hd + d0;
+      __m256 v[kValueVectors];
+      for (int c = 0; c < nv; ++c) v[c] = load_row<kF16>(vb, row + 8 * c);
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) {
+        const __m256 w = _mm256_broadcast_ss(scores + g * stride + p);
+        for (int c = 0; c < nv; ++c) acc[g][c] = _mm256_fmadd_ps(w, v[c], acc[g][c]);
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < nv; ++c) _mm256_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 8 * c, acc[g][c]);
+  }
+}
+
+template <bool kF16>
+void attend(const AttentionArgs& a) {
+  int64_t i = 0;
+  for (; i + kMaxGroup <= a.n_q; i += kMaxGroup) attend_group<kF16, kMaxGroup>(a, i, a.scratch);
+  for (; i < a.n_q; ++i) attend_group<kF16, 1>(a, i, a.scratch);
+}
+
+}  // namespace
+
+void attention(const AttentionArgs& a) {
+  // Shapes the vector code does not cover go to the reference.
+  if (a.head_dim % 8 != 0 || a.block_size % 8 != 0) return ref::attention(a);
+  if (a.kv_type == DType::kF16) return attend<true>(a);
+  if (a.kv_type == DType::kF32) return attend<false>(a);
+  ref::attention(a);
+}
+
+}  // namespace frugal::kernels::avx2

@@ -1,0 +1,39 @@
+// Machine probes: the best this core can do with AVX2, measured the way the kernels would use it.
+#include "kernels/cpu/avx2/simd_avx2.h"
+
+namespace frugal::kernels::avx2 {
+
+float read_stream(const float* p, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (int64_t i = 0; i < n; i += 64) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
+    a4 = _mm256_add_ps(a4, _mm256_loadu_ps(p + i + 32));
+    a5 = _mm256_add_ps(a5, _mm256_loadu_ps(p + i + 40));
+    a6 = _mm256_add_ps(a6, _mm256_loadu_ps(p + i + 48));
+    a7 = _mm256_add_ps(a7, _mm256_loadu_ps(p + i + 56));
+  }
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                                 _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+  return hsum(s);
+}
+
+// 12 independent accumulators cover the FMA latency on two pipes.
+double fma_loop(int64_t iterations) {
+  __m256 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(0.001f * i);
+  const __m256 a = _mm256_set1_ps(0.9999999f), b = _mm256_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(a, acc[i], b);
+  }
+  __m256 s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, acc[i]);
+  volatile float sink = hsum(s);
+  (void)sink;
+  return 2.0 * 8 * 12 * iterations;
+}
+
+}  // namespace frugal::kernels::avx2

@@ -1,0 +1,63 @@
+#include "ops/grad/linear_grad.h"
+
+#include <algorithm>
+
+#include "core/check.h"
+#include "ops/grad/matmul.h"
+
+namespace frugal {
+
+void linear_backward_input(OpContext& ctx, const Linear& layer, const float* dy, int64_t n_rows, float* dx,
+                           bool accumulate) {
+  const Tensor& w = layer.weight;
+  FRUGAL_CHECK(w.ndim == 2, "linear '{}' weight must be 2-D", layer.name);
+  const int64_t n_out = w.dim(0), n_in = w.dim(1);
+  if (w.dtype == DType::kF32) {
+    matmul_nn(ctx, dy, n_out, w.as<const float>(), n_in, dx, n_in, n_rows, n_in, n_out, accumulate);
+    return;
+  }
+  // Other types: blocks of weight rows (output channels) dequantized to f32 scratch, each
+  // multiplied into dx in turn. The reduction over the blocks continues in dx, in order, so
+  // the result is the same whatever the block size.
+  const ToFloatFn to_float = ctx.kernels.to_float[static_cast<size_t>(w.dtype)];
+  FRUGAL_CHECK(to_float != nullptr, "no dequantize for {}", dtype_name(w.dtype));
+  constexpr int64_t kScratchFloats = int64_t{1} << 20;  // 4 MB
+  const int64_t block = std::clamp<int64_t>(kScratchFloats / std::max<int64_t>(n_in, 1), 16, n_out);
+  float* rows = ctx.arena.allocate<float>(block * n_in);
+  for (int64_t k0 = 0; k0 < n_out; k0 += block) {
+    const int64_t count = std::min(block, n_out - k0);
+    ctx.pool.parallel_for(count, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) to_float(w.row_ptr(k0 + r), rows + r * n_in, n_in);
+    });
+    matmul_nn(ctx, dy + k0, n_out, rows, n_in, dx, n_in, n_rows, n_in, count, accumulate || k0 > 0);
+  }
+}
+
+void linear_backward_weight(OpContext& ctx, const float* dy, const float* x, int64_t n_rows, int64_t n_out,
+                            int64_t n_in, float* dw) {
+  matmul_tn(ctx, dy, n_out, x, n_in, dw, n_in, n_out, n_in, n_rows, /*accumulate=*/true);
+}
+
+void lora_backward(OpContext& ctx, const LoraAdapter& adapter, const float* x, const float* h, const float* dy,
+                   int64_t n_rows, float* d_a, float* d_b, float* dx, bool accumulate_dx) {
+  const Tensor& a = adapter.a;
+  const Tensor& b = adapter.b;
+  const int64_t rank = a.dim(0), n_in = a.dim(1), n_out = b.dim(0);
+  const float s = adapter.scale;
+  // g = s·dy·B [n_rows, rank]: the forward form against sBᵀ [rank, n_out] (reduction along n_out).
+  float* sbt = ctx.arena.allocate<float>(rank * n_out);
+  transpose_scaled(b.as<const float>(), n_out, rank, s, sbt);
+  float* g = ctx.arena.allocate<float>(n_rows * rank);
+  matmul_nt(ctx, dy, n_out, sbt, n_out, g, rank, n_rows, rank, n_out);
+  // d_a += gᵀ·x
+  matmul_tn(ctx, g, rank, x, n_in, d_a, n_in, rank, n_in, n_rows, /*accumulate=*/true);
+  // d_b += s·dyᵀ·h, computed as its transpose hᵀ·dy [rank, n_out] (vectors along n_out, not
+  // along the short rank) and added transposed.
+  float* dbt = ctx.arena.allocate<float>(rank * n_out);
+  matmul_tn(ctx, h, rank, dy, n_out, dbt, n_out, rank, n_out, n_rows);
+  for (int64_t o = 0; o < n_out; ++o)
+    for (int64_t r = 0; r < rank; ++r) d_b[o * rank + r] += s * dbt[r * n_out + o];
+  if (dx != nullptr) matmul_nn(ctx, g, rank, a.as<const float>(), n_in, dx, n_in, n_rows, n_in, rank, accumulate_dx);
+}
+
+}  // namespace frugal

@@ -1,0 +1,64 @@
+// Which type each tensor of a model is quantized to.
+//
+// --type names either one type ("q4_k", "int4_g128", "nf4") or one of llama.cpp's mixtures
+// ("q4_k_m", "q3_k_s", ...: llama-quantize's ftype recipes, llama_tensor_get_type). A plain
+// type gets llama-quantize's default treatment: the output head in Q6_K (Q8_0 when its rows do
+// not hold 256-blocks) unless the type has 6.5 bits or more, everything else in the type; with
+// --pure, everything in the type. Tensors whose rows do not hold the type's blocks fall back as
+// llama.cpp does (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0, others -> Q8_0).
+//
+// --policy "pattern=type,..." overrides per tensor, first match wins. A pattern is a glob
+// (* and ?) matched against the tensor's GGUF name without ".weight" ("blk.0.attn_v",
+// "output") and against its role ("attn_v", "ffn_down", "token_embd", "output"), so
+// "output=q8_0,token_embd=q8_0,*=q4_k" and "blk.1?.ffn_down=q6_k" both work.
+//
+// Norms and biases always stay f32.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "quant/working_model.h"
+
+namespace frugal {
+
+struct PolicyRule {
+  std::string pattern;
+  DType type;
+};
+
+struct QuantPolicy {
+  DType base = DType::kQ8_0;
+  std::string preset;  // a llama.cpp mixture name, or empty
+  bool pure = false;
+  bool has_imatrix = false;  // some llama.cpp recipes differ with an importance matrix
+  std::vector<PolicyRule> rules;
+};
+
+// The llama.cpp mixture names --type accepts, with their base types.
+const std::vector<std::pair<std::string, DType>>& llama_cpp_presets();
+
+// Parses --type (a type or preset name); throws frugal::Error listing the accepted names.
+QuantPolicy parse_type_argument(const std::string& type);
+// Parses --policy into rules; throws frugal::Error naming the bad item.
+std::vector<PolicyRule> parse_policy(const std::string& text);
+
+bool glob_match(const std::string& pattern, const std::string& text);
+// Whether the rule's pattern names this tensor (its name without ".weight", or its role).
+bool rule_matches(const PolicyRule& rule, const WorkingTensor& tensor);
+
+// The type of every matrix of the model (norms and biases are not listed): name -> type.
+std::map<std::string, DType> assign_types(const QuantPolicy& policy, WorkingModel& model);
+
+// llama.cpp's general.file_type for a file made with this policy (LLAMA_FTYPE_GUESSED when it
+// is none of llama.cpp's: frugal's own types, custom rules, a bits-per-weight mixture).
+uint32_t llama_file_type(const QuantPolicy& policy, bool custom);
+
+// Whether rows of n_cols elements can be `type`; if not, llama.cpp's fallback (also checked).
+DType fallback_type(DType type, int64_t n_cols);
+
+}  // namespace frugal

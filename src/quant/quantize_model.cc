@@ -1,0 +1,461 @@
+#include "quant/quantize_model.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "io/gguf_writer.h"
+#include "quant/calibration_stats.h"
+#include "quant/formats/frugal_blocks.h"
+#include "quant/formats/quantize_rows.h"
+#include "quant/gguf_model_writer.h"
+#include "quant/methods/awq.h"
+#include "quant/methods/block_codec.h"
+#include "quant/methods/gptq.h"
+#include "quant/methods/imatrix.h"
+#include "quant/methods/linalg.h"
+#include "quant/methods/rtn.h"
+#include "quant/policy.h"
+#include "quant/sensitivity.h"
+#include "tokenizer/tokenizer.h"
+
+namespace frugal {
+namespace fs = std::filesystem;
+
+const char* quant_method_name(QuantMethod m) {
+  switch (m) {
+    case QuantMethod::kRtn: return "rtn";
+    case QuantMethod::kGptq: return "gptq";
+    case QuantMethod::kAwq: return "awq";
+  }
+  return "?";
+}
+
+QuantMethod parse_quant_method(const std::string& name) {
+  if (name == "rtn") return QuantMethod::kRtn;
+  if (name == "gptq") return QuantMethod::kGptq;
+  if (name == "awq") return QuantMethod::kAwq;
+  fail("unknown quantization method '{}' (methods: rtn, gptq, awq)", name);
+}
+
+namespace {
+
+bool is_float_type(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
+
+// Everything that can be checked before the model is loaded, so a typo fails in a second.
+void check_paths(const QuantizeOptions& o) {
+  if (o.input.empty()) fail("no input model (-m)");
+  if (o.output.empty()) fail("no output file (-o)");
+  std::error_code ec;
+  if (!fs::exists(o.input, ec)) fail("model '{}' does not exist", o.input);
+  const fs::path out(o.output);
+  if (fs::is_directory(out, ec)) fail("output '{}' is a directory; give a file name (e.g. {}/model.gguf)", o.output, o.output);
+  const fs::path dir = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+  if (!fs::is_directory(dir, ec)) fail("output directory '{}' does not exist", dir.string());
+  if (fs::exists(out, ec) && fs::equivalent(out, fs::path(o.input), ec))
+    fail("output '{}' is the input model; write to another file", o.output);
+  if (!o.calib.path.empty()) {
+    if (!fs::exists(o.calib.path, ec)) fail("calibration file '{}' does not exist", o.calib.path);
+    if (fs::is_directory(o.calib.path, ec)) fail("calibration file '{}' is a directory, not a text file", o.calib.path);
+  }
+  if (!o.imatrix.empty() && !fs::exists(o.imatrix, ec)) fail("imatrix file '{}' does not exist", o.imatrix);
+  if (!o.save_imatrix.empty()) {
+    const fs::path p(o.save_imatrix);
+    const fs::path d = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+    if (!fs::is_directory(d, ec)) fail("--save-imatrix: directory '{}' does not exist", d.string());
+  }
+  if (o.target_bpw < 0 || (o.target_bpw > 0 && (o.target_bpw < 1 || o.target_bpw > 32)))
+    fail("--bpw {} is out of range (1 to 32 bits per weight)", o.target_bpw);
+}
+
+std::vector<DType> parse_type_list(const std::string& text) {
+  std::vector<DType> out;
+  for (const PolicyRule& r : parse_policy([&] {
+         std::string s;  // reuse the policy parser: "a,b" -> "x=a,x=b"
+         size_t start = 0;
+         while (start <= text.size()) {
+           const size_t comma = text.find(',', start);
+           const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+           if (!item.empty()) s += "x=" + item + ",";
+           start = comma == std::string::npos ? text.size() + 1 : comma + 1;
+         }
+         return s;
+       }()))
+    out.push_back(r.type);
+  return out;
+}
+
+struct Runner {
+  const QuantizeOptions& o;
+  WorkingModel& model;
+  std::map<std::string, DType> types;
+  ImportanceMatrix imatrix;
+  bool have_imatrix = false;
+  std::vector<std::vector<int32_t>> windows;
+  std::map<std::string, std::string> method_of;
+  std::map<std::string, std::vector<double>> hessian_of;  // for the summary's output error
+  std::map<std::string, std::vector<float>> original;     // values before quantization (AWQ changes them)
+  Progress* progress = nullptr;
+  int64_t work_done = 0;
+
+  ThreadPool& pool() { return model.engine().pool(); }
+
+  void advance(int64_t amount, const std::string& what) {
+    work_done += amount;
+    if (progress != nullptr) progress->update(work_done, what);
+  }
+
+  const std::vector<float>* importance_for(const WorkingTensor& t, DType type) {
+    if (!have_imatrix || !uses_importance(type)) return nullptr;
+    const std::vector<float>* v = imatrix.find(t.name);
+    if (v != nullptr && static_cast<int64_t>(v->size()) != t.cols)
+      fail("imatrix entry '{}' has {} values but the tensor has {} columns: not this model's imatrix", t.name, v->size(),
+           t.cols);
+    return v;
+  }
+
+  void quantize_rtn(WorkingTensor& t) {
+    const DType type = types.at(t.name);
+    original[t.name].assign(t.f32(), t.f32() + t.numel());
+    if (type == DType::kF32) {
+      model.use_values(t);
+      method_of[t.name] = "f32";
+    } else {
+      const std::vector<float>* imp = importance_for(t, type);
+      model.set_quantized(t, type, rtn_quantize(type, t.f32(), t.rows, t.cols, imp ? imp->data() : nullptr, pool()));
+      method_of[t.name] = imp != nullptr ? "rtn+imatrix" : "rtn";
+    }
+    advance(t.numel(), t.name);
+  }
+
+  // One calibration pass with a collector; returns it.
+  std::unique_ptr<StatsCollector> collect(bool hessians, StatsCollector::Filter filter, const void* ctx,
+                                          bool with_output, const std::string& what) {
+    auto c = std::make_unique<StatsCollector>(model, hessians, filter, ctx);
+    std::function<void(int64_t, const float*)> on_logits;
+    if (with_output) on_logits = [](int64_t, const float*) {};
+    run_calibration(model.engine(), windows, c.get(), on_logits,
+                    [&](int64_t) { advance(static_cast<int64_t>(windows[0].size()), what); });
+    return c;
+  }
+
+  void build_imatrix(StatsCollector& c) {
+    for (WorkingTensor& t : model.tensors()) {
+      if (!is_matrix(t.role) || t.linear == nullptr) continue;
+      if (InputStats* s = c.find(t.group, t.layer)) {
+        ImportanceMatrix::Entry e;
+        e.values = s->mean_sq();
+        e.ncall = static_cast<int32_t>(windows.size());
+        imatrix.entries[t.name] = std::move(e);
+      }
+    }
+    imatrix.dataset = o.calib.path;
+    have_imatrix = true;
+  }
+
+  void run_gptq() {
+    const int64_t n_layer = model.config().n_layer;
+    struct LayerFilter {
+      int64_t layer;
+    };
+    for (int64_t l = 0; l <= n_layer; ++l) {
+      // Pass l collects layer l's inputs with layers < l already quantized (l == n_layer: the head).
+      std::vector<WorkingTensor*> members;
+      for (WorkingTensor& t : model.tensors())
+        if (is_matrix(t.role) && t.linear != nullptr && (l < n_layer ? t.layer == l : t.group == InputGroup::kOutputIn))
+          members.push_back(&t);
+      bool any_gptq = false;
+      for (WorkingTensor* t : members) any_gptq |= gptq_supports(types.at(t->name)) && t->role != TensorRole::kTokenEmbd;
+      if (!any_gptq) {
+        for (WorkingTensor* t : members) quantize_rtn(*t);
+        continue;
+      }
+      LayerFilter f{l < n_layer ? l : -1};
+      auto filter = [](InputGroup g, int64_t layer, const void* ctx) {
+        const int64_t want = static_cast<const LayerFilter*>(ctx)->layer;
+        return want < 0 ? g == InputGroup::kOutputIn : layer == want;
+      };
+      auto stats = collect(true, filter, &f, l == n_layer, l < n_layer ? fmt::format("gptq: layer {} inputs", l) : "gptq: head inputs");
+      for (WorkingTensor* t : members) {
+        const DType type = types.at(t->name);
+        InputStats* s = stats->find(t->group, t->layer);
+        if (!gptq_supports(type) || s == nullptr || t->role == TensorRole::kTokenEmbd) {
+          quantize_rtn(*t);
+          continue;
+        }
+        original[t->name].assign(t->f32(), t->f32() + t->numel());
+        Buffer out(row_bytes(type, t->cols) * static_cast<size_t>(t->rows));
+        const GptqResult r = gptq_quantize(t->f32(), t->rows, t->cols, s->hessian.data(), type, o.gptq, pool(),
+                                           out.as<uint8_t>());
+        if (r.dampening_retries > 0)
+          log_warn("{}: GPTQ needed {} times the dampening to invert the Hessian", t->name, std::pow(10, r.dampening_retries));
+        model.set_quantized(*t, type, std::move(out));
+        method_of[t->name] = "gptq";
+        hessian_of[t->name] = s->hessian;
+        advance(t->numel(), t->name);
+      }
+    }
+    // The embedding (when not the head): round-to-nearest.
+    for (WorkingTensor& t : model.tensors())
+      if (is_matrix(t.role) && method_of.count(t.name) == 0) quantize_rtn(t);
+  }
+
+  // v -> o under grouped-query attention: o's input column j comes from v's row kv_row(j).
+  int64_t kv_row(int64_t j) const {
+    const ModelConfig& c = model.config();
+    const int64_t head = j / c.head_dim, within = j % c.head_dim;
+    return (head / (c.n_head / c.n_head_kv)) * c.head_dim + within;
+  }
+
+  void scale_columns(WorkingTensor& t, const std::vector<float>& s) {
+    for (int64_t r = 0; r < t.rows; ++r)
+      for (int64_t j = 0; j < t.cols; ++j) t.f32()[r * t.cols + j] *= s[j];
+  }
+  void divide_rows(WorkingTensor& t, const std::vector<float>& s) {  // t [rows, cols], s [rows]
+    for (int64_t r = 0; r < t.rows; ++r)
+      for (int64_t j = 0; j < t.cols; ++j) t.f32()[r * t.cols + j] /= s[r];
+  }
+  void divide_vector(WorkingTensor& t, const std::vector<float>& s) {  // a norm or bias [n]
+    for (int64_t j = 0; j < t.cols; ++j) t.f32()[j] /= s[j];
+  }
+
+  void run_awq() {
+    auto stats = collect(true, nullptr, nullptr, false, "awq: inputs");
+    const int64_t n_layer = model.config().n_layer;
+    for (int64_t l = 0; l < n_layer; ++l) {
+      const std::string p = "blk." + std::to_string(l) + ".";
+      struct Fold {
+        InputGroup group;
+        std::vector<float> scales;
+      };
+      std::vector<Fold> folds;
+      for (InputGroup g : {InputGroup::kAttnIn, InputGroup::kAttnOut, InputGroup::kFfnIn, InputGroup::kFfnMid}) {
+        InputStats* s = stats->find(g, l);
+        std::vector<WorkingTensor*> members = model.group_members(g, l);
+        if (s == nullptr || members.empty()) continue;
+        std::vector<float> a = s->mean_abs();
+        if (g == InputGroup::kAttnOut) {  // channels fed by one value row share its scale
+          std::vector<double> sum(static_cast<size_t>(model.config().kv_dim()), 0.0);
+          std::vector<int> count(sum.size(), 0);
+          for (int64_t j = 0; j < s->n_in; ++j) {
+            sum[kv_row(j)] += a[j];
+            ++count[kv_row(j)];
+          }
+          for (int64_t j = 0; j < s->n_in; ++j) a[j] = static_cast<float>(sum[kv_row(j)] / count[kv_row(j)]);
+        }
+        std::vector<AwqMatrix> group;
+        for (WorkingTensor* t : members) group.push_back({t->f32(), t->rows, types.at(t->name)});
+        const AwqResult r = awq_search(group, s->n_in, a, s->hessian.data(), o.awq_importance, pool());
+        log_debug("{}{}: AWQ ratio {:.2f}, output error {:.4g} -> {:.4g}", p, static_cast<int>(g), r.ratio, r.loss_rtn, r.loss);
+        folds.push_back({g, r.scales});
+        advance(0, fmt::format("awq: layer {}", l));
+      }
+      // Apply all of the layer's scales (each was searched on the layer's original weights, as
+      // the reference does), keeping the model's function unchanged.
+      for (const Fold& f : folds) {
+        InputStats* s = stats->find(f.group, l);
+        for (WorkingTensor* t : model.group_members(f.group, l)) scale_columns(*t, f.scales);
+        switch (f.group) {
+          case InputGroup::kAttnIn: divide_vector(*model.find(p + "attn_norm.weight"), f.scales); break;
+          case InputGroup::kFfnIn: divide_vector(*model.find(p + "ffn_norm.weight"), f.scales); break;
+          case InputGroup::kAttnOut: {
+            std::vector<float> t(static_cast<size_t>(model.config().kv_dim()));
+            for (int64_t j = 0; j < s->n_in; ++j) t[kv_row(j)] = f.scales[j];
+            divide_rows(*model.find(p + "attn_v.weight"), t);
+            if (WorkingTensor* b = model.find(p + "attn_v.bias")) divide_vector(*b, t);
+            break;
+          }
+          case InputGroup::kFfnMid: divide_rows(*model.find(p + "ffn_up.weight"), f.scales); break;
+          default: break;
+        }
+        // The input of the scaled layers is divided by the scales: so is its second moment.
+        for (int64_t i = 0; i < s->n_in; ++i)
+          for (int64_t j = 0; j < s->n_in; ++j) s->hessian[i * s->n_in + j] /= static_cast<double>(f.scales[i]) * f.scales[j];
+        for (int64_t i = 0; i < s->n_in; ++i) s->sum_sq[i] /= static_cast<double>(f.scales[i]) * f.scales[i];
+      }
+      for (WorkingTensor& t : model.tensors())
+        if (t.layer == l && !is_matrix(t.role)) model.use_values(t);  // norms and biases changed
+      for (InputGroup g : {InputGroup::kAttnIn, InputGroup::kAttnOut, InputGroup::kFfnIn, InputGroup::kFfnMid}) {
+        InputStats* s = stats->find(g, l);
+        for (WorkingTensor* t : model.group_members(g, l)) {
+          const DType type = types.at(t->name);
+          original[t->name].assign(t->f32(), t->f32() + t->numel());
+          std::vector<float> imp;
+          if (s != nullptr && o.awq_importance && uses_importance(type)) {
+            imp.resize(static_cast<size_t>(s->n_in));
+            for (int64_t j = 0; j < s->n_in; ++j) imp[j] = static_cast<float>(s->hessian[j * s->n_in + j]);
+          }
+          if (type == DType::kF32) {
+            model.use_values(*t);
+          } else {
+            model.set_quantized(*t, type, rtn_quantize(type, t->f32(), t->rows, t->cols, imp.empty() ? nullptr : imp.data(), pool()));
+          }
+          method_of[t->name] = "awq";
+          if (s != nullptr) hessian_of[t->name] = s->hessian;
+          advance(t->numel(), t->name);
+        }
+      }
+    }
+    // The embedding and the head: round-to-nearest (with the imatrix when there is one).
+    for (WorkingTensor& t : model.tensors())
+      if (is_matrix(t.role) && method_of.count(t.name) == 0) quantize_rtn(t);
+  }
+};
+
+double rel_error(const std::vector<float>& w, const std::vector<float>& q) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    num += (static_cast<double>(w[i]) - q[i]) * (static_cast<double>(w[i]) - q[i]);
+    den += static_cast<double>(w[i]) * w[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : 0.0;
+}
+
+}  // namespace
+
+QuantizeSummary quantize_model(const QuantizeOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  check_paths(o);
+  QuantPolicy policy = parse_type_argument(o.type);
+  policy.pure = o.pure;
+  if (!o.policy.empty()) policy.rules = parse_policy(o.policy);
+  std::vector<DType> bpw_candidates;
+  if (o.target_bpw > 0) bpw_candidates = parse_type_list(o.bpw_types);
+  ImportanceMatrix loaded;
+  if (!o.imatrix.empty()) loaded = ImportanceMatrix::load(o.imatrix);
+  const bool needs_calibration = o.method != QuantMethod::kRtn || o.target_bpw > 0 || !o.save_imatrix.empty();
+  if (needs_calibration && o.calib.path.empty()) {
+    if (o.method != QuantMethod::kRtn)
+      fail("--method {} needs calibration text (--calib FILE)", quant_method_name(o.method));
+    fail("{} needs calibration text (--calib FILE)", o.target_bpw > 0 ? "--bpw" : "--save-imatrix");
+  }
+
+  EngineOptions eopts = calibration_engine_options(o.calib.n_ctx);
+  eopts.threads = o.threads;
+  auto model = WorkingModel::open(o.input, eopts);
+  if (o.method != QuantMethod::kRtn) {
+    for (WorkingTensor& t : model->tensors())
+      if (is_matrix(t.role) && !is_float_type(t.source_type))
+        fail("{}: the model is already quantized ({} is {}); --method {} needs full-precision weights (f32, f16 or "
+             "bf16)",
+             o.input, t.name, dtype_name(t.source_type), quant_method_name(o.method));
+  }
+  Runner run{o, *model};
+  policy.has_imatrix = !o.imatrix.empty() || !o.calib.path.empty();
+  run.types = assign_types(policy, *model);
+  if (!o.imatrix.empty()) {
+    run.imatrix = std::move(loaded);
+    run.have_imatrix = true;
+  }
+
+  if (!o.calib.path.empty()) run.windows = load_calibration_windows(model->engine().tokenizer(), o.calib);
+  // Work: calibration tokens per pass, and weights quantized.
+  int64_t weights = 0;
+  for (WorkingTensor& t : model->tensors())
+    if (is_matrix(t.role)) weights += t.numel();
+  const int64_t pass_tokens = static_cast<int64_t>(run.windows.size()) * o.calib.n_ctx;
+  int64_t passes = 0;
+  const bool collect_imatrix = !o.calib.path.empty() && o.imatrix.empty() && o.method != QuantMethod::kGptq;
+  if (collect_imatrix || !o.save_imatrix.empty()) ++passes;
+  if (o.method == QuantMethod::kAwq) ++passes;
+  if (o.method == QuantMethod::kGptq) passes += model->config().n_layer + 1;
+  Progress progress("quantize", weights + passes * pass_tokens +
+                                    (o.target_bpw > 0 ? static_cast<int64_t>(run.types.size()) * pass_tokens : 0),
+                    "units");
+  run.progress = &progress;
+
+  if (collect_imatrix || !o.save_imatrix.empty()) {
+    auto stats = run.collect(false, nullptr, nullptr, false, "importance matrix");
+    if (collect_imatrix || !run.have_imatrix) run.build_imatrix(*stats);
+    if (!o.save_imatrix.empty()) {
+      ImportanceMatrix m;
+      std::swap(m, run.imatrix);
+      run.build_imatrix(*stats);
+      run.imatrix.save(o.save_imatrix);
+      if (!collect_imatrix) std::swap(m, run.imatrix);
+    }
+  }
+  bool custom = !policy.rules.empty();
+  for (const auto& [name, type] : run.types) custom |= is_frugal_gguf_type(dtype_traits(type).gguf_type);
+  if (o.target_bpw > 0) {
+    // Matrices a --policy rule names keep their type; the rest are chosen.
+    std::map<std::string, DType> fixed;
+    for (WorkingTensor& t : model->tensors()) {
+      if (!is_matrix(t.role)) continue;
+      for (const PolicyRule& r : policy.rules) {
+        if (rule_matches(r, t)) {
+          fixed[t.name] = run.types.at(t.name);
+          break;
+        }
+      }
+    }
+    std::vector<std::vector<int32_t>> few(run.windows.begin(),
+                                          run.windows.begin() + std::min<int64_t>(o.sensitivity_windows, run.windows.size()));
+    const BpwPlan plan = plan_bits_per_weight(*model, few, run.imatrix, bpw_candidates, o.target_bpw, fixed,
+                                              [&](int64_t, int64_t) { run.advance(pass_tokens, "sensitivity"); });
+    run.types = plan.types;
+    custom = true;
+    log_info("--bpw {}: mixture of {:.3f} bits per weight, predicted KL divergence {:.5f}", o.target_bpw,
+             plan.bits_per_weight, plan.predicted_kld);
+  }
+
+  switch (o.method) {
+    case QuantMethod::kRtn:
+      for (WorkingTensor& t : model->tensors())
+        if (is_matrix(t.role)) run.quantize_rtn(t);
+      break;
+    case QuantMethod::kGptq: run.run_gptq(); break;
+    case QuantMethod::kAwq: run.run_awq(); break;
+  }
+  progress.finish();
+
+  // The summary: each matrix against the values it replaced.
+  QuantizeSummary summary;
+  for (WorkingTensor& t : model->tensors()) {
+    if (!is_matrix(t.role)) continue;
+    TensorSummary s;
+    s.name = t.name;
+    s.rows = t.rows;
+    s.cols = t.cols;
+    s.type = t.type;
+    s.method = run.method_of[t.name];
+    s.bytes = row_bytes(t.type, t.cols) * static_cast<size_t>(t.rows);
+    const std::vector<float>& w = run.original[t.name];
+    const std::vector<float> q = t.type == DType::kF32 ? w : dequantize_matrix(t.type, t.quantized.data(), t.rows, t.cols, run.pool());
+    s.rel_error = rel_error(w, q);
+    if (auto it = run.hessian_of.find(t.name); it != run.hessian_of.end()) {
+      std::vector<float> d(w.size());
+      for (size_t i = 0; i < w.size(); ++i) d[i] = w[i] - q[i];
+      const double num = linalg::quadratic_form_rows(d.data(), t.rows, t.cols, it->second.data());
+      const double den = linalg::quadratic_form_rows(w.data(), t.rows, t.cols, it->second.data());
+      s.out_rel_error = den > 0 ? std::sqrt(num / den) : 0.0;
+    }
+    summary.tensors.push_back(std::move(s));
+  }
+
+  GgufWriter writer;
+  summary.file_type = llama_file_type(policy, custom);
+  add_model_metadata(writer, *model, summary.file_type);
+  add_frugal_type_marks(writer, run.types);
+  add_model_tensors(writer, *model, [](WorkingTensor& t) -> StoredTensor {
+    if (t.type == DType::kF32) return {DType::kF32, static_cast<const uint8_t*>(t.values.data())};
+    return {t.type, static_cast<const uint8_t*>(t.quantized.data())};
+  });
+  writer.write(o.output);
+
+  std::error_code ec;
+  summary.file_bytes = fs::file_size(o.output, ec);
+  for (WorkingTensor& t : model->tensors()) summary.parameters += t.numel();
+  summary.bits_per_weight = summary.parameters > 0 ? 8.0 * summary.file_bytes / summary.parameters : 0;
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return summary;
+}
+
+}  // namespace frugal

@@ -1,0 +1,105 @@
+// The model being quantized: loaded by the inference engine, every weight copied into f32
+// buffers owned here and the model's tensor views pointed at them, so that quantization methods
+// can change weights (AWQ's folded scales) or swap in quantized ones (layers GPTQ has done) and
+// the next calibration forward runs on the changed model, through the same code as inference.
+//
+// Tensors are named and ordered as in GGUF (blk.N.attn_q.weight, ...), whatever the source's
+// naming, because that is what the output file holds.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/tensor.h"
+#include "runtime/engine.h"
+
+namespace frugal {
+
+struct DecoderWeights;
+
+enum class TensorRole {
+  kTokenEmbd,
+  kAttnNorm,
+  kAttnQ,
+  kAttnK,
+  kAttnV,
+  kAttnOutput,
+  kFfnNorm,
+  kFfnGate,
+  kFfnUp,
+  kFfnDown,
+  kOutputNorm,
+  kOutput,
+  kBias,  // q/k/v biases (Qwen2), kept in f32
+};
+const char* tensor_role_name(TensorRole role);
+// Matrices that quantization may turn into another type (everything but norms and biases).
+inline bool is_matrix(TensorRole r) {
+  return r != TensorRole::kAttnNorm && r != TensorRole::kFfnNorm && r != TensorRole::kOutputNorm && r != TensorRole::kBias;
+}
+
+// Linears that read the same input: what calibration statistics are collected per.
+enum class InputGroup { kNone, kAttnIn, kAttnOut, kFfnIn, kFfnMid, kOutputIn };
+
+struct WorkingTensor {
+  std::string name;        // GGUF name
+  TensorRole role;
+  int64_t layer = -1;      // decoder block, -1 outside them
+  InputGroup group = InputGroup::kNone;
+  int64_t rows = 0, cols = 0;  // [rows, cols]; a 1-D tensor is [1, n]
+  DType source_type = DType::kF32;  // as stored in the input model
+  Buffer values;           // f32 [rows, cols]: the current full-precision values
+  DType type = DType::kF32;  // what the model computes with now
+  Buffer quantized;        // row_bytes(type, cols) * rows when type is not f32
+  const Linear* linear = nullptr;  // the model's linear layer, for matrices used as one
+
+  float* f32() { return values.as<float>(); }
+  const float* f32() const { return values.as<float>(); }
+  int64_t numel() const { return rows * cols; }
+};
+
+class WorkingModel {
+ public:
+  // Loads with the engine (throws frugal::Error naming the problem).
+  static std::unique_ptr<WorkingModel> open(const std::string& path, const EngineOptions& options);
+  ~WorkingModel();
+
+  Engine& engine() { return *engine_; }
+  const ModelConfig& config() const { return engine_->config(); }
+  const std::string& path() const { return path_; }
+  ModelFormat source_format() const { return source_format_; }
+  // The GGUF the model came from, when it did (its metadata is carried over).
+  const GgufFile* source_gguf() const;
+  const ModelSource& source() const { return *source_; }
+  // The output head is the embedding matrix (no output.weight is written).
+  bool tied_embeddings() const { return tied_; }
+
+  std::vector<WorkingTensor>& tensors() { return tensors_; }
+  WorkingTensor* find(const std::string& name);
+  // The tensor whose linear layer this is (the output head when tied: token_embd).
+  WorkingTensor* find(const Linear* linear);
+  // The matrices reading `group` of `layer`, and the norm that precedes them (AWQ).
+  std::vector<WorkingTensor*> group_members(InputGroup group, int64_t layer);
+
+  // The model now computes with these quantized rows (row_bytes(type, cols) each).
+  void set_quantized(WorkingTensor& t, DType type, Buffer bytes);
+  // The model computes with t.values again (after they changed, or instead of a quantized form).
+  void use_values(WorkingTensor& t);
+
+ private:
+  WorkingModel() = default;
+  void add(std::string name, TensorRole role, int64_t layer, InputGroup group, Tensor* view, const Linear* linear);
+  void rebind(WorkingTensor& t);
+
+  std::string path_;
+  ModelFormat source_format_ = ModelFormat::kHuggingFace;
+  std::unique_ptr<ModelSource> source_;
+  std::unique_ptr<Engine> engine_;
+  std::vector<WorkingTensor> tensors_;
+  std::vector<std::vector<Tensor*>> views_;  // per tensor: the model's views to rebind
+  bool tied_ = false;
+};
+
+}  // namespace frugal

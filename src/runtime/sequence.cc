@@ -1,0 +1,108 @@
+#include "runtime/sequence.h"
+
+#include <utility>
+
+#include "core/check.h"
+
+namespace frugal {
+namespace {
+
+// A sampler as Generator::generate prepares one: the penalty window starts with the end of the
+// prompt, and end-of-generation tokens are banned under ignore_eos.
+Sampler make_sampler(const SamplingParams& params, const std::vector<int32_t>& prompt, const GenerateOptions& o,
+                     const Tokenizer* tokenizer, int32_t n_vocab) {
+  Sampler sampler(params, n_vocab);
+  const size_t window =
+      params.repeat_last_n < 0 ? prompt.size() : std::min<size_t>(prompt.size(), params.repeat_last_n);
+  for (size_t i = prompt.size() - window; i < prompt.size(); ++i) sampler.accept(prompt[i]);
+  if (o.ignore_eos && tokenizer != nullptr)
+    for (const int32_t id : tokenizer->end_of_generation_ids())
+      if (id < n_vocab) sampler.ban(id);
+  return sampler;
+}
+
+}  // namespace
+
+Sequence::Sequence(int32_t kv_id, int32_t choice, std::vector<int32_t> prompt, const GenerateOptions& options,
+                   const Tokenizer* tokenizer, int32_t n_vocab, int64_t n_ctx)
+    : kv_id_(kv_id),
+      choice_(choice),
+      tokens_(std::move(prompt)),
+      prompt_size_(static_cast<int64_t>(tokens_.size())),
+      options_(options),
+      tokenizer_(tokenizer),
+      n_vocab_(n_vocab),
+      n_ctx_(n_ctx),
+      sampler_(make_sampler(options.sampling, tokens_, options, tokenizer, n_vocab)),
+      stops_(options.stop) {
+  FRUGAL_CHECK(!tokens_.empty());
+  if (tokenizer_ != nullptr) text_.emplace(*tokenizer_, options_.render_special);
+}
+
+Sequence Sequence::fork(int32_t kv_id, int32_t choice, uint32_t seed) const {
+  FRUGAL_CHECK(generated() == 0, "only an unstarted sequence is forked");
+  GenerateOptions o = options_;
+  o.sampling.seed = seed;
+  Sequence s(kv_id, choice, tokens_, o, tokenizer_, n_vocab_, n_ctx_);
+  s.n_fed = n_fed;
+  return s;
+}
+
+std::string Sequence::flush(FinishReason& reason) {
+  if (reason == FinishReason::kStop || reason == FinishReason::kCancelled || !text_) return {};
+  // The end of the stream: a cut-off character, then what the stop strings held back.
+  std::string tail = stops_.push(text_->flush());
+  if (stops_.stopped()) {
+    reason = FinishReason::kStop;
+  } else {
+    tail += stops_.flush();
+  }
+  return tail;
+}
+
+Sequence::Sampled Sequence::finish_now(FinishReason reason) {
+  Sampled s;
+  s.finished = true;
+  s.tail = flush(reason);
+  s.reason = reason;
+  stop_string_ = std::string(stops_.matched());
+  return s;
+}
+
+Sequence::Sampled Sequence::sample(const float* logits) {
+  FRUGAL_CHECK(unfed() == 0, "sampling a sequence with unfed tokens");
+  Sampled s;
+  s.token = sampler_.sample(logits);
+  sampler_.accept(s.token);
+  const int32_t previous = tokens_.back();
+  tokens_.push_back(s.token);
+  if (options_.logprobs) s.logprobs = compute_logprobs(logits, n_vocab_, s.token, options_.top_logprobs);
+
+  // The checks of Generator::generate, in its order.
+  FinishReason reason = FinishReason::kLength;
+  if (!options_.ignore_eos && tokenizer_ != nullptr && tokenizer_->is_end_of_generation(s.token)) {
+    s.finished = true;
+    reason = FinishReason::kEos;
+  } else {
+    if (text_) s.text = stops_.push(text_->push(s.token, previous));
+    if (stops_.stopped()) {
+      s.finished = true;
+      reason = FinishReason::kStop;
+    } else if (options_.max_tokens > 0 && generated() >= options_.max_tokens) {
+      s.finished = true;
+      reason = FinishReason::kLength;
+    } else if (static_cast<int64_t>(tokens_.size()) - 1 >= n_ctx_) {
+      // The new token would be fed at position size - 1: no room left.
+      s.finished = true;
+      reason = FinishReason::kContextFull;
+    }
+  }
+  if (s.finished) {
+    s.tail = flush(reason);
+    s.reason = reason;
+    stop_string_ = std::string(stops_.matched());
+  }
+  return s;
+}
+
+}  // namespace frugal

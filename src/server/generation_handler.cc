@@ -1,0 +1,346 @@
+#include "server/generation_handler.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <memory>
+
+#include "core/log.h"
+#include "server/connection_watch.h"
+#include "server/openai_response.h"
+
+namespace frugal::server {
+namespace {
+
+using std::chrono::duration;
+
+// How often a waiting handler looks at its connection.
+constexpr std::chrono::milliseconds kPollInterval(100);
+
+double seconds(SteadyClock::time_point from, SteadyClock::time_point to) {
+  return duration<double>(to - from).count();
+}
+
+std::string outcome_of(int status) {
+  switch (status) {
+    case 401:
+      return "unauthorized";
+    case 404:
+      return "not_found";
+    case 413:
+      return "too_large";
+    case 429:
+    case 503:
+      return "rejected";
+    default:
+      return status >= 500 ? "error" : "invalid";
+  }
+}
+
+ApiError engine_error(const StreamEvent& e) {
+  if (e.error == RequestError::kShuttingDown)
+    return ApiError(503, "the server shut down before the request finished", "", "server_error", "shutting_down");
+  return ApiError(500, fmt::format("generation failed: {}", e.text), "", "server_error");
+}
+
+// Counts a response until it is completely written (a streamed one outlives its handler).
+class InFlight {
+ public:
+  explicit InFlight(std::atomic<int>& n) : n_(n) { ++n_; }
+  ~InFlight() { --n_; }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  std::atomic<int>& n_;
+};
+
+// One request in flight, as its HTTP thread sees it: the event stream, the connection to
+// watch, the latency bookkeeping and the outcome, recorded once.
+class Call {
+ public:
+  Call(std::shared_ptr<RequestStream> stream, ResponseFormat format, SteadyClock::time_point arrival,
+       Metrics& metrics, std::string endpoint, int fd)
+      : stream(std::move(stream)),
+        format(std::move(format)),
+        arrival_(arrival),
+        metrics_(metrics),
+        endpoint_(std::move(endpoint)),
+        fd_(fd),
+        last_token_(static_cast<size_t>(this->format.n_choices)) {}
+
+  // Waits for the next events; false when the client went away (the request is then cancelled).
+  bool wait(std::vector<StreamEvent>& events) {
+    events.clear();
+    for (;;) {
+      const bool got = stream->wait(events, kPollInterval);
+      // Tokens may arrive faster than the poll interval: look at the connection by the clock.
+      const auto now = SteadyClock::now();
+      if (now - last_check_ >= kPollInterval) {
+        last_check_ = now;
+        if (connection_closed(fd_)) {
+          cancel();
+          return false;
+        }
+      }
+      if (got) break;
+    }
+    for (const auto& e : events) observe(e);
+    return true;
+  }
+
+  void cancel() {
+    stream->cancel();
+    record("cancelled");
+  }
+
+  void record(const std::string& outcome) {
+    if (recorded_) return;
+    recorded_ = true;
+    metrics_.count_request(endpoint_, outcome);
+  }
+
+  std::shared_ptr<RequestStream> stream;
+  ResponseFormat format;
+
+ private:
+  void observe(const StreamEvent& e) {
+    if (e.kind == StreamEvent::Kind::kToken) {
+      if (!first_token_) {
+        first_token_ = true;
+        metrics_.time_to_first_token.observe(seconds(arrival_, e.time));
+      }
+      auto& last = last_token_[static_cast<size_t>(e.choice)];
+      if (last != SteadyClock::time_point{}) metrics_.inter_token_latency.observe(seconds(last, e.time));
+      last = e.time;
+    } else if (e.kind == StreamEvent::Kind::kDone) {
+      metrics_.request_duration.observe(seconds(arrival_, e.time));
+      metrics_.add_usage(e.usage);
+    }
+  }
+
+  SteadyClock::time_point arrival_;
+  Metrics& metrics_;
+  std::string endpoint_;
+  int fd_;
+  SteadyClock::time_point last_check_ = SteadyClock::now();
+  bool first_token_ = false;
+  bool recorded_ = false;
+  std::vector<SteadyClock::time_point> last_token_;  // per choice
+};
+
+void collect(Call& call, httplib::Response& res) {
+  std::vector<ChoiceResult> choices(static_cast<size_t>(call.format.n_choices));
+  std::vector<StreamEvent> events;
+  for (;;) {
+    if (!call.wait(events)) return;  // nobody is left to answer
+    for (auto& e : events) {
+      ChoiceResult* c = e.choice >= 0 && e.choice < call.format.n_choices ? &choices[e.choice] : nullptr;
+      switch (e.kind) {
+        case StreamEvent::Kind::kToken:
+          c->text += e.text;
+          c->tokens.push_back(e.token);
+          if (e.has_logprobs) c->logprobs.push_back(std::move(e.logprobs));
+          break;
+        case StreamEvent::Kind::kFinish:
+          c->text += e.text;
+          c->finish = e.finish;
+          break;
+        case StreamEvent::Kind::kDone:
+          res.status = 200;
+          res.set_content(response_json(call.format, choices, e.usage), "application/json");
+          call.record("success");
+          return;
+        case StreamEvent::Kind::kError: {
+          const ApiError error = engine_error(e);
+          respond_error(res, error);
+          call.record(e.error == RequestError::kShuttingDown ? "aborted" : "error");
+          return;
+        }
+      }
+    }
+  }
+}
+
+// The server-sent-event side of a streamed request: called by cpp-httplib whenever it can
+// write more, until sink.done().
+class StreamWriter {
+ public:
+  explicit StreamWriter(std::shared_ptr<Call> call)
+      : call_(std::move(call)), offsets_(static_cast<size_t>(call_->format.n_choices), 0) {}
+
+  bool pump(httplib::DataSink& sink) {
+    if (finished_) {
+      sink.done();
+      return true;
+    }
+    const ResponseFormat& f = call_->format;
+    std::string out;
+    if (!started_) {
+      started_ = true;
+      // OpenAI sends each choice's role first, before any token exists.
+      for (int32_t c = 0; c < f.n_choices; ++c) {
+        if (f.endpoint == Endpoint::kChat) out += role_chunk(f, c);
+        if (static_cast<size_t>(c) < f.echo.size() && !f.echo[c].empty())
+          out += content_chunk(f, c, f.echo[c], {}, {}, offsets_[c]);
+      }
+      if (!out.empty() && !write(sink, out)) return false;
+      out.clear();
+    }
+    if (!call_->wait(events_)) return false;
+    for (auto& e : events_) {
+      switch (e.kind) {
+        case StreamEvent::Kind::kToken:
+          if (!e.text.empty() || e.has_logprobs || f.return_token_ids) {
+            std::vector<TokenLogprobs> lps;
+            if (e.has_logprobs) lps.push_back(std::move(e.logprobs));
+            out += content_chunk(f, e.choice, e.text, {e.token}, lps, offsets_[e.choice]);
+          }
+          break;
+        case StreamEvent::Kind::kFinish:
+          if (!e.text.empty()) out += content_chunk(f, e.choice, e.text, {}, {}, offsets_[e.choice]);
+          out += finish_chunk(f, e.choice, e.finish);
+          break;
+        case StreamEvent::Kind::kDone:
+          if (f.include_usage) out += usage_chunk(f, e.usage);
+          out += kDoneFrame;
+          finished_ = true;
+          call_->record("success");
+          break;
+        case StreamEvent::Kind::kError:
+          // The status line is long gone: the error travels as the last event.
+          out += error_frame(engine_error(e));
+          out += kDoneFrame;
+          finished_ = true;
+          call_->record(e.error == RequestError::kShuttingDown ? "aborted" : "error");
+          break;
+      }
+    }
+    if (!out.empty() && !write(sink, out)) return false;
+    if (finished_) sink.done();
+    return true;
+  }
+
+  // cpp-httplib is done with the response: when it did not end normally the client is gone.
+  void release(bool success) {
+    if (!finished_ || !success) call_->cancel();
+  }
+
+ private:
+  bool write(httplib::DataSink& sink, const std::string& data) {
+    if (sink.write(data.data(), data.size())) return true;
+    call_->cancel();
+    return false;
+  }
+
+  std::shared_ptr<Call> call_;
+  std::vector<int64_t> offsets_;  // per choice: completions' text_offset
+  std::vector<StreamEvent> events_;
+  bool started_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+void respond_error(httplib::Response& res, const ApiError& error) {
+  res.status = error.status;
+  res.set_content(error_json(error), "application/json");
+}
+
+GenerationHandler::GenerationHandler(Scheduler& scheduler, const RequestBuilder& builder, Metrics& metrics,
+                                     std::string model_id, RequestLimits limits)
+    : scheduler_(scheduler), builder_(builder), metrics_(metrics), model_id_(std::move(model_id)), limits_(limits) {}
+
+int GenerationHandler::retry_after_seconds() const {
+  // The queue drains at about max_sequences requests per mean request duration.
+  const SchedulerStats s = scheduler_.stats();
+  const double mean = metrics_.request_duration.mean();
+  const double wait = (mean > 0 ? mean : 1.0) * static_cast<double>(s.queued_requests + 1) /
+                      static_cast<double>(scheduler_.options().max_sequences);
+  return static_cast<int>(std::clamp(std::ceil(wait), 1.0, 60.0));
+}
+
+void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, httplib::Response& res) {
+  const auto arrival = SteadyClock::now();
+  const std::string name = endpoint == Endpoint::kChat ? "chat" : "completions";
+  auto in_flight = std::make_shared<InFlight>(in_flight_);
+  std::shared_ptr<Call> call;
+  try {
+    if (shutting_down_)
+      throw ApiError(503, "the server is shutting down", "", "server_error", "shutting_down");
+    const ApiRequest api = parse_request(endpoint, req.body, limits_);
+    if (!api.model.empty() && api.model != model_id_)
+      throw ApiError(404, fmt::format("The model '{}' does not exist: this server serves '{}'", api.model, model_id_),
+                     "model", "invalid_request_error", "model_not_found");
+    BuiltRequest built = builder_.build(api);
+    built.generation.arrival = arrival;
+    const int32_t n_choices = static_cast<int32_t>(built.generation.prompts.size()) * built.generation.n;
+
+    Submission sub;
+    try {
+      sub = scheduler_.submit(std::move(built.generation));
+    } catch (const ApiError&) {
+      throw;
+    } catch (const Error& e) {
+      throw ApiError(400, e.what());
+    }
+    if (sub.status == SubmitStatus::kQueueFull) {
+      res.set_header("Retry-After", std::to_string(retry_after_seconds()));
+      throw ApiError(429,
+                     fmt::format("the server is busy: {} requests are waiting already; retry later",
+                                 scheduler_.options().max_queued),
+                     "", "rate_limit_error", "queue_full");
+    }
+    if (sub.status == SubmitStatus::kShuttingDown) {
+      res.set_header("Retry-After", "5");
+      throw ApiError(503, "the server is shutting down", "", "server_error", "shutting_down");
+    }
+
+    ResponseFormat f;
+    f.endpoint = endpoint;
+    f.id = new_response_id(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
+    f.created = static_cast<int64_t>(std::time(nullptr));
+    f.model = model_id_;
+    f.n_choices = n_choices;
+    f.logprobs = api.logprobs;
+    f.return_token_ids = api.return_token_ids;
+    f.include_usage = api.include_usage;
+    f.tokenizer = builder_.tokenizer();
+    if (api.echo)
+      for (const auto& text : built.prompt_texts)
+        for (int32_t j = 0; j < api.n; ++j) f.echo.push_back(text);
+    const int fd = find_connection_socket(req.remote_addr, req.remote_port, req.local_port);
+    if (fd < 0)
+      log_debug("no socket found for the connection {}:{} -> {}: a client that hangs up is noticed only when a write fails",
+                req.remote_addr, req.remote_port, req.local_port);
+    call = std::make_shared<Call>(sub.stream, std::move(f), arrival, metrics_, name, fd);
+    if (!api.stream) {
+      collect(*call, res);
+      return;
+    }
+    res.status = 200;
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");  // proxies must not hold events back
+    auto writer = std::make_shared<StreamWriter>(call);
+    res.set_chunked_content_provider(
+        "text/event-stream", [writer, in_flight](size_t, httplib::DataSink& sink) { return writer->pump(sink); },
+        [writer, in_flight](bool success) { writer->release(success); });
+  } catch (const ApiError& e) {
+    respond_error(res, e);
+    if (call) {
+      call->record(outcome_of(e.status));
+    } else {
+      metrics_.count_request(name, outcome_of(e.status));
+    }
+  } catch (const std::exception& e) {
+    // A bug or an exhausted machine: the client gets a 500, the server goes on.
+    log_warn("{} request failed: {}", name, e.what());
+    if (call) call->stream->cancel();
+    respond_error(res, ApiError(500, fmt::format("internal error: {}", e.what()), "", "server_error"));
+    metrics_.count_request(name, "error");
+  }
+}
+
+}  // namespace frugal::server

@@ -1,0 +1,51 @@
+// POST /v1/chat/completions and /v1/completions: parse, build, submit to the scheduler, then
+// either collect the events into one JSON response or stream them as server-sent events.
+// While it waits the handler watches its connection, so a client that goes away cancels its
+// request and the engine frees its KV blocks at the next step.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "runtime/scheduler.h"
+#include "server/api_error.h"
+#include "server/metrics.h"
+#include "server/openai_request.h"
+#include "server/request_builder.h"
+
+namespace httplib {
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace frugal::server {
+
+class GenerationHandler {
+ public:
+  GenerationHandler(Scheduler& scheduler, const RequestBuilder& builder, Metrics& metrics, std::string model_id,
+                    RequestLimits limits);
+
+  void handle(Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
+  // From now on requests get 503.
+  void begin_shutdown() { shutting_down_ = true; }
+  bool shutting_down() const { return shutting_down_; }
+  // Generation requests whose response is not completely written yet.
+  int in_flight() const { return in_flight_.load(); }
+  const std::string& model_id() const { return model_id_; }
+
+ private:
+  int retry_after_seconds() const;
+
+  Scheduler& scheduler_;
+  const RequestBuilder& builder_;
+  Metrics& metrics_;
+  std::string model_id_;
+  RequestLimits limits_;
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<int> in_flight_{0};
+};
+
+// Writes an OpenAI-shaped error response (and its status).
+void respond_error(httplib::Response& res, const ApiError& error);
+
+}  // namespace frugal::server

@@ -1,0 +1,241 @@
+#include "server/http_server.h"
+
+#include <httplib.h>
+#include <sys/socket.h>
+
+#include <ctime>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "runtime/engine.h"
+#include "server/generation_handler.h"
+#include "server/openai_response.h"
+#include "server/web_assets.h"
+
+namespace frugal::server {
+namespace {
+
+// cpp-httplib 0.11 listens with a backlog of 5 (a compile-time constant of the Debian
+// library): a burst of clients connecting at once would see dropped SYNs and one-second
+// retransmission stalls. listen() again on the bound socket raises the backlog.
+class Listener : public httplib::Server {
+ public:
+  void raise_backlog(int backlog) {
+    if (::listen(svr_sock_, backlog) != 0) log_warn("could not raise the listen backlog to {}", backlog);
+  }
+};
+
+bool constant_time_equal(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+bool needs_key(const std::string& path) {
+  return path.rfind("/v1/", 0) == 0 || path == "/metrics" || path == "/completions" || path == "/chat/completions" ||
+         path == "/tokenize" || path == "/detokenize";
+}
+
+}  // namespace
+
+class HttpServer::Impl {
+ public:
+  Impl(Scheduler& scheduler, const RequestBuilder& builder, ServerOptions options)
+      : scheduler_(scheduler),
+        builder_(builder),
+        options_(std::move(options)),
+        generation_(scheduler, builder, metrics_, options_.model_id, options_.limits),
+        created_(static_cast<int64_t>(std::time(nullptr))),
+        n_ctx_(scheduler.engine().n_ctx()),
+        n_vocab_(scheduler.engine().config().n_vocab) {
+    const int threads = options_.http_threads > 0
+                            ? options_.http_threads
+                            : scheduler.options().max_sequences + scheduler.options().max_queued + 32;
+    http_.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+    http_.set_payload_max_length(options_.max_body_bytes);
+    http_.set_read_timeout(options_.timeout_seconds, 0);
+    http_.set_write_timeout(options_.timeout_seconds, 0);
+    http_.set_keep_alive_timeout(options_.keep_alive_seconds);
+    http_.set_keep_alive_max_count(1000);
+    http_.set_tcp_nodelay(true);  // each streamed token goes out at once
+    http_.set_default_headers({{"Access-Control-Allow-Origin", "*"}});
+    routes();
+  }
+
+  int bind() {
+    const int port = options_.port == 0 ? http_.bind_to_any_port(options_.host)
+                                        : (http_.bind_to_port(options_.host, options_.port) ? options_.port : -1);
+    if (port <= 0)
+      fail("cannot listen on {}:{} (in use, not an address of this machine, or not allowed)", options_.host,
+           options_.port);
+    http_.raise_backlog(1024);
+    return port;
+  }
+
+  void serve() { http_.listen_after_bind(); }
+  void stop() { http_.stop(); }
+  void begin_shutdown() { generation_.begin_shutdown(); }
+  Metrics& metrics() { return metrics_; }
+  int in_flight() const { return generation_.in_flight(); }
+
+ private:
+  void routes() {
+    http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (req.method == "OPTIONS") {  // CORS preflight of browser clients on other origins
+        res.status = 204;
+        res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+        res.set_header("Access-Control-Max-Age", "86400");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      if (options_.api_key.empty() || !needs_key(req.path)) return httplib::Server::HandlerResponse::Unhandled;
+      const std::string auth = req.get_header_value("Authorization");
+      const std::string prefix = "Bearer ";
+      if (auth.rfind(prefix, 0) == 0 && constant_time_equal(auth.substr(prefix.size()), options_.api_key))
+        return httplib::Server::HandlerResponse::Unhandled;
+      res.set_header("WWW-Authenticate", "Bearer");
+      respond_error(res, ApiError(401,
+                                  auth.empty() ? "no API key: send the header 'Authorization: Bearer KEY'"
+                                               : "the API key is not valid",
+                                  "", "authentication_error", "invalid_api_key"));
+      metrics_.count_request(req.path.find("chat") != std::string::npos ? "chat" : "other", "unauthorized");
+      return httplib::Server::HandlerResponse::Handled;
+    });
+
+    const auto chat = [this](const httplib::Request& req, httplib::Response& res) {
+      generation_.handle(Endpoint::kChat, req, res);
+    };
+    const auto completions = [this](const httplib::Request& req, httplib::Response& res) {
+      generation_.handle(Endpoint::kCompletions, req, res);
+    };
+    http_.Post("/v1/chat/completions", chat);
+    http_.Post("/chat/completions", chat);
+    http_.Post("/v1/completions", completions);
+    http_.Post("/completions", completions);
+
+    // llama.cpp's tokenizer endpoints; behind the API key like /v1.
+    http_.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+      try {
+        const TokenizeRequest r = parse_tokenize(req.body, options_.limits);
+        const Tokenizer& t = tokenizer_or_throw();
+        res.set_content(tokenize_json(t.encode(r.content, r.add_special && t.add_bos_default(), true)),
+                        "application/json");
+      } catch (const ApiError& e) {
+        respond_error(res, e);
+      }
+    });
+    http_.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+      try {
+        const std::vector<int32_t> ids = parse_detokenize(req.body, options_.limits);
+        const Tokenizer& t = tokenizer_or_throw();
+        for (const int32_t id : ids)
+          if (id >= t.n_vocab())
+            throw ApiError(400, fmt::format("token id {} is outside the vocabulary of {} tokens", id, t.n_vocab()),
+                           "tokens");
+        res.set_content(detokenize_json(t.decode(ids)), "application/json");
+      } catch (const ApiError& e) {
+        respond_error(res, e);
+      }
+    });
+
+    http_.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(models_json(options_.model_id, created_, n_ctx_, n_vocab_), "application/json");
+    });
+    http_.Get("/v1/models/(.+)", [this](const httplib::Request& req, httplib::Response& res) {
+      if (req.matches[1] != options_.model_id) {
+        respond_error(res, ApiError(404, fmt::format("The model '{}' does not exist", req.matches[1].str()), "model",
+                                    "invalid_request_error", "model_not_found"));
+        return;
+      }
+      res.set_content(model_json(options_.model_id, created_), "application/json");
+    });
+    http_.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+      if (generation_.shutting_down()) {
+        res.status = 503;
+        res.set_content(R"({"status":"shutting_down"})", "application/json");
+      } else {
+        res.set_content(R"({"status":"ok"})", "application/json");
+      }
+    });
+    http_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics_.render(scheduler_.stats()), "text/plain; version=0.0.4; charset=utf-8");
+    });
+    http_.Get("/(|index\\.html|[A-Za-z0-9_-]+\\.(js|css|svg))", [](const httplib::Request& req, httplib::Response& res) {
+      const WebAsset* asset = find_web_asset(req.path);
+      if (asset == nullptr) {
+        respond_error(res, ApiError(404, fmt::format("no file {}", req.path), "", "not_found_error"));
+        return;
+      }
+      res.set_header("Cache-Control", "no-cache");
+      res.set_content(reinterpret_cast<const char*>(asset->data), asset->size, asset->content_type);
+    });
+
+    // cpp-httplib's own refusals (unknown route, body too large, unparsable request) come
+    // without a body: give them the OpenAI error shape too.
+    http_.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
+                                                                        httplib::Response& res) {
+      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+      std::string message = fmt::format("{} {}: the request was refused (HTTP {})", req.method, req.path, res.status);
+      std::string type = "invalid_request_error";
+      if (res.status == 404) {
+        message = fmt::format("no route for {} {}", req.method, req.path);
+        type = "not_found_error";
+      } else if (res.status == 413) {
+        message = fmt::format("the request body is larger than the limit of {} bytes", options_.max_body_bytes);
+        metrics_.count_request("other", "too_large");
+      }
+      respond_error(res, ApiError(res.status, message, "", type));
+      return httplib::Server::HandlerResponse::Handled;
+    }));
+    http_.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      std::string what = "unknown exception";
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      log_warn("request failed: {}", what);
+      respond_error(res, ApiError(500, fmt::format("internal error: {}", what), "", "server_error"));
+    });
+  }
+
+  const Tokenizer& tokenizer_or_throw() const {
+    if (builder_.tokenizer() == nullptr) throw ApiError(400, "the model has no tokenizer");
+    return *builder_.tokenizer();
+  }
+
+  Scheduler& scheduler_;
+  const RequestBuilder& builder_;
+  ServerOptions options_;
+  Metrics metrics_;
+  GenerationHandler generation_;
+  int64_t created_;
+  int64_t n_ctx_, n_vocab_;  // read once: the engine belongs to the engine thread
+  Listener http_;
+};
+
+HttpServer::HttpServer(Scheduler& scheduler, const RequestBuilder& builder, ServerOptions options)
+    : impl_(std::make_unique<Impl>(scheduler, builder, std::move(options))) {}
+HttpServer::~HttpServer() = default;
+int HttpServer::bind() {
+  return impl_->bind();
+}
+void HttpServer::serve() {
+  impl_->serve();
+}
+void HttpServer::begin_shutdown() {
+  impl_->begin_shutdown();
+}
+void HttpServer::stop() {
+  impl_->stop();
+}
+Metrics& HttpServer::metrics() {
+  return impl_->metrics();
+}
+int HttpServer::requests_in_flight() const {
+  return impl_->in_flight();
+}
+
+}  // namespace frugal::server

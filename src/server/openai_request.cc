@@ -1,0 +1,359 @@
+#include "server/openai_request.h"
+
+#include <cmath>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "io/mapped_file.h"
+#include "server/api_error.h"
+
+namespace frugal::server {
+namespace {
+
+using json = nlohmann::json;
+
+[[noreturn]] void bad(const std::string& param, const std::string& message) {
+  throw ApiError(400, message, param);
+}
+
+[[noreturn]] void unsupported(const std::string& param, const std::string& message) {
+  throw ApiError(400, message, param, "invalid_request_error", "unsupported_parameter");
+}
+
+const char* kind(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return "a boolean";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::number_float:
+      return "a fractional number";
+    default:
+      return "a number";
+  }
+}
+
+// A field that is absent or null: the default applies.
+const json* field(const json& body, const char* key) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+bool get_bool(const json& body, const char* key, bool fallback) {
+  const json* v = field(body, key);
+  if (v == nullptr) return fallback;
+  if (!v->is_boolean()) bad(key, fmt::format("'{}' must be a boolean, not {}", key, kind(*v)));
+  return v->get<bool>();
+}
+
+// An integer in [lo, hi]; `what` names it in messages (a field, or "prompt[3]").
+int64_t as_int(const json& v, const std::string& what, int64_t lo, int64_t hi, const std::string& param) {
+  int64_t x;
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(hi)) bad(param, fmt::format("'{}' must be at most {} (got {})", what, hi, u));
+    x = static_cast<int64_t>(u);
+  } else if (v.is_number_integer()) {
+    x = v.get<int64_t>();
+  } else {
+    bad(param, fmt::format("'{}' must be an integer, not {}", what, kind(v)));
+  }
+  if (x < lo || x > hi) bad(param, fmt::format("'{}' must be between {} and {} (got {})", what, lo, hi, x));
+  return x;
+}
+
+std::optional<int64_t> get_int(const json& body, const char* key, int64_t lo, int64_t hi) {
+  const json* v = field(body, key);
+  if (v == nullptr) return std::nullopt;
+  return as_int(*v, key, lo, hi, key);
+}
+
+std::optional<double> get_number(const json& body, const char* key, double lo, double hi) {
+  const json* v = field(body, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_number()) bad(key, fmt::format("'{}' must be a number, not {}", key, kind(*v)));
+  const double x = v->get<double>();
+  if (!(x >= lo && x <= hi)) bad(key, fmt::format("'{}' must be between {} and {} (got {})", key, lo, hi, x));
+  return x;
+}
+
+std::string get_string(const json& body, const char* key) {
+  const json* v = field(body, key);
+  if (v == nullptr) return {};
+  if (!v->is_string()) bad(key, fmt::format("'{}' must be a string, not {}", key, kind(*v)));
+  return v->get<std::string>();
+}
+
+std::vector<int32_t> token_ids(const json& array, const std::string& what) {
+  std::vector<int32_t> ids;
+  ids.reserve(array.size());
+  for (size_t i = 0; i < array.size(); ++i)
+    ids.push_back(static_cast<int32_t>(
+        as_int(array[i], fmt::format("{}[{}]", what, i), 0, std::numeric_limits<int32_t>::max(), "prompt")));
+  if (ids.empty()) bad("prompt", fmt::format("'{}' is an empty list of token ids", what));
+  return ids;
+}
+
+std::vector<PromptInput> parse_prompt(const json& body, const RequestLimits& limits) {
+  const json* v = field(body, "prompt");
+  if (v == nullptr) bad("prompt", "'prompt' is required");
+  std::vector<PromptInput> prompts;
+  if (v->is_string()) {
+    prompts.push_back({false, v->get<std::string>(), {}});
+    return prompts;
+  }
+  if (!v->is_array())
+    bad("prompt", fmt::format("'prompt' must be a string, a list of strings or a list of token ids, not {}", kind(*v)));
+  if (v->empty()) bad("prompt", "'prompt' is an empty list");
+  const json& first = (*v)[0];
+  if (first.is_number()) {
+    prompts.push_back({true, {}, token_ids(*v, "prompt")});
+    return prompts;
+  }
+  if (v->size() > static_cast<size_t>(limits.max_prompts))
+    bad("prompt", fmt::format("'prompt' lists {} prompts; at most {} are served in one request", v->size(),
+                              limits.max_prompts));
+  for (size_t i = 0; i < v->size(); ++i) {
+    const json& p = (*v)[i];
+    if (p.is_string()) {
+      prompts.push_back({false, p.get<std::string>(), {}});
+    } else if (p.is_array()) {
+      prompts.push_back({true, {}, token_ids(p, fmt::format("prompt[{}]", i))});
+    } else {
+      bad("prompt", fmt::format("'prompt[{}]' must be a string or a list of token ids, not {}", i, kind(p)));
+    }
+  }
+  return prompts;
+}
+
+std::string message_content(const json& m, size_t index, const std::string& role) {
+  const std::string where = fmt::format("messages[{}].content", index);
+  auto it = m.find("content");
+  if (it == m.end() || it->is_null()) {
+    if (role == "assistant") return {};
+    bad("messages", fmt::format("'{}' is required", where));
+  }
+  if (it->is_string()) return it->get<std::string>();
+  if (!it->is_array()) bad("messages", fmt::format("'{}' must be a string or a list of parts, not {}", where, kind(*it)));
+  std::string text;
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& part = (*it)[i];
+    if (!part.is_object()) bad("messages", fmt::format("'{}[{}]' must be an object, not {}", where, i, kind(part)));
+    const std::string type = get_string(part, "type");
+    if (type != "text")
+      unsupported("messages", fmt::format("'{}[{}]' is of type '{}'; only text parts are supported", where, i, type));
+    const json* t = field(part, "text");
+    if (t == nullptr || !t->is_string()) bad("messages", fmt::format("'{}[{}].text' must be a string", where, i));
+    text += t->get<std::string>();
+  }
+  return text;
+}
+
+std::vector<ChatMessage> parse_messages(const json& body, const RequestLimits& limits) {
+  const json* v = field(body, "messages");
+  if (v == nullptr) bad("messages", "'messages' is required");
+  if (!v->is_array()) bad("messages", fmt::format("'messages' must be an array, not {}", kind(*v)));
+  if (v->empty()) bad("messages", "'messages' is empty: at least one message is required");
+  if (v->size() > static_cast<size_t>(limits.max_messages))
+    bad("messages", fmt::format("'messages' has {} messages; at most {} are accepted", v->size(), limits.max_messages));
+  std::vector<ChatMessage> messages;
+  for (size_t i = 0; i < v->size(); ++i) {
+    const json& m = (*v)[i];
+    if (!m.is_object()) bad("messages", fmt::format("'messages[{}]' must be an object, not {}", i, kind(m)));
+    const json* r = field(m, "role");
+    if (r == nullptr || !r->is_string()) bad("messages", fmt::format("'messages[{}].role' must be a string", i));
+    std::string role = r->get<std::string>();
+    if (role == "developer") role = "system";  // OpenAI's newer name for the system message
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool")
+      bad("messages", fmt::format("'messages[{}].role' is '{}'; expected system, developer, user, assistant or tool",
+                                  i, role));
+    if (field(m, "tool_calls") != nullptr)
+      unsupported("messages", fmt::format("'messages[{}].tool_calls': tool calls are not supported", i));
+    messages.push_back({role, message_content(m, i, role)});
+  }
+  return messages;
+}
+
+std::vector<std::string> parse_stop(const json& body, const RequestLimits& limits) {
+  const json* v = field(body, "stop");
+  if (v == nullptr) return {};
+  std::vector<std::string> stop;
+  const auto add = [&](const json& s, const std::string& what) {
+    if (!s.is_string()) bad("stop", fmt::format("'{}' must be a string, not {}", what, kind(s)));
+    std::string text = s.get<std::string>();
+    if (text.size() > limits.max_stop_bytes)
+      bad("stop", fmt::format("'{}' is {} bytes; at most {} are accepted", what, text.size(), limits.max_stop_bytes));
+    stop.push_back(std::move(text));
+  };
+  if (v->is_array()) {
+    if (v->size() > static_cast<size_t>(limits.max_stop))
+      bad("stop", fmt::format("'stop' lists {} strings; at most {} are accepted", v->size(), limits.max_stop));
+    for (size_t i = 0; i < v->size(); ++i) add((*v)[i], fmt::format("stop[{}]", i));
+  } else {
+    add(*v, "stop");
+  }
+  return stop;
+}
+
+void parse_sampling(const json& body, const RequestLimits& limits, SamplingParams& p) {
+  p = SamplingParams{};
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  if (auto t = get_number(body, "temperature", 0.0, 2.0)) p.temperature = static_cast<float>(*t);
+  if (auto t = get_number(body, "top_p", 0.0, 1.0)) p.top_p = static_cast<float>(*t);
+  if (auto k = get_int(body, "top_k", -1, std::numeric_limits<int32_t>::max())) p.top_k = *k < 0 ? 0 : static_cast<int32_t>(*k);
+  if (auto m = get_number(body, "min_p", 0.0, 1.0)) p.min_p = static_cast<float>(*m);
+  if (auto f = get_number(body, "frequency_penalty", -2.0, 2.0)) p.frequency_penalty = static_cast<float>(*f);
+  if (auto f = get_number(body, "presence_penalty", -2.0, 2.0)) p.presence_penalty = static_cast<float>(*f);
+  if (field(body, "repeat_penalty") != nullptr && field(body, "repetition_penalty") != nullptr)
+    bad("repetition_penalty", "give 'repeat_penalty' or 'repetition_penalty', not both");
+  for (const char* key : {"repeat_penalty", "repetition_penalty"})
+    if (auto r = get_number(body, key, 0.0, 10.0)) {
+      if (*r <= 0.0) bad(key, fmt::format("'{}' must be more than 0 (1 is off)", key));
+      p.repeat_penalty = static_cast<float>(*r);
+    }
+  if (auto n = get_int(body, "repeat_last_n", -1, std::numeric_limits<int32_t>::max()))
+    p.repeat_last_n = static_cast<int32_t>(*n);
+  // -1 asks for a random seed, as llama.cpp's server takes it.
+  if (auto s = get_int(body, "seed", -1, SamplingParams::kRandomSeed - 1))
+    p.seed = *s < 0 ? SamplingParams::kRandomSeed : static_cast<uint32_t>(*s);
+  if (const json* bias = field(body, "logit_bias")) {
+    if (!bias->is_object()) bad("logit_bias", fmt::format("'logit_bias' must be an object, not {}", kind(*bias)));
+    if (bias->size() > static_cast<size_t>(limits.max_logit_bias))
+      bad("logit_bias", fmt::format("'logit_bias' has {} entries; at most {} are accepted", bias->size(),
+                                    limits.max_logit_bias));
+    for (const auto& [key, value] : bias->items()) {
+      int64_t id = -1;
+      const bool digits = !key.empty() && key.size() <= 10 && key.find_first_not_of("0123456789") == std::string::npos;
+      if (digits) id = std::stoll(key);
+      if (!digits || id > std::numeric_limits<int32_t>::max())
+        bad("logit_bias", fmt::format("'logit_bias' key '{}' is not a token id", key));
+      if (!value.is_number()) bad("logit_bias", fmt::format("'logit_bias[\"{}\"]' must be a number", key));
+      const double b = value.get<double>();
+      if (!(b >= -100.0 && b <= 100.0))
+        bad("logit_bias", fmt::format("'logit_bias[\"{}\"]' must be between -100 and 100 (got {})", key, b));
+      // OpenAI: -100 bans the token.
+      p.logit_bias.emplace_back(static_cast<int32_t>(id),
+                                b <= -100.0 ? -std::numeric_limits<float>::infinity() : static_cast<float>(b));
+    }
+  }
+}
+
+void reject_unsupported(const json& body, Endpoint endpoint) {
+  for (const char* key : {"tools", "functions"}) {
+    const json* v = field(body, key);
+    if (v != nullptr && !(v->is_array() && v->empty()))
+      unsupported(key, fmt::format("'{}': tool and function calling are not supported", key));
+  }
+  for (const char* key : {"tool_choice", "function_call"}) {
+    const json* v = field(body, key);
+    if (v != nullptr && !(v->is_string() && v->get<std::string>() == "none"))
+      unsupported(key, fmt::format("'{}': tool and function calling are not supported", key));
+  }
+  if (const json* rf = field(body, "response_format")) {
+    if (!rf->is_object()) bad("response_format", "'response_format' must be an object");
+    const std::string type = get_string(*rf, "type");
+    if (type != "text")
+      unsupported("response_format", fmt::format("'response_format' of type '{}' is not supported (only 'text')", type));
+  }
+  if (endpoint == Endpoint::kCompletions) {
+    if (!get_string(body, "suffix").empty()) unsupported("suffix", "'suffix' (insertion) is not supported");
+  }
+}
+
+json parse_body(std::string_view text, const RequestLimits& limits) {
+  json body;
+  try {
+    JsonLimits jl;
+    jl.max_depth = 32;
+    jl.max_values = limits.max_json_values;
+    jl.what = "the request body";
+    body = parse_json(text, "request", jl);
+  } catch (const Error& e) {
+    bad("", e.what());
+  }
+  if (!body.is_object()) bad("", fmt::format("the request body must be a JSON object, not {}", kind(body)));
+  return body;
+}
+
+}  // namespace
+
+TokenizeRequest parse_tokenize(std::string_view text, const RequestLimits& limits) {
+  const json body = parse_body(text, limits);
+  const json* content = field(body, "content");
+  if (content == nullptr || !content->is_string()) bad("content", "'content' must be a string");
+  TokenizeRequest r;
+  r.content = content->get<std::string>();
+  r.add_special = get_bool(body, "add_special", false);
+  return r;
+}
+
+std::vector<int32_t> parse_detokenize(std::string_view text, const RequestLimits& limits) {
+  const json body = parse_body(text, limits);
+  const json* tokens = field(body, "tokens");
+  if (tokens == nullptr || !tokens->is_array()) bad("tokens", "'tokens' must be a list of token ids");
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < tokens->size(); ++i)
+    ids.push_back(static_cast<int32_t>(
+        as_int((*tokens)[i], fmt::format("tokens[{}]", i), 0, std::numeric_limits<int32_t>::max(), "tokens")));
+  return ids;
+}
+
+ApiRequest parse_request(Endpoint endpoint, std::string_view text, const RequestLimits& limits) {
+  const json body = parse_body(text, limits);
+
+  ApiRequest r;
+  r.endpoint = endpoint;
+  r.model = get_string(body, "model");
+  reject_unsupported(body, endpoint);
+  if (endpoint == Endpoint::kChat) {
+    r.messages = parse_messages(body, limits);
+  } else {
+    r.prompts = parse_prompt(body, limits);
+    r.echo = get_bool(body, "echo", false);
+  }
+  r.stream = get_bool(body, "stream", false);
+  if (const json* so = field(body, "stream_options")) {
+    if (!so->is_object()) bad("stream_options", fmt::format("'stream_options' must be an object, not {}", kind(*so)));
+    if (!r.stream) bad("stream_options", "'stream_options' is only allowed with \"stream\": true");
+    r.include_usage = get_bool(*so, "include_usage", false);
+  }
+  r.n = static_cast<int32_t>(get_int(body, "n", 1, limits.max_n).value_or(1));
+  if (auto best_of = get_int(body, "best_of", 1, limits.max_n); best_of && *best_of != r.n)
+    unsupported("best_of", "'best_of' other than n is not supported");
+  const auto max_tokens = get_int(body, "max_tokens", 1, std::numeric_limits<int32_t>::max());
+  const auto max_completion = get_int(body, "max_completion_tokens", 1, std::numeric_limits<int32_t>::max());
+  r.max_tokens = max_completion ? max_completion : max_tokens;
+  parse_sampling(body, limits, r.sampling);
+  r.stop = parse_stop(body, limits);
+  r.ignore_eos = get_bool(body, "ignore_eos", false);
+  r.return_token_ids = get_bool(body, "return_token_ids", false);
+
+  if (endpoint == Endpoint::kChat) {
+    r.logprobs = get_bool(body, "logprobs", false);
+    if (auto top = get_int(body, "top_logprobs", 0, limits.max_top_logprobs)) {
+      if (!r.logprobs && *top > 0) bad("top_logprobs", "'top_logprobs' needs \"logprobs\": true");
+      r.top_logprobs = static_cast<int32_t>(*top);
+    }
+  } else {
+    // Completions: logprobs is the number of alternatives (0: the chosen token's only).
+    if (auto lp = get_int(body, "logprobs", 0, limits.max_top_logprobs)) {
+      r.logprobs = true;
+      r.top_logprobs = static_cast<int32_t>(*lp);
+    }
+    if (r.echo && r.logprobs)
+      unsupported("echo", "'echo' with 'logprobs' (log-probabilities of the prompt) is not supported");
+  }
+  return r;
+}
+
+}  // namespace frugal::server

@@ -1,0 +1,72 @@
+// The OpenAI request schema: JSON bodies of /v1/chat/completions and /v1/completions to typed
+// requests. The only place request JSON is read. Everything the body gets wrong (not JSON, not
+// UTF-8, a wrong type, a value out of range, a feature frugal does not have) is an ApiError
+// naming the field; nothing here needs the model, so the parser can be fuzzed on its own.
+//
+// Defaults are OpenAI's: temperature 1, top_p 1, no top-k or min-p, no penalties. The
+// llama.cpp and vLLM extensions that users of those servers send are accepted: top_k, min_p,
+// repeat_penalty / repetition_penalty, repeat_last_n, ignore_eos, return_token_ids. Unknown
+// fields are ignored, as OpenAI-compatible servers do.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chat/chat_template.h"
+#include "runtime/sampler.h"
+
+namespace frugal::server {
+
+enum class Endpoint { kChat, kCompletions };
+
+struct PromptInput {
+  bool is_tokens = false;
+  std::string text;             // !is_tokens
+  std::vector<int32_t> tokens;  // is_tokens: token ids as given (range checked against the model later)
+};
+
+struct ApiRequest {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string model;                  // empty: not given (the served model)
+  std::vector<ChatMessage> messages;  // kChat
+  std::vector<PromptInput> prompts;   // kCompletions: one or more
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  int32_t n = 1;
+  std::optional<int64_t> max_tokens;  // max_tokens or max_completion_tokens; absent: the endpoint's default
+  SamplingParams sampling;
+  std::vector<std::string> stop;
+  bool logprobs = false;
+  int32_t top_logprobs = 0;
+  bool echo = false;  // kCompletions: the prompt text before the completion
+  bool ignore_eos = false;
+  bool return_token_ids = false;  // vLLM: token ids next to the text
+};
+
+struct RequestLimits {
+  int32_t max_n = 16;
+  int32_t max_prompts = 16;
+  int32_t max_stop = 16;
+  size_t max_stop_bytes = 1024;
+  int32_t max_top_logprobs = 20;
+  int32_t max_messages = 4096;
+  int32_t max_logit_bias = 1024;
+  size_t max_json_values = size_t{1} << 21;  // an 8 MiB body of small numbers stays under it
+};
+
+// Throws ApiError (status 400) naming the field at fault.
+ApiRequest parse_request(Endpoint endpoint, std::string_view body, const RequestLimits& limits = {});
+
+// llama.cpp's POST /tokenize {"content": text, "add_special": false} and POST /detokenize
+// {"tokens": [ids]}, which clients use to count and build token-id prompts.
+struct TokenizeRequest {
+  std::string content;
+  bool add_special = false;  // the BOS the model adds to prompts
+};
+TokenizeRequest parse_tokenize(std::string_view body, const RequestLimits& limits = {});
+std::vector<int32_t> parse_detokenize(std::string_view body, const RequestLimits& limits = {});
+
+}  // namespace frugal::server

@@ -1,0 +1,206 @@
+#include "server/openai_response.h"
+
+#include <nlohmann/json.hpp>
+#include <random>
+
+namespace frugal::server {
+namespace {
+
+using json = nlohmann::json;
+
+// Token text can be part of a UTF-8 character: such bytes become U+FFFD in JSON strings
+// (the exact bytes are in the "bytes" fields).
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string token_text(const ResponseFormat& f, int32_t id) {
+  if (f.tokenizer == nullptr || id < 0 || id >= f.tokenizer->n_vocab()) return fmt::format("<{}>", id);
+  return f.tokenizer->token_bytes(id, /*render_special=*/true);
+}
+
+json bytes_of(const std::string& s) {
+  json b = json::array();
+  for (const unsigned char c : s) b.push_back(static_cast<int>(c));
+  return b;
+}
+
+json usage_json(const RequestUsage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
+}
+
+// Chat: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}, ...]}.
+json chat_logprobs(const ResponseFormat& f, const std::vector<TokenLogprobs>& lps) {
+  json content = json::array();
+  for (const auto& lp : lps) {
+    const std::string t = token_text(f, lp.token.id);
+    json top = json::array();
+    for (const auto& alt : lp.top) {
+      const std::string a = token_text(f, alt.id);
+      top.push_back({{"token", a}, {"logprob", alt.logprob}, {"bytes", bytes_of(a)}});
+    }
+    content.push_back({{"token", t}, {"logprob", lp.token.logprob}, {"bytes", bytes_of(t)}, {"top_logprobs", top}});
+  }
+  return {{"content", content}, {"refusal", nullptr}};
+}
+
+// Completions: parallel lists of tokens, their log-probabilities, the alternatives and where
+// each token's text starts in the choice's text.
+json completion_logprobs(const ResponseFormat& f, const std::vector<TokenLogprobs>& lps, int64_t& offset) {
+  json tokens = json::array(), values = json::array(), top = json::array(), offsets = json::array();
+  for (const auto& lp : lps) {
+    const std::string t = token_text(f, lp.token.id);
+    tokens.push_back(t);
+    values.push_back(lp.token.logprob);
+    json alternatives = json::object();
+    for (const auto& alt : lp.top) alternatives[token_text(f, alt.id)] = alt.logprob;
+    top.push_back(alternatives);
+    offsets.push_back(offset);
+    offset += static_cast<int64_t>(t.size());
+  }
+  return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", top}, {"text_offset", offsets}};
+}
+
+json chunk_base(const ResponseFormat& f) {
+  const bool chat = f.endpoint == Endpoint::kChat;
+  json j = {{"id", f.id},
+            {"object", chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", f.created},
+            {"model", f.model},
+            {"choices", json::array()}};
+  if (f.include_usage) j["usage"] = nullptr;  // OpenAI: null on every chunk but the last
+  return j;
+}
+
+json chunk_choice(const ResponseFormat& f, int32_t choice) {
+  json c = {{"index", choice}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+  if (f.endpoint == Endpoint::kChat) c["delta"] = json::object();
+  return c;
+}
+
+}  // namespace
+
+std::string new_response_id(const char* prefix) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{}{:012x}{:012x}", prefix, rng() & 0xFFFFFFFFFFFFull, rng() & 0xFFFFFFFFFFFFull);
+}
+
+const char* openai_finish_reason(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop:
+    case FinishReason::kEos:
+      return "stop";
+    case FinishReason::kLength:
+    case FinishReason::kContextFull:
+      return "length";
+    case FinishReason::kCancelled:
+      return "abort";
+  }
+  return "stop";
+}
+
+std::string error_json(const ApiError& e) {
+  return dump({{"error",
+                {{"message", e.what()},
+                 {"type", e.type},
+                 {"param", e.param.empty() ? json(nullptr) : json(e.param)},
+                 {"code", e.code.empty() ? json(nullptr) : json(e.code)}}}});
+}
+
+std::string response_json(const ResponseFormat& f, const std::vector<ChoiceResult>& choices, const RequestUsage& usage) {
+  const bool chat = f.endpoint == Endpoint::kChat;
+  json out = {{"id", f.id},
+              {"object", chat ? "chat.completion" : "text_completion"},
+              {"created", f.created},
+              {"model", f.model},
+              {"choices", json::array()},
+              {"usage", usage_json(usage)}};
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ChoiceResult& r = choices[i];
+    const std::string echo = i < f.echo.size() ? f.echo[i] : std::string();
+    json c = {{"index", i}, {"finish_reason", openai_finish_reason(r.finish)}};
+    if (chat) {
+      c["message"] = {{"role", "assistant"}, {"content", r.text}, {"refusal", nullptr}};
+      c["logprobs"] = f.logprobs ? chat_logprobs(f, r.logprobs) : json(nullptr);
+    } else {
+      c["text"] = echo + r.text;
+      int64_t offset = static_cast<int64_t>(echo.size());
+      c["logprobs"] = f.logprobs ? completion_logprobs(f, r.logprobs, offset) : json(nullptr);
+    }
+    if (f.return_token_ids) c["token_ids"] = r.tokens;
+    out["choices"].push_back(std::move(c));
+  }
+  return dump(out);
+}
+
+std::string models_json(const std::string& model_id, int64_t created, int64_t n_ctx, int64_t n_vocab) {
+  json m = json::parse(model_json(model_id, created));
+  m["max_model_len"] = n_ctx;  // vLLM's field: what clients read the context size from
+  m["meta"] = {{"n_ctx", n_ctx}, {"n_vocab", n_vocab}};
+  return dump({{"object", "list"}, {"data", json::array({m})}});
+}
+
+std::string model_json(const std::string& model_id, int64_t created) {
+  return dump({{"id", model_id}, {"object", "model"}, {"created", created}, {"owned_by", "frugal"}});
+}
+
+std::string tokenize_json(const std::vector<int32_t>& tokens) {
+  return dump({{"tokens", tokens}});
+}
+
+std::string detokenize_json(const std::string& content) {
+  return dump({{"content", content}});
+}
+
+std::string sse_frame(const std::string& json_text) {
+  return "data: " + json_text + "\n\n";
+}
+
+std::string role_chunk(const ResponseFormat& f, int32_t choice) {
+  json j = chunk_base(f);
+  json c = chunk_choice(f, choice);
+  c["delta"] = {{"role", "assistant"}, {"content", ""}};
+  j["choices"].push_back(std::move(c));
+  return sse_frame(dump(j));
+}
+
+std::string content_chunk(const ResponseFormat& f, int32_t choice, const std::string& text,
+                          const std::vector<int32_t>& tokens, const std::vector<TokenLogprobs>& logprobs,
+                          int64_t& text_offset) {
+  json j = chunk_base(f);
+  json c = chunk_choice(f, choice);
+  if (f.endpoint == Endpoint::kChat) {
+    c["delta"] = {{"content", text}};
+    if (f.logprobs) c["logprobs"] = chat_logprobs(f, logprobs);
+  } else {
+    c["text"] = text;
+    if (f.logprobs) c["logprobs"] = completion_logprobs(f, logprobs, text_offset);
+  }
+  if (f.return_token_ids) c["token_ids"] = tokens;
+  j["choices"].push_back(std::move(c));
+  return sse_frame(dump(j));
+}
+
+std::string finish_chunk(const ResponseFormat& f, int32_t choice, FinishReason reason) {
+  json j = chunk_base(f);
+  json c = chunk_choice(f, choice);
+  if (f.endpoint == Endpoint::kCompletions) c["text"] = "";
+  c["finish_reason"] = openai_finish_reason(reason);
+  j["choices"].push_back(std::move(c));
+  return sse_frame(dump(j));
+}
+
+std::string usage_chunk(const ResponseFormat& f, const RequestUsage& usage) {
+  json j = chunk_base(f);
+  j["usage"] = usage_json(usage);
+  return sse_frame(dump(j));
+}
+
+std::string error_frame(const ApiError& error) {
+  return sse_frame(error_json(error));
+}
+
+}  // namespace frugal::server

@@ -1,0 +1,68 @@
+// The OpenAI response schema: typed results and stream events to JSON bodies and
+// server-sent-event chunks, shaped as api.openai.com answers (chat.completion,
+// chat.completion.chunk, text_completion, list/model, error), so standard clients parse them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/generator.h"
+#include "runtime/request_stream.h"
+#include "server/api_error.h"
+#include "server/openai_request.h"
+#include "tokenizer/tokenizer.h"
+
+namespace frugal::server {
+
+// What every part of one response needs to know about its request.
+struct ResponseFormat {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string id;  // chatcmpl-... or cmpl-...
+  int64_t created = 0;
+  std::string model;
+  int32_t n_choices = 1;
+  bool logprobs = false;
+  bool return_token_ids = false;
+  bool include_usage = false;
+  std::vector<std::string> echo;        // per choice: text that precedes the completion (completions' echo)
+  const Tokenizer* tokenizer = nullptr;  // for the text of tokens in log-probabilities
+};
+
+// One choice of a non-streamed response, collected from the events.
+struct ChoiceResult {
+  std::string text;
+  std::vector<int32_t> tokens;
+  std::vector<TokenLogprobs> logprobs;
+  FinishReason finish = FinishReason::kLength;
+};
+
+// A fresh response id: prefix and 24 random hex digits.
+std::string new_response_id(const char* prefix);
+// "stop", "length" (and "abort" for a choice ended by cancellation), as OpenAI names them.
+const char* openai_finish_reason(FinishReason reason);
+
+std::string error_json(const ApiError& error);
+std::string response_json(const ResponseFormat& f, const std::vector<ChoiceResult>& choices, const RequestUsage& usage);
+std::string models_json(const std::string& model_id, int64_t created, int64_t n_ctx, int64_t n_vocab);
+std::string model_json(const std::string& model_id, int64_t created);
+std::string tokenize_json(const std::vector<int32_t>& tokens);      // {"tokens": [...]}
+std::string detokenize_json(const std::string& content);            // {"content": "..."}
+
+// Server-sent events. Each returns a whole "data: ...\n\n" frame.
+std::string sse_frame(const std::string& json_text);
+// Chat: the first chunk of a choice, {"delta": {"role": "assistant", "content": ""}}.
+std::string role_chunk(const ResponseFormat& f, int32_t choice);
+// Text (possibly empty) with the tokens that produced it and their log-probabilities.
+// `text_offset`: completions' running offset of the choice's text (updated).
+std::string content_chunk(const ResponseFormat& f, int32_t choice, const std::string& text,
+                          const std::vector<int32_t>& tokens, const std::vector<TokenLogprobs>& logprobs,
+                          int64_t& text_offset);
+// The last chunk of a choice: an empty delta and the finish reason.
+std::string finish_chunk(const ResponseFormat& f, int32_t choice, FinishReason reason);
+// With stream_options.include_usage: the chunk after the last choice, no choices, the usage.
+std::string usage_chunk(const ResponseFormat& f, const RequestUsage& usage);
+std::string error_frame(const ApiError& error);
+inline constexpr const char* kDoneFrame = "data: [DONE]\n\n";
+
+}  // namespace frugal::server

@@ -1,0 +1,123 @@
+#include "tokenizer/gguf_export.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "core/check.h"
+#include "io/gguf_writer.h"
+#include "tokenizer/bpe_tokenizer.h"
+#include "tokenizer/pretokenizer.h"
+#include "tokenizer/spm_tokenizer.h"
+
+namespace frugal {
+
+std::vector<std::string> BpeTokenizer::merge_rules() const {
+  std::unordered_map<int32_t, std::string_view> extra;
+  for (const auto& [text, id] : extra_symbols_) extra.emplace(id, text);
+  auto text_of = [&](int32_t id) -> std::string_view {
+    if (vocab_.contains(id)) return vocab_.text(id);
+    auto it = extra.find(id);
+    FRUGAL_CHECK(it != extra.end(), "merge rule with unknown symbol {}", id);
+    return it->second;
+  };
+  std::vector<std::pair<int32_t, std::string>> ranked;
+  ranked.reserve(merges_.size());
+  for (const auto& [key, merge] : merges_) {
+    const auto left = static_cast<int32_t>(key >> 32), right = static_cast<int32_t>(key & 0xffffffffu);
+    ranked.emplace_back(merge.rank, std::string(text_of(left)) + " " + std::string(text_of(right)));
+  }
+  std::sort(ranked.begin(), ranked.end());
+  std::vector<std::string> rules;
+  rules.reserve(ranked.size());
+  for (auto& [rank, rule] : ranked) rules.push_back(std::move(rule));
+  return rules;
+}
+
+namespace {
+
+// Exercises what pre-tokenizers disagree on; modelled on llama.cpp's convert_hf_to_gguf_update.py.
+constexpr const char* kProbeText =
+    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶‍🌫️ (multiple emojis concatenated) ✅ 🦙🦙 3 33 333 "
+    "3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាចខលចេញ 🚀 (normal) ✅ ------======= "
+    "нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? 'M not "
+    "sure I'll make it, 'D you like some tea? We'Ve a'lL 你好世界 こんにちは123abc ABC_def foo-bar x=1+2; "
+    "$10,000.50 at 9:30pm!!\r\n\r\nEnd.";
+
+// Preferred first: the names llama.cpp's converter gives the common model families.
+constexpr const char* kPreferred[] = {"llama-bpe", "qwen2", "smollm", "gpt-2", "deepseek-llm", "deepseek-coder",
+                                      "deepseek-v3", "falcon", "starcoder", "refact", "command-r", "gpt-4o",
+                                      "tekken", "default"};
+
+}  // namespace
+
+std::string detect_pretokenizer_name(const BpeTokenizer& tokenizer) {
+  const std::vector<int32_t> want = tokenizer.encode(kProbeText, false, false);
+  const std::vector<std::string> rules = tokenizer.merge_rules();
+  std::vector<std::string> names(std::begin(kPreferred), std::end(kPreferred));
+  for (const std::string& n : named_pretokenizer_names())
+    if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+  for (const std::string& name : names) {
+    const NamedPreTokenizer* named = find_named_pretokenizer(name);
+    if (named == nullptr) continue;
+    PreTokenizer pre;
+    for (const std::string& regex : named->regexes) pre.add_regex(regex, SplitBehavior::kIsolated, RegexDialect::kEcmaScript);
+    BpeTokenizer::Options options;
+    options.ignore_merges = named->ignore_merges;
+    BpeTokenizer candidate(tokenizer.vocab(), std::move(pre), Normalizer(), options);
+    for (size_t i = 0; i < rules.size(); ++i) {
+      const size_t space = rules[i].find(' ', 1);
+      candidate.add_merge(std::string_view(rules[i]).substr(0, space), std::string_view(rules[i]).substr(space + 1),
+                          static_cast<int32_t>(i));
+    }
+    candidate.finish_special_tokens();
+    if (candidate.encode(kProbeText, false, false) == want) return name;
+  }
+  return {};
+}
+
+void add_tokenizer_to_gguf(GgufWriter& w, const Tokenizer& tokenizer, const TokenizerGgufOptions& options) {
+  const auto* vt = dynamic_cast<const VocabTokenizer*>(&tokenizer);
+  if (vt == nullptr) fail("this tokenizer cannot be stored in GGUF metadata (no vocabulary table)");
+  const Vocab& vocab = vt->vocab();
+  const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tokenizer);
+  std::vector<std::string> tokens(static_cast<size_t>(vocab.size()));
+  std::vector<float> scores(tokens.size());
+  std::vector<int32_t> types(tokens.size());
+  int32_t unk = -1;
+  for (int32_t id = 0; id < vocab.size(); ++id) {
+    tokens[id] = vocab.text(id);
+    scores[id] = vocab.score(id);
+    types[id] = static_cast<int32_t>(vocab.kind(id));
+    if (unk < 0 && vocab.kind(id) == TokenKind::kUnknown) unk = id;
+  }
+  if (bpe != nullptr) {
+    std::string pre = options.pre.empty() ? detect_pretokenizer_name(*bpe) : options.pre;
+    if (pre.empty())
+      fail("the BPE tokenizer's pre-tokenizer matches none that llama.cpp knows by name; it cannot be stored in "
+           "GGUF so that llama.cpp tokenizes the same way");
+    w.set_string("tokenizer.ggml.model", "gpt2");
+    w.set_string("tokenizer.ggml.pre", pre);
+    w.set_string_array("tokenizer.ggml.tokens", tokens);
+    w.set_array("tokenizer.ggml.token_type", types);
+    w.set_string_array("tokenizer.ggml.merges", bpe->merge_rules());
+  } else {
+    // SentencePiece-style vocabularies (SpmTokenizer, libsentencepiece): llama.cpp's "llama".
+    if (const auto* spm = dynamic_cast<const SpmTokenizer*>(&tokenizer); spm != nullptr && spm->unk_id() >= 0)
+      unk = spm->unk_id();
+    w.set_string("tokenizer.ggml.model", "llama");
+    w.set_string("tokenizer.ggml.pre", options.pre.empty() ? "default" : options.pre);
+    w.set_string_array("tokenizer.ggml.tokens", tokens);
+    w.set_array("tokenizer.ggml.scores", scores);
+    w.set_array("tokenizer.ggml.token_type", types);
+    if (!tokenizer.adds_space_prefix()) w.set_bool("tokenizer.ggml.add_space_prefix", false);
+  }
+  if (tokenizer.bos_id() >= 0) w.set_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(tokenizer.bos_id()));
+  if (tokenizer.eos_id() >= 0) w.set_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(tokenizer.eos_id()));
+  // llama.cpp's default unknown id for "llama" vocabularies is 0: written only when it differs.
+  if (unk >= 0 && (bpe != nullptr || unk != 0)) w.set_u32("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(unk));
+  w.set_bool("tokenizer.ggml.add_bos_token", tokenizer.add_bos_default());
+  w.set_bool("tokenizer.ggml.add_eos_token", false);
+  if (!options.chat_template.empty()) w.set_string("tokenizer.chat_template", options.chat_template);
+}
+
+}  // namespace frugal

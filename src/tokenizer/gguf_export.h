@@ -1,0 +1,35 @@
+// Writing a tokenizer into GGUF metadata (tokenizer.ggml.*) the way llama.cpp's converter does,
+// so that a file frugal writes carries its vocabulary and llama.cpp tokenizes exactly as frugal:
+//  - SentencePiece-style vocabularies (tokenizer.model, GGUF "llama") as model "llama": tokens,
+//    scores and token types;
+//  - byte-level BPE (tokenizer.json, GGUF "gpt2") as model "gpt2": tokens, token types, merges
+//    and the pre-tokenizer's llama.cpp name;
+// plus the special token ids, add_bos/add_eos, the space prefix flag when off, and the chat
+// template.
+#pragma once
+
+#include <string>
+
+namespace frugal {
+
+class GgufWriter;
+class Tokenizer;
+class BpeTokenizer;
+
+struct TokenizerGgufOptions {
+  // tokenizer.ggml.pre for a BPE vocabulary; empty: detect_pretokenizer_name().
+  std::string pre;
+  std::string chat_template;  // written when not empty
+};
+
+// Throws frugal::Error when the tokenizer cannot be represented (a BPE tokenizer whose
+// pre-tokenizer matches no name llama.cpp knows).
+void add_tokenizer_to_gguf(GgufWriter& writer, const Tokenizer& tokenizer, const TokenizerGgufOptions& options = {});
+
+// The llama.cpp pre-tokenizer name under which a GGUF BPE tokenizer with this vocabulary and
+// these merges splits text as `tokenizer` does (checked on a text that exercises digits,
+// contractions, whitespace runs, punctuation and non-Latin scripts, llama.cpp's own way of
+// recognising pre-tokenizers); empty when none does.
+std::string detect_pretokenizer_name(const BpeTokenizer& tokenizer);
+
+}  // namespace frugal

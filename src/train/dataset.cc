@@ -1,0 +1,338 @@
+#include "train/dataset.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "core/check.h"
+#include "io/mapped_file.h"
+
+namespace frugal {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Line (1-based) of every element of a top-level JSON array, by a scan that skips strings: the
+// JSON parser gives values, not where they were, and errors about a record should name its line.
+std::vector<int64_t> array_element_lines(const std::string& text) {
+  std::vector<int64_t> lines;
+  int64_t line = 1;
+  int depth = 0;
+  bool in_string = false, escape = false, expect_value = false;
+  for (char ch : text) {
+    if (ch == '\n') ++line;
+    if (in_string) {
+      if (escape) {
+        escape = false;
+      } else if (ch == '\\') {
+        escape = true;
+      } else if (ch == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t') continue;
+    if (depth == 1 && expect_value && ch != ']') {
+      lines.push_back(line);
+      expect_value = false;
+    }
+    if (ch == '"') {
+      in_string = true;
+    } else if (ch == '[' || ch == '{') {
+      ++depth;
+      if (depth == 1) expect_value = true;
+    } else if (ch == ']' || ch == '}') {
+      --depth;
+    } else if (ch == ',' && depth == 1) {
+      expect_value = true;
+    }
+  }
+  return lines;
+}
+
+const std::string& string_field(const nlohmann::json& j, const char* key, const std::string& label, bool required,
+                                const std::string& fallback = "") {
+  static const std::string empty;
+  if (!j.contains(key) || j[key].is_null()) {
+    if (required) fail("{}: the record has no '{}'", label, key);
+    return fallback.empty() ? empty : fallback;
+  }
+  if (!j[key].is_string()) fail("{}: '{}' must be a string, not {}", label, key, j[key].type_name());
+  return j[key].get_ref<const std::string&>();
+}
+
+class Builder {
+ public:
+  Builder(const std::string& path, const Tokenizer& tok, const std::optional<ChatTemplate>& chat, const DataOptions& o)
+      : path_(path), tok_(tok), chat_(chat), o_(o) {
+    if (tok.bos_id() >= 0) bos_ = tok.token_text(tok.bos_id());
+    if (tok.eos_id() >= 0) eos_ = tok.token_text(tok.eos_id());
+  }
+
+  void text_stream(const std::string& text) {
+    note("text");
+    std::vector<int32_t> ids = tok_.encode(text, tok_.add_bos_default(), /*parse_special=*/false);
+    if (ids.size() < 2) fail("{}: the text is too short to train on ({} tokens)", path_, ids.size());
+    // Pieces of seq_len + 1 tokens overlapping by one: every token after the first is a target once.
+    const size_t piece = static_cast<size_t>(o_.seq_len) + 1;
+    for (size_t start = 0; start + 1 < ids.size(); start += piece - 1) {
+      Example e;
+      e.tokens.assign(ids.begin() + start, ids.begin() + std::min(ids.size(), start + piece));
+      e.loss.assign(e.tokens.size(), 1);
+      e.loss[0] = 0;
+      e.splittable = true;
+      add(std::move(e));
+    }
+  }
+
+  void record(const nlohmann::json& j, const std::string& label) {
+    if (!j.is_object()) fail("{}: a record must be a JSON object, not {}", label, j.type_name());
+    if (j.contains("messages")) return chat_record(j, label);
+    if (j.contains("instruction") || j.contains("output")) return alpaca_record(j, label);
+    if (j.contains("text")) return text_record(j, label);
+    std::string keys;
+    for (const auto& [k, v] : j.items()) keys += (keys.empty() ? "" : ", ") + k;
+    fail("{}: a record needs \"text\", \"messages\" or \"instruction\" and \"output\" (it has: {})", label,
+         keys.empty() ? "nothing" : keys);
+  }
+
+  Dataset take() {
+    if (data_.examples.empty()) fail("{}: no training examples in the file", path_);
+    return std::move(data_);
+  }
+
+ private:
+  void note(const char* kind) {
+    if (data_.stats.kinds.find(kind) == std::string::npos)
+      data_.stats.kinds += (data_.stats.kinds.empty() ? "" : "+") + std::string(kind);
+  }
+
+  void add(Example e) {
+    data_.stats.records++;
+    data_.stats.tokens += static_cast<int64_t>(e.tokens.size());
+    for (uint8_t l : e.loss) data_.stats.counted += l;
+    if (!e.splittable && static_cast<int64_t>(e.tokens.size()) > o_.seq_len + 1) data_.stats.truncated++;
+    data_.examples.push_back(std::move(e));
+  }
+
+  void append(Example& e, const std::string& text, bool counted, bool parse_special) {
+    const std::vector<int32_t> ids = tok_.encode(text, false, parse_special);
+    e.tokens.insert(e.tokens.end(), ids.begin(), ids.end());
+    e.loss.insert(e.loss.end(), ids.size(), counted || o_.train_on_prompt);
+  }
+
+  void add_bos(Example& e, const std::string& text) {
+    // Templates that write bos_token have it in their text; otherwise BOS goes first when the
+    // vocabulary wants one, as for any prompt.
+    if (tok_.add_bos_default() && tok_.bos_id() >= 0 && (bos_.empty() || text.rfind(bos_, 0) != 0)) {
+      e.tokens.push_back(tok_.bos_id());
+      e.loss.push_back(0);
+    }
+  }
+
+  void finish(Example e, const std::string& label) {
+    int64_t counted = 0;
+    for (uint8_t l : e.loss) counted += l;
+    if (e.tokens.size() < 2 || counted == 0) fail("{}: the record has no tokens to train on", label);
+    add(std::move(e));
+  }
+
+  void text_record(const nlohmann::json& j, const std::string& label) {
+    note("text");
+    const std::string& text = string_field(j, "text", label, true);
+    Example e;
+    if (tok_.add_bos_default() && tok_.bos_id() >= 0) {
+      e.tokens.push_back(tok_.bos_id());
+      e.loss.push_back(0);
+    }
+    append(e, text, true, false);
+    if (tok_.eos_id() >= 0) {
+      e.tokens.push_back(tok_.eos_id());
+      e.loss.push_back(1);
+    }
+    e.splittable = true;
+    finish(std::move(e), label);
+  }
+
+  void alpaca_record(const nlohmann::json& j, const std::string& label) {
+    note("alpaca");
+    const std::string& instruction = string_field(j, "instruction", label, true);
+    const std::string& input = string_field(j, "input", label, false);
+    const std::string& output = string_field(j, "output", label, true);
+    const std::string& system = string_field(j, "system", label, false);
+    if (chat_) {
+      std::vector<ChatMessage> m;
+      if (!system.empty()) m.push_back({"system", system});
+      m.push_back({"user", input.empty() ? instruction : instruction + "\n" + input});
+      m.push_back({"assistant", output});
+      return conversation(m, label);
+    }
+    Example e;
+    const std::string prompt = (system.empty() ? "" : system + "\n\n") + alpaca_prompt(instruction, input);
+    add_bos(e, prompt);
+    append(e, prompt, false, false);
+    append(e, output, true, false);
+    if (tok_.eos_id() >= 0) {
+      e.tokens.push_back(tok_.eos_id());
+      e.loss.push_back(1);
+    }
+    finish(std::move(e), label);
+  }
+
+  void chat_record(const nlohmann::json& j, const std::string& label) {
+    note("chat");
+    const auto& msgs = j["messages"];
+    if (!msgs.is_array() || msgs.empty()) fail("{}: \"messages\" must be a non-empty list", label);
+    std::vector<ChatMessage> m;
+    for (size_t i = 0; i < msgs.size(); ++i) {
+      const auto& x = msgs[i];
+      const std::string where = fmt::format("{} (message {})", label, i + 1);
+      if (!x.is_object()) fail("{}: a message must be an object with \"role\" and \"content\"", where);
+      m.push_back({string_field(x, "role", where, true), string_field(x, "content", where, true)});
+      const std::string& role = m.back().role;
+      if (role != "system" && role != "user" && role != "assistant" && role != "tool")
+        fail("{}: unknown role '{}' (system, user, assistant or tool)", where, role);
+    }
+    conversation(m, label);
+  }
+
+  // The rendered conversation, tokenized in segments so that exactly the assistant turns
+  // (their text and the template's end-of-turn marks) carry the loss.
+  void conversation(const std::vector<ChatMessage>& m, const std::string& label) {
+    if (!chat_)
+      fail("{}: chat records need a chat template, and the model has none: give --chat-template NAME (one of: {})",
+           label, fmt::join(ChatTemplate::names(), ", "));
+    bool any_assistant = false;
+    std::string full;
+    std::vector<std::pair<size_t, size_t>> spans;  // assistant text in `full`
+    try {
+      full = chat_->render(m, false, bos_, eos_);
+      for (size_t i = 0; i < m.size(); ++i) {
+        if (m[i].role != "assistant") continue;
+        any_assistant = true;
+        const std::vector<ChatMessage> before(m.begin(), m.begin() + i), upto(m.begin(), m.begin() + i + 1);
+        const std::string prompt = chat_->render(before, true, bos_, eos_);
+        const std::string through = chat_->render(upto, false, bos_, eos_);
+        if (through.rfind(prompt, 0) != 0 || full.rfind(through, 0) != 0)
+          fail("the {} template does not render this conversation turn by turn, so its assistant turns cannot be "
+               "told apart (train on whole texts instead)",
+               chat_->name());
+        spans.emplace_back(prompt.size(), through.size());
+      }
+    } catch (const Error& e) {
+      fail("{}: {}", label, e.what());
+    }
+    if (!any_assistant) fail("{}: the conversation has no assistant message to train on", label);
+    Example e;
+    add_bos(e, full);
+    size_t pos = 0;
+    for (auto [begin, end] : spans) {
+      if (begin > pos) append(e, full.substr(pos, begin - pos), false, true);
+      if (end > begin) append(e, full.substr(begin, end - begin), true, true);
+      pos = std::max(pos, end);
+    }
+    if (pos < full.size()) append(e, full.substr(pos), false, true);
+    finish(std::move(e), label);
+  }
+
+  std::string path_;
+  const Tokenizer& tok_;
+  const std::optional<ChatTemplate>& chat_;
+  DataOptions o_;
+  std::string bos_, eos_;
+  Dataset data_;
+};
+
+// Uniform index in [0, n) from 64 random bits (the same on every platform, unlike
+// std::uniform_int_distribution).
+uint64_t below(std::mt19937_64& rng, uint64_t n) { return static_cast<uint64_t>((static_cast<unsigned __int128>(rng()) * n) >> 64); }
+
+}  // namespace
+
+DataFormat parse_data_format(const std::string& name) {
+  if (name == "auto") return DataFormat::kAuto;
+  if (name == "text" || name == "txt") return DataFormat::kText;
+  if (name == "jsonl") return DataFormat::kJsonl;
+  if (name == "json" || name == "alpaca" || name == "chat") return DataFormat::kJson;
+  fail("unknown data format '{}' (auto, text, jsonl, json)", name);
+}
+
+std::string alpaca_prompt(const std::string& instruction, const std::string& input) {
+  if (input.empty())
+    return "Below is an instruction that describes a task. Write a response that appropriately completes the "
+           "request.\n\n### Instruction:\n" +
+           instruction + "\n\n### Response:\n";
+  return "Below is an instruction that describes a task, paired with an input that provides further context. Write a "
+         "response that appropriately completes the request.\n\n### Instruction:\n" +
+         instruction + "\n\n### Input:\n" + input + "\n\n### Response:\n";
+}
+
+Dataset load_dataset(const std::string& path, const Tokenizer& tokenizer, const std::optional<ChatTemplate>& chat,
+                     const DataOptions& o) {
+  if (o.seq_len < 2) fail("the sequence length must be at least 2 (got {})", o.seq_len);
+  const std::string text = read_text_file(path);
+  size_t first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) fail("{}: the file is empty", path);
+  DataFormat format = o.format;
+  if (format == DataFormat::kAuto) {
+    if (ends_with(path, ".jsonl")) {
+      format = DataFormat::kJsonl;
+    } else if (ends_with(path, ".json")) {
+      format = DataFormat::kJson;
+    } else if (ends_with(path, ".txt") || ends_with(path, ".md")) {
+      format = DataFormat::kText;
+    } else {
+      format = text[first] == '[' ? DataFormat::kJson : text[first] == '{' ? DataFormat::kJsonl : DataFormat::kText;
+    }
+  }
+  // A .json file holding one object per line is JSONL in all but name.
+  if (format == DataFormat::kJson && text[first] == '{') format = DataFormat::kJsonl;
+  Builder b(path, tokenizer, chat, o);
+  if (format == DataFormat::kText) {
+    b.text_stream(text);
+  } else if (format == DataFormat::kJsonl) {
+    int64_t line_no = 0;
+    size_t start = 0;
+    while (start < text.size()) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      ++line_no;
+      const std::string_view line(text.data() + start, end - start);
+      start = end + 1;
+      if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+      const std::string label = fmt::format("{}:{}", path, line_no);
+      b.record(parse_json(line, label, {64, size_t{1} << 20, "the line"}), label);
+    }
+  } else {
+    const nlohmann::json j = parse_json(text, path);
+    if (!j.is_array()) fail("{}: a JSON data file must hold a list of records, not {}", path, j.type_name());
+    const std::vector<int64_t> lines = array_element_lines(text);
+    for (size_t i = 0; i < j.size(); ++i)
+      b.record(j[i], fmt::format("{}: record {} (line {})", path, i + 1, i < lines.size() ? lines[i] : 0));
+  }
+  return b.take();
+}
+
+void split_holdout(std::vector<Example>& all, double fraction, uint64_t seed, std::vector<Example>* train,
+                   std::vector<Example>* holdout) {
+  if (!(fraction >= 0 && fraction < 1)) fail("the held-out fraction must be in [0, 1) (got {})", fraction);
+  const size_t n = all.size();
+  size_t n_val = static_cast<size_t>(std::llround(fraction * static_cast<double>(n)));
+  if (fraction > 0 && n_val == 0 && n >= 2) n_val = 1;
+  if (n_val >= n && n > 0) n_val = n - 1;
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::mt19937_64 rng(seed ^ 0x5eed5eed5eedULL);
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[below(rng, i)]);
+  std::vector<bool> is_val(n, false);
+  for (size_t i = 0; i < n_val; ++i) is_val[order[n - 1 - i]] = true;
+  train->clear();
+  holdout->clear();
+  for (size_t i = 0; i < n; ++i) (is_val[i] ? holdout : train)->push_back(std::move(all[i]));
+  all.clear();
+}
+
+}  // namespace frugal

@@ -1,0 +1,148 @@
+#include "train/lora_merge.h"
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "io/gguf.h"
+#include "io/gguf_writer.h"
+#include "io/safetensors.h"
+#include "io/safetensors_writer.h"
+#include "model/architecture.h"
+#include "model/model_source.h"
+#include "train/lora.h"
+
+namespace frugal {
+namespace fs = std::filesystem;
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The bytes of `values` [rows, cols] in `type`.
+std::vector<uint8_t> convert_rows(const std::vector<float>& values, int64_t rows, int64_t cols, DType type) {
+  const size_t stride = row_bytes(type, cols);
+  std::vector<uint8_t> out(stride * rows);
+  const FromFloatFn from = dtype_traits(type).from_float;
+  for (int64_t r = 0; r < rows; ++r) from(values.data() + r * cols, out.data() + r * stride, cols);
+  return out;
+}
+
+}  // namespace
+
+MergeSummary merge_lora(const MergeOptions& o) {
+  if (o.adapters.empty()) fail("no adapter to merge (--lora DIR[:SCALE])");
+  if (o.output.empty()) fail("no output given (-o FOLDER or -o FILE.gguf)");
+  {
+    std::error_code ec;
+    if (fs::exists(o.output, ec) && fs::equivalent(o.output, o.model, ec))
+      fail("{}: the output is the base model itself; write the merged model elsewhere", o.output);
+  }
+  ModelOpenOptions open;
+  open.tokenizer_path = o.tokenizer;
+  auto source = ModelSource::open(o.model, open);
+  auto model = load_model(*source);
+  const auto* decoder = dynamic_cast<const DecoderModel*>(model.get());
+  if (decoder == nullptr) fail("{}: LoRA merging supports Llama-family decoders", o.model);
+  const bool to_gguf = ends_with(o.output, ".gguf");
+  if (to_gguf && source->format() != ModelFormat::kGguf)
+    fail("{}: a GGUF output needs a GGUF base model; merge into a folder (-o DIR) and quantize that", o.output);
+  if (!to_gguf && source->format() != ModelFormat::kHuggingFace)
+    fail("{}: a {} base merges into a GGUF file (-o FILE.gguf)", o.output,
+         source->format() == ModelFormat::kGguf ? "GGUF" : "llama2.c");
+  std::optional<DType> type;
+  if (!o.type.empty()) {
+    type = dtype_from_name(o.type);
+    if (!type || dtype_traits(*type).from_float == nullptr)
+      fail("--type {}: not a type frugal can write", o.type);
+    if (!to_gguf && *type != DType::kF32 && *type != DType::kF16 && *type != DType::kBF16)
+      fail("--type {}: a safetensors folder holds f32, f16 or bf16; write a GGUF for quantized types", o.type);
+  }
+
+  // The adapters, checked against the model, grouped by the tensor they change.
+  std::vector<LoraSet> sets;
+  for (const auto& [dir, scale] : o.adapters) sets.push_back(LoraSet::from_peft(*decoder, read_peft_adapter(dir), dir, scale));
+  std::map<std::string, std::pair<const Linear*, std::vector<LoraAdapter>>> merges;  // tensor name -> linear, adapters
+  for (const LoraSet& set : sets)
+    for (const LoraModule& m : set.modules()) {
+      const Linear& lin = lora_target_linear(decoder->weights(), m.layer, m.target);
+      auto& entry = merges[lin.name + ".weight"];
+      entry.first = &lin;
+      entry.second.push_back(m.adapter());
+    }
+  auto out_type = [&](DType source_type) {
+    if (type) return *type;
+    return dtype_traits(source_type).is_float ? source_type : DType::kF32;
+  };
+  MergeSummary summary;
+  std::vector<std::vector<uint8_t>> buffers;  // merged tensors, alive until written
+  buffers.reserve(merges.size());
+  auto merged = [&](const std::string& name, int64_t* rows, int64_t* cols, DType* t) -> const uint8_t* {
+    const auto it = merges.find(name);
+    if (it == merges.end()) return nullptr;
+    const Linear& lin = *it->second.first;
+    *rows = lin.n_out();
+    *cols = lin.n_in();
+    *t = out_type(lin.weight.dtype);
+    if (*cols % dtype_traits(*t).block_size != 0)
+      fail("--type {}: rows of {} ({} values) do not hold whole {}-value blocks", dtype_name(*t), name, *cols,
+           dtype_traits(*t).block_size);
+    buffers.push_back(convert_rows(merged_weight(lin, it->second.second), *rows, *cols, *t));
+    summary.merged_tensors++;
+    summary.type = dtype_name(*t);
+    return buffers.back().data();
+  };
+
+  if (to_gguf) {
+    const GgufFile& g = *source->gguf();
+    GgufWriter w;
+    for (const std::string& key : g.metadata_keys()) w.set_value(key, g.metadata().at(key));
+    for (const GgufTensorInfo& info : g.tensors()) {
+      int64_t rows = 0, cols = 0;
+      DType t = info.dtype;
+      if (const uint8_t* data = merged(info.name, &rows, &cols, &t)) {
+        w.add_tensor(info.name, t, info.shape, data);
+      } else {
+        w.add_tensor(info.name, g.tensor_view(info));
+        summary.copied_tensors++;
+      }
+    }
+    w.write(o.output);
+  } else {
+    const auto files = open_safetensors_dir(o.model);
+    SafetensorsWriter w;
+    w.set_metadata("format", "pt");
+    for (const auto& file : files)
+      for (const SafetensorsEntry& e : file->entries()) {
+        int64_t rows = 0, cols = 0;
+        DType t = e.dtype;
+        if (const uint8_t* data = merged(e.name, &rows, &cols, &t)) {
+          w.add_tensor(e.name, t, e.shape, data);
+        } else {
+          w.add_tensor(e.name, e.dtype, e.shape, file->tensor_view(e).data);
+          summary.copied_tensors++;
+        }
+      }
+    std::error_code ec;
+    fs::create_directories(o.output, ec);
+    if (ec) fail("{}: cannot create the folder: {}", o.output, ec.message());
+    w.write((fs::path(o.output) / "model.safetensors").string());
+    // Everything else a Hugging Face folder carries (config, tokenizer, generation settings).
+    for (const auto& entry : fs::directory_iterator(o.model, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (!entry.is_regular_file(ec) || ends_with(name, ".safetensors") || name == "model.safetensors.index.json")
+        continue;
+      if (ends_with(name, ".json") || ends_with(name, ".model") || ends_with(name, ".txt")) {
+        fs::copy_file(entry.path(), fs::path(o.output) / name, fs::copy_options::overwrite_existing, ec);
+        if (ec) fail("{}: cannot copy {}: {}", o.output, name, ec.message());
+      }
+    }
+  }
+  if (summary.merged_tensors == 0) fail("the adapters changed no tensor of {}", o.model);
+  return summary;
+}
+
+}  // namespace frugal

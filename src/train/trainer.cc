@@ -1,0 +1,368 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/thread_pool.h"
+#include "dist/communicator.h"
+#include "io/atomic_output_file.h"
+#include "model/architecture.h"
+#include "model/model.h"
+#include "model/model_source.h"
+#include "train/checkpoint.h"
+#include "train/packing.h"
+#include "train/trainable_decoder.h"
+
+namespace frugal {
+namespace fs = std::filesystem;
+namespace {
+
+uint64_t mix(uint64_t a, uint64_t b) {
+  uint64_t z = a + 0x9e3779b97f4a7c15ULL * (b + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+size_t peak_rss_bytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  size_t kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %zu kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb * 1024;
+}
+
+std::string absolute(const std::string& p) {
+  std::error_code ec;
+  const fs::path a = fs::weakly_canonical(fs::absolute(p), ec);
+  return ec ? p : a.string();
+}
+
+// The options that determine a run's trajectory: a checkpoint resumes only the run it came from.
+nlohmann::json fingerprint(const TrainOptions& o) {
+  nlohmann::json targets = nlohmann::json::array();
+  for (LoraTarget t : o.lora.targets) targets.push_back(lora_target_name(t));
+  return {
+      {"model", absolute(o.model)}, {"data", absolute(o.data)}, {"val_data", o.val_data.empty() ? "" : absolute(o.val_data)},
+      {"format", static_cast<int>(o.format)}, {"chat_template", o.chat_template}, {"train_on_prompt", o.train_on_prompt},
+      {"pack", o.pack}, {"lora_r", o.lora.rank}, {"lora_alpha", o.lora.alpha}, {"lora_dropout", o.lora.dropout},
+      {"targets", targets}, {"rslora", o.lora.use_rslora}, {"layers", o.lora.layers}, {"epochs", o.epochs},
+      {"steps", o.steps}, {"batch", o.batch}, {"grad_accum", o.grad_accum}, {"seq", o.seq_len}, {"lr", o.lr},
+      {"min_lr_ratio", o.min_lr_ratio}, {"schedule", o.schedule}, {"warmup", o.warmup},
+      {"max_grad_norm", o.max_grad_norm}, {"weight_decay", o.adamw.weight_decay}, {"adam_beta1", o.adamw.beta1},
+      {"adam_beta2", o.adamw.beta2}, {"adam_eps", o.adamw.eps}, {"val_split", o.val_split}, {"seed", o.seed},
+  };
+}
+
+void check_options(const TrainOptions& o) {
+  if (o.model.empty()) fail("no base model given (-m)");
+  if (o.data.empty()) fail("no training data given (--data)");
+  if (o.output.empty()) fail("no output folder given (-o)");
+  if (o.epochs < 1 && o.steps < 1) fail("--epochs must be at least 1 (got {})", o.epochs);
+  if (o.steps < 0) fail("--steps must be 0 (use --epochs) or more (got {})", o.steps);
+  if (o.batch < 1) fail("--batch must be at least 1 (got {})", o.batch);
+  if (o.grad_accum < 1) fail("--grad-accum must be at least 1 (got {})", o.grad_accum);
+  if (o.seq_len < 2 || o.seq_len > (1 << 20)) fail("--seq must be between 2 and 1048576 (got {})", o.seq_len);
+  if (!(o.lr > 0) || !std::isfinite(o.lr)) fail("--lr must be positive (got {})", o.lr);
+  if (!(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1)) fail("--min-lr-ratio must be in [0, 1] (got {})", o.min_lr_ratio);
+  if (!(o.warmup >= 0)) fail("--warmup must be 0 or more (got {})", o.warmup);
+  if (!(o.max_grad_norm >= 0)) fail("--max-grad-norm must be 0 (off) or more (got {})", o.max_grad_norm);
+  if (!(o.adamw.weight_decay >= 0)) fail("--weight-decay must be 0 or more");
+  if (!(o.adamw.beta1 >= 0 && o.adamw.beta1 < 1) || !(o.adamw.beta2 >= 0 && o.adamw.beta2 < 1))
+    fail("Adam betas must be in [0, 1)");
+  if (!(o.adamw.eps > 0)) fail("--adam-eps must be positive");
+  if (!(o.val_split >= 0 && o.val_split < 1)) fail("--val-split must be in [0, 1) (got {})", o.val_split);
+  if (o.eval_every < 0 || o.save_every < 0 || o.eval_batches < 0 || o.keep_checkpoints < 0 || o.log_every < 0)
+    fail("--eval-every, --eval-batches, --save-every, --keep-checkpoints and --log-every must be 0 or more");
+  if (o.threads < 0) fail("--threads must be 0 (one per core) or more (got {})", o.threads);
+  parse_lr_schedule(o.schedule);
+}
+
+// The rows of every epoch, built on demand, and where each optimizer step's rows are.
+class Plan {
+ public:
+  Plan(const std::vector<Example>& train, const TrainOptions& o, const PackOptions& pack)
+      : train_(train), o_(o), pack_(pack) {
+    const int64_t per_step = o.batch * o.grad_accum;
+    // Count steps epoch by epoch until the run's length is known.
+    int64_t steps = 0;
+    for (int64_t e = 0;; ++e) {
+      epoch_start_.push_back(steps);
+      const int64_t rows = static_cast<int64_t>(rows_of(e).size());
+      if (rows == 0) fail("{}: no training rows: the examples are empty", o.data);
+      steps += (rows + per_step - 1) / per_step;
+      if (o.steps > 0 ? steps >= o.steps : e + 1 >= o.epochs) break;
+      if (o.steps > 0 && e > 1000000) fail("--steps {} needs more than a million epochs of this data", o.steps);
+    }
+    epoch_start_.push_back(steps);
+    total_ = o.steps > 0 ? o.steps : steps;
+  }
+
+  int64_t total_steps() const { return total_; }
+
+  // The epoch of a step, and its rows [first, first + count) within the epoch.
+  struct StepRows {
+    int64_t epoch, first, count;
+  };
+  StepRows locate(int64_t step) {
+    int64_t e = 0;
+    while (epoch_start_[e + 1] <= step) ++e;
+    const int64_t per_step = o_.batch * o_.grad_accum;
+    const int64_t first = (step - epoch_start_[e]) * per_step;
+    const int64_t rows = static_cast<int64_t>(rows_of(e).size());
+    return {e, first, std::min(per_step, rows - first)};
+  }
+
+  const std::vector<Row>& rows_of(int64_t epoch) {
+    if (epoch != cached_epoch_) {
+      cached_rows_ = pack_rows(train_, shuffled_order(static_cast<int64_t>(train_.size()), mix(o_.seed, epoch + 1)), pack_);
+      cached_epoch_ = epoch;
+    }
+    return cached_rows_;
+  }
+
+ private:
+  const std::vector<Example>& train_;
+  const TrainOptions& o_;
+  PackOptions pack_;
+  std::vector<int64_t> epoch_start_;
+  int64_t total_ = 0;
+  int64_t cached_epoch_ = -1;
+  std::vector<Row> cached_rows_;
+};
+
+struct Eval {
+  double loss = 0;
+  int64_t tokens = 0;
+};
+
+Eval evaluate(TrainableDecoder& model, ThreadPool& pool, const std::vector<Example>& val, const std::vector<Row>& rows,
+              const PackOptions& pack, int64_t batch, int64_t max_batches) {
+  Eval e;
+  double sum = 0;
+  int64_t batches = 0;
+  for (int64_t r = 0; r < static_cast<int64_t>(rows.size()); r += batch) {
+    if (max_batches > 0 && batches++ >= max_batches) break;
+    const int64_t count = std::min<int64_t>(batch, static_cast<int64_t>(rows.size()) - r);
+    const TrainBatch b = make_batch(val, rows, r, count, pack);
+    sum += model.forward_loss(pool, b);
+    e.tokens += b.counted();
+  }
+  e.loss = e.tokens > 0 ? sum / static_cast<double>(e.tokens) : NAN;
+  return e;
+}
+
+void append_log(const std::string& path, const nlohmann::json& j) {
+  std::FILE* f = std::fopen(path.c_str(), "a");
+  if (f == nullptr) return;  // the log is a convenience: training goes on without it
+  const std::string line = j.dump() + "\n";
+  std::fwrite(line.data(), 1, line.size(), f);
+  std::fclose(f);
+}
+
+}  // namespace
+
+std::string latest_checkpoint(const std::string& output) {
+  const auto all = list_checkpoints(output);
+  return all.empty() ? "" : all.back();
+}
+
+TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
+  check_options(o);
+  const LrSchedule schedule = parse_lr_schedule(o.schedule);
+  std::error_code ec;
+
+  // ---- everything that can fail on user input, before anything is written ----------------
+  std::string resume_dir;
+  if (!o.resume.empty()) {
+    resume_dir = o.resume == "latest" ? latest_checkpoint(o.output) : o.resume;
+    if (resume_dir.empty()) fail("--resume: {} holds no checkpoint to resume from", o.output);
+  } else if (!list_checkpoints(o.output).empty()) {
+    fail("{} already holds checkpoints of a training run: pass --resume to continue it, or choose another folder",
+         o.output);
+  }
+  CheckpointState resumed;
+  if (!resume_dir.empty()) {
+    resumed = read_checkpoint_state(resume_dir);
+    const nlohmann::json now = fingerprint(o);
+    for (const auto& [key, value] : now.items()) {
+      const auto it = resumed.fingerprint.find(key);
+      if (it == resumed.fingerprint.end() || *it != value)
+        fail("--resume: {} was made with {} = {}, this run has {}: a checkpoint continues the same run only",
+             resume_dir, key, it == resumed.fingerprint.end() ? "nothing" : it->dump(), value.dump());
+    }
+  }
+
+  ModelOpenOptions open;
+  open.tokenizer_path = o.tokenizer;
+  auto source = ModelSource::open(o.model, open);
+  std::unique_ptr<Model> model = load_model(*source);
+  const auto* decoder = dynamic_cast<const DecoderModel*>(model.get());
+  if (decoder == nullptr) fail("{}: fine-tuning supports Llama-family decoders", o.model);
+  const std::unique_ptr<Tokenizer> tokenizer = source->load_tokenizer();
+  std::optional<ChatTemplate> chat;
+  if (!o.chat_template.empty()) {
+    chat = ChatTemplate::by_name(o.chat_template);
+  } else if (const std::string t = source->chat_template(); !t.empty()) {
+    chat = ChatTemplate::detect(t);
+  }
+
+  DataOptions data_options;
+  data_options.format = o.format;
+  data_options.seq_len = o.seq_len;
+  data_options.train_on_prompt = o.train_on_prompt;
+  Dataset data = load_dataset(o.data, *tokenizer, chat, data_options);
+  std::vector<Example> train, val;
+  if (!o.val_data.empty()) {
+    train = std::move(data.examples);
+    val = load_dataset(o.val_data, *tokenizer, chat, data_options).examples;
+  } else {
+    split_holdout(data.examples, o.val_split, o.seed, &train, &val);
+  }
+  if (train.empty()) fail("{}: no examples left to train on after holding out {}", o.data, o.val_split);
+
+  LoraSet lora = LoraSet::create(*decoder, o.lora, mix(o.seed, 0xada));
+  if (!resume_dir.empty())
+    lora = LoraSet::from_peft(*decoder, read_peft_adapter(resume_dir), resume_dir);
+  PackOptions pack;
+  pack.seq_len = o.seq_len;
+  pack.pack = o.pack;
+  pack.pad_token = tokenizer->eos_id() >= 0 ? tokenizer->eos_id() : 0;
+  Plan plan(train, o, pack);
+  const int64_t total = plan.total_steps();
+  std::vector<int32_t> val_order(val.size());
+  for (size_t i = 0; i < val_order.size(); ++i) val_order[i] = static_cast<int32_t>(i);
+  const std::vector<Row> val_rows = pack_rows(val, val_order, pack);
+  const int64_t warmup = o.warmup < 1 ? static_cast<int64_t>(std::llround(o.warmup * total)) : static_cast<int64_t>(o.warmup);
+  if (resumed.step > total) fail("--resume: the checkpoint is at step {} of a {}-step run", resumed.step, total);
+
+  AdamW optimizer(lora.parameters(), o.adamw);
+  if (!resume_dir.empty()) read_checkpoint_optimizer(resume_dir, optimizer);
+
+  // ---- the run ---------------------------------------------------------------------------
+  fs::create_directories(o.output, ec);
+  if (ec) fail("{}: cannot create the output folder: {}", o.output, ec.message());
+  const std::string log_path = o.log_file.empty() ? (fs::path(o.output) / "training_log.jsonl").string() : o.log_file;
+  ThreadPool pool(o.threads > 0 ? o.threads : ThreadPool::default_threads());
+  auto comm = make_single_process_communicator();
+  TrainableDecoderOptions model_options;
+  model_options.checkpointing = o.checkpointing;
+  TrainableDecoder net(*model, lora, model_options);
+  const std::vector<Parameter> params = optimizer.parameters();
+
+  TrainResult result;
+  result.total_steps = total;
+  result.parameters = lora.parameter_count();
+  nlohmann::json history = resumed.history.is_object() ? resumed.history : nlohmann::json::object();
+  const int64_t start = resumed.step;
+  log_info("finetune: {} trainable parameters (LoRA r={} alpha={} on {} modules), {} training and {} held-out examples, "
+           "{} steps of {} x {} x {} tokens, {} threads{}",
+           lora.parameter_count(), o.lora.rank, o.lora.alpha, lora.modules().size(), train.size(), val.size(), total,
+           o.grad_accum, o.batch, o.seq_len, pool.size(),
+           start > 0 ? fmt::format(", resuming at step {}", start) : "");
+  append_log(log_path, {{"event", start > 0 ? "resume" : "start"}, {"step", start}, {"total_steps", total},
+                        {"parameters", lora.parameter_count()}, {"train_examples", train.size()},
+                        {"val_examples", val.size()}, {"threads", pool.size()}});
+
+  auto run_eval = [&](int64_t step) {
+    if (val_rows.empty()) return;
+    const Eval e = evaluate(net, pool, val, val_rows, pack, o.batch, o.eval_batches);
+    result.evals.push_back({step, e.loss, e.tokens});
+    history["evals"].push_back({{"step", step}, {"loss", e.loss}, {"tokens", e.tokens}});
+    append_log(log_path, {{"step", step}, {"eval_loss", e.loss}, {"eval_tokens", e.tokens}});
+    log_info("step {}: held-out loss {:.4f} (perplexity {:.2f}) over {} tokens", step, e.loss, std::exp(e.loss), e.tokens);
+  };
+  auto make_state = [&](int64_t step) {
+    CheckpointState s;
+    s.step = step;
+    s.total_steps = total;
+    s.fingerprint = fingerprint(o);
+    s.history = history;
+    return s;
+  };
+  const std::string base_name = o.model;
+
+  if (start == 0) run_eval(0);
+  Progress progress("finetune", std::max<int64_t>(1, total - start), "steps");
+  const auto t_begin = std::chrono::steady_clock::now();
+  double window_seconds = 0;
+  int64_t window_tokens = 0;
+  for (int64_t step = start; step < total; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const Plan::StepRows where = plan.locate(step);
+    const std::vector<Row>& rows = plan.rows_of(where.epoch);
+    const int64_t counted = counted_tokens(train, rows, where.first, where.count);
+    // The loss is the mean over every counted token of the step (all micro-batches, all ranks).
+    float global = static_cast<float>(counted);
+    comm->all_reduce_sum(&global, 1);
+    const float weight = global > 0 ? 1.0f / global : 0.0f;
+    lora.zero_grad();
+    double loss_sum = 0;
+    int64_t tokens = 0;
+    for (int64_t m = 0; m * o.batch < where.count; ++m) {
+      const int64_t first = where.first + m * o.batch;
+      const int64_t count = std::min(o.batch, where.count - m * o.batch);
+      const TrainBatch b = make_batch(train, rows, first, count, pack);
+      tokens += used_slots(rows, first, count);
+      loss_sum += net.forward_backward(pool, b, weight, mix(mix(o.seed, step + 1), m));
+    }
+    all_reduce_gradients(*comm, params);
+    const double norm = clip_gradients(params, o.max_grad_norm);
+    const double lr = lr_at(schedule, step, total, warmup, o.lr, o.lr * o.min_lr_ratio);
+    optimizer.step(lr);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double loss = counted > 0 ? loss_sum / counted : NAN;
+    result.train_losses.push_back(loss);
+    result.train_tokens += tokens;
+    window_seconds += seconds;
+    window_tokens += tokens;
+    const int64_t done = step + 1;
+    result.steps_done = done;
+    history["train_loss"].push_back(loss);
+    append_log(log_path, {{"step", done}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens", tokens},
+                          {"seconds", seconds}, {"epoch", where.epoch}});
+    const double tps = window_seconds > 0 ? window_tokens / window_seconds : 0;
+    progress.update(done - start, fmt::format("step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s", done, total, loss, lr, tps));
+    if (!progress.interactive() && o.log_every > 0 && (done % o.log_every == 0 || done == total)) {
+      log_info("step {}/{}: loss {:.4f}, lr {:.3e}, grad norm {:.3f}, {:.0f} tokens/s", done, total, loss, lr, norm, tps);
+      window_seconds = 0;
+      window_tokens = 0;
+    }
+    if (o.eval_every > 0 && done % o.eval_every == 0 && done < total) run_eval(done);
+    const bool stopping = stop != nullptr && stop->load();
+    if ((o.save_every > 0 && done % o.save_every == 0 && done < total) || (stopping && done < total)) {
+      const std::string path = write_checkpoint(o.output, make_state(done), lora.to_peft(base_name), optimizer);
+      prune_checkpoints(o.output, o.keep_checkpoints);
+      log_info("step {}: checkpoint {}", done, path);
+      if (stopping) {
+        result.interrupted = true;
+        result.checkpoint = path;
+        break;
+      }
+    }
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_begin).count();
+  result.tokens_per_second = result.seconds > 0 ? result.train_tokens / result.seconds : 0;
+  progress.finish(result.train_losses.empty() ? "" : fmt::format("final loss {:.4f}", result.train_losses.back()));
+  if (result.interrupted) return result;
+  if (start < total || result.evals.empty()) run_eval(total);
+  result.steps_done = total;
+  write_peft_adapter(o.output, lora.to_peft(base_name), o.save_type);
+  result.peak_activation_bytes = net.activation_bytes() + net.scratch_bytes();
+  append_log(log_path, {{"event", "done"}, {"step", total}, {"tokens_per_s", result.tokens_per_second},
+                        {"peak_rss_mb", peak_rss_bytes() / 1048576.0}});
+  log_info("finetune: adapter written to {} ({:.0f} training tokens/s, peak memory {:.0f} MB)", o.output,
+           result.tokens_per_second, peak_rss_bytes() / 1048576.0);
+  return result;
+}
+
+}  // namespace frugal

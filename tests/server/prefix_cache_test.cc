@@ -1,0 +1,129 @@
+// The prefix cache over a bare KvCache: matching whole blocks only after exactly the same
+// tokens, reference counts, least-recently-used eviction that takes continuations first.
+#include "runtime/prefix_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+namespace frugal {
+namespace {
+
+constexpr int64_t kBlock = 4;
+
+KvCache small_cache(int64_t blocks) {
+  KvCacheOptions o;
+  o.block_size = kBlock;
+  o.capacity_tokens = blocks * kBlock;
+  o.dtype = DType::kF32;
+  return KvCache(1, 1, 4, o);
+}
+
+std::vector<int32_t> iota(int32_t n, int32_t from = 0) {
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  std::iota(v.begin(), v.end(), from);
+  return v;
+}
+
+// Fills `seq` with `tokens` and registers its full blocks, as the scheduler does after a forward.
+void fill(KvCache& kv, PrefixCache& pc, int32_t seq, const std::vector<int32_t>& tokens) {
+  ASSERT_TRUE(kv.reserve(seq, static_cast<int64_t>(tokens.size())));
+  int32_t parent = PrefixCache::kRoot;
+  const auto& table = kv.block_table(seq);
+  for (size_t b = 0; (b + 1) * kBlock <= tokens.size(); ++b)
+    parent = pc.insert(parent, tokens.data() + b * kBlock, table[b]);
+}
+
+TEST(PrefixCache, MatchesWholeBlocksOfTheSamePrefixOnly) {
+  KvCache kv = small_cache(16);
+  PrefixCache pc(kv);
+  const auto tokens = iota(10);  // two full blocks and a partial one
+  fill(kv, pc, 0, tokens);
+  EXPECT_EQ(pc.size(), 2);
+
+  auto m = pc.match(tokens.data(), 10, 100);
+  ASSERT_EQ(m.blocks.size(), 2u);
+  EXPECT_EQ(m.blocks[0], kv.block_table(0)[0]);
+  EXPECT_EQ(m.blocks[1], kv.block_table(0)[1]);
+
+  // The same tokens of the second block after a different first block: no reuse of the second.
+  auto other = tokens;
+  other[0] = 99;
+  EXPECT_TRUE(pc.match(other.data(), 10, 100).blocks.empty());
+  auto diverging = tokens;
+  diverging[5] = 99;
+  EXPECT_EQ(pc.match(diverging.data(), 10, 100).blocks.size(), 1u);
+  // max_blocks and a prompt shorter than a block.
+  EXPECT_EQ(pc.match(tokens.data(), 10, 1).blocks.size(), 1u);
+  EXPECT_TRUE(pc.match(tokens.data(), 3, 100).blocks.empty());
+}
+
+TEST(PrefixCache, KeepsBlocksAfterTheSequenceEndsAndSharesThem) {
+  KvCache kv = small_cache(16);
+  PrefixCache pc(kv);
+  const auto tokens = iota(8);
+  fill(kv, pc, 0, tokens);
+  const auto blocks = kv.block_table(0);
+  EXPECT_EQ(kv.block_refs(blocks[0]), 2);  // the sequence and the cache
+  kv.remove(0);
+  EXPECT_EQ(kv.used_blocks(), 2);  // still held by the cache
+  EXPECT_EQ(pc.evictable(), 2);
+
+  auto m = pc.match(tokens.data(), 8, 100);
+  kv.adopt(1, m.blocks);
+  EXPECT_EQ(kv.block_refs(blocks[0]), 2);
+  EXPECT_EQ(pc.evictable(), 0);  // in use again
+  EXPECT_EQ(pc.evict(10), 0);
+  kv.remove(1);
+  EXPECT_EQ(pc.evict(10), 2);
+  EXPECT_EQ(kv.free_blocks(), 16);
+  EXPECT_EQ(pc.size(), 0);
+}
+
+TEST(PrefixCache, InsertingAKnownBlockReturnsTheExistingEntry) {
+  KvCache kv = small_cache(16);
+  PrefixCache pc(kv);
+  const auto tokens = iota(4);
+  fill(kv, pc, 0, tokens);
+  fill(kv, pc, 1, tokens);  // computed again by another sequence at the same time
+  EXPECT_EQ(pc.size(), 1);
+  kv.remove(0);
+  kv.remove(1);
+  EXPECT_EQ(kv.used_blocks(), 1);  // only the first copy is cached; the second went back
+}
+
+TEST(PrefixCache, EvictsTheLeastRecentlyUsedContinuationFirst) {
+  KvCache kv = small_cache(16);
+  PrefixCache pc(kv);
+  const auto a = iota(12);       // three blocks
+  auto b = iota(12);             // shares the first block with a
+  for (size_t i = 4; i < 12; ++i) b[i] += 100;
+  fill(kv, pc, 0, a);
+  fill(kv, pc, 1, b);
+  kv.remove(0);
+  kv.remove(1);
+  EXPECT_EQ(pc.size(), 5);
+  pc.match(a.data(), 12, 100);  // a is now the most recently used
+  // The oldest leaf is b's last block, then b's second; the shared first block stays.
+  EXPECT_EQ(pc.evict(2), 2);
+  EXPECT_EQ(pc.match(a.data(), 12, 100).blocks.size(), 3u);
+  EXPECT_EQ(pc.match(b.data(), 12, 100).blocks.size(), 1u);
+  // Evicting a prefix takes what continues it along.
+  EXPECT_EQ(pc.evict(100), 3);
+  EXPECT_EQ(pc.size(), 0);
+  EXPECT_EQ(kv.free_blocks(), 16);
+}
+
+TEST(PrefixCache, ClearReleasesEveryReference) {
+  KvCache kv = small_cache(8);
+  {
+    PrefixCache pc(kv);
+    fill(kv, pc, 0, iota(8));
+    kv.remove(0);
+    EXPECT_EQ(kv.free_blocks(), 6);
+  }
+  EXPECT_EQ(kv.free_blocks(), 8);
+}
+
+}  // namespace
+}  // namespace frugal

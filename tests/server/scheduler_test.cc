@@ -1,0 +1,381 @@
+// The continuous-batching scheduler on wiki-7m, in process: the same tokens as the
+// single-sequence Generator, alone or batched (bit-identical log-probabilities), through
+// chunked prefill, preemption, the prefix cache and forked choices; cancellation frees blocks;
+// the queue bound and shutdown refuse requests.
+#include "runtime/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "core/check.h"
+#include "runtime/engine.h"
+#include "support/test_support.h"
+
+namespace frugal {
+namespace {
+
+using namespace std::chrono_literals;
+
+EngineOptions wiki_options(int64_t n_ctx = 512, int64_t kv_capacity = 0, int64_t batch_rows = 64) {
+  EngineOptions o;
+  o.threads = 1;
+  o.n_ctx = n_ctx;
+  o.kv_capacity = kv_capacity;
+  o.kv_contexts = 4;
+  o.max_batch_rows = batch_rows;
+  return o;
+}
+
+std::unique_ptr<Engine> wiki(const EngineOptions& o) {
+  return Engine::load(test::shared_path("models/wiki-7m"), o);
+}
+
+// A scheduler with its engine thread.
+struct Harness {
+  explicit Harness(const EngineOptions& eo = wiki_options(), SchedulerOptions so = {}) : engine(wiki(eo)) {
+    scheduler = std::make_unique<Scheduler>(*engine, so);
+    thread = std::thread([this] { scheduler->run(); });
+  }
+  ~Harness() {
+    scheduler->stop_accepting();
+    scheduler->abort_all();
+    scheduler->shutdown();
+    thread.join();
+  }
+  std::vector<int32_t> encode(const std::string& text) const {
+    const Tokenizer& t = engine->tokenizer();
+    return t.encode(text, t.add_bos_default(), true);
+  }
+  std::shared_ptr<RequestStream> submit(GenerationRequest r) {
+    Submission s = scheduler->submit(std::move(r));
+    EXPECT_EQ(s.status, SubmitStatus::kAccepted);
+    return s.stream;
+  }
+  // Waits until `pred` holds for the published stats (or fails after 20 s).
+  template <typename Pred>
+  void wait_stats(Pred pred) {
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (!pred(scheduler->stats())) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the scheduler never reached the expected state";
+      std::this_thread::sleep_for(2ms);
+    }
+  }
+
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<Scheduler> scheduler;
+  std::thread thread;
+};
+
+struct Choice {
+  std::vector<int32_t> tokens;
+  std::vector<TokenLogprobs> logprobs;
+  std::string text;
+  FinishReason finish = FinishReason::kCancelled;
+  int finishes = 0;
+};
+
+struct Result {
+  std::vector<Choice> choices;
+  RequestUsage usage;
+  bool failed = false;
+  RequestError error = RequestError::kNone;
+};
+
+Result collect(RequestStream& stream, int n_choices = 1) {
+  Result r;
+  r.choices.resize(static_cast<size_t>(n_choices));
+  std::vector<StreamEvent> events;
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  for (;;) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ADD_FAILURE() << "no end of request after 60 s";
+      return r;
+    }
+    events.clear();
+    if (!stream.wait(events, 100ms)) continue;
+    for (auto& e : events) {
+      if (e.kind == StreamEvent::Kind::kDone) {
+        r.usage = e.usage;
+        return r;
+      }
+      if (e.kind == StreamEvent::Kind::kError) {
+        r.failed = true;
+        r.error = e.error;
+        return r;
+      }
+      Choice& c = r.choices.at(static_cast<size_t>(e.choice));
+      c.text += e.text;
+      if (e.kind == StreamEvent::Kind::kToken) {
+        c.tokens.push_back(e.token);
+        if (e.has_logprobs) c.logprobs.push_back(e.logprobs);
+      } else {
+        c.finish = e.finish;
+        ++c.finishes;
+      }
+    }
+  }
+}
+
+GenerationRequest request(std::vector<int32_t> prompt, int64_t max_tokens, float temperature = 0.0f,
+                          uint32_t seed = 1) {
+  GenerationRequest r;
+  r.prompts.push_back(std::move(prompt));
+  r.options.max_tokens = max_tokens;
+  r.options.sampling.temperature = temperature;
+  r.options.sampling.seed = seed;
+  r.options.ignore_eos = true;
+  return r;
+}
+
+const std::vector<std::string> kPrompts = {"The history of the city", "In mathematics, a prime number is",
+                                           "The river flows through", "During the war, the army"};
+
+void expect_same_logprobs(const std::vector<TokenLogprobs>& a, const std::vector<TokenLogprobs>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].token.id, b[i].token.id) << "token " << i;
+    // Bit-identical: batch invariance is exact, not approximate.
+    EXPECT_EQ(a[i].token.logprob, b[i].token.logprob) << "token " << i;
+    ASSERT_EQ(a[i].top.size(), b[i].top.size());
+    for (size_t k = 0; k < a[i].top.size(); ++k) {
+      EXPECT_EQ(a[i].top[k].id, b[i].top[k].id);
+      EXPECT_EQ(a[i].top[k].logprob, b[i].top[k].logprob);
+    }
+  }
+}
+
+TEST(Scheduler, GreedyMatchesTheGenerator) {
+  Harness h;
+  auto reference = wiki(wiki_options());
+  Generator generator(*reference);
+  for (const auto& text : kPrompts) {
+    const auto prompt = h.encode(text);
+    GenerateOptions o;
+    o.sampling.temperature = 0.0f;
+    o.max_tokens = 40;
+    o.ignore_eos = true;
+    const GenerationResult expected = generator.generate(prompt, o);
+    auto stream = h.submit(request(prompt, 40));
+    const Result got = collect(*stream);
+    ASSERT_FALSE(got.failed);
+    EXPECT_EQ(got.choices[0].tokens, expected.tokens) << text;
+    EXPECT_EQ(got.choices[0].text, expected.text) << text;
+    EXPECT_EQ(got.choices[0].finish, FinishReason::kLength);
+    EXPECT_EQ(got.choices[0].finishes, 1);
+    EXPECT_EQ(got.usage.prompt_tokens, static_cast<int64_t>(prompt.size()));
+    EXPECT_EQ(got.usage.completion_tokens, 40);
+  }
+}
+
+TEST(Scheduler, ALongPromptPrefilledInChunksMatchesTheGenerator) {
+  Harness h(wiki_options(512, 0, 16));  // 16 rows a step: a 200-token prompt takes 13 steps
+  auto reference = wiki(wiki_options(512, 0, 512));
+  Generator generator(*reference);
+  std::string text;
+  for (int i = 0; i < 12; ++i) text += kPrompts[i % kPrompts.size()] + " and then. ";
+  const auto prompt = h.encode(text);
+  ASSERT_GT(prompt.size(), 100u);
+  GenerateOptions o;
+  o.sampling.temperature = 0.0f;
+  o.max_tokens = 24;
+  o.ignore_eos = true;
+  const GenerationResult expected = generator.generate(prompt, o);
+  auto stream = h.submit(request(prompt, 24));
+  EXPECT_EQ(collect(*stream).choices[0].tokens, expected.tokens);
+}
+
+TEST(Scheduler, SameTokensAndLogprobsAloneOrWithSevenOthers) {
+  SchedulerOptions so;
+  so.max_sequences = 8;
+  Harness h(wiki_options(), so);
+  auto probe = request(h.encode(kPrompts[0]), 48);
+  probe.options.logprobs = true;
+  probe.options.top_logprobs = 5;
+  auto alone_stream = h.submit(probe);
+  const Result alone = collect(*alone_stream);
+
+  std::vector<std::shared_ptr<RequestStream>> others;
+  for (int i = 0; i < 7; ++i) {
+    // Sampled, of different lengths, some still prefilling when the probe arrives.
+    std::string text = kPrompts[(i + 1) % kPrompts.size()];
+    for (int k = 0; k < i; ++k) text += " " + kPrompts[k % kPrompts.size()];
+    others.push_back(h.submit(request(h.encode(text), 60 + 10 * i, 1.0f, 100 + i)));
+  }
+  auto batched_stream = h.submit(probe);
+  const Result batched = collect(*batched_stream);
+  for (auto& s : others) EXPECT_FALSE(collect(*s).failed);
+
+  EXPECT_EQ(batched.choices[0].tokens, alone.choices[0].tokens);
+  EXPECT_EQ(batched.choices[0].text, alone.choices[0].text);
+  expect_same_logprobs(batched.choices[0].logprobs, alone.choices[0].logprobs);
+  EXPECT_GT(h.scheduler->stats().batch_rows, h.scheduler->stats().steps);  // it really batched
+}
+
+TEST(Scheduler, PreemptionUnderATinyCacheKeepsTheOutputs) {
+  // 8 blocks of 32 positions for 4 sequences that grow to ~110 positions each.
+  SchedulerOptions so;
+  so.max_sequences = 4;
+  Harness h(wiki_options(256, 256), so);
+  std::vector<std::vector<int32_t>> expected;
+  for (const auto& text : kPrompts) {
+    auto stream = h.submit(request(h.encode(text), 100));
+    expected.push_back(collect(*stream).choices[0].tokens);
+  }
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& text : kPrompts) streams.push_back(h.submit(request(h.encode(text), 100)));
+  for (size_t i = 0; i < streams.size(); ++i) {
+    const Result r = collect(*streams[i]);
+    ASSERT_FALSE(r.failed);
+    EXPECT_EQ(r.choices[0].tokens, expected[i]) << kPrompts[i];
+  }
+  EXPECT_GT(h.scheduler->stats().preemptions, 0);
+  h.wait_stats([](const SchedulerStats& s) { return s.kv_blocks_used == 0 && s.running_sequences == 0; });
+}
+
+TEST(Scheduler, ThePrefixCacheReusesASharedPromptWithTheSameResult) {
+  std::string system;
+  for (int i = 0; i < 8; ++i) system += kPrompts[i % kPrompts.size()] + ". ";
+  std::vector<Result> results[2];
+  for (const bool cached : {true, false}) {
+    SchedulerOptions so;
+    so.prefix_cache = cached;
+    Harness h(wiki_options(), so);
+    for (const auto& question : {" What happened next?", " Where is it?"}) {
+      auto stream = h.submit(request(h.encode(system + question), 20));
+      results[cached].push_back(collect(*stream));
+    }
+    const SchedulerStats s = h.scheduler->stats();
+    if (cached) {
+      EXPECT_EQ(s.prefix_lookups, 2);
+      EXPECT_EQ(s.prefix_hits, 1);
+      EXPECT_GE(results[1][1].usage.cached_tokens, 32);
+      EXPECT_EQ(results[1][1].usage.cached_tokens % 32, 0);
+      EXPECT_EQ(results[1][0].usage.cached_tokens, 0);
+    } else {
+      EXPECT_EQ(s.prefix_lookups, 0);
+      EXPECT_EQ(results[0][1].usage.cached_tokens, 0);
+    }
+  }
+  for (size_t i = 0; i < 2; ++i) EXPECT_EQ(results[1][i].choices[0].tokens, results[0][i].choices[0].tokens);
+}
+
+TEST(Scheduler, ForkedChoicesSampleLikeSeparateRequestsWithConsecutiveSeeds) {
+  Harness h;
+  const auto prompt = h.encode(kPrompts[1]);
+  auto r = request(prompt, 30, 1.0f, 5);
+  r.n = 3;
+  auto stream = h.submit(r);
+  const Result forked = collect(*stream, 3);
+  ASSERT_FALSE(forked.failed);
+  EXPECT_EQ(forked.usage.prompt_tokens, static_cast<int64_t>(prompt.size()));
+  EXPECT_EQ(forked.usage.completion_tokens, 90);
+  for (uint32_t c = 0; c < 3; ++c) {
+    auto single = h.submit(request(prompt, 30, 1.0f, 5 + c));
+    EXPECT_EQ(forked.choices[c].tokens, collect(*single).choices[0].tokens) << "choice " << c;
+  }
+  EXPECT_NE(forked.choices[0].tokens, forked.choices[1].tokens);
+}
+
+TEST(Scheduler, SeveralPromptsInOneRequest) {
+  Harness h;
+  GenerationRequest r = request(h.encode(kPrompts[0]), 10);
+  r.prompts.push_back(h.encode(kPrompts[1]));
+  r.n = 2;
+  auto stream = h.submit(r);
+  const Result got = collect(*stream, 4);
+  for (int c = 0; c < 4; ++c) {
+    auto single = h.submit(request(h.encode(kPrompts[c / 2]), 10));
+    EXPECT_EQ(got.choices[c].tokens, collect(*single).choices[0].tokens) << "choice " << c;  // greedy: all alike
+  }
+}
+
+TEST(Scheduler, CancellingFreesTheBlocks) {
+  Harness h;
+  auto stream = h.submit(request(h.encode(kPrompts[0]), 400, 1.0f));
+  h.wait_stats([](const SchedulerStats& s) { return s.generated_tokens > 5; });
+  stream->cancel();
+  const Result r = collect(*stream);
+  EXPECT_EQ(r.choices[0].finish, FinishReason::kCancelled);
+  EXPECT_LT(r.choices[0].tokens.size(), 400u);
+  h.wait_stats([](const SchedulerStats& s) {
+    return s.running_sequences == 0 && s.kv_blocks_used == 0 && s.active_requests == 0;
+  });
+}
+
+TEST(Scheduler, RefusesBeyondTheQueueAndWhenShuttingDown) {
+  SchedulerOptions so;
+  so.max_sequences = 1;
+  so.max_queued = 1;
+  Harness h(wiki_options(), so);
+  auto running = h.submit(request(h.encode(kPrompts[0]), 400, 1.0f));
+  h.wait_stats([](const SchedulerStats& s) { return s.running_sequences == 1; });
+  auto queued = h.submit(request(h.encode(kPrompts[1]), 10));
+  EXPECT_EQ(h.scheduler->submit(request(h.encode(kPrompts[2]), 10)).status, SubmitStatus::kQueueFull);
+  running->cancel();
+  EXPECT_EQ(collect(*queued).choices[0].tokens.size(), 10u);
+  h.scheduler->stop_accepting();
+  EXPECT_EQ(h.scheduler->submit(request(h.encode(kPrompts[2]), 10)).status, SubmitStatus::kShuttingDown);
+}
+
+TEST(Scheduler, AbortEndsEveryRequestWithAnError) {
+  SchedulerOptions so;
+  so.max_sequences = 1;
+  Harness h(wiki_options(), so);
+  auto a = h.submit(request(h.encode(kPrompts[0]), 400, 1.0f));
+  auto b = h.submit(request(h.encode(kPrompts[1]), 400, 1.0f));
+  h.wait_stats([](const SchedulerStats& s) { return s.generated_tokens > 2; });
+  h.scheduler->abort_all();
+  for (auto* s : {a.get(), b.get()}) {
+    const Result r = collect(*s);
+    EXPECT_TRUE(r.failed);
+    EXPECT_EQ(r.error, RequestError::kShuttingDown);
+  }
+  h.wait_stats([](const SchedulerStats& s) { return s.active_requests == 0 && s.kv_blocks_used == 0; });
+}
+
+TEST(Scheduler, RejectsRequestsItCannotServe) {
+  SchedulerOptions so;
+  so.max_sequences = 2;
+  Harness h(wiki_options(64), so);
+  EXPECT_THROW(h.scheduler->submit(request({}, 10)), Error);
+  EXPECT_THROW(h.scheduler->submit(request({1, 99999}, 10)), Error);
+  EXPECT_THROW(h.scheduler->submit(request(std::vector<int32_t>(64, 5), 10)), Error);
+  auto r = request({1, 5}, 10);
+  r.n = 3;
+  EXPECT_THROW(h.scheduler->submit(r), Error);
+  auto bad = request({1, 5}, 10);
+  bad.options.sampling.top_p = 2.0f;
+  EXPECT_THROW(h.scheduler->submit(bad), Error);
+}
+
+TEST(Scheduler, StopStringsAndContextEndAsInTheGenerator) {
+  Harness h(wiki_options(64));
+  auto reference = wiki(wiki_options(64));
+  Generator generator(*reference);
+  const auto prompt = h.encode(kPrompts[0]);
+  GenerateOptions o;
+  o.sampling.temperature = 0.0f;
+  o.ignore_eos = true;
+  o.stop = {" the"};
+  const GenerationResult expected = generator.generate(prompt, o);
+  auto r = request(prompt, -1);
+  r.options.stop = o.stop;
+  auto stream = h.submit(r);
+  Result got = collect(*stream);
+  EXPECT_EQ(got.choices[0].text, expected.text);
+  EXPECT_EQ(got.choices[0].finish, expected.finish_reason);
+
+  generator.truncate(0);
+  o.stop.clear();
+  const GenerationResult full = generator.generate(prompt, o);  // until the context is full
+  ASSERT_EQ(full.finish_reason, FinishReason::kContextFull);
+  stream = h.submit(request(prompt, -1));
+  got = collect(*stream);
+  EXPECT_EQ(got.choices[0].tokens, full.tokens);
+  EXPECT_EQ(got.choices[0].finish, FinishReason::kContextFull);
+}
+
+}  // namespace
+}  // namespace frugal

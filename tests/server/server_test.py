@@ -1,0 +1,882 @@
+#!/usr/bin/python3
+"""Black-box tests of `frugal serve` over real HTTP on wiki-7m: OpenAI-shaped responses
+(checked field by field, as strictly as a typed client would), greedy output equal to
+`frugal generate`, batch invariance, load, overload, bad requests, API key, client disconnects,
+timeouts, SIGTERM drain, prefix caching and the chat page in headless Chromium.
+
+Every server binds port 0 (the kernel picks a free port; the startup line says which), so tests
+run in parallel without colliding. Standard library only.
+
+usage: server_test.py FRUGAL SHARED_DIR TEST_NAME   (or --list)
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+if len(sys.argv) >= 4 and sys.argv[3] == "--list":
+    pass
+elif len(sys.argv) != 4:
+    sys.exit(__doc__)
+FRUGAL, SHARED, NAME = sys.argv[1], sys.argv[2], sys.argv[3]
+WIKI = f"{SHARED}/models/wiki-7m"
+PROMPTS = ["The history of the city", "In mathematics, a prime number is", "The river flows through",
+           "During the war, the army", "The first known", "Music of the region", "Early life", "In 1990, the"]
+
+
+def expect(cond, message):
+    if not cond:
+        raise AssertionError(message)
+
+
+# ---- a server process --------------------------------------------------------------------
+
+class Server:
+    def __init__(self, *args, model=WIKI, threads=1):
+        cmd = [FRUGAL, "serve", "-m", model, "--port", "0", "-t", str(threads)] + list(args)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.stderr = []
+        self.ready = threading.Event()
+        self.port = None
+        threading.Thread(target=self._drain, daemon=True).start()
+        if not self.ready.wait(60) or self.port is None:
+            self.proc.kill()
+            raise AssertionError(f"the server did not start: {''.join(self.stderr)}")
+
+    def _drain(self):
+        # Read stderr to the end, or a chatty server would block on a full pipe.
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace")
+            self.stderr.append(line)
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                self.ready.set()
+        self.ready.set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            code = self.stop()
+            if exc[0] is None:
+                expect(code == 0, f"the server exited with {code} on SIGTERM: {''.join(self.stderr[-5:])}")
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("the server did not exit after SIGTERM")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def conn(self, timeout=120):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, timeout=120):
+        """(status, headers dict with lower-case names, body bytes)"""
+        c = self.conn(timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body).encode()
+            h = {"Content-Type": "application/json"} if body is not None else {}
+            h.update(headers or {})
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            c.close()
+
+    def post(self, path, body, headers=None, expect_status=200):
+        status, _, data = self.request("POST", path, body, headers)
+        expect(status == expect_status, f"POST {path} {body}: status {status}, body {data[:400]!r}")
+        return json.loads(data)
+
+    def stream(self, path, body, headers=None, conn=None):
+        """Streams a request; returns the parsed data events (the final [DONE] as the string)."""
+        c = conn or self.conn()
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        c.request("POST", path, body=json.dumps(body).encode(), headers=h)
+        r = c.getresponse()
+        if r.status != 200:
+            raise AssertionError(f"stream {body}: status {r.status} {r.read()[:300]!r}")
+        expect(r.getheader("Content-Type", "").startswith("text/event-stream"), "not an event stream")
+        events = read_events(r)
+        if conn is None:
+            c.close()
+        return events
+
+    def metrics(self, headers=None):
+        status, _, data = self.request("GET", "/metrics", headers=headers)
+        expect(status == 200, f"/metrics: {status}")
+        return parse_metrics(data.decode())
+
+    def wait_metrics(self, pred, what, timeout=10):
+        deadline = time.time() + timeout
+        while True:
+            m = self.metrics()
+            if pred(m):
+                return m
+            if time.time() > deadline:
+                raise AssertionError(f"{what}: not reached; metrics: " +
+                                     str({k: v for k, v in m.items() if "bucket" not in k}))
+            time.sleep(0.05)
+
+    def vm_rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+
+def read_events(response):
+    events = []
+    data = []
+    while True:
+        line = response.readline()
+        expect(line != b"" or not data, "the stream ended inside an event")
+        if line == b"":
+            break
+        line = line.decode("utf-8").rstrip("\n")
+        if line.startswith("data: "):
+            data.append(line[6:])
+        elif line == "":
+            if data:
+                payload = "\n".join(data)
+                data = []
+                if payload == "[DONE]":
+                    events.append("[DONE]")
+                    expect(response.readline() == b"", "data after [DONE]")
+                    break
+                events.append(json.loads(payload))
+        elif not line.startswith(":"):
+            raise AssertionError(f"not a server-sent-event line: {line!r}")
+    return events
+
+
+def parse_metrics(text):
+    values = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            expect(not line or re.match(r"# (HELP|TYPE) frugal_\w+ ", line), f"bad comment line {line!r}")
+            continue
+        m = re.fullmatch(r'(frugal_\w+(?:\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})?) (\S+)', line)
+        expect(m, f"not a Prometheus sample line: {line!r}")
+        values[m.group(1)] = float(m.group(2))
+    return values
+
+
+# ---- the OpenAI shapes, strictly ---------------------------------------------------------
+
+def is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_keys(obj, required, optional=(), where=""):
+    expect(isinstance(obj, dict), f"{where}: not an object: {obj!r}")
+    missing = set(required) - set(obj)
+    extra = set(obj) - set(required) - set(optional)
+    expect(not missing, f"{where}: missing {missing} in {obj!r}")
+    expect(not extra, f"{where}: unexpected {extra} in {obj!r}")
+
+
+def check_error(data, status=None):
+    obj = json.loads(data)
+    check_keys(obj, ["error"], where="error")
+    e = obj["error"]
+    check_keys(e, ["message", "type", "param", "code"], where="error")
+    expect(isinstance(e["message"], str) and e["message"], "error.message is empty")
+    expect(isinstance(e["type"], str) and e["type"], "error.type")
+    expect(e["param"] is None or isinstance(e["param"], str), "error.param")
+    expect(e["code"] is None or isinstance(e["code"], str), "error.code")
+    return e
+
+
+def check_usage(u):
+    check_keys(u, ["prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details"], where="usage")
+    expect(all(is_int(u[k]) and u[k] >= 0 for k in ["prompt_tokens", "completion_tokens", "total_tokens"]), "usage")
+    expect(u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"], "usage total")
+    check_keys(u["prompt_tokens_details"], ["cached_tokens"], where="usage.prompt_tokens_details")
+    expect(0 <= u["prompt_tokens_details"]["cached_tokens"] <= u["prompt_tokens"], "cached tokens")
+
+
+def check_chat_logprobs(lp):
+    check_keys(lp, ["content", "refusal"], where="logprobs")
+    for t in lp["content"]:
+        check_keys(t, ["token", "logprob", "bytes", "top_logprobs"], where="logprobs.content[]")
+        expect(isinstance(t["token"], str) and isinstance(t["logprob"], float) and t["logprob"] <= 0, "logprob")
+        expect(all(is_int(b) and 0 <= b < 256 for b in t["bytes"]), "bytes")
+        for a in t["top_logprobs"]:
+            check_keys(a, ["token", "logprob", "bytes"], where="top_logprobs[]")
+
+
+def check_completion_logprobs(lp, n_tokens):
+    check_keys(lp, ["tokens", "token_logprobs", "top_logprobs", "text_offset"], where="logprobs")
+    for k in lp:
+        expect(len(lp[k]) == n_tokens, f"logprobs.{k} has {len(lp[k])} entries, expected {n_tokens}")
+
+
+def check_response(obj, endpoint, n=1, logprobs=False, token_ids=False):
+    chat = endpoint == "chat"
+    check_keys(obj, ["id", "object", "created", "model", "choices", "usage"], where="response")
+    expect(obj["object"] == ("chat.completion" if chat else "text_completion"), f"object {obj['object']}")
+    expect(isinstance(obj["id"], str) and obj["id"].startswith("chatcmpl-" if chat else "cmpl-"), "id")
+    expect(is_int(obj["created"]) and abs(obj["created"] - time.time()) < 3600 * 24 * 3650, "created")
+    expect(obj["model"] == "wiki-7m", f"model {obj['model']}")
+    check_usage(obj["usage"])
+    expect(len(obj["choices"]) == n, "choices")
+    for i, c in enumerate(obj["choices"]):
+        extra = ["token_ids"] if token_ids else []
+        if chat:
+            check_keys(c, ["index", "message", "logprobs", "finish_reason"] + extra, where="choice")
+            check_keys(c["message"], ["role", "content", "refusal"], where="message")
+            expect(c["message"]["role"] == "assistant" and isinstance(c["message"]["content"], str), "message")
+            if logprobs:
+                check_chat_logprobs(c["logprobs"])
+        else:
+            check_keys(c, ["index", "text", "logprobs", "finish_reason"] + extra, where="choice")
+            expect(isinstance(c["text"], str), "text")
+        expect(c["index"] == i, "index")
+        expect(c["finish_reason"] in ("stop", "length"), f"finish_reason {c['finish_reason']}")
+        expect(logprobs or c["logprobs"] is None, "logprobs must be null")
+
+
+def check_stream(events, endpoint, n=1, include_usage=False, token_ids=False):
+    """Checks every chunk; returns per choice (text, token ids, finish_reason) and the usage."""
+    chat = endpoint == "chat"
+    expect(events and events[-1] == "[DONE]", "the stream does not end with [DONE]")
+    texts, tokens, finish, usage, ids = [""] * n, [[] for _ in range(n)], [None] * n, None, set()
+    role_seen = [False] * n
+    for e in events[:-1]:
+        expect(isinstance(e, dict) and "error" not in e, f"error event {e}")
+        base = ["id", "object", "created", "model", "choices"] + (["usage"] if include_usage else [])
+        check_keys(e, base, where="chunk")
+        expect(e["object"] == ("chat.completion.chunk" if chat else "text_completion"), "chunk object")
+        ids.add(e["id"])
+        if include_usage and e["usage"] is not None:
+            expect(e["choices"] == [] and usage is None, "the usage chunk must come once, without choices")
+            check_usage(e["usage"])
+            usage = e["usage"]
+            continue
+        expect(usage is None, "a chunk after the usage chunk")
+        expect(len(e["choices"]) == 1, "one choice per chunk")
+        c = e["choices"][0]
+        i = c["index"]
+        expect(finish[i] is None, f"choice {i}: a chunk after its finish_reason")
+        extra = ["token_ids"] if token_ids else []
+        if chat:
+            check_keys(c, ["index", "delta", "logprobs", "finish_reason"], extra, where="chunk choice")
+            d = c["delta"]
+            if "role" in d:
+                expect(not role_seen[i] and d == {"role": "assistant", "content": ""}, "role delta")
+                role_seen[i] = True
+            else:
+                expect(role_seen[i], "content before the role")
+                check_keys(d, [], ["content"], where="delta")
+                texts[i] += d.get("content", "")
+        else:
+            check_keys(c, ["index", "text", "logprobs", "finish_reason"], extra, where="chunk choice")
+            texts[i] += c["text"]
+        tokens[i] += c.get("token_ids", [])
+        if c["finish_reason"] is not None:
+            expect(c["finish_reason"] in ("stop", "length"), f"finish_reason {c['finish_reason']}")
+            finish[i] = c["finish_reason"]
+    expect(len(ids) == 1, "chunks of one response must share its id")
+    expect(all(f is not None for f in finish), "a choice without finish_reason")
+    expect(not include_usage or usage is not None, "no usage chunk")
+    return texts, tokens, finish, usage
+
+
+# ---- references --------------------------------------------------------------------------
+
+def generate(prompt, n, *extra):
+    p = subprocess.run([FRUGAL, "generate", "-m", WIKI, "-p", prompt, "--temp", "0", "-n", str(n), "-t", "1"] +
+                       list(extra), capture_output=True, timeout=120)
+    expect(p.returncode == 0, f"frugal generate failed: {p.stderr.decode(errors='replace')}")
+    return p.stdout.decode("utf-8")
+
+
+def chatml(messages):
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + \
+        "<|im_start|>assistant\n"
+
+
+def greedy(max_tokens, **more):
+    body = {"temperature": 0, "max_tokens": max_tokens, "ignore_eos": True}
+    body.update(more)
+    return body
+
+
+# ---- tests -------------------------------------------------------------------------------
+
+def test_endpoints_and_openai_shapes():
+    with Server() as s:
+        status, headers, data = s.request("GET", "/health")
+        expect(status == 200 and json.loads(data) == {"status": "ok"}, "health")
+        models = json.loads(s.request("GET", "/v1/models")[2])
+        check_keys(models, ["object", "data"], where="models")
+        expect(models["object"] == "list" and len(models["data"]) == 1, "models list")
+        m = models["data"][0]
+        check_keys(m, ["id", "object", "created", "owned_by"], ["max_model_len", "meta"], where="model")
+        expect(m["id"] == "wiki-7m" and m["object"] == "model" and m["max_model_len"] == 2048, "model entry")
+        status, _, data = s.request("GET", "/v1/models/wiki-7m")
+        expect(status == 200 and json.loads(data)["id"] == "wiki-7m", "model by id")
+        status, _, data = s.request("GET", "/v1/models/gpt-4")
+        expect(status == 404 and check_error(data)["code"] == "model_not_found", "unknown model by id")
+
+        messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Tell me about Paris"}]
+        r = s.post("/v1/chat/completions", {"model": "wiki-7m", "messages": messages, "max_tokens": 12,
+                                            "temperature": 0})
+        check_response(r, "chat")
+        expect(r["usage"]["completion_tokens"] <= 12, "completion tokens")
+        r = s.post("/v1/chat/completions", {"messages": messages, "max_tokens": 5, "n": 2, "logprobs": True,
+                                            "top_logprobs": 3, "seed": 3})
+        check_response(r, "chat", n=2, logprobs=True)
+        for c in r["choices"]:
+            expect(all(len(t["top_logprobs"]) == 3 for t in c["logprobs"]["content"]), "top_logprobs count")
+        r = s.post("/v1/completions", {"prompt": "The history", "max_tokens": 6, "logprobs": 2,
+                                       "return_token_ids": True})
+        check_response(r, "completions", logprobs=True, token_ids=True)
+        check_completion_logprobs(r["choices"][0]["logprobs"], len(r["choices"][0]["token_ids"]))
+        r = s.post("/v1/completions", {"prompt": ["a", "b"], "n": 2, "max_tokens": 3})
+        check_response(r, "completions", n=4)
+
+        ev = s.stream("/v1/chat/completions", {"messages": messages, "max_tokens": 8, "stream": True, "n": 2,
+                                               "stream_options": {"include_usage": True}})
+        texts, _, _, usage = check_stream(ev, "chat", n=2, include_usage=True)
+        expect(usage["completion_tokens"] <= 16, "streamed usage")
+        ev = s.stream("/v1/completions", {"prompt": "The history", "max_tokens": 8, "stream": True,
+                                          "return_token_ids": True})
+        texts, tokens, finish, _ = check_stream(ev, "completions", token_ids=True)
+        expect(len(tokens[0]) == 8 or finish[0] == "stop", "streamed token ids")
+
+        text = s.request("GET", "/metrics")[2].decode()
+        m = parse_metrics(text)
+        for name in ["frugal_queue_length", "frugal_running_sequences", "frugal_kv_blocks_used",
+                     "frugal_kv_blocks_free", "frugal_kv_blocks_cached", "frugal_prefix_cache_hits_total",
+                     "frugal_time_to_first_token_seconds_count", "frugal_inter_token_latency_seconds_count",
+                     "frugal_prompt_tokens_total", "frugal_generation_tokens_total",
+                     'frugal_requests_total{endpoint="chat",outcome="success"}']:
+            expect(name in m, f"/metrics lacks {name}")
+        expect(m['frugal_requests_total{endpoint="chat",outcome="success"}'] == 3, "chat successes")
+        expect(m["frugal_time_to_first_token_seconds_count"] >= 6, "TTFT observations")
+        expect("# TYPE frugal_time_to_first_token_seconds histogram" in text, "histogram type")
+        status, headers, page = s.request("GET", "/")
+        expect(status == 200 and headers["content-type"].startswith("text/html") and b"/app.js" in page, "page")
+        status, headers, _ = s.request("GET", "/app.js")
+        expect(status == 200 and "javascript" in headers["content-type"], "app.js")
+        status, _, data = s.request("GET", "/nothing-here")
+        expect(status == 404, "unknown route")
+        check_error(data)
+        status, headers, _ = s.request("OPTIONS", "/v1/chat/completions")
+        expect(status == 204 and headers.get("access-control-allow-origin") == "*", "CORS preflight")
+
+
+def test_greedy_matches_frugal_generate():
+    with open(f"{SHARED}/reference/wiki-7m/greedy-f32.jsonl", encoding="utf-8") as f:
+        llama_cpp = {r["prompt"]: r["completion_text"] for r in map(json.loads, f)}
+    with Server() as s:
+        for prompt in ["The history of the city", "In mathematics, a prime number is", ""]:
+            expected = generate(prompt, 32, "--ignore-eos")
+            r = s.post("/v1/completions", dict(greedy(32), prompt=prompt))
+            expect(r["choices"][0]["text"] == expected, f"{prompt!r}: {r['choices'][0]['text']!r} != {expected!r}")
+            if prompt in llama_cpp:
+                expect(expected == llama_cpp[prompt], f"{prompt!r}: differs from llama.cpp's reference")
+            texts, _, _, _ = check_stream(s.stream("/v1/completions", dict(greedy(32), prompt=prompt, stream=True)),
+                                          "completions")
+            expect(texts[0] == expected, f"{prompt!r} streamed: {texts[0]!r} != {expected!r}")
+        # Stops at end of text like generate does when EOS is not ignored.
+        expected = generate("Early life", 200)
+        r = s.post("/v1/completions", {"prompt": "Early life", "max_tokens": 200, "temperature": 0})
+        expect(r["choices"][0]["text"] == expected, "without ignore_eos")
+        # Chat: the same as generate on the ChatML rendering of the conversation.
+        messages = [{"role": "user", "content": "What is the history of the city?"}]
+        expected = generate(chatml(messages), 24, "--ignore-eos")
+        r = s.post("/v1/chat/completions", dict(greedy(24), messages=messages))
+        expect(r["choices"][0]["message"]["content"] == expected, "chat greedy")
+        texts, _, _, _ = check_stream(s.stream("/v1/chat/completions", dict(greedy(24), messages=messages,
+                                                                            stream=True)), "chat")
+        expect(texts[0] == expected, "chat greedy streamed")
+
+
+def test_batch_invariance_alone_and_with_seven_others():
+    with Server("--parallel", "8") as s:
+        probe = dict(greedy(48), prompt=PROMPTS[0], logprobs=5, return_token_ids=True)
+        alone = s.post("/v1/completions", probe)["choices"][0]
+        results, ended, errors = [None] * 7, [0.0] * 7, []
+        started = threading.Barrier(8)
+
+        def other(i):
+            try:
+                # Sampled, of different prompt lengths and long enough to outlast the probe.
+                body = {"prompt": " ".join(PROMPTS[i:] + PROMPTS[:i]) * (1 + i % 3), "max_tokens": 1200 + 50 * i,
+                        "temperature": 1.0, "seed": i, "ignore_eos": True, "stream": True}
+                c = s.conn()
+                c.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+                r = c.getresponse()
+                started.wait(30)
+                results[i] = read_events(r)
+                ended[i] = time.time()
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+                started.abort()
+
+        threads = [threading.Thread(target=other, args=(i,)) for i in range(7)]
+        for t in threads:
+            t.start()
+        started.wait(30)  # all 7 are submitted
+        s.wait_metrics(lambda m: m["frugal_running_sequences"] == 7, "the other seven run")
+        batched = s.post("/v1/completions", probe)["choices"][0]
+        probe_done = time.time()
+        for t in threads:
+            t.join(120)
+        expect(not errors, f"other requests failed: {errors}")
+        expect(min(ended) > probe_done, "the other requests did not outlast the probe")
+        for r in results:
+            check_stream(r, "completions")
+        expect(batched["token_ids"] == alone["token_ids"], "tokens differ alone and batched")
+        expect(batched["text"] == alone["text"], "text differs")
+        expect(batched["logprobs"] == alone["logprobs"], "log-probabilities differ alone and batched")
+
+
+def test_load_64_clients_4_requests_each():
+    with Server("--parallel", "16", "--queue", "64", threads=2) as s:
+        # References, one at a time; they also warm the server up.
+        refs = {}
+        for p in PROMPTS:
+            r = s.post("/v1/completions", dict(greedy(24), prompt=p, return_token_ids=True))["choices"][0]
+            refs[p] = (r["text"], r["token_ids"])
+        failures = []
+
+        def client(i, rounds):
+            try:
+                c = s.conn()
+                for k in range(rounds):
+                    p = PROMPTS[(i + k) % len(PROMPTS)]
+                    ev = s.stream("/v1/completions", dict(greedy(24), prompt=p, stream=True, return_token_ids=True,
+                                                          stream_options={"include_usage": True}), conn=c)
+                    texts, tokens, finish, usage = check_stream(ev, "completions", include_usage=True, token_ids=True)
+                    expect(tokens[0] == refs[p][1], f"client {i} request {k}: tokens {tokens[0]} != {refs[p][1]}")
+                    expect(texts[0] == refs[p][0], f"client {i} request {k}: text differs")
+                    expect(finish[0] == "length" and usage["completion_tokens"] == 24, "finish/usage")
+                c.close()
+            except Exception as e:  # noqa: BLE001 - collected
+                failures.append(f"client {i}: {e}")
+
+        def round_of(rounds):
+            threads = [threading.Thread(target=client, args=(i, rounds)) for i in range(64)]
+            t0 = time.time()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(300)
+            expect(not any(t.is_alive() for t in threads), "a client hung")
+            return time.time() - t0
+
+        round_of(1)  # warm-up at full concurrency: thread stacks, buffers, allocator arenas
+        expect(not failures, "\n".join(failures[:5]))
+        s.wait_metrics(lambda m: m["frugal_requests_active"] == 0, "idle after the warm-up")
+        time.sleep(6)  # idle keep-alive connections are closed after 5 s
+        idle = s.vm_rss_kib()
+        seconds = round_of(4)
+        expect(not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:5]))
+        m = s.wait_metrics(lambda m: m["frugal_requests_active"] == 0 and m["frugal_kv_blocks_used"] == 0,
+                           "idle after the load")
+        time.sleep(6)
+        after = s.vm_rss_kib()
+        success = m['frugal_requests_total{endpoint="completions",outcome="success"}']
+        expect(success == len(PROMPTS) + 64 * 5, f"{success} successful requests")
+        # Memory back to its idle level: the KV cache is allocated at startup, so what may grow
+        # under load is the allocator's caches; 8 MiB allows for that, a leak of 256 requests not.
+        print(f"64 clients x 4 requests x 24 tokens: {seconds:.1f} s; VmRSS idle {idle} KiB, after {after} KiB")
+        expect(after <= idle + 8 * 1024, f"VmRSS grew from {idle} KiB to {after} KiB")
+        expect(s.request("GET", "/health")[0] == 200, "health after load")
+
+
+def test_overload_gets_429_with_retry_after():
+    with Server("--parallel", "1", "--queue", "2") as s:
+        statuses, errors = [], []
+        lock = threading.Lock()
+
+        def client(i):
+            try:
+                status, headers, data = s.request("POST", "/v1/completions",
+                                                  dict(greedy(300), prompt=PROMPTS[i % 8]), timeout=120)
+                with lock:
+                    statuses.append(status)
+                if status == 429:
+                    expect(int(headers["retry-after"]) >= 1, "Retry-After")
+                    expect(check_error(data)["code"] == "queue_full", "429 error code")
+                else:
+                    expect(status == 200, f"status {status}: {data[:200]!r}")
+                    check_response(json.loads(data), "completions")
+            except Exception as e:  # noqa: BLE001 - collected
+                errors.append(e)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        expect(not any(t.is_alive() for t in threads), "a request hung")
+        expect(not errors, f"{errors[:3]}")
+        expect(statuses.count(429) >= 10, f"statuses {statuses}")
+        expect(statuses.count(200) >= 3, f"statuses {statuses}")
+        m = s.metrics()
+        expect(m['frugal_requests_total{endpoint="completions",outcome="rejected"}'] == statuses.count(429), "metric")
+        expect(s.request("GET", "/health")[0] == 200, "health")
+        s.post("/v1/completions", dict(greedy(4), prompt="x"))
+
+
+def test_bad_requests_get_4xx_and_the_server_stays_healthy():
+    with Server("--ctx", "256", "--max-body", "65536") as s:
+        chat = "/v1/chat/completions"
+        comp = "/v1/completions"
+        user = [{"role": "user", "content": "hi"}]
+        cases = [
+            (chat, b"{not json", 400, None),
+            (chat, b"[1,2]", 400, None),
+            (chat, b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, None),
+            (chat, {"messages": user, "max_tokens": "16"}, 400, "max_tokens"),
+            (chat, {"messages": user, "temperature": "hot"}, 400, "temperature"),
+            (chat, {"messages": user, "stream": "yes"}, 400, "stream"),
+            (chat, {"messages": "hello"}, 400, "messages"),
+            (chat, {"messages": user, "n": 1.5}, 400, "n"),
+            (chat, {"messages": user, "model": "gpt-4"}, 404, "model"),
+            (chat, {"messages": []}, 400, "messages"),
+            (chat, {}, 400, "messages"),
+            (chat, {"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages"),
+            (chat, {"messages": [{"role": "user", "content": "word " * 400}]}, 400, "messages"),
+            (comp, {"prompt": "word " * 400}, 400, "prompt"),
+            (comp, {"prompt": "hi", "max_tokens": 10 ** 12}, 400, "max_tokens"),
+            (comp, {"prompt": "hi", "max_tokens": -1}, 400, "max_tokens"),
+            (comp, {"prompt": "hi", "max_tokens": 1000}, 400, "max_tokens"),
+            (comp, {"prompt": "hi", "n": 1000}, 400, "n"),
+            (comp, {"prompt": "hi", "n": 0}, 400, "n"),
+            (comp, {"prompt": "hi", "n": 16}, 400, None),  # more choices than --parallel
+            (comp, {"prompt": [1, 2, 999999]}, 400, None),
+            (comp, {"prompt": []}, 400, "prompt"),
+            (comp, {"prompt": "hi", "logit_bias": {"x": 1}}, 400, "logit_bias"),
+            (comp, {"prompt": "hi", "logit_bias": {"99999": 1}}, 400, None),
+            (comp, {"prompt": "hi", "stream_options": {"include_usage": True}}, 400, "stream_options"),
+            (chat, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "messages"),
+            (chat, {"messages": user, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
+            (comp, b"x" * 70000, 413, None),
+        ]
+        for path, body, status, param in cases:
+            got, _, data = s.request("POST", path, body)
+            expect(got == status, f"{body!r:.80}: status {got}, expected {status}: {data[:300]!r}")
+            e = check_error(data)
+            if param is not None:
+                expect(e["param"] == param, f"{body!r:.80}: param {e['param']}, expected {param}")
+            expect(s.alive(), f"the server died on {body!r:.80}")
+        # A request line and headers the HTTP parser refuses.
+        raw = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        raw.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: nope\r\n\r\n")
+        expect(raw.recv(100).startswith(b"HTTP/1.1 4"), "bad Content-Length")
+        raw.close()
+        expect(s.request("GET", "/health")[0] == 200, "health")
+        r = s.post(comp, dict(greedy(5), prompt="The history"))
+        check_response(r, "completions")
+        m = s.metrics()
+        expect(m['frugal_requests_total{endpoint="chat",outcome="invalid"}'] >= 10, "invalid requests counted")
+
+
+def test_api_key():
+    with tempfile.NamedTemporaryFile("w", suffix=".key") as key:
+        key.write("s3cret\n")
+        key.flush()
+        with Server("--api-key-file", key.name) as s:
+            body = dict(greedy(3), prompt="x")
+            for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}]:
+                status, h, data = s.request("POST", "/v1/completions", body, headers)
+                expect(status == 401 and h.get("www-authenticate") == "Bearer", f"{headers}: {status}")
+                expect(check_error(data)["type"] == "authentication_error", "401 shape")
+            expect(s.request("GET", "/v1/models")[0] == 401, "models need the key")
+            expect(s.request("GET", "/metrics")[0] == 401, "metrics need the key")
+            expect(s.request("GET", "/health")[0] == 200, "health is open")
+            expect(s.request("GET", "/")[0] == 200, "the page is open (it asks for the key)")
+            ok = {"Authorization": "Bearer s3cret"}
+            check_response(s.post("/v1/completions", body, ok), "completions")
+            expect(s.request("GET", "/metrics", headers=ok)[0] == 200, "metrics with the key")
+
+
+def test_client_disconnect_cancels_and_frees_blocks():
+    with Server() as s:
+        long = {"prompt": PROMPTS[0], "max_tokens": 1900, "temperature": 1, "ignore_eos": True, "n": 4}
+        for stream in [True, False]:
+            before = s.metrics()
+            key = 'frugal_requests_total{endpoint="completions",outcome="cancelled"}'
+            c = s.conn()
+            c.request("POST", "/v1/completions", body=json.dumps(dict(long, stream=stream)),
+                      headers={"Content-Type": "application/json"})
+            if stream:
+                r = c.getresponse()
+                for _ in range(10):
+                    expect(r.readline() != b"", "stream ended early")
+            s.wait_metrics(lambda m: m["frugal_running_sequences"] == 4 and m["frugal_kv_blocks_used"] > 0,
+                           "the request runs")
+            c.sock.shutdown(socket.SHUT_RDWR)
+            c.close()
+            t0 = time.time()
+            m = s.wait_metrics(lambda m: m["frugal_running_sequences"] == 0 and m["frugal_kv_blocks_used"] == 0 and
+                               m["frugal_requests_active"] == 0, "blocks freed after the disconnect", timeout=5)
+            expect(m[key] == before[key] + 1, f"stream={stream}: not counted as cancelled")
+            expect(m["frugal_generation_tokens_total"] == before["frugal_generation_tokens_total"],
+                   "a cancelled request counted as finished")
+            print(f"stream={stream}: blocks freed {time.time() - t0:.2f} s after the disconnect")
+        expect(s.request("GET", "/health")[0] == 200, "health")
+
+
+def test_read_and_idle_timeouts():
+    with Server("--timeout", "2", "--keep-alive", "1") as s:
+        slow = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        slow.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+        t0 = time.time()
+        expect(s.request("GET", "/health")[0] == 200, "health while a client stalls")
+        data = slow.recv(1000)  # the server gives up and closes
+        waited = time.time() - t0
+        expect(waited < 8, f"the stalled connection stayed open {waited:.1f} s")
+        expect(data == b"" or data.startswith(b"HTTP/1.1 4"), f"got {data!r}")
+        slow.close()
+        idle = s.conn()
+        idle.request("GET", "/health")
+        idle.getresponse().read()
+        t0 = time.time()
+        expect(idle.sock.recv(10) == b"", "the idle keep-alive connection was not closed")
+        expect(time.time() - t0 < 5, "idle keep-alive connection closed late")
+        idle.close()
+
+
+def test_sigterm_drains():
+    # Requests in flight finish, new ones get 503, the process exits with status 0.
+    s = Server("--drain-timeout", "60")
+    results, errors = [None] * 3, []
+
+    def client(i):
+        try:
+            results[i] = s.stream("/v1/completions", dict(greedy(300), prompt=PROMPTS[i], stream=True))
+        except Exception as e:  # noqa: BLE001 - collected
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    s.wait_metrics(lambda m: m["frugal_running_sequences"] == 3, "three streams run")
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    status, _, data = s.request("POST", "/v1/completions", dict(greedy(3), prompt="x"))
+    expect(status == 503 and check_error(data)["code"] == "shutting_down", f"new request during drain: {status}")
+    expect(s.request("GET", "/health")[0] == 503, "health during drain")
+    for t in threads:
+        t.join(120)
+    expect(not errors, f"{errors}")
+    for r in results:
+        _, _, finish, _ = check_stream(r, "completions")
+        expect(finish == ["length"], "a drained stream did not finish")
+    expect(s.proc.wait(30) == 0, "exit status after SIGTERM")
+
+    # Past --drain-timeout, what is left ends with a final error event.
+    s = Server("--drain-timeout", "1")
+    out = {}
+
+    def long_client():
+        out["events"] = s.stream("/v1/completions", {"prompt": "x", "max_tokens": 1900, "n": 4, "temperature": 1,
+                                                     "ignore_eos": True, "stream": True})
+
+    t = threading.Thread(target=long_client)
+    t.start()
+    s.wait_metrics(lambda m: m["frugal_running_sequences"] == 4, "the long request runs")
+    t0 = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    expect(s.proc.wait(30) == 0, "exit status after SIGTERM")
+    t.join(30)
+    expect(time.time() - t0 < 10, "the drain took too long")
+    events = out["events"]
+    expect(events[-1] == "[DONE]" and isinstance(events[-2], dict) and "error" in events[-2],
+           f"no final error event: {events[-2:]}")
+    expect(events[-2]["error"]["code"] == "shutting_down", "error code")
+
+
+def test_sampling_parameters():
+    with Server("--parallel", "4") as s:
+        body = {"prompt": PROMPTS[1], "max_tokens": 20, "temperature": 1.0, "seed": 7, "ignore_eos": True}
+        a = s.post("/v1/completions", body)["choices"][0]["text"]
+        expect(s.post("/v1/completions", body)["choices"][0]["text"] == a, "same seed, different text")
+        texts = {s.post("/v1/completions", dict(body, seed=k))["choices"][0]["text"] for k in range(8, 12)}
+        expect(len(texts) > 1, "different seeds, same text")
+        three = s.post("/v1/completions", dict(body, n=3))["choices"]
+        expect(three[0]["text"] == a, "choice 0 of n=3 differs from n=1 with the same seed")
+        expect(three[1]["text"] == s.post("/v1/completions", dict(body, seed=8))["choices"][0]["text"],
+               "choice 1 samples with seed + 1")
+        # Token-id prompts give what the same text gives (/tokenize adds the BOS as the server does).
+        full = s.post("/v1/completions", dict(greedy(12), prompt=PROMPTS[0], return_token_ids=True))
+        ids = s.post("/tokenize", {"content": PROMPTS[0], "add_special": True})["tokens"]
+        expect(ids[0] == 1 and len(ids) > 3, f"tokenize: {ids}")
+        expect(s.post("/detokenize", {"tokens": ids[1:]})["content"] == PROMPTS[0], "detokenize")
+        by_ids = s.post("/v1/completions", dict(greedy(12), prompt=ids, return_token_ids=True))
+        expect(by_ids["choices"][0]["token_ids"] == full["choices"][0]["token_ids"], "token-id prompt")
+        expect(by_ids["usage"]["prompt_tokens"] == len(ids), "prompt tokens of a token-id prompt")
+        text = full["choices"][0]["text"]
+        # Stop strings: the text ends before the first one, finish_reason stop.
+        stop = text.split()[1]
+        r = s.post("/v1/completions", dict(greedy(12), prompt=PROMPTS[0], stop=[stop, "zzz"]))["choices"][0]
+        expect(r["finish_reason"] == "stop" and r["text"] == text[:text.index(stop)], f"stop {stop!r}: {r}")
+        r = s.post("/v1/completions", dict(greedy(4), prompt=PROMPTS[0], echo=True))["choices"][0]
+        expect(r["text"].startswith(PROMPTS[0]) and r["text"][len(PROMPTS[0]):] == text[:len(r["text"]) - len(PROMPTS[0])],
+               "echo")
+        r = s.post("/v1/completions", {"prompt": PROMPTS[0], "max_tokens": 5, "temperature": 0, "ignore_eos": True,
+                                       "logit_bias": {str(full["choices"][0]["token_ids"][0]): -100},
+                                       "return_token_ids": True})["choices"][0]
+        expect(r["token_ids"][0] != full["choices"][0]["token_ids"][0], "logit_bias -100 did not ban the token")
+        expect(r["finish_reason"] == "length", "finish_reason length")
+        for key, value in [("top_k", 5), ("top_p", 0.5), ("min_p", 0.2), ("frequency_penalty", 1.0),
+                           ("presence_penalty", 1.0), ("repetition_penalty", 1.3)]:
+            check_response(s.post("/v1/completions", dict(body, **{key: value})), "completions")
+
+
+def test_prefix_cache_reuses_a_long_system_prompt():
+    system = " ".join(PROMPTS) * 8
+    questions = ["What happened next?", "Where is it?", "Who was there?"]
+    answers = {}
+    for flag in [[], ["--no-prefix-cache"]]:
+        with Server(*flag) as s:
+            got = []
+            for q in questions:
+                r = s.post("/v1/chat/completions", dict(greedy(16), messages=[
+                    {"role": "system", "content": system}, {"role": "user", "content": q}]))
+                got.append((r["choices"][0]["message"]["content"], r["usage"]))
+            m = s.metrics()
+            if not flag:
+                expect(got[0][1]["prompt_tokens_details"]["cached_tokens"] == 0, "first request cached")
+                for _, u in got[1:]:
+                    expect(u["prompt_tokens_details"]["cached_tokens"] >= 0.8 * u["prompt_tokens"] - 64,
+                           f"little reuse: {u}")
+                expect(m["frugal_prefix_cache_hits_total"] == 2, "prefix cache hits")
+                expect(m["frugal_prefix_cache_hit_tokens_total"] > 0, "hit tokens")
+            else:
+                expect(all(u["prompt_tokens_details"]["cached_tokens"] == 0 for _, u in got), "cache off")
+                expect(m["frugal_prefix_cache_hits_total"] == 0, "hits with the cache off")
+            answers[bool(flag)] = [text for text, _ in got]
+    expect(answers[False] == answers[True], "the prefix cache changed the answers")
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe:
+    commands on its fd 3, replies on its fd 4, each a JSON message ending in a NUL byte), so
+    the standard library is enough: no websocket client, no driver binary."""
+
+    def __init__(self, executable, profile):
+        cmd_r, self.cmd_w = os.pipe()
+        self.res_r, res_w = os.pipe()
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"]
+        self.proc = subprocess.Popen(["/bin/sh", "-c", f'exec "$0" "$@" 3<&{cmd_r} 4>&{res_w}', executable] + args,
+                                     pass_fds=(cmd_r, res_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        os.close(cmd_r)
+        os.close(res_w)
+        self.buffer = b""
+        self.next_id = 0
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+
+    def call(self, method, params=None, session=None, timeout=60):
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self.cmd_w, json.dumps(message).encode() + b"\0")
+        deadline = time.time() + timeout
+        while True:
+            while b"\0" not in self.buffer:
+                expect(time.time() < deadline, f"no reply from the browser to {method}")
+                chunk = os.read(self.res_r, 65536)
+                expect(chunk, "the browser closed its pipe")
+                self.buffer += chunk
+            raw, self.buffer = self.buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self.next_id:
+                expect("error" not in reply, f"{method}: {reply.get('error')}")
+                return reply["result"]
+
+    def evaluate(self, expression):
+        r = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True}, self.session)
+        return r["result"].get("value")
+
+    def close(self):
+        try:
+            self.call("Browser.close", timeout=10)
+        except AssertionError:
+            pass
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        os.close(self.cmd_w)
+        os.close(self.res_r)
+
+
+def test_chat_page_in_headless_chromium():
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    expect(executable, "chromium is not installed (scripts/install-deps.sh installs it)")
+    with Server() as s, tempfile.TemporaryDirectory() as profile:
+        message = "Tell me about the river"
+        expected = s.post("/v1/chat/completions", dict(greedy(16), messages=[{"role": "user", "content": message}]))
+        expected = expected["choices"][0]["message"]["content"]
+        url = f"http://127.0.0.1:{s.port}/?" + urllib.parse.urlencode(
+            {"autotest": 1, "message": message, "temperature": 0, "max_tokens": 16})
+        browser = Browser(executable, profile)
+        try:
+            browser.call("Page.navigate", {"url": url}, browser.session)
+            deadline = time.time() + 60
+            while browser.evaluate("document.body && document.body.dataset.state") != "done":
+                expect(time.time() < deadline, "the page never finished its reply: " +
+                       str(browser.evaluate("document.body && document.body.innerText")))
+                time.sleep(0.1)
+            result = json.loads(browser.evaluate("document.getElementById('autotest-result').textContent"))
+            shown = browser.evaluate("document.querySelector('.message.assistant').firstChild.textContent")
+            user = browser.evaluate("document.querySelector('.message.user').textContent")
+            title = browser.evaluate("document.getElementById('model').textContent")
+        finally:
+            browser.close()
+        expect(result["error"] is None, f"the page reported {result['error']}")
+        expect(result["reply"] == expected, f"the page got {result['reply']!r}, the API gives {expected!r}")
+        expect(result["chunks"] >= 2, "the reply did not stream")
+        expect(result["usage"]["completion_tokens"] == 16 and result["finish"] == "length", f"{result}")
+        expect(shown == expected, f"the page shows {shown!r}")
+        expect(user == message, f"the user message shows as {user!r}")
+        expect(title.startswith("wiki-7m"), f"model line {title!r}")
+        m = s.metrics()
+        expect(m['frugal_requests_total{endpoint="chat",outcome="success"}'] == 2, "the page's request was not served")
+
+
+TESTS = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("test_")}
+
+if __name__ == "__main__":
+    if sys.argv[3] == "--list" or NAME == "--list":
+        print(";".join(TESTS))
+        sys.exit(0)
+    t0 = time.time()
+    try:
+        TESTS[NAME]()
+    except AssertionError as e:
+        sys.exit(f"FAILED: {e}")
+    print(f"{NAME}: passed in {time.time() - t0:.1f} s")

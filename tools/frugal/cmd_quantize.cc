@@ -1,0 +1,114 @@
+// frugal quantize: a model frugal loads (Hugging Face folder, GGUF) to a quantized GGUF.
+//
+//   frugal quantize -m IN -o OUT.gguf --type TYPE [--method rtn|gptq|awq] [--calib FILE]
+//                   [--imatrix FILE] [--save-imatrix FILE] [--policy "pattern=type,..."] [--pure]
+//                   [--bpw X [--bpw-types LIST]] [-t N] [--json]
+//
+// Progress (with an estimate of the time left) goes to stderr; the per-tensor summary (type,
+// bits per weight, relative error) to stdout, or one JSON object with --json.
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "quant/quantize_model.h"
+#include "tools/frugal/commands.h"
+
+namespace frugal::cli {
+namespace {
+
+struct Options {
+  QuantizeOptions q;
+  std::string method = "rtn";
+  bool no_act_order = false;
+  bool json = false;
+  bool verbose = false;
+};
+
+Options& options() {
+  static Options o;
+  return o;
+}
+
+void print_summary(const QuantizeSummary& s, const QuantizeOptions& q) {
+  std::printf("%-28s %-12s %-10s %6s %-12s %9s %9s\n", "tensor", "shape", "type", "bits", "method", "rel.err", "out.err");
+  for (const TensorSummary& t : s.tensors) {
+    const std::string shape = fmt::format("{}x{}", t.rows, t.cols);
+    const std::string out = t.out_rel_error >= 0 ? fmt::format("{:9.5f}", t.out_rel_error) : std::string(9, ' ');
+    std::printf("%-28s %-12s %-10s %6.3f %-12s %9.5f %s\n", t.name.c_str(), shape.c_str(), dtype_name(t.type),
+                bits_per_weight(t.type), t.method.c_str(), t.rel_error, out.c_str());
+  }
+  std::printf("\n%s: %.2f MB, %lld parameters, %.3f bits per weight (file), %.1f s\n", q.output.c_str(),
+              s.file_bytes / 1e6, static_cast<long long>(s.parameters), s.bits_per_weight, s.seconds);
+  std::printf("rel.err: ||W - Q|| / ||W||; out.err: the same for the layer's outputs on the calibration inputs\n");
+}
+
+nlohmann::json summary_json(const QuantizeSummary& s, const QuantizeOptions& q, const std::string& method) {
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const TensorSummary& t : s.tensors) {
+    nlohmann::json j = {{"name", t.name},          {"shape", {t.rows, t.cols}}, {"type", dtype_name(t.type)},
+                        {"bits", bits_per_weight(t.type)}, {"method", t.method},   {"rel_error", t.rel_error},
+                        {"bytes", t.bytes}};
+    if (t.out_rel_error >= 0) j["out_rel_error"] = t.out_rel_error;
+    tensors.push_back(j);
+  }
+  return {{"input", q.input},
+          {"output", q.output},
+          {"type", q.type},
+          {"method", method},
+          {"file_bytes", s.file_bytes},
+          {"parameters", s.parameters},
+          {"bits_per_weight", s.bits_per_weight},
+          {"file_type", s.file_type},
+          {"seconds", s.seconds},
+          {"tensors", tensors}};
+}
+
+int run() {
+  Options& o = options();
+  set_log_level(o.verbose ? LogLevel::kDebug : LogLevel::kInfo);
+  o.q.method = parse_quant_method(o.method);
+  o.q.gptq.act_order = !o.no_act_order;
+  if (o.q.threads < 0) fail("--threads must be 0 (one per physical core) or more (got {})", o.q.threads);
+  if (!(o.q.gptq.damp > 0 && o.q.gptq.damp < 1)) fail("--damp must be between 0 and 1 (got {})", o.q.gptq.damp);
+  const QuantizeSummary s = quantize_model(o.q);
+  if (o.json) {
+    std::printf("%s\n", summary_json(s, o.q, o.method).dump(2).c_str());
+  } else {
+    print_summary(s, o.q);
+  }
+  return 0;
+}
+
+CLI::App* setup(CLI::App& app) {
+  Options& o = options();
+  CLI::App* sub = app.add_subcommand("quantize", "Quantize a model to GGUF (RTN, GPTQ, AWQ; llama.cpp mixtures)");
+  sub->add_option("-m,--model", o.q.input, "Input model: a Hugging Face folder or a GGUF file")->required();
+  sub->add_option("-o,--output", o.q.output, "Output GGUF file (written atomically)")->required();
+  sub->add_option("--type", o.q.type,
+                  "A type (q8_0, q4_k, int4_g128, nf4, ...) or a llama.cpp mixture (q4_k_m, q3_k_m, ...)")
+      ->capture_default_str();
+  sub->add_option("--method", o.method, "rtn, gptq or awq")->capture_default_str();
+  sub->add_option("--calib", o.q.calib.path, "Calibration text (not the text you evaluate on)");
+  sub->add_option("--calib-ctx", o.q.calib.n_ctx, "Tokens per calibration window")->capture_default_str();
+  sub->add_option("--calib-chunks", o.q.calib.n_windows, "Calibration windows")->capture_default_str();
+  sub->add_option("--imatrix", o.q.imatrix, "Importance matrix file (llama.cpp's imatrix.dat layout)");
+  sub->add_option("--save-imatrix", o.q.save_imatrix, "Write the calibration text's importance matrix here");
+  sub->add_option("--policy", o.q.policy, "Per-tensor types, first match wins: \"output=q8_0,token_embd=q8_0,*=q4_k\"");
+  sub->add_flag("--pure", o.q.pure, "No llama.cpp default rules (output head in Q6_K, mixtures)");
+  sub->add_option("--bpw", o.q.target_bpw, "Choose per-tensor types from measured sensitivity for this many bits per weight");
+  sub->add_option("--bpw-types", o.q.bpw_types, "Candidate types for --bpw")->capture_default_str();
+  sub->add_option("--damp", o.q.gptq.damp, "GPTQ dampening (fraction of the mean Hessian diagonal)")->capture_default_str();
+  sub->add_flag("--no-act-order", o.no_act_order, "GPTQ: columns in order instead of by decreasing activation");
+  sub->add_option("-t,--threads", o.q.threads, "Threads (0: one per physical core)")->capture_default_str();
+  sub->add_flag("--json", o.json, "Print the summary as one JSON object");
+  sub->add_flag("-v,--verbose", o.verbose, "Debug logging (AWQ ratios, ...)");
+  return sub;
+}
+
+const bool registered = register_command({"quantize", 60, setup, run});
+
+}  // namespace
+}  // namespace frugal::cli

@@ -1,0 +1,253 @@
+// frugal serve: an OpenAI-compatible HTTP server over one model. Flags follow llama.cpp's
+// llama-server where it has one (--parallel, --api-key, --timeout, --alias, -b).
+//
+// Threads: the main thread loads the model, starts the engine thread (the Scheduler, the
+// only code that touches the Engine) and the HTTP listener, then waits for SIGTERM/SIGINT.
+// A signal drains: new requests get 503, the ones in flight finish (up to --drain-timeout,
+// or until a second signal), what is left is ended with a final error event, and the process
+// exits with status 0.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <thread>
+
+#include "chat/chat_template.h"
+#include "core/check.h"
+#include "core/log.h"
+#include "runtime/engine.h"
+#include "runtime/scheduler.h"
+#include "server/http_server.h"
+#include "server/request_builder.h"
+#include "tools/frugal/commands.h"
+#include "tools/frugal/common_options.h"
+
+namespace frugal::cli {
+namespace {
+
+struct ServeFlags {
+  ModelFlags model;
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  int parallel = 4;
+  int queue = 64;
+  std::string api_key;
+  std::string api_key_file;
+  int64_t kv_blocks = 0;
+  int64_t kv_capacity = 0;
+  int64_t kv_block_size = 32;
+  int64_t batch_size = 0;
+  bool no_prefix_cache = false;
+  std::string chat_template;
+  std::string alias;
+  int timeout = 600;
+  int keep_alive = 5;
+  int64_t max_body = int64_t{4} << 20;
+  int max_n = 16;
+  int drain_timeout = 30;
+  int http_threads = 0;
+};
+
+ServeFlags& flags() {
+  static ServeFlags f;
+  return f;
+}
+
+CLI::App* setup(CLI::App& app) {
+  ServeFlags& f = flags();
+  CLI::App* sub = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
+  add_model_flags(*sub, f.model);
+  sub->add_option("--ctx", f.model.ctx_size, "Same as --ctx-size: context per sequence in tokens");
+  sub->add_option("--host", f.host, "Address to listen on")->capture_default_str();
+  sub->add_option("--port", f.port, "Port to listen on (0: any free port, printed at startup)")->capture_default_str();
+  sub->add_option("--parallel,--np", f.parallel, "Sequences generated together (the batch)")->capture_default_str();
+  sub->add_option("--queue", f.queue, "Requests that may wait for a slot; more get 429 with Retry-After")
+      ->capture_default_str();
+  sub->add_option("--api-key", f.api_key, "Require 'Authorization: Bearer KEY' on /v1/* and /metrics");
+  sub->add_option("--api-key-file", f.api_key_file, "Read the API key from this file (keeps it out of ps)");
+  sub->add_option("--kv-blocks", f.kv_blocks, "KV cache blocks across all sequences (default: --parallel contexts)");
+  sub->add_option("--kv-capacity", f.kv_capacity, "KV cache positions across all sequences (instead of --kv-blocks)");
+  sub->add_option("--kv-block-size", f.kv_block_size, "Positions per KV cache block")->capture_default_str();
+  sub->add_option("-b,--batch-size", f.batch_size,
+                  "Rows per forward pass: a decode row per running sequence plus prompt chunks (default: 128, at "
+                  "least --parallel)");
+  sub->add_flag("--no-prefix-cache", f.no_prefix_cache, "Do not reuse the KV blocks of shared prompt prefixes");
+  sub->add_option("--chat-template", f.chat_template,
+                  "Chat template family (chatml, llama3, ...) or Jinja template text, instead of the model's");
+  sub->add_option("--alias", f.alias, "Model name clients use in \"model\" (default: the model's file or folder name)");
+  sub->add_option("--timeout", f.timeout, "Seconds to read a request or write a response before giving up")
+      ->capture_default_str();
+  sub->add_option("--keep-alive", f.keep_alive, "Seconds an idle keep-alive connection stays open")
+      ->capture_default_str();
+  sub->add_option("--max-body", f.max_body, "Largest request body in bytes (larger: 413)")->capture_default_str();
+  sub->add_option("--max-n", f.max_n, "Largest n (choices) a request may ask for")->capture_default_str();
+  sub->add_option("--drain-timeout", f.drain_timeout,
+                  "On SIGTERM, seconds to let requests in flight finish before ending them")
+      ->capture_default_str();
+  sub->add_option("--http-threads", f.http_threads, "HTTP threads (0: --parallel + --queue + 32)")
+      ->capture_default_str();
+  return sub;
+}
+
+std::string model_name(const std::string& path) {
+  std::filesystem::path p(path);
+  if (p.filename().empty()) p = p.parent_path();  // a folder given with a trailing slash
+  std::string name = p.filename().string();
+  for (const char* ext : {".gguf", ".bin", ".safetensors"})
+    if (name.size() > std::strlen(ext) && name.ends_with(ext)) name.resize(name.size() - std::strlen(ext));
+  return name.empty() ? "model" : name;
+}
+
+std::optional<ChatTemplate> choose_template(const ServeFlags& f, const Engine& engine, std::string& note) {
+  if (!engine.has_tokenizer()) {
+    note = "none (no tokenizer: token-id completions only)";
+    return std::nullopt;
+  }
+  if (!f.chat_template.empty()) {
+    const bool jinja = f.chat_template.find("{%") != std::string::npos || f.chat_template.find("{{") != std::string::npos;
+    ChatTemplate t = jinja ? ChatTemplate::detect(f.chat_template) : ChatTemplate::by_name(f.chat_template);
+    note = std::string(t.name());
+    return t;
+  }
+  if (engine.chat_template().empty()) {
+    // As llama.cpp's server: a model without a template gets ChatML.
+    log_warn("{} has no chat template: chat completions use chatml (choose another with --chat-template)",
+             f.model.model);
+    ChatTemplate t = ChatTemplate::by_name("chatml");
+    note = "chatml (the model has none)";
+    return t;
+  }
+  try {
+    ChatTemplate t = ChatTemplate::detect(engine.chat_template());
+    note = std::string(t.name());
+    return t;
+  } catch (const Error& e) {
+    fail("{}: {}; choose a family with --chat-template NAME", f.model.model, e.what());
+  }
+}
+
+// Waits for SIGTERM or SIGINT (blocked in every thread, so they arrive here) for up to
+// `timeout`; true when one came.
+bool wait_for_signal(const sigset_t& set, std::chrono::milliseconds timeout) {
+  const timespec ts{static_cast<time_t>(timeout.count() / 1000), static_cast<long>(timeout.count() % 1000) * 1000000};
+  return sigtimedwait(&set, nullptr, &ts) > 0;
+}
+
+int run() {
+  ServeFlags f = flags();
+  if (f.port < 0 || f.port > 65535) fail("--port must be between 0 and 65535 (got {})", f.port);
+  if (f.parallel < 1 || f.parallel > 4096) fail("--parallel must be between 1 and 4096 (got {})", f.parallel);
+  if (f.queue < 0 || f.queue > 100000) fail("--queue must be between 0 and 100000 (got {})", f.queue);
+  if (f.kv_blocks < 0) fail("--kv-blocks must be 1 or more (got {})", f.kv_blocks);
+  if (f.kv_capacity < 0) fail("--kv-capacity must be 1 or more (got {})", f.kv_capacity);
+  if (f.kv_blocks > 0 && f.kv_capacity > 0) fail("give --kv-blocks or --kv-capacity, not both");
+  if (f.batch_size < 0) fail("--batch-size must be 1 or more (got {})", f.batch_size);
+  if (f.timeout < 1) fail("--timeout must be 1 second or more (got {})", f.timeout);
+  if (f.keep_alive < 0) fail("--keep-alive must be 0 or more seconds (got {})", f.keep_alive);
+  if (f.max_body < 1) fail("--max-body must be 1 byte or more (got {})", f.max_body);
+  if (f.max_n < 1 || f.max_n > 1024) fail("--max-n must be between 1 and 1024 (got {})", f.max_n);
+  if (f.drain_timeout < 0) fail("--drain-timeout must be 0 or more seconds (got {})", f.drain_timeout);
+  if (f.http_threads < 0) fail("--http-threads must be 0 (automatic) or more (got {})", f.http_threads);
+  if (!f.api_key.empty() && !f.api_key_file.empty()) fail("give --api-key or --api-key-file, not both");
+  if (!f.api_key_file.empty()) {
+    f.api_key = read_text_arg(f.api_key_file, "API key file");
+    while (!f.api_key.empty() && (f.api_key.back() == '\n' || f.api_key.back() == '\r')) f.api_key.pop_back();
+    if (f.api_key.empty()) fail("API key file {} is empty", f.api_key_file);
+  }
+  if (f.batch_size == 0) f.batch_size = std::max<int64_t>(128, f.parallel);
+  if (f.batch_size < f.parallel)
+    fail("--batch-size {} cannot hold a decode row for each of the {} --parallel sequences", f.batch_size, f.parallel);
+
+  EngineOptions eo = engine_options(f.model);
+  eo.tokenizer_optional = true;  // a model without a tokenizer serves token-id completions
+  eo.kv_block_size = f.kv_block_size;
+  eo.kv_capacity = f.kv_blocks > 0 ? f.kv_blocks * f.kv_block_size : f.kv_capacity;
+  eo.kv_contexts = f.parallel;
+  eo.max_batch_rows = f.batch_size;
+  set_log_level(f.model.verbose ? LogLevel::kDebug : LogLevel::kWarn);
+
+  // Signals go to the main thread only: block them before any other thread exists.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a client that hung up must not kill the server mid-write
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto engine = Engine::load(f.model.model, eo);
+  // Commit the KV cache now: a server takes its memory at startup, not under load.
+  engine->cache().prefault();
+  std::string template_note;
+  const std::optional<ChatTemplate> chat_template = choose_template(f, *engine, template_note);
+
+  SchedulerOptions so;
+  so.max_sequences = f.parallel;
+  so.max_queued = f.queue;
+  so.prefix_cache = !f.no_prefix_cache;
+  Scheduler scheduler(*engine, so);
+  server::RequestBuilder builder(engine->has_tokenizer() ? &engine->tokenizer() : nullptr, chat_template,
+                                 engine->n_ctx());
+
+  server::ServerOptions opts;
+  opts.host = f.host;
+  opts.port = f.port;
+  opts.api_key = f.api_key;
+  opts.model_id = f.alias.empty() ? model_name(f.model.model) : f.alias;
+  opts.max_body_bytes = static_cast<size_t>(f.max_body);
+  opts.timeout_seconds = f.timeout;
+  opts.keep_alive_seconds = f.keep_alive;
+  opts.http_threads = f.http_threads;
+  opts.limits.max_n = f.max_n;
+  server::HttpServer http(scheduler, builder, opts);
+  const int port = http.bind();
+
+  std::thread engine_thread([&] { scheduler.run(); });
+  std::thread http_thread([&] { http.serve(); });
+  const KvCache& kv = engine->cache();
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log_line(LogLevel::kInfo,
+           fmt::format("frugal serve: listening on http://{}:{} serving '{}' ({}); context {}, {} parallel, queue {}, "
+                       "KV {} blocks x {} positions ({}, {:.1f} MiB), prefix cache {}, batch {} rows, chat template "
+                       "{}, {} threads, API key {}; loaded in {:.1f} s",
+                       f.host, port, opts.model_id, f.model.model, engine->n_ctx(), f.parallel, f.queue, kv.n_blocks(),
+                       kv.block_size(), dtype_name(kv.dtype()), static_cast<double>(kv.bytes()) / (1 << 20),
+                       so.prefix_cache ? "on" : "off", f.batch_size, template_note, engine->pool().size(),
+                       f.api_key.empty() ? "off" : "on", load_s));
+  std::fflush(stderr);
+
+  while (!wait_for_signal(signals, std::chrono::milliseconds(1000))) {
+  }
+  log_line(LogLevel::kInfo, fmt::format("frugal serve: draining {} requests (up to {} s; signal again to stop now)",
+                                        scheduler.stats().active_requests, f.drain_timeout));
+  http.begin_shutdown();
+  scheduler.stop_accepting();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(f.drain_timeout);
+  bool again = false;
+  while (scheduler.stats().active_requests > 0 && std::chrono::steady_clock::now() < deadline && !again)
+    again = wait_for_signal(signals, std::chrono::milliseconds(50));
+  if (scheduler.stats().active_requests > 0) {
+    log_line(LogLevel::kInfo, fmt::format("frugal serve: ending {} requests", scheduler.stats().active_requests));
+    scheduler.abort_all();
+  }
+  // The handlers write their last events, then the listener stops and joins them.
+  const auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while ((scheduler.stats().active_requests > 0 || http.requests_in_flight() > 0) &&
+         std::chrono::steady_clock::now() < grace)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  http.stop();
+  http_thread.join();
+  scheduler.shutdown();
+  engine_thread.join();
+  log_line(LogLevel::kInfo, "frugal serve: stopped");
+  return 0;
+}
+
+[[maybe_unused]] const bool registered = register_command({"serve", 30, setup, run});
+
+}  // namespace
+}  // namespace frugal::cli

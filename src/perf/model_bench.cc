@@ -1,13 +1,12 @@
 #include "perf/model_bench.h"
 
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <chrono>
 #include <random>
 #include <vector>
 
 #include "core/check.h"
+#include "perf/memory_usage.h"
 
 namespace frugal {
 namespace {
@@ -24,12 +23,6 @@ double median(std::vector<double> v) {
 int32_t argmax(const float* logits, int64_t n) { return static_cast<int32_t>(std::max_element(logits, logits + n) - logits); }
 
 }  // namespace
-
-size_t peak_rss_bytes() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<size_t>(usage.ru_maxrss) * 1024;
-}
 
 double forward_flops(const ModelConfig& c, int64_t start, int64_t n) {
   const double d = c.n_embd, q = c.q_dim(), kv = c.kv_dim(), ff = c.n_ff;
@@ -54,6 +47,7 @@ ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& o) {
   for (auto& t : prompt) t = token(rng);
 
   ModelBenchResult r;
+  reset_peak_rss();  // the peak of this run, not of what ran before it (bench's bandwidth probe)
   r.weight_bytes_per_token = engine.model().weight_bytes_per_token();
   r.prefill_flops = forward_flops(c, 0, o.prompt_tokens);
   std::vector<double> prefill, decode, ttft;

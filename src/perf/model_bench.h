@@ -34,6 +34,4 @@ ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& options);
 // of attention's two products over the causal positions.
 double forward_flops(const ModelConfig& config, int64_t start, int64_t n_tokens);
 
-size_t peak_rss_bytes();
-
 }  // namespace frugal

@@ -2,6 +2,7 @@
 // or an exact double-precision computation, on random data with awkward sizes (tails).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -422,6 +423,45 @@ TEST_P(KernelTest, AttentionMatchesReference) {
       }
     }
   }
+}
+
+// The dispatch promise: every entry the AVX-512 table fills, the AVX2 table fills too (its own
+// kernel, never the reference's), except the bf16 dot probe, which AVX2 has no instruction for.
+TEST(KernelTables, Avx2FillsEveryEntryAvx512Fills) {
+  const auto isas = available_isas();
+  if (std::find(isas.begin(), isas.end(), Isa::kAvx512) == isas.end()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  const KernelTable& scalar = for_isa(Isa::kScalar);
+  const KernelTable& avx2 = for_isa(Isa::kAvx2);
+  const KernelTable& avx512 = for_isa(Isa::kAvx512);
+  for (size_t i = 0; i < kDTypeSlots; ++i) {
+    const char* name = dtype_registered(static_cast<DType>(i)) ? dtype_name(static_cast<DType>(i)) : "?";
+    if (avx512.gemm[i].fn != nullptr) {
+      EXPECT_NE(avx2.gemm[i].fn, nullptr) << "gemm of " << name;
+    }
+    if (avx512.convert[i] != scalar.convert[i]) {
+      EXPECT_NE(avx2.convert[i], scalar.convert[i]) << "convert to " << name;
+    }
+    if (avx512.to_float[i] != scalar.to_float[i]) {
+      EXPECT_NE(avx2.to_float[i], scalar.to_float[i]) << "to_float of " << name;
+    }
+  }
+  auto own = [&](auto member, const char* what) {
+    if (avx512.*member != scalar.*member) {
+      EXPECT_NE(avx2.*member, scalar.*member) << what;
+    }
+  };
+  own(&KernelTable::rms_norm, "rms_norm");
+  own(&KernelTable::silu_mul, "silu_mul");
+  own(&KernelTable::add, "add");
+  own(&KernelTable::rope, "rope");
+  own(&KernelTable::attention, "attention");
+  own(&KernelTable::softmax, "softmax");
+  own(&KernelTable::gemm_nn_f32, "gemm_nn_f32");
+  own(&KernelTable::gemm_tn_f32, "gemm_tn_f32");
+  own(&KernelTable::silu_mul_backward, "silu_mul_backward");
+  own(&KernelTable::read_stream, "read_stream");
+  own(&KernelTable::fma_loop, "fma_loop");
+  EXPECT_EQ(avx2.bf16_dot_loop, nullptr);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, KernelTest, ::testing::ValuesIn(available_isas()), isa_label);

@@ -80,14 +80,15 @@ BENCHMARK_CAPTURE(BM_Gemm, f32, DType::kF32)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, q8_0, DType::kQ8_0)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, q4_0, DType::kQ4_0)->Apply(prefill_shapes);
 
-// Attention of `queries` rows over `positions` cached positions, one head of 64, f16 cache.
-void BM_Attention(benchmark::State& state) {
+// Attention of `queries` rows over `positions` cached positions, one head of 64, an f16 or
+// q8_0 cache.
+void BM_Attention(benchmark::State& state, DType kv_type) {
   const int64_t n_q = state.range(0), positions = state.range(1), hd = 64, bs = 32;
   const int64_t n_blocks = (positions + bs - 1) / bs;
   std::vector<Buffer> blocks;
   std::vector<const void*> kp, vp;
   for (int64_t b = 0; b < 2 * n_blocks; ++b) {
-    blocks.emplace_back(bs * hd * 2);
+    blocks.emplace_back(bs * row_bytes(kv_type, hd));
     blocks.back().zero();
     (b % 2 ? vp : kp).push_back(blocks.back().data());
   }
@@ -103,7 +104,7 @@ void BM_Attention(benchmark::State& state) {
   a.v_blocks = vp.data();
   a.block_size = bs;
   a.head_dim = hd;
-  a.kv_type = DType::kF16;
+  a.kv_type = kv_type;
   a.scale = 0.125f;
   a.out = out.data();
   a.out_stride = hd;
@@ -113,7 +114,8 @@ void BM_Attention(benchmark::State& state) {
   for (int64_t i = 0; i < n_q; ++i) pairs += limits[i] + 1;
   state.counters["GFLOP/s"] = benchmark::Counter(4.0 * hd * pairs / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_Attention)->Args({1, 512})->Args({1, 4096})->Args({16, 512});
+BENCHMARK_CAPTURE(BM_Attention, f16, DType::kF16)->Args({1, 512})->Args({1, 4096})->Args({16, 512});
+BENCHMARK_CAPTURE(BM_Attention, q8_0, DType::kQ8_0)->Args({1, 512})->Args({1, 4096})->Args({16, 512});
 
 }  // namespace
 }  // namespace frugal::kernels

@@ -48,12 +48,15 @@ using ConvertFn = void (*)(const float* src, void* dst, int64_t n);
 // Attention of a group of query vectors against a sequence's cached keys and values for one
 // key/value head. Keys and values live in blocks of `block_size` positions; per block, this
 // head's keys are [head_dim, block_size] (transposed) and its values [block_size, head_dim],
-// in `kv_type` (f32 or f16).
+// in `kv_type` (f32 or f16). With a q8_0 cache both are q8_0 rows, one per position
+// ([block_size, head_dim / 32] blocks of BlockQ8_0; head_dim a multiple of 32).
 //
 // Numerics, per query: s_j = (q . k_j) * scale over positions 0..limit, p = softmax(s) in f32,
 // out = sum_j p_j v_j with f32 accumulation. With an f16 cache the operands of both products
 // are f16 (q and p are rounded to f16, as k and v already are), which is what llama.cpp does
-// with its default f16 cache; with an f32 cache everything stays f32.
+// with its default f16 cache; with an f32 cache everything stays f32. With a q8_0 cache (as
+// llama.cpp's quantized K): q is quantized to q8_0 and q . k_j is a sum over blocks of exact
+// integer dot products times both scales; p stays f32 and the values are dequantized to f32.
 struct AttentionArgs {
   const float* q = nullptr;      // [n_q, head_dim], rows q_stride floats apart
   int64_t q_stride = 0;

@@ -91,9 +91,10 @@ void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch,
               int64_t n_head_kv, int64_t head_dim) {
   const kernels::ConvertFn convert = ctx.kernels.convert[static_cast<size_t>(cache.dtype())];
   const int64_t bs = cache.block_size();
-  const size_t elem = cache.element_bytes();
+  const size_t row = cache.row_bytes();
+  const size_t elem = cache.keys_transposed() ? cache.element_bytes() : 0;
   const int64_t width = n_head_kv * head_dim;
-  uint8_t* key = ctx.arena.allocate<uint8_t>(head_dim * elem);
+  uint8_t* key = ctx.arena.allocate<uint8_t>(row);
   for (int64_t r = 0; r < batch.size(); ++r) {
     const auto& table = cache.block_table(batch.seq_ids[r]);
     const int64_t pos = batch.positions[r];
@@ -101,12 +102,17 @@ void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch,
     const int32_t block = table[pos / bs];
     const int64_t slot = pos % bs;
     for (int64_t h = 0; h < n_head_kv; ++h) {
-      // Values: one row. Keys: one column of the transposed block.
-      convert(v + r * width + h * head_dim, static_cast<uint8_t*>(cache.v_block(layer, block, h)) + slot * head_dim * elem,
+      // Values: one row. Keys: one column of the transposed block, or one row (q8_0).
+      convert(v + r * width + h * head_dim, static_cast<uint8_t*>(cache.v_block(layer, block, h)) + slot * row,
               head_dim);
-      convert(k + r * width + h * head_dim, key, head_dim);
-      auto* kb = static_cast<uint8_t*>(cache.k_block(layer, block, h)) + slot * elem;
-      for (int64_t d = 0; d < head_dim; ++d) std::memcpy(kb + d * bs * elem, key + d * elem, elem);
+      if (!cache.keys_transposed()) {
+        convert(k + r * width + h * head_dim, static_cast<uint8_t*>(cache.k_block(layer, block, h)) + slot * row,
+                head_dim);
+      } else {
+        convert(k + r * width + h * head_dim, key, head_dim);
+        auto* kb = static_cast<uint8_t*>(cache.k_block(layer, block, h)) + slot * elem;
+        for (int64_t d = 0; d < head_dim; ++d) std::memcpy(kb + d * bs * elem, key + d * elem, elem);
+      }
     }
   }
 }

@@ -84,6 +84,8 @@ ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& o) {
   r.decode_seconds_per_token = median(decode);
   r.decode_tokens_per_second = 1.0 / r.decode_seconds_per_token;
   r.kv_cache_bytes = engine.cache().bytes();
+  r.kv_bytes_per_token = engine.cache().bytes_per_token();
+  r.kv_capacity_tokens = engine.cache().capacity_tokens();
   r.peak_rss_bytes = peak_rss_bytes();
   return r;
 }

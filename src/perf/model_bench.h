@@ -23,6 +23,8 @@ struct ModelBenchResult {
   double time_to_first_token = 0;     // prompt evaluation plus the first decode step, seconds
   size_t weight_bytes_per_token = 0;  // bytes of weights one decode step reads
   size_t kv_cache_bytes = 0;
+  size_t kv_bytes_per_token = 0;      // KV cache bytes one position takes (all layers, K and V)
+  int64_t kv_capacity_tokens = 0;
   size_t peak_rss_bytes = 0;
 };
 

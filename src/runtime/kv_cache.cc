@@ -14,9 +14,11 @@ KvCache::KvCache(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvC
       n_blocks_((o.capacity_tokens + o.block_size - 1) / o.block_size),
       dtype_(o.dtype) {
   FRUGAL_CHECK(o.block_size > 0 && o.capacity_tokens > 0);
-  if (dtype_ != DType::kF32 && dtype_ != DType::kF16)
-    fail("KV cache type {} is not supported (use f32 or f16)", dtype_name(dtype_));
-  row_bytes_ = row_bytes(dtype_, head_dim);
+  if (dtype_ != DType::kF32 && dtype_ != DType::kF16 && dtype_ != DType::kQ8_0)
+    fail("KV cache type {} is not supported (use f32, f16 or q8_0)", dtype_name(dtype_));
+  if (dtype_ == DType::kQ8_0 && head_dim % 32 != 0)
+    fail("a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is {}); use f16 or f32", head_dim);
+  row_bytes_ = frugal::row_bytes(dtype_, head_dim);
   const size_t total = static_cast<size_t>(n_layer_) * 2 * n_blocks_ * n_head_kv_ * block_size_ * row_bytes_;
   storage_ = Buffer(total);
   refs_.assign(n_blocks_, 0);

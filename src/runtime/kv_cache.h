@@ -4,9 +4,12 @@
 // shared between sequences (prefix reuse) with reference counts. The cache belongs to the
 // runtime; models only read and write the blocks they are handed.
 //
-// Storage: [n_layer][k|v][n_blocks][n_head_kv][...] in f32 or f16. Within a block, one head's
-// keys are stored transposed, [head_dim][block_size], so attention computes the scores of many
-// positions as lanes of one vector; values are [block_size][head_dim].
+// Storage: [n_layer][k|v][n_blocks][n_head_kv][...] in f32, f16 or q8_0. Within a block, one
+// head's f32/f16 keys are stored transposed, [head_dim][block_size], so attention computes the
+// scores of many positions as lanes of one vector; values are [block_size][head_dim]. A q8_0
+// cache (llama.cpp's quantized K and V) keeps keys and values alike as q8_0 rows, one per
+// position ([block_size][head_dim / 32 blocks]): the score of a position is then an integer
+// dot product of the key row with the quantized query.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +24,7 @@ namespace frugal {
 struct KvCacheOptions {
   int64_t capacity_tokens = 4096;  // positions across all sequences
   int64_t block_size = 32;         // positions per block
-  DType dtype = DType::kF16;       // f32 or f16
+  DType dtype = DType::kF16;       // f32, f16 or q8_0 (head_dim a multiple of 32)
 };
 
 class KvCache {
@@ -35,6 +38,8 @@ class KvCache {
   int64_t used_blocks() const { return n_blocks_ - free_blocks(); }
   int64_t capacity_tokens() const { return n_blocks_ * block_size_; }
   size_t bytes() const { return storage_.size(); }
+  // Bytes one position takes over all layers, keys and values.
+  size_t bytes_per_token() const { return static_cast<size_t>(n_layer_) * 2 * n_head_kv_ * row_bytes_; }
   // Writes zeros over the whole pool so its memory is committed now: a server takes all it will
   // ever use at startup (and fails there if the machine lacks it), not page by page under load.
   void prefault() { storage_.zero(); }
@@ -63,9 +68,15 @@ class KvCache {
   // One holder fewer; the last one returns the block to the pool.
   void release_block(int32_t block);
 
-  // One head in one block: keys [head_dim, block_size], values [block_size, head_dim].
+  // One head in one block: keys [head_dim, block_size] (q8_0: [block_size] rows), values
+  // [block_size, head_dim].
   void* k_block(int64_t layer, int32_t block, int64_t head) { return slot(layer, 0, block, head); }
   void* v_block(int64_t layer, int32_t block, int64_t head) { return slot(layer, 1, block, head); }
+  // Whether keys are stored transposed (f32, f16) or as rows like the values (q8_0).
+  bool keys_transposed() const { return dtype_ != DType::kQ8_0; }
+  // Bytes of one position's keys or values of one head.
+  size_t row_bytes() const { return row_bytes_; }
+  // Bytes of one element (f32, f16 only).
   size_t element_bytes() const { return row_bytes_ / head_dim_; }
 
  private:

@@ -140,6 +140,17 @@ def test_bad_input():
         expect_user_error(["generate"] + STORIES + ["-f", d], [d])  # a folder is not a prompt file
 
 
+def test_kv_type_q8_0():
+    # A q8_0 KV cache on wiki-7m (head_dim 32) generates; its greedy text starts as the f16
+    # cache's does (the first tokens see a short context, where the rounding cannot change the
+    # argmax of this model's top-2 margins). stories260K's heads (8 wide) cannot hold q8_0 blocks.
+    args = ["generate", "-m", WIKI_HF, "-p", "The history of the city", "--temp", "0", "--ignore-eos", "-n", "8"]
+    q8 = ok(run(args + ["--kv-type", "q8_0"])).decode("utf-8")
+    f16 = ok(run(args)).decode("utf-8")
+    expect(q8.split()[:3] == f16.split()[:3], f"q8_0 KV: {q8!r}, f16 KV: {f16!r}")
+    expect_user_error(["generate"] + STORIES + ["--kv-type", "q8_0"], ["q8_0", "multiple of 32"])
+
+
 def _hf_folder(d, config_edit=None, tokenizer=True, weights=None):
     """A wiki-7m folder in d: the real files linked in, config.json edited, weights replaced."""
     with open(f"{WIKI_HF}/config.json", encoding="utf-8") as f:

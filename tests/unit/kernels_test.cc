@@ -2,6 +2,7 @@
 // or an exact double-precision computation, on random data with awkward sizes (tails).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -422,6 +423,127 @@ TEST_P(KernelTest, AttentionMatchesReference) {
       }
     }
   }
+}
+
+// Attention over a q8_0 cache: keys and values are q8_0 rows, one per position. Every ISA
+// against the reference (which differs from the SIMD kernels only in the order of f32 sums),
+// the reference against an exact computation over the dequantized operands (q as quantized to
+// q8_0), and each query alone against the same query in a group.
+TEST_P(KernelTest, AttentionOverQ8CacheMatchesReference) {
+  for (auto [hd, bs] : {std::pair<int64_t, int64_t>{32, 32}, {64, 32}, {96, 32}, {128, 32}, {256, 16}, {64, 12}, {32, 16}}) {
+    const int64_t n_blocks = (160 + bs - 1) / bs, n_q = 7;
+    const size_t block_bytes = row_bytes(DType::kQ8_0, hd) * bs;
+    std::vector<Buffer> kb, vb;
+    std::vector<const void*> kp, vp;
+    std::vector<float> k_deq(n_blocks * bs * hd), v_deq(n_blocks * bs * hd);
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      // Keys with an outlier dimension, as real keys have: it sets the block scales.
+      auto kf = test::random_floats(bs * hd, 30 + b, 2.0f), vf = test::random_floats(bs * hd, 40 + b);
+      for (int64_t j = 0; j < bs; ++j) kf[j * hd + 3] *= 4.0f;
+      kb.emplace_back(block_bytes);
+      vb.emplace_back(block_bytes);
+      dtype_traits(DType::kQ8_0).from_float(kf.data(), kb.back().data(), bs * hd);
+      dtype_traits(DType::kQ8_0).from_float(vf.data(), vb.back().data(), bs * hd);
+      dtype_traits(DType::kQ8_0).to_float(kb.back().data(), k_deq.data() + b * bs * hd, bs * hd);
+      dtype_traits(DType::kQ8_0).to_float(vb.back().data(), v_deq.data() + b * bs * hd, bs * hd);
+      kp.push_back(kb.back().data());
+      vp.push_back(vb.back().data());
+    }
+    const auto q = test::random_floats(n_q * hd, 6, 1.5f);
+    const std::vector<int32_t> limits = {0, 1, 15, 16, 33, 100, 159};
+    std::vector<float> out(n_q * hd), out_ref(n_q * hd);
+    std::vector<float> scratch(attention_scratch_floats(n_q, n_blocks * bs, hd));
+    AttentionArgs a;
+    a.q = q.data();
+    a.q_stride = hd;
+    a.q_limit = limits.data();
+    a.n_q = n_q;
+    a.k_blocks = kp.data();
+    a.v_blocks = vp.data();
+    a.block_size = bs;
+    a.head_dim = hd;
+    a.kv_type = DType::kQ8_0;
+    a.scale = 1.0f / std::sqrt(float(hd));
+    a.out_stride = hd;
+    a.scratch = scratch.data();
+    a.out = out.data();
+    table().attention(a);
+    a.out = out_ref.data();
+    ref::attention(a);
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_NEAR(out[i], out_ref[i], 2e-5f) << "q8_0 hd=" << hd << " bs=" << bs << " index " << i;
+    // The reference against double precision over the dequantized operands.
+    Buffer q8(row_bytes(DType::kQ8Act, hd));
+    std::vector<float> q_deq(hd);
+    for (int64_t i = 0; i < n_q; ++i) {
+      dtype_traits(DType::kQ8Act).from_float(q.data() + i * hd, q8.data(), hd);
+      dtype_traits(DType::kQ8Act).to_float(q8.data(), q_deq.data(), hd);
+      const int64_t n_pos = limits[i] + 1;
+      std::vector<double> s(n_pos);
+      double max = -INFINITY, sum = 0;
+      for (int64_t j = 0; j < n_pos; ++j) {
+        s[j] = 0;
+        for (int64_t d = 0; d < hd; ++d) s[j] += double(q_deq[d]) * k_deq[j * hd + d];
+        s[j] *= a.scale;
+        max = std::max(max, s[j]);
+      }
+      for (int64_t j = 0; j < n_pos; ++j) sum += s[j] = std::exp(s[j] - max);
+      for (int64_t d = 0; d < hd; ++d) {
+        double o = 0;
+        for (int64_t j = 0; j < n_pos; ++j) o += s[j] / sum * v_deq[j * hd + d];
+        ASSERT_NEAR(out_ref[i * hd + d], o, 2e-5) << "reference, q8_0 hd=" << hd << " query " << i << " dim " << d;
+      }
+    }
+    for (int64_t i = 0; i < n_q; ++i) {
+      std::vector<float> one(hd);
+      AttentionArgs b = a;
+      b.q = q.data() + i * hd;
+      b.q_limit = limits.data() + i;
+      b.n_q = 1;
+      b.out = one.data();
+      table().attention(b);
+      for (int64_t d = 0; d < hd; ++d) ASSERT_EQ(one[d], out[i * hd + d]) << "query " << i << " alone, q8_0 hd=" << hd << " bs=" << bs;
+    }
+  }
+}
+
+// The dispatch promise: every entry the AVX-512 table fills, the AVX2 table fills too (its own
+// kernel, never the reference's), except the bf16 dot probe, which AVX2 has no instruction for.
+TEST(KernelTables, Avx2FillsEveryEntryAvx512Fills) {
+  const auto isas = available_isas();
+  if (std::find(isas.begin(), isas.end(), Isa::kAvx512) == isas.end()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  const KernelTable& scalar = for_isa(Isa::kScalar);
+  const KernelTable& avx2 = for_isa(Isa::kAvx2);
+  const KernelTable& avx512 = for_isa(Isa::kAvx512);
+  for (size_t i = 0; i < kDTypeSlots; ++i) {
+    const char* name = dtype_registered(static_cast<DType>(i)) ? dtype_name(static_cast<DType>(i)) : "?";
+    if (avx512.gemm[i].fn != nullptr) {
+      EXPECT_NE(avx2.gemm[i].fn, nullptr) << "gemm of " << name;
+    }
+    if (avx512.convert[i] != scalar.convert[i]) {
+      EXPECT_NE(avx2.convert[i], scalar.convert[i]) << "convert to " << name;
+    }
+    if (avx512.to_float[i] != scalar.to_float[i]) {
+      EXPECT_NE(avx2.to_float[i], scalar.to_float[i]) << "to_float of " << name;
+    }
+  }
+  auto own = [&](auto member, const char* what) {
+    if (avx512.*member != scalar.*member) {
+      EXPECT_NE(avx2.*member, scalar.*member) << what;
+    }
+  };
+  own(&KernelTable::rms_norm, "rms_norm");
+  own(&KernelTable::silu_mul, "silu_mul");
+  own(&KernelTable::add, "add");
+  own(&KernelTable::rope, "rope");
+  own(&KernelTable::attention, "attention");
+  own(&KernelTable::softmax, "softmax");
+  own(&KernelTable::gemm_nn_f32, "gemm_nn_f32");
+  own(&KernelTable::gemm_tn_f32, "gemm_tn_f32");
+  own(&KernelTable::silu_mul_backward, "silu_mul_backward");
+  own(&KernelTable::read_stream, "read_stream");
+  own(&KernelTable::fma_loop, "fma_loop");
+  EXPECT_EQ(avx2.bf16_dot_loop, nullptr);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, KernelTest, ::testing::ValuesIn(available_isas()), isa_label);

@@ -77,6 +77,8 @@ int run() {
         {"time_to_first_token_ms", r.time_to_first_token * 1e3},
         {"peak_rss_bytes", r.peak_rss_bytes},
         {"kv_cache_bytes", r.kv_cache_bytes},
+        {"kv_bytes_per_token", r.kv_bytes_per_token},
+        {"kv_capacity_tokens", r.kv_capacity_tokens},
         {"machine",
          {{"read_bandwidth_gb_per_second", bandwidth / 1e9},
           {"fma_peak_gflops", fma_peak / 1e9},
@@ -95,8 +97,9 @@ int run() {
   fmt::print("decode       {:8.1f} tokens/s  ({:.1f} MB of weights a token, {:.1f} GB/s = {:.1f}% of the bandwidth bound)\n",
              r.decode_tokens_per_second, r.weight_bytes_per_token / 1e6, decode_bw / 1e9, decode_pct);
   fmt::print("first token  {:8.1f} ms after a {}-token prompt\n", r.time_to_first_token * 1e3, flags.bench.prompt_tokens);
-  fmt::print("memory       peak RSS {:.1f} MB, KV cache {:.1f} MB ({})\n", r.peak_rss_bytes / 1e6, r.kv_cache_bytes / 1e6,
-             model.kv_type);
+  fmt::print("memory       peak RSS {:.1f} MB, KV cache {:.2f} MB ({}: {} bytes a token x {} positions)\n",
+             r.peak_rss_bytes / 1e6, r.kv_cache_bytes / 1e6, model.kv_type, r.kv_bytes_per_token,
+             r.kv_capacity_tokens);
   return 0;
 }
 

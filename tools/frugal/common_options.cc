@@ -17,7 +17,7 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_option("-t,--threads", f.threads, "Threads (0: one per physical core)")->capture_default_str();
   app.add_option("-c,--ctx-size", f.ctx_size, "Context size in tokens (0: the model's, at most 4096)")
       ->capture_default_str();
-  app.add_option("--kv-type", f.kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  app.add_option("--kv-type", f.kv_type, "KV cache type: f16, q8_0 (1.9x smaller) or f32")->capture_default_str();
   app.add_option("--lora", f.lora,
                  "LoRA adapter (a PEFT folder) applied unmerged, optionally scaled: DIR or DIR:SCALE (repeatable: "
                  "adapters add up)")
@@ -33,8 +33,10 @@ EngineOptions engine_options(const ModelFlags& f) {
     o.kv_type = DType::kF16;
   } else if (f.kv_type == "f32") {
     o.kv_type = DType::kF32;
+  } else if (f.kv_type == "q8_0") {
+    o.kv_type = DType::kQ8_0;
   } else {
-    fail("--kv-type must be f16 or f32 (got '{}')", f.kv_type);
+    fail("--kv-type must be f16, q8_0 or f32 (got '{}')", f.kv_type);
   }
   for (const std::string& spec : f.lora) parse_adapter_spec(spec);  // a bad spec fails before loading
   o.threads = f.threads;

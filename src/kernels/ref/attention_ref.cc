@@ -1,7 +1,9 @@
 #include <cmath>
 
+#include "core/dtype.h"
 #include "core/half.h"
 #include "kernels/ref/ref_kernels.h"
+#include "quant/formats/blocks.h"
 
 namespace frugal::kernels::ref {
 namespace {
@@ -12,12 +14,61 @@ inline float load(const void* p, int64_t i, DType type) {
 // Rounds to the cache's precision: the operands of both products share it.
 inline float round_to(float x, DType type) { return type == DType::kF16 ? f16_to_f32(f32_to_f16(x)) : x; }
 
+// A q8_0 cache (llama.cpp's choice for quantized K): keys and values are q8_0 rows, one per
+// position ([block_size, head_dim / 32] blocks). The query is quantized to q8_0 (q8_act: the
+// same quants and scale) and each score is a sum over blocks of an exact integer dot product
+// times the two scales; the softmax weights stay f32 and meet the values dequantized to f32.
+void attention_q8_0(const AttentionArgs& a) {
+  const int64_t hd = a.head_dim, nb = hd / kQK;
+  const size_t row = static_cast<size_t>(nb) * sizeof(BlockQ8_0);
+  auto* q = reinterpret_cast<BlockQ8Act*>(a.scratch);  // [nb] (fits in head_dim floats)
+  float* acc = a.scratch + hd;                         // [head_dim]
+  float* scores = a.scratch + 2 * hd;                  // [n_positions]
+  const ConvertFn quantize = dtype_traits(DType::kQ8Act).from_float;
+  for (int64_t i = 0; i < a.n_q; ++i) {
+    const int64_t n_pos = static_cast<int64_t>(a.q_limit[i]) + 1;
+    quantize(a.q + i * a.q_stride, q, hd);
+    float max = -INFINITY;
+    for (int64_t j = 0; j < n_pos; ++j) {
+      const auto* k = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a.k_blocks[j / a.block_size]) +
+                                                         (j % a.block_size) * row);
+      float s = 0.0f;
+      for (int64_t b = 0; b < nb; ++b) {
+        int32_t dot = 0;
+        for (int t = 0; t < kQK; ++t) dot += int32_t{q[b].qs[t]} * k[b].qs[t];
+        s += static_cast<float>(dot) * (f16_to_f32(q[b].d) * f16_to_f32(k[b].d));
+      }
+      scores[j] = s * a.scale;
+      max = std::max(max, scores[j]);
+    }
+    double sum = 0.0;
+    for (int64_t j = 0; j < n_pos; ++j) {
+      scores[j] = std::exp(scores[j] - max);
+      sum += scores[j];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t d = 0; d < hd; ++d) acc[d] = 0.0f;
+    for (int64_t j = 0; j < n_pos; ++j) {
+      const float p = scores[j] * inv;
+      const auto* v = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a.v_blocks[j / a.block_size]) +
+                                                         (j % a.block_size) * row);
+      for (int64_t b = 0; b < nb; ++b) {
+        const float dv = f16_to_f32(v[b].d);
+        for (int t = 0; t < kQK; ++t) acc[b * kQK + t] += p * (v[b].qs[t] * dv);
+      }
+    }
+    float* out = a.out + i * a.out_stride;
+    for (int64_t d = 0; d < hd; ++d) out[d] = acc[d];
+  }
+}
+
 }  // namespace
 
 // Two passes per query: every score, then the normalised weights applied to the values.
 // Scores of a whole context fit in scratch (4 bytes a position), and two passes keep the
 // rounding of the weights identical to an unfused softmax.
 void attention(const AttentionArgs& a) {
+  if (a.kv_type == DType::kQ8_0) return attention_q8_0(a);
   const int64_t hd = a.head_dim;
   float* q = a.scratch;             // [head_dim]
   float* acc = a.scratch + hd;      // [head_dim]

@@ -12,14 +12,38 @@
 #include "kernels/cpu/avx2/simd_avx2.h"
 #include "kernels/kernels.h"
 #include "kernels/ref/ref_kernels.h"
+#include "quant/formats/blocks.h"
 
 namespace frugal::kernels::avx2 {
+void convert_q8_act(const float* src, void* dst, int64_t n);
+
 namespace {
 
 constexpr int kMaxGroup = 4;
 // Value dimensions per pass: G x kValueVectors accumulators and kValueVectors value rows in
 // registers (4 x 3 + 3 + a broadcast weight = 16).
 constexpr int kValueVectors = 3;
+
+// Softmax of one query's scores in place (stride a multiple of 8, padding -inf), the
+// denominator summed in double as the reference does; the weights are normalised before they
+// meet the values, rounded to f16 when the values are f16.
+template <bool kF16>
+void softmax_scores(float* s, int64_t stride) {
+  __m256 vmax = _mm256_set1_ps(-INFINITY);
+  for (int64_t p = 0; p < stride; p += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + p));
+  const __m256 max = _mm256_set1_ps(hmax(vmax));
+  __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+  for (int64_t p = 0; p < stride; p += 8) {
+    const __m256 e = exp(_mm256_sub_ps(_mm256_loadu_ps(s + p), max));
+    add_to_double(s0, s1, e);
+    _mm256_storeu_ps(s + p, e);
+  }
+  const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / hsum(_mm256_add_pd(s0, s1))));
+  for (int64_t p = 0; p < stride; p += 8) {
+    const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(s + p), inv);
+    _mm256_storeu_ps(s + p, kF16 ? round_f16(w) : w);
+  }
+}
 
 template <bool kF16>
 inline __m256 load_row(const void* base, int64_t offset) {
@@ -66,25 +90,7 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
     }
   }
 
-  // Softmax per query, the denominator summed in double as the reference does; the weights
-  // are normalised before they meet the values.
-  for (int g = 0; g < G; ++g) {
-    float* s = scores + g * stride;
-    __m256 vmax = neg_inf;
-    for (int64_t p = 0; p < stride; p += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + p));
-    const __m256 max = _mm256_set1_ps(hmax(vmax));
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
-    for (int64_t p = 0; p < stride; p += 8) {
-      const __m256 e = exp(_mm256_sub_ps(_mm256_loadu_ps(s + p), max));
-      add_to_double(s0, s1, e);
-      _mm256_storeu_ps(s + p, e);
-    }
-    const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / hsum(_mm256_add_pd(s0, s1))));
-    for (int64_t p = 0; p < stride; p += 8) {
-      const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(s + p), inv);
-      _mm256_storeu_ps(s + p, kF16 ? round_f16(w) : w);
-    }
-  }
+  for (int g = 0; g < G; ++g) softmax_scores<kF16>(scores + g * stride, stride);
 
   // Weighted sum of value rows, kValueVectors * 8 dimensions at a time.
   for (int64_t d0 = 0; d0 < hd; d0 += 8 * kValueVectors) {
@@ -115,9 +121,98 @@ void attend(const AttentionArgs& a) {
   for (; i < a.n_q; ++i) attend_group<kF16, 1>(a, i, a.scratch);
 }
 
+
+// ---- q8_0 cache: keys and values are q8_0 rows, one per position (see kernels.h).
+//
+// Scores: the query is quantized to q8_act once; per position and block, vpmaddubsw multiplies
+// |k| (unsigned) by q with k's sign moved onto it (vpsignb), as the Q8_0 GEMM does, so no pair
+// sum can saturate (|k| <= 128, |q| <= 127); vpmaddwd widens the pairs into 8 int32 lanes,
+// which times both scales go into an f32 accumulator, reduced with the canonical hsum once per
+// position. Values: each row's quants widened to f32 and multiplied by its scale (exact: the
+// dequantized value), then accumulated with the f32 softmax weights.
+
+inline const BlockQ8_0* q8_row(const void* const* blocks, int64_t bs, size_t row_bytes, int64_t p) {
+  return reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(blocks[p / bs]) + (p % bs) * row_bytes);
+}
+
+template <int G>
+void attend_group_q8(const AttentionArgs& a, int64_t q0) {
+  const int64_t hd = a.head_dim, nb = hd / 32, bs = a.block_size;
+  const size_t row = static_cast<size_t>(nb) * sizeof(BlockQ8_0);
+  int64_t n_pos[G];
+  int64_t n_max = 0;
+  for (int g = 0; g < G; ++g) {
+    n_pos[g] = static_cast<int64_t>(a.q_limit[q0 + g]) + 1;
+    n_max = std::max(n_max, n_pos[g]);
+  }
+  const int64_t stride = (n_max + 7) / 8 * 8;
+  auto* qb = reinterpret_cast<BlockQ8Act*>(a.scratch);  // [G, nb] (within G * head_dim floats)
+  float* scores = a.scratch + G * hd;                    // [G, stride]
+  for (int g = 0; g < G; ++g) convert_q8_act(a.q + (q0 + g) * a.q_stride, qb + g * nb, hd);
+
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t p = 0; p < n_max; ++p) {
+    const BlockQ8_0* k = q8_row(a.k_blocks, bs, row, p);
+    __m256 acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256i kq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k[b].qs));
+      const __m256i k_abs = _mm256_abs_epi8(kq);
+      const float kd = _cvtsh_ss(k[b].d);
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) {
+        const BlockQ8Act& q = qb[g * nb + b];
+        const __m256i qs = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.qs)), kq);
+        const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(k_abs, qs), ones);
+        acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(kd * _cvtsh_ss(q.d)), acc[g]);
+      }
+    }
+    for (int g = 0; g < G; ++g) scores[g * stride + p] = p < n_pos[g] ? hsum(acc[g]) * a.scale : -INFINITY;
+  }
+  for (int g = 0; g < G; ++g)
+    for (int64_t p = n_max; p < stride; ++p) scores[g * stride + p] = -INFINITY;
+
+  for (int g = 0; g < G; ++g) softmax_scores<false>(scores + g * stride, stride);
+
+  // Weighted sum of dequantized value rows, kValueVectors * 8 dimensions at a time.
+  for (int64_t d0 = 0; d0 < hd; d0 += 8 * kValueVectors) {
+    const int nv = static_cast<int>(std::min<int64_t>(8 * kValueVectors, hd - d0) / 8);
+    __m256 acc[G][kValueVectors];
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < kValueVectors; ++c) acc[g][c] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < n_max; ++p) {
+      const BlockQ8_0* vr = q8_row(a.v_blocks, bs, row, p);
+      __m256 v[kValueVectors];
+      for (int c = 0; c < nv; ++c) {
+        const int64_t dim = d0 + 8 * c;
+        const BlockQ8_0& blk = vr[dim / 32];
+        const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk.qs + dim % 32));
+        v[c] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), _mm256_set1_ps(_cvtsh_ss(blk.d)));
+      }
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) {
+        const __m256 w = _mm256_broadcast_ss(scores + g * stride + p);
+        for (int c = 0; c < nv; ++c) acc[g][c] = _mm256_fmadd_ps(w, v[c], acc[g][c]);
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < nv; ++c) _mm256_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 8 * c, acc[g][c]);
+  }
+}
+
+void attend_q8(const AttentionArgs& a) {
+  int64_t i = 0;
+  for (; i + kMaxGroup <= a.n_q; i += kMaxGroup) attend_group_q8<kMaxGroup>(a, i);
+  for (; i < a.n_q; ++i) attend_group_q8<1>(a, i);
+}
+
 }  // namespace
 
 void attention(const AttentionArgs& a) {
+  if (a.kv_type == DType::kQ8_0) {
+    if (a.head_dim % 32 != 0) return ref::attention(a);
+    return attend_q8(a);
+  }
   // Shapes the vector code does not cover go to the reference.
   if (a.head_dim % 8 != 0 || a.block_size % 8 != 0) return ref::attention(a);
   if (a.kv_type == DType::kF16) return attend<true>(a);

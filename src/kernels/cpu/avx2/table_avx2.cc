@@ -22,11 +22,16 @@ void bf16_to_float(const void* src, float* dst, int64_t n);
 void attention(const AttentionArgs& a);
 float read_stream(const float* p, int64_t n);
 double fma_loop(int64_t iterations);
+void gemm_nn_f32(const GemmNNArgs& a);
+void gemm_tn_f32(const GemmTNArgs& a);
+void silu_mul_backward(const float* gate, const float* up, const float* d_out, float* d_gate, float* d_up, int64_t n);
 }  // namespace avx2
 
-// AVX2 has no bf16 dot instruction: bf16_dot_loop stays null and bf16 weights take f32
-// activations. The split granularity is 24 columns: whole register tiles of the float kernels
-// (3 or 8 columns) and of the quantized ones (3 or 4).
+// Every entry the AVX-512 table fills is filled here too, except bf16_dot_loop: AVX2 has no
+// bf16 dot instruction, so that probe stays null and bf16 weights take f32 activations. Weight
+// types without an entry here (K-quants, IQ4_NL, frugal's own formats) use the dequantize
+// fallback of dispatch.cc, as they do on AVX-512. The split granularity is 24 columns: whole
+// register tiles of the float kernels (4 or 8 columns) and of the quantized ones (3 or 4).
 void fill_avx2(KernelTable& t) {
   auto slot = [](DType type) { return static_cast<size_t>(type); };
   t.gemm[slot(DType::kF32)] = {DType::kF32, avx2::gemm_f32, 24};
@@ -48,6 +53,9 @@ void fill_avx2(KernelTable& t) {
   t.attention = avx2::attention;
   t.read_stream = avx2::read_stream;
   t.fma_loop = avx2::fma_loop;
+  t.gemm_nn_f32 = avx2::gemm_nn_f32;
+  t.gemm_tn_f32 = avx2::gemm_tn_f32;
+  t.silu_mul_backward = avx2::silu_mul_backward;
 }
 
 }  // namespace frugal::kernels

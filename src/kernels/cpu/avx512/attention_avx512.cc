@@ -12,11 +12,34 @@
 #include "kernels/cpu/avx512/simd_avx512.h"
 #include "kernels/kernels.h"
 #include "kernels/ref/ref_kernels.h"
+#include "quant/formats/blocks.h"
 
 namespace frugal::kernels::avx512 {
+void convert_q8_act(const float* src, void* dst, int64_t n);
+
 namespace {
 
 constexpr int kMaxGroup = 4;
+
+// Softmax of one query's scores in place (stride a multiple of 16, padding -inf); the weights
+// are normalised before they meet the values, rounded to f16 when the values are f16.
+template <bool kF16>
+void softmax_scores(float* s, int64_t stride) {
+  __m512 vmax = _mm512_set1_ps(-INFINITY);
+  for (int64_t p = 0; p < stride; p += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s + p));
+  const __m512 max = _mm512_set1_ps(hmax(vmax));
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t p = 0; p < stride; p += 16) {
+    const __m512 e = exp(_mm512_sub_ps(_mm512_loadu_ps(s + p), max));
+    sum = _mm512_add_ps(sum, e);
+    _mm512_storeu_ps(s + p, e);
+  }
+  const __m512 iv = _mm512_set1_ps(1.0f / hsum(sum));
+  for (int64_t p = 0; p < stride; p += 16) {
+    const __m512 w = _mm512_mul_ps(_mm512_loadu_ps(s + p), iv);
+    _mm512_storeu_ps(s + p, kF16 ? round_f16(w) : w);
+  }
+}
 
 template <bool kF16>
 inline __m512 load_row(const void* base, int64_t offset) {
@@ -61,29 +84,7 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
     }
   }
 
-  // Softmax per query; the weights are normalised before they meet the values.
-  float inv[G];
-  for (int g = 0; g < G; ++g) {
-    float* s = scores + g * stride;
-    __m512 vmax = _mm512_set1_ps(-INFINITY);
-    for (int64_t p = 0; p < stride; p += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s + p));
-    const __m512 max = _mm512_set1_ps(hmax(vmax));
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t p = 0; p < stride; p += 16) {
-      const __m512 e = exp(_mm512_sub_ps(_mm512_loadu_ps(s + p), max));
-      sum = _mm512_add_ps(sum, e);
-      _mm512_storeu_ps(s + p, e);
-    }
-    inv[g] = 1.0f / hsum(sum);
-  }
-  for (int g = 0; g < G; ++g) {
-    float* s = scores + g * stride;
-    const __m512 iv = _mm512_set1_ps(inv[g]);
-    for (int64_t p = 0; p < stride; p += 16) {
-      const __m512 w = _mm512_mul_ps(_mm512_loadu_ps(s + p), iv);
-      _mm512_storeu_ps(s + p, kF16 ? round_f16(w) : w);
-    }
-  }
+  for (int g = 0; g < G; ++g) softmax_scores<kF16>(scores + g * stride, stride);
 
   // Weighted sum of value rows, 64 dimensions at a time.
   for (int64_t d0 = 0; d0 < hd; d0 += 64) {
@@ -114,9 +115,123 @@ void attend(const AttentionArgs& a) {
   for (; i < a.n_q; ++i) attend_group<kF16, 1>(a, i, a.scratch);
 }
 
+
+// ---- q8_0 cache: keys and values are q8_0 rows, one per position (see kernels.h).
+//
+// Scores: the query is quantized to q8_act once; per position, two 32-element blocks share a
+// 512-bit register and vpdpbusd multiplies the key's quants (read unsigned as k + 128) by the
+// query's signed quants, the offset folded into the accumulator's start as in the Q8_0 GEMM:
+// sum((k + 128) q) - 128 sum(q) = sum(k q). The integer lanes (< 2^24, exact in f32) times both
+// scales go into an f32 accumulator, reduced with the canonical hsum once per position.
+// Values: each row's quants widened to f32 and multiplied by its scale (exact: the dequantized
+// value), then accumulated with the f32 softmax weights.
+
+// Two f16 scales, one per 256-bit half: [a x8, b x8] as f32.
+inline __m512 two_scales(uint16_t a, uint16_t b) {
+  return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a))),
+                                                 _mm_set1_epi16(static_cast<short>(b)), 1));
+}
+// The quants of blocks b and b + 1 (when it exists; zeros otherwise) in one register.
+inline __m512i two_blocks(const int8_t* a, const int8_t* b) {
+  const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+  if (b == nullptr) return _mm512_castsi256_si512(lo);
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)), 1);
+}
+inline const BlockQ8_0* q8_row(const void* const* blocks, int64_t bs, size_t row_bytes, int64_t p) {
+  return reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(blocks[p / bs]) + (p % bs) * row_bytes);
+}
+
+constexpr int kMaxPairs = 8;  // head_dim up to 512
+
+template <int G>
+void attend_group_q8(const AttentionArgs& a, int64_t q0) {
+  const int64_t hd = a.head_dim, nb = hd / 32, n_pairs = (nb + 1) / 2, bs = a.block_size;
+  const size_t row = static_cast<size_t>(nb) * sizeof(BlockQ8_0);
+  int64_t n_pos[G];
+  int64_t n_max = 0;
+  for (int g = 0; g < G; ++g) {
+    n_pos[g] = static_cast<int64_t>(a.q_limit[q0 + g]) + 1;
+    n_max = std::max(n_max, n_pos[g]);
+  }
+  const int64_t stride = (n_max + 15) / 16 * 16;
+  auto* qb = reinterpret_cast<BlockQ8Act*>(a.scratch);  // [G, nb] (within G * head_dim floats)
+  float* scores = a.scratch + G * hd;                    // [G, stride]
+  __m512i qq[G][kMaxPairs], start[G][kMaxPairs];
+  __m512 qd[G][kMaxPairs];
+  for (int g = 0; g < G; ++g) {
+    BlockQ8Act* q = qb + g * nb;
+    convert_q8_act(a.q + (q0 + g) * a.q_stride, q, hd);
+    for (int64_t i = 0; i < n_pairs; ++i) {
+      const int64_t b = 2 * i;
+      const bool two = b + 1 < nb;
+      qq[g][i] = two_blocks(q[b].qs, two ? q[b + 1].qs : nullptr);
+      qd[g][i] = two_scales(q[b].d, two ? q[b + 1].d : uint16_t{0});
+      start[g][i] = _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, -128 * q[b].sum), 0x0100,
+                                           two ? -128 * q[b + 1].sum : 0);
+    }
+  }
+
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t p = 0; p < n_max; ++p) {
+    const BlockQ8_0* k = q8_row(a.k_blocks, bs, row, p);
+    __m512 acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n_pairs; ++i) {
+      const int64_t b = 2 * i;
+      const bool two = b + 1 < nb;
+      const __m512i kq = _mm512_xor_si512(two_blocks(k[b].qs, two ? k[b + 1].qs : nullptr), flip);
+      const __m512 kd = two_scales(k[b].d, two ? k[b + 1].d : uint16_t{0});
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) {
+        const __m512i dot = _mm512_dpbusd_epi32(start[g][i], kq, qq[g][i]);
+        acc[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(kd, qd[g][i]), acc[g]);
+      }
+    }
+    for (int g = 0; g < G; ++g) scores[g * stride + p] = p < n_pos[g] ? hsum(acc[g]) * a.scale : -INFINITY;
+  }
+  for (int g = 0; g < G; ++g)
+    for (int64_t p = n_max; p < stride; ++p) scores[g * stride + p] = -INFINITY;
+
+  for (int g = 0; g < G; ++g) softmax_scores<false>(scores + g * stride, stride);
+
+  // Weighted sum of dequantized value rows, 64 dimensions (two blocks) at a time.
+  for (int64_t d0 = 0; d0 < hd; d0 += 64) {
+    const int nv = static_cast<int>(std::min<int64_t>(64, hd - d0) / 16);
+    __m512 acc[G][4];
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < 4; ++c) acc[g][c] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < n_max; ++p) {
+      const BlockQ8_0* vr = q8_row(a.v_blocks, bs, row, p);
+      __m512 v[4];
+      for (int c = 0; c < nv; ++c) {
+        const BlockQ8_0& blk = vr[(d0 + 16 * c) / 32];
+        const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs + (16 * c) % 32));
+        v[c] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8)), _mm512_set1_ps(_cvtsh_ss(blk.d)));
+      }
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) {
+        const __m512 w = _mm512_set1_ps(scores[g * stride + p]);
+        for (int c = 0; c < nv; ++c) acc[g][c] = _mm512_fmadd_ps(w, v[c], acc[g][c]);
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < nv; ++c) _mm512_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 16 * c, acc[g][c]);
+  }
+}
+
+void attend_q8(const AttentionArgs& a) {
+  int64_t i = 0;
+  for (; i + kMaxGroup <= a.n_q; i += kMaxGroup) attend_group_q8<kMaxGroup>(a, i);
+  for (; i < a.n_q; ++i) attend_group_q8<1>(a, i);
+}
+
 }  // namespace
 
 void attention(const AttentionArgs& a) {
+  if (a.kv_type == DType::kQ8_0) {
+    if (a.head_dim % 32 != 0 || a.head_dim > 64 * kMaxPairs) return ref::attention(a);
+    return attend_q8(a);
+  }
   // Shapes the vector code does not cover go to the reference.
   if (a.head_dim % 16 != 0 || a.block_size % 16 != 0) return ref::attention(a);
   if (a.kv_type == DType::kF16) return attend<true>(a);

@@ -22,6 +22,7 @@ inline __m512 broadcast_f16(uint16_t h) { return _mm512_cvtph_ps(_mm256_set1_epi
 // Q4_K: x = d sc q - dmin m per 32 elements; each 32 bytes of qs hold two sub-blocks (low
 // nibbles, then high nibbles), which is exactly one step.
 struct Q4_K : FmtBase {
+  static constexpr int64_t kUnitBytes = sizeof(BlockQ4_K);
   static constexpr int kPairs = 4;
   static constexpr bool kMin = true;
   struct Unit {
@@ -56,6 +57,7 @@ struct Q4_K : FmtBase {
 // bytes 0..63 give steps 2g (low nibbles) and 2g + 1 (high nibbles); qh byte l holds the high
 // bits of elements l, l + 32, l + 64, l + 96 of the group at bits 0, 2, 4, 6.
 struct Q6_K : FmtBase {
+  static constexpr int64_t kUnitBytes = sizeof(BlockQ6_K);
   static constexpr int kPairs = 4;
   static constexpr int kOffset = 32;
   static constexpr bool kLaneSums = true;
@@ -89,6 +91,7 @@ struct Q6_K : FmtBase {
 
 // CB4: the tensor's 16 int8 levels in every block (a vpshufb table), one f16 scale per 256.
 struct CB4 : FmtBase {
+  static constexpr int64_t kUnitBytes = sizeof(BlockCB4);
   static constexpr int kPairs = 4;
   static constexpr int kOffset = 128;
   struct Unit {

@@ -61,6 +61,7 @@ inline __m512 pair_scales(__m512i raw, __m512i idx) {
 
 // Q8_0: 34-byte blocks, int8 quants read as unsigned w + 128.
 struct Q8_0 : FmtBase {
+  static constexpr int64_t kUnitBytes = 2 * sizeof(BlockQ8_0);
   static constexpr bool kHalfUnits = true;
   static constexpr int kOffset = 128;
   struct Unit {
@@ -83,6 +84,7 @@ struct Q8_0 : FmtBase {
 
 // Q4_0: 18-byte blocks, x = d (q - 8).
 struct Q4_0 : FmtBase {
+  static constexpr int64_t kUnitBytes = 2 * sizeof(BlockQ4_0);
   static constexpr bool kHalfUnits = true;
   static constexpr int kOffset = 8;
   using Unit = WStep;
@@ -95,6 +97,7 @@ struct Q4_0 : FmtBase {
 
 // Q4_1: 20-byte blocks, x = d q + m.
 struct Q4_1 : FmtBase {
+  static constexpr int64_t kUnitBytes = 2 * sizeof(BlockQ4_1);
   static constexpr bool kHalfUnits = true;
   static constexpr bool kMin = true;
   using Unit = WStep;
@@ -115,6 +118,7 @@ struct Q5 : FmtBase {
   static constexpr bool kMin = kWithMin;
   static constexpr int kBytes = kWithMin ? 24 : 22;
   static constexpr int kQh = kWithMin ? 4 : 2;
+  static constexpr int64_t kUnitBytes = 2 * kBytes;
   using Unit = WStep;
   static Unit unit(const uint8_t* row, int64_t, int64_t u, bool two) {
     const uint8_t* p = row + u * 2 * kBytes;
@@ -139,6 +143,7 @@ inline __m512i grid_table(const int8_t* levels) {
 
 // IQ4_NL: Q4_0's layout with the nibble indexing a fixed int8 grid.
 struct IQ4_NL : FmtBase {
+  static constexpr int64_t kUnitBytes = 2 * sizeof(BlockIQ4_NL);
   static constexpr bool kHalfUnits = true;
   static constexpr int kOffset = 128;
   using Unit = WStep;
@@ -158,6 +163,7 @@ struct Int4GSmall : FmtBase {
   static constexpr bool kHalfUnits = Group == 32;
   static constexpr bool kZero = true;
   using Block = BlockIntG<4, Group>;
+  static constexpr int64_t kUnitBytes = Group == 32 ? 2 * sizeof(Block) : sizeof(Block);
   using Unit = WStep;
   static uint16_t scale_bits(const Block& b) {
     uint16_t d;
@@ -188,6 +194,7 @@ struct Int4GSmall : FmtBase {
 
 // int4 groups of 128 (67-byte blocks, two steps each).
 struct Int4G128 : FmtBase {
+  static constexpr int64_t kUnitBytes = sizeof(BlockInt4G128);
   static constexpr int kPairs = 2;
   static constexpr bool kZero = true;
   struct Unit {
@@ -229,6 +236,7 @@ constexpr NF4Split split_nf4() {
 constexpr NF4Split kNF4Split = split_nf4();
 
 struct NF4 : FmtBase {
+  static constexpr int64_t kUnitBytes = sizeof(BlockNF4);
   static constexpr int kOffset = 128;
   static constexpr bool kTwoPart = true;
   using Unit = WStep;
@@ -244,6 +252,7 @@ struct NF4 : FmtBase {
 
 // int8_row: the row's f32 scale in its header, then the int8 codes (read as w + 128).
 struct Int8Row : FmtBase {
+  static constexpr int64_t kUnitBytes = 64;
   static constexpr int kOffset = 128;
   using Unit = WStep;
   static Unit unit(const uint8_t* row, int64_t k, int64_t u, bool) {

@@ -128,6 +128,8 @@ inline int64_t n_units(int64_t k) {
   return k / (64 * F::kPairs);
 }
 
+inline constexpr int64_t kPrefetchBytes = 1024;
+
 template <typename F, int MR, int NR>
 inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
   const int64_t units = n_units<F>(a.k);
@@ -146,7 +148,12 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
     const bool two = !F::kHalfUnits || b0 + 1 < n_blocks;
     typename F::Unit st[NR];
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) st[j] = F::unit(w[j], a.k, u, two);
+    for (int j = 0; j < NR; ++j) {
+      // Software prefetch a fixed distance ahead in every weight row: the hardware prefetcher
+      // alone does not keep 8 interleaved streams of short blocks in flight.
+      if constexpr (MR == 1) _mm_prefetch(reinterpret_cast<const char*>(w[j] + u * F::kUnitBytes + kPrefetchBytes), _MM_HINT_T0);
+      st[j] = F::unit(w[j], a.k, u, two);
+    }
 #pragma GCC unroll 4
     for (int s = 0; s < F::kPairs; ++s) {
       WStep ws[NR];

@@ -23,7 +23,7 @@ for preset in $presets; do
     model="$models/$preset"
     if [ "$type" != bf16 ]; then
       model="$models/$preset-$type.gguf"
-      [ -f "$model" ] || "$build/frugal" quantize -m "$models/$preset" -o "$model" --type "$type" --pure -t "$threads" >/dev/null 2>&1
+      [ -f "$model" ] || "$build/frugal" quantize -m "$models/$preset${FRUGAL_BENCH_SRC_SUFFIX:-}" -o "$model" --type "$type" --pure -t "$threads" >/dev/null 2>&1
     fi
     json=$("$build/frugal" bench -m "$model" -t "$threads" -p 128 -n 64 -r 3 --json 2>/dev/null)
     load=$(cut -d' ' -f1 /proc/loadavg)

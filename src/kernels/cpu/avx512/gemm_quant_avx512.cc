@@ -1,159 +1,281 @@
-// Matrix products over block-quantized weights (Q8_0, Q4_0, Q4_1) with AVX-512 VNNI.
+// Matrix products over block-quantized weights with AVX-512 VNNI: the weight formats whose
+// blocks are 32 or 64 elements (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, int4 with a zero point in groups
+// of 32, 64 and 128) and the per-channel int8_row. The driver and the arithmetic are in
+// quant_tile_avx512.h; a policy here says how to turn one block (or pair of blocks) into 64
+// unsigned bytes and their scales.
 //
-// Activations are quantized once per product to q8_act (Q8_0's quants and scale plus the
-// block's integer sum). Each output accumulates two blocks per 512-bit register (lanes 0-7 the
-// even block, 8-15 the odd one): vpdpbusd multiplies the weights' unsigned bytes by the
-// activations' signed bytes, and a weight offset folds into the integer accumulator's start:
-//   sum((w - o) x) = sum(w x) - o sum(x)   (Q4_0: o = 8; Q8_0 is read as w + 128, o = 128).
-// The block's two scales then multiply the integer sums into the f32 accumulator. As in the
-// float kernels, the operations for one output depend only on k, never on the tiling or on M.
-#include <algorithm>
+// Blocks of 18..40 bytes are not vector-aligned: a pair of them is read with one masked load
+// (which never faults past the end of the mapping) and rearranged with vpermw: one
+// instruction puts each block's nibble bytes where the unpacking wants them, another gathers
+// the two f16 scales into [a x8, b x8]. Non-uniform grids (IQ4_NL, NF4) map the
+// nibbles to levels with vpshufb, 64 at a time.
+#include <cmath>
+#include <cstring>
 
-#include "kernels/cpu/avx512/simd_avx512.h"
-#include "kernels/kernels.h"
-#include "quant/formats/blocks.h"
+#include "kernels/cpu/avx512/quant_tile_avx512.h"
+#include "quant/formats/frugal_blocks.h"
 
 namespace frugal::kernels::avx512 {
 namespace {
 
-// Two f16 scales, one per 256-bit half: [a x8, b x8] as f32.
-inline __m512 two_scales(uint16_t a, uint16_t b) {
-  return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a))),
-                                                 _mm_set1_epi16(static_cast<short>(b)), 1));
-}
+using quant::FmtBase;
+using quant::WStep;
 
-// 32 bytes from each of two blocks into one register (the second may be absent).
-inline __m512i two_halves(const void* a, const void* b) {
-  const __m256i lo = _mm256_loadu_si256(static_cast<const __m256i*>(a));
-  if (b == nullptr) return _mm512_castsi256_si512(lo);  // upper half zero: contributes nothing
-  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256(static_cast<const __m256i*>(b)), 1);
-}
-
-// 16 nibble bytes of each of two blocks to 64 values 0..15: [lo(a), hi(a), lo(b), hi(b)].
-inline __m512i two_nibble_blocks(const uint8_t* a, const uint8_t* b) {
-  const __m128i qa = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
-  const __m128i qb = b != nullptr ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)) : _mm_setzero_si128();
-  const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(qa), qb, 1);
-  __m512i z = _mm512_shuffle_i64x2(_mm512_castsi256_si512(q), _mm512_castsi256_si512(q), 0x50);  // [qa, qa, qb, qb]
-  z = _mm512_mask_srli_epi16(z, 0xFF00FF00u, z, 4);  // high nibbles into lanes 1 and 3
-  return _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
-}
-
-// The activation side of two blocks, shared by every weight row of a tile.
-struct XPair {
-  __m512i q;     // 64 signed quants
-  __m512 d;      // scales [dx_a x8, dx_b x8]
-  __m512i sum;   // integer sums in lanes 0 and 8, zero elsewhere
-  __m512 dsum;   // dx * sum in lanes 0 and 8, for the Q4_1 minimum
+// A 32-word index vector from a function of the position, built at compile time (a static
+// __m512i would run AVX-512 code in a static initialiser, on any CPU).
+struct IndexWords {
+  alignas(64) uint16_t w[32];
 };
+template <typename Fn>
+constexpr IndexWords index_words(Fn fn) {
+  IndexWords r{};
+  for (int i = 0; i < 32; ++i) r.w[i] = static_cast<uint16_t>(fn(i));
+  return r;
+}
+#define FRUGAL_WORD_INDEX(expr)                                                         \
+  [] {                                                                                  \
+    static constexpr IndexWords kIdx = index_words([](int i) constexpr { return (expr); }); \
+    return _mm512_load_si512(kIdx.w);                                                   \
+  }()
 
-inline XPair load_x(const BlockQ8Act* x, int64_t b, bool two) {
-  XPair p;
-  const BlockQ8Act& a = x[b];
-  p.q = two_halves(a.qs, two ? x[b + 1].qs : nullptr);
-  const uint16_t db = two ? x[b + 1].d : uint16_t{0};
-  p.d = two_scales(a.d, db);
-  const int sb = two ? x[b + 1].sum : 0;
-  p.sum = _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, a.sum), 0x0100, sb);
-  p.dsum = _mm512_mul_ps(_mm512_cvtepi32_ps(p.sum), p.d);
-  return p;
+// Word indices for a pair of `Bytes`-byte blocks whose nibbles start at byte `Qs` (both even):
+// [qs(a), qs(a), qs(b), qs(b)] as 16-byte lanes, before the odd lanes are shifted down by 4.
+template <int Bytes, int Qs>
+inline __m512i pair_nibble_index() {
+  return FRUGAL_WORD_INDEX(((i / 16) * Bytes + Qs) / 2 + i % 8);
+}
+// The words of two f16 scales at bytes `A` and `B` to [a x8, b x8] (the low 256 bits).
+template <int A, int B>
+inline __m512i pair_scale_index() {
+  return FRUGAL_WORD_INDEX(i < 8 ? A / 2 : B / 2);
 }
 
-struct Q8_0 {
-  using Block = BlockQ8_0;
+inline __m512i unpack_pair_nibbles(__m512i raw, __m512i idx) {
+  __m512i q = _mm512_permutexvar_epi16(idx, raw);
+  q = _mm512_mask_srli_epi16(q, 0xFF00FF00u, q, 4);
+  return _mm512_and_si512(q, _mm512_set1_epi8(0x0F));
+}
+inline __m512 pair_scales(__m512i raw, __m512i idx) {
+  return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx, raw)));
+}
+
+// Q8_0: 34-byte blocks, int8 quants read as unsigned w + 128.
+struct Q8_0 : FmtBase {
+  static constexpr int64_t kUnitBytes = 2 * sizeof(BlockQ8_0);
+  static constexpr bool kHalfUnits = true;
   static constexpr int kOffset = 128;
-  static constexpr bool kHasMin = false;
-  static __m512i weights(const Block* w, int64_t b, bool two) {
-    // Signed quants as unsigned bytes: w + 128 (flip the sign bit).
-    return _mm512_xor_si512(two_halves(w[b].qs, two ? w[b + 1].qs : nullptr), _mm512_set1_epi8(static_cast<char>(0x80)));
+  struct Unit {
+    __m512i q;
+    __m512 d;
+  };
+  static Unit unit(const uint8_t* row, int64_t, int64_t u, bool two) {
+    const uint8_t* p = row + u * 2 * sizeof(BlockQ8_0);
+    const __m512i raw0 = _mm512_maskz_loadu_epi8(quant::byte_mask(two ? 64 : 34), p);
+    const __m512i raw1 = _mm512_maskz_loadu_epi8(two ? quant::byte_mask(4) : 0, p + 64);
+    const __m512i qidx = FRUGAL_WORD_INDEX(i < 16 ? 1 + i : 18 + (i - 16));
+    const __m512i didx = FRUGAL_WORD_INDEX(i < 8 ? 0 : 17);
+    Unit st;
+    st.q = _mm512_xor_si512(_mm512_permutex2var_epi16(raw0, qidx, raw1), _mm512_set1_epi8(static_cast<char>(0x80)));
+    st.d = pair_scales(raw0, didx);
+    return st;
   }
-  static __m512 scale(const Block* w, int64_t b, bool two) { return two_scales(w[b].d, two ? w[b + 1].d : uint16_t{0}); }
-  static __m512 min(const Block*, int64_t, bool) { return _mm512_setzero_ps(); }
+  static WStep step(const Unit& st, int, bool) { return quant::make_step(st.q, st.d); }
 };
 
-struct Q4_0 {
-  using Block = BlockQ4_0;
+// Q4_0: 18-byte blocks, x = d (q - 8).
+struct Q4_0 : FmtBase {
+  static constexpr int64_t kUnitBytes = 2 * sizeof(BlockQ4_0);
+  static constexpr bool kHalfUnits = true;
   static constexpr int kOffset = 8;
-  static constexpr bool kHasMin = false;
-  static __m512i weights(const Block* w, int64_t b, bool two) { return two_nibble_blocks(w[b].qs, two ? w[b + 1].qs : nullptr); }
-  static __m512 scale(const Block* w, int64_t b, bool two) { return two_scales(w[b].d, two ? w[b + 1].d : uint16_t{0}); }
-  static __m512 min(const Block*, int64_t, bool) { return _mm512_setzero_ps(); }
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t, int64_t u, bool two) {
+    const __m512i raw = _mm512_maskz_loadu_epi8(quant::byte_mask(two ? 36 : 18), row + u * 36);
+    return quant::make_step(unpack_pair_nibbles(raw, pair_nibble_index<18, 2>()), pair_scales(raw, pair_scale_index<0, 18>()));
+  }
+  static WStep step(const Unit& st, int, bool) { return st; }
 };
 
-struct Q4_1 {
-  using Block = BlockQ4_1;
-  static constexpr int kOffset = 0;
-  static constexpr bool kHasMin = true;
-  static __m512i weights(const Block* w, int64_t b, bool two) { return two_nibble_blocks(w[b].qs, two ? w[b + 1].qs : nullptr); }
-  static __m512 scale(const Block* w, int64_t b, bool two) { return two_scales(w[b].d, two ? w[b + 1].d : uint16_t{0}); }
-  static __m512 min(const Block* w, int64_t b, bool two) { return two_scales(w[b].m, two ? w[b + 1].m : uint16_t{0}); }
+// Q4_1: 20-byte blocks, x = d q + m.
+struct Q4_1 : FmtBase {
+  static constexpr int64_t kUnitBytes = 2 * sizeof(BlockQ4_1);
+  static constexpr bool kHalfUnits = true;
+  static constexpr bool kMin = true;
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t, int64_t u, bool two) {
+    const __m512i raw = _mm512_maskz_loadu_epi8(quant::byte_mask(two ? 40 : 20), row + u * 40);
+    return quant::make_step(unpack_pair_nibbles(raw, pair_nibble_index<20, 4>()), pair_scales(raw, pair_scale_index<0, 20>()),
+                            pair_scales(raw, pair_scale_index<2, 22>()));
+  }
+  static WStep step(const Unit& st, int, bool) { return st; }
 };
 
-template <typename F, int MR, int NR>
-inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
-  using Block = typename F::Block;
-  const int64_t n_blocks = a.k / 32;
-  const BlockQ8Act* x[MR];
-  const Block* w[NR];
-  for (int i = 0; i < MR; ++i) x[i] = reinterpret_cast<const BlockQ8Act*>(static_cast<const uint8_t*>(a.x) + (m0 + i) * a.x_stride);
-  for (int j = 0; j < NR; ++j) w[j] = reinterpret_cast<const Block*>(static_cast<const uint8_t*>(a.w) + (n0 + j) * a.w_stride);
-  __m512 acc[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < n_blocks; b += 2) {
-    const bool two = b + 1 < n_blocks;
-    __m512i wq[NR];
-    __m512 wd[NR], wm[NR];
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) {
-      wq[j] = F::weights(w[j], b, two);
-      wd[j] = F::scale(w[j], b, two);
-      if constexpr (F::kHasMin) wm[j] = F::min(w[j], b, two);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < MR; ++i) {
-      const XPair xp = load_x(x[i], b, two);
-      const __m512i start = F::kOffset != 0 ? _mm512_mullo_epi32(xp.sum, _mm512_set1_epi32(-F::kOffset)) : _mm512_setzero_si512();
-#pragma GCC unroll 8
-      for (int j = 0; j < NR; ++j) {
-        const __m512i dot = _mm512_dpbusd_epi32(start, wq[j], xp.q);
-        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd[j], xp.d), acc[i][j]);
-        if constexpr (F::kHasMin) acc[i][j] = _mm512_fmadd_ps(wm[j], xp.dsum, acc[i][j]);
-      }
-    }
+// Q5_0 / Q5_1: Q4_0 / Q4_1 with each element's fifth bit in a 32-bit word per block; the two
+// words of a pair form a 64-bit mask of the bytes that get 16 added.
+template <bool kWithMin>
+struct Q5 : FmtBase {
+  static constexpr bool kHalfUnits = true;
+  static constexpr int kOffset = kWithMin ? 0 : 16;
+  static constexpr bool kMin = kWithMin;
+  static constexpr int kBytes = kWithMin ? 24 : 22;
+  static constexpr int kQh = kWithMin ? 4 : 2;
+  static constexpr int64_t kUnitBytes = 2 * kBytes;
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t, int64_t u, bool two) {
+    const uint8_t* p = row + u * 2 * kBytes;
+    const __m512i raw = _mm512_maskz_loadu_epi8(quant::byte_mask(two ? 2 * kBytes : kBytes), p);
+    uint32_t ha, hb = 0;
+    std::memcpy(&ha, p + kQh, 4);
+    if (two) std::memcpy(&hb, p + kBytes + kQh, 4);
+    const __m512i high = _mm512_maskz_mov_epi8(ha | (uint64_t{hb} << 32), _mm512_set1_epi8(0x10));
+    const __m512i q = _mm512_or_si512(unpack_pair_nibbles(raw, pair_nibble_index<kBytes, kQh + 4>()), high);
+    const __m512 d = pair_scales(raw, pair_scale_index<0, kBytes>());
+    if constexpr (kWithMin) return quant::make_step(q, d, pair_scales(raw, pair_scale_index<2, kBytes + 2>()));
+    return quant::make_step(q, d);
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) a.y[(m0 + i) * a.y_stride + n0 + j] = hsum(acc[i][j]);
+  static WStep step(const Unit& st, int, bool) { return st; }
+};
+
+// An int8 grid as a vpshufb table of unsigned bytes (level + 128).
+inline __m512i grid_table(const int8_t* levels) {
+  const __m128i t = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(levels)), _mm_set1_epi8(static_cast<char>(0x80)));
+  return _mm512_broadcast_i32x4(t);
 }
 
-template <typename F, int MR, int NR>
-inline void quant_rows(const GemmArgs& a, int64_t m_begin, int64_t m_end, int64_t n) {
-  int64_t m = m_begin;
-  for (; m + MR <= m_end; m += MR) quant_tile<F, MR, NR>(a, m, n);
-  for (; m < m_end; ++m) quant_tile<F, 1, NR>(a, m, n);
-}
+// IQ4_NL: Q4_0's layout with the nibble indexing a fixed int8 grid.
+struct IQ4_NL : FmtBase {
+  static constexpr int64_t kUnitBytes = 2 * sizeof(BlockIQ4_NL);
+  static constexpr bool kHalfUnits = true;
+  static constexpr int kOffset = 128;
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t, int64_t u, bool two) {
+    const __m512i table = grid_table(kIQ4NLValues);
+    const __m512i raw = _mm512_maskz_loadu_epi8(quant::byte_mask(two ? 36 : 18), row + u * 36);
+    const __m512i idx = unpack_pair_nibbles(raw, pair_nibble_index<18, 2>());
+    return quant::make_step(_mm512_shuffle_epi8(table, idx), pair_scales(raw, pair_scale_index<0, 18>()));
+  }
+  static WStep step(const Unit& st, int, bool) { return st; }
+};
 
-template <typename F>
-void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
-  if (a.m == 1) {  // decode: bandwidth-bound, keep many weight rows in flight
-    int64_t n = n0;
-    for (; n + 8 <= n1; n += 8) quant_tile<F, 1, 8>(a, 0, n);
-    for (; n < n1; ++n) quant_tile<F, 1, 1>(a, 0, n);
-    return;
+// int4 with a zero point, groups of 32 (19-byte blocks, taken in pairs) or 64 (35 bytes):
+// x = d (q - z). Odd offsets, so plain unaligned loads rather than word permutes.
+template <int Group>
+struct Int4GSmall : FmtBase {
+  static constexpr bool kHalfUnits = Group == 32;
+  static constexpr bool kZero = true;
+  using Block = BlockIntG<4, Group>;
+  static constexpr int64_t kUnitBytes = Group == 32 ? 2 * sizeof(Block) : sizeof(Block);
+  using Unit = WStep;
+  static uint16_t scale_bits(const Block& b) {
+    uint16_t d;
+    std::memcpy(&d, b.d, 2);
+    return d;
   }
-  const int64_t chunk_rows = std::max<int64_t>(4, (int64_t{256} << 10) / std::max<size_t>(a.x_stride, 1) / 4 * 4);
-  for (int64_t m0 = 0; m0 < a.m; m0 += chunk_rows) {
-    const int64_t m1 = std::min(a.m, m0 + chunk_rows);
-    int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) quant_rows<F, 4, 4>(a, m0, m1, n);
-    for (; n < n1; ++n) quant_rows<F, 4, 1>(a, m0, m1, n);
+  static Unit unit(const uint8_t* row, int64_t, int64_t u, bool two) {
+    if constexpr (Group == 64) {
+      const Block& b = reinterpret_cast<const Block*>(row)[u];
+      const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+      return quant::make_step(quant::nibbles_64(packed), _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(scale_bits(b)))),
+                              _mm512_setzero_ps(), _mm512_maskz_set1_epi32(0x0101, b.zero));
+    } else {
+      const Block& a = reinterpret_cast<const Block*>(row)[2 * u];
+      const __m128i qa = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.qs));
+      if (!two)
+        return quant::make_step(quant::nibbles_64(_mm256_castsi128_si256(qa)), quant::two_scales(scale_bits(a), 0), _mm512_setzero_ps(),
+                                _mm512_maskz_set1_epi32(0x0001, a.zero));
+      const Block& b = reinterpret_cast<const Block*>(row)[2 * u + 1];
+      const __m128i qb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+      const __m256i packed = _mm256_inserti128_si256(_mm256_castsi128_si256(qa), qb, 1);
+      return quant::make_step(quant::nibbles_64(packed), quant::two_scales(scale_bits(a), scale_bits(b)), _mm512_setzero_ps(),
+                              _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, a.zero), 0x0100, b.zero));
+    }
   }
+  static WStep step(const Unit& st, int, bool) { return st; }
+};
+
+// int4 groups of 128 (67-byte blocks, two steps each).
+struct Int4G128 : FmtBase {
+  static constexpr int64_t kUnitBytes = sizeof(BlockInt4G128);
+  static constexpr int kPairs = 2;
+  static constexpr bool kZero = true;
+  struct Unit {
+    const uint8_t* qs;
+    __m512 d;
+    __m512i z;
+  };
+  static Unit unit(const uint8_t* row, int64_t, int64_t u, bool) {
+    const auto* b = reinterpret_cast<const BlockInt4G128*>(row) + u;
+    uint16_t d;
+    std::memcpy(&d, b->d, 2);
+    return {b->qs, _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(d))), _mm512_maskz_set1_epi32(0x0101, b->zero)};
+  }
+  static WStep step(const Unit& st, int s, bool) {
+    return quant::make_step(quant::nibbles_64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(st.qs + 32 * s))), st.d,
+                            _mm512_setzero_ps(), st.z);
+  }
+};
+
+// NF4's levels in 1/32639 units, split into bytes: level = 256 hi + lo, hi and lo in
+// [-128, 127], stored + 128. Rounding the level costs at most 0.5 / 32639 of the block scale
+// (1.5e-5), far below the activations' int8 rounding.
+constexpr int kNF4Unit = 32639;
+struct NF4Split {
+  int8_t hi[16], lo[16];
+};
+constexpr NF4Split split_nf4() {
+  NF4Split s{};
+  for (int i = 0; i < 16; ++i) {
+    const double v = kNF4Values[i] * kNF4Unit;
+    const int l = static_cast<int>(v >= 0 ? v + 0.5 : v - 0.5);
+    // floor((l + 128) / 256) with a positive dividend
+    const int hi = (l + 128 + 256 * 256) / 256 - 256;
+    s.hi[i] = static_cast<int8_t>(hi);
+    s.lo[i] = static_cast<int8_t>(l - 256 * hi);
+  }
+  return s;
 }
+constexpr NF4Split kNF4Split = split_nf4();
+
+struct NF4 : FmtBase {
+  static constexpr int64_t kUnitBytes = sizeof(BlockNF4);
+  static constexpr int kOffset = 128;
+  static constexpr bool kTwoPart = true;
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t, int64_t u, bool) {
+    const __m512i hi = grid_table(kNF4Split.hi), lo = grid_table(kNF4Split.lo);
+    const auto* b = reinterpret_cast<const BlockNF4*>(row) + u;
+    const __m512i idx = quant::nibbles_64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qs)));
+    const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(b->d))), _mm512_set1_ps(1.0f / kNF4Unit));
+    return quant::make_step(_mm512_shuffle_epi8(hi, idx), d, _mm512_setzero_ps(), _mm512_setzero_si512(), _mm512_shuffle_epi8(lo, idx));
+  }
+  static WStep step(const Unit& st, int, bool) { return st; }
+};
+
+// int8_row: the row's f32 scale in its header, then the int8 codes (read as w + 128).
+struct Int8Row : FmtBase {
+  static constexpr int64_t kUnitBytes = 64;
+  static constexpr int kOffset = 128;
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t k, int64_t u, bool) {
+    float s = 0;  // rows too short for a scale decode as zeros
+    if (int8_row_header_bytes(k) >= 4) std::memcpy(&s, row, sizeof(s));
+    const __m512i q = _mm512_loadu_si512(row + int8_row_header_bytes(k) + 64 * u);
+    return quant::make_step(_mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80))), _mm512_set1_ps(s));
+  }
+  static WStep step(const Unit& st, int, bool) { return st; }
+};
 
 }  // namespace
 
-void gemm_q8_0(const GemmArgs& a, int64_t n0, int64_t n1) { quant_gemm<Q8_0>(a, n0, n1); }
-void gemm_q4_0(const GemmArgs& a, int64_t n0, int64_t n1) { quant_gemm<Q4_0>(a, n0, n1); }
-void gemm_q4_1(const GemmArgs& a, int64_t n0, int64_t n1) { quant_gemm<Q4_1>(a, n0, n1); }
+void gemm_q8_0(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q8_0>(a, n0, n1); }
+void gemm_q4_0(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q4_0>(a, n0, n1); }
+void gemm_q4_1(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q4_1>(a, n0, n1); }
+void gemm_q5_0(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q5<false>>(a, n0, n1); }
+void gemm_q5_1(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q5<true>>(a, n0, n1); }
+void gemm_iq4_nl(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<IQ4_NL>(a, n0, n1); }
+void gemm_int4_g32(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4GSmall<32>>(a, n0, n1); }
+void gemm_int4_g64(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4GSmall<64>>(a, n0, n1); }
+void gemm_int4_g128(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4G128>(a, n0, n1); }
+void gemm_nf4(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<NF4>(a, n0, n1); }
+void gemm_int8_row(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int8Row>(a, n0, n1); }
 
 }  // namespace frugal::kernels::avx512

@@ -98,15 +98,18 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
     __m256 acc[G][kValueVectors];
     for (int g = 0; g < G; ++g)
       for (int c = 0; c < kValueVectors; ++c) acc[g][c] = _mm256_setzero_ps();
-    for (int64_t p = 0; p < n_max; ++p) {
-      const void* vb = a.v_blocks[p / bs];
-      const int64_t row = (p % bs) * hd + d0;
-      __m256 v[kValueVectors];
-      for (int c = 0; c < nv; ++c) v[c] = load_row<kF16>(vb, row + 8 * c);
+    for (int64_t p0 = 0; p0 < n_max; p0 += bs) {  // block by block: no division per position
+      const void* vb = a.v_blocks[p0 / bs];
+      const int64_t n = std::min(bs, n_max - p0);
+      for (int64_t slot = 0; slot < n; ++slot) {
+        const int64_t row = slot * hd + d0;
+        __m256 v[kValueVectors];
+        for (int c = 0; c < nv; ++c) v[c] = load_row<kF16>(vb, row + 8 * c);
 #pragma GCC unroll 4
-      for (int g = 0; g < G; ++g) {
-        const __m256 w = _mm256_broadcast_ss(scores + g * stride + p);
-        for (int c = 0; c < nv; ++c) acc[g][c] = _mm256_fmadd_ps(w, v[c], acc[g][c]);
+        for (int g = 0; g < G; ++g) {
+          const __m256 w = _mm256_broadcast_ss(scores + g * stride + p0 + slot);
+          for (int c = 0; c < nv; ++c) acc[g][c] = _mm256_fmadd_ps(w, v[c], acc[g][c]);
+        }
       }
     }
     for (int g = 0; g < G; ++g)
@@ -132,7 +135,12 @@ void attend(const AttentionArgs& a) {
 // dequantized value), then accumulated with the f32 softmax weights.
 
 inline const BlockQ8_0* q8_row(const void* const* blocks, int64_t bs, size_t row_bytes, int64_t p) {
-  return reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(blocks[p / bs]) + (p % bs) * row_bytes);
+  // Block sizes are powers of two in practice: a shift and a mask instead of a 64-bit division
+  // (tens of cycles) per position.
+  const bool pow2 = (bs & (bs - 1)) == 0;
+  const int64_t block = pow2 ? p >> __builtin_ctzll(static_cast<unsigned long long>(bs)) : p / bs;
+  const int64_t slot = pow2 ? (p & (bs - 1)) : p % bs;
+  return reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(blocks[block]) + slot * row_bytes);
 }
 
 template <int G>

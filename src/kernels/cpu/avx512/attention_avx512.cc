@@ -47,6 +47,38 @@ inline __m512 load_row(const void* base, int64_t offset) {
   else return _mm512_loadu_ps(static_cast<const float*>(base) + offset);
 }
 
+// out[q0 + g][d0 : d0 + 16 NV] = sum over positions of weight x value row. Out of line and
+// fully unrolled: inlined into attend_group, GCC 12 kept v[] and acc[][] on the stack (store
+// forwarding on every FMA made the pass 4-5x slower).
+template <bool kF16, int G, int NV>
+__attribute__((noinline)) void weighted_values(const AttentionArgs& a, int64_t q0, int64_t d0, int64_t n_max, const float* scores, int64_t stride) {
+  const int64_t hd = a.head_dim, bs = a.block_size;
+  __m512 acc[G][NV];
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) acc[g][c] = _mm512_setzero_ps();
+  // Block by block: no division per position.
+  for (int64_t p0 = 0; p0 < n_max; p0 += bs) {
+    const void* vb = a.v_blocks[p0 / bs];
+    const int64_t n = std::min(bs, n_max - p0);
+    for (int64_t slot = 0; slot < n; ++slot) {
+      const int64_t row = slot * hd + d0;
+      __m512 v[NV];
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) v[c] = load_row<kF16>(vb, row + 16 * c);
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) {
+        const __m512 w = _mm512_set1_ps(scores[g * stride + p0 + slot]);
+#pragma GCC unroll 4
+        for (int c = 0; c < NV; ++c) acc[g][c] = _mm512_fmadd_ps(w, v[c], acc[g][c]);
+      }
+    }
+  }
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) _mm512_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 16 * c, acc[g][c]);
+}
+
 template <bool kF16, int G>
 void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
   const int64_t hd = a.head_dim, bs = a.block_size;
@@ -65,9 +97,37 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
       _mm512_storeu_ps(q + g * hd + d, kF16 ? round_f16(v) : v);
     }
 
-  // Scores, 16 positions at a time.
+  // Scores, 32 positions at a time (16 for a last odd chunk): two accumulators per query keep
+  // enough FMAs in flight to hide their latency. Each lane's arithmetic is the same either way.
   const __m512 scale = _mm512_set1_ps(a.scale);
-  for (int64_t p = 0; p < n_max; p += 16) {
+  auto store_scores = [&](const __m512* acc, int64_t p) {
+    for (int g = 0; g < G; ++g) {
+      const __mmask16 valid = tail_mask16(std::max<int64_t>(0, n_pos[g] - p));
+      _mm512_storeu_ps(scores + g * stride + p,
+                       _mm512_mask_blend_ps(valid, _mm512_set1_ps(-INFINITY), _mm512_mul_ps(acc[g], scale)));
+    }
+  };
+  int64_t p = 0;
+  for (; p + 16 < n_max; p += 32) {
+    const void* kb0 = a.k_blocks[p / bs];
+    const void* kb1 = a.k_blocks[(p + 16) / bs];
+    const int64_t slot0 = p % bs, slot1 = (p + 16) % bs;
+    __m512 acc0[G], acc1[G];
+    for (int g = 0; g < G; ++g) acc0[g] = acc1[g] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < hd; ++d) {
+      const __m512 k0 = load_row<kF16>(kb0, d * bs + slot0);
+      const __m512 k1 = load_row<kF16>(kb1, d * bs + slot1);
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) {
+        const __m512 qd = _mm512_set1_ps(q[g * hd + d]);
+        acc0[g] = _mm512_fmadd_ps(qd, k0, acc0[g]);
+        acc1[g] = _mm512_fmadd_ps(qd, k1, acc1[g]);
+      }
+    }
+    store_scores(acc0, p);
+    store_scores(acc1, p + 16);
+  }
+  if (p < n_max) {
     const void* kb = a.k_blocks[p / bs];
     const int64_t slot = p % bs;
     __m512 acc[G];
@@ -77,34 +137,23 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
 #pragma GCC unroll 4
       for (int g = 0; g < G; ++g) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(q[g * hd + d]), k, acc[g]);
     }
-    for (int g = 0; g < G; ++g) {
-      const __mmask16 valid = tail_mask16(std::max<int64_t>(0, n_pos[g] - p));
-      _mm512_storeu_ps(scores + g * stride + p,
-                       _mm512_mask_blend_ps(valid, _mm512_set1_ps(-INFINITY), _mm512_mul_ps(acc[g], scale)));
-    }
+    store_scores(acc, p);
   }
 
   for (int g = 0; g < G; ++g) softmax_scores<kF16>(scores + g * stride, stride);
 
-  // Weighted sum of value rows, 64 dimensions at a time.
+  // Weighted sum of value rows, 64 dimensions at a time (the accumulators' count must be a
+  // compile-time constant, or they live on the stack instead of in registers).
   for (int64_t d0 = 0; d0 < hd; d0 += 64) {
-    const int nv = static_cast<int>(std::min<int64_t>(64, hd - d0) / 16);
-    __m512 acc[G][4];
-    for (int g = 0; g < G; ++g)
-      for (int c = 0; c < 4; ++c) acc[g][c] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < n_max; ++p) {
-      const void* vb = a.v_blocks[p / bs];
-      const int64_t row = (p % bs) * hd + d0;
-      __m512 v[4];
-      for (int c = 0; c < nv; ++c) v[c] = load_row<kF16>(vb, row + 16 * c);
-#pragma GCC unroll 4
-      for (int g = 0; g < G; ++g) {
-        const __m512 w = _mm512_set1_ps(scores[g * stride + p]);
-        for (int c = 0; c < nv; ++c) acc[g][c] = _mm512_fmadd_ps(w, v[c], acc[g][c]);
-      }
+    if (hd - d0 >= 64) {
+      weighted_values<kF16, G, 4>(a, q0, d0, n_max, scores, stride);
+    } else if (hd - d0 == 48) {
+      weighted_values<kF16, G, 3>(a, q0, d0, n_max, scores, stride);
+    } else if (hd - d0 == 32) {
+      weighted_values<kF16, G, 2>(a, q0, d0, n_max, scores, stride);
+    } else {
+      weighted_values<kF16, G, 1>(a, q0, d0, n_max, scores, stride);
     }
-    for (int g = 0; g < G; ++g)
-      for (int c = 0; c < nv; ++c) _mm512_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 16 * c, acc[g][c]);
   }
 }
 
@@ -138,7 +187,12 @@ inline __m512i two_blocks(const int8_t* a, const int8_t* b) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)), 1);
 }
 inline const BlockQ8_0* q8_row(const void* const* blocks, int64_t bs, size_t row_bytes, int64_t p) {
-  return reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(blocks[p / bs]) + (p % bs) * row_bytes);
+  // Block sizes are powers of two in practice: a shift and a mask instead of a 64-bit division
+  // (tens of cycles) per position.
+  const bool pow2 = (bs & (bs - 1)) == 0;
+  const int64_t block = pow2 ? p >> __builtin_ctzll(static_cast<unsigned long long>(bs)) : p / bs;
+  const int64_t slot = pow2 ? (p & (bs - 1)) : p % bs;
+  return reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(blocks[block]) + slot * row_bytes);
 }
 
 constexpr int kMaxPairs = 8;  // head_dim up to 512

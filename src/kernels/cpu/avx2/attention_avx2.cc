@@ -53,6 +53,37 @@ inline __m256 load_row(const void* base, int64_t offset) {
     return _mm256_loadu_ps(static_cast<const float*>(base) + offset);
 }
 
+// out[q0 + g][d0 : d0 + 8 NV] = sum over positions of weight x value row. Out of line and
+// fully unrolled, so that the accumulators live in registers (see the AVX-512 twin).
+template <bool kF16, int G, int NV>
+__attribute__((noinline)) void weighted_values(const AttentionArgs& a, int64_t q0, int64_t d0, int64_t n_max,
+                                               const float* scores, int64_t stride) {
+  const int64_t hd = a.head_dim, bs = a.block_size;
+  __m256 acc[G][NV];
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) acc[g][c] = _mm256_setzero_ps();
+  for (int64_t p0 = 0; p0 < n_max; p0 += bs) {  // block by block: no division per position
+    const void* vb = a.v_blocks[p0 / bs];
+    const int64_t n = std::min(bs, n_max - p0);
+    for (int64_t slot = 0; slot < n; ++slot) {
+      const int64_t row = slot * hd + d0;
+      __m256 v[NV];
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) v[c] = load_row<kF16>(vb, row + 8 * c);
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) {
+        const __m256 w = _mm256_broadcast_ss(scores + g * stride + p0 + slot);
+#pragma GCC unroll 4
+        for (int c = 0; c < NV; ++c) acc[g][c] = _mm256_fmadd_ps(w, v[c], acc[g][c]);
+      }
+    }
+  }
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) _mm256_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 8 * c, acc[g][c]);
+}
+
 template <bool kF16, int G>
 void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
   const int64_t hd = a.head_dim, bs = a.block_size;
@@ -94,26 +125,14 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
 
   // Weighted sum of value rows, kValueVectors * 8 dimensions at a time.
   for (int64_t d0 = 0; d0 < hd; d0 += 8 * kValueVectors) {
-    const int nv = static_cast<int>(std::min<int64_t>(8 * kValueVectors, hd - d0) / 8);
-    __m256 acc[G][kValueVectors];
-    for (int g = 0; g < G; ++g)
-      for (int c = 0; c < kValueVectors; ++c) acc[g][c] = _mm256_setzero_ps();
-    for (int64_t p0 = 0; p0 < n_max; p0 += bs) {  // block by block: no division per position
-      const void* vb = a.v_blocks[p0 / bs];
-      const int64_t n = std::min(bs, n_max - p0);
-      for (int64_t slot = 0; slot < n; ++slot) {
-        const int64_t row = slot * hd + d0;
-        __m256 v[kValueVectors];
-        for (int c = 0; c < nv; ++c) v[c] = load_row<kF16>(vb, row + 8 * c);
-#pragma GCC unroll 4
-        for (int g = 0; g < G; ++g) {
-          const __m256 w = _mm256_broadcast_ss(scores + g * stride + p0 + slot);
-          for (int c = 0; c < nv; ++c) acc[g][c] = _mm256_fmadd_ps(w, v[c], acc[g][c]);
-        }
-      }
+    const int64_t left = hd - d0;
+    if (left >= 8 * kValueVectors) {
+      weighted_values<kF16, G, kValueVectors>(a, q0, d0, n_max, scores, stride);
+    } else if (left >= 16) {
+      weighted_values<kF16, G, 2>(a, q0, d0, n_max, scores, stride);
+    } else {
+      weighted_values<kF16, G, 1>(a, q0, d0, n_max, scores, stride);
     }
-    for (int g = 0; g < G; ++g)
-      for (int c = 0; c < nv; ++c) _mm256_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 8 * c, acc[g][c]);
   }
 }
 

@@ -42,7 +42,7 @@ void silu_mul_backward(const float* gate, const float* up, const float* d_out, f
 // bf16 dot instruction, so that probe stays null and bf16 weights take f32 activations. Weight
 // types without an entry here (Q2_K, Q3_K, Q5_K, int3_g64, int2_g32) use the dequantize
 // fallback of dispatch.cc, as they do on AVX-512. The split granularity is 24 columns: whole
-// register tiles of the float kernels (4 or 8 columns) and of the quantized ones (4).
+// register tiles of the float kernels (4 or 8 columns) and of the quantized ones (3 or 4).
 void fill_avx2(KernelTable& t) {
   auto slot = [](DType type) { return static_cast<size_t>(type); };
   t.gemm[slot(DType::kF32)] = {DType::kF32, avx2::gemm_f32, 24};

@@ -3,7 +3,7 @@
 //                     instruction cost: ns per 32 weights is printed as ns/blk32)
 //   BM_QuantGemvDram: decode GEMV on 32768 x 2048 weights (64 M weights, far beyond L3):
 //                     the streaming rate (GB/s of weights read)
-//   BM_QuantGemm:     prefill, 512 rows x 1536 x 576 (GFLOP/s)
+//   BM_QuantGemm:     prefill, 512 rows x 1536 x 576 (GFLOP/s; k rounded up to whole blocks)
 //   build/bench/frugal_microbench --benchmark_filter=Quant
 #include <benchmark/benchmark.h>
 
@@ -71,7 +71,9 @@ void BM_QuantGemvDram(benchmark::State& state, DType type) {
 }
 
 void BM_QuantGemm(benchmark::State& state, DType type) {
-  const int64_t m = 512, n = 1536, k = 576;
+  // k = 576, rounded up to whole blocks for the 128- and 256-element formats (640, 768)
+  const int64_t bs = dtype_traits(type).block_size;
+  const int64_t m = 512, n = 1536, k = (576 + bs - 1) / bs * bs;
   QOperands o = make_operands(type, m, n, k);
   for (auto _ : state) o.kernel.fn(o.args, 0, n);
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);

@@ -202,19 +202,23 @@ TEST_P(QuantKernelTest, ResultsDoNotDependOnBatchOrSplit) {
   }
 }
 
-// The AVX-512 table has its own integer kernel for these formats (the rest use the dequantize
-// fallback there); a regression that drops one back to the fallback would be a silent 3x.
-TEST(QuantKernelTable, Avx512HasIntegerKernels) {
+// The AVX-512 and AVX2 tables have their own integer kernel for these formats (the rest use the
+// dequantize fallback there); a regression that drops one back to the fallback would be a
+// silent 3x.
+void expect_integer_kernels(Isa isa) {
   bool have = false;
-  for (Isa isa : available_isas()) have |= isa == Isa::kAvx512;
-  if (!have) GTEST_SKIP() << "no AVX-512 on this CPU";
-  const KernelTable& t = for_isa(Isa::kAvx512);
+  for (Isa a : available_isas()) have |= a == isa;
+  if (!have) GTEST_SKIP() << "no " << isa_name(isa) << " on this CPU";
+  const KernelTable& t = for_isa(isa);
   for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kIQ4_NL, DType::kNF4, DType::kInt4G32, DType::kInt4G64,
                      DType::kInt4G128, DType::kInt8Row, DType::kQ4_K, DType::kQ6_K, DType::kCB4}) {
     EXPECT_NE(t.gemm[static_cast<size_t>(type)].fn, nullptr) << dtype_name(type);
     EXPECT_EQ(t.gemm[static_cast<size_t>(type)].act, DType::kQ8Act) << dtype_name(type);
   }
 }
+
+TEST(QuantKernelTable, Avx512HasIntegerKernels) { expect_integer_kernels(Isa::kAvx512); }
+TEST(QuantKernelTable, Avx2HasIntegerKernels) { expect_integer_kernels(Isa::kAvx2); }
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, QuantKernelTest, ::testing::ValuesIn(available_isas()), isa_label);
 

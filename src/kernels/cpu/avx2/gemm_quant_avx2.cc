@@ -1,185 +1,189 @@
-// Matrix products over block-quantized weights (Q8_0, Q4_0, Q4_1) with AVX2.
+// Matrix products over block-quantized weights with AVX2: the weight formats whose blocks are
+// 32, 64 or 128 elements (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, int4 with a zero point in
+// groups of 32, 64 and 128) and the per-channel int8_row. The driver and the arithmetic (and
+// why no pair sum of vpmaddubsw saturates) are in quant_tile_avx2.h; a policy here says how to
+// turn one block into steps of 32 weights and their scales.
 //
-// Activations are quantized once per product to q8_act (Q8_0's quants and scale plus the
-// block's integer sum). One 32-element block is one 256-bit step: vpmaddubsw multiplies
-// unsigned bytes by signed bytes and adds neighbouring pairs into int16, vpmaddwd against ones
-// adds pairs of those into 8 int32 lanes. The block's two scales then multiply the integer
-// lanes into the output's f32 accumulator, which is reduced with the canonical hsum at the
-// end. As in the float kernels, the operations for one output depend only on k, never on the
-// tiling or on M, so batched and single requests agree bit for bit.
-//
-// vpmaddubsw saturates each pair sum to int16 (|sum| <= 32767), so every format must keep
-// 2 * max|unsigned| * max|signed| below that. The activation quants are in [-127, 127] (q8_act
-// rounds x / d with |x| <= 127 d; -128 never occurs):
-//   Q4_0, Q4_1: the unsigned operand is the raw nibble, 0..15: 2 * 15 * 127 = 3810. Q4_0's
-//     offset is folded in with the block sum: sum((q - 8) x) = sum(q x) - 8 sum(x).
-//   Q8_0: the weights are signed, and the offset form (w + 128, up to 255) could reach
-//     2 * 255 * 127 = 64770 and saturate. The sign trick is used instead: |w| as the unsigned
-//     operand and x with w's sign moved onto it (vpsignb), |w| * sign(w) x = w x. |w| <= 128
-//     (-128 cannot come from the quantizer but may sit in a file; vpabsb leaves it as the byte
-//     0x80, read as 128), so the bound is 2 * 128 * 127 = 32512.
-// The int32 lanes then hold at most 4 * 128 * 127 + 8 * 32 * 127 < 2^24, exact in f32.
-#include <algorithm>
+// Non-uniform grids map the nibbles to levels with vpshufb, 32 at a time: IQ4_NL's int8 grid
+// takes the sign trick like Q8_0; NF4's float levels, rounded to int16 in 1/32639 units (the
+// same levels as the AVX-512 kernel, error <= 0.5 / 32639 of the block scale), are looked up
+// as two byte tables (low and high bytes) and interleaved into int16 for vpmaddwd.
+#include <cstring>
+#include <type_traits>
 
-#include "kernels/cpu/avx2/simd_avx2.h"
-#include "kernels/kernels.h"
-#include "quant/formats/blocks.h"
+#include "kernels/cpu/avx2/quant_tile_avx2.h"
+#include "quant/formats/frugal_blocks.h"
 
 namespace frugal::kernels::avx2 {
 namespace {
 
-inline __m256i load_32(const void* p) {
-  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
-}
+using quant::FmtBase;
+using quant::Kind;
+using quant::WStep;
 
-// 16 nibble bytes to 32 values 0..15: element j is the low nibble of byte j, element j + 16
-// the high nibble.
-inline __m256i unpack_nibbles(const uint8_t* q) {
-  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
-  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), _mm_srli_epi16(lo, 4), 1);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-}
-
-// Pair sums of vpmaddubsw into 8 int32 lanes.
-inline __m256i widen_pairs(__m256i pairs16) {
-  return _mm256_madd_epi16(pairs16, _mm256_set1_epi16(1));
-}
-
-// The weight side of one block of one weight row, shared by every activation row of a tile.
-struct WBlock {
-  __m256i q;     // the unsigned operand of vpmaddubsw
-  __m256i sign;  // Q8_0: the signed weights, whose signs move onto the activations
-  float d;       // scale
-  float m;       // Q4_1: minimum
+// Q8_0: 34-byte blocks of int8 quants.
+struct Q8_0 : FmtBase {
+  static constexpr int64_t kUnitBytes = sizeof(BlockQ8_0);
+  static constexpr Kind kKind = Kind::kSigned;
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t, int64_t u) {
+    const auto& b = reinterpret_cast<const BlockQ8_0*>(row)[u];
+    return quant::signed_step(quant::load_32(b.qs), quant::broadcast_f16(b.d));
+  }
+  static WStep step(const Unit& st, int) { return st; }
 };
 
-// The activation side of one block.
-struct XBlock {
-  __m256i q;      // signed quants
-  __m256 d;       // scale, broadcast
-  __m256i start;  // the integer offset term in lane 0 (Q4_0), zero elsewhere
-  __m256 dsum;    // d * sum in lane 0, zero elsewhere (Q4_1's minimum)
-};
-
-struct Q8_0 {
-  using Block = BlockQ8_0;
-  static WBlock weights(const Block& w) {
-    const __m256i q = load_32(w.qs);
-    return {_mm256_abs_epi8(q), q, _cvtsh_ss(w.d), 0.0f};
-  }
-  static __m256i dot(const WBlock& w, const XBlock& x) {
-    return widen_pairs(_mm256_maddubs_epi16(w.q, _mm256_sign_epi8(x.q, w.sign)));
-  }
-  static constexpr int kOffset = 0;
-  static constexpr bool kHasMin = false;
-};
-
-struct Q4_0 {
-  using Block = BlockQ4_0;
-  static WBlock weights(const Block& w) { return {unpack_nibbles(w.qs), _mm256_setzero_si256(), _cvtsh_ss(w.d), 0.0f}; }
-  static __m256i dot(const WBlock& w, const XBlock& x) {
-    return _mm256_add_epi32(widen_pairs(_mm256_maddubs_epi16(w.q, x.q)), x.start);
-  }
+// Q4_0: 18-byte blocks, x = d (q - 8).
+struct Q4_0 : FmtBase {
+  static constexpr int64_t kUnitBytes = sizeof(BlockQ4_0);
   static constexpr int kOffset = 8;
-  static constexpr bool kHasMin = false;
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t, int64_t u) {
+    const auto& b = reinterpret_cast<const BlockQ4_0*>(row)[u];
+    return quant::make_step(quant::nibbles_32(b.qs), quant::broadcast_f16(b.d));
+  }
+  static WStep step(const Unit& st, int) { return st; }
 };
 
-struct Q4_1 {
-  using Block = BlockQ4_1;
-  static WBlock weights(const Block& w) {
-    return {unpack_nibbles(w.qs), _mm256_setzero_si256(), _cvtsh_ss(w.d), _cvtsh_ss(w.m)};
+// Q4_1: 20-byte blocks, x = d q + m.
+struct Q4_1 : FmtBase {
+  static constexpr int64_t kUnitBytes = sizeof(BlockQ4_1);
+  static constexpr bool kMin = true;
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t, int64_t u) {
+    const auto& b = reinterpret_cast<const BlockQ4_1*>(row)[u];
+    return quant::make_step(quant::nibbles_32(b.qs), quant::broadcast_f16(b.d), quant::broadcast_f16(b.m));
   }
-  static __m256i dot(const WBlock& w, const XBlock& x) { return widen_pairs(_mm256_maddubs_epi16(w.q, x.q)); }
-  static constexpr int kOffset = 0;
-  static constexpr bool kHasMin = true;
+  static WStep step(const Unit& st, int) { return st; }
 };
 
-template <typename F>
-inline XBlock load_x(const BlockQ8Act& b) {
-  XBlock x;
-  x.q = load_32(b.qs);
-  const float d = _cvtsh_ss(b.d);
-  x.d = _mm256_set1_ps(d);
-  if constexpr (F::kOffset != 0) x.start = _mm256_setr_epi32(-F::kOffset * b.sum, 0, 0, 0, 0, 0, 0, 0);
-  if constexpr (F::kHasMin) x.dsum = _mm256_setr_ps(d * static_cast<float>(b.sum), 0, 0, 0, 0, 0, 0, 0);
-  return x;
+// The 32 bits of a little-endian word to 32 bytes: 0x10 where bit j is set, else 0.
+inline __m256i fifth_bits(const uint8_t* qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, 4);
+  // byte j takes byte j / 8 of the word, then tests bit j % 8
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                                             _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
 }
 
-template <typename F, int MR, int NR>
-inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
-  using Block = typename F::Block;
-  const int64_t n_blocks = a.k / kQK;
-  const BlockQ8Act* x[MR];
-  const Block* w[NR];
-  for (int i = 0; i < MR; ++i)
-    x[i] = reinterpret_cast<const BlockQ8Act*>(static_cast<const uint8_t*>(a.x) + (m0 + i) * a.x_stride);
-  for (int j = 0; j < NR; ++j)
-    w[j] = reinterpret_cast<const Block*>(static_cast<const uint8_t*>(a.w) + (n0 + j) * a.w_stride);
-  __m256 acc[MR][NR];
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    WBlock wb[NR];
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wb[j] = F::weights(w[j][b]);
-#pragma GCC unroll 4
-    for (int i = 0; i < MR; ++i) {
-      const XBlock xb = load_x<F>(x[i][b]);
-#pragma GCC unroll 8
-      for (int j = 0; j < NR; ++j) {
-        const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(wb[j].d), xb.d);
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(F::dot(wb[j], xb)), scale, acc[i][j]);
-        if constexpr (F::kHasMin) acc[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(wb[j].m), xb.dsum, acc[i][j]);
-      }
-    }
+// Q5_0 / Q5_1: Q4_0 / Q4_1 with each element's fifth bit in a 32-bit word per block.
+template <bool kWithMin>
+struct Q5 : FmtBase {
+  using Block = std::conditional_t<kWithMin, BlockQ5_1, BlockQ5_0>;
+  static constexpr int64_t kUnitBytes = sizeof(Block);
+  static constexpr int kOffset = kWithMin ? 0 : 16;
+  static constexpr bool kMin = kWithMin;
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t, int64_t u) {
+    const Block& b = reinterpret_cast<const Block*>(row)[u];
+    const __m256i q = _mm256_or_si256(quant::nibbles_32(b.qs), fifth_bits(b.qh));
+    if constexpr (kWithMin) return quant::make_step(q, quant::broadcast_f16(b.d), quant::broadcast_f16(b.m));
+    return quant::make_step(q, quant::broadcast_f16(b.d));
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) a.y[(m0 + i) * a.y_stride + n0 + j] = hsum(acc[i][j]);
-}
+  static WStep step(const Unit& st, int) { return st; }
+};
 
-template <typename F, int MR, int NR>
-inline void quant_rows(const GemmArgs& a, int64_t m_begin, int64_t m_end, int64_t n) {
-  int64_t m = m_begin;
-  for (; m + MR <= m_end; m += MR) quant_tile<F, MR, NR>(a, m, n);
-  for (; m < m_end; ++m) quant_tile<F, 1, NR>(a, m, n);
-}
-
-// Tiles: MR x NR accumulators, NR weight blocks and a few temporaries in 16 registers.
-constexpr int kMR = 3;
-constexpr int kNR = 3;
-constexpr int kNRVector = 4;
-
-template <typename F>
-void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
-  if (a.m == 1) {  // decode: bandwidth-bound, keep several weight rows in flight
-    int64_t n = n0;
-    for (; n + kNRVector <= n1; n += kNRVector) quant_tile<F, 1, kNRVector>(a, 0, n);
-    for (; n < n1; ++n) quant_tile<F, 1, 1>(a, 0, n);
-    return;
+// IQ4_NL: Q4_0's layout with the nibble indexing a fixed int8 grid.
+struct IQ4_NL : FmtBase {
+  static constexpr int64_t kUnitBytes = sizeof(BlockIQ4_NL);
+  static constexpr Kind kKind = Kind::kSigned;
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t, int64_t u) {
+    const auto& b = reinterpret_cast<const BlockIQ4_NL*>(row)[u];
+    const __m256i w = _mm256_shuffle_epi8(quant::table_16(kIQ4NLValues), quant::nibbles_32(b.qs));
+    return quant::signed_step(w, quant::broadcast_f16(b.d));
   }
-  const int64_t chunk_rows = std::max<int64_t>(kMR, (int64_t{128} << 10) / std::max<size_t>(a.x_stride, 1) / kMR * kMR);
-  for (int64_t m0 = 0; m0 < a.m; m0 += chunk_rows) {
-    const int64_t m1 = std::min(a.m, m0 + chunk_rows);
-    int64_t n = n0;
-    for (; n + kNR <= n1; n += kNR) quant_rows<F, kMR, kNR>(a, m0, m1, n);
-    for (; n < n1; ++n) quant_rows<F, kMR, 1>(a, m0, m1, n);
+  static WStep step(const Unit& st, int) { return st; }
+};
+
+// int4 with a zero point, groups of 32, 64 or 128 (19, 35, 67-byte blocks): x = d (q - z),
+// the zero point folded in as a minimum of -d z.
+template <int Group>
+struct Int4G : FmtBase {
+  using Block = BlockIntG<4, Group>;
+  static constexpr int64_t kUnitBytes = sizeof(Block);
+  static constexpr int kSteps = Group / 32;
+  static constexpr bool kMin = true;
+  struct Unit {
+    const uint8_t* qs;
+    __m256 d, m;
+  };
+  static Unit unit(const uint8_t* row, int64_t, int64_t u) {
+    const Block& b = reinterpret_cast<const Block*>(row)[u];
+    uint16_t h;
+    std::memcpy(&h, b.d, 2);
+    const float d = _cvtsh_ss(h);
+    return {b.qs, _mm256_set1_ps(d), _mm256_set1_ps(-d * static_cast<float>(b.zero))};
   }
+  static WStep step(const Unit& st, int s) { return quant::make_step(quant::nibbles_32(st.qs + 16 * s), st.d, st.m); }
+};
+
+// NF4's levels in 1/32639 units as int16, split into low and high byte tables.
+constexpr int kNF4Unit = 32639;
+struct NF4Bytes {
+  uint8_t lo[16], hi[16];
+};
+constexpr NF4Bytes nf4_bytes() {
+  NF4Bytes t{};
+  for (int i = 0; i < 16; ++i) {
+    const double v = kNF4Values[i] * kNF4Unit;
+    const int l = static_cast<int>(v >= 0 ? v + 0.5 : v - 0.5);
+    const auto u = static_cast<uint16_t>(static_cast<int16_t>(l));
+    t.lo[i] = static_cast<uint8_t>(u & 0xFF);
+    t.hi[i] = static_cast<uint8_t>(u >> 8);
+  }
+  return t;
 }
+constexpr NF4Bytes kNF4Bytes = nf4_bytes();
+
+struct NF4 : FmtBase {
+  static constexpr int64_t kUnitBytes = sizeof(BlockNF4);
+  static constexpr int kSteps = 2;
+  static constexpr Kind kKind = Kind::kWide;
+  struct Unit {
+    const uint8_t* qs;
+    __m256 d;
+  };
+  static Unit unit(const uint8_t* row, int64_t, int64_t u) {
+    const auto& b = reinterpret_cast<const BlockNF4*>(row)[u];
+    return {b.qs, _mm256_set1_ps(_cvtsh_ss(b.d) * (1.0f / kNF4Unit))};
+  }
+  static WStep step(const Unit& st, int s) {
+    const __m256i idx = quant::nibbles_32(st.qs + 16 * s);
+    const __m256i lo = _mm256_shuffle_epi8(quant::table_16(kNF4Bytes.lo), idx);
+    const __m256i hi = _mm256_shuffle_epi8(quant::table_16(kNF4Bytes.hi), idx);
+    // int16 levels in the order the activations are widened: [0-7, 16-23] and [8-15, 24-31]
+    return quant::make_step(_mm256_unpacklo_epi8(lo, hi), st.d, _mm256_setzero_ps(), _mm256_unpackhi_epi8(lo, hi));
+  }
+};
+
+// int8_row: the row's f32 scale in its header, then the int8 codes.
+struct Int8Row : FmtBase {
+  static constexpr int64_t kUnitBytes = 32;
+  static constexpr Kind kKind = Kind::kSigned;
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t k, int64_t u) {
+    float s = 0;  // rows too short for a scale decode as zeros
+    if (int8_row_header_bytes(k) >= 4) std::memcpy(&s, row, sizeof(s));
+    return quant::signed_step(quant::load_32(row + int8_row_header_bytes(k) + 32 * u), _mm256_set1_ps(s));
+  }
+  static WStep step(const Unit& st, int) { return st; }
+};
 
 }  // namespace
 
-void gemm_q8_0(const GemmArgs& a, int64_t n0, int64_t n1) {
-  quant_gemm<Q8_0>(a, n0, n1);
-}
-void gemm_q4_0(const GemmArgs& a, int64_t n0, int64_t n1) {
-  quant_gemm<Q4_0>(a, n0, n1);
-}
-void gemm_q4_1(const GemmArgs& a, int64_t n0, int64_t n1) {
-  quant_gemm<Q4_1>(a, n0, n1);
-}
+void gemm_q8_0(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q8_0>(a, n0, n1); }
+void gemm_q4_0(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q4_0>(a, n0, n1); }
+void gemm_q4_1(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q4_1>(a, n0, n1); }
+void gemm_q5_0(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q5<false>>(a, n0, n1); }
+void gemm_q5_1(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q5<true>>(a, n0, n1); }
+void gemm_iq4_nl(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<IQ4_NL>(a, n0, n1); }
+void gemm_int4_g32(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4G<32>>(a, n0, n1); }
+void gemm_int4_g64(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4G<64>>(a, n0, n1); }
+void gemm_int4_g128(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4G<128>>(a, n0, n1); }
+void gemm_nf4(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<NF4>(a, n0, n1); }
+void gemm_int8_row(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int8Row>(a, n0, n1); }
 
 }  // namespace frugal::kernels::avx2

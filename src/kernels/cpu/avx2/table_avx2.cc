@@ -8,6 +8,17 @@ void gemm_bf16(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q8_0(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q4_0(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q4_1(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q5_0(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q5_1(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_iq4_nl(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_nf4(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_int4_g32(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_int4_g64(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_int4_g128(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_int8_row(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q4_k(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q6_k(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_cb4(const GemmArgs& a, int64_t n0, int64_t n1);
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void add(float* y, const float* x, int64_t n);
@@ -29,7 +40,7 @@ void silu_mul_backward(const float* gate, const float* up, const float* d_out, f
 
 // Every entry the AVX-512 table fills is filled here too, except bf16_dot_loop: AVX2 has no
 // bf16 dot instruction, so that probe stays null and bf16 weights take f32 activations. Weight
-// types without an entry here (K-quants, IQ4_NL, frugal's own formats) use the dequantize
+// types without an entry here (Q2_K, Q3_K, Q5_K, int3_g64, int2_g32) use the dequantize
 // fallback of dispatch.cc, as they do on AVX-512. The split granularity is 24 columns: whole
 // register tiles of the float kernels (4 or 8 columns) and of the quantized ones (3 or 4).
 void fill_avx2(KernelTable& t) {
@@ -40,6 +51,17 @@ void fill_avx2(KernelTable& t) {
   t.gemm[slot(DType::kQ8_0)] = {DType::kQ8Act, avx2::gemm_q8_0, 24};
   t.gemm[slot(DType::kQ4_0)] = {DType::kQ8Act, avx2::gemm_q4_0, 24};
   t.gemm[slot(DType::kQ4_1)] = {DType::kQ8Act, avx2::gemm_q4_1, 24};
+  t.gemm[slot(DType::kQ5_0)] = {DType::kQ8Act, avx2::gemm_q5_0, 24};
+  t.gemm[slot(DType::kQ5_1)] = {DType::kQ8Act, avx2::gemm_q5_1, 24};
+  t.gemm[slot(DType::kIQ4_NL)] = {DType::kQ8Act, avx2::gemm_iq4_nl, 24};
+  t.gemm[slot(DType::kNF4)] = {DType::kQ8Act, avx2::gemm_nf4, 24};
+  t.gemm[slot(DType::kInt4G32)] = {DType::kQ8Act, avx2::gemm_int4_g32, 24};
+  t.gemm[slot(DType::kInt4G64)] = {DType::kQ8Act, avx2::gemm_int4_g64, 24};
+  t.gemm[slot(DType::kInt4G128)] = {DType::kQ8Act, avx2::gemm_int4_g128, 24};
+  t.gemm[slot(DType::kInt8Row)] = {DType::kQ8Act, avx2::gemm_int8_row, 24};
+  t.gemm[slot(DType::kQ4_K)] = {DType::kQ8Act, avx2::gemm_q4_k, 24};
+  t.gemm[slot(DType::kQ6_K)] = {DType::kQ8Act, avx2::gemm_q6_k, 24};
+  t.gemm[slot(DType::kCB4)] = {DType::kQ8Act, avx2::gemm_cb4, 24};
   t.convert[slot(DType::kF16)] = avx2::convert_f16;
   t.convert[slot(DType::kBF16)] = avx2::convert_bf16;
   t.convert[slot(DType::kQ8Act)] = avx2::convert_q8_act;

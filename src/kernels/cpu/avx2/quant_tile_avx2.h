@@ -1,0 +1,223 @@
+// The driver shared by the AVX2 kernels over quantized weights (the twin of
+// avx512/quant_tile_avx512.h, without VNNI and with 16 ymm registers).
+//
+// Every integer kernel multiplies weights against activations in q8_act (Q8_0's int8 quants
+// and f16 scale per 32, plus the block's integer sum), 32 elements per step: one q8_act block
+// against 32 weights. What a format must say is captured by a small policy (the `Fmt` below):
+//
+//   unit(row, k, u)  the state of the format's u-th block: decoded scales, table registers;
+//                    loaded once, used by kSteps steps of 32 elements
+//   step(unit, s)    the 32 weights of step s and their scale (and minimum)
+//
+// The integer product of a step has one of three forms (`kKind`):
+//   kUnsigned: the weights as unsigned bytes 0..63 (nibbles, Q5's 5 bits, Q6_K's 6 bits):
+//              vpmaddubsw(w, x) adds neighbouring products into int16, vpmaddwd against ones
+//              adds pairs of those into 8 int32 lanes (lane j: elements 4j..4j+3).
+//   kSigned:   signed weights (Q8_0, int8_row, the int8 grids of IQ4_NL and CB4) by the sign
+//              trick: |w| is the unsigned operand and x takes w's sign (vpsignb), since the
+//              offset form w + 128 would saturate vpmaddubsw's int16 pair sums
+//              (2 * 255 * 127 > 32767). |w| <= 128 (vpabsb leaves -128 as the byte 0x80, read
+//              as 128): 2 * 128 * 127 = 32512 fits.
+//   kWide:     levels wider than a byte (NF4, in 1/32639 units): int16 levels against the
+//              activations widened to int16, two vpmaddwd (2 * 32639 * 127 fits in int32).
+// The activation quants are in [-127, 127] (q8_act rounds x / d with |x| <= 127 d), so every
+// unsigned form stays below 2 * 63 * 127 per pair sum.
+//
+// Offsets fold into the integer accumulator's start, never into the weights:
+//   kOffset o: the weights are stored as w + o (Q4_0: 8, Q5_0: 16): sum((w - o) x) =
+//              sum(w x) - o sum(x), with sum(x) from q8_act, in lane 0;
+//   kLaneSums: the offset applies per 16 elements under a per-16 scale (Q6_K), so the sum of
+//              x is taken per int32 lane (vpmaddubsw of ones with x), once per activation step;
+//   kMin:      a float term per block: acc += m * dx * sum(x), with m the minimum (Q4_1,
+//              Q5_1, Q4_K) or -d * z for a zero point z (int4_g*): d (q - z) x = d q x - d z x.
+//              Both products are exact in f32 (11-bit f16 scale times an 8-bit zero point;
+//              11-bit dx times a 13-bit sum).
+// Then one conversion and one fused multiply-add per step with the combined scale
+// (d_weight * d_x): acc += float(int32 dot) * d. The 8 lanes are reduced once per output with
+// the canonical hsum.
+//
+// Batch invariance: the operations for one output depend only on k and the format, never on M,
+// the register tile or the column split, so a row's result is the same alone or batched.
+#pragma once
+
+#include <algorithm>
+
+#include "kernels/cpu/avx2/simd_avx2.h"
+#include "kernels/kernels.h"
+#include "quant/formats/blocks.h"
+
+namespace frugal::kernels::avx2::quant {
+
+enum class Kind { kUnsigned, kSigned, kWide };
+
+// The weight side of one 32-element step.
+struct WStep {
+  __m256i q;  // kUnsigned: the weights as unsigned bytes; kSigned: |w|; kWide: int16 levels of
+              // elements 0-7 and 16-23
+  __m256i s;  // kSigned: the signed weights; kWide: int16 levels of elements 8-15 and 24-31
+  __m256 d;   // scale, broadcast (Q6_K: one per 16 elements, [d0 x4, d1 x4])
+  __m256 m;   // kMin: the minimum, broadcast
+};
+
+inline WStep make_step(__m256i q, __m256 d, __m256 m = _mm256_setzero_ps(), __m256i s = _mm256_setzero_si256()) {
+  WStep w;
+  w.q = q;
+  w.s = s;
+  w.d = d;
+  w.m = m;
+  return w;
+}
+
+// A signed step (kSigned) from 32 signed bytes.
+inline WStep signed_step(__m256i w, __m256 d) { return make_step(_mm256_abs_epi8(w), d, _mm256_setzero_ps(), w); }
+
+// The activation side of one step, shared by every weight row of a tile.
+struct XStep {
+  __m256i q;      // 32 signed quants (kWide: elements 0-7 and 16-23 as int16)
+  __m256i q2;     // kWide: elements 8-15 and 24-31 as int16
+  __m256 d;       // scale, broadcast
+  __m256i start;  // the accumulator's start: -offset * sum in lane 0, or per lane (kLaneSums)
+  __m256 dsum;    // kMin: dx * sum in lane 0, zero elsewhere
+};
+
+inline __m256i load_32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m256 broadcast_f16(uint16_t h) { return _mm256_set1_ps(_cvtsh_ss(h)); }
+
+// 16 bytes of nibbles in Q4_0's layout to 32 values 0..15 in element order (element j is the
+// low nibble of byte j, element j + 16 the high nibble).
+inline __m256i nibbles_32(const uint8_t* p) {
+  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), _mm_srli_epi16(lo, 4), 1);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// A 16-entry byte table in both 128-bit lanes, for vpshufb.
+inline __m256i table_16(const void* p) {
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p)));
+}
+
+template <typename F>
+inline XStep load_x(const BlockQ8Act& b) {
+  XStep x;
+  const __m256i q = load_32(b.qs);
+  const float d = _cvtsh_ss(b.d);
+  x.d = _mm256_set1_ps(d);
+  if constexpr (F::kKind == Kind::kWide) {
+    const __m256i sign = _mm256_cmpgt_epi8(_mm256_setzero_si256(), q);
+    x.q = _mm256_unpacklo_epi8(q, sign);
+    x.q2 = _mm256_unpackhi_epi8(q, sign);
+  } else {
+    x.q = q;
+  }
+  if constexpr (F::kLaneSums) {
+    const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+    x.start = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(-F::kOffset));
+  } else if constexpr (F::kOffset != 0) {
+    x.start = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-F::kOffset * b.sum));
+  }
+  if constexpr (F::kMin) x.dsum = _mm256_zextps128_ps256(_mm_set_ss(d * static_cast<float>(b.sum)));
+  return x;
+}
+
+template <typename F>
+inline __m256 step_madd(__m256 acc, const WStep& w, const XStep& x) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i dot;
+  if constexpr (F::kKind == Kind::kUnsigned) {
+    dot = _mm256_madd_epi16(_mm256_maddubs_epi16(w.q, x.q), ones);
+  } else if constexpr (F::kKind == Kind::kSigned) {
+    dot = _mm256_madd_epi16(_mm256_maddubs_epi16(w.q, _mm256_sign_epi8(x.q, w.s)), ones);
+  } else {
+    dot = _mm256_add_epi32(_mm256_madd_epi16(w.q, x.q), _mm256_madd_epi16(w.s, x.q2));
+  }
+  if constexpr (F::kOffset != 0 || F::kLaneSums) dot = _mm256_add_epi32(dot, x.start);
+  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(w.d, x.d), acc);
+  if constexpr (F::kMin) acc = _mm256_fmadd_ps(w.m, x.dsum, acc);
+  return acc;
+}
+
+inline constexpr int64_t kPrefetchBytes = 512;
+
+template <typename F, int MR, int NR>
+inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
+  const int64_t units = a.k / (32 * F::kSteps);
+  const BlockQ8Act* x[MR];
+  const uint8_t* w[NR];
+  for (int i = 0; i < MR; ++i) x[i] = reinterpret_cast<const BlockQ8Act*>(static_cast<const uint8_t*>(a.x) + (m0 + i) * a.x_stride);
+  for (int j = 0; j < NR; ++j) w[j] = static_cast<const uint8_t*>(a.w) + (n0 + j) * a.w_stride;
+  __m256 acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  for (int64_t u = 0; u < units; ++u) {
+    typename F::Unit st[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      // Software prefetch a fixed distance ahead in every weight row: the hardware prefetcher
+      // alone does not keep several interleaved streams of short blocks in flight.
+      if constexpr (MR == 1) _mm_prefetch(reinterpret_cast<const char*>(w[j] + u * F::kUnitBytes + kPrefetchBytes), _MM_HINT_T0);
+      st[j] = F::unit(w[j], a.k, u);
+    }
+#pragma GCC unroll 8
+    for (int s = 0; s < F::kSteps; ++s) {
+      WStep ws[NR];
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) ws[j] = F::step(st[j], s);
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) {
+        const XStep xs = load_x<F>(x[i][u * F::kSteps + s]);
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; ++j) acc[i][j] = step_madd<F>(acc[i][j], ws[j], xs);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) a.y[(m0 + i) * a.y_stride + n0 + j] = hsum(acc[i][j]);
+}
+
+template <typename F, int MR, int NR>
+inline void quant_rows(const GemmArgs& a, int64_t m_begin, int64_t m_end, int64_t n) {
+  int64_t m = m_begin;
+  for (; m + MR <= m_end; m += MR) quant_tile<F, MR, NR>(a, m, n);
+  for (; m < m_end; ++m) quant_tile<F, 1, NR>(a, m, n);
+}
+
+// Prefill tile: MR x NR accumulators in 16 ymm registers with room for the step being
+// multiplied (4 x 3 measured 5-10% ahead of 3 x 4). Decode: 4 weight rows per pass (8
+// spill and run slower).
+inline constexpr int kMR = 4;
+inline constexpr int kNR = 3;
+
+// y[:, n0:n1]. Decode (M = 1) is bandwidth-bound: several weight rows in flight per pass.
+// Prefill walks M in chunks whose activations stay in L2, kMR x kNR register tiles.
+template <typename F>
+void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
+  if (a.m == 1) {
+    int64_t n = n0;
+    for (; n + F::kDecodeRows <= n1; n += F::kDecodeRows) quant_tile<F, 1, F::kDecodeRows>(a, 0, n);
+    for (; n < n1; ++n) quant_tile<F, 1, 1>(a, 0, n);
+    return;
+  }
+  const int64_t chunk_rows = std::max<int64_t>(kMR, (int64_t{128} << 10) / std::max<size_t>(a.x_stride, 1) / kMR * kMR);
+  for (int64_t m0 = 0; m0 < a.m; m0 += chunk_rows) {
+    const int64_t m1 = std::min(a.m, m0 + chunk_rows);
+    int64_t n = n0;
+    for (; n + kNR <= n1; n += kNR) quant_rows<F, kMR, kNR>(a, m0, m1, n);
+    for (; n < n1; ++n) quant_rows<F, kMR, 1>(a, m0, m1, n);
+  }
+}
+
+// Defaults for a policy; each format overrides what it uses.
+struct FmtBase {
+  static constexpr int kSteps = 1;
+  static constexpr Kind kKind = Kind::kUnsigned;
+  static constexpr int kOffset = 0;
+  static constexpr bool kLaneSums = false;
+  static constexpr bool kMin = false;
+  static constexpr int kDecodeRows = 4;
+};
+
+}  // namespace frugal::kernels::avx2::quant

@@ -1,0 +1,207 @@
+#!/usr/bin/python3
+"""End-to-end benchmark of `frugal serve` over loopback HTTP (not part of `make test`).
+
+  1. Aggregate decode throughput with 1, 4 and 16 concurrent streaming clients, and time to
+     first token (TTFT) and inter-token latency (ITL) percentiles at each level.
+  2. TTFT of requests that share a 1,000-token system prompt, with and without prefix caching.
+
+The synthetic models of ../shared/tools/synth_model.py have random weights and no tokenizer, so
+prompts are token ids (the completions endpoint takes a list of ids, as OpenAI's does) drawn
+from a seeded generator, and every request decodes a fixed number of tokens (greedy,
+ignore_eos; without a tokenizer there is no end-of-text token anyway). Token counts come from
+the streamed `token_ids` (vLLM's return_token_ids), not from text. Latencies are measured by
+the client: TTFT from sending the request to the first chunk carrying a token, ITL between
+consecutive token chunks of one stream. Decode throughput counts the tokens after each
+stream's first one over the time from the first of those first tokens to the last token, so
+prefill is not in it; the plain tokens/wall-clock figure is printed next to it.
+
+usage: serve_bench.py FRUGAL MODEL [--threads 2] [--ctx 2048] [--decode 64] [--prompt 32]
+Standard library only. The machine is shared: the load average is printed with the figures.
+"""
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import subprocess
+import threading
+import time
+
+
+class Server:
+    def __init__(self, frugal, model, threads, ctx, parallel, extra=()):
+        cmd = [frugal, "serve", "-m", model, "--port", "0", "-t", str(threads), "--ctx", str(ctx),
+               "--parallel", str(parallel), "--queue", "64"] + list(extra)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.port = None
+        self.lines = []
+        ready = threading.Event()
+
+        def drain():
+            for raw in self.proc.stderr:
+                line = raw.decode(errors="replace")
+                self.lines.append(line)
+                m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+                if m:
+                    self.port = int(m.group(1))
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(300) or self.port is None:
+            self.proc.kill()
+            raise SystemExit("the server did not start:\n" + "".join(self.lines))
+        print("  " + self.lines[-1].strip())
+
+    def close(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def stream(self, prompt, max_tokens):
+        """Streams one completion; returns (send time, [(time, n_tokens) per token chunk])."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
+                "stream": True, "return_token_ids": True}
+        t0 = time.perf_counter()
+        c.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        if r.status != 200:
+            raise RuntimeError(f"status {r.status}: {r.read()[:300]!r}")
+        chunks = []
+        while True:
+            line = r.readline()
+            if not line:
+                raise RuntimeError("the stream ended without [DONE]")
+            if not line.startswith(b"data: "):
+                continue
+            payload = line[6:].strip()
+            if payload == b"[DONE]":
+                break
+            event = json.loads(payload)
+            if "error" in event:
+                raise RuntimeError(f"error event {event}")
+            ids = event["choices"][0].get("token_ids", []) if event["choices"] else []
+            if ids:
+                chunks.append((time.perf_counter(), len(ids)))
+        c.close()
+        total = sum(n for _, n in chunks)
+        if total != max_tokens:
+            raise RuntimeError(f"got {total} tokens, expected {max_tokens}")
+        return t0, chunks
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def load_average():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def run_level(server, streams, rounds, prompt_len, decode, vocab, rng):
+    results, errors = [], []
+    lock = threading.Lock()
+    prompts = [[rng.randrange(3, vocab) for _ in range(prompt_len)] for _ in range(streams * rounds)]
+
+    def client(i):
+        try:
+            for k in range(rounds):
+                r = server.stream(prompts[i * rounds + k], decode)
+                with lock:
+                    results.append(r)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(streams)]
+    wall0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - wall0
+    if errors:
+        raise SystemExit(f"{len(errors)} clients failed: {errors[0]}")
+    ttft = [chunks[0][0] - t0 for t0, chunks in results]
+    itl = [b[0] - a[0] for _, chunks in results for a, b in zip(chunks, chunks[1:])]
+    first = min(chunks[0][0] for _, chunks in results)
+    last = max(chunks[-1][0] for _, chunks in results)
+    after_first = sum(sum(n for _, n in chunks) - chunks[0][1] for _, chunks in results)
+    total = sum(sum(n for _, n in chunks) for _, chunks in results)
+    return {"streams": streams, "requests": len(results), "decode_tps": after_first / (last - first),
+            "wall_tps": total / wall, "ttft": ttft, "itl": itl}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("frugal")
+    ap.add_argument("model")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--prompt", type=int, default=32, help="prompt tokens of the throughput requests")
+    ap.add_argument("--decode", type=int, default=64, help="tokens each throughput request decodes")
+    ap.add_argument("--levels", default="1,4,16")
+    ap.add_argument("--system", type=int, default=1000, help="tokens of the shared system prompt")
+    ap.add_argument("--repeats", type=int, default=5, help="requests per prefix-cache run")
+    ap.add_argument("--skip-prefix", action="store_true")
+    args = ap.parse_args()
+    with open(os.path.join(args.model, "config.json")) as f:
+        vocab = json.load(f)["vocab_size"]
+    rng = random.Random(1234)
+    levels = [int(x) for x in args.levels.split(",")]
+
+    print(f"== decode throughput: prompts of {args.prompt} token ids, {args.decode} tokens each, greedy; "
+          f"{args.threads} threads; load average before: {load_average()}")
+    rows = []
+    with Server(args.frugal, args.model, args.threads, args.ctx, max(levels)) as s:
+        run_level(s, 1, 1, args.prompt, 8, vocab, rng)  # warm-up: page the weights in
+        for n in levels:
+            rows.append(run_level(s, n, 2 if n < 4 else 1, args.prompt, args.decode, vocab, rng))
+            r = rows[-1]
+            print(f"  {n:2d} streams ({r['requests']} requests): decode {r['decode_tps']:7.1f} tok/s aggregate "
+                  f"({r['wall_tps']:.1f} incl. prefill) | TTFT p50 {percentile(r['ttft'], 50) * 1e3:7.1f} ms "
+                  f"p99 {percentile(r['ttft'], 99) * 1e3:7.1f} ms | ITL p50 {percentile(r['itl'], 50) * 1e3:6.1f} ms "
+                  f"p99 {percentile(r['itl'], 99) * 1e3:6.1f} ms | load {load_average()}", flush=True)
+    if len(rows) > 1:
+        print(f"  scaling {rows[-1]['streams']} streams vs 1: {rows[-1]['decode_tps'] / rows[0]['decode_tps']:.1f}x")
+
+    if args.skip_prefix:
+        return
+    print(f"== TTFT with a shared {args.system}-token system prompt ({args.repeats} requests, each its own "
+          f"16-token question, 4 tokens decoded); load average before: {load_average()}")
+    system = [rng.randrange(3, vocab) for _ in range(args.system)]
+    questions = [[rng.randrange(3, vocab) for _ in range(16)] for _ in range(args.repeats)]
+    for flags, name in [([], "prefix cache on "), (["--no-prefix-cache"], "prefix cache off")]:
+        with Server(args.frugal, args.model, args.threads, args.ctx, 4, flags) as s:
+            s.stream(questions[0][:4], 2)  # warm-up with an unrelated prompt
+            ttft = []
+            for q in questions:
+                t0, chunks = s.stream(system + q, 4)
+                ttft.append(chunks[0][0] - t0)
+        later = ttft[1:]
+        print(f"  {name}: first request {ttft[0] * 1e3:7.1f} ms, later ones median {statistics.median(later) * 1e3:7.1f} ms "
+              f"(min {min(later) * 1e3:.1f}, max {max(later) * 1e3:.1f}) | load {load_average()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

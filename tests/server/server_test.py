@@ -598,6 +598,28 @@ def test_bad_requests_get_4xx_and_the_server_stays_healthy():
         expect(m['frugal_requests_total{endpoint="chat",outcome="invalid"}'] >= 10, "invalid requests counted")
 
 
+def test_command_line_help_and_bad_flags():
+    p = subprocess.run([FRUGAL, "serve", "--help"], capture_output=True, timeout=60)
+    out = p.stdout.decode()
+    expect(p.returncode == 0, f"serve --help: status {p.returncode}: {p.stderr.decode()}")
+    for flag in ["--parallel,--np", "--port", "--ctx", "--api-key", "--kv-blocks", "--queue", "--drain-timeout"]:
+        expect(flag in out, f"serve --help lacks {flag}")
+    bad = [(["--parallel", "0"], "--parallel"), (["--port", "70000"], "--port"), (["--queue", "-1"], "--queue"),
+           (["--max-body", "0"], "--max-body"), (["--api-key", "a", "--api-key-file", "b"], "not both"),
+           (["--batch-size", "2", "--parallel", "4"], "--batch-size"), (["-m", "/nonexistent"], "/nonexistent")]
+    for args, what in bad:
+        cmd = [FRUGAL, "serve", "--port", "0"] + ([] if "-m" in args else ["-m", WIKI]) + args
+        p = subprocess.run(cmd, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        err = p.stderr.decode()
+        expect(p.returncode != 0, f"{args}: the server started")
+        expect(what in err and err.startswith("frugal: error:") and err.count("\n") == 1, f"{args}: {err!r}")
+    with Server("--np", "2") as s:  # the short spelling works
+        p = subprocess.run([FRUGAL, "serve", "-m", WIKI, "--port", str(s.port)], capture_output=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        expect(p.returncode != 0 and "cannot listen" in p.stderr.decode(), f"a port in use: {p.stderr.decode()!r}")
+        expect(s.request("GET", "/health")[0] == 200, "the first server is fine")
+
+
 def test_api_key():
     with tempfile.NamedTemporaryFile("w", suffix=".key") as key:
         key.write("s3cret\n")

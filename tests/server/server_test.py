@@ -257,7 +257,7 @@ def check_response(obj, endpoint, n=1, logprobs=False, token_ids=False):
         expect(logprobs or c["logprobs"] is None, "logprobs must be null")
 
 
-def check_stream(events, endpoint, n=1, include_usage=False, token_ids=False):
+def check_stream(events, endpoint, n=1, include_usage=False, token_ids=False, model="wiki-7m"):
     """Checks every chunk; returns per choice (text, token ids, finish_reason) and the usage."""
     chat = endpoint == "chat"
     expect(events and events[-1] == "[DONE]", "the stream does not end with [DONE]")
@@ -269,6 +269,7 @@ def check_stream(events, endpoint, n=1, include_usage=False, token_ids=False):
         check_keys(e, base, where="chunk")
         expect(e["object"] == ("chat.completion.chunk" if chat else "text_completion"), "chunk object")
         ids.add(e["id"])
+        expect(e["model"] == model, f"chunk model {e['model']}")
         if include_usage and e["usage"] is not None:
             expect(e["choices"] == [] and usage is None, "the usage chunk must come once, without choices")
             check_usage(e["usage"])
@@ -305,8 +306,8 @@ def check_stream(events, endpoint, n=1, include_usage=False, token_ids=False):
 
 # ---- references --------------------------------------------------------------------------
 
-def generate(prompt, n, *extra):
-    p = subprocess.run([FRUGAL, "generate", "-m", WIKI, "-p", prompt, "--temp", "0", "-n", str(n), "-t", "1"] +
+def generate(prompt, n, *extra, model=WIKI):
+    p = subprocess.run([FRUGAL, "generate", "-m", model, "-p", prompt, "--temp", "0", "-n", str(n), "-t", "1"] +
                        list(extra), capture_output=True, timeout=120)
     expect(p.returncode == 0, f"frugal generate failed: {p.stderr.decode(errors='replace')}")
     return p.stdout.decode("utf-8")
@@ -413,6 +414,21 @@ def test_greedy_matches_frugal_generate():
         texts, _, _, _ = check_stream(s.stream("/v1/chat/completions", dict(greedy(24), messages=messages,
                                                                             stream=True)), "chat")
         expect(texts[0] == expected, "chat greedy streamed")
+
+
+def test_quantized_gguf_serves_what_generate_gives():
+    # A 4-bit GGUF (its tokenizer inside the file) through the same path.
+    model = f"{SHARED}/models/wiki-7m-gguf/wiki-7m-q4_0.gguf"
+    with Server("--parallel", "2", model=model) as s:
+        models = json.loads(s.request("GET", "/v1/models")[2])
+        expect(models["data"][0]["id"] == "wiki-7m-q4_0", f"model id {models['data'][0]['id']}")
+        for prompt in PROMPTS[:2]:
+            expected = generate(prompt, 24, "--ignore-eos", model=model)
+            r = s.post("/v1/completions", dict(greedy(24), prompt=prompt, model="wiki-7m-q4_0"))
+            expect(r["choices"][0]["text"] == expected, f"{prompt!r}: {r['choices'][0]['text']!r} != {expected!r}")
+            texts, _, _, _ = check_stream(s.stream("/v1/completions", dict(greedy(24), prompt=prompt, stream=True)),
+                                          "completions", model="wiki-7m-q4_0")
+            expect(texts[0] == expected, f"{prompt!r} streamed differs")
 
 
 def test_batch_invariance_alone_and_with_seven_others():

@@ -15,7 +15,7 @@ consecutive token chunks of one stream. Decode throughput counts the tokens afte
 stream's first one over the time from the first of those first tokens to the last token, so
 prefill is not in it; the plain tokens/wall-clock figure is printed next to it.
 
-usage: serve_bench.py FRUGAL MODEL [--threads 2] [--ctx 2048] [--decode 64] [--prompt 32]
+usage: serve_bench.py FRUGAL MODEL [--threads 2] [--ctx 2048] [--decode 64] [--prompt 32] [--trials 3]
 Standard library only. The machine is shared: the load average is printed with the figures.
 """
 import argparse
@@ -163,6 +163,7 @@ def main():
     ap.add_argument("--levels", default="1,4,16")
     ap.add_argument("--system", type=int, default=1000, help="tokens of the shared system prompt")
     ap.add_argument("--repeats", type=int, default=5, help="requests per prefix-cache run")
+    ap.add_argument("--trials", type=int, default=3, help="runs per concurrency level (the median is reported)")
     ap.add_argument("--skip-prefix", action="store_true")
     args = ap.parse_args()
     with open(os.path.join(args.model, "config.json")) as f:
@@ -175,13 +176,24 @@ def main():
     rows = []
     with Server(args.frugal, args.model, args.threads, args.ctx, max(levels)) as s:
         run_level(s, 1, 1, args.prompt, 8, vocab, rng)  # warm-up: page the weights in
+        # Trials go round the levels in turn, so that the load of a shared machine falls on
+        # every level alike; each level reports its median trial.
+        trials = {n: [] for n in levels}
+        for _ in range(args.trials):
+            for n in levels:
+                trials[n].append(run_level(s, n, 2 if n < 4 else 1, args.prompt, args.decode, vocab, rng))
         for n in levels:
-            rows.append(run_level(s, n, 2 if n < 4 else 1, args.prompt, args.decode, vocab, rng))
-            r = rows[-1]
-            print(f"  {n:2d} streams ({r['requests']} requests): decode {r['decode_tps']:7.1f} tok/s aggregate "
-                  f"({r['wall_tps']:.1f} incl. prefill) | TTFT p50 {percentile(r['ttft'], 50) * 1e3:7.1f} ms "
-                  f"p99 {percentile(r['ttft'], 99) * 1e3:7.1f} ms | ITL p50 {percentile(r['itl'], 50) * 1e3:6.1f} ms "
-                  f"p99 {percentile(r['itl'], 99) * 1e3:6.1f} ms | load {load_average()}", flush=True)
+            ts = trials[n]
+            r = sorted(ts, key=lambda t: t["decode_tps"])[len(ts) // 2]
+            ttft = [x for t in ts for x in t["ttft"]]
+            itl = [x for t in ts for x in t["itl"]]
+            rows.append(r)
+            print(f"  {n:2d} streams ({r['requests']} requests x {len(ts)} trials): decode {r['decode_tps']:7.1f} "
+                  f"tok/s aggregate, median trial ({r['wall_tps']:.1f} incl. prefill; trials "
+                  f"{', '.join(format(t['decode_tps'], '.1f') for t in ts)}) | TTFT p50 "
+                  f"{percentile(ttft, 50) * 1e3:7.1f} ms p99 {percentile(ttft, 99) * 1e3:7.1f} ms | ITL p50 "
+                  f"{percentile(itl, 50) * 1e3:6.1f} ms p99 {percentile(itl, 99) * 1e3:6.1f} ms", flush=True)
+        print(f"  load average after: {load_average()}")
     if len(rows) > 1:
         print(f"  scaling {rows[-1]['streams']} streams vs 1: {rows[-1]['decode_tps'] / rows[0]['decode_tps']:.1f}x")
 
@@ -191,17 +203,22 @@ def main():
           f"16-token question, 4 tokens decoded); load average before: {load_average()}")
     system = [rng.randrange(3, vocab) for _ in range(args.system)]
     questions = [[rng.randrange(3, vocab) for _ in range(16)] for _ in range(args.repeats)]
-    for flags, name in [([], "prefix cache on "), (["--no-prefix-cache"], "prefix cache off")]:
-        with Server(args.frugal, args.model, args.threads, args.ctx, 4, flags) as s:
-            s.stream(questions[0][:4], 2)  # warm-up with an unrelated prompt
-            ttft = []
-            for q in questions:
-                t0, chunks = s.stream(system + q, 4)
-                ttft.append(chunks[0][0] - t0)
-        later = ttft[1:]
-        print(f"  {name}: first request {ttft[0] * 1e3:7.1f} ms, later ones median {statistics.median(later) * 1e3:7.1f} ms "
-              f"(min {min(later) * 1e3:.1f}, max {max(later) * 1e3:.1f}) | load {load_average()}", flush=True)
-
+    # Both servers run at once and take the requests in turn, so a busy moment of a shared
+    # machine does not fall on one of them only.
+    with Server(args.frugal, args.model, args.threads, args.ctx, 4) as on, \
+            Server(args.frugal, args.model, args.threads, args.ctx, 4, ["--no-prefix-cache"]) as off:
+        ttft = {"on": [], "off": []}
+        for server in (on, off):
+            server.stream(questions[0][:4], 2)  # warm-up with an unrelated prompt
+        for q in questions:
+            for name, server in (("on", on), ("off", off)):
+                t0, chunks = server.stream(system + q, 4)
+                ttft[name].append(chunks[0][0] - t0)
+    on_later = ttft["on"][1:]
+    print(f"  prefix cache on : first request (nothing cached) {ttft['on'][0] * 1e3:7.1f} ms, later ones median "
+          f"{statistics.median(on_later) * 1e3:7.1f} ms (min {min(on_later) * 1e3:.1f}, max {max(on_later) * 1e3:.1f})")
+    print(f"  prefix cache off: median {statistics.median(ttft['off']) * 1e3:7.1f} ms (min {min(ttft['off']) * 1e3:.1f}, "
+          f"max {max(ttft['off']) * 1e3:.1f}) | load average after: {load_average()}", flush=True)
 
 if __name__ == "__main__":
     main()

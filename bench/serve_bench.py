@@ -15,13 +15,13 @@ consecutive token chunks of one stream. Decode throughput counts the tokens afte
 stream's first one over the time from the first of those first tokens to the last token, so
 prefill is not in it; the plain tokens/wall-clock figure is printed next to it.
 
+bench/run_serve_bench.sh runs it on the bf16 synthetic SmolLM2-135M and a Q4_0 copy.
 usage: serve_bench.py FRUGAL MODEL [--threads 2] [--ctx 2048] [--decode 64] [--prompt 32] [--trials 3]
 Standard library only. The machine is shared: the load average is printed with the figures.
 """
 import argparse
 import http.client
 import json
-import os
 import random
 import re
 import signal
@@ -70,6 +70,13 @@ class Server:
 
     def __exit__(self, *exc):
         self.close()
+
+    def n_vocab(self):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        c.request("GET", "/v1/models")
+        n = json.loads(c.getresponse().read())["data"][0]["meta"]["n_vocab"]
+        c.close()
+        return n
 
     def stream(self, prompt, max_tokens):
         """Streams one completion; returns (send time, [(time, n_tokens) per token chunk])."""
@@ -166,15 +173,14 @@ def main():
     ap.add_argument("--trials", type=int, default=3, help="runs per concurrency level (the median is reported)")
     ap.add_argument("--skip-prefix", action="store_true")
     args = ap.parse_args()
-    with open(os.path.join(args.model, "config.json")) as f:
-        vocab = json.load(f)["vocab_size"]
     rng = random.Random(1234)
-    levels = [int(x) for x in args.levels.split(",")]
+    levels = [int(x) for x in args.levels.split(",") if x]
 
     print(f"== decode throughput: prompts of {args.prompt} token ids, {args.decode} tokens each, greedy; "
           f"{args.threads} threads; load average before: {load_average()}")
     rows = []
     with Server(args.frugal, args.model, args.threads, args.ctx, max(levels)) as s:
+        vocab = s.n_vocab()
         run_level(s, 1, 1, args.prompt, 8, vocab, rng)  # warm-up: page the weights in
         # Trials go round the levels in turn, so that the load of a shared machine falls on
         # every level alike; each level reports its median trial.
@@ -199,6 +205,9 @@ def main():
 
     if args.skip_prefix:
         return
+    if not rows:
+        with Server(args.frugal, args.model, args.threads, args.ctx, 1) as s:
+            vocab = s.n_vocab()
     print(f"== TTFT with a shared {args.system}-token system prompt ({args.repeats} requests, each its own "
           f"16-token question, 4 tokens decoded); load average before: {load_average()}")
     system = [rng.randrange(3, vocab) for _ in range(args.system)]

@@ -11,9 +11,10 @@ from a seeded generator, and every request decodes a fixed number of tokens (gre
 ignore_eos; without a tokenizer there is no end-of-text token anyway). Token counts come from
 the streamed `token_ids` (vLLM's return_token_ids), not from text. Latencies are measured by
 the client: TTFT from sending the request to the first chunk carrying a token, ITL between
-consecutive token chunks of one stream. Decode throughput counts the tokens after each
-stream's first one over the time from the first of those first tokens to the last token, so
-prefill is not in it; the plain tokens/wall-clock figure is printed next to it.
+consecutive token chunks of one stream. Decode throughput counts the tokens streamed while
+every client is decoding (from the last stream's first token to the first stream's last
+token), so no prompt is being fed in that window; all tokens over the wall-clock time of the
+level, prefill and ramp included, are printed next to it.
 
 bench/run_serve_bench.sh runs it on the bf16 synthetic SmolLM2-135M and a Q4_0 copy.
 usage: serve_bench.py FRUGAL MODEL [--threads 2] [--ctx 2048] [--decode 64] [--prompt 32] [--trials 3]
@@ -151,11 +152,13 @@ def run_level(server, streams, rounds, prompt_len, decode, vocab, rng):
         raise SystemExit(f"{len(errors)} clients failed: {errors[0]}")
     ttft = [chunks[0][0] - t0 for t0, chunks in results]
     itl = [b[0] - a[0] for _, chunks in results for a, b in zip(chunks, chunks[1:])]
-    first = min(chunks[0][0] for _, chunks in results)
-    last = max(chunks[-1][0] for _, chunks in results)
-    after_first = sum(sum(n for _, n in chunks) - chunks[0][1] for _, chunks in results)
+    # Steady decode: from the moment the last stream got its first token (every stream is
+    # decoding, no prompt is being fed) to the moment the first stream got its last one.
+    start = max(chunks[0][0] for _, chunks in results)
+    end = min(chunks[-1][0] for _, chunks in results)
+    steady = sum(n for _, chunks in results for t, n in chunks if start < t <= end)
     total = sum(sum(n for _, n in chunks) for _, chunks in results)
-    return {"streams": streams, "requests": len(results), "decode_tps": after_first / (last - first),
+    return {"streams": streams, "requests": len(results), "decode_tps": steady / (end - start),
             "wall_tps": total / wall, "ttft": ttft, "itl": itl}
 
 
@@ -170,7 +173,7 @@ def main():
     ap.add_argument("--levels", default="1,4,16")
     ap.add_argument("--system", type=int, default=1000, help="tokens of the shared system prompt")
     ap.add_argument("--repeats", type=int, default=5, help="requests per prefix-cache run")
-    ap.add_argument("--trials", type=int, default=3, help="runs per concurrency level (the median is reported)")
+    ap.add_argument("--trials", type=int, default=5, help="runs per concurrency level (the median is reported)")
     ap.add_argument("--skip-prefix", action="store_true")
     args = ap.parse_args()
     rng = random.Random(1234)
@@ -187,7 +190,7 @@ def main():
         trials = {n: [] for n in levels}
         for _ in range(args.trials):
             for n in levels:
-                trials[n].append(run_level(s, n, 2 if n < 4 else 1, args.prompt, args.decode, vocab, rng))
+                trials[n].append(run_level(s, n, 1, args.prompt, args.decode, vocab, rng))
         for n in levels:
             ts = trials[n]
             r = sorted(ts, key=lambda t: t["decode_tps"])[len(ts) // 2]
@@ -195,7 +198,7 @@ def main():
             itl = [x for t in ts for x in t["itl"]]
             rows.append(r)
             print(f"  {n:2d} streams ({r['requests']} requests x {len(ts)} trials): decode {r['decode_tps']:7.1f} "
-                  f"tok/s aggregate, median trial ({r['wall_tps']:.1f} incl. prefill; trials "
+                  f"tok/s aggregate, median trial ({r['wall_tps']:.1f} overall incl. prefill; trials "
                   f"{', '.join(format(t['decode_tps'], '.1f') for t in ts)}) | TTFT p50 "
                   f"{percentile(ttft, 50) * 1e3:7.1f} ms p99 {percentile(ttft, 99) * 1e3:7.1f} ms | ITL p50 "
                   f"{percentile(itl, 50) * 1e3:6.1f} ms p99 {percentile(itl, 99) * 1e3:6.1f} ms", flush=True)

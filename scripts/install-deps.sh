@@ -8,6 +8,7 @@ packages=(
   libsentencepiece-dev libpcre2-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy
+  chromium  # tests/server: the chat page is driven headless over the DevTools pipe (no driver needed)
 )
 
 missing=()

@@ -60,6 +60,13 @@ class HttpServer::Impl {
     http_.set_keep_alive_max_count(1000);
     http_.set_tcp_nodelay(true);  // each streamed token goes out at once
     http_.set_default_headers({{"Access-Control-Allow-Origin", "*"}});
+    // cpp-httplib's default sets SO_REUSEPORT, which lets a second server bind the same port
+    // and silently take half of its connections. SO_REUSEADDR alone still allows a restart
+    // while old connections linger in TIME_WAIT, and a port in use is an error at bind().
+    http_.set_socket_options([](int sock) {
+      const int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     routes();
   }
 

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -184,6 +185,43 @@ TEST(Scheduler, ALongPromptPrefilledInChunksMatchesTheGenerator) {
   const GenerationResult expected = generator.generate(prompt, o);
   auto stream = h.submit(request(prompt, 24));
   EXPECT_EQ(collect(*stream).choices[0].tokens, expected.tokens);
+}
+
+TEST(Scheduler, RunningStreamsGetATokenEveryStepWhileALongPromptIsPrefilled) {
+  Harness h(wiki_options(512, 0, 16));  // 16 rows a step: one decode row, 15 rows of prompt
+  auto running = h.submit(request(h.encode(kPrompts[0]), 400));
+  std::vector<StreamEvent> events;
+  std::vector<SteadyClock::time_point> running_tokens;
+  const auto take = [&](RequestStream& s, std::vector<SteadyClock::time_point>* times) {
+    events.clear();
+    s.wait(events, 1ms);
+    for (const auto& e : events)
+      if (e.kind == StreamEvent::Kind::kToken && times != nullptr) times->push_back(e.time);
+    return events;
+  };
+  while (running_tokens.size() < 3) take(*running, &running_tokens);
+
+  std::string text;
+  for (int i = 0; i < 24; ++i) text += kPrompts[i % kPrompts.size()] + " and then. ";
+  const auto prompt = h.encode(text);
+  ASSERT_GT(prompt.size(), 200u);
+  const auto submitted = SteadyClock::now();
+  auto long_stream = h.submit(request(prompt, 2));
+  SteadyClock::time_point first{};
+  const auto deadline = SteadyClock::now() + 60s;
+  while (first == SteadyClock::time_point{}) {
+    ASSERT_LT(SteadyClock::now(), deadline);
+    take(*running, &running_tokens);
+    for (const auto& e : take(*long_stream, nullptr))
+      if (e.kind == StreamEvent::Kind::kToken && first == SteadyClock::time_point{}) first = e.time;
+  }
+  take(*running, &running_tokens);
+  const auto during = std::count_if(running_tokens.begin(), running_tokens.end(),
+                                    [&](SteadyClock::time_point t) { return t > submitted && t <= first; });
+  // Chunked prefill: the prompt takes ceil(size / 15) steps and the stream decodes in each;
+  // a prefill that held the batch would leave it without a token all that time.
+  EXPECT_GE(during, static_cast<int64_t>((prompt.size() + 14) / 15)) << "prompt of " << prompt.size() << " tokens";
+  running->cancel();
 }
 
 TEST(Scheduler, SameTokensAndLogprobsAloneOrWithSevenOthers) {

@@ -257,7 +257,7 @@ def check_response(obj, endpoint, n=1, logprobs=False, token_ids=False):
         expect(logprobs or c["logprobs"] is None, "logprobs must be null")
 
 
-def check_stream(events, endpoint, n=1, include_usage=False, token_ids=False):
+def check_stream(events, endpoint, n=1, include_usage=False, token_ids=False, model="wiki-7m"):
     """Checks every chunk; returns per choice (text, token ids, finish_reason) and the usage."""
     chat = endpoint == "chat"
     expect(events and events[-1] == "[DONE]", "the stream does not end with [DONE]")
@@ -269,6 +269,7 @@ def check_stream(events, endpoint, n=1, include_usage=False, token_ids=False):
         check_keys(e, base, where="chunk")
         expect(e["object"] == ("chat.completion.chunk" if chat else "text_completion"), "chunk object")
         ids.add(e["id"])
+        expect(e["model"] == model, f"chunk model {e['model']}")
         if include_usage and e["usage"] is not None:
             expect(e["choices"] == [] and usage is None, "the usage chunk must come once, without choices")
             check_usage(e["usage"])
@@ -305,8 +306,8 @@ def check_stream(events, endpoint, n=1, include_usage=False, token_ids=False):
 
 # ---- references --------------------------------------------------------------------------
 
-def generate(prompt, n, *extra):
-    p = subprocess.run([FRUGAL, "generate", "-m", WIKI, "-p", prompt, "--temp", "0", "-n", str(n), "-t", "1"] +
+def generate(prompt, n, *extra, model=WIKI):
+    p = subprocess.run([FRUGAL, "generate", "-m", model, "-p", prompt, "--temp", "0", "-n", str(n), "-t", "1"] +
                        list(extra), capture_output=True, timeout=120)
     expect(p.returncode == 0, f"frugal generate failed: {p.stderr.decode(errors='replace')}")
     return p.stdout.decode("utf-8")
@@ -413,6 +414,21 @@ def test_greedy_matches_frugal_generate():
         texts, _, _, _ = check_stream(s.stream("/v1/chat/completions", dict(greedy(24), messages=messages,
                                                                             stream=True)), "chat")
         expect(texts[0] == expected, "chat greedy streamed")
+
+
+def test_quantized_gguf_serves_what_generate_gives():
+    # A 4-bit GGUF (its tokenizer inside the file) through the same path.
+    model = f"{SHARED}/models/wiki-7m-gguf/wiki-7m-q4_0.gguf"
+    with Server("--parallel", "2", model=model) as s:
+        models = json.loads(s.request("GET", "/v1/models")[2])
+        expect(models["data"][0]["id"] == "wiki-7m-q4_0", f"model id {models['data'][0]['id']}")
+        for prompt in PROMPTS[:2]:
+            expected = generate(prompt, 24, "--ignore-eos", model=model)
+            r = s.post("/v1/completions", dict(greedy(24), prompt=prompt, model="wiki-7m-q4_0"))
+            expect(r["choices"][0]["text"] == expected, f"{prompt!r}: {r['choices'][0]['text']!r} != {expected!r}")
+            texts, _, _, _ = check_stream(s.stream("/v1/completions", dict(greedy(24), prompt=prompt, stream=True)),
+                                          "completions", model="wiki-7m-q4_0")
+            expect(texts[0] == expected, f"{prompt!r} streamed differs")
 
 
 def test_batch_invariance_alone_and_with_seven_others():
@@ -596,6 +612,28 @@ def test_bad_requests_get_4xx_and_the_server_stays_healthy():
         check_response(r, "completions")
         m = s.metrics()
         expect(m['frugal_requests_total{endpoint="chat",outcome="invalid"}'] >= 10, "invalid requests counted")
+
+
+def test_command_line_help_and_bad_flags():
+    p = subprocess.run([FRUGAL, "serve", "--help"], capture_output=True, timeout=60)
+    out = p.stdout.decode()
+    expect(p.returncode == 0, f"serve --help: status {p.returncode}: {p.stderr.decode()}")
+    for flag in ["--parallel,--np", "--port", "--ctx", "--api-key", "--kv-blocks", "--queue", "--drain-timeout"]:
+        expect(flag in out, f"serve --help lacks {flag}")
+    bad = [(["--parallel", "0"], "--parallel"), (["--port", "70000"], "--port"), (["--queue", "-1"], "--queue"),
+           (["--max-body", "0"], "--max-body"), (["--api-key", "a", "--api-key-file", "b"], "not both"),
+           (["--batch-size", "2", "--parallel", "4"], "--batch-size"), (["-m", "/nonexistent"], "/nonexistent")]
+    for args, what in bad:
+        cmd = [FRUGAL, "serve", "--port", "0"] + ([] if "-m" in args else ["-m", WIKI]) + args
+        p = subprocess.run(cmd, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        err = p.stderr.decode()
+        expect(p.returncode != 0, f"{args}: the server started")
+        expect(what in err and err.startswith("frugal: error:") and err.count("\n") == 1, f"{args}: {err!r}")
+    with Server("--np", "2") as s:  # the short spelling works
+        p = subprocess.run([FRUGAL, "serve", "-m", WIKI, "--port", str(s.port)], capture_output=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        expect(p.returncode != 0 and "cannot listen" in p.stderr.decode(), f"a port in use: {p.stderr.decode()!r}")
+        expect(s.request("GET", "/health")[0] == 200, "the first server is fine")
 
 
 def test_api_key():

@@ -414,7 +414,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
     case QuantMethod::kGptq: run.run_gptq(); break;
     case QuantMethod::kAwq: run.run_awq(); break;
   }
-  progress.finish();
+  progress.finish("done");
 
   // The summary: each matrix against the values it replaced.
   QuantizeSummary summary;

@@ -46,7 +46,6 @@ DEFAULT_CONFIGS = [
     ("q4_k_m rtn", "--type q4_k_m"),
     ("q4_k_m imatrix", "--type q4_k_m {calib}"),
     ("q4_k_m gptq", "--type q4_k_m --method gptq {calib}"),
-    ("q4_k_m awq", "--type q4_k_m --method awq {calib}"),
     ("bpw 4.5 gptq", "--type q4_k --bpw 4.5 --method gptq {calib}"),
     ("q3_k_m imatrix", "--type q3_k_m {calib}"),
     ("q3_k_m gptq", "--type q3_k_m --method gptq {calib}"),
@@ -54,8 +53,8 @@ DEFAULT_CONFIGS = [
     ("int3_g64 gptq", "--type int3_g64 --method gptq {calib}"),
     ("int3_g64 awq", "--type int3_g64 --method awq {calib}"),
     ("bpw 3.5 gptq", "--type q3_k --bpw 3.5 --method gptq {calib}"),
+    ("bpw 3.7 gptq", "--type q3_k --bpw 3.7 --method gptq {calib}"),
     ("q2_k rtn", "--type q2_k"),
-    ("q2_k gptq", "--type q2_k --method gptq {calib}"),
 ]
 
 
@@ -225,10 +224,11 @@ def main():
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         bpw = f"{8e6 * r['size_mb'] / n_params:.2f}" if n_params else "–"
+        speed = f"{r['decode_tps']:.0f}" if "decode_tps" in r else "–"
         fmt_name = r["label"].rsplit(" ", 1)[0] if " " in r["label"] else r["label"]
         lines.append(f"| {fmt_name} | {r['label'].rsplit(' ', 1)[-1]} | {bpw} | {r['size_mb']:.3f} | {r['kld']:.5f} | "
                      f"{r['kld_p99']:.4f} | {100 * r['same_top']:.2f}% | {r['dppl']:+.4f} | "
-                     f"{r.get('decode_tps', float('nan')):.0f} |")
+                     f"{speed} |")
     if rows:
         lines.append("")
         lines.append(f"Base: {os.path.basename(a.base_model)}, PPL {rows[0]['ppl_base']:.4f}; "

@@ -3,7 +3,8 @@
 //    from the source weights, and the file loads and runs;
 //  - frugal's Q8_0 and Q4_0 of the Hugging Face folder (q/k rows permuted as llama.cpp's
 //    converter does) dequantize within one quantization step of llama.cpp's own files,
-//    element by element, with the same tensor types (output head in Q6_K for Q4_0);
+//    element by element, with the same tensor types (output head in Q6_K for Q4_0) and
+//    llama.cpp's metadata (hyperparameters, tokenizer), so llama.cpp loads them as its own;
 //  - GPTQ and AWQ give a strictly lower KL divergence from the f32 model than RTN in the same
 //    format, on text the calibration did not see.
 #include <gtest/gtest.h>
@@ -123,12 +124,45 @@ double step_at(DType type, const uint8_t* row, int64_t i) {
   }
 }
 
+// llama.cpp's metadata (architecture, hyperparameters, tokenizer with every token, score and
+// type, file type) is in our file with the same value and type. general.* keys that name the
+// file's origin are not compared.
+void expect_same_metadata(const GgufFile& ours, const GgufFile& theirs) {
+  int compared = 0;
+  for (const auto& [key, v] : theirs.metadata()) {
+    if (key.rfind("general.", 0) == 0 && key != "general.architecture" && key != "general.file_type" &&
+        key != "general.quantization_version")
+      continue;
+    const GgufValue* o = ours.find(key);
+    if (o == nullptr) {
+      ADD_FAILURE() << key << " is missing";
+      continue;
+    }
+    ++compared;
+    EXPECT_EQ(o->type, v.type) << key;
+    if (v.type == GgufType::kArray) {
+      ASSERT_EQ(o->array_type, v.array_type) << key;
+      ASSERT_EQ(o->array_size, v.array_size) << key;
+      EXPECT_EQ(o->array_strings, v.array_strings) << key;
+      if (v.array_data != nullptr)
+        EXPECT_EQ(std::memcmp(o->array_data, v.array_data, v.array_size * gguf_scalar_size(v.array_type)), 0) << key;
+    } else {
+      EXPECT_EQ(o->u, v.u) << key;
+      EXPECT_EQ(o->i, v.i) << key;
+      EXPECT_EQ(o->f, v.f) << key;
+      EXPECT_EQ(o->str, v.str) << key;
+    }
+  }
+  EXPECT_GT(compared, 15);
+}
+
 void expect_within_one_step_of_llama_cpp(const std::string& type) {
   const std::string out = out_path("hf-" + type + ".gguf");
   quantize(hf_folder(), out, type);
   auto ours = GgufFile::open(out);
   auto theirs = GgufFile::open(test::shared_path("models/wiki-7m-gguf/wiki-7m-" + type + ".gguf"));
   ASSERT_EQ(ours->tensors().size(), theirs->tensors().size());
+  expect_same_metadata(*ours, *theirs);
   int64_t elements = 0, past_half = 0;
   double worst = 0;
   for (const GgufTensorInfo& t : theirs->tensors()) {

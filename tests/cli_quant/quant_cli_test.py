@@ -111,6 +111,7 @@ def case_bad_input(r):
     r.error_of(out, *m, "--type", "q4_0", "--policy", "output=q9", expect=("q9",))
     r.error_of(out, *m, "--type", "q4_0", "--imatrix", r.path(CALIB), expect=(r.path(CALIB),))
     r.error_of(out, *m, "--type", "q4_0", "--bpw", "4", expect=("--calib",))
+    r.error_of(out, *m, "--type", "q4_0", "--target-bpw", "40", "--calib", r.path(CALIB), expect=("40", "range"))
     # An existing output is left as it was when quantization fails.
     open(out, "w").write("old contents\n")
     r.error_of(out, *m, "--type", "q4_0", "--method", "gptq", "--calib", short, expect=("too short",))

@@ -2,7 +2,9 @@
 //
 //   frugal quantize -m IN -o OUT.gguf --type TYPE [--method rtn|gptq|awq] [--calib FILE]
 //                   [--imatrix FILE] [--save-imatrix FILE] [--policy "pattern=type,..."] [--pure]
-//                   [--bpw X [--bpw-types LIST]] [-t N] [--json]
+//                   [--bpw X [--bpw-types LIST]] [--damp X] [--no-act-order] [-t N] [--json]
+//
+// --target-bpw is another name for --bpw. tools/quant_sweep.py compares several types.
 //
 // Progress (with an estimate of the time left) goes to stderr; the per-tensor summary (type,
 // bits per weight, relative error) to stdout, or one JSON object with --json.
@@ -98,7 +100,7 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--save-imatrix", o.q.save_imatrix, "Write the calibration text's importance matrix here");
   sub->add_option("--policy", o.q.policy, "Per-tensor types, first match wins: \"output=q8_0,token_embd=q8_0,*=q4_k\"");
   sub->add_flag("--pure", o.q.pure, "No llama.cpp default rules (output head in Q6_K, mixtures)");
-  sub->add_option("--bpw", o.q.target_bpw, "Choose per-tensor types from measured sensitivity for this many bits per weight");
+  sub->add_option("--bpw,--target-bpw", o.q.target_bpw, "Choose per-tensor types from measured sensitivity for this many bits per weight");
   sub->add_option("--bpw-types", o.q.bpw_types, "Candidate types for --bpw")->capture_default_str();
   sub->add_option("--damp", o.q.gptq.damp, "GPTQ dampening (fraction of the mean Hessian diagonal)")->capture_default_str();
   sub->add_flag("--no-act-order", o.no_act_order, "GPTQ: columns in order instead of by decreasing activation");

@@ -145,6 +145,21 @@ def case_end_to_end(r):
     os.remove(out)
 
 
+def case_llama2c(r):
+    """A llama2.c checkpoint (its tokenizer.bin given) to a GGUF that carries the vocabulary:
+    greedy generation from the Q8_0 file starts as llama2.c's own run of the f32 checkpoint."""
+    out = r.out("stories260K-q8_0.gguf")
+    d = r.path("models/stories260K")
+    r.run("-m", os.path.join(d, "stories260K.bin"), "--tokenizer", os.path.join(d, "tok512.bin"), "-o", out,
+          "--type", "q8_0", "--pure", "-t", "2")
+    p = r.run("-m", out, "-n", "30", "--temp", "0", "-t", "2", command="generate")
+    reference = open(os.path.join(d, "reference_llama2c_run_t0_n200.txt")).read()
+    print("generated:", p.stdout)
+    check(len(p.stdout.strip()) > 60, "generated too little")
+    check(reference.startswith(p.stdout.strip()[:60]), "greedy output differs from llama2.c's")
+    os.remove(out)
+
+
 def case_policy(r):
     """--policy by name pattern and role, first match wins; frugal's own types marked."""
     out = r.out("policy.gguf")
@@ -204,7 +219,7 @@ def main():
     ap.add_argument("case")
     args = ap.parse_args()
     r = Runner(args)
-    cases = {"bad_input": case_bad_input, "end_to_end": case_end_to_end, "policy": case_policy,
+    cases = {"bad_input": case_bad_input, "end_to_end": case_end_to_end, "llama2c": case_llama2c, "policy": case_policy,
              "imatrix": case_imatrix, "bpw": case_bpw}
     try:
         cases[args.case](r)

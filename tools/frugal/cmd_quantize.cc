@@ -89,6 +89,7 @@ CLI::App* setup(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("quantize", "Quantize a model to GGUF (RTN, GPTQ, AWQ; llama.cpp mixtures)");
   sub->add_option("-m,--model", o.q.input, "Input model: a Hugging Face folder or a GGUF file")->required();
   sub->add_option("-o,--output", o.q.output, "Output GGUF file (written atomically)")->required();
+  sub->add_option("--tokenizer", o.q.tokenizer, "A llama2.c checkpoint's tokenizer.bin (written into the GGUF)");
   sub->add_option("--type", o.q.type,
                   "A type (q8_0, q4_k, int4_g128, nf4, ...) or a llama.cpp mixture (q4_k_m, q3_k_m, ...)")
       ->capture_default_str();

@@ -10,6 +10,9 @@ first --chunks windows of --ctx tokens of --text are saved once (`frugal perplex
 --save-logits`); each quantized file is then compared with them (`--kl-base`). Calibration
 (GPTQ, AWQ, importance matrices, --bpw) uses --calib, which must not be the evaluation text.
 
+Labels are "FORMAT METHOD" (the table's two first columns). Decode speed comes from `frugal
+bench` (median of 3 runs); on a busy machine it is noisy, so compare speeds from a quiet run.
+
 Writes DIR/quant_sweep.md (the table), DIR/quant_sweep.json (every number) and
 DIR/quant_sweep.svg (size against KL divergence and against decode speed). Quantized files are
 kept in DIR with their measurements (reused unless --force), so a sweep can be resumed or
@@ -28,8 +31,8 @@ import time
 # label -> quantize arguments ("{calib}" is replaced by the calibration options). "@path" means
 # an existing GGUF (e.g. llama.cpp's own quantization) measured as it is.
 DEFAULT_CONFIGS = [
-    ("llama.cpp q8_0", "@models/wiki-7m-gguf/wiki-7m-q8_0.gguf"),
-    ("llama.cpp q4_0", "@models/wiki-7m-gguf/wiki-7m-q4_0.gguf"),
+    ("q8_0 llama.cpp", "@models/wiki-7m-gguf/wiki-7m-q8_0.gguf"),
+    ("q4_0 llama.cpp", "@models/wiki-7m-gguf/wiki-7m-q4_0.gguf"),
     ("q8_0 rtn", "--type q8_0"),
     ("int8_row rtn", "--type int8_row"),
     ("q6_k rtn", "--type q6_k"),

@@ -56,6 +56,7 @@ DEFAULT_CONFIGS = [
     ("int3_g64 gptq", "--type int3_g64 --method gptq {calib}"),
     ("int3_g64 awq", "--type int3_g64 --method awq {calib}"),
     ("bpw 3.5 gptq", "--type q3_k --bpw 3.5 --method gptq {calib}"),
+    ("bpw 3.6 gptq", "--type q3_k --bpw 3.6 --method gptq {calib}"),
     ("bpw 3.7 gptq", "--type q3_k --bpw 3.7 --method gptq {calib}"),
     ("q2_k rtn", "--type q2_k"),
 ]

@@ -339,6 +339,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
 
   EngineOptions eopts = calibration_engine_options(o.calib.n_ctx);
   eopts.threads = o.threads;
+  eopts.open.tokenizer_path = o.tokenizer;
   auto model = WorkingModel::open(o.input, eopts);
   if (o.method != QuantMethod::kRtn) {
     for (WorkingTensor& t : model->tensors())
@@ -414,7 +415,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
     case QuantMethod::kGptq: run.run_gptq(); break;
     case QuantMethod::kAwq: run.run_awq(); break;
   }
-  progress.finish();
+  progress.finish("done");
 
   // The summary: each matrix against the values it replaced.
   QuantizeSummary summary;

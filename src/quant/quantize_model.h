@@ -31,6 +31,7 @@ QuantMethod parse_quant_method(const std::string& name);
 struct QuantizeOptions {
   std::string input;
   std::string output;
+  std::string tokenizer;      // a llama2.c checkpoint's tokenizer.bin (other inputs carry theirs)
   std::string type = "q8_0";  // a type or llama.cpp mixture name
   std::string policy;         // "pattern=type,..." overrides
   bool pure = false;          // no llama.cpp default rules (output head, mixtures)

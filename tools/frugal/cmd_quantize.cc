@@ -2,7 +2,9 @@
 //
 //   frugal quantize -m IN -o OUT.gguf --type TYPE [--method rtn|gptq|awq] [--calib FILE]
 //                   [--imatrix FILE] [--save-imatrix FILE] [--policy "pattern=type,..."] [--pure]
-//                   [--bpw X [--bpw-types LIST]] [-t N] [--json]
+//                   [--bpw X [--bpw-types LIST]] [--damp X] [--no-act-order] [-t N] [--json]
+//
+// --target-bpw is another name for --bpw. tools/quant_sweep.py compares several types.
 //
 // Progress (with an estimate of the time left) goes to stderr; the per-tensor summary (type,
 // bits per weight, relative error) to stdout, or one JSON object with --json.
@@ -87,6 +89,7 @@ CLI::App* setup(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("quantize", "Quantize a model to GGUF (RTN, GPTQ, AWQ; llama.cpp mixtures)");
   sub->add_option("-m,--model", o.q.input, "Input model: a Hugging Face folder or a GGUF file")->required();
   sub->add_option("-o,--output", o.q.output, "Output GGUF file (written atomically)")->required();
+  sub->add_option("--tokenizer", o.q.tokenizer, "A llama2.c checkpoint's tokenizer.bin (written into the GGUF)");
   sub->add_option("--type", o.q.type,
                   "A type (q8_0, q4_k, int4_g128, nf4, ...) or a llama.cpp mixture (q4_k_m, q3_k_m, ...)")
       ->capture_default_str();
@@ -98,7 +101,7 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--save-imatrix", o.q.save_imatrix, "Write the calibration text's importance matrix here");
   sub->add_option("--policy", o.q.policy, "Per-tensor types, first match wins: \"output=q8_0,token_embd=q8_0,*=q4_k\"");
   sub->add_flag("--pure", o.q.pure, "No llama.cpp default rules (output head in Q6_K, mixtures)");
-  sub->add_option("--bpw", o.q.target_bpw, "Choose per-tensor types from measured sensitivity for this many bits per weight");
+  sub->add_option("--bpw,--target-bpw", o.q.target_bpw, "Choose per-tensor types from measured sensitivity for this many bits per weight");
   sub->add_option("--bpw-types", o.q.bpw_types, "Candidate types for --bpw")->capture_default_str();
   sub->add_option("--damp", o.q.gptq.damp, "GPTQ dampening (fraction of the mean Hessian diagonal)")->capture_default_str();
   sub->add_flag("--no-act-order", o.no_act_order, "GPTQ: columns in order instead of by decreasing activation");

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Checks of `frugal quantize` run as a program, one case per invocation (see CMakeLists.txt).
+
+    quant_cli_test.py --frugal BIN --shared DIR --tmp DIR CASE
+
+Every case exits 0 when it holds and prints why not otherwise."""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+HF = "models/wiki-7m"
+F32 = "models/wiki-7m-gguf/wiki-7m-f32.gguf"
+Q8 = "models/wiki-7m-gguf/wiki-7m-q8_0.gguf"
+CALIB = "data/wikitext2/wiki.valid.tokens"  # calibration text: not the test text
+TEST_TEXT = "data/wikitext2/wiki.test.raw"
+
+
+class Failed(Exception):
+    pass
+
+
+def check(cond, message):
+    if not cond:
+        raise Failed(message)
+
+
+class Runner:
+    def __init__(self, args):
+        self.frugal = args.frugal
+        self.shared = args.shared
+        self.tmp = args.tmp
+        os.makedirs(self.tmp, exist_ok=True)
+
+    def path(self, rel):
+        return os.path.join(self.shared, rel)
+
+    def out(self, name):
+        return os.path.join(self.tmp, name)
+
+    def run(self, *argv, expect_ok=True, command="quantize"):
+        cmd = [self.frugal, command, *argv]
+        print("$", " ".join(cmd), flush=True)
+        start = time.monotonic()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        print(f"(exit {p.returncode} after {time.monotonic() - start:.1f} s)")
+        if p.stderr:
+            print("stderr:", p.stderr[-2000:])
+        if expect_ok and p.returncode != 0:
+            raise Failed(f"exit code {p.returncode}")
+        if not expect_ok and p.returncode == 0:
+            raise Failed("succeeded where an error was expected; stdout: " + p.stdout[-2000:])
+        return p
+
+    def quantize_json(self, *argv):
+        p = self.run(*argv, "--json", "-t", "2")
+        try:
+            return json.loads(p.stdout)
+        except json.JSONDecodeError as e:
+            raise Failed(f"stdout is not one JSON object ({e}): {p.stdout[:2000]}")
+
+    def leftovers(self, directory):
+        return [f for f in os.listdir(directory) if ".tmp" in f]
+
+    def error_of(self, output, *argv, expect=()):
+        """Runs a failing quantize writing `output`; checks the message and that nothing was written."""
+        before = set(os.listdir(self.tmp))
+        p = self.run("-o", output, *argv, expect_ok=False)
+        check(p.returncode == 1, f"exit code {p.returncode}, expected 1")
+        lines = [l for l in p.stderr.splitlines() if l.startswith("frugal: error: ")]
+        check(len(lines) == 1, "not exactly one 'frugal: error:' line on stderr")
+        for e in expect:
+            check(e in lines[0], f"the message does not say '{e}': {lines[0]}")
+        check(not os.path.exists(output) or open(output).read() == "old contents\n",
+              f"{output} was written or changed")
+        check(set(os.listdir(self.tmp)) - before <= {os.path.basename(output)}, "files left behind")
+        check(not self.leftovers(self.tmp), f"temporary files left: {self.leftovers(self.tmp)}")
+        return lines[0]
+
+
+def case_bad_input(r):
+    """Every error a user can cause: exit 1, one line naming the problem, nothing written."""
+    out = r.out("bad.gguf")
+    if os.path.exists(out):
+        os.remove(out)
+    m = ["-m", r.path(HF)]
+    r.error_of(out, *m, "--type", "q4_9", expect=("q4_9", "q4_0"))
+    r.error_of(out, *m, "--type", "q4_0", "--method", "smoothquant", expect=("smoothquant", "rtn, gptq, awq"))
+    r.error_of(out, *m, "--type", "q4_0", "--method", "gptq", expect=("--calib",))
+    missing = r.out("no-such-calibration.txt")
+    r.error_of(out, *m, "--type", "q4_0", "--method", "gptq", "--calib", missing, expect=(missing, "does not exist"))
+    empty = r.out("empty.txt")
+    open(empty, "w").write("\n  \n")
+    r.error_of(out, *m, "--type", "q4_0", "--method", "awq", "--calib", empty, expect=(empty, "empty"))
+    short = r.out("short.txt")
+    open(short, "w").write("Only a few words of calibration text here.\n" * 20)
+    r.error_of(out, *m, "--type", "q4_0", "--method", "gptq", "--calib", short, expect=(short, "too short", "windows"))
+    r.error_of(out, *m, "--type", "q4_0", "--method", "gptq", "--calib", r.path(CALIB), "--calib-chunks", "100000",
+               expect=("too short", "100000"))
+    nodir = os.path.join(r.tmp, "no-such-dir", "out.gguf")
+    r.error_of(nodir, *m, "--type", "q4_0", expect=("no-such-dir", "does not exist"))
+    check(not os.path.exists(os.path.dirname(nodir)), "the missing directory was created")
+    for method in ("gptq", "awq"):
+        r.error_of(out, "-m", r.path(Q8), "--type", "q4_0", "--method", method, "--calib", r.path(CALIB),
+                   expect=("already quantized", "q8_0", method))
+    r.error_of(out, "-m", r.out("no-such-model"), "--type", "q4_0", expect=("no-such-model",))
+    r.error_of(out, *m, "--type", "q4_0", "--policy", "output", expect=("output",))
+    r.error_of(out, *m, "--type", "q4_0", "--policy", "output=q9", expect=("q9",))
+    r.error_of(out, *m, "--type", "q4_0", "--imatrix", r.path(CALIB), expect=(r.path(CALIB),))
+    r.error_of(out, *m, "--type", "q4_0", "--bpw", "4", expect=("--calib",))
+    r.error_of(out, *m, "--type", "q4_0", "--target-bpw", "40", "--calib", r.path(CALIB), expect=("40", "range"))
+    # An existing output is left as it was when quantization fails.
+    open(out, "w").write("old contents\n")
+    r.error_of(out, *m, "--type", "q4_0", "--method", "gptq", "--calib", short, expect=("too short",))
+    check(open(out).read() == "old contents\n", "the old output changed")
+    os.remove(out)
+
+
+def case_end_to_end(r):
+    """Hugging Face folder to Q4_0: progress, the summary table, and a file frugal runs."""
+    out = r.out("e2e-q4_0.gguf")
+    p = r.run("-m", r.path(HF), "-o", out, "--type", "q4_0", "-t", "2")
+    print(p.stdout[-3000:])
+    lines = p.stdout.splitlines()
+    check(lines[0].split()[:4] == ["tensor", "shape", "type", "bits"], "summary header")
+    rows = [l.split() for l in lines[1:] if l.startswith(("blk.", "token_embd", "output"))]
+    check(len(rows) == 2 + 7 * 6, f"{len(rows)} tensor rows in the summary")
+    types = {row[0]: row[2] for row in rows}
+    check(types["output.weight"] == "q6_k" and types["blk.0.ffn_down.weight"] == "q4_0", "types as llama-quantize")
+    for row in rows:
+        err = float(row[5])
+        check(0 < err < 0.2, f"relative error {err} of {row[0]}")
+    check("bits per weight" in p.stdout and os.path.basename(out) in p.stdout, "file line of the summary")
+    # stderr is a pipe here: the progress bar leaves its final line only (ETA on a terminal).
+    check(re.search(r"^quantize: \d+ units in [0-9.]+s", p.stderr, re.M), "no progress line on stderr")
+    size = os.path.getsize(out)
+    check(3_500_000 < size < 5_000_000, f"file size {size}")
+    j = json.loads(r.run("-m", out, "-f", r.path(TEST_TEXT), "-c", "128", "--chunks", "4", "-t", "2", "--json",
+                         command="perplexity").stdout)
+    check(1 < j["ppl"] < 200, f"perplexity {j['ppl']} of the quantized model")
+    check(not r.leftovers(r.tmp), "temporary files left")
+    os.remove(out)
+
+
+def case_llama2c(r):
+    """A llama2.c checkpoint (its tokenizer.bin given) to a GGUF that carries the vocabulary:
+    greedy generation from the Q8_0 file starts as llama2.c's own run of the f32 checkpoint."""
+    out = r.out("stories260K-q8_0.gguf")
+    d = r.path("models/stories260K")
+    r.run("-m", os.path.join(d, "stories260K.bin"), "--tokenizer", os.path.join(d, "tok512.bin"), "-o", out,
+          "--type", "q8_0", "--pure", "-t", "2")
+    p = r.run("-m", out, "-n", "30", "--temp", "0", "-t", "2", command="generate")
+    reference = open(os.path.join(d, "reference_llama2c_run_t0_n200.txt")).read()
+    print("generated:", p.stdout)
+    check(len(p.stdout.strip()) > 60, "generated too little")
+    check(reference.startswith(p.stdout.strip()[:60]), "greedy output differs from llama2.c's")
+    os.remove(out)
+
+
+def case_policy(r):
+    """--policy by name pattern and role, first match wins; frugal's own types marked."""
+    out = r.out("policy.gguf")
+    j = r.quantize_json("-m", r.path(F32), "-o", out, "--type", "q4_k",
+                        "--policy", "output=q8_0,token_embd=q8_0,blk.?.ffn_up=int4_g64,blk.1.ffn_down=q6_k,ffn_down=nf4")
+    types = {t["name"]: t["type"] for t in j["tensors"]}
+    check(types["output.weight"] == "q8_0" and types["token_embd.weight"] == "q8_0", "head and embedding rule")
+    check(types["blk.0.attn_q.weight"] == "q4_k", "base type")
+    check(types["blk.3.ffn_down.weight"] == "nf4", "role rule")
+    check(types["blk.1.ffn_down.weight"] == "q6_k", "name rule before the role rule")
+    check(all(types[f"blk.{i}.ffn_up.weight"] == "int4_g64" for i in range(6)), "glob rule")
+    j2 = r.quantize_json("-m", r.path(F32), "-o", out, "--type", "q4_k", "--policy", "ffn_down=nf4,*=int4_g128")
+    types = {t["name"]: t["type"] for t in j2["tensors"]}
+    check(types["blk.0.ffn_down.weight"] == "nf4" and types["blk.0.attn_k.weight"] == "int4_g128", "first match wins")
+    out_bytes = open(out, "rb").read()
+    check(b"frugal.quant.types" in out_bytes, "frugal's own types are not marked in the metadata")
+    os.remove(out)
+
+
+def case_imatrix(r):
+    """An importance matrix saved from calibration text and reused gives the same file."""
+    im = r.out("wiki-7m.imatrix")
+    a, b = r.out("im-a.gguf"), r.out("im-b.gguf")
+    calib = ["--calib", r.path(CALIB), "--calib-chunks", "16"]
+    ja = r.quantize_json("-m", r.path(F32), "-o", a, "--type", "iq4_nl", *calib, "--save-imatrix", im)
+    check(os.path.getsize(im) > 1000, "imatrix file")
+    check(any(t["method"] == "rtn+imatrix" for t in ja["tensors"]), "the imatrix was not used")
+    jb = r.quantize_json("-m", r.path(F32), "-o", b, "--type", "iq4_nl", "--imatrix", im)
+    check(open(a, "rb").read() == open(b, "rb").read(), "quantizing with the saved imatrix gives another file")
+    plain = r.out("im-none.gguf")
+    r.quantize_json("-m", r.path(F32), "-o", plain, "--type", "iq4_nl")
+    check(open(a, "rb").read() != open(plain, "rb").read(), "the imatrix changes nothing")
+    for f in (im, a, b, plain):
+        os.remove(f)
+
+
+def case_bpw(r):
+    """--bpw: a mixture chosen from measured sensitivity within the budget."""
+    out = r.out("bpw.gguf")
+    j = r.quantize_json("-m", r.path(F32), "-o", out, "--type", "q4_k", "--bpw", "4.5",
+                        "--calib", r.path(CALIB), "--calib-chunks", "8")
+    matrices = [t for t in j["tensors"]]
+    bits = sum(t["bits"] * t["shape"][0] * t["shape"][1] for t in matrices)
+    n = sum(t["shape"][0] * t["shape"][1] for t in matrices)
+    print(f"matrices: {bits / n:.3f} bits per weight; types: {sorted(set(t['type'] for t in matrices))}")
+    check(bits / n <= 4.5 + 1e-6, f"{bits / n} bits per weight over the 4.5 budget")
+    check(bits / n > 4.0, f"{bits / n} bits per weight: the budget is not used")
+    check(len(set(t["type"] for t in matrices)) >= 2, "not a mixture")
+    os.remove(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frugal", required=True)
+    ap.add_argument("--shared", required=True)
+    ap.add_argument("--tmp", required=True)
+    ap.add_argument("case")
+    args = ap.parse_args()
+    r = Runner(args)
+    cases = {"bad_input": case_bad_input, "end_to_end": case_end_to_end, "llama2c": case_llama2c, "policy": case_policy,
+             "imatrix": case_imatrix, "bpw": case_bpw}
+    try:
+        cases[args.case](r)
+    except Failed as e:
+        print(f"FAILED: {e}")
+        return 1
+    print("OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -239,6 +239,13 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   pack.pad_token = tokenizer->eos_id() >= 0 ? tokenizer->eos_id() : 0;
   Plan plan(train, o, pack);
   const int64_t total = plan.total_steps();
+  {
+    const std::vector<Row>& rows = plan.rows_of(0);
+    if (counted_tokens(train, rows, 0, static_cast<int64_t>(rows.size())) == 0)
+      fail("{}: no token to train on fits in --seq {}: every example's trained part (the response) lies beyond "
+           "the sequence length; raise --seq",
+           o.data, o.seq_len);
+  }
   std::vector<int32_t> val_order(val.size());
   for (size_t i = 0; i < val_order.size(); ++i) val_order[i] = static_cast<int32_t>(i);
   const std::vector<Row> val_rows = pack_rows(val, val_order, pack);

@@ -320,12 +320,20 @@ TEST(OpGrad, LinearInputGradientThroughFrozenQuantizedWeights) {
         for (int64_t i = 0; i < n_in; ++i) expected[r * n_in + i] += double(dy[r * n_out + o]) * deq[o * n_in + i];
     SCOPED_TRACE(dtype_name(type));
     EXPECT_CLOSE(dx, expected, kTol);
-    // The same as the finite differences of the forward (a product with the dequantized weights).
+    // The forward training runs over frozen weights is the product with the dequantized
+    // weights, and dx is its derivative: finite differences over the first rows (each row's
+    // product is independent of the others).
+    std::vector<float> y(rows * n_out);
+    linear_forward_frozen(env.ctx, lin, x.data(), rows, y.data());
+    EXPECT_CLOSE(y, linear_double(to_double(x), to_double(deq), rows, n_out, n_in), kTol);
+    const int64_t fd_rows = 2;
+    const std::vector<double> dy_head(dy.begin(), dy.begin() + fd_rows * n_out);
     const auto fd = finite_differences(
-        [&](const std::vector<double>& v) { return dot(to_double(dy), linear_double(v, to_double(deq), rows, n_out, n_in)); },
-        std::vector<double>(x.begin(), x.begin() + rows * n_in));
-    for (size_t i = 0; i < fd.size(); ++i) expected[i] = fd[i] + 1.0;
-    EXPECT_CLOSE(dx, expected, kTol);
+        [&](const std::vector<double>& v) { return dot(dy_head, linear_double(v, to_double(deq), fd_rows, n_out, n_in)); },
+        std::vector<double>(x.begin(), x.begin() + fd_rows * n_in));
+    std::vector<double> fd_expected(fd.size());
+    for (size_t i = 0; i < fd.size(); ++i) fd_expected[i] = fd[i] + 1.0;
+    EXPECT_CLOSE(std::vector<float>(dx.begin(), dx.begin() + fd_rows * n_in), fd_expected, kTol);
   }
 }
 

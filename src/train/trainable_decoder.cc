@@ -69,6 +69,15 @@ TrainableDecoder::TrainableDecoder(const Model& base, LoraSet& lora, const Train
   }
 }
 
+size_t TrainableDecoder::activation_bytes_without_checkpointing(const ModelConfig& c, const LoraSet& lora,
+                                                                int64_t rows) {
+  int64_t max_rank = 0;
+  for (const LoraModule& m : lora.modules()) max_rank = std::max(max_rank, m.rank);
+  // LayerActs' fields plus the layer input (see alloc_layer).
+  const int64_t per_row = 4 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 3 * c.n_ff + kLoraTargetCount * max_rank;
+  return static_cast<size_t>(c.n_layer) * static_cast<size_t>(rows) * static_cast<size_t>(per_row) * sizeof(float);
+}
+
 TrainableDecoder::LayerActs TrainableDecoder::alloc_layer(int64_t rows) {
   const ModelConfig& c = config_;
   LayerActs a;

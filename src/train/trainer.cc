@@ -83,6 +83,8 @@ void check_options(const TrainOptions& o) {
   if (!(o.val_split >= 0 && o.val_split < 1)) fail("--val-split must be in [0, 1) (got {})", o.val_split);
   if (o.eval_every < 0 || o.save_every < 0 || o.eval_batches < 0 || o.keep_checkpoints < 0 || o.log_every < 0)
     fail("--eval-every, --eval-batches, --save-every, --keep-checkpoints and --log-every must be 0 or more");
+  if (o.checkpointing != "auto" && o.checkpointing != "on" && o.checkpointing != "off")
+    fail("--grad-checkpointing must be auto, on or off (got '{}')", o.checkpointing);
   if (o.threads < 0) fail("--threads must be 0 (one per core) or more (got {})", o.threads);
   parse_lr_schedule(o.schedule);
 }
@@ -262,19 +264,24 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   ThreadPool pool(o.threads > 0 ? o.threads : ThreadPool::default_threads());
   auto comm = make_single_process_communicator();
   TrainableDecoderOptions model_options;
-  model_options.checkpointing = o.checkpointing;
+  model_options.checkpointing =
+      o.checkpointing == "on" ||
+      (o.checkpointing == "auto" &&
+       TrainableDecoder::activation_bytes_without_checkpointing(model->config(), lora, o.batch * o.seq_len) >
+           kAutoCheckpointBytes);
   TrainableDecoder net(*model, lora, model_options);
   const std::vector<Parameter> params = optimizer.parameters();
 
   TrainResult result;
   result.total_steps = total;
+  result.checkpointing = model_options.checkpointing;
   result.parameters = lora.parameter_count();
   nlohmann::json history = resumed.history.is_object() ? resumed.history : nlohmann::json::object();
   const int64_t start = resumed.step;
   log_info("finetune: {} trainable parameters (LoRA r={} alpha={} on {} modules), {} training and {} held-out examples, "
-           "{} steps of {} x {} x {} tokens, {} threads{}",
+           "{} steps of {} x {} x {} tokens, {} threads, activation checkpointing {}{}",
            lora.parameter_count(), o.lora.rank, o.lora.alpha, lora.modules().size(), train.size(), val.size(), total,
-           o.grad_accum, o.batch, o.seq_len, pool.size(),
+           o.grad_accum, o.batch, o.seq_len, pool.size(), model_options.checkpointing ? "on" : "off",
            start > 0 ? fmt::format(", resuming at step {}", start) : "");
   append_log(log_path, {{"event", start > 0 ? "resume" : "start"}, {"step", start}, {"total_steps", total},
                         {"parameters", lora.parameter_count()}, {"train_examples", train.size()},

@@ -11,6 +11,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+
+#include <fmt/format.h>
 #include <vector>
 
 #include "core/dtype.h"
@@ -334,6 +336,34 @@ TEST(OpGrad, LinearInputGradientThroughFrozenQuantizedWeights) {
     std::vector<double> fd_expected(fd.size());
     for (size_t i = 0; i < fd.size(); ++i) fd_expected[i] = fd[i] + 1.0;
     EXPECT_CLOSE(std::vector<float>(dx.begin(), dx.begin() + fd_rows * n_in), fd_expected, kTol);
+  }
+}
+
+// The frozen forward in both of its forms: dot products for short inputs, transposed weights
+// in axpy form for tall ones (training's batches), over f32 and dequantized weights.
+TEST(OpGrad, FrozenLinearForwardShortAndTall) {
+  const int64_t n_out = 70, n_in = 64;
+  const auto w = test::random_floats(n_out * n_in, 31, 0.3f);
+  for (DType type : {DType::kF32, DType::kQ4_0}) {
+    const DTypeTraits& t = dtype_traits(type);
+    std::vector<uint8_t> q(row_bytes(type, n_in) * n_out);
+    std::vector<float> deq(n_out * n_in);
+    for (int64_t r = 0; r < n_out; ++r) {
+      t.from_float(w.data() + r * n_in, q.data() + r * row_bytes(type, n_in), n_in);
+      t.to_float(q.data() + r * row_bytes(type, n_in), deq.data() + r * n_in, n_in);
+    }
+    Linear lin;
+    lin.weight = Tensor(q.data(), type, {n_out, n_in});
+    for (int64_t rows : {5, 67, 300}) {
+      SCOPED_TRACE(fmt::format("{} rows of {}", rows, dtype_name(type)));
+      const auto x = test::random_floats(rows * n_in, 32);
+      for (int threads : {1, 2}) {
+        OpEnv env(threads);
+        std::vector<float> y(rows * n_out);
+        linear_forward_frozen(env.ctx, lin, x.data(), rows, y.data());
+        EXPECT_CLOSE(y, linear_double(to_double(x), to_double(deq), rows, n_out, n_in), kTol);
+      }
+    }
   }
 }
 

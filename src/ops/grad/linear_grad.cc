@@ -32,16 +32,35 @@ void linear_forward_frozen(OpContext& ctx, const Linear& layer, const float* x, 
   const Tensor& w = layer.weight;
   FRUGAL_CHECK(w.ndim == 2, "linear '{}' weight must be 2-D", layer.name);
   const int64_t n_out = w.dim(0), n_in = w.dim(1);
-  if (w.dtype == DType::kF32) {
+  // Training's inputs are tall (thousands of rows): there the weights are transposed once per
+  // call (a block of rows at a time) and multiplied in axpy form (X·Wᵀ as X·(Wᵀ)), which runs
+  // ~1.5x faster than the dot-product kernel with its horizontal sums. Short inputs use the
+  // dot-product form directly. Output columns are independent either way: each block of
+  // weight rows fills its own columns of y, in the same order whatever the threads.
+  constexpr int64_t kTallRows = 64;
+  const bool tall = n_rows >= kTallRows;
+  if (w.dtype == DType::kF32 && !tall) {
     matmul_nt(ctx, x, n_in, w.as<const float>(), n_in, y, n_out, n_rows, n_out, n_in);
   } else {
-    // Output columns are independent: each block of weight rows fills its own columns of y.
     const int64_t block = dequant_block_rows(n_out, n_in);
-    float* rows = ctx.arena.allocate<float>(block * n_in);
+    float* rows = w.dtype == DType::kF32 ? nullptr : ctx.arena.allocate<float>(block * n_in);
+    float* wt = tall ? ctx.arena.allocate<float>(block * n_in) : nullptr;
     for (int64_t c0 = 0; c0 < n_out; c0 += block) {
       const int64_t count = std::min(block, n_out - c0);
-      dequantize_rows(ctx, w, c0, count, rows);
-      matmul_nt(ctx, x, n_in, rows, n_in, y + c0, n_out, n_rows, count, n_in);
+      const float* src = w.dtype == DType::kF32 ? w.as<const float>() + c0 * n_in : rows;
+      if (w.dtype != DType::kF32) dequantize_rows(ctx, w, c0, count, rows);
+      if (!tall) {
+        matmul_nt(ctx, x, n_in, src, n_in, y + c0, n_out, n_rows, count, n_in);
+        continue;
+      }
+      // wt [n_in, count] = src [count, n_in]ᵀ, in 16 x 16 tiles, columns of tiles split over threads.
+      ctx.pool.parallel_for((n_in + 15) / 16, [&](int64_t t0, int64_t t1) {
+        for (int64_t i0 = t0 * 16; i0 < std::min(n_in, t1 * 16); i0 += 16)
+          for (int64_t r0 = 0; r0 < count; r0 += 16)
+            for (int64_t i = i0; i < std::min(n_in, i0 + 16); ++i)
+              for (int64_t r = r0; r < std::min(count, r0 + 16); ++r) wt[i * count + r] = src[r * n_in + i];
+      });
+      matmul_nn(ctx, x, n_in, wt, count, y + c0, n_out, n_rows, count, n_in);
     }
   }
   if (!layer.bias.empty()) {

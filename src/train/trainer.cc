@@ -347,7 +347,9 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
     const double tps = window_seconds > 0 ? window_tokens / window_seconds : 0;
     progress.update(done - start, fmt::format("step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s", done, total, loss, lr, tps));
     if (!progress.interactive() && o.log_every > 0 && (done % o.log_every == 0 || done == total)) {
-      log_info("step {}/{}: loss {:.4f}, lr {:.3e}, grad norm {:.3f}, {:.0f} tokens/s", done, total, loss, lr, norm, tps);
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_begin).count();
+      log_info("step {}/{}: loss {:.4f}, lr {:.3e}, grad norm {:.3f}, {:.0f} tokens/s, ETA {}", done, total, loss, lr,
+               norm, tps, format_duration(elapsed * static_cast<double>(total - done) / static_cast<double>(done - start)));
       window_seconds = 0;
       window_tokens = 0;
     }

@@ -126,9 +126,21 @@ TEST(LoraModel, GradientsMatchPyTorchGgufBasePermutedRows) { check_training_step
 // differences, equals |g|^2 (to 1e-3: float32 losses differenced over a step of 1e-2 / |g|).
 // They are also close to the f32 model's (loosely: 8-bit and 4-bit weights move them).
 TEST(LoraModel, QuantizedBaseGradientMatchesFiniteDifferences) {
-  for (const std::string type : {"q8_0", "q4_0"}) {
+  // NF4 (QLoRA's own format): the adapted layers of wiki-7m re-quantized by a merge at scale 0.
+  const std::string nf4 = test::temp_dir("lora_merge") + "/wiki-7m-nf4-layers.gguf";
+  std::filesystem::remove(nf4);
+  MergeOptions mo;
+  mo.model = wiki_gguf("f32");
+  mo.adapters = {{adapter_dir(), 0.0}};
+  mo.output = nf4;
+  mo.type = "nf4";
+  merge_lora(mo);
+  for (const std::string type : {"q8_0", "q4_0", "nf4"}) {
     SCOPED_TRACE(type);
-    const Loaded base = load(wiki_gguf(type));
+    const Loaded base = load(type == "nf4" ? nf4 : wiki_gguf(type));
+    if (type == "nf4") {
+      ASSERT_EQ(base.decoder().weights().layers[0].wq.weight.dtype, DType::kNF4);
+    }
     LoraSet lora = LoraSet::from_peft(base.decoder(), read_peft_adapter(adapter_dir()), adapter_dir());
     TrainableDecoder net(*base.model, lora);
     ThreadPool pool(2);

@@ -297,11 +297,11 @@ TEST(OpGrad, Linear) {
 // Frozen weights of every type a base model can have: only the input gradient flows, through
 // the weights as stored (dequantized), which is what the forward multiplies by.
 TEST(OpGrad, LinearInputGradientThroughFrozenQuantizedWeights) {
-  const int64_t rows = 37, n_out = 45, n_in = 96;
+  const int64_t rows = 37, n_out = 45, n_in = 128;
   const auto x = test::random_floats(rows * n_in, 21);
   const auto dy = test::random_floats(rows * n_out, 22);
   const auto w = test::random_floats(n_out * n_in, 23, 0.3f);
-  for (DType type : {DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ6_K}) {
+  for (DType type : {DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ6_K, DType::kNF4}) {
     if (!dtype_registered(type) || dtype_traits(type).from_float == nullptr) continue;
     if (n_in % dtype_traits(type).block_size != 0) continue;
     const DTypeTraits& t = dtype_traits(type);
@@ -344,7 +344,7 @@ TEST(OpGrad, LinearInputGradientThroughFrozenQuantizedWeights) {
 TEST(OpGrad, FrozenLinearForwardShortAndTall) {
   const int64_t n_out = 70, n_in = 64;
   const auto w = test::random_floats(n_out * n_in, 31, 0.3f);
-  for (DType type : {DType::kF32, DType::kQ4_0}) {
+  for (DType type : {DType::kF32, DType::kQ4_0, DType::kNF4}) {
     const DTypeTraits& t = dtype_traits(type);
     std::vector<uint8_t> q(row_bytes(type, n_in) * n_out);
     std::vector<float> deq(n_out * n_in);

@@ -262,6 +262,7 @@ TEST(LoraModel, SaveLoadIsExact) {
     o.rank = 3;
     o.alpha = 7;
     o.targets = parse_lora_targets("q,k,down");
+    o.layers = {1, 4};
     LoraSet set = LoraSet::create(base.decoder(), o, 9);
     for (LoraModule& m : set.modules())  // B is zero at creation: give it values to compare
       for (size_t i = 0; i < m.b.size(); ++i) m.b[i] = 0.01f * static_cast<float>(i % 17) - 0.05f;
@@ -270,6 +271,7 @@ TEST(LoraModel, SaveLoadIsExact) {
     write_peft_adapter(dir, set.to_peft("wiki-7m"));
     const LoraSet back = LoraSet::from_peft(base.decoder(), read_peft_adapter(dir), dir);
     ASSERT_EQ(back.modules().size(), set.modules().size());
+    EXPECT_EQ(back.options().layers, o.layers);  // layers_to_transform survives (a resumed run saves it again)
     for (const LoraModule& x : set.modules()) {
       const LoraModule* y = back.find(x.layer, x.target);
       ASSERT_NE(y, nullptr);

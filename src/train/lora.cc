@@ -204,6 +204,7 @@ LoraSet LoraSet::from_peft(const DecoderModel& base, const PeftAdapter& adapter,
   set.options_.alpha = pc.lora_alpha;
   set.options_.dropout = pc.lora_dropout;
   set.options_.use_rslora = pc.use_rslora;
+  if (pc.layers_to_transform) set.options_.layers = *pc.layers_to_transform;  // kept on the way out
   set.options_.targets.clear();
   std::set<std::string> seen;
   for (const PeftLoraModule& pm : adapter.modules) {

@@ -69,6 +69,15 @@ TrainableDecoder::TrainableDecoder(const Model& base, LoraSet& lora, const Train
   }
 }
 
+size_t TrainableDecoder::activation_bytes_without_checkpointing(const ModelConfig& c, const LoraSet& lora,
+                                                                int64_t rows) {
+  int64_t max_rank = 0;
+  for (const LoraModule& m : lora.modules()) max_rank = std::max(max_rank, m.rank);
+  // LayerActs' fields plus the layer input (see alloc_layer).
+  const int64_t per_row = 4 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 3 * c.n_ff + kLoraTargetCount * max_rank;
+  return static_cast<size_t>(c.n_layer) * static_cast<size_t>(rows) * static_cast<size_t>(per_row) * sizeof(float);
+}
+
 TrainableDecoder::LayerActs TrainableDecoder::alloc_layer(int64_t rows) {
   const ModelConfig& c = config_;
   LayerActs a;
@@ -136,8 +145,9 @@ void TrainableDecoder::layer_forward(OpContext& ctx, const TrainBatch& b, int64_
   a.x_in = x_in;
   // Attention: x_mid = x_in + Wo·attention(rope(Wq·n1), rope(Wk·n1), Wv·n1), n1 = norm(x_in).
   rms_norm_rows(ctx, x_in, L.attn_norm, c.norm_eps, R, d, a.n1);
-  const LinearOutput qkv[] = {{&L.wq, a.q}, {&L.wk, a.k}, {&L.wv, a.v}};
-  linear_multi(ctx, qkv, 3, a.n1, R);
+  linear_forward_frozen(ctx, L.wq, a.n1, R, a.q);
+  linear_forward_frozen(ctx, L.wk, a.n1, R, a.k);
+  linear_forward_frozen(ctx, L.wv, a.n1, R, a.v);
   project(ctx, l, LoraTarget::kQ, a.n1, R, a.q, H(LoraTarget::kQ), seed, train);
   project(ctx, l, LoraTarget::kK, a.n1, R, a.k, H(LoraTarget::kK), seed, train);
   project(ctx, l, LoraTarget::kV, a.n1, R, a.v, H(LoraTarget::kV), seed, train);
@@ -145,17 +155,17 @@ void TrainableDecoder::layer_forward(OpContext& ctx, const TrainBatch& b, int64_
   rope_rows(ctx, a.k, R, c.n_head_kv, c.head_dim, c.rope.n_rot, rope_, c.rope.interleaved);
   const AttentionShape shape{b.n_seq, b.seq_len, c.n_head, c.n_head_kv, c.head_dim};
   attention_forward(ctx, shape, a.q, a.k, a.v, b.key_begin.empty() ? nullptr : b.key_begin.data(), a.attn);
-  linear(ctx, L.wo, a.attn, R, a.x_mid);
+  linear_forward_frozen(ctx, L.wo, a.attn, R, a.x_mid);
   project(ctx, l, LoraTarget::kO, a.attn, R, a.x_mid, H(LoraTarget::kO), seed, train);
   add_rows(ctx, a.x_mid, x_in, R, d);
   // MLP: x_out = x_mid + Wdown·(silu(Wgate·n2) * Wup·n2), n2 = norm(x_mid).
   rms_norm_rows(ctx, a.x_mid, L.ffn_norm, c.norm_eps, R, d, a.n2);
-  const LinearOutput gate_up[] = {{&L.gate, a.gate}, {&L.up, a.up}};
-  linear_multi(ctx, gate_up, 2, a.n2, R);
+  linear_forward_frozen(ctx, L.gate, a.n2, R, a.gate);
+  linear_forward_frozen(ctx, L.up, a.n2, R, a.up);
   project(ctx, l, LoraTarget::kGate, a.n2, R, a.gate, H(LoraTarget::kGate), seed, train);
   project(ctx, l, LoraTarget::kUp, a.n2, R, a.up, H(LoraTarget::kUp), seed, train);
   silu_mul_rows(ctx, a.gate, a.up, R, c.n_ff, a.act);
-  linear(ctx, L.down, a.act, R, x_out);
+  linear_forward_frozen(ctx, L.down, a.act, R, x_out);
   project(ctx, l, LoraTarget::kDown, a.act, R, x_out, H(LoraTarget::kDown), seed, train);
   add_rows(ctx, x_out, a.x_mid, R, d);
 }
@@ -212,10 +222,10 @@ double TrainableDecoder::output_and_loss(OpContext& ctx, const TrainBatch& b, co
   for (int64_t r0 = 0; r0 < R; r0 += block) {
     const int64_t rows = std::min(block, R - r0);
     if (logits_out) {
-      linear(ctx, w_.output, normed + r0 * d, rows, logits_out + r0 * V);
+      linear_forward_frozen(ctx, w_.output, normed + r0 * d, rows, logits_out + r0 * V);
       continue;
     }
-    linear(ctx, w_.output, normed + r0 * d, rows, logits);
+    linear_forward_frozen(ctx, w_.output, normed + r0 * d, rows, logits);
     if (dx) {
       cross_entropy_forward_backward(ctx, logits, b.targets.data() + r0, weights + r0, rows, V, losses + r0);
       linear_backward_input(ctx, w_.output, logits, rows, d_normed + r0 * d, false);

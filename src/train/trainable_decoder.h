@@ -8,7 +8,7 @@
 // RoPE, causal attention, output projection, residual; RMSNorm, gate/up, silu*up, down,
 // residual; final norm, output head, cross-entropy.
 //
-// Activation checkpointing (on by default) keeps only each layer's input during the forward
+// Activation checkpointing (on by default here; the trainer decides by size) keeps only each layer's input during the forward
 // pass and recomputes the layer's activations just before its backward pass: activation
 // memory is one layer's worth plus [n_rows, n_embd] per layer, for the price of a second
 // forward. The logits are never materialised for the whole batch: the output head, the loss
@@ -47,6 +47,8 @@ class TrainableDecoder {
   void forward_logits(ThreadPool& pool, const TrainBatch& batch, float* logits);
 
   const ModelConfig& config() const { return config_; }
+  // What the activations of all layers take for `rows` rows without checkpointing (about).
+  static size_t activation_bytes_without_checkpointing(const ModelConfig& c, const LoraSet& lora, int64_t rows);
   // Peak bytes of the activation arena and the scratch arena so far.
   size_t activation_bytes() const { return acts_.capacity(); }
   size_t scratch_bytes() const { return scratch_.capacity(); }

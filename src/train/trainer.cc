@@ -15,6 +15,7 @@
 #include "model/architecture.h"
 #include "model/model.h"
 #include "model/model_source.h"
+#include "perf/memory_usage.h"
 #include "train/checkpoint.h"
 #include "train/packing.h"
 #include "train/trainable_decoder.h"
@@ -28,17 +29,6 @@ uint64_t mix(uint64_t a, uint64_t b) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
-}
-
-size_t peak_rss_bytes() {
-  std::FILE* f = std::fopen("/proc/self/status", "r");
-  if (f == nullptr) return 0;
-  char line[256];
-  size_t kb = 0;
-  while (std::fgets(line, sizeof line, f))
-    if (std::sscanf(line, "VmHWM: %zu kB", &kb) == 1) break;
-  std::fclose(f);
-  return kb * 1024;
 }
 
 std::string absolute(const std::string& p) {
@@ -83,6 +73,8 @@ void check_options(const TrainOptions& o) {
   if (!(o.val_split >= 0 && o.val_split < 1)) fail("--val-split must be in [0, 1) (got {})", o.val_split);
   if (o.eval_every < 0 || o.save_every < 0 || o.eval_batches < 0 || o.keep_checkpoints < 0 || o.log_every < 0)
     fail("--eval-every, --eval-batches, --save-every, --keep-checkpoints and --log-every must be 0 or more");
+  if (o.checkpointing != "auto" && o.checkpointing != "on" && o.checkpointing != "off")
+    fail("--grad-checkpointing must be auto, on or off (got '{}')", o.checkpointing);
   if (o.threads < 0) fail("--threads must be 0 (one per core) or more (got {})", o.threads);
   parse_lr_schedule(o.schedule);
 }
@@ -239,6 +231,13 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   pack.pad_token = tokenizer->eos_id() >= 0 ? tokenizer->eos_id() : 0;
   Plan plan(train, o, pack);
   const int64_t total = plan.total_steps();
+  {
+    const std::vector<Row>& rows = plan.rows_of(0);
+    if (counted_tokens(train, rows, 0, static_cast<int64_t>(rows.size())) == 0)
+      fail("{}: no token to train on fits in --seq {}: every example's trained part (the response) lies beyond "
+           "the sequence length; raise --seq",
+           o.data, o.seq_len);
+  }
   std::vector<int32_t> val_order(val.size());
   for (size_t i = 0; i < val_order.size(); ++i) val_order[i] = static_cast<int32_t>(i);
   const std::vector<Row> val_rows = pack_rows(val, val_order, pack);
@@ -255,19 +254,24 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   ThreadPool pool(o.threads > 0 ? o.threads : ThreadPool::default_threads());
   auto comm = make_single_process_communicator();
   TrainableDecoderOptions model_options;
-  model_options.checkpointing = o.checkpointing;
+  model_options.checkpointing =
+      o.checkpointing == "on" ||
+      (o.checkpointing == "auto" &&
+       TrainableDecoder::activation_bytes_without_checkpointing(model->config(), lora, o.batch * o.seq_len) >
+           kAutoCheckpointBytes);
   TrainableDecoder net(*model, lora, model_options);
   const std::vector<Parameter> params = optimizer.parameters();
 
   TrainResult result;
   result.total_steps = total;
+  result.checkpointing = model_options.checkpointing;
   result.parameters = lora.parameter_count();
   nlohmann::json history = resumed.history.is_object() ? resumed.history : nlohmann::json::object();
   const int64_t start = resumed.step;
   log_info("finetune: {} trainable parameters (LoRA r={} alpha={} on {} modules), {} training and {} held-out examples, "
-           "{} steps of {} x {} x {} tokens, {} threads{}",
+           "{} steps of {} x {} x {} tokens, {} threads, activation checkpointing {}{}",
            lora.parameter_count(), o.lora.rank, o.lora.alpha, lora.modules().size(), train.size(), val.size(), total,
-           o.grad_accum, o.batch, o.seq_len, pool.size(),
+           o.grad_accum, o.batch, o.seq_len, pool.size(), model_options.checkpointing ? "on" : "off",
            start > 0 ? fmt::format(", resuming at step {}", start) : "");
   append_log(log_path, {{"event", start > 0 ? "resume" : "start"}, {"step", start}, {"total_steps", total},
                         {"parameters", lora.parameter_count()}, {"train_examples", train.size()},
@@ -333,7 +337,9 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
     const double tps = window_seconds > 0 ? window_tokens / window_seconds : 0;
     progress.update(done - start, fmt::format("step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s", done, total, loss, lr, tps));
     if (!progress.interactive() && o.log_every > 0 && (done % o.log_every == 0 || done == total)) {
-      log_info("step {}/{}: loss {:.4f}, lr {:.3e}, grad norm {:.3f}, {:.0f} tokens/s", done, total, loss, lr, norm, tps);
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_begin).count();
+      log_info("step {}/{}: loss {:.4f}, lr {:.3e}, grad norm {:.3f}, {:.0f} tokens/s, ETA {}", done, total, loss, lr,
+               norm, tps, format_duration(elapsed * static_cast<double>(total - done) / static_cast<double>(done - start)));
       window_seconds = 0;
       window_tokens = 0;
     }

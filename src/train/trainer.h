@@ -56,13 +56,18 @@ struct TrainOptions {
   int64_t keep_checkpoints = 2;  // most recent checkpoints kept (0: all)
   uint64_t seed = 42;
   int threads = 0;
-  bool checkpointing = true;  // activation checkpointing
+  // Activation checkpointing: "on", "off", or "auto": on when every layer's activations of a
+  // micro-batch would take more than kAutoCheckpointBytes (recomputing a layer costs a third
+  // more arithmetic, so small jobs keep their activations).
+  std::string checkpointing = "auto";
   DType save_type = DType::kF32;  // the final adapter's tensors (checkpoints are always f32)
   // Resume: "" (no), "latest" (the newest checkpoint in `output`), or a checkpoint folder.
   std::string resume;
   int64_t log_every = 10;   // progress lines when stderr is not a terminal
   std::string log_file;     // JSON lines of metrics; default OUTPUT/training_log.jsonl
 };
+
+constexpr size_t kAutoCheckpointBytes = size_t{2} << 30;
 
 struct EvalPoint {
   int64_t step = 0;
@@ -82,6 +87,7 @@ struct TrainResult {
   double seconds = 0;
   int64_t parameters = 0;   // trainable parameters
   size_t peak_activation_bytes = 0;
+  bool checkpointing = false;       // activation checkpointing was used
 };
 
 // Runs a fine-tuning job. Everything a user can get wrong (files, data, options) is checked

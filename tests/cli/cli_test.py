@@ -253,6 +253,71 @@ def test_chat_needs_a_template():
     expect_user_error(["chat", "-m", WIKI_HF, "--chat-template", "no-such-family"], ["no-such-family"])
 
 
+# ---- finetune, --lora, lora merge ------------------------------------------------------------
+
+ADAPTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train", "reference", "wiki7m_lora")
+TINY_ALPACA = "[" + ",".join(
+    json.dumps({"instruction": f"Say something about topic {i}.", "input": "", "output": f"Topic {i} is about the river."})
+    for i in range(12)) + "]"
+
+
+def run_merge(args):
+    # `lora merge` takes no -t (it runs no model).
+    return subprocess.run([FRUGAL, "lora", "merge"] + args, capture_output=True, timeout=120)
+
+
+def greedy(model_args):
+    return ok(run(["generate"] + model_args + ["-p", "The history of the city", "--temp", "0", "--ignore-eos", "-n", "16"]))
+
+
+def test_lora_generate_and_merge():
+    plain = greedy(["-m", WIKI_HF])
+    adapted = greedy(["-m", WIKI_HF, "--lora", ADAPTER])
+    expect(adapted != plain, "the adapter did not change the greedy text")
+    expect(greedy(["-m", WIKI_HF, "--lora", ADAPTER + ":0"]) == plain, "--lora DIR:0 changed the text")
+    expect(greedy(["-m", WIKI_GGUF, "--lora", ADAPTER]) == adapted, "GGUF base with the adapter differs")
+    expect(greedy(["-m", WIKI_HF, "--lora", ADAPTER + ":0.5", "--lora", ADAPTER + ":0.5"]) == adapted,
+           "two adapters at 0.5 differ from one at 1")
+    with tempfile.TemporaryDirectory() as d:
+        ok(run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/merged"]))
+        expect(greedy(["-m", f"{d}/merged"]) == adapted, "merged model differs from the unmerged adapter")
+        ok(run_merge(["-m", WIKI_GGUF, "--lora", ADAPTER, "-o", f"{d}/merged.gguf"]))
+        expect(greedy(["-m", f"{d}/merged.gguf"]) == adapted, "merged GGUF differs from the unmerged adapter")
+        p = run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/m2", "--type", "nope"])
+        expect(p.returncode == 1 and b"nope" in p.stderr, f"bad --type: {p.returncode} {p.stderr!r}")
+        expect(not os.path.exists(f"{d}/m2"), "a failed merge left output")
+    expect_user_error(["generate"] + STORIES + ["--lora", ADAPTER, "-p", "x"], ["another model"])
+
+
+def test_finetune_cli():
+    with tempfile.TemporaryDirectory() as d:
+        data = f"{d}/data.json"
+        with open(data, "w", encoding="utf-8") as f:
+            f.write(TINY_ALPACA)
+        common = ["finetune", "-m", WIKI_HF, "--data", data, "--batch", "2", "--seq", "64"]
+        p = run(common + ["--lora-r", "4", "-o", f"{d}/out", "--steps", "3", "--save-every", "2"])
+        ok(p)
+        err = p.stderr.decode()
+        expect("held-out loss" in err and "tokens/s" in err, f"no progress or evaluation lines: {err}")
+        with open(f"{d}/out/adapter_config.json", encoding="utf-8") as f:
+            config = json.load(f)
+        expect(config["peft_type"] == "LORA" and config["r"] == 4, f"adapter_config.json: {config}")
+        expect(sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"], f"{config}")
+        expect(os.path.isdir(f"{d}/out/checkpoint-2"), "no checkpoint at step 2")
+        ok(run(["generate", "-m", WIKI_HF, "--lora", f"{d}/out", "-p", "Topic 3", "-n", "4"]))
+        # Bad input: one error line naming the problem, and nothing written.
+        with open(f"{d}/bad.jsonl", "w", encoding="utf-8") as f:
+            f.write('{"text": "fine"}\n{"text": "broken\n')
+        for args, mentions in [
+            (["finetune", "-m", WIKI_HF, "--data", f"{d}/bad.jsonl"], ["bad.jsonl:2"]),
+            (common + ["--lora-r", "1000"], ["rank 1000"]),
+            (common + ["--targets", "q,query"], ["'query'"]),
+            (common + ["--lora-dropout", "1.5"], ["dropout"]),
+        ]:
+            expect_user_error(args + ["-o", f"{d}/bad_out"], mentions)
+            expect(not os.path.exists(f"{d}/bad_out"), f"{args}: output written")
+
+
 tests = {name[5:]: f for name, f in globals().items() if name.startswith("test_")}
 if NAME == "--list":
     print(";".join(sorted(tests)))

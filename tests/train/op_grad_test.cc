@@ -11,6 +11,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+
+#include <fmt/format.h>
 #include <vector>
 
 #include "core/dtype.h"
@@ -295,11 +297,11 @@ TEST(OpGrad, Linear) {
 // Frozen weights of every type a base model can have: only the input gradient flows, through
 // the weights as stored (dequantized), which is what the forward multiplies by.
 TEST(OpGrad, LinearInputGradientThroughFrozenQuantizedWeights) {
-  const int64_t rows = 37, n_out = 45, n_in = 96;
+  const int64_t rows = 37, n_out = 45, n_in = 128;
   const auto x = test::random_floats(rows * n_in, 21);
   const auto dy = test::random_floats(rows * n_out, 22);
   const auto w = test::random_floats(n_out * n_in, 23, 0.3f);
-  for (DType type : {DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ6_K}) {
+  for (DType type : {DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ6_K, DType::kNF4}) {
     if (!dtype_registered(type) || dtype_traits(type).from_float == nullptr) continue;
     if (n_in % dtype_traits(type).block_size != 0) continue;
     const DTypeTraits& t = dtype_traits(type);
@@ -320,12 +322,48 @@ TEST(OpGrad, LinearInputGradientThroughFrozenQuantizedWeights) {
         for (int64_t i = 0; i < n_in; ++i) expected[r * n_in + i] += double(dy[r * n_out + o]) * deq[o * n_in + i];
     SCOPED_TRACE(dtype_name(type));
     EXPECT_CLOSE(dx, expected, kTol);
-    // The same as the finite differences of the forward (a product with the dequantized weights).
+    // The forward training runs over frozen weights is the product with the dequantized
+    // weights, and dx is its derivative: finite differences over the first rows (each row's
+    // product is independent of the others).
+    std::vector<float> y(rows * n_out);
+    linear_forward_frozen(env.ctx, lin, x.data(), rows, y.data());
+    EXPECT_CLOSE(y, linear_double(to_double(x), to_double(deq), rows, n_out, n_in), kTol);
+    const int64_t fd_rows = 2;
+    const std::vector<double> dy_head(dy.begin(), dy.begin() + fd_rows * n_out);
     const auto fd = finite_differences(
-        [&](const std::vector<double>& v) { return dot(to_double(dy), linear_double(v, to_double(deq), rows, n_out, n_in)); },
-        std::vector<double>(x.begin(), x.begin() + rows * n_in));
-    for (size_t i = 0; i < fd.size(); ++i) expected[i] = fd[i] + 1.0;
-    EXPECT_CLOSE(dx, expected, kTol);
+        [&](const std::vector<double>& v) { return dot(dy_head, linear_double(v, to_double(deq), fd_rows, n_out, n_in)); },
+        std::vector<double>(x.begin(), x.begin() + fd_rows * n_in));
+    std::vector<double> fd_expected(fd.size());
+    for (size_t i = 0; i < fd.size(); ++i) fd_expected[i] = fd[i] + 1.0;
+    EXPECT_CLOSE(std::vector<float>(dx.begin(), dx.begin() + fd_rows * n_in), fd_expected, kTol);
+  }
+}
+
+// The frozen forward in both of its forms: dot products for short inputs, transposed weights
+// in axpy form for tall ones (training's batches), over f32 and dequantized weights.
+TEST(OpGrad, FrozenLinearForwardShortAndTall) {
+  const int64_t n_out = 70, n_in = 64;
+  const auto w = test::random_floats(n_out * n_in, 31, 0.3f);
+  for (DType type : {DType::kF32, DType::kQ4_0, DType::kNF4}) {
+    const DTypeTraits& t = dtype_traits(type);
+    std::vector<uint8_t> q(row_bytes(type, n_in) * n_out);
+    std::vector<float> deq(n_out * n_in);
+    for (int64_t r = 0; r < n_out; ++r) {
+      t.from_float(w.data() + r * n_in, q.data() + r * row_bytes(type, n_in), n_in);
+      t.to_float(q.data() + r * row_bytes(type, n_in), deq.data() + r * n_in, n_in);
+    }
+    Linear lin;
+    lin.weight = Tensor(q.data(), type, {n_out, n_in});
+    for (int64_t rows : {5, 67, 300}) {
+      SCOPED_TRACE(fmt::format("{} rows of {}", rows, dtype_name(type)));
+      const auto x = test::random_floats(rows * n_in, 32);
+      for (int threads : {1, 2}) {
+        OpEnv env(threads);
+        std::vector<float> y(rows * n_out);
+        linear_forward_frozen(env.ctx, lin, x.data(), rows, y.data());
+        EXPECT_CLOSE(y, linear_double(to_double(x), to_double(deq), rows, n_out, n_in), kTol);
+      }
+    }
   }
 }
 

@@ -20,7 +20,7 @@ struct FinetuneFlags {
   std::string targets = "q,k,v,o";
   std::string layers;
   std::string save_type = "f32";
-  std::string checkpointing = "on";
+  std::string checkpointing = "auto";
   bool verbose = false;
   bool quiet = false;
   bool no_pack = false;
@@ -105,7 +105,7 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--save-type", f.save_type, "Type of the saved adapter's tensors: f32, f16 or bf16")
       ->capture_default_str();
   sub->add_option("--grad-checkpointing", f.checkpointing,
-                  "Recompute each layer's activations in the backward pass (on: less memory; off: faster)")
+                  "Recompute each layer's activations in the backward pass: on (less memory), off (faster) or auto (on above 2 GB of activations)")
       ->capture_default_str();
   sub->add_option("-t,--threads", o.threads, "Threads (0: one per physical core)")->capture_default_str();
   sub->add_option("--log-every", o.log_every, "Progress lines every N steps when stderr is not a terminal")
@@ -152,9 +152,7 @@ int run() {
   o.pack = !f.no_pack;
   o.lora.targets = parse_lora_targets(f.targets);
   o.lora.layers = parse_layers(f.layers);
-  if (f.checkpointing != "on" && f.checkpointing != "off")
-    fail("--grad-checkpointing must be on or off (got '{}')", f.checkpointing);
-  o.checkpointing = f.checkpointing == "on";
+  o.checkpointing = f.checkpointing;
   const auto type = dtype_from_name(f.save_type);
   if (!type || (*type != DType::kF32 && *type != DType::kF16 && *type != DType::kBF16))
     fail("--save-type must be f32, f16 or bf16 (got '{}')", f.save_type);

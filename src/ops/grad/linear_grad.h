@@ -10,6 +10,14 @@
 
 namespace frugal {
 
+// y[n_rows, n_out] = x[n_rows, n_in] · Wᵀ + bias: the forward of a frozen base weight in
+// training. f32 weights multiply as they are; any other type (bf16, 8-bit, 4-bit: QLoRA) is
+// dequantized a block of rows at a time and multiplied in f32, so the training forward is
+// exactly the function its backward differentiates (y = dequant(W)·x, as QLoRA defines it),
+// not the inference kernels' product with bf16- or 8-bit-rounded activations. Adapters in
+// layer.lora are not applied (training applies its own).
+void linear_forward_frozen(OpContext& ctx, const Linear& layer, const float* x, int64_t n_rows, float* y);
+
 // dx[n_rows, n_in] (=, or += with accumulate) dy[n_rows, n_out] · W, for the base weight of
 // `layer` in whatever type it has (rows of quantized weights are dequantized a block at a
 // time, never the whole matrix). Adapters in layer.lora are not included: see lora_backward.

@@ -1,0 +1,116 @@
+// Training data: each file format becomes the tokens and loss mask it should (chat: loss on
+// the assistant's turns only; Alpaca: on the response only; text: everywhere), and packing
+// keeps documents apart (positions restart, attention starts at the document).
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "chat/chat_template.h"
+#include "core/check.h"
+#include "model/model_source.h"
+#include "train/dataset.h"
+#include "train/packing.h"
+#include "train/train_test_util.h"
+
+namespace frugal {
+namespace {
+
+const Tokenizer& tokenizer() {
+  static const std::unique_ptr<Tokenizer> t = ModelSource::open(test::shared_path("models/wiki-7m"))->load_tokenizer();
+  return *t;
+}
+
+std::string write_file(const std::string& name, const std::string& text) {
+  const std::string path = test::temp_dir("dataset") + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+// The text of the tokens that carry a loss, and of those that do not.
+std::pair<std::string, std::string> split_by_loss(const Example& e) {
+  std::vector<int32_t> on, off;
+  for (size_t i = 0; i < e.tokens.size(); ++i) (e.loss[i] ? on : off).push_back(e.tokens[i]);
+  return {tokenizer().decode(on), tokenizer().decode(off)};
+}
+
+TEST(Dataset, ChatJsonlCountsAssistantTurnsOnly) {
+  const std::string path = write_file(
+      "chat.jsonl",
+      "{\"messages\": [{\"role\": \"system\", \"content\": \"Be terse.\"}, {\"role\": \"user\", \"content\": \"Name a "
+      "river.\"}, {\"role\": \"assistant\", \"content\": \"The Danube.\"}, {\"role\": \"user\", \"content\": \"And a "
+      "mountain?\"}, {\"role\": \"assistant\", \"content\": \"Mont Blanc.\"}]}\n");
+  const Dataset d = load_dataset(path, tokenizer(), ChatTemplate::by_name("chatml"), {});
+  ASSERT_EQ(d.examples.size(), 1u);
+  const auto [on, off] = split_by_loss(d.examples[0]);
+  EXPECT_NE(on.find("The Danube."), std::string::npos) << on;
+  EXPECT_NE(on.find("Mont Blanc."), std::string::npos) << on;
+  EXPECT_EQ(on.find("river"), std::string::npos) << on;
+  EXPECT_EQ(on.find("mountain"), std::string::npos) << on;
+  EXPECT_EQ(on.find("terse"), std::string::npos) << on;
+  EXPECT_NE(off.find("Name a river."), std::string::npos) << off;
+  EXPECT_EQ(d.stats.kinds, "chat");
+}
+
+TEST(Dataset, AlpacaCountsTheResponseOnly) {
+  const std::string path = write_file(
+      "alpaca.json", "[{\"instruction\": \"Name a river.\", \"input\": \"In Europe.\", \"output\": \"The Danube.\"}]");
+  const Dataset d = load_dataset(path, tokenizer(), std::nullopt, {});
+  ASSERT_EQ(d.examples.size(), 1u);
+  const auto [on, off] = split_by_loss(d.examples[0]);
+  EXPECT_EQ(on.find("The Danube."), 0u) << on;  // and the end-of-sequence token after it
+  EXPECT_EQ(d.examples[0].tokens.back(), tokenizer().eos_id());
+  EXPECT_NE(off.find("### Instruction:\nName a river."), std::string::npos) << off;
+  EXPECT_NE(off.find("In Europe."), std::string::npos) << off;
+}
+
+TEST(Dataset, PlainTextCountsEverythingAndJsonlTextToo) {
+  const Dataset t = load_dataset(write_file("a.txt", "The river flows to the sea.\nIt is long.\n"), tokenizer(),
+                                 std::nullopt, {});
+  const Dataset j = load_dataset(write_file("a.jsonl", "{\"text\": \"The river flows to the sea.\"}\n"), tokenizer(),
+                                 std::nullopt, {});
+  for (const Dataset* d : {&t, &j}) {
+    ASSERT_FALSE(d->examples.empty());
+    int64_t counted = 0;
+    for (uint8_t l : d->examples[0].loss) counted += l;
+    EXPECT_GE(counted, static_cast<int64_t>(d->examples[0].tokens.size()) - 1);  // all but BOS
+  }
+}
+
+TEST(Dataset, PackingKeepsDocumentsApart) {
+  std::vector<Example> ex(3);
+  ex[0].tokens = {1, 10, 11, 12};
+  ex[0].loss = {0, 1, 1, 1};
+  ex[1].tokens = {1, 20, 21};
+  ex[1].loss = {0, 0, 1};
+  ex[2].tokens = {1, 30, 31, 32, 33, 34};
+  ex[2].loss = {0, 1, 1, 1, 1, 1};
+  PackOptions o;
+  o.seq_len = 6;
+  o.pad_token = 2;
+  const auto rows = pack_rows(ex, {0, 1, 2}, o);
+  ASSERT_EQ(rows.size(), 2u);  // [ex0 (3 slots), ex1 (2 slots), pad] [ex2 (5 slots), pad]
+  const TrainBatch b = make_batch(ex, rows, 0, 2, o);
+  EXPECT_EQ(b.tokens, (std::vector<int32_t>{1, 10, 11, 1, 20, 2, 1, 30, 31, 32, 33, 2}));
+  EXPECT_EQ(b.targets, (std::vector<int32_t>{10, 11, 12, -1, 21, -1, 30, 31, 32, 33, 34, -1}));
+  EXPECT_EQ(b.positions, (std::vector<int32_t>{0, 1, 2, 0, 1, 0, 0, 1, 2, 3, 4, 0}));
+  EXPECT_EQ(b.key_begin, (std::vector<int32_t>{0, 0, 0, 3, 3, 5, 0, 0, 0, 0, 0, 5}));
+  EXPECT_EQ(counted_tokens(ex, rows, 0, 2), 3 + 1 + 5);
+}
+
+TEST(Dataset, BadFilesNameTheLine) {
+  try {
+    load_dataset(write_file("bad.jsonl", "{\"text\": \"fine\"}\n\n{\"text\": 3}\n"), tokenizer(), std::nullopt, {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.jsonl:3"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_dataset(write_file("empty.txt", "  \n"), tokenizer(), std::nullopt, {}), Error);
+  EXPECT_THROW(load_dataset(write_file("chat_no_template.jsonl",
+                                       "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": "
+                                       "\"assistant\", \"content\": \"hello\"}]}\n"),
+                            tokenizer(), std::nullopt, {}),
+               Error);
+}
+
+}  // namespace
+}  // namespace frugal

@@ -114,16 +114,20 @@ void BM_Attention(benchmark::State& state, DType kv_type) {
   for (int64_t i = 0; i < n_q; ++i) pairs += limits[i] + 1;
   state.counters["GFLOP/s"] = benchmark::Counter(4.0 * hd * pairs / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
-// A decode step's weight stream: SmolLM2-135M's 30 layers of q, k, v, o, gate, up, down, read
-// once each from memory as a decode does (the set is far larger than the caches), one thread.
+// A decode step's weight stream, read once per step from memory as a decode does (the set is
+// far larger than the caches), one thread: SmolLM2-135M's 30 layers (range 0) or
+// Qwen2.5-0.5B's 24 (range 1) of q, k, v, o, gate, up, down.
 void BM_GemvModelStream(benchmark::State& state, DType type) {
   struct Shape {
     int64_t n, k;
   };
-  std::vector<Shape> layer = {{576, 576}, {192, 576}, {192, 576}, {576, 576}, {1536, 576}, {1536, 576}, {576, 1536}};
+  const bool qwen = state.range(0) == 1;
+  const std::vector<Shape> layer =
+      qwen ? std::vector<Shape>{{896, 896}, {128, 896}, {128, 896}, {896, 896}, {4864, 896}, {4864, 896}, {896, 4864}}
+           : std::vector<Shape>{{576, 576}, {192, 576}, {192, 576}, {576, 576}, {1536, 576}, {1536, 576}, {576, 1536}};
   std::vector<Operands> ops;
   size_t bytes = 0;
-  for (int l = 0; l < 30; ++l)
+  for (int l = 0; l < (qwen ? 24 : 30); ++l)
     for (const Shape& s : layer) {
       ops.push_back(make(type, 1, s.n, s.k));
       bytes += ops.back().w.size();
@@ -132,9 +136,9 @@ void BM_GemvModelStream(benchmark::State& state, DType type) {
     for (Operands& o : ops) o.kernel.fn(o.args, 0, o.args.y_stride);
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes), benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK_CAPTURE(BM_GemvModelStream, bf16, DType::kBF16)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_GemvModelStream, q8_0, DType::kQ8_0)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_GemvModelStream, q4_0, DType::kQ4_0)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_GemvModelStream, bf16, DType::kBF16)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_GemvModelStream, q8_0, DType::kQ8_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_GemvModelStream, q4_0, DType::kQ4_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_CAPTURE(BM_Attention, f16, DType::kF16)->Args({1, 512})->Args({1, 4096})->Args({16, 512})->Args({4, 512})->Args({16, 64})->Args({64, 512});
 BENCHMARK_CAPTURE(BM_Attention, q8_0, DType::kQ8_0)->Args({1, 512})->Args({1, 4096})->Args({16, 512});

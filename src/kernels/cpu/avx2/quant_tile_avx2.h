@@ -136,7 +136,9 @@ inline __m256 step_madd(__m256 acc, const WStep& w, const XStep& x) {
   return acc;
 }
 
-inline constexpr int64_t kPrefetchBytes = 512;
+// 8 KB ahead in each row, as on AVX-512: on SmolLM2-135M's decode weight stream (one thread)
+// Q8_0 reads 10.7 GB/s from memory at 512 B, 22.8 at 4 KB, 30.9 at 8 KB; Q4_0 9.6, 15.3, 15.1.
+inline constexpr int64_t kPrefetchBytes = 8192;
 
 template <typename F, int MR, int NR>
 inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {

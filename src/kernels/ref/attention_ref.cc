@@ -1,5 +1,3 @@
-#include <cmath>
-
 #include "core/dtype.h"
 #include "core/half.h"
 #include "kernels/ref/ref_kernels.h"
@@ -25,13 +23,15 @@ void attention_q8_0(const AttentionArgs& a) {
   float* acc = a.scratch + hd;                         // [head_dim]
   float* scores = a.scratch + 2 * hd;                  // [n_positions]
   const ConvertFn quantize = dtype_traits(DType::kQ8Act).from_float;
+  auto row_at = [&](const void* const* blocks, int64_t j) {
+    return reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(blocks[j / a.block_size]) +
+                                              (j % a.block_size) * row);
+  };
   for (int64_t i = 0; i < a.n_q; ++i) {
     const int64_t n_pos = static_cast<int64_t>(a.q_limit[i]) + 1;
     quantize(a.q + i * a.q_stride, q, hd);
-    float max = -INFINITY;
     for (int64_t j = 0; j < n_pos; ++j) {
-      const auto* k = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a.k_blocks[j / a.block_size]) +
-                                                         (j % a.block_size) * row);
+      const BlockQ8_0* k = row_at(a.k_blocks, j);
       float s = 0.0f;
       for (int64_t b = 0; b < nb; ++b) {
         int32_t dot = 0;
@@ -39,19 +39,12 @@ void attention_q8_0(const AttentionArgs& a) {
         s += static_cast<float>(dot) * (f16_to_f32(q[b].d) * f16_to_f32(k[b].d));
       }
       scores[j] = s * a.scale;
-      max = std::max(max, scores[j]);
     }
-    double sum = 0.0;
-    for (int64_t j = 0; j < n_pos; ++j) {
-      scores[j] = std::exp(scores[j] - max);
-      sum += scores[j];
-    }
-    const float inv = static_cast<float>(1.0 / sum);
+    softmax(scores, n_pos);
     for (int64_t d = 0; d < hd; ++d) acc[d] = 0.0f;
     for (int64_t j = 0; j < n_pos; ++j) {
-      const float p = scores[j] * inv;
-      const auto* v = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(a.v_blocks[j / a.block_size]) +
-                                                         (j % a.block_size) * row);
+      const float p = scores[j];
+      const BlockQ8_0* v = row_at(a.v_blocks, j);
       for (int64_t b = 0; b < nb; ++b) {
         const float dv = f16_to_f32(v[b].d);
         for (int t = 0; t < kQK; ++t) acc[b * kQK + t] += p * (v[b].qs[t] * dv);
@@ -76,24 +69,17 @@ void attention(const AttentionArgs& a) {
   for (int64_t i = 0; i < a.n_q; ++i) {
     const int64_t n_pos = static_cast<int64_t>(a.q_limit[i]) + 1;
     for (int64_t d = 0; d < hd; ++d) q[d] = round_to(a.q[i * a.q_stride + d], a.kv_type);
-    float max = -INFINITY;
     for (int64_t j = 0; j < n_pos; ++j) {
       const void* kb = a.k_blocks[j / a.block_size];  // transposed: [head_dim, block_size]
       const int64_t slot = j % a.block_size;
       float s = 0.0f;
       for (int64_t d = 0; d < hd; ++d) s += q[d] * load(kb, d * a.block_size + slot, a.kv_type);
       scores[j] = s * a.scale;
-      max = std::max(max, scores[j]);
     }
-    double sum = 0.0;
-    for (int64_t j = 0; j < n_pos; ++j) {
-      scores[j] = std::exp(scores[j] - max);
-      sum += scores[j];
-    }
-    const float inv = static_cast<float>(1.0 / sum);
+    softmax(scores, n_pos);
     for (int64_t d = 0; d < hd; ++d) acc[d] = 0.0f;
     for (int64_t j = 0; j < n_pos; ++j) {
-      const float p = round_to(scores[j] * inv, a.kv_type);
+      const float p = round_to(scores[j], a.kv_type);
       const void* vb = a.v_blocks[j / a.block_size];
       const int64_t row = (j % a.block_size) * hd;
       for (int64_t d = 0; d < hd; ++d) acc[d] += p * load(vb, row + d, a.kv_type);

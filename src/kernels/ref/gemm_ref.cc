@@ -1,5 +1,3 @@
-#include <vector>
-
 #include "kernels/ref/ref_kernels.h"
 
 namespace frugal::kernels::ref {

@@ -175,17 +175,6 @@ void attend(const AttentionArgs& a) {
 // Values: each row's quants widened to f32 and multiplied by its scale (exact: the dequantized
 // value), then accumulated with the f32 softmax weights.
 
-// Two f16 scales, one per 256-bit half: [a x8, b x8] as f32.
-inline __m512 two_scales(uint16_t a, uint16_t b) {
-  return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a))),
-                                                 _mm_set1_epi16(static_cast<short>(b)), 1));
-}
-// The quants of blocks b and b + 1 (when it exists; zeros otherwise) in one register.
-inline __m512i two_blocks(const int8_t* a, const int8_t* b) {
-  const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
-  if (b == nullptr) return _mm512_castsi256_si512(lo);
-  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)), 1);
-}
 inline const BlockQ8_0* q8_row(const void* const* blocks, int64_t bs, size_t row_bytes, int64_t p) {
   // Block sizes are powers of two in practice: a shift and a mask instead of a 64-bit division
   // (tens of cycles) per position.
@@ -218,7 +207,7 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0) {
     for (int64_t i = 0; i < n_pairs; ++i) {
       const int64_t b = 2 * i;
       const bool two = b + 1 < nb;
-      qq[g][i] = two_blocks(q[b].qs, two ? q[b + 1].qs : nullptr);
+      qq[g][i] = two_halves(q[b].qs, two ? q[b + 1].qs : nullptr);
       qd[g][i] = two_scales(q[b].d, two ? q[b + 1].d : uint16_t{0});
       start[g][i] = _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, -128 * q[b].sum), 0x0100,
                                            two ? -128 * q[b + 1].sum : 0);
@@ -233,7 +222,7 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0) {
     for (int64_t i = 0; i < n_pairs; ++i) {
       const int64_t b = 2 * i;
       const bool two = b + 1 < nb;
-      const __m512i kq = _mm512_xor_si512(two_blocks(k[b].qs, two ? k[b + 1].qs : nullptr), flip);
+      const __m512i kq = _mm512_xor_si512(two_halves(k[b].qs, two ? k[b + 1].qs : nullptr), flip);
       const __m512 kd = two_scales(k[b].d, two ? k[b + 1].d : uint16_t{0});
 #pragma GCC unroll 4
       for (int g = 0; g < G; ++g) {

@@ -17,8 +17,6 @@ namespace {
 using quant::FmtBase;
 using quant::WStep;
 
-inline __m512 broadcast_f16(uint16_t h) { return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(h))); }
-
 // Q4_K: x = d sc q - dmin m per 32 elements; each 32 bytes of qs hold two sub-blocks (low
 // nibbles, then high nibbles), which is exactly one step.
 struct Q4_K : FmtBase {

@@ -156,6 +156,14 @@ struct IQ4_NL : FmtBase {
   static WStep step(const Unit& st, int, bool) { return st; }
 };
 
+// The f16 scale bits of an int4 block (stored unaligned, as bytes).
+template <int Group>
+inline uint16_t scale_bits(const BlockIntG<4, Group>& b) {
+  uint16_t d;
+  std::memcpy(&d, b.d, 2);
+  return d;
+}
+
 // int4 with a zero point, groups of 32 (19-byte blocks, taken in pairs) or 64 (35 bytes):
 // x = d (q - z). Odd offsets, so plain unaligned loads rather than word permutes.
 template <int Group>
@@ -165,27 +173,22 @@ struct Int4GSmall : FmtBase {
   using Block = BlockIntG<4, Group>;
   static constexpr int64_t kUnitBytes = Group == 32 ? 2 * sizeof(Block) : sizeof(Block);
   using Unit = WStep;
-  static uint16_t scale_bits(const Block& b) {
-    uint16_t d;
-    std::memcpy(&d, b.d, 2);
-    return d;
-  }
   static Unit unit(const uint8_t* row, int64_t, int64_t u, bool two) {
     if constexpr (Group == 64) {
       const Block& b = reinterpret_cast<const Block*>(row)[u];
       const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
-      return quant::make_step(quant::nibbles_64(packed), _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(scale_bits(b)))),
+      return quant::make_step(quant::nibbles_64(packed), broadcast_f16(scale_bits(b)),
                               _mm512_setzero_ps(), _mm512_maskz_set1_epi32(0x0101, b.zero));
     } else {
       const Block& a = reinterpret_cast<const Block*>(row)[2 * u];
       const __m128i qa = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.qs));
       if (!two)
-        return quant::make_step(quant::nibbles_64(_mm256_castsi128_si256(qa)), quant::two_scales(scale_bits(a), 0), _mm512_setzero_ps(),
+        return quant::make_step(quant::nibbles_64(_mm256_castsi128_si256(qa)), two_scales(scale_bits(a), 0), _mm512_setzero_ps(),
                                 _mm512_maskz_set1_epi32(0x0001, a.zero));
       const Block& b = reinterpret_cast<const Block*>(row)[2 * u + 1];
       const __m128i qb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
       const __m256i packed = _mm256_inserti128_si256(_mm256_castsi128_si256(qa), qb, 1);
-      return quant::make_step(quant::nibbles_64(packed), quant::two_scales(scale_bits(a), scale_bits(b)), _mm512_setzero_ps(),
+      return quant::make_step(quant::nibbles_64(packed), two_scales(scale_bits(a), scale_bits(b)), _mm512_setzero_ps(),
                               _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, a.zero), 0x0100, b.zero));
     }
   }
@@ -204,9 +207,7 @@ struct Int4G128 : FmtBase {
   };
   static Unit unit(const uint8_t* row, int64_t, int64_t u, bool) {
     const auto* b = reinterpret_cast<const BlockInt4G128*>(row) + u;
-    uint16_t d;
-    std::memcpy(&d, b->d, 2);
-    return {b->qs, _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(d))), _mm512_maskz_set1_epi32(0x0101, b->zero)};
+    return {b->qs, broadcast_f16(scale_bits(*b)), _mm512_maskz_set1_epi32(0x0101, b->zero)};
   }
   static WStep step(const Unit& st, int s, bool) {
     return quant::make_step(quant::nibbles_64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(st.qs + 32 * s))), st.d,
@@ -244,7 +245,7 @@ struct NF4 : FmtBase {
     const __m512i hi = grid_table(kNF4Split.hi), lo = grid_table(kNF4Split.lo);
     const auto* b = reinterpret_cast<const BlockNF4*>(row) + u;
     const __m512i idx = quant::nibbles_64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qs)));
-    const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(b->d))), _mm512_set1_ps(1.0f / kNF4Unit));
+    const __m512 d = _mm512_mul_ps(broadcast_f16(b->d), _mm512_set1_ps(1.0f / kNF4Unit));
     return quant::make_step(_mm512_shuffle_epi8(hi, idx), d, _mm512_setzero_ps(), _mm512_setzero_si512(), _mm512_shuffle_epi8(lo, idx));
   }
   static WStep step(const Unit& st, int, bool) { return st; }

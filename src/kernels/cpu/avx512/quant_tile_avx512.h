@@ -67,19 +67,6 @@ struct XStep {
 
 inline __mmask64 byte_mask(int n) { return n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1; }
 
-// 32 bytes from each of two q8_act blocks into one register (the second may be absent).
-inline __m512i two_halves(const void* a, const void* b) {
-  const __m256i lo = _mm256_loadu_si256(static_cast<const __m256i*>(a));
-  if (b == nullptr) return _mm512_castsi256_si512(lo);  // upper half zero: contributes nothing
-  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256(static_cast<const __m256i*>(b)), 1);
-}
-
-// Two f16 scales, one per 256-bit half: [a x8, b x8] as f32.
-inline __m512 two_scales(uint16_t a, uint16_t b) {
-  return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a))),
-                                                 _mm_set1_epi16(static_cast<short>(b)), 1));
-}
-
 // 32 bytes of nibbles in Q4_0's layout per 32 elements ([lo(c0) hi(c0)] [lo(c1) hi(c1)], c0 and
 // c1 the two 16-byte chunks) to 64 values 0..15 in element order.
 inline __m512i nibbles_64(__m256i packed) {

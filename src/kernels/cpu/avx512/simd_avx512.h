@@ -58,6 +58,21 @@ inline __m512 load_bf16(const uint16_t* p) {
 inline __m512 load_bf16(const uint16_t* p, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
+// One f16 scale broadcast to 16 floats.
+inline __m512 broadcast_f16(uint16_t h) { return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(h))); }
+// Two f16 scales, one per 256-bit half: [a x8, b x8] as f32.
+inline __m512 two_scales(uint16_t a, uint16_t b) {
+  return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(a))),
+                                                 _mm_set1_epi16(static_cast<short>(b)), 1));
+}
+// 32 bytes from each of two blocks into one register (the second may be absent: upper half
+// zero, contributing nothing to a dot product).
+inline __m512i two_halves(const void* a, const void* b) {
+  const __m256i lo = _mm256_loadu_si256(static_cast<const __m256i*>(a));
+  if (b == nullptr) return _mm512_castsi256_si512(lo);
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256(static_cast<const __m256i*>(b)), 1);
+}
+
 // Rounds to f16 and back (the precision of an f16 operand).
 inline __m512 round_f16(__m512 x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
 

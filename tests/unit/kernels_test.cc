@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "core/buffer.h"
@@ -368,6 +369,42 @@ TEST_P(KernelTest, Q8ActConversionMatchesReferenceOnEdgeCases) {
   EXPECT_EQ(first->qs[2], -9);
 }
 
+// Attention of the queries (rows head_dim apart) over a paged cache; the caller sets `out`.
+AttentionArgs attention_args(const std::vector<float>& q, const std::vector<int32_t>& limits,
+                             const std::vector<const void*>& kp, const std::vector<const void*>& vp, int64_t bs,
+                             int64_t hd, DType kv, std::vector<float>& scratch) {
+  AttentionArgs a;
+  a.q = q.data();
+  a.q_stride = hd;
+  a.q_limit = limits.data();
+  a.n_q = static_cast<int64_t>(limits.size());
+  a.k_blocks = kp.data();
+  a.v_blocks = vp.data();
+  a.block_size = bs;
+  a.head_dim = hd;
+  a.kv_type = kv;
+  a.scale = 1.0f / std::sqrt(float(hd));
+  a.out_stride = hd;
+  a.scratch = scratch.data();
+  return a;
+}
+
+// Each query of `a` alone gives the same bits as in the group (`out`, from the whole of `a`).
+void expect_queries_alone_match(const KernelTable& t, const AttentionArgs& a, const std::vector<float>& out,
+                                const std::string& label) {
+  const int64_t hd = a.head_dim;
+  for (int64_t i = 0; i < a.n_q; ++i) {
+    std::vector<float> one(hd);
+    AttentionArgs b = a;
+    b.q = a.q + i * a.q_stride;
+    b.q_limit = a.q_limit + i;
+    b.n_q = 1;
+    b.out = one.data();
+    t.attention(b);
+    for (int64_t d = 0; d < hd; ++d) ASSERT_EQ(one[d], out[i * hd + d]) << "query " << i << " alone, " << label;
+  }
+}
+
 // Attention on a small paged cache: keys transposed per block, values row-major.
 TEST_P(KernelTest, AttentionMatchesReference) {
   for (DType kv : {DType::kF32, DType::kF16}) {
@@ -391,36 +428,15 @@ TEST_P(KernelTest, AttentionMatchesReference) {
       const std::vector<int32_t> limits = {0, 1, 15, 16, 33, 100, 159};
       std::vector<float> out(n_q * hd), out_ref(n_q * hd);
       std::vector<float> scratch(attention_scratch_floats(n_q, n_blocks * bs, hd));
-      AttentionArgs a;
-      a.q = q.data();
-      a.q_stride = hd;
-      a.q_limit = limits.data();
-      a.n_q = n_q;
-      a.k_blocks = kp.data();
-      a.v_blocks = vp.data();
-      a.block_size = bs;
-      a.head_dim = hd;
-      a.kv_type = kv;
-      a.scale = 1.0f / std::sqrt(float(hd));
-      a.out_stride = hd;
-      a.scratch = scratch.data();
+      AttentionArgs a = attention_args(q, limits, kp, vp, bs, hd, kv, scratch);
       a.out = out.data();
       table().attention(a);
       a.out = out_ref.data();
       ref::attention(a);
       for (size_t i = 0; i < out.size(); ++i)
         ASSERT_NEAR(out[i], out_ref[i], 2e-5f) << dtype_name(kv) << " hd=" << hd << " bs=" << bs << " index " << i;
-      // Each query alone gives the same bits as in the group.
-      for (int64_t i = 0; i < n_q; ++i) {
-        std::vector<float> one(hd);
-        AttentionArgs b = a;
-        b.q = q.data() + i * hd;
-        b.q_limit = limits.data() + i;
-        b.n_q = 1;
-        b.out = one.data();
-        table().attention(b);
-        for (int64_t d = 0; d < hd; ++d) ASSERT_EQ(one[d], out[i * hd + d]) << "query " << i << " alone, hd=" << hd << " bs=" << bs;
-      }
+      ASSERT_NO_FATAL_FAILURE(
+          expect_queries_alone_match(table(), a, out, "hd=" + std::to_string(hd) + " bs=" + std::to_string(bs)));
     }
   }
 }
@@ -453,19 +469,7 @@ TEST_P(KernelTest, AttentionOverQ8CacheMatchesReference) {
     const std::vector<int32_t> limits = {0, 1, 15, 16, 33, 100, 159};
     std::vector<float> out(n_q * hd), out_ref(n_q * hd);
     std::vector<float> scratch(attention_scratch_floats(n_q, n_blocks * bs, hd));
-    AttentionArgs a;
-    a.q = q.data();
-    a.q_stride = hd;
-    a.q_limit = limits.data();
-    a.n_q = n_q;
-    a.k_blocks = kp.data();
-    a.v_blocks = vp.data();
-    a.block_size = bs;
-    a.head_dim = hd;
-    a.kv_type = DType::kQ8_0;
-    a.scale = 1.0f / std::sqrt(float(hd));
-    a.out_stride = hd;
-    a.scratch = scratch.data();
+    AttentionArgs a = attention_args(q, limits, kp, vp, bs, hd, DType::kQ8_0, scratch);
     a.out = out.data();
     table().attention(a);
     a.out = out_ref.data();
@@ -494,16 +498,8 @@ TEST_P(KernelTest, AttentionOverQ8CacheMatchesReference) {
         ASSERT_NEAR(out_ref[i * hd + d], o, 2e-5) << "reference, q8_0 hd=" << hd << " query " << i << " dim " << d;
       }
     }
-    for (int64_t i = 0; i < n_q; ++i) {
-      std::vector<float> one(hd);
-      AttentionArgs b = a;
-      b.q = q.data() + i * hd;
-      b.q_limit = limits.data() + i;
-      b.n_q = 1;
-      b.out = one.data();
-      table().attention(b);
-      for (int64_t d = 0; d < hd; ++d) ASSERT_EQ(one[d], out[i * hd + d]) << "query " << i << " alone, q8_0 hd=" << hd << " bs=" << bs;
-    }
+    ASSERT_NO_FATAL_FAILURE(
+        expect_queries_alone_match(table(), a, out, "q8_0 hd=" + std::to_string(hd) + " bs=" + std::to_string(bs)));
   }
 }
 

@@ -6,56 +6,28 @@
 // machine limits.
 #include <benchmark/benchmark.h>
 
-#include <cmath>
-#include <random>
 #include <vector>
 
+#include "gemm_operands.h"
 #include "core/buffer.h"
 #include "kernels/kernels.h"
 
 namespace frugal::kernels {
 namespace {
 
-struct Operands {
-  Buffer w, x;
-  std::vector<float> y;
-  GemmArgs args;
-  GemmKernel kernel;
-};
-
-Operands make(DType type, int64_t m, int64_t n, int64_t k) {
-  const KernelTable& t = active();
-  Operands o;
-  o.kernel = gemm_for(t, type);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> row(k);
-  o.w = Buffer(row_bytes(type, k) * n);
-  for (int64_t r = 0; r < n; ++r) {
-    for (auto& v : row) v = dist(rng);
-    dtype_traits(type).from_float(row.data(), o.w.as<uint8_t>() + r * row_bytes(type, k), k);
-  }
-  const size_t x_stride = row_bytes(o.kernel.act, k);
-  o.x = Buffer(x_stride * m);
-  for (int64_t r = 0; r < m; ++r) {
-    for (auto& v : row) v = dist(rng);
-    dtype_traits(o.kernel.act).from_float(row.data(), o.x.as<uint8_t>() + r * x_stride, k);
-  }
-  o.y.resize(m * n);
-  o.args = {o.x.data(), x_stride, o.w.data(), row_bytes(type, k), o.y.data(), static_cast<size_t>(n), m, k};
-  return o;
-}
+using bench::GemmOperands;
+using bench::make_gemm_operands;
 
 void BM_Gemv(benchmark::State& state, DType type) {
   const int64_t n = state.range(0), k = state.range(1);
-  Operands o = make(type, 1, n, k);
+  GemmOperands o = make_gemm_operands(type, 1, n, k);
   for (auto _ : state) o.kernel.fn(o.args, 0, n);
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(o.w.size()), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_Gemm(benchmark::State& state, DType type) {
   const int64_t m = 512, n = state.range(0), k = state.range(1);
-  Operands o = make(type, m, n, k);
+  GemmOperands o = make_gemm_operands(type, m, n, k);
   for (auto _ : state) o.kernel.fn(o.args, 0, n);
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -125,15 +97,15 @@ void BM_GemvModelStream(benchmark::State& state, DType type) {
   const std::vector<Shape> layer =
       qwen ? std::vector<Shape>{{896, 896}, {128, 896}, {128, 896}, {896, 896}, {4864, 896}, {4864, 896}, {896, 4864}}
            : std::vector<Shape>{{576, 576}, {192, 576}, {192, 576}, {576, 576}, {1536, 576}, {1536, 576}, {576, 1536}};
-  std::vector<Operands> ops;
+  std::vector<GemmOperands> ops;
   size_t bytes = 0;
   for (int l = 0; l < (qwen ? 24 : 30); ++l)
     for (const Shape& s : layer) {
-      ops.push_back(make(type, 1, s.n, s.k));
+      ops.push_back(make_gemm_operands(type, 1, s.n, s.k));
       bytes += ops.back().w.size();
     }
   for (auto _ : state)
-    for (Operands& o : ops) o.kernel.fn(o.args, 0, o.args.y_stride);
+    for (GemmOperands& o : ops) o.kernel.fn(o.args, 0, o.args.y_stride);
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK_CAPTURE(BM_GemvModelStream, bf16, DType::kBF16)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);

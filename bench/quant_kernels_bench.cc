@@ -7,56 +7,20 @@
 //   build/bench/frugal_microbench --benchmark_filter=Quant
 #include <benchmark/benchmark.h>
 
-#include <random>
-#include <vector>
-
-#include "core/buffer.h"
+#include "gemm_operands.h"
 #include "kernels/kernels.h"
 
 namespace frugal::kernels {
 namespace {
 
-struct QOperands {
-  Buffer w, x;
-  std::vector<float> y;
-  GemmArgs args;
-  GemmKernel kernel;
-};
+using bench::GemmOperands;
 
-QOperands make_operands(DType type, int64_t m, int64_t n, int64_t k) {
-  const KernelTable& t = active();
-  QOperands o;
-  o.kernel = gemm_for(t, type);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> row(k);
-  const size_t w_stride = row_bytes(type, k);
-  o.w = Buffer(w_stride * n);
-  // Quantizing 64 M weights per format takes long: quantize 64 rows and repeat them.
-  for (int64_t r = 0; r < n; ++r) {
-    if (r < 64) {
-      for (auto& v : row) v = dist(rng);
-      dtype_traits(type).from_float(row.data(), o.w.as<uint8_t>() + r * w_stride, k);
-    } else {
-      std::copy_n(o.w.as<uint8_t>() + (r % 64) * w_stride, w_stride, o.w.as<uint8_t>() + r * w_stride);
-    }
-  }
-  const size_t x_stride = row_bytes(o.kernel.act, k);
-  o.x = Buffer(x_stride * m);
-  for (int64_t r = 0; r < m; ++r) {
-    for (auto& v : row) v = dist(rng);
-    t.convert[static_cast<size_t>(o.kernel.act)] != nullptr
-        ? t.convert[static_cast<size_t>(o.kernel.act)](row.data(), o.x.as<uint8_t>() + r * x_stride, k)
-        : dtype_traits(o.kernel.act).from_float(row.data(), o.x.as<uint8_t>() + r * x_stride, k);
-  }
-  o.y.resize(m * n);
-  o.args = {o.x.data(), x_stride, o.w.data(), w_stride, o.y.data(), static_cast<size_t>(n), m, k};
-  return o;
-}
+// Quantizing 64 M weights per format takes long: 64 distinct rows, repeated.
+GemmOperands make_operands(DType type, int64_t m, int64_t n, int64_t k) { return bench::make_gemm_operands(type, m, n, k, 64); }
 
 void BM_QuantGemvL2(benchmark::State& state, DType type) {
   const int64_t n = 576, k = 1536;
-  QOperands o = make_operands(type, 1, n, k);
+  GemmOperands o = make_operands(type, 1, n, k);
   for (auto _ : state) o.kernel.fn(o.args, 0, n);
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(o.w.size()), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["ns/blk32"] =
@@ -65,7 +29,7 @@ void BM_QuantGemvL2(benchmark::State& state, DType type) {
 
 void BM_QuantGemvDram(benchmark::State& state, DType type) {
   const int64_t n = 32768, k = 2048;
-  QOperands o = make_operands(type, 1, n, k);
+  GemmOperands o = make_operands(type, 1, n, k);
   for (auto _ : state) o.kernel.fn(o.args, 0, n);
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(o.w.size()), benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -74,7 +38,7 @@ void BM_QuantGemm(benchmark::State& state, DType type) {
   // k = 576, rounded up to whole blocks for the 128- and 256-element formats (640, 768)
   const int64_t bs = dtype_traits(type).block_size;
   const int64_t m = 512, n = 1536, k = (576 + bs - 1) / bs * bs;
-  QOperands o = make_operands(type, m, n, k);
+  GemmOperands o = make_operands(type, m, n, k);
   for (auto _ : state) o.kernel.fn(o.args, 0, n);
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }

@@ -64,6 +64,16 @@ std::vector<int32_t> keep_start_and_end(const std::vector<int32_t>& tokens, int6
   return out;
 }
 
+void prime_sampler(Sampler& sampler, const std::vector<int32_t>& prompt, const GenerateOptions& o,
+                   const Tokenizer* tokenizer, int32_t n_vocab) {
+  const int32_t last_n = sampler.params().repeat_last_n;
+  const size_t window = last_n < 0 ? prompt.size() : std::min<size_t>(prompt.size(), last_n);
+  for (size_t i = prompt.size() - window; i < prompt.size(); ++i) sampler.accept(prompt[i]);
+  if (o.ignore_eos && tokenizer != nullptr)
+    for (const int32_t id : tokenizer->end_of_generation_ids())
+      if (id < n_vocab) sampler.ban(id);
+}
+
 // ---- TokenTextStream -----------------------------------------------------------------------
 
 TokenTextStream::TokenTextStream(const Tokenizer& tokenizer, bool render_special)
@@ -137,13 +147,7 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt_in, cons
   r.timings.cached_tokens = static_cast<int64_t>(common);
   r.timings.prompt_ms = ms_between(t_start, t_prompt);
 
-  // The penalty window starts with the prompt, as in llama.cpp.
-  const size_t window =
-      o.sampling.repeat_last_n < 0 ? prompt.size() : std::min<size_t>(prompt.size(), o.sampling.repeat_last_n);
-  for (size_t i = prompt.size() - window; i < prompt.size(); ++i) sampler.accept(prompt[i]);
-  if (o.ignore_eos)
-    for (const int32_t id : tokenizer.end_of_generation_ids())
-      if (id < n_vocab) sampler.ban(id);
+  prime_sampler(sampler, prompt, o, &tokenizer, n_vocab);
 
   TokenTextStream text(tokenizer, o.render_special);
   StopStrings stops(o.stop);
@@ -155,6 +159,7 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt_in, cons
   };
 
   FinishReason finish = FinishReason::kLength;
+  Batch batch;  // one row a step, its storage reused
   while (o.max_tokens != 0) {
     const int32_t token = sampler.sample(logits);
     sampler.accept(token);
@@ -184,7 +189,7 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt_in, cons
       finish = FinishReason::kContextFull;
       break;
     }
-    Batch batch;
+    batch.clear();
     batch.add(token, static_cast<int32_t>(tokens_.size()), seq_, true);
     logits = engine_.forward(batch);
     tokens_.push_back(token);

@@ -88,6 +88,12 @@ int64_t generation_room(int64_t n_ctx, int64_t max_tokens);
 std::vector<int32_t> keep_start_and_end(const std::vector<int32_t>& tokens, int64_t limit, int64_t n_keep,
                                         int32_t bos_id);
 
+// Readies a fresh sampler for a reply to `prompt`, as llama.cpp does: its penalty window starts
+// with the end of the prompt, and end-of-generation tokens are banned under ignore_eos (when
+// there is a tokenizer to name them).
+void prime_sampler(Sampler& sampler, const std::vector<int32_t>& prompt, const GenerateOptions& o,
+                   const Tokenizer* tokenizer, int32_t n_vocab);
+
 // Token ids to printable text as they are generated: complete UTF-8 only, control tokens
 // hidden (unless render_special), and SentencePiece's dummy-prefix space dropped from the first
 // piece after BOS, as llama2.c's decode and SentencePiece's own decoding do.

@@ -307,8 +307,8 @@ void Scheduler::admit() {
   }
 }
 
-std::vector<Scheduler::Planned> Scheduler::plan() {
-  std::vector<Planned> p;
+void Scheduler::plan(std::vector<Planned>& p) {
+  p.clear();
   int64_t budget = engine_.max_batch_rows();
   // Decode rows first: every stream gets its token this step, whatever is being prefilled.
   for (auto& slot : running_) {
@@ -327,7 +327,6 @@ std::vector<Scheduler::Planned> Scheduler::plan() {
       budget -= rows;
     }
   }
-  return p;
 }
 
 int64_t Scheduler::blocks_needed(const std::vector<Planned>& plan) const {
@@ -361,7 +360,8 @@ void Scheduler::preempt(Slot* slot) {
 }
 
 void Scheduler::step() {
-  std::vector<Planned> p = plan();
+  std::vector<Planned>& p = plan_;
+  plan(p);
   KvCache& cache = engine_.cache();
   for (;;) {
     if (p.empty()) return;
@@ -381,10 +381,11 @@ void Scheduler::step() {
       emit(*victim, end);
       std::erase_if(running_, [](const auto& s) { return s->finished; });
     }
-    p = plan();
+    plan(p);
   }
 
-  Batch batch;
+  Batch& batch = batch_;
+  batch.clear();
   for (const auto& [slot, rows] : p) {
     const Sequence& s = slot->seq;
     const int64_t end = s.n_fed + rows;
@@ -429,7 +430,7 @@ void Scheduler::after_forward(const std::vector<Planned>& plan, const float* log
     if (s.unfed() > 0) continue;  // a prompt chunk: more to feed
     const float* row = logits + out++ * n_vocab_;
 
-    std::vector<Slot*> samplers{slot};
+    const size_t first_fork = forked.size();
     for (const int32_t choice : s.pending_forks) {
       const GenerateOptions& o = slot->job->request.options;
       auto f = std::make_unique<Slot>(slot->job, s.fork(new_kv_id(), choice, choice_seed(o.sampling.seed, choice)));
@@ -439,16 +440,18 @@ void Scheduler::after_forward(const std::vector<Planned>& plan, const float* log
       f->seq.admitted_at = s.admitted_at;
       f->seq.running = true;
       f->admitted_once = true;
-      samplers.push_back(f.get());
       forked.push_back(std::move(f));
     }
     s.pending_forks.clear();
-    for (Slot* target : samplers) {
-      Sequence::Sampled sampled = slot->job->request.options.max_tokens == 0
-                                      ? target->seq.finish_now(FinishReason::kLength)
-                                      : target->seq.sample(row);
-      emit(*target, sampled);
-    }
+    // The sequence, then its new forks, each draws its first token from the same row.
+    const bool evaluate_only = slot->job->request.options.max_tokens == 0;
+    const auto sample_into = [&](Slot& target) {
+      Sequence::Sampled sampled =
+          evaluate_only ? target.seq.finish_now(FinishReason::kLength) : target.seq.sample(row);
+      emit(target, sampled);
+    };
+    sample_into(*slot);
+    for (size_t i = first_fork; i < forked.size(); ++i) sample_into(*forked[i]);
   }
   for (auto& f : forked) running_.push_back(std::move(f));
   std::erase_if(running_, [](const auto& s) { return s->finished; });

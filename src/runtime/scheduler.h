@@ -37,6 +37,7 @@
 #include <mutex>
 #include <vector>
 
+#include "runtime/batch.h"
 #include "runtime/generator.h"
 #include "runtime/prefix_cache.h"
 #include "runtime/request_stream.h"
@@ -133,7 +134,8 @@ class Scheduler {
   void handle_cancellations();
   void end_job(Job& job, RequestError error, const std::string& message);
   void admit();
-  std::vector<Planned> plan();
+  // Fills `p` (cleared first) with this step's rows: decode rows first, then prompt chunks.
+  void plan(std::vector<Planned>& p);
   int64_t blocks_needed(const std::vector<Planned>& plan) const;
   void preempt(Slot* slot);
   void step();
@@ -168,6 +170,9 @@ class Scheduler {
   std::vector<int32_t> free_kv_ids_;
   int32_t next_kv_id_ = 0;
   int64_t admissions_ = 0;
+  // The current step's plan and rows; their storage is reused from step to step.
+  std::vector<Planned> plan_;
+  Batch batch_;
 
   SchedulerStats counts_;  // engine thread: the running totals
   mutable std::mutex stats_mutex_;

@@ -7,17 +7,10 @@
 namespace frugal {
 namespace {
 
-// A sampler as Generator::generate prepares one: the penalty window starts with the end of the
-// prompt, and end-of-generation tokens are banned under ignore_eos.
-Sampler make_sampler(const SamplingParams& params, const std::vector<int32_t>& prompt, const GenerateOptions& o,
-                     const Tokenizer* tokenizer, int32_t n_vocab) {
-  Sampler sampler(params, n_vocab);
-  const size_t window =
-      params.repeat_last_n < 0 ? prompt.size() : std::min<size_t>(prompt.size(), params.repeat_last_n);
-  for (size_t i = prompt.size() - window; i < prompt.size(); ++i) sampler.accept(prompt[i]);
-  if (o.ignore_eos && tokenizer != nullptr)
-    for (const int32_t id : tokenizer->end_of_generation_ids())
-      if (id < n_vocab) sampler.ban(id);
+Sampler make_sampler(const std::vector<int32_t>& prompt, const GenerateOptions& o, const Tokenizer* tokenizer,
+                     int32_t n_vocab) {
+  Sampler sampler(o.sampling, n_vocab);
+  prime_sampler(sampler, prompt, o, tokenizer, n_vocab);
   return sampler;
 }
 
@@ -33,7 +26,7 @@ Sequence::Sequence(int32_t kv_id, int32_t choice, std::vector<int32_t> prompt, c
       tokenizer_(tokenizer),
       n_vocab_(n_vocab),
       n_ctx_(n_ctx),
-      sampler_(make_sampler(options.sampling, tokens_, options, tokenizer, n_vocab)),
+      sampler_(make_sampler(tokens_, options, tokenizer, n_vocab)),
       stops_(options.stop) {
   FRUGAL_CHECK(!tokens_.empty());
   if (tokenizer_ != nullptr) text_.emplace(*tokenizer_, options_.render_special);

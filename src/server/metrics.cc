@@ -11,14 +11,21 @@ void header(std::string& out, const std::string& name, const char* type, const s
   out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
 }
 
-void gauge(std::string& out, const std::string& name, int64_t value, const std::string& help) {
-  header(out, name, "gauge", help);
+// One unlabelled sample of an integer metric: its HELP and TYPE lines, then its value.
+template <typename Int>
+void sample(std::string& out, const char* type, const std::string& name, Int value, const std::string& help) {
+  header(out, name, type, help);
   out += fmt::format("{} {}\n", name, value);
 }
 
-void counter(std::string& out, const std::string& name, uint64_t value, const std::string& help) {
-  header(out, name, "counter", help);
-  out += fmt::format("{} {}\n", name, value);
+void gauge(std::string& out, const std::string& name, int64_t value, const std::string& help) {
+  sample(out, "gauge", name, value, help);
+}
+
+// Counters only grow from zero: any integer type renders them.
+template <typename Int>
+void counter(std::string& out, const std::string& name, Int value, const std::string& help) {
+  sample(out, "counter", name, value, help);
 }
 
 // Prometheus renders floats in Go's way; "+Inf" and a plain shortest representation suffice.
@@ -107,20 +114,20 @@ std::string Metrics::render(const SchedulerStats& s) const {
         "KV cache blocks held only by the prefix cache (reusable, freed on demand)");
   gauge(out, "frugal_kv_blocks_free", s.kv_blocks_free, "KV cache blocks in the free pool");
   gauge(out, "frugal_kv_block_size", s.kv_block_size, "Positions per KV cache block");
-  counter(out, "frugal_prefix_cache_lookups_total", static_cast<uint64_t>(s.prefix_lookups),
+  counter(out, "frugal_prefix_cache_lookups_total", s.prefix_lookups,
           "Admissions of a new prompt that looked up the prefix cache");
-  counter(out, "frugal_prefix_cache_hits_total", static_cast<uint64_t>(s.prefix_hits),
+  counter(out, "frugal_prefix_cache_hits_total", s.prefix_hits,
           "Lookups that reused at least one cached block");
-  counter(out, "frugal_prefix_cache_hit_tokens_total", static_cast<uint64_t>(s.prefix_hit_tokens),
+  counter(out, "frugal_prefix_cache_hit_tokens_total", s.prefix_hit_tokens,
           "Prompt tokens taken from the prefix cache");
-  counter(out, "frugal_prompt_tokens_computed_total", static_cast<uint64_t>(s.prompt_tokens_computed),
+  counter(out, "frugal_prompt_tokens_computed_total", s.prompt_tokens_computed,
           "Prompt tokens run through the model");
-  counter(out, "frugal_generated_tokens_total", static_cast<uint64_t>(s.generated_tokens),
+  counter(out, "frugal_generated_tokens_total", s.generated_tokens,
           "Tokens sampled by the engine");
-  counter(out, "frugal_preemptions_total", static_cast<uint64_t>(s.preemptions),
+  counter(out, "frugal_preemptions_total", s.preemptions,
           "Sequences preempted to free KV blocks (fed again later)");
-  counter(out, "frugal_engine_steps_total", static_cast<uint64_t>(s.steps), "Forward passes of the engine");
-  counter(out, "frugal_batch_rows_total", static_cast<uint64_t>(s.batch_rows), "Rows of every forward pass together");
+  counter(out, "frugal_engine_steps_total", s.steps, "Forward passes of the engine");
+  counter(out, "frugal_batch_rows_total", s.batch_rows, "Rows of every forward pass together");
   return out;
 }
 

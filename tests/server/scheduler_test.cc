@@ -153,12 +153,9 @@ TEST(Scheduler, GreedyMatchesTheGenerator) {
   Generator generator(*reference);
   for (const auto& text : kPrompts) {
     const auto prompt = h.encode(text);
-    GenerateOptions o;
-    o.sampling.temperature = 0.0f;
-    o.max_tokens = 40;
-    o.ignore_eos = true;
-    const GenerationResult expected = generator.generate(prompt, o);
-    auto stream = h.submit(request(prompt, 40));
+    const GenerationRequest r = request(prompt, 40);
+    const GenerationResult expected = generator.generate(prompt, r.options);
+    auto stream = h.submit(r);
     const Result got = collect(*stream);
     ASSERT_FALSE(got.failed);
     EXPECT_EQ(got.choices[0].tokens, expected.tokens) << text;
@@ -178,12 +175,9 @@ TEST(Scheduler, ALongPromptPrefilledInChunksMatchesTheGenerator) {
   for (int i = 0; i < 12; ++i) text += kPrompts[i % kPrompts.size()] + " and then. ";
   const auto prompt = h.encode(text);
   ASSERT_GT(prompt.size(), 100u);
-  GenerateOptions o;
-  o.sampling.temperature = 0.0f;
-  o.max_tokens = 24;
-  o.ignore_eos = true;
-  const GenerationResult expected = generator.generate(prompt, o);
-  auto stream = h.submit(request(prompt, 24));
+  const GenerationRequest r = request(prompt, 24);
+  const GenerationResult expected = generator.generate(prompt, r.options);
+  auto stream = h.submit(r);
   EXPECT_EQ(collect(*stream).choices[0].tokens, expected.tokens);
 }
 
@@ -393,23 +387,19 @@ TEST(Scheduler, StopStringsAndContextEndAsInTheGenerator) {
   auto reference = wiki(wiki_options(64));
   Generator generator(*reference);
   const auto prompt = h.encode(kPrompts[0]);
-  GenerateOptions o;
-  o.sampling.temperature = 0.0f;
-  o.ignore_eos = true;
-  o.stop = {" the"};
-  const GenerationResult expected = generator.generate(prompt, o);
   auto r = request(prompt, -1);
-  r.options.stop = o.stop;
+  r.options.stop = {" the"};
+  const GenerationResult expected = generator.generate(prompt, r.options);
   auto stream = h.submit(r);
   Result got = collect(*stream);
   EXPECT_EQ(got.choices[0].text, expected.text);
   EXPECT_EQ(got.choices[0].finish, expected.finish_reason);
 
   generator.truncate(0);
-  o.stop.clear();
-  const GenerationResult full = generator.generate(prompt, o);  // until the context is full
+  r.options.stop.clear();
+  const GenerationResult full = generator.generate(prompt, r.options);  // until the context is full
   ASSERT_EQ(full.finish_reason, FinishReason::kContextFull);
-  stream = h.submit(request(prompt, -1));
+  stream = h.submit(r);
   got = collect(*stream);
   EXPECT_EQ(got.choices[0].tokens, full.tokens);
   EXPECT_EQ(got.choices[0].finish, FinishReason::kContextFull);

@@ -53,11 +53,7 @@ std::string template_names() {
 }
 
 ChatTemplate choose_template(const ChatFlags& f, const Engine& engine) {
-  if (!f.chat_template.empty()) {
-    return f.chat_template.find("{%") == std::string::npos && f.chat_template.find("{{") == std::string::npos
-               ? ChatTemplate::by_name(f.chat_template)
-               : ChatTemplate::detect(f.chat_template);
-  }
+  if (!f.chat_template.empty()) return chat_template_arg(f.chat_template);
   if (engine.chat_template().empty())
     fail("{} has no chat template: choose one with --chat-template NAME (one of {})", f.model.model, template_names());
   try {

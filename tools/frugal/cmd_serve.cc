@@ -108,8 +108,7 @@ std::optional<ChatTemplate> choose_template(const ServeFlags& f, const Engine& e
     return std::nullopt;
   }
   if (!f.chat_template.empty()) {
-    const bool jinja = f.chat_template.find("{%") != std::string::npos || f.chat_template.find("{{") != std::string::npos;
-    ChatTemplate t = jinja ? ChatTemplate::detect(f.chat_template) : ChatTemplate::by_name(f.chat_template);
+    ChatTemplate t = chat_template_arg(f.chat_template);
     note = std::string(t.name());
     return t;
   }

@@ -89,6 +89,11 @@ SamplingParams sampling_params(const SamplingFlags& f, int32_t n_vocab) {
   return p;
 }
 
+ChatTemplate chat_template_arg(const std::string& value) {
+  const bool jinja = value.find("{%") != std::string::npos || value.find("{{") != std::string::npos;
+  return jinja ? ChatTemplate::detect(value) : ChatTemplate::by_name(value);
+}
+
 std::string read_text_arg(const std::string& path, const std::string& what) {
   try {
     return read_text_file(path);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "chat/chat_template.h"
 #include "runtime/engine.h"
 #include "runtime/generator.h"
 
@@ -41,6 +42,9 @@ struct SamplingFlags {
 void add_sampling_flags(CLI::App& app, SamplingFlags& flags);
 // The parameters, checked; throws frugal::Error naming the flag.
 SamplingParams sampling_params(const SamplingFlags& flags, int32_t n_vocab);
+
+// --chat-template's value: Jinja template text (it holds "{%" or "{{") or else a family name.
+ChatTemplate chat_template_arg(const std::string& value);
 
 // The whole file as text; throws frugal::Error naming it when it cannot be read.
 std::string read_text_arg(const std::string& path, const std::string& what);

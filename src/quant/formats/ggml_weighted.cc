@@ -14,6 +14,7 @@
 #include "core/dtype.h"
 #include "core/half.h"
 #include "quant/formats/blocks.h"
+#include "quant/formats/iq4_nl.h"
 #include "quant/formats/kquant_common.h"
 #include "quant/formats/quantize_rows.h"
 
@@ -389,55 +390,13 @@ void q6_k_block(const float* x, BlockQ6_K& y, const float* qw) {
   }
 }
 
-// ---- IQ4_NL (quantize_row_iq4_nl_impl with one block per super-block, 7 search steps) ----------
-
-int nearest_iq4nl(float x) {
-  const float x2 = x + x;
-  int index = 0;
-  for (int step = 8; step > 0; step >>= 1) {
-    const int j = index + step;
-    if (x2 >= static_cast<float>(kIQ4NLValues[j - 1] + kIQ4NLValues[j])) index = j;
-  }
-  return index;
-}
+// ---- IQ4_NL (the reference's search, iq4_nl.h, with sigma2 over the block) -------------------
 
 void iq4_nl_block(const float* x, BlockIQ4_NL& y, const float* qw) {
   float weight[kQK];
   const float sigma2 = 2 * mean_square(x, kQK);
-  float amax = 0, max = 0;
-  for (int j = 0; j < kQK; ++j) {
-    weight[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
-    if (std::fabs(x[j]) > amax) {
-      amax = std::fabs(x[j]);
-      max = x[j];
-    }
-  }
-  float d = 0;
-  if (amax >= kGroupMaxEps) {
-    auto fit = [&](float id, float* sumqx, float* sumq2) {
-      *sumqx = *sumq2 = 0;
-      for (int j = 0; j < kQK; ++j) {
-        const float q = kIQ4NLValues[nearest_iq4nl(id * x[j])];
-        *sumqx += weight[j] * q * x[j];
-        *sumq2 += weight[j] * q * q;
-      }
-    };
-    float sumqx, sumq2;
-    fit(1 / (-max / kIQ4NLValues[0]), &sumqx, &sumq2);
-    d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
-    float best = d * sumqx;
-    for (int step = -7; step <= 7; ++step) {
-      fit((step + kIQ4NLValues[0]) / max, &sumqx, &sumq2);
-      if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-        d = sumqx / sumq2;
-        best = d * sumqx;
-      }
-    }
-  }
-  y.d = f32_to_f16(d);
-  const float id = d != 0.0f ? 1 / d : 0.0f;
-  for (int j = 0; j < kQK / 2; ++j)
-    y.qs[j] = static_cast<uint8_t>(nearest_iq4nl(id * x[j]) | (nearest_iq4nl(id * x[j + kQK / 2]) << 4));
+  for (int j = 0; j < kQK; ++j) weight[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
+  iq4_nl_quantize_block(x, weight, y);
 }
 
 // ---- registration ------------------------------------------------------------------------------

@@ -4,13 +4,14 @@
     ppl_cli_test.py --frugal BIN --shared DIR --tmp DIR CASE [ARGS...]
 
 Every case exits 0 when it holds and prints why not otherwise."""
-import argparse
 import json
 import math
 import os
-import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import cli_case  # noqa: E402
+from cli_case import Failed, check  # noqa: E402
 
 WIKI = "data/wikitext2/wiki.test.raw"
 CTX = 256
@@ -19,38 +20,9 @@ CTX = 256
 KL_CHUNKS = 300
 
 
-class Failed(Exception):
-    pass
-
-
-def check(cond, message):
-    if not cond:
-        raise Failed(message)
-
-
-class Runner:
+class Runner(cli_case.Runner):
     def __init__(self, args):
-        self.frugal = args.frugal
-        self.shared = args.shared
-        self.tmp = args.tmp
-        os.makedirs(self.tmp, exist_ok=True)
-
-    def path(self, rel):
-        return os.path.join(self.shared, rel)
-
-    def run(self, *argv, expect_ok=True):
-        cmd = [self.frugal, "perplexity", *argv]
-        print("$", " ".join(cmd), flush=True)
-        start = time.monotonic()
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        print(f"(exit {p.returncode} after {time.monotonic() - start:.1f} s)")
-        if p.stderr:
-            print("stderr:", p.stderr[-3000:])
-        if expect_ok and p.returncode != 0:
-            raise Failed(f"exit code {p.returncode}")
-        if not expect_ok and p.returncode == 0:
-            raise Failed("succeeded where an error was expected; stdout: " + p.stdout[-2000:])
-        return p
+        super().__init__(args, "perplexity")
 
     def run_json(self, *argv):
         p = self.run(*argv, "--json")
@@ -188,33 +160,17 @@ def case_plain_output(r):
     check(lines[0].split(",")[3] == f"[4]{j['running_ppl'][3]:.4f}", "running PPL of the 4th window")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--frugal", required=True)
-    ap.add_argument("--shared", required=True)
-    ap.add_argument("--tmp", required=True)
-    ap.add_argument("case")
-    ap.add_argument("args", nargs="*")
-    args = ap.parse_args()
-    r = Runner(args)
-    cases = {
-        "ppl_full": lambda: case_ppl_full(r, *args.args),
-        "save_base": lambda: case_save_base(r),
-        "kl": lambda: case_kl(r, args.args[0], float(args.args[1]), float(args.args[2])),
-        "kl_self": lambda: case_kl_self(r),
-        "kl_mismatch": lambda: case_kl_mismatch(r),
-        "bad_input": lambda: case_bad_input(r),
-        "plain_output": lambda: case_plain_output(r),
-        "remove_base": lambda: os.path.exists(r.base_file()) and os.remove(r.base_file()),
-    }
-    try:
-        cases[args.case]()
-    except Failed as e:
-        print(f"FAILED: {args.case}: {e}")
-        return 1
-    print(f"ok: {args.case}")
-    return 0
+CASES = {
+    "ppl_full": case_ppl_full,
+    "save_base": case_save_base,
+    "kl": lambda r, model, lo, hi: case_kl(r, model, float(lo), float(hi)),
+    "kl_self": case_kl_self,
+    "kl_mismatch": case_kl_mismatch,
+    "bad_input": case_bad_input,
+    "plain_output": case_plain_output,
+    "remove_base": lambda r: os.path.exists(r.base_file()) and os.remove(r.base_file()),
+}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_case.main(Runner, CASES))

@@ -4,13 +4,14 @@
     quant_cli_test.py --frugal BIN --shared DIR --tmp DIR CASE
 
 Every case exits 0 when it holds and prints why not otherwise."""
-import argparse
 import json
 import os
 import re
-import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import cli_case  # noqa: E402
+from cli_case import Failed, check  # noqa: E402
 
 HF = "models/wiki-7m"
 F32 = "models/wiki-7m-gguf/wiki-7m-f32.gguf"
@@ -19,41 +20,12 @@ CALIB = "data/wikitext2/wiki.valid.tokens"  # calibration text: not the test tex
 TEST_TEXT = "data/wikitext2/wiki.test.raw"
 
 
-class Failed(Exception):
-    pass
-
-
-def check(cond, message):
-    if not cond:
-        raise Failed(message)
-
-
-class Runner:
+class Runner(cli_case.Runner):
     def __init__(self, args):
-        self.frugal = args.frugal
-        self.shared = args.shared
-        self.tmp = args.tmp
-        os.makedirs(self.tmp, exist_ok=True)
-
-    def path(self, rel):
-        return os.path.join(self.shared, rel)
+        super().__init__(args, "quantize")
 
     def out(self, name):
         return os.path.join(self.tmp, name)
-
-    def run(self, *argv, expect_ok=True, command="quantize"):
-        cmd = [self.frugal, command, *argv]
-        print("$", " ".join(cmd), flush=True)
-        start = time.monotonic()
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        print(f"(exit {p.returncode} after {time.monotonic() - start:.1f} s)")
-        if p.stderr:
-            print("stderr:", p.stderr[-2000:])
-        if expect_ok and p.returncode != 0:
-            raise Failed(f"exit code {p.returncode}")
-        if not expect_ok and p.returncode == 0:
-            raise Failed("succeeded where an error was expected; stdout: " + p.stdout[-2000:])
-        return p
 
     def quantize_json(self, *argv):
         p = self.run(*argv, "--json", "-t", "2")
@@ -211,24 +183,9 @@ def case_bpw(r):
     os.remove(out)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--frugal", required=True)
-    ap.add_argument("--shared", required=True)
-    ap.add_argument("--tmp", required=True)
-    ap.add_argument("case")
-    args = ap.parse_args()
-    r = Runner(args)
-    cases = {"bad_input": case_bad_input, "end_to_end": case_end_to_end, "llama2c": case_llama2c, "policy": case_policy,
-             "imatrix": case_imatrix, "bpw": case_bpw}
-    try:
-        cases[args.case](r)
-    except Failed as e:
-        print(f"FAILED: {e}")
-        return 1
-    print("OK")
-    return 0
+CASES = {"bad_input": case_bad_input, "end_to_end": case_end_to_end, "llama2c": case_llama2c, "policy": case_policy,
+         "imatrix": case_imatrix, "bpw": case_bpw}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_case.main(Runner, CASES))

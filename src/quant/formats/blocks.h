@@ -23,17 +23,17 @@ inline constexpr int kQK_K = 256;
 // Bytes of the packed 6-bit scales and mins of Q4_K / Q5_K (ggml's K_SCALE_SIZE).
 inline constexpr int kKScaleSize = 12;
 
-// x = d * q, q in [-127, 127].
 // frugal's activation block for integer dot products (never stored in files): Q8_0's quants
 // and f16 scale, plus the exact sum of the quants, so that formats with an offset (Q4_0's -8,
 // Q4_1's minimum) fold it in with integer arithmetic: sum((q - 8) x) = sum(q x) - 8 sum(x).
 struct BlockQ8Act {
   uint16_t d;      // f16 scale, as Q8_0's
   int16_t sum;     // sum of qs
-  int8_t qs[32];   // quants, as Q8_0's
+  int8_t qs[kQK];  // quants, as Q8_0's
 };
 static_assert(sizeof(BlockQ8Act) == 36);
 
+// x = d * q, q in [-127, 127].
 struct BlockQ8_0 {
   uint16_t d;      // f16 scale
   int8_t qs[kQK];  // quants

@@ -14,6 +14,7 @@
 #include "core/dtype.h"
 #include "core/half.h"
 #include "quant/formats/blocks.h"
+#include "quant/formats/iq4_nl.h"
 #include "quant/formats/kquant_common.h"
 #include "quant/formats/quantize_rows.h"
 
@@ -162,39 +163,35 @@ float mean_square(const float* x, int64_t n) {
 
 // ---- legacy formats (one row at a time; sigma2 over the row) ----------------------------------
 
-void q4_0_row(const float* x, BlockQ4_0* y, int64_t n, const float* qw) {
+// Levels [0, 32) of one legacy block: low nibbles as Q4_0's, fifth bits (Q5_0, Q5_1) in qh.
+template <typename Block, typename Level>
+void pack_legacy(const Level* L, Block& y) {
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    const uint8_t xi0 = static_cast<uint8_t>(L[j]), xi1 = static_cast<uint8_t>(L[j + 16]);
+    y.qs[j] = static_cast<uint8_t>((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
+    qh |= ((xi0 & 0x10u) >> 4) << j;
+    qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
+  }
+  if constexpr (requires { y.qh; }) std::memcpy(y.qh, &qh, sizeof(qh));
+}
+
+// Q4_0 (kNmax 8) and Q5_0 (16).
+template <typename Block, int kNmax>
+void q_0_row(const float* x, Block* y, int64_t n, const float* qw) {
   const float sigma2 = mean_square(x, n);
   float weight[kQK];
   int8_t L[kQK];
   for (int64_t ib = 0; ib < n / kQK; ++ib) {
     const float* xb = x + kQK * ib;
     for (int j = 0; j < kQK; ++j) weight[j] = qw[kQK * ib + j] * std::sqrt(sigma2 + xb[j] * xb[j]);
-    const float d = kquant::fit_symmetric(kQK, 8, xb, L, weight);
+    const float d = kquant::fit_symmetric(kQK, kNmax, xb, L, weight);
     y[ib].d = f32_to_f16(d);
-    for (int j = 0; j < 16; ++j) y[ib].qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
+    pack_legacy(L, y[ib]);
   }
 }
 
-void q5_0_row(const float* x, BlockQ5_0* y, int64_t n, const float* qw) {
-  const float sigma2 = mean_square(x, n);
-  float weight[kQK];
-  int8_t L[kQK];
-  for (int64_t ib = 0; ib < n / kQK; ++ib) {
-    const float* xb = x + kQK * ib;
-    for (int j = 0; j < kQK; ++j) weight[j] = qw[kQK * ib + j] * std::sqrt(sigma2 + xb[j] * xb[j]);
-    const float d = kquant::fit_symmetric(kQK, 16, xb, L, weight);
-    y[ib].d = f32_to_f16(d);
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; ++j) {
-      const uint8_t xi0 = static_cast<uint8_t>(L[j]), xi1 = static_cast<uint8_t>(L[j + 16]);
-      y[ib].qs[j] = static_cast<uint8_t>((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
-      qh |= ((xi0 & 0x10u) >> 4) << j;
-      qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
-    }
-    std::memcpy(y[ib].qh, &qh, sizeof(qh));
-  }
-}
-
+// Q4_1 (kNmax 15) and Q5_1 (31).
 template <typename Block, int kNmax>
 void q_1_row(const float* x, Block* y, int64_t n, const float* qw) {
   const float sigma2 = mean_square(x, n);
@@ -207,18 +204,7 @@ void q_1_row(const float* x, Block* y, int64_t n, const float* qw) {
     const float d = fit_asymmetric3(kQK, kNmax, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36);
     y[ib].d = f32_to_f16(d);
     y[ib].m = f32_to_f16(-min);
-    if constexpr (kNmax == 15) {
-      for (int j = 0; j < 16; ++j) y[ib].qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
-    } else {
-      uint32_t qh = 0;
-      for (int j = 0; j < 16; ++j) {
-        const uint8_t xi0 = L[j], xi1 = L[j + 16];
-        y[ib].qs[j] = static_cast<uint8_t>((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
-        qh |= ((xi0 & 0x10u) >> 4) << j;
-        qh |= ((xi1 & 0x10u) >> 4) << (j + 16);
-      }
-      std::memcpy(y[ib].qh, &qh, sizeof(qh));
-    }
+    pack_legacy(L, y[ib]);
   }
 }
 
@@ -389,55 +375,13 @@ void q6_k_block(const float* x, BlockQ6_K& y, const float* qw) {
   }
 }
 
-// ---- IQ4_NL (quantize_row_iq4_nl_impl with one block per super-block, 7 search steps) ----------
-
-int nearest_iq4nl(float x) {
-  const float x2 = x + x;
-  int index = 0;
-  for (int step = 8; step > 0; step >>= 1) {
-    const int j = index + step;
-    if (x2 >= static_cast<float>(kIQ4NLValues[j - 1] + kIQ4NLValues[j])) index = j;
-  }
-  return index;
-}
+// ---- IQ4_NL (the reference's search, iq4_nl.h, with sigma2 over the block) -------------------
 
 void iq4_nl_block(const float* x, BlockIQ4_NL& y, const float* qw) {
   float weight[kQK];
   const float sigma2 = 2 * mean_square(x, kQK);
-  float amax = 0, max = 0;
-  for (int j = 0; j < kQK; ++j) {
-    weight[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
-    if (std::fabs(x[j]) > amax) {
-      amax = std::fabs(x[j]);
-      max = x[j];
-    }
-  }
-  float d = 0;
-  if (amax >= kGroupMaxEps) {
-    auto fit = [&](float id, float* sumqx, float* sumq2) {
-      *sumqx = *sumq2 = 0;
-      for (int j = 0; j < kQK; ++j) {
-        const float q = kIQ4NLValues[nearest_iq4nl(id * x[j])];
-        *sumqx += weight[j] * q * x[j];
-        *sumq2 += weight[j] * q * q;
-      }
-    };
-    float sumqx, sumq2;
-    fit(1 / (-max / kIQ4NLValues[0]), &sumqx, &sumq2);
-    d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
-    float best = d * sumqx;
-    for (int step = -7; step <= 7; ++step) {
-      fit((step + kIQ4NLValues[0]) / max, &sumqx, &sumq2);
-      if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-        d = sumqx / sumq2;
-        best = d * sumqx;
-      }
-    }
-  }
-  y.d = f32_to_f16(d);
-  const float id = d != 0.0f ? 1 / d : 0.0f;
-  for (int j = 0; j < kQK / 2; ++j)
-    y.qs[j] = static_cast<uint8_t>(nearest_iq4nl(id * x[j]) | (nearest_iq4nl(id * x[j + kQK / 2]) << 4));
+  for (int j = 0; j < kQK; ++j) weight[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
+  iq4_nl_quantize_block(x, weight, y);
 }
 
 // ---- registration ------------------------------------------------------------------------------
@@ -476,7 +420,8 @@ bool reg() {
 }
 
 const bool kRegistered =
-    reg<DType::kQ4_0, per_row_rows<BlockQ4_0, q4_0_row>>() && reg<DType::kQ5_0, per_row_rows<BlockQ5_0, q5_0_row>>() &&
+    reg<DType::kQ4_0, per_row_rows<BlockQ4_0, q_0_row<BlockQ4_0, 8>>>() &&
+    reg<DType::kQ5_0, per_row_rows<BlockQ5_0, q_0_row<BlockQ5_0, 16>>>() &&
     reg<DType::kQ4_1, per_row_rows<BlockQ4_1, q_1_row<BlockQ4_1, 15>>>() &&
     reg<DType::kQ5_1, per_row_rows<BlockQ5_1, q_1_row<BlockQ5_1, 31>>>() &&
     reg<DType::kQ2_K, per_block_rows<BlockQ2_K, kQK_K, q2_k_block>>() &&

@@ -1,7 +1,8 @@
 // q8_act: the form activations take before an integer dot product with Q8_0, Q4_0 or Q4_1
 // weights. Same quants and scale as Q8_0 (so products equal llama.cpp's Q8_0 activations),
 // plus the integer sum of each block's quants. frugal's own; never written to a file.
-#include <cmath>
+#include <algorithm>
+#include <numeric>
 
 #include "core/dtype.h"
 #include "core/half.h"
@@ -18,22 +19,16 @@ void dequantize_q8_act(const void* src, float* dst, int64_t n) {
   }
 }
 
-// Q8_0's quantizer (round half away from zero against the unrounded scale), plus the sum.
+// Q8_0's quantizer (through the dtype table) on each block, plus the sum.
 void quantize_q8_act(const float* src, void* dst, int64_t n) {
+  const DTypeTraits& q8_0 = dtype_traits(DType::kQ8_0);
   auto* blocks = static_cast<BlockQ8Act*>(dst);
   for (int64_t b = 0; b < n / kQK; ++b) {
-    const float* x = src + b * kQK;
-    float amax = 0.0f;
-    for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
-    const float d = amax / 127;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    blocks[b].d = f32_to_f16(d);
-    int sum = 0;
-    for (int j = 0; j < kQK; ++j) {
-      blocks[b].qs[j] = static_cast<int8_t>(std::roundf(x[j] * id));
-      sum += blocks[b].qs[j];
-    }
-    blocks[b].sum = static_cast<int16_t>(sum);
+    BlockQ8_0 q;
+    q8_0.from_float(src + b * kQK, &q, kQK);
+    blocks[b].d = q.d;
+    std::copy(q.qs, q.qs + kQK, blocks[b].qs);
+    blocks[b].sum = static_cast<int16_t>(std::accumulate(q.qs, q.qs + kQK, 0));
   }
 }
 

@@ -100,15 +100,17 @@ class AffineLegacyCodec final : public FormatCodec {
   }
 };
 
-class IQ4NLCodec final : public FormatCodec {
+// IQ4_NL and NF4: x = d * kGrid[q], a fixed grid of 16 levels.
+template <typename Block, const auto& kGrid>
+class GridCodec final : public FormatCodec {
  public:
-  IQ4NLCodec() : FormatCodec(DType::kIQ4_NL) {}
+  explicit GridCodec(DType type) : FormatCodec(type) {}
   float code(uint8_t* bytes, int64_t i, float x) const override {
-    auto& b = *reinterpret_cast<BlockIQ4_NL*>(bytes);
+    auto& b = *reinterpret_cast<Block*>(bytes);
     const float d = f16_to_f32(b.d);
-    const int q = nearest_in_grid(x, d, kIQ4NLValues, 16);
+    const int q = nearest_in_grid(x, d, kGrid, 16);
     set_nibble_code(b.qs, static_cast<int>(i), q);
-    return d * kIQ4NLValues[q];
+    return d * kGrid[q];
   }
 };
 
@@ -219,18 +221,6 @@ class IntGroupedCodec final : public FormatCodec {
   }
 };
 
-class NF4Codec final : public FormatCodec {
- public:
-  NF4Codec() : FormatCodec(DType::kNF4) {}
-  float code(uint8_t* bytes, int64_t i, float x) const override {
-    auto& b = *reinterpret_cast<BlockNF4*>(bytes);
-    const float d = f16_to_f32(b.d);
-    const int q = nearest_in_grid(x, d, kNF4Values, 16);
-    set_nibble_code(b.qs, static_cast<int>(i), q);
-    return d * kNF4Values[q];
-  }
-};
-
 class CB4Codec final : public BlockCodec {
  public:
   explicit CB4Codec(const CB4Levels& levels) : BlockCodec(kCB4Block, sizeof(BlockCB4)), levels_(levels) {}
@@ -271,7 +261,7 @@ std::unique_ptr<BlockCodec> make_block_codec(DType type, int64_t n_cols, const f
     case DType::kQ5_0: return std::make_unique<SymmetricLegacyCodec<BlockQ5_0, 5>>(type);
     case DType::kQ4_1: return std::make_unique<AffineLegacyCodec<BlockQ4_1, 4>>(type);
     case DType::kQ5_1: return std::make_unique<AffineLegacyCodec<BlockQ5_1, 5>>(type);
-    case DType::kIQ4_NL: return std::make_unique<IQ4NLCodec>();
+    case DType::kIQ4_NL: return std::make_unique<GridCodec<BlockIQ4_NL, kIQ4NLValues>>(type);
     case DType::kQ2_K: return std::make_unique<Q2KCodec>();
     case DType::kQ3_K: return std::make_unique<Q3KCodec>();
     case DType::kQ4_K: return std::make_unique<Q45KCodec<BlockQ4_K, 4>>(type);
@@ -283,7 +273,7 @@ std::unique_ptr<BlockCodec> make_block_codec(DType type, int64_t n_cols, const f
     case DType::kInt4G128: return std::make_unique<IntGroupedCodec<BlockInt4G128>>(type);
     case DType::kInt3G64: return std::make_unique<IntGroupedCodec<BlockInt3G64>>(type);
     case DType::kInt2G32: return std::make_unique<IntGroupedCodec<BlockInt2G32>>(type);
-    case DType::kNF4: return std::make_unique<NF4Codec>();
+    case DType::kNF4: return std::make_unique<GridCodec<BlockNF4, kNF4Values>>(type);
     case DType::kCB4: return std::make_unique<CB4Codec>(cb4_learn_levels(w, n_rows, n_cols, importance));
     default: FRUGAL_CHECK(false, "GPTQ does not support {}", dtype_name(type));
   }

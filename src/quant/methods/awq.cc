@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <mutex>
+#include <numeric>
 
+#include "quant/methods/linalg.h"
 #include "quant/methods/rtn.h"
 
 namespace frugal {
@@ -19,27 +20,13 @@ double scaled_error(const AwqMatrix& m, int64_t n_in, const std::vector<float>& 
   std::vector<float> back = dequantize_matrix(m.type, q.data(), m.n_out, n_in, pool);
   for (int64_t r = 0; r < m.n_out; ++r)
     for (int64_t j = 0; j < n_in; ++j) back[r * n_in + j] = m.w[r * n_in + j] - back[r * n_in + j] / s[j];
-  // Rows in parallel; each row's quadratic form in double.
-  double total = 0;
-  std::mutex mu;
+  // Rows in parallel, each row's quadratic form in double, summed in row order so that the
+  // search picks the same scales on every run whatever the threads' timing.
+  std::vector<double> row_loss(static_cast<size_t>(m.n_out));
   pool.parallel_for(m.n_out, [&](int64_t r0, int64_t r1) {
-    std::vector<double> t(static_cast<size_t>(n_in));
-    double local = 0;
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* d = back.data() + r * n_in;
-      std::fill(t.begin(), t.end(), 0.0);
-      for (int64_t j = 0; j < n_in; ++j) {
-        const double v = d[j];
-        if (v == 0) continue;
-        const double* hj = h + j * n_in;
-        for (int64_t i = 0; i < n_in; ++i) t[i] += v * hj[i];
-      }
-      for (int64_t i = 0; i < n_in; ++i) local += d[i] * t[i];
-    }
-    std::lock_guard<std::mutex> lock(mu);
-    total += local;
+    for (int64_t r = r0; r < r1; ++r) row_loss[r] = linalg::quadratic_form_rows(back.data() + r * n_in, 1, n_in, h);
   });
-  return total;
+  return std::accumulate(row_loss.begin(), row_loss.end(), 0.0);
 }
 
 }  // namespace

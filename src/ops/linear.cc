@@ -137,8 +137,12 @@ void lora_add(OpContext& ctx, const LoraAdapter& adapter, const float* x, int64_
   // h = x·Aᵀ in the forward (dot-product) form; then y += h·(scale·Bᵀ) in axpy form, whose
   // rank-long reduction vectorises along the n_out outputs instead of along the short rank.
   matmul_nt(ctx, x, n_in, a.as<const float>(), n_in, h, rank, n_rows, rank, n_in);
-  float* bt = ctx.arena.allocate<float>(rank * n_out);  // [rank, n_out]
-  transpose_scaled(b.as<const float>(), n_out, rank, adapter.scale, bt);
+  const float* bt = adapter.scaled_bt.empty() ? nullptr : adapter.scaled_bt.as<const float>();  // [rank, n_out]
+  if (bt == nullptr) {
+    float* t = ctx.arena.allocate<float>(rank * n_out);
+    transpose_scaled(b.as<const float>(), n_out, rank, adapter.scale, t);
+    bt = t;
+  }
   matmul_nn(ctx, h, rank, bt, n_out, y, n_out, n_rows, n_out, rank, /*accumulate=*/true);
 }
 

@@ -18,7 +18,10 @@ struct LoraAdapter {
   Tensor a;            // [rank, n_in] f32
   Tensor b;            // [n_out, rank] f32
   float scale = 1.0f;  // alpha / rank (or alpha / sqrt(rank)) times the user's weight
-  std::shared_ptr<const void> storage;  // owns a and b when the adapter owns its tensors
+  // scale·Bᵀ [rank, n_out] f32, the form lora_add multiplies by: precomputed by adapters whose
+  // matrices no longer change (inference); when empty lora_add derives it on each call.
+  Tensor scaled_bt;
+  std::shared_ptr<const void> storage;  // owns a, b and scaled_bt when the adapter owns its tensors
 };
 
 struct Linear {

@@ -1,6 +1,8 @@
 // What every op needs to run: the thread pool, per-forward scratch memory and the kernel table.
 #pragma once
 
+#include <cstdint>
+
 #include "core/arena.h"
 #include "core/thread_pool.h"
 #include "kernels/kernels.h"
@@ -17,5 +19,20 @@ struct OpContext {
   // where linear() pays one pointer test for it.
   LinearObserver* observer = nullptr;
 };
+
+// Row-wise work below this many elements runs on the calling thread: starting a parallel
+// region costs more than it saves.
+inline constexpr int64_t kSerialElements = 1 << 14;
+
+// f(r0, r1) over the rows [0, n_rows) of width `width`: on the calling thread when the work is
+// small or one row, else split across the pool.
+template <typename F>
+void for_rows(OpContext& ctx, int64_t n_rows, int64_t width, F&& f) {
+  if (n_rows * width <= kSerialElements || n_rows == 1) {
+    f(int64_t{0}, n_rows);
+  } else {
+    ctx.pool.parallel_for(n_rows, f);
+  }
+}
 
 }  // namespace frugal

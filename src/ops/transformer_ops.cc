@@ -11,22 +11,6 @@
 #include "runtime/kv_cache.h"
 
 namespace frugal {
-namespace {
-
-// Row-wise work below this many elements runs on the calling thread: starting a parallel
-// region costs more than it saves.
-constexpr int64_t kSerialElements = 1 << 14;
-
-template <typename F>
-void for_rows(OpContext& ctx, int64_t n_rows, int64_t width, F&& f) {
-  if (n_rows * width <= kSerialElements || n_rows == 1) {
-    f(int64_t{0}, n_rows);
-  } else {
-    ctx.pool.parallel_for(n_rows, f);
-  }
-}
-
-}  // namespace
 
 void embedding_lookup(OpContext& ctx, const Tensor& table, const int32_t* tokens, int64_t n_rows, float* out) {
   const int64_t d = table.cols();

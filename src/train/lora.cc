@@ -10,6 +10,7 @@
 #include <set>
 
 #include "core/check.h"
+#include "ops/grad/matmul.h"
 
 namespace frugal {
 namespace {
@@ -313,13 +314,19 @@ int64_t attach_lora(const Model& model, const LoraSet& adapters) {
   auto& weights = const_cast<DecoderWeights&>(decoder->weights());
   int64_t n = 0;
   for (const LoraModule& m : adapters.modules()) {
+    // a, b, then scale·Bᵀ: the matrices are fixed from here on, so lora_add need not
+    // transpose B on every forward.
     auto storage = std::make_shared<std::vector<float>>();
-    storage->reserve(m.a.size() + m.b.size());
+    storage->reserve(m.a.size() + 2 * m.b.size());
     storage->insert(storage->end(), m.a.begin(), m.a.end());
     storage->insert(storage->end(), m.b.begin(), m.b.end());
+    storage->resize(m.a.size() + 2 * m.b.size());
+    float* scaled_bt = storage->data() + m.a.size() + m.b.size();
+    transpose_scaled(m.b.data(), m.n_out, m.rank, m.scale, scaled_bt);
     LoraAdapter ad;
     ad.a = Tensor(storage->data(), DType::kF32, {m.rank, m.n_in});
     ad.b = Tensor(storage->data() + m.a.size(), DType::kF32, {m.n_out, m.rank});
+    ad.scaled_bt = Tensor(scaled_bt, DType::kF32, {m.rank, m.n_out});
     ad.scale = m.scale;
     ad.storage = storage;
     const_cast<Linear&>(lora_target_linear(weights, m.layer, m.target)).lora.push_back(std::move(ad));

@@ -287,13 +287,12 @@ double TrainableDecoder::forward_backward(ThreadPool& pool, const TrainBatch& b,
   return loss;
 }
 
-double TrainableDecoder::forward_loss(ThreadPool& pool, const TrainBatch& b) {
+const float* TrainableDecoder::forward_eval(OpContext& ctx, const TrainBatch& b) {
   const ModelConfig& c = config_;
   b.validate(c.n_vocab);
   acts_.reset();
   scratch_.reset();
-  OpContext ctx{pool, scratch_, kernels::active()};
-  prepare_rope(pool, b);
+  prepare_rope(ctx.pool, b);
   const int64_t R = b.rows(), d = c.n_embd;
   float* x = acts_.allocate<float>(R * d);
   float* y = acts_.allocate<float>(R * d);
@@ -304,26 +303,18 @@ double TrainableDecoder::forward_loss(ThreadPool& pool, const TrainBatch& b) {
     std::swap(x, y);
     scratch_.reset();
   }
+  return x;
+}
+
+double TrainableDecoder::forward_loss(ThreadPool& pool, const TrainBatch& b) {
+  OpContext ctx{pool, scratch_, kernels::active()};
+  const float* x = forward_eval(ctx, b);
   return output_and_loss(ctx, b, x, 0.0f, nullptr, nullptr);
 }
 
 void TrainableDecoder::forward_logits(ThreadPool& pool, const TrainBatch& b, float* logits) {
-  const ModelConfig& c = config_;
-  b.validate(c.n_vocab);
-  acts_.reset();
-  scratch_.reset();
   OpContext ctx{pool, scratch_, kernels::active()};
-  prepare_rope(pool, b);
-  const int64_t R = b.rows(), d = c.n_embd;
-  float* x = acts_.allocate<float>(R * d);
-  float* y = acts_.allocate<float>(R * d);
-  embedding_lookup(ctx, w_.token_embd, b.tokens.data(), R, x);
-  LayerActs a = alloc_layer(R);
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    layer_forward(ctx, b, l, x, a, y, 0, false);
-    std::swap(x, y);
-    scratch_.reset();
-  }
+  const float* x = forward_eval(ctx, b);
   output_and_loss(ctx, b, x, 0.0f, nullptr, logits);
 }
 

@@ -71,6 +71,9 @@ class TrainableDecoder {
   void project_lora_backward(OpContext& ctx, int64_t l, LoraTarget t, const float* x, const float* h, const float* dy,
                              int64_t rows, float* dx, uint64_t dropout_seed);
   void prepare_rope(ThreadPool& pool, const TrainBatch& b);
+  // The evaluation forward (no dropout, nothing kept for a backward pass) through every
+  // layer: returns the final residual stream [rows, n_embd], in acts_.
+  const float* forward_eval(OpContext& ctx, const TrainBatch& b);
   double output_and_loss(OpContext& ctx, const TrainBatch& b, const float* x, float loss_weight, float* dx,
                          float* logits_out);
 

@@ -27,9 +27,7 @@ using test::poke;
 constexpr const char* kLabel = "bad.gguf";
 
 test::Parsed<GgufFile> parse(const std::vector<uint8_t>& image, size_t size) {
-  auto exact = std::make_unique<test::ExactBytes>(image, size);
-  auto file = GgufFile::parse_bytes(exact->data(), exact->size(), kLabel);
-  return {std::move(exact), std::move(file)};
+  return test::parse_exact<GgufFile>(image, size, kLabel);
 }
 test::Parsed<GgufFile> parse(const std::vector<uint8_t>& image) {
   return parse(image, image.size());

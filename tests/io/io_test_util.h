@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include "core/check.h"
@@ -66,6 +67,14 @@ struct Parsed {
   File* operator->() const { return file.get(); }
   File& operator*() const { return *file; }
 };
+
+// File::parse_bytes over the first `size` bytes of `image`, from an exact-size copy.
+template <typename File>
+Parsed<File> parse_exact(const std::vector<uint8_t>& image, size_t size, const std::string& label) {
+  auto exact = std::make_unique<ExactBytes>(image, size);
+  auto file = File::parse_bytes(exact->data(), exact->size(), label);
+  return {std::move(exact), std::move(file)};
+}
 
 // Position of the only occurrence of `needle` in `image` (fails the test when not exactly one).
 inline size_t find_unique(const std::vector<uint8_t>& image, std::string_view needle) {

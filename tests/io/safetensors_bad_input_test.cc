@@ -23,9 +23,7 @@ using test::replace_once;
 constexpr const char* kLabel = "bad.safetensors";
 
 test::Parsed<SafetensorsFile> parse(const std::vector<uint8_t>& image, size_t size) {
-  auto exact = std::make_unique<test::ExactBytes>(image, size);
-  auto file = SafetensorsFile::parse_bytes(exact->data(), exact->size(), kLabel);
-  return {std::move(exact), std::move(file)};
+  return test::parse_exact<SafetensorsFile>(image, size, kLabel);
 }
 test::Parsed<SafetensorsFile> parse(const std::vector<uint8_t>& image) {
   return parse(image, image.size());

@@ -33,6 +33,17 @@ const Reference& step_ref() {
 }
 
 std::string adapter_dir() { return test::reference_dir() + "/wiki7m_lora"; }
+
+// Merging the reference adapter at `scale` into `base`, to `out_name` in a fresh temporary
+// place (type: the base's unless set).
+MergeOptions merge_options(const std::string& base, double scale, const std::string& out_name) {
+  MergeOptions mo;
+  mo.model = base;
+  mo.adapters = {{adapter_dir(), scale}};
+  mo.output = test::temp_dir("lora_merge") + "/" + out_name;
+  std::filesystem::remove_all(mo.output);
+  return mo;
+}
 std::string wiki_hf() { return test::shared_path("models/wiki-7m"); }
 std::string wiki_gguf(const std::string& type) { return test::shared_path("models/wiki-7m-gguf/wiki-7m-" + type + ".gguf"); }
 
@@ -127,14 +138,10 @@ TEST(LoraModel, GradientsMatchPyTorchGgufBasePermutedRows) { check_training_step
 // They are also close to the f32 model's (loosely: 8-bit and 4-bit weights move them).
 TEST(LoraModel, QuantizedBaseGradientMatchesFiniteDifferences) {
   // NF4 (QLoRA's own format): the adapted layers of wiki-7m re-quantized by a merge at scale 0.
-  const std::string nf4 = test::temp_dir("lora_merge") + "/wiki-7m-nf4-layers.gguf";
-  std::filesystem::remove(nf4);
-  MergeOptions mo;
-  mo.model = wiki_gguf("f32");
-  mo.adapters = {{adapter_dir(), 0.0}};
-  mo.output = nf4;
+  MergeOptions mo = merge_options(wiki_gguf("f32"), 0.0, "wiki-7m-nf4-layers.gguf");
   mo.type = "nf4";
   merge_lora(mo);
+  const std::string nf4 = mo.output;
   for (const std::string type : {"q8_0", "q4_0", "nf4"}) {
     SCOPED_TRACE(type);
     const Loaded base = load(type == "nf4" ? nf4 : wiki_gguf(type));
@@ -220,12 +227,8 @@ TEST(LoraModel, MergedEqualsUnmerged) {
   for (const auto& [base, out_name] : {std::pair{wiki_hf(), std::string("merged-hf")},
                                        std::pair{wiki_gguf("f32"), std::string("merged.gguf")}}) {
     SCOPED_TRACE(base);
-    const std::string out = test::temp_dir("lora_merge") + "/" + out_name;
-    std::filesystem::remove_all(out);
-    MergeOptions mo;
-    mo.model = base;
-    mo.adapters = {{adapter_dir(), 1.5}};
-    mo.output = out;
+    const MergeOptions mo = merge_options(base, 1.5, out_name);
+    const std::string& out = mo.output;
     const MergeSummary s = merge_lora(mo);
     EXPECT_EQ(s.merged_tensors, 21);
     auto merged = Engine::load(out, engine_options());
@@ -240,14 +243,10 @@ TEST(LoraModel, MergedEqualsUnmerged) {
 }
 
 TEST(LoraModel, MergeIntoQuantizedTypeRequantizes) {
-  const std::string out = test::temp_dir("lora_merge") + "/merged-q8_0.gguf";
-  std::filesystem::remove(out);
-  MergeOptions mo;
-  mo.model = wiki_gguf("f32");
-  mo.adapters = {{adapter_dir(), 1.0}};
-  mo.output = out;
+  MergeOptions mo = merge_options(wiki_gguf("f32"), 1.0, "merged-q8_0.gguf");
   mo.type = "q8_0";
   EXPECT_EQ(merge_lora(mo).type, "q8_0");
+  const std::string& out = mo.output;
   auto merged = Engine::load(out, engine_options());
   const TrainBatch b = reference_batch();
   // Q8_0 of the merged weights: within a few percent of the f32 logits.

@@ -275,6 +275,19 @@ std::vector<double> linear_double(const std::vector<double>& x, const std::vecto
   return y;
 }
 
+// `w` [n_out, n_in] stored as `type` (q), and those rows read back as f32 (deq).
+void quantize_rows(DType type, const std::vector<float>& w, int64_t n_out, int64_t n_in, std::vector<uint8_t>& q,
+                   std::vector<float>& deq) {
+  const DTypeTraits& t = dtype_traits(type);
+  const size_t rb = row_bytes(type, n_in);
+  q.assign(rb * n_out, 0);
+  deq.assign(n_out * n_in, 0.0f);
+  for (int64_t r = 0; r < n_out; ++r) {
+    t.from_float(w.data() + r * n_in, q.data() + r * rb, n_in);
+    t.to_float(q.data() + r * rb, deq.data() + r * n_in, n_in);
+  }
+}
+
 TEST(OpGrad, Linear) {
   auto x = ops().f32("linear.x");
   auto w = ops().f32("linear.weight");
@@ -304,13 +317,9 @@ TEST(OpGrad, LinearInputGradientThroughFrozenQuantizedWeights) {
   for (DType type : {DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ6_K, DType::kNF4}) {
     if (!dtype_registered(type) || dtype_traits(type).from_float == nullptr) continue;
     if (n_in % dtype_traits(type).block_size != 0) continue;
-    const DTypeTraits& t = dtype_traits(type);
-    std::vector<uint8_t> q(row_bytes(type, n_in) * n_out);
-    std::vector<float> deq(n_out * n_in);
-    for (int64_t r = 0; r < n_out; ++r) {
-      t.from_float(w.data() + r * n_in, q.data() + r * row_bytes(type, n_in), n_in);
-      t.to_float(q.data() + r * row_bytes(type, n_in), deq.data() + r * n_in, n_in);
-    }
+    std::vector<uint8_t> q;
+    std::vector<float> deq;
+    quantize_rows(type, w, n_out, n_in, q, deq);
     OpEnv env;
     Linear lin;
     lin.weight = Tensor(q.data(), type, {n_out, n_in});
@@ -345,13 +354,9 @@ TEST(OpGrad, FrozenLinearForwardShortAndTall) {
   const int64_t n_out = 70, n_in = 64;
   const auto w = test::random_floats(n_out * n_in, 31, 0.3f);
   for (DType type : {DType::kF32, DType::kQ4_0, DType::kNF4}) {
-    const DTypeTraits& t = dtype_traits(type);
-    std::vector<uint8_t> q(row_bytes(type, n_in) * n_out);
-    std::vector<float> deq(n_out * n_in);
-    for (int64_t r = 0; r < n_out; ++r) {
-      t.from_float(w.data() + r * n_in, q.data() + r * row_bytes(type, n_in), n_in);
-      t.to_float(q.data() + r * row_bytes(type, n_in), deq.data() + r * n_in, n_in);
-    }
+    std::vector<uint8_t> q;
+    std::vector<float> deq;
+    quantize_rows(type, w, n_out, n_in, q, deq);
     Linear lin;
     lin.weight = Tensor(q.data(), type, {n_out, n_in});
     for (int64_t rows : {5, 67, 300}) {

@@ -26,25 +26,23 @@ inline std::string reference_dir() { return source_dir() + "/tests/train/referen
 class Reference {
  public:
   explicit Reference(const std::string& file) : file_(SafetensorsFile::open(reference_dir() + "/" + file)) {}
-  std::vector<float> f32(const std::string& name) const {
-    const SafetensorsEntry* e = file_->find(name);
-    EXPECT_NE(e, nullptr) << name;
-    if (e == nullptr || e->dtype != DType::kF32) return {};
-    const Tensor t = file_->tensor_view(*e);
-    return std::vector<float>(t.as<const float>(), t.as<const float>() + t.numel());
-  }
-  std::vector<int32_t> i32(const std::string& name) const {
-    const SafetensorsEntry* e = file_->find(name);
-    EXPECT_NE(e, nullptr) << name;
-    if (e == nullptr || e->dtype != DType::kI32) return {};
-    const Tensor t = file_->tensor_view(*e);
-    return std::vector<int32_t>(t.as<const int32_t>(), t.as<const int32_t>() + t.numel());
-  }
+  std::vector<float> f32(const std::string& name) const { return values<float>(name, DType::kF32); }
+  std::vector<int32_t> i32(const std::string& name) const { return values<int32_t>(name, DType::kI32); }
   std::vector<int64_t> shape(const std::string& name) const { return file_->find(name)->shape; }
   const SafetensorsFile& file() const { return *file_; }
 
  private:
   std::unique_ptr<SafetensorsFile> file_;
+
+  // The tensor's elements; empty (and a test failure when missing) unless it has `dtype`.
+  template <typename T>
+  std::vector<T> values(const std::string& name, DType dtype) const {
+    const SafetensorsEntry* e = file_->find(name);
+    EXPECT_NE(e, nullptr) << name;
+    if (e == nullptr || e->dtype != dtype) return {};
+    const Tensor t = file_->tensor_view(*e);
+    return std::vector<T>(t.as<const T>(), t.as<const T>() + t.numel());
+  }
 };
 
 // Largest |a - b| relative to the largest |b| (a scale-free error for a whole tensor).

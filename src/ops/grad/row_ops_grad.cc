@@ -8,17 +8,6 @@
 namespace frugal {
 namespace {
 
-constexpr int64_t kSerialElements = 1 << 14;
-
-template <typename F>
-void for_rows(OpContext& ctx, int64_t n_rows, int64_t width, F&& f) {
-  if (n_rows * width <= kSerialElements || n_rows == 1) {
-    f(int64_t{0}, n_rows);
-  } else {
-    ctx.pool.parallel_for(n_rows, f);
-  }
-}
-
 // 1 / rms of a row, as the forward computes it: the sum of squares in double.
 float inverse_rms(const float* x, int64_t n, float eps) {
   double sum = 0.0;

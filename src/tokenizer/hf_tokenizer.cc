@@ -14,15 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-json parse_json_file(const std::string& path) {
-  const std::string text = read_text_file(path);
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
-}
-
 // A JSON value's type is checked before use so a malformed file gives an Error naming it.
 const json& member(const json& object, const char* key, const std::string& path, const char* where) {
   if (!object.is_object() || !object.contains(key)) fail("{}: {} has no '{}'", path, where, key);
@@ -137,7 +128,7 @@ std::vector<int32_t> config_ids(const json& config, const char* key) {
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
-  const json root = parse_json_file(path);
+  const json root = read_json_file(path);
   if (!root.is_object()) fail("{}: not a tokenizer.json (the top level is not an object)", path);
   const json& model = member(root, "model", path, "the file");
   const std::string type = model.contains("type") ? string_member(model, "type", path, "the model") : "BPE";
@@ -250,7 +241,7 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
 
   const auto read_optional = [&](const char* name) {
     const std::string path = dir + "/" + name;
-    return fs::exists(path) ? parse_json_file(path) : json();
+    return fs::exists(path) ? read_json_file(path) : json();
   };
   const json tokenizer_config = read_optional("tokenizer_config.json");
   const json config = read_optional("config.json");

@@ -88,8 +88,8 @@ void BM_Attention(benchmark::State& state, DType kv_type) {
 }
 // A decode step's weight stream, read once per step from memory as a decode does (the set is
 // far larger than the caches), one thread: SmolLM2-135M's 30 layers (range 0) or
-// Qwen2.5-0.5B's 24 (range 1) of q, k, v, o, gate, up, down.
-void BM_GemvModelStream(benchmark::State& state, DType type) {
+// Qwen2.5-0.5B's 24 (range 1) of q, k, v, o, gate, up, down, against `m` rows of activations.
+void model_stream(benchmark::State& state, DType type, int64_t m) {
   struct Shape {
     int64_t n, k;
   };
@@ -101,16 +101,25 @@ void BM_GemvModelStream(benchmark::State& state, DType type) {
   size_t bytes = 0;
   for (int l = 0; l < (qwen ? 24 : 30); ++l)
     for (const Shape& s : layer) {
-      ops.push_back(make_gemm_operands(type, 1, s.n, s.k));
+      ops.push_back(make_gemm_operands(type, m, s.n, s.k));
       bytes += ops.back().w.size();
     }
   for (auto _ : state)
     for (GemmOperands& o : ops) o.kernel.fn(o.args, 0, o.args.y_stride);
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes), benchmark::Counter::kIsIterationInvariantRate);
+  double flops = 0;
+  for (const GemmOperands& o : ops) flops += 2.0 * m * o.args.k * static_cast<double>(o.args.y_stride);
+  if (m > 1) state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
+void BM_GemvModelStream(benchmark::State& state, DType type) { model_stream(state, type, 1); }
+// The same stream against M = range(1) rows: a continuous-batching decode step of M sequences
+// (the server's 16 streams), one thread.
+void BM_BatchModelStream(benchmark::State& state, DType type) { model_stream(state, type, state.range(1)); }
 BENCHMARK_CAPTURE(BM_GemvModelStream, bf16, DType::kBF16)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_GemvModelStream, q8_0, DType::kQ8_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_GemvModelStream, q4_0, DType::kQ4_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_BatchModelStream, bf16, DType::kBF16)->Args({0, 4})->Args({0, 16})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_BatchModelStream, q4_0, DType::kQ4_0)->Args({0, 4})->Args({0, 16})->Unit(benchmark::kMillisecond);
 
 BENCHMARK_CAPTURE(BM_Attention, f16, DType::kF16)->Args({1, 512})->Args({1, 4096})->Args({16, 512})->Args({4, 512})->Args({16, 64})->Args({64, 512});
 BENCHMARK_CAPTURE(BM_Attention, q8_0, DType::kQ8_0)->Args({1, 512})->Args({1, 4096})->Args({16, 512});

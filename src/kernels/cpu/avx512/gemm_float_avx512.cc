@@ -13,6 +13,7 @@ namespace {
 // f32 activations x f32 weights: 16 elements per step.
 struct F32xF32 {
   static constexpr int kStep = 16;
+  static constexpr int kWBytes = 4;  // bytes per weight element
   using X = __m512;
   using W = __m512;
   using Acc = __m512;
@@ -27,6 +28,7 @@ struct F32xF32 {
 
 // f32 activations x f16 weights: weights widened with vcvtph2ps.
 struct F32xF16 : F32xF32 {
+  static constexpr int kWBytes = 2;
   static W load_w(const void* p, int64_t k) { return load_f16(static_cast<const uint16_t*>(p) + k); }
   static W load_w(const void* p, int64_t k, int64_t n) { return load_f16(static_cast<const uint16_t*>(p) + k, tail_mask16(n)); }
 };
@@ -35,6 +37,7 @@ struct F32xF16 : F32xF32 {
 // twice the rate of f32 FMA on this hardware.
 struct Bf16xBf16 {
   static constexpr int kStep = 32;
+  static constexpr int kWBytes = 2;
   using X = __m512bh;
   using W = __m512bh;
   using Acc = __m512;

@@ -140,7 +140,7 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
     for (int j = 0; j < NR; ++j) {
       // Software prefetch a fixed distance ahead in every weight row: the hardware prefetcher
       // alone does not keep 8 interleaved streams of short blocks in flight.
-      if constexpr (MR == 1 && kPrefetchBytes > 0) _mm_prefetch(reinterpret_cast<const char*>(w[j] + u * F::kUnitBytes + kPrefetchBytes), _MM_HINT_T0);
+      if constexpr (kPrefetchBytes > 0) _mm_prefetch(reinterpret_cast<const char*>(w[j] + u * F::kUnitBytes + kPrefetchBytes), _MM_HINT_T0);
       st[j] = F::unit(w[j], a.k, u, two);
     }
 #pragma GCC unroll 4

@@ -389,20 +389,24 @@ AttentionArgs attention_args(const std::vector<float>& q, const std::vector<int3
   return a;
 }
 
-// Each query of `a` alone gives the same bits as in the group (`out`, from the whole of `a`).
+// Each query of `a` alone, and each run of two or three queries (the kernels' smaller group
+// sizes: a decode step's query heads of one kv head), gives the same bits as in the whole
+// call (`out`, from all of `a`).
 void expect_queries_alone_match(const KernelTable& t, const AttentionArgs& a, const std::vector<float>& out,
                                 const std::string& label) {
   const int64_t hd = a.head_dim;
-  for (int64_t i = 0; i < a.n_q; ++i) {
-    std::vector<float> one(hd);
-    AttentionArgs b = a;
-    b.q = a.q + i * a.q_stride;
-    b.q_limit = a.q_limit + i;
-    b.n_q = 1;
-    b.out = one.data();
-    t.attention(b);
-    for (int64_t d = 0; d < hd; ++d) ASSERT_EQ(one[d], out[i * hd + d]) << "query " << i << " alone, " << label;
-  }
+  for (int64_t size = 1; size <= 3; ++size)
+    for (int64_t i = 0; i + size <= a.n_q; ++i) {
+      std::vector<float> part(size * hd);
+      AttentionArgs b = a;
+      b.q = a.q + i * a.q_stride;
+      b.q_limit = a.q_limit + i;
+      b.n_q = size;
+      b.out = part.data();
+      t.attention(b);
+      for (int64_t d = 0; d < size * hd; ++d)
+        ASSERT_EQ(part[d], out[i * hd + d]) << "queries " << i << ".." << i + size - 1 << " alone, " << label;
+    }
 }
 
 // Attention on a small paged cache: keys transposed per block, values row-major.

@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "kernels/cpu/avx2/simd_avx2.h"
+#include "kernels/cpu/query_groups.h"
 #include "kernels/kernels.h"
 #include "kernels/ref/ref_kernels.h"
 #include "quant/formats/blocks.h"
@@ -19,7 +20,6 @@ void convert_q8_act(const float* src, void* dst, int64_t n);
 
 namespace {
 
-constexpr int kMaxGroup = 4;
 // Value dimensions per pass: G x kValueVectors accumulators and kValueVectors value rows in
 // registers (4 x 3 + 3 + a broadcast weight = 16).
 constexpr int kValueVectors = 3;
@@ -138,9 +138,7 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
 
 template <bool kF16>
 void attend(const AttentionArgs& a) {
-  int64_t i = 0;
-  for (; i + kMaxGroup <= a.n_q; i += kMaxGroup) attend_group<kF16, kMaxGroup>(a, i, a.scratch);
-  for (; i < a.n_q; ++i) attend_group<kF16, 1>(a, i, a.scratch);
+  for_query_groups(a.n_q, [&](auto group, int64_t q0) { attend_group<kF16, decltype(group)::value>(a, q0, a.scratch); });
 }
 
 
@@ -228,9 +226,7 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0) {
 }
 
 void attend_q8(const AttentionArgs& a) {
-  int64_t i = 0;
-  for (; i + kMaxGroup <= a.n_q; i += kMaxGroup) attend_group_q8<kMaxGroup>(a, i);
-  for (; i < a.n_q; ++i) attend_group_q8<1>(a, i);
+  for_query_groups(a.n_q, [&](auto group, int64_t q0) { attend_group_q8<decltype(group)::value>(a, q0); });
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "kernels/cpu/avx512/simd_avx512.h"
+#include "kernels/cpu/query_groups.h"
 #include "kernels/kernels.h"
 #include "kernels/ref/ref_kernels.h"
 #include "quant/formats/blocks.h"
@@ -19,7 +20,6 @@ void convert_q8_act(const float* src, void* dst, int64_t n);
 
 namespace {
 
-constexpr int kMaxGroup = 4;
 
 // Softmax of one query's scores in place (stride a multiple of 16, padding -inf); the weights
 // are normalised before they meet the values, rounded to f16 when the values are f16.
@@ -159,9 +159,7 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
 
 template <bool kF16>
 void attend(const AttentionArgs& a) {
-  int64_t i = 0;
-  for (; i + kMaxGroup <= a.n_q; i += kMaxGroup) attend_group<kF16, kMaxGroup>(a, i, a.scratch);
-  for (; i < a.n_q; ++i) attend_group<kF16, 1>(a, i, a.scratch);
+  for_query_groups(a.n_q, [&](auto group, int64_t q0) { attend_group<kF16, decltype(group)::value>(a, q0, a.scratch); });
 }
 
 
@@ -263,9 +261,7 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0) {
 }
 
 void attend_q8(const AttentionArgs& a) {
-  int64_t i = 0;
-  for (; i + kMaxGroup <= a.n_q; i += kMaxGroup) attend_group_q8<kMaxGroup>(a, i);
-  for (; i < a.n_q; ++i) attend_group_q8<1>(a, i);
+  for_query_groups(a.n_q, [&](auto group, int64_t q0) { attend_group_q8<decltype(group)::value>(a, q0); });
 }
 
 }  // namespace

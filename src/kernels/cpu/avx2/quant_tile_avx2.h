@@ -158,7 +158,10 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
     for (int j = 0; j < NR; ++j) {
       // Software prefetch a fixed distance ahead in every weight row: the hardware prefetcher
       // alone does not keep several interleaved streams of short blocks in flight.
-      if constexpr (MR == 1) _mm_prefetch(reinterpret_cast<const char*>(w[j] + u * F::kUnitBytes + kPrefetchBytes), _MM_HINT_T0);
+      // Every line of the unit, for every M (see quant_tile_avx512.h).
+#pragma GCC unroll 2
+      for (int64_t line = 0; line < F::kUnitBytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(w[j] + u * F::kUnitBytes + line + kPrefetchBytes), _MM_HINT_T0);
       st[j] = F::unit(w[j], a.k, u);
     }
 #pragma GCC unroll 8

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/cpu/avx512/simd_avx512.h"
 #include "kernels/kernels.h"
@@ -132,16 +133,18 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t u = 0; u < units; ++u) {
+  // One unit; `two_c` is the constant true for every unit but a last single block, so the
+  // masks and offsets of the pair fold away in the main loop.
+  const auto do_unit = [&](int64_t u, auto two_c) __attribute__((always_inline)) {
+    const bool two = two_c;
     const int64_t b0 = u * 2 * F::kPairs;  // first q8_act block of the unit
-    const bool two = !F::kHalfUnits || b0 + 1 < n_blocks;
     typename F::Unit st[NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
       // Software prefetch a fixed distance ahead in every weight row: the hardware prefetcher
-      // alone does not keep 8 interleaved streams of short blocks in flight.
-      // Every line of the unit: a unit longer than a line (Q8_0's 68 bytes) with one prefetch
-      // per unit leaves a line in 17 to a demand miss, which cost Q8_0 half its stream rate.
+      // alone does not keep 8 interleaved streams of short blocks in flight. Every line of
+      // the unit: a unit longer than a line (Q8_0's 68 bytes) with one prefetch per unit
+      // leaves a line in 17 to a demand miss, which cost Q8_0 half its stream rate.
 #pragma GCC unroll 2
       for (int64_t line = 0; line < F::kUnitBytes; line += 64)
         _mm_prefetch(reinterpret_cast<const char*>(w[j] + u * F::kUnitBytes + line + kPrefetchBytes), _MM_HINT_T0);
@@ -159,7 +162,10 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
         for (int j = 0; j < NR; ++j) acc[i][j] = step_madd<F>(acc[i][j], ws[j], xs);
       }
     }
-  }
+  };
+  const int64_t full_units = F::kHalfUnits && n_blocks % 2 == 1 ? units - 1 : units;
+  for (int64_t u = 0; u < full_units; ++u) do_unit(u, std::true_type{});
+  if (full_units < units) do_unit(full_units, false);
 #pragma GCC unroll 4
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8

@@ -33,6 +33,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -173,6 +174,15 @@ class Scheduler {
   // The current step's plan and rows; their storage is reused from step to step.
   std::vector<Planned> plan_;
   Batch batch_;
+  // after_forward's draws, made across the pool before they are emitted in plan order.
+  struct Draw {
+    Slot* slot;
+    const float* row;
+    Sequence::Sampled sampled;
+    std::exception_ptr error;  // a draw that threw, rethrown on the engine thread
+  };
+  std::vector<Draw> draws_;
+  std::vector<const float*> plan_rows_;  // per plan entry: its logits row, or null
 
   SchedulerStats counts_;  // engine thread: the running totals
   mutable std::mutex stats_mutex_;

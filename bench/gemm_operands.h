@@ -23,11 +23,12 @@ struct GemmOperands {
 // Weights [n, k] of `type` and activations [m, k] from N(0, 1), with the active table's
 // kernel. Only the first `distinct_rows` weight rows are quantized; the rest repeat them
 // (quantizing tens of millions of weights per format takes long).
+// w8a8: int8_row weights through the W8A8 kernel (int8 activations per token).
 inline GemmOperands make_gemm_operands(DType type, int64_t m, int64_t n, int64_t k,
-                                       int64_t distinct_rows = std::numeric_limits<int64_t>::max()) {
+                                       int64_t distinct_rows = std::numeric_limits<int64_t>::max(), bool w8a8 = false) {
   const KernelTable& t = active();
   GemmOperands o;
-  o.kernel = gemm_for(t, type);
+  o.kernel = w8a8 && type == DType::kInt8Row ? t.w8a8_int8_row : gemm_for(t, type);
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   std::vector<float> row(k);

@@ -6,6 +6,7 @@
 // machine limits.
 #include <benchmark/benchmark.h>
 
+#include <limits>
 #include <vector>
 
 #include "gemm_operands.h"
@@ -89,7 +90,7 @@ void BM_Attention(benchmark::State& state, DType kv_type) {
 // A decode step's weight stream, read once per step from memory as a decode does (the set is
 // far larger than the caches), one thread: SmolLM2-135M's 30 layers (range 0) or
 // Qwen2.5-0.5B's 24 (range 1) of q, k, v, o, gate, up, down, against `m` rows of activations.
-void model_stream(benchmark::State& state, DType type, int64_t m) {
+void model_stream(benchmark::State& state, DType type, int64_t m, bool w8a8 = false) {
   struct Shape {
     int64_t n, k;
   };
@@ -101,7 +102,7 @@ void model_stream(benchmark::State& state, DType type, int64_t m) {
   size_t bytes = 0;
   for (int l = 0; l < (qwen ? 24 : 30); ++l)
     for (const Shape& s : layer) {
-      ops.push_back(make_gemm_operands(type, m, s.n, s.k));
+      ops.push_back(make_gemm_operands(type, m, s.n, s.k, std::numeric_limits<int64_t>::max(), w8a8));
       bytes += ops.back().w.size();
     }
   for (auto _ : state)
@@ -115,11 +116,15 @@ void BM_GemvModelStream(benchmark::State& state, DType type) { model_stream(stat
 // The same stream against M = range(1) rows: a continuous-batching decode step of M sequences
 // (the server's 16 streams), one thread.
 void BM_BatchModelStream(benchmark::State& state, DType type) { model_stream(state, type, state.range(1)); }
+// int8_row weights through the W8A8 kernel (`--w8a8`), M = range(1).
+void BM_W8A8ModelStream(benchmark::State& state) { model_stream(state, DType::kInt8Row, state.range(1), true); }
 BENCHMARK_CAPTURE(BM_GemvModelStream, bf16, DType::kBF16)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_GemvModelStream, q8_0, DType::kQ8_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_GemvModelStream, q4_0, DType::kQ4_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_BatchModelStream, bf16, DType::kBF16)->Args({0, 4})->Args({0, 16})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_BatchModelStream, q4_0, DType::kQ4_0)->Args({0, 4})->Args({0, 16})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_BatchModelStream, int8_row, DType::kInt8Row)->Args({0, 1})->Args({0, 16})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_W8A8ModelStream)->Args({0, 1})->Args({0, 16})->Unit(benchmark::kMillisecond);
 
 BENCHMARK_CAPTURE(BM_Attention, f16, DType::kF16)->Args({1, 512})->Args({1, 4096})->Args({16, 512})->Args({4, 512})->Args({16, 64})->Args({64, 512});
 BENCHMARK_CAPTURE(BM_Attention, q8_0, DType::kQ8_0)->Args({1, 512})->Args({1, 4096})->Args({16, 512});

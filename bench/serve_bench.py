@@ -17,7 +17,7 @@ token), so no prompt is being fed in that window; all tokens over the wall-clock
 level, prefill and ramp included, are printed next to it.
 
 bench/run_serve_bench.sh runs it on the bf16 synthetic SmolLM2-135M and a Q4_0 copy.
-usage: serve_bench.py FRUGAL MODEL [--threads 2] [--ctx 2048] [--decode 64] [--prompt 32] [--trials 3]
+usage: serve_bench.py FRUGAL MODEL [--threads 2] [--ctx 2048] [--decode 64] [--prompt 32] [--trials 3] [--server-arg=--w8a8]
 Standard library only. The machine is shared: the load average is printed with the figures.
 """
 import argparse
@@ -175,6 +175,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=5, help="requests per prefix-cache run")
     ap.add_argument("--trials", type=int, default=5, help="runs per concurrency level (the median is reported)")
     ap.add_argument("--skip-prefix", action="store_true")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="an extra argument for `frugal serve` (repeatable), e.g. --server-arg=--w8a8")
     args = ap.parse_args()
     rng = random.Random(1234)
     levels = [int(x) for x in args.levels.split(",") if x]
@@ -182,7 +184,7 @@ def main():
     print(f"== decode throughput: prompts of {args.prompt} token ids, {args.decode} tokens each, greedy; "
           f"{args.threads} threads; load average before: {load_average()}")
     rows = []
-    with Server(args.frugal, args.model, args.threads, args.ctx, max(levels)) as s:
+    with Server(args.frugal, args.model, args.threads, args.ctx, max(levels), args.server_arg) as s:
         vocab = s.n_vocab()
         run_level(s, 1, 1, args.prompt, 8, vocab, rng)  # warm-up: page the weights in
         # Trials go round the levels in turn, so that the load of a shared machine falls on
@@ -209,7 +211,7 @@ def main():
     if args.skip_prefix:
         return
     if not rows:
-        with Server(args.frugal, args.model, args.threads, args.ctx, 1) as s:
+        with Server(args.frugal, args.model, args.threads, args.ctx, 1, args.server_arg) as s:
             vocab = s.n_vocab()
     print(f"== TTFT with a shared {args.system}-token system prompt ({args.repeats} requests, each its own "
           f"16-token question, 4 tokens decoded); load average before: {load_average()}")
@@ -217,8 +219,8 @@ def main():
     questions = [[rng.randrange(3, vocab) for _ in range(16)] for _ in range(args.repeats)]
     # Both servers run at once and take the requests in turn, so a busy moment of a shared
     # machine does not fall on one of them only.
-    with Server(args.frugal, args.model, args.threads, args.ctx, 4) as on, \
-            Server(args.frugal, args.model, args.threads, args.ctx, 4, ["--no-prefix-cache"]) as off:
+    with Server(args.frugal, args.model, args.threads, args.ctx, 4, args.server_arg) as on, \
+            Server(args.frugal, args.model, args.threads, args.ctx, 4, args.server_arg + ["--no-prefix-cache"]) as off:
         ttft = {"on": [], "off": []}
         for server in (on, off):
             server.stream(questions[0][:4], 2)  # warm-up with an unrelated prompt

@@ -43,6 +43,7 @@ enum class DType : uint8_t {
   kInt2G32 = 24,   // 2-bit groups of 32, f16 scale + zero point
   kNF4 = 25,       // QLoRA's normal-float grid, blocks of 64 with an f16 absmax scale
   kCB4 = 26,       // 16-level codebook learned per tensor, blocks of 256
+  kInt8RowAct = 27,  // W8A8 activations: int8 per row with one f32 scale and the codes' sum
   kCount = 32,  // room for formats added by later work
 };
 
@@ -57,6 +58,7 @@ struct DTypeTraits {
   bool is_float = false;        // f32/f16/bf16: usable as a floating-point tensor directly
   ToFloatFn to_float = nullptr;      // reference dequantize of n elements (n % block_size == 0)
   FromFloatFn from_float = nullptr;  // reference quantize; null if frugal cannot produce it
+  bool activation_only = false;      // a form activations take before a product, never a weight type
 };
 
 // Registers a type's row; called from static initialisers in the file that defines the type.

@@ -115,6 +115,11 @@ using GemmTNFn = void (*)(const GemmTNArgs& args);
 struct KernelTable {
   Isa isa = Isa::kScalar;
   GemmKernel gemm[kDTypeSlots] = {};   // indexed by weight type; empty slots use the fallback
+  // W8A8 (`--w8a8`): int8_row weights against int8_row_act activations (int8 per token). Each
+  // output is one exact integer dot product over the whole row, then
+  // y = float(dot) * (s_w * s_x), so every ISA gives the same bits and batching cannot change
+  // them.
+  GemmKernel w8a8_int8_row = {};
   ConvertFn convert[kDTypeSlots] = {};  // f32 -> type, for activations and the KV cache
   ToFloatFn to_float[kDTypeSlots] = {};  // type -> f32 (dequantize), fast versions
 

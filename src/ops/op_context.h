@@ -18,6 +18,9 @@ struct OpContext {
   // Sees the input of every linear product (calibration for quantization); null in inference,
   // where linear() pays one pointer test for it.
   LinearObserver* observer = nullptr;
+  // W8A8 (`--w8a8`): int8_row weights multiply int8 activations quantized per token
+  // (KernelTable::w8a8_int8_row) instead of the default per-32 q8_act ones.
+  bool w8a8 = false;
 };
 
 // Row-wise work below this many elements runs on the calling thread: starting a parallel

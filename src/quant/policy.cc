@@ -109,15 +109,14 @@ QuantPolicy parse_type_argument(const std::string& type) {
     std::string names;
     for (int i = 0; i < static_cast<int>(DType::kCount); ++i) {
       const auto d = static_cast<DType>(i);
-      if (dtype_registered(d) && dtype_traits(d).from_float != nullptr && d != DType::kQ8_K && d != DType::kQ8Act)
+      if (dtype_registered(d) && dtype_traits(d).from_float != nullptr && !dtype_traits(d).activation_only)
         names += std::string(names.empty() ? "" : ", ") + dtype_name(d);
     }
     std::string presets;
     for (const auto& [name, base] : llama_cpp_presets()) presets += std::string(presets.empty() ? "" : ", ") + name;
     fail("unknown quantization type '{}' (types: {}; llama.cpp mixtures: {})", type, names, presets);
   }
-  if (*t == DType::kQ8_K || *t == DType::kQ8Act)
-    fail("'{}' is an activation format, not a weight type", type);
+  if (dtype_traits(*t).activation_only) fail("'{}' is an activation format, not a weight type", type);
   p.base = *t;
   return p;
 }

@@ -65,6 +65,15 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_path, const Engine
   kv.dtype = o.kv_type;
   e->cache_ = std::make_unique<KvCache>(c.n_layer, c.n_head_kv, c.head_dim, kv);
   e->max_batch_rows_ = std::max<int64_t>(1, o.max_batch_rows);
+  if (o.w8a8) {
+    int64_t int8_row = 0;
+    for (const Linear* lin : e->model_->linears()) int8_row += lin->weight.dtype == DType::kInt8Row;
+    if (int8_row == 0)
+      fail("--w8a8 runs int8_row weights with int8 activations, and {} has no int8_row weights (make them with "
+           "`frugal quantize --type int8_row`)",
+           model_path);
+    e->w8a8_ = true;
+  }
   return e;
 }
 
@@ -90,6 +99,7 @@ const float* Engine::forward(const Batch& batch) {
   logits_.reserve(std::max<size_t>(1, n_out) * c.n_vocab * sizeof(float));
   arena_.reset();
   OpContext ctx{pool_, arena_, kernels::active()};
+  ctx.w8a8 = w8a8_;
   model_->forward(ctx, batch, *cache_, logits_.as<float>());
   return logits_.as<float>();
 }

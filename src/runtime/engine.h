@@ -25,6 +25,9 @@ struct EngineOptions {
   int64_t kv_contexts = 1;    // with kv_capacity 0: full contexts the cache holds (a server's parallel sequences)
   int64_t kv_block_size = 32;
   DType kv_type = DType::kF16;
+  // int8_row weights against int8 activations per token (W8A8); the model must have int8_row
+  // weights.
+  bool w8a8 = false;
   int64_t max_batch_rows = 512;  // rows per forward; longer prompts are prefilled in chunks
   ModelOpenOptions open;
   // Load without a tokenizer when the model folder has none (bench on synthetic weights); the
@@ -70,6 +73,7 @@ class Engine {
   std::string chat_template_;
   std::unique_ptr<KvCache> cache_;
   ThreadPool pool_;
+  bool w8a8_ = false;
   Arena arena_;
   Buffer logits_;
   int64_t n_ctx_ = 0;

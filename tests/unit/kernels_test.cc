@@ -131,6 +131,87 @@ TEST_P(KernelTest, GemmResultsDoNotDependOnBatchOrSplit) {
   }
 }
 
+// W8A8 (int8_row weights x int8_row_act activations): `kernel` over x converted with `convert`,
+// columns split every `split`.
+std::vector<float> run_w8a8(const GemmKernel& kernel, ConvertFn convert, const GemmCase& c, int64_t split) {
+  const size_t stride = row_bytes(DType::kInt8RowAct, c.k);
+  Buffer xa(stride * c.m);
+  for (int64_t r = 0; r < c.m; ++r) convert(c.x.data() + r * c.k, xa.as<uint8_t>() + r * stride, c.k);
+  std::vector<float> y(c.m * c.n, NAN);
+  GemmArgs a{xa.data(), stride, c.w.data(), row_bytes(DType::kInt8Row, c.k), y.data(), static_cast<size_t>(c.n), c.m, c.k};
+  for (int64_t n0 = 0; n0 < c.n; n0 += split) kernel.fn(a, n0, std::min(c.n, n0 + split));
+  return y;
+}
+
+// Every ISA gives the reference's bits (the dot product is an exact integer), which equal the
+// exact product of the dequantized operands up to the final float rounding; batching and
+// column splits change nothing.
+TEST_P(KernelTest, W8A8MatchesReferenceBitForBit) {
+  const GemmKernel kernel = table().w8a8_int8_row;
+  ASSERT_NE(kernel.fn, nullptr);
+  ASSERT_EQ(kernel.act, DType::kInt8RowAct);
+  const ConvertFn convert = table().convert[static_cast<size_t>(DType::kInt8RowAct)];
+  const ConvertFn ref_convert = dtype_traits(DType::kInt8RowAct).from_float;
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 13, 256}, {3, 7, 320}, {5, 21, 576}, {17, 9, 1536}, {6, 10, 4864}}) {
+    GemmCase c = make_case(DType::kInt8Row, m, n, k, 11 * m + n);
+    for (int64_t r = 0; r < m; ++r) c.x[r * k + 5] *= 20.0f;  // an outlier channel, as real activations have
+    {  // the table's conversion writes the reference's bytes
+      const size_t bytes = row_bytes(DType::kInt8RowAct, k);
+      Buffer a(bytes), b(bytes);
+      convert(c.x.data(), a.data(), k);
+      ref_convert(c.x.data(), b.data(), k);
+      ASSERT_EQ(std::memcmp(a.data(), b.data(), bytes), 0) << "int8_row_act conversion, k=" << k;
+    }
+    const auto y = run_w8a8(kernel, convert, c, 5);
+    const auto y_ref = run_w8a8({DType::kInt8RowAct, ref::gemm_int8_row_w8a8, 1}, ref_convert, c, c.n);
+    Buffer xq(row_bytes(DType::kInt8RowAct, k));
+    std::vector<float> xs(k);
+    for (int64_t i = 0; i < m; ++i) {
+      ref_convert(c.x.data() + i * k, xq.data(), k);
+      dtype_traits(DType::kInt8RowAct).to_float(xq.data(), xs.data(), k);
+      for (int64_t kk = 0; kk < k; ++kk)  // per-token int8: within half a step of the input
+        ASSERT_LE(std::abs(xs[kk] - c.x[i * k + kk]), 0.5001f * xq.as<float>()[0]) << "k=" << k << " element " << kk;
+      for (int64_t j = 0; j < n; ++j) {
+        ASSERT_EQ(y[i * n + j], y_ref[i * n + j]) << "k=" << k << " at (" << i << "," << j << ")";
+        double exact = 0, magnitude = 0;
+        for (int64_t kk = 0; kk < k; ++kk) {
+          exact += double(xs[kk]) * c.w_float[j * k + kk];
+          magnitude += std::abs(double(xs[kk]) * c.w_float[j * k + kk]);
+        }
+        ASSERT_NEAR(y_ref[i * n + j], exact, 1e-6 * magnitude + 1e-7) << "reference, k=" << k << " at (" << i << "," << j << ")";
+      }
+    }
+    for (int64_t r = 0; r < m; ++r) {
+      GemmCase one{c.w.copy(), c.w_float, std::vector<float>(c.x.begin() + r * k, c.x.begin() + (r + 1) * k), 1, n, k};
+      const auto alone = run_w8a8(kernel, convert, one, 3);
+      for (int64_t j = 0; j < n; ++j) ASSERT_EQ(alone[j], y[r * n + j]) << "k=" << k << ": row " << r << " differs alone and batched";
+    }
+  }
+}
+
+// The largest integer sums a row can meet: every code at +-127 with the signs lined up, k =
+// 4864 (Qwen2.5-0.5B's down projection): no int16 pair saturates and no int32 lane overflows.
+TEST_P(KernelTest, W8A8ExtremeCodesStayExact) {
+  const int64_t k = 4864, n = 3;
+  GemmCase c = make_case(DType::kInt8Row, 2, n, k, 5);
+  for (int64_t kk = 0; kk < k; ++kk) {
+    c.x[kk] = kk % 3 == 0 ? -1.0f : 1.0f;
+    c.x[k + kk] = -c.x[kk];
+  }
+  std::vector<float> w(k);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t kk = 0; kk < k; ++kk) w[kk] = c.x[kk] * (j == 1 ? -1.0f : 1.0f);
+    dtype_traits(DType::kInt8Row).from_float(w.data(), c.w.as<uint8_t>() + j * row_bytes(DType::kInt8Row, k), k);
+  }
+  const auto y = run_w8a8(table().w8a8_int8_row, table().convert[static_cast<size_t>(DType::kInt8RowAct)], c, n);
+  // Scales 1/127 on both sides: each product is exactly 127 * 127 / 127^2 = 1 in magnitude.
+  for (int64_t j = 0; j < n; ++j) {
+    const float sign = j == 1 ? -1.0f : 1.0f;
+    EXPECT_FLOAT_EQ(y[j], sign * k) << "column " << j;
+    EXPECT_FLOAT_EQ(y[n + j], -sign * k) << "column " << j << ", negated activations";
+  }
+}
+
 // Quants at the ends of their ranges, with activations of +-127 whose signs line up with the
 // weights', so neighbouring products add up to the largest pair sums an integer dot product can
 // meet (vpmaddubsw saturates pair sums at 32767: an offset form of Q8_0 would break here). Q8_0
@@ -543,6 +624,7 @@ TEST(KernelTables, Avx2FillsEveryEntryAvx512Fills) {
   own(&KernelTable::silu_mul_backward, "silu_mul_backward");
   own(&KernelTable::read_stream, "read_stream");
   own(&KernelTable::fma_loop, "fma_loop");
+  EXPECT_NE(avx2.w8a8_int8_row.fn, scalar.w8a8_int8_row.fn) << "w8a8_int8_row";
   EXPECT_EQ(avx2.bf16_dot_loop, nullptr);
 }
 

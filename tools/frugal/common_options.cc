@@ -18,6 +18,9 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_option("-c,--ctx-size", f.ctx_size, "Context size in tokens (0: the model's, at most 4096)")
       ->capture_default_str();
   app.add_option("--kv-type", f.kv_type, "KV cache type: f16, q8_0 (1.9x smaller) or f32")->capture_default_str();
+  app.add_flag("--w8a8", f.w8a8,
+               "W8A8: int8_row weights multiply activations quantized to int8 per token (faster batches and prefill; "
+               "check the quality cost with `frugal perplexity --kl-base`)");
   app.add_option("--lora", f.lora,
                  "LoRA adapter (a PEFT folder) applied unmerged, optionally scaled: DIR or DIR:SCALE (repeatable: "
                  "adapters add up)")
@@ -41,6 +44,7 @@ EngineOptions engine_options(const ModelFlags& f) {
   for (const std::string& spec : f.lora) parse_adapter_spec(spec);  // a bad spec fails before loading
   o.threads = f.threads;
   o.n_ctx = f.ctx_size;
+  o.w8a8 = f.w8a8;
   o.open.tokenizer_path = f.tokenizer;
   return o;
 }

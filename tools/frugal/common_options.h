@@ -20,6 +20,7 @@ struct ModelFlags {
   int threads = 0;
   int64_t ctx_size = 0;
   std::string kv_type = "f16";
+  bool w8a8 = false;
   std::vector<std::string> lora;  // LoRA adapters applied unmerged: DIR or DIR:SCALE each
   bool verbose = false;
 };

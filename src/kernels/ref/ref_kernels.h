@@ -7,6 +7,7 @@
 namespace frugal::kernels::ref {
 
 void gemm_f32(const GemmArgs& args, int64_t n0, int64_t n1);
+void gemm_int8_row_w8a8(const GemmArgs& args, int64_t n0, int64_t n1);
 
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);

@@ -5,6 +5,7 @@ namespace frugal::kernels::ref {
 void fill_table(KernelTable& t) {
   t.isa = Isa::kScalar;
   t.gemm[static_cast<size_t>(DType::kF32)] = {DType::kF32, gemm_f32, 1};
+  t.w8a8_int8_row = {DType::kInt8RowAct, gemm_int8_row_w8a8, 1};
   for (size_t i = 0; i < kDTypeSlots; ++i) {
     const auto type = static_cast<DType>(i);
     if (!dtype_registered(type)) continue;

@@ -43,6 +43,17 @@ inline constexpr int kInt8RowBlock = 64;
 inline constexpr int kInt8RowMinCols = 256;
 inline constexpr int64_t int8_row_header_bytes(int64_t n) { return n / kInt8RowBlock; }
 
+// ---- int8_row_act: activations of the W8A8 product ---------------------------------------------
+// One token's activations quantized per row (per token) for a product with int8_row weights:
+// x = d * q, d = absmax / 127, q in [-127, 127]. A row of n (a multiple of 64) is n / 8 header
+// bytes (f32 d, int32 sum of the codes, then zeros) followed by the n codes: 72 bytes per 64
+// elements for the dtype table, codes 8-byte aligned. frugal's own; never written to a file.
+inline constexpr int64_t int8_row_act_header_bytes(int64_t n) { return n / 8; }
+struct Int8RowActHeader {
+  float d;
+  int32_t sum;
+};
+
 // ---- int{2,3,4}_g{32,64,128}: grouped integers with scale and zero point ----------------------
 // x = d * (q - z), q in [0, 2^bits - 1], z an integer in the same range (GPTQ/AWQ's zero point:
 // zero is exactly representable). One block per group: f16 d, u8 z, then the codes of each 32

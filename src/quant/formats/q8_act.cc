@@ -38,7 +38,8 @@ const bool kRegistered = register_dtype(DType::kQ8Act, {.name = "q8_act",
                                                         .gguf_type = -1,
                                                         .is_float = false,
                                                         .to_float = dequantize_q8_act,
-                                                        .from_float = quantize_q8_act});
+                                                        .from_float = quantize_q8_act,
+                                                        .activation_only = true});
 
 }  // namespace
 }  // namespace frugal

@@ -58,7 +58,8 @@ const bool kRegistered = register_dtype(DType::kQ8_K, {.name = "q8_k",
                                                        .gguf_type = 15,
                                                        .is_float = false,
                                                        .to_float = dequantize_q8_k,
-                                                       .from_float = quantize_q8_k});
+                                                       .from_float = quantize_q8_k,
+                                                       .activation_only = true});
 
 }  // namespace
 }  // namespace frugal

@@ -1,9 +1,13 @@
-// Conversions with AVX2 + F16C: f32 <-> f16 (KV cache, weights), f32 <-> bf16, and f32 ->
-// q8_act (the activations of the integer GEMMs). Each gives the reference's bytes exactly.
+// Conversions with AVX2 + F16C: f32 <-> f16 (KV cache, weights), f32 <-> bf16, f32 -> q8_act
+// (the activations of the integer GEMMs) and f32 -> int8_row_act (W8A8's). Each gives the
+// reference's bytes exactly (int8_row_act: for finite input).
 #include "core/half.h"
 #include "kernels/cpu/avx2/simd_avx2.h"
 #include "kernels/kernels.h"
 #include "quant/formats/blocks.h"
+#include "quant/formats/frugal_blocks.h"
+
+#include <cstring>
 
 namespace frugal::kernels::avx2 {
 namespace {
@@ -103,6 +107,34 @@ void convert_q8_act(const float* src, void* dst, int64_t n) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(blocks[b].qs),
                         _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
   }
+}
+
+// amax as convert_q8_act's; q = nearest_int(x * id) is vcvtps2dq's round half to even.
+void convert_int8_row_act(const float* src, void* dst, int64_t n) {
+  auto* bytes = static_cast<uint8_t*>(dst);
+  const int64_t header = int8_row_act_header_bytes(n);
+  std::memset(bytes, 0, static_cast<size_t>(header));
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  __m256 amax = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) amax = _mm256_max_ps(_mm256_andnot_ps(sign_bit, _mm256_loadu_ps(src + i)), amax);
+  Int8RowActHeader h{hmax(amax) / 127, 0};
+  const __m256 id = _mm256_set1_ps(h.d != 0 ? 1 / h.d : 0);
+  const __m256i hi = _mm256_set1_epi32(127), lo = _mm256_set1_epi32(-127);
+  auto* out = bytes + header;
+  __m256i sum = _mm256_setzero_si256();
+  for (int64_t i = 0; i < n; i += 32) {  // n is a multiple of 64
+    __m256i q[4];
+    for (int c = 0; c < 4; ++c) {
+      q[c] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(src + i + 8 * c), id));
+      q[c] = _mm256_max_epi32(_mm256_min_epi32(q[c], hi), lo);
+      sum = _mm256_add_epi32(sum, q[c]);
+    }
+    const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
+                        _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  }
+  h.sum = hsum(sum);
+  std::memcpy(bytes, &h, sizeof(h));
 }
 
 }  // namespace frugal::kernels::avx2

@@ -6,11 +6,8 @@
 // that q8_act products need: for a batch this is the cheapest product frugal has. Integer sums
 // are exact, so the lanes are reduced in any order and the result matches the reference bit
 // for bit, whatever M or the tiling.
-#include <cstring>
-
 #include "kernels/cpu/avx512/simd_avx512.h"
-#include "kernels/kernels.h"
-#include "quant/formats/frugal_blocks.h"
+#include "kernels/cpu/w8a8_operands.h"
 
 namespace frugal::kernels::avx512 {
 namespace {
@@ -20,26 +17,12 @@ constexpr int64_t kPrefetchBytes = 8192;
 
 template <int MR, int NR>
 inline void w8a8_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
-  const int64_t w_header = int8_row_header_bytes(a.k), x_header = int8_row_act_header_bytes(a.k);
-  const int8_t* x[MR];
-  const uint8_t* w[NR];
+  const W8A8Operands<MR, NR> o(a, m0, n0);
   __m512i acc[MR][NR];
-  float sx[MR], sw[NR];
   for (int i = 0; i < MR; ++i) {
-    const auto* row = static_cast<const uint8_t*>(a.x) + (m0 + i) * a.x_stride;
-    Int8RowActHeader h;
-    std::memcpy(&h, row, sizeof(h));
-    sx[i] = h.d;
-    x[i] = reinterpret_cast<const int8_t*>(row + x_header);
-    const __m512i start = _mm512_maskz_set1_epi32(0x0001, -128 * h.sum);
+    const __m512i start = _mm512_maskz_set1_epi32(0x0001, -128 * o.x_sum[i]);
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = start;
-  }
-  for (int j = 0; j < NR; ++j) {
-    const auto* row = static_cast<const uint8_t*>(a.w) + (n0 + j) * a.w_stride;
-    sw[j] = 0;  // rows too short for a scale decode as zeros
-    if (w_header >= 4) std::memcpy(&sw[j], row, sizeof(float));
-    w[j] = row + w_header;
   }
   // Decode: a fixed distance ahead; a multi-row tile: the same row of the next tile (the
   // float tiles' rule, gemm_tile_avx512.h).
@@ -49,12 +32,12 @@ inline void w8a8_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
     __m512i wv[NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
-      _mm_prefetch(reinterpret_cast<const char*>(w[j] + k + prefetch), _MM_HINT_T0);
-      wv[j] = _mm512_xor_si512(_mm512_loadu_si512(w[j] + k), flip);
+      _mm_prefetch(reinterpret_cast<const char*>(o.w[j] + k + prefetch), _MM_HINT_T0);
+      wv[j] = _mm512_xor_si512(_mm512_loadu_si512(o.w[j] + k), flip);
     }
 #pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) {
-      const __m512i xv = _mm512_loadu_si512(x[i] + k);
+      const __m512i xv = _mm512_loadu_si512(o.x[i] + k);
 #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wv[j], xv);
     }
@@ -63,7 +46,7 @@ inline void w8a8_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j)
-      a.y[(m0 + i) * a.y_stride + n0 + j] = static_cast<float>(_mm512_reduce_add_epi32(acc[i][j])) * (sw[j] * sx[i]);
+      a.y[(m0 + i) * a.y_stride + n0 + j] = static_cast<float>(_mm512_reduce_add_epi32(acc[i][j])) * (o.w_scale[j] * o.x_scale[i]);
 }
 
 template <int MR, int NR>

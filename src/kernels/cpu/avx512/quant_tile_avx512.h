@@ -29,6 +29,7 @@
 #pragma once
 
 #include <algorithm>
+#include <vector>
 #include <type_traits>
 
 #include "kernels/cpu/avx512/simd_avx512.h"
@@ -120,13 +121,35 @@ inline int64_t n_units(int64_t k) {
 // one thread) Q4_0 reads 11.5 GB/s from memory at 1 KB, 19 at 4 KB, 25 at 8 KB, 21 at 16 KB.
 inline constexpr int64_t kPrefetchBytes = 8192;
 
+// The activation side of every step of rows [m0, m0 + rows), made once per call rather than
+// once per tile (decode: once per product instead of once per 8 weight rows). steps[i * spr + t]
+// is step t of row m0 + i, spr = units x kPairs.
+template <typename F>
+inline void prepare_x(const GemmArgs& a, int64_t m0, int64_t rows, XStep* steps) {
+  const int64_t units = n_units<F>(a.k), n_blocks = a.k / 32, spr = units * F::kPairs;
+  for (int64_t i = 0; i < rows; ++i) {
+    const auto* x = reinterpret_cast<const BlockQ8Act*>(static_cast<const uint8_t*>(a.x) + (m0 + i) * a.x_stride);
+    for (int64_t u = 0; u < units; ++u) {
+      const int64_t b0 = u * 2 * F::kPairs;
+      const bool two = !F::kHalfUnits || b0 + 1 < n_blocks;
+      for (int s = 0; s < F::kPairs; ++s) steps[i * spr + u * F::kPairs + s] = load_x<F>(x, b0 + 2 * s, two);
+    }
+  }
+}
+
+// Scratch for prepare_x, per thread (kernels are called from the pool's threads).
+inline XStep* x_steps(int64_t count) {
+  thread_local std::vector<XStep> buffer;
+  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(static_cast<size_t>(count));
+  return buffer.data();
+}
+
 template <typename F, int MR, int NR>
-inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
+inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0, const XStep* steps) {
   const int64_t units = n_units<F>(a.k);
   const int64_t n_blocks = a.k / 32;
-  const BlockQ8Act* x[MR];
+  const int64_t spr = units * F::kPairs;
   const uint8_t* w[NR];
-  for (int i = 0; i < MR; ++i) x[i] = reinterpret_cast<const BlockQ8Act*>(static_cast<const uint8_t*>(a.x) + (m0 + i) * a.x_stride);
   for (int j = 0; j < NR; ++j) w[j] = static_cast<const uint8_t*>(a.w) + (n0 + j) * a.w_stride;
   __m512 acc[MR][NR];
 #pragma GCC unroll 8
@@ -157,7 +180,7 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
       for (int j = 0; j < NR; ++j) ws[j] = F::step(st[j], s, two);
 #pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) {
-        const XStep xs = load_x<F>(x[i], b0 + 2 * s, two);
+        const XStep& xs = steps[i * spr + u * F::kPairs + s];
 #pragma GCC unroll 8
         for (int j = 0; j < NR; ++j) acc[i][j] = step_madd<F>(acc[i][j], ws[j], xs);
       }
@@ -172,29 +195,37 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
     for (int j = 0; j < NR; ++j) a.y[(m0 + i) * a.y_stride + n0 + j] = hsum(acc[i][j]);
 }
 
+// steps: prepare_x of rows [m_begin, m_end).
 template <typename F, int MR, int NR>
-inline void quant_rows(const GemmArgs& a, int64_t m_begin, int64_t m_end, int64_t n) {
+inline void quant_rows(const GemmArgs& a, int64_t m_begin, int64_t m_end, int64_t n, const XStep* steps) {
+  const int64_t spr = n_units<F>(a.k) * F::kPairs;
   int64_t m = m_begin;
-  for (; m + MR <= m_end; m += MR) quant_tile<F, MR, NR>(a, m, n);
-  for (; m < m_end; ++m) quant_tile<F, 1, NR>(a, m, n);
+  for (; m + MR <= m_end; m += MR) quant_tile<F, MR, NR>(a, m, n, steps + (m - m_begin) * spr);
+  for (; m < m_end; ++m) quant_tile<F, 1, NR>(a, m, n, steps + (m - m_begin) * spr);
 }
 
 // y[:, n0:n1]. Decode (M = 1) is bandwidth-bound: many weight rows in flight per pass.
 // Prefill walks M in chunks whose activations stay in L2, 4 x 4 register tiles.
 template <typename F>
 void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
+  const int64_t spr = n_units<F>(a.k) * F::kPairs;
   if (a.m == 1) {
+    XStep* steps = x_steps(spr);
+    prepare_x<F>(a, 0, 1, steps);
     int64_t n = n0;
-    for (; n + F::kDecodeRows <= n1; n += F::kDecodeRows) quant_tile<F, 1, F::kDecodeRows>(a, 0, n);
-    for (; n < n1; ++n) quant_tile<F, 1, 1>(a, 0, n);
+    for (; n + F::kDecodeRows <= n1; n += F::kDecodeRows) quant_tile<F, 1, F::kDecodeRows>(a, 0, n, steps);
+    for (; n < n1; ++n) quant_tile<F, 1, 1>(a, 0, n, steps);
     return;
   }
-  const int64_t chunk_rows = std::max<int64_t>(4, (int64_t{256} << 10) / std::max<size_t>(a.x_stride, 1) / 4 * 4);
+  // Chunks of rows whose prepared steps (5 vectors per 64 activations) stay in L2.
+  const int64_t chunk_rows = std::max<int64_t>(4, (int64_t{256} << 10) / (spr * static_cast<int64_t>(sizeof(XStep))) / 4 * 4);
+  XStep* steps = x_steps(std::min(a.m, chunk_rows) * spr);
   for (int64_t m0 = 0; m0 < a.m; m0 += chunk_rows) {
     const int64_t m1 = std::min(a.m, m0 + chunk_rows);
+    prepare_x<F>(a, m0, m1 - m0, steps);
     int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) quant_rows<F, 4, 4>(a, m0, m1, n);
-    for (; n < n1; ++n) quant_rows<F, 4, 1>(a, m0, m1, n);
+    for (; n + 4 <= n1; n += 4) quant_rows<F, 4, 4>(a, m0, m1, n, steps);
+    for (; n < n1; ++n) quant_rows<F, 4, 1>(a, m0, m1, n, steps);
   }
 }
 

@@ -41,6 +41,7 @@
 #pragma once
 
 #include <algorithm>
+#include <vector>
 
 #include "kernels/cpu/avx2/simd_avx2.h"
 #include "kernels/kernels.h"
@@ -140,12 +141,29 @@ inline __m256 step_madd(__m256 acc, const WStep& w, const XStep& x) {
 // Q8_0 reads 10.7 GB/s from memory at 512 B, 22.8 at 4 KB, 30.9 at 8 KB; Q4_0 9.6, 15.3, 15.1.
 inline constexpr int64_t kPrefetchBytes = 8192;
 
+// The activation side of every 32-element step of rows [m0, m0 + rows), made once per call
+// rather than once per tile (as on AVX-512): steps[i * (k / 32) + b] is block b of row m0 + i.
+template <typename F>
+inline void prepare_x(const GemmArgs& a, int64_t m0, int64_t rows, XStep* steps) {
+  const int64_t blocks = a.k / 32;
+  for (int64_t i = 0; i < rows; ++i) {
+    const auto* x = reinterpret_cast<const BlockQ8Act*>(static_cast<const uint8_t*>(a.x) + (m0 + i) * a.x_stride);
+    for (int64_t b = 0; b < blocks; ++b) steps[i * blocks + b] = load_x<F>(x[b]);
+  }
+}
+
+// Scratch for prepare_x, per thread (kernels are called from the pool's threads).
+inline XStep* x_steps(int64_t count) {
+  thread_local std::vector<XStep> buffer;
+  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(static_cast<size_t>(count));
+  return buffer.data();
+}
+
 template <typename F, int MR, int NR>
-inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
+inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0, const XStep* steps) {
   const int64_t units = a.k / (32 * F::kSteps);
-  const BlockQ8Act* x[MR];
+  const int64_t blocks = a.k / 32;
   const uint8_t* w[NR];
-  for (int i = 0; i < MR; ++i) x[i] = reinterpret_cast<const BlockQ8Act*>(static_cast<const uint8_t*>(a.x) + (m0 + i) * a.x_stride);
   for (int j = 0; j < NR; ++j) w[j] = static_cast<const uint8_t*>(a.w) + (n0 + j) * a.w_stride;
   __m256 acc[MR][NR];
 #pragma GCC unroll 8
@@ -171,7 +189,7 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
       for (int j = 0; j < NR; ++j) ws[j] = F::step(st[j], s);
 #pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) {
-        const XStep xs = load_x<F>(x[i][u * F::kSteps + s]);
+        const XStep& xs = steps[i * blocks + u * F::kSteps + s];
 #pragma GCC unroll 8
         for (int j = 0; j < NR; ++j) acc[i][j] = step_madd<F>(acc[i][j], ws[j], xs);
       }
@@ -183,11 +201,13 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
     for (int j = 0; j < NR; ++j) a.y[(m0 + i) * a.y_stride + n0 + j] = hsum(acc[i][j]);
 }
 
+// steps: prepare_x of rows [m_begin, m_end).
 template <typename F, int MR, int NR>
-inline void quant_rows(const GemmArgs& a, int64_t m_begin, int64_t m_end, int64_t n) {
+inline void quant_rows(const GemmArgs& a, int64_t m_begin, int64_t m_end, int64_t n, const XStep* steps) {
+  const int64_t blocks = a.k / 32;
   int64_t m = m_begin;
-  for (; m + MR <= m_end; m += MR) quant_tile<F, MR, NR>(a, m, n);
-  for (; m < m_end; ++m) quant_tile<F, 1, NR>(a, m, n);
+  for (; m + MR <= m_end; m += MR) quant_tile<F, MR, NR>(a, m, n, steps + (m - m_begin) * blocks);
+  for (; m < m_end; ++m) quant_tile<F, 1, NR>(a, m, n, steps + (m - m_begin) * blocks);
 }
 
 // Prefill tile: MR x NR accumulators in 16 ymm registers with room for the step being
@@ -200,18 +220,24 @@ inline constexpr int kNR = 3;
 // Prefill walks M in chunks whose activations stay in L2, kMR x kNR register tiles.
 template <typename F>
 void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
+  const int64_t blocks = a.k / 32;
   if (a.m == 1) {
+    XStep* steps = x_steps(blocks);
+    prepare_x<F>(a, 0, 1, steps);
     int64_t n = n0;
-    for (; n + F::kDecodeRows <= n1; n += F::kDecodeRows) quant_tile<F, 1, F::kDecodeRows>(a, 0, n);
-    for (; n < n1; ++n) quant_tile<F, 1, 1>(a, 0, n);
+    for (; n + F::kDecodeRows <= n1; n += F::kDecodeRows) quant_tile<F, 1, F::kDecodeRows>(a, 0, n, steps);
+    for (; n < n1; ++n) quant_tile<F, 1, 1>(a, 0, n, steps);
     return;
   }
-  const int64_t chunk_rows = std::max<int64_t>(kMR, (int64_t{128} << 10) / std::max<size_t>(a.x_stride, 1) / kMR * kMR);
+  // Chunks of rows whose prepared steps (5 vectors per 32 activations) stay in L2.
+  const int64_t chunk_rows = std::max<int64_t>(kMR, (int64_t{256} << 10) / (blocks * static_cast<int64_t>(sizeof(XStep))) / kMR * kMR);
+  XStep* steps = x_steps(std::min(a.m, chunk_rows) * blocks);
   for (int64_t m0 = 0; m0 < a.m; m0 += chunk_rows) {
     const int64_t m1 = std::min(a.m, m0 + chunk_rows);
+    prepare_x<F>(a, m0, m1 - m0, steps);
     int64_t n = n0;
-    for (; n + kNR <= n1; n += kNR) quant_rows<F, kMR, kNR>(a, m0, m1, n);
-    for (; n < n1; ++n) quant_rows<F, kMR, 1>(a, m0, m1, n);
+    for (; n + kNR <= n1; n += kNR) quant_rows<F, kMR, kNR>(a, m0, m1, n, steps);
+    for (; n < n1; ++n) quant_rows<F, kMR, 1>(a, m0, m1, n, steps);
   }
 }
 

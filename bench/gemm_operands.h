@@ -28,7 +28,7 @@ inline GemmOperands make_gemm_operands(DType type, int64_t m, int64_t n, int64_t
                                        int64_t distinct_rows = std::numeric_limits<int64_t>::max(), bool w8a8 = false) {
   const KernelTable& t = active();
   GemmOperands o;
-  o.kernel = w8a8 && type == DType::kInt8Row ? t.w8a8_int8_row : gemm_for(t, type);
+  o.kernel = gemm_for(t, type, w8a8);
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   std::vector<float> row(k);

@@ -146,7 +146,8 @@ const std::array<std::array<GemmFn, kDTypeSlots>, 3> kFallbacks = {
 };
 }  // namespace
 
-GemmKernel gemm_for(const KernelTable& table, DType weight_type) {
+GemmKernel gemm_for(const KernelTable& table, DType weight_type, bool w8a8) {
+  if (w8a8 && weight_type == DType::kInt8Row) return table.w8a8_int8_row;
   const auto i = static_cast<size_t>(weight_type);
   if (table.gemm[i].fn != nullptr) return table.gemm[i];
   FRUGAL_CHECK(table.to_float[i] != nullptr, "type {} has no dequantize", dtype_name(weight_type));

@@ -159,7 +159,8 @@ const KernelTable& for_isa(Isa isa);
 // ISAs compiled into this binary and supported by this CPU, scalar first.
 std::vector<Isa> available_isas();
 
-// The GEMM to use for a weight type: the table's own kernel, or the dequantize fallback.
-GemmKernel gemm_for(const KernelTable& table, DType weight_type);
+// The GEMM to use for a weight type: the table's own kernel, or the dequantize fallback. With
+// w8a8, int8_row weights take the W8A8 kernel (other types are unaffected).
+GemmKernel gemm_for(const KernelTable& table, DType weight_type, bool w8a8 = false);
 
 }  // namespace frugal::kernels

@@ -22,7 +22,7 @@ Prepared prepare(OpContext& ctx, const Linear& layer, const float* x, int64_t n_
   FRUGAL_CHECK(w.ndim == 2, "linear '{}' weight must be 2-D", layer.name);
   const int64_t k = w.dim(1);
   Prepared p;
-  p.kernel = ctx.w8a8 && w.dtype == DType::kInt8Row ? ctx.kernels.w8a8_int8_row : kernels::gemm_for(ctx.kernels, w.dtype);
+  p.kernel = kernels::gemm_for(ctx.kernels, w.dtype, ctx.w8a8);
   p.n_out = w.dim(0);
   p.args.w = w.data;
   p.args.w_stride = w.row_stride();

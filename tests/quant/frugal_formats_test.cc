@@ -27,12 +27,6 @@ std::vector<float> round_trip(DType type, const std::vector<float>& x, const flo
   return y;
 }
 
-double rms(const std::vector<float>& x) {
-  double s = 0;
-  for (float v : x) s += static_cast<double>(v) * v;
-  return std::sqrt(s / static_cast<double>(x.size()));
-}
-
 // Budgets on N(0, 1) data as fractions of its sigma (RMS error; largest error). Uniform grids
 // round with an RMS error of step / sqrt(12):
 //  - int8_row: step = row max / 127 over 1024 Gaussians (~3.3 sigma): 0.0075 (measured 0.0079).
@@ -77,7 +71,7 @@ TEST(FrugalFormats, RegisteredOutsideGgmlsTypeRange) {
 
 TEST(FrugalFormats, GaussianDataStaysWithinEachFormatsBudget) {
   const std::vector<float> x = test::random_floats(kRows * kCols, 11);
-  const double sigma = rms(x);
+  const double sigma = test::rms(x);
   for (const Budget& b : kBudgets) {
     const std::vector<float> y = round_trip(b.type, x);
     double sum2 = 0, max_err = 0;

@@ -31,12 +31,6 @@ RoundTrip round_trip(DType type, const std::vector<float>& x) {
   return r;
 }
 
-double rms(const std::vector<float>& x) {
-  double s = 0;
-  for (float v : x) s += static_cast<double>(v) * v;
-  return std::sqrt(s / static_cast<double>(x.size()));
-}
-
 // Error budgets on N(0, 1) data, as fractions of the data's RMS (= its sigma). A format that
 // rounds to evenly spaced levels has an RMS error of step / sqrt(12), and its step follows
 // from how it sets the scale. Over 32 Gaussians the largest |x| is ~2.35 sigma (median) and
@@ -67,7 +61,7 @@ constexpr Budget kBudgets[] = {
 
 TEST(QuantRoundTrip, GaussianDataStaysWithinEachFormatsBudget) {
   const std::vector<float> x = test::random_floats(256 * 256, 7);
-  const double scale = rms(x);
+  const double scale = test::rms(x);
   for (const Budget& budget : kBudgets) {
     const RoundTrip r = round_trip(budget.type, x);
     double sum2 = 0, max_err = 0;

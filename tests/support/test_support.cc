@@ -1,5 +1,7 @@
 #include "support/test_support.h"
 
+#include <cmath>
+
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
@@ -44,6 +46,12 @@ std::vector<float> random_floats(size_t n, uint32_t seed, float scale) {
   std::vector<float> v(n);
   for (auto& x : v) x = dist(rng);
   return v;
+}
+
+double rms(const std::vector<float>& x) {
+  double s = 0;
+  for (float v : x) s += static_cast<double>(v) * v;
+  return std::sqrt(s / static_cast<double>(x.size()));
 }
 
 }  // namespace frugal::test

@@ -21,5 +21,7 @@ std::string binary_dir();
 std::string synth_model(const std::string& preset, int seed, const std::string& dtype);
 
 std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f);
+// Root mean square, accumulated in double (error budgets are fractions of the data's RMS).
+double rms(const std::vector<float>& x);
 
 }  // namespace frugal::test

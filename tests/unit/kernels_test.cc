@@ -15,6 +15,7 @@
 #include "kernels/ref/ref_kernels.h"
 #include "quant/formats/blocks.h"
 #include "support/test_support.h"
+#include "unit/gemm_test_util.h"
 
 namespace frugal::kernels {
 namespace {
@@ -47,43 +48,9 @@ GemmCase make_case(DType type, int64_t m, int64_t n, int64_t k, uint32_t seed) {
   return c;
 }
 
-// Runs a table's GEMM the way ops/linear.cc does: activations converted, columns split.
-std::vector<float> run_gemm(const KernelTable& t, DType type, const GemmCase& c, int64_t split) {
-  const GemmKernel kernel = gemm_for(t, type);
-  Buffer xa;
-  GemmArgs a;
-  if (kernel.act == DType::kF32) {
-    a.x = c.x.data();
-    a.x_stride = c.k * sizeof(float);
-  } else {
-    const size_t stride = row_bytes(kernel.act, c.k);
-    xa = Buffer(stride * c.m);
-    for (int64_t r = 0; r < c.m; ++r) t.convert[static_cast<size_t>(kernel.act)](c.x.data() + r * c.k, xa.as<uint8_t>() + r * stride, c.k);
-    a.x = xa.data();
-    a.x_stride = stride;
-  }
-  std::vector<float> y(c.m * c.n, NAN);
-  a.w = c.w.data();
-  a.w_stride = row_bytes(type, c.k);
-  a.y = y.data();
-  a.y_stride = c.n;
-  a.m = c.m;
-  a.k = c.k;
-  for (int64_t n0 = 0; n0 < c.n; n0 += split) kernel.fn(a, n0, std::min(c.n, n0 + split));
-  return y;
-}
-
-// The activations as the kernel's activation type represents them.
-std::vector<float> activations_seen(const KernelTable& t, DType type, const GemmCase& c) {
-  const GemmKernel kernel = gemm_for(t, type);
-  if (kernel.act == DType::kF32) return c.x;
-  std::vector<float> out(c.x.size());
-  Buffer tmp(row_bytes(kernel.act, c.k));
-  for (int64_t r = 0; r < c.m; ++r) {
-    t.convert[static_cast<size_t>(kernel.act)](c.x.data() + r * c.k, tmp.data(), c.k);
-    dtype_traits(kernel.act).to_float(tmp.data(), out.data() + r * c.k, c.k);
-  }
-  return out;
+// The table's product over a case (tests/unit/gemm_test_util.h), w8a8 for the W8A8 kernel.
+test_util::GemmRun run_gemm(const KernelTable& t, DType type, const GemmCase& c, int64_t split, bool w8a8 = false) {
+  return test_util::run_gemm(t, type, c.x, c.m, c.k, c.w.data(), row_bytes(type, c.k), c.n, split, w8a8);
 }
 
 TEST_P(KernelTest, GemmMatchesExactProductForEveryWeightType) {
@@ -93,8 +60,9 @@ TEST_P(KernelTest, GemmMatchesExactProductForEveryWeightType) {
       if (k % block) continue;
       if (block == 1) k += 3;  // float types: a k that is no multiple of any vector width
       const GemmCase c = make_case(type, m, n, k, 7 * m + n);
-      const auto y = run_gemm(table(), type, c, 5);
-      const auto xs = activations_seen(table(), type, c);
+      const test_util::GemmRun r = run_gemm(table(), type, c, 5);
+      const auto& y = r.y;
+      const auto& xs = r.x_seen;
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) {
           double exact = 0, magnitude = 0;
@@ -117,11 +85,11 @@ TEST_P(KernelTest, GemmResultsDoNotDependOnBatchOrSplit) {
     const bool is_float = dtype_traits(type).block_size == 1;
     for (int64_t k : {int64_t{256}, is_float ? int64_t{227} : int64_t{224}}) {
       const GemmCase big = make_case(type, 11, 37, k, 99);
-      const auto all = run_gemm(table(), type, big, 37);
-      const auto split = run_gemm(table(), type, big, 3);
+      const auto all = run_gemm(table(), type, big, 37).y;
+      const auto split = run_gemm(table(), type, big, 3).y;
       for (int64_t r = 0; r < big.m; ++r) {
         GemmCase one{big.w.copy(), big.w_float, std::vector<float>(big.x.begin() + r * big.k, big.x.begin() + (r + 1) * big.k), 1, big.n, big.k};
-        const auto alone = run_gemm(table(), type, one, 37);
+        const auto alone = run_gemm(table(), type, one, 37).y;
         for (int64_t j = 0; j < big.n; ++j) {
           ASSERT_EQ(all[r * big.n + j], alone[j]) << dtype_name(type) << " k=" << k << ": row " << r << " differs alone and batched";
           ASSERT_EQ(all[r * big.n + j], split[r * big.n + j]) << dtype_name(type) << " k=" << k << ": column split changes the result";
@@ -129,18 +97,6 @@ TEST_P(KernelTest, GemmResultsDoNotDependOnBatchOrSplit) {
       }
     }
   }
-}
-
-// W8A8 (int8_row weights x int8_row_act activations): `kernel` over x converted with `convert`,
-// columns split every `split`.
-std::vector<float> run_w8a8(const GemmKernel& kernel, ConvertFn convert, const GemmCase& c, int64_t split) {
-  const size_t stride = row_bytes(DType::kInt8RowAct, c.k);
-  Buffer xa(stride * c.m);
-  for (int64_t r = 0; r < c.m; ++r) convert(c.x.data() + r * c.k, xa.as<uint8_t>() + r * stride, c.k);
-  std::vector<float> y(c.m * c.n, NAN);
-  GemmArgs a{xa.data(), stride, c.w.data(), row_bytes(DType::kInt8Row, c.k), y.data(), static_cast<size_t>(c.n), c.m, c.k};
-  for (int64_t n0 = 0; n0 < c.n; n0 += split) kernel.fn(a, n0, std::min(c.n, n0 + split));
-  return y;
 }
 
 // Every ISA gives the reference's bits (the dot product is an exact integer), which equal the
@@ -162,8 +118,8 @@ TEST_P(KernelTest, W8A8MatchesReferenceBitForBit) {
       ref_convert(c.x.data(), b.data(), k);
       ASSERT_EQ(std::memcmp(a.data(), b.data(), bytes), 0) << "int8_row_act conversion, k=" << k;
     }
-    const auto y = run_w8a8(kernel, convert, c, 5);
-    const auto y_ref = run_w8a8({DType::kInt8RowAct, ref::gemm_int8_row_w8a8, 1}, ref_convert, c, c.n);
+    const auto y = run_gemm(table(), DType::kInt8Row, c, 5, /*w8a8=*/true).y;
+    const auto y_ref = run_gemm(for_isa(Isa::kScalar), DType::kInt8Row, c, c.n, /*w8a8=*/true).y;
     Buffer xq(row_bytes(DType::kInt8RowAct, k));
     std::vector<float> xs(k);
     for (int64_t i = 0; i < m; ++i) {
@@ -183,7 +139,7 @@ TEST_P(KernelTest, W8A8MatchesReferenceBitForBit) {
     }
     for (int64_t r = 0; r < m; ++r) {
       GemmCase one{c.w.copy(), c.w_float, std::vector<float>(c.x.begin() + r * k, c.x.begin() + (r + 1) * k), 1, n, k};
-      const auto alone = run_w8a8(kernel, convert, one, 3);
+      const auto alone = run_gemm(table(), DType::kInt8Row, one, 3, /*w8a8=*/true).y;
       for (int64_t j = 0; j < n; ++j) ASSERT_EQ(alone[j], y[r * n + j]) << "k=" << k << ": row " << r << " differs alone and batched";
     }
   }
@@ -203,7 +159,7 @@ TEST_P(KernelTest, W8A8ExtremeCodesStayExact) {
     for (int64_t kk = 0; kk < k; ++kk) w[kk] = c.x[kk] * (j == 1 ? -1.0f : 1.0f);
     dtype_traits(DType::kInt8Row).from_float(w.data(), c.w.as<uint8_t>() + j * row_bytes(DType::kInt8Row, k), k);
   }
-  const auto y = run_w8a8(table().w8a8_int8_row, table().convert[static_cast<size_t>(DType::kInt8RowAct)], c, n);
+  const auto y = run_gemm(table(), DType::kInt8Row, c, n, /*w8a8=*/true).y;
   // Scales 1/127 on both sides: each product is exactly 127 * 127 / 127^2 = 1 in magnitude.
   for (int64_t j = 0; j < n; ++j) {
     const float sign = j == 1 ? -1.0f : 1.0f;
@@ -248,8 +204,9 @@ TEST_P(KernelTest, QuantGemmHandlesExtremeQuants) {
       c.x[kk] = sign;
       c.x[k + kk] = -sign;
     }
-    const auto y = run_gemm(table(), type, c, 2);
-    const auto xs = activations_seen(table(), type, c);
+    const test_util::GemmRun r = run_gemm(table(), type, c, 2);
+    const auto& y = r.y;
+    const auto& xs = r.x_seen;
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) {
         double exact = 0, magnitude = 0;

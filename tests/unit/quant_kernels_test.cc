@@ -25,6 +25,7 @@
 #include "quant/formats/blocks.h"
 #include "quant/formats/frugal_blocks.h"
 #include "support/test_support.h"
+#include "unit/gemm_test_util.h"
 
 namespace frugal::kernels {
 namespace {
@@ -100,37 +101,10 @@ Case random_bytes_case(DType type, int64_t m, int64_t n, int64_t k, uint32_t see
   return c;
 }
 
-struct GemmRun {
-  std::vector<float> y;
-  std::vector<float> x_seen;  // the activations as the kernel's activation type holds them
-};
+using test_util::GemmRun;
 
 GemmRun run(const KernelTable& t, DType type, const Case& c, int64_t split) {
-  const GemmKernel kernel = gemm_for(t, type);
-  GemmRun out{std::vector<float>(c.m * c.n, NAN), c.x};
-  Buffer xa;
-  GemmArgs a;
-  if (kernel.act == DType::kF32) {
-    a.x = c.x.data();
-    a.x_stride = c.k * sizeof(float);
-  } else {
-    const size_t stride = row_bytes(kernel.act, c.k);
-    xa = Buffer(stride * c.m);
-    for (int64_t r = 0; r < c.m; ++r) {
-      t.convert[static_cast<size_t>(kernel.act)](c.x.data() + r * c.k, xa.as<uint8_t>() + r * stride, c.k);
-      dtype_traits(kernel.act).to_float(xa.as<uint8_t>() + r * stride, out.x_seen.data() + r * c.k, c.k);
-    }
-    a.x = xa.data();
-    a.x_stride = stride;
-  }
-  a.w = c.w.data();
-  a.w_stride = c.w_stride;
-  a.y = out.y.data();
-  a.y_stride = c.n;
-  a.m = c.m;
-  a.k = c.k;
-  for (int64_t n0 = 0; n0 < c.n; n0 += split) kernel.fn(a, n0, std::min(c.n, n0 + split));
-  return out;
+  return test_util::run_gemm(t, type, c.x, c.m, c.k, c.w.data(), c.w_stride, c.n, split);
 }
 
 // NF4's level rounding in the kernel: 0.5 / 32639 of the block's scale per unit of |x|.

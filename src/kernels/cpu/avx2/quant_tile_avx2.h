@@ -41,9 +41,9 @@
 #pragma once
 
 #include <algorithm>
-#include <vector>
 
 #include "kernels/cpu/avx2/simd_avx2.h"
+#include "kernels/cpu/thread_scratch.h"
 #include "kernels/kernels.h"
 #include "quant/formats/blocks.h"
 
@@ -152,13 +152,6 @@ inline void prepare_x(const GemmArgs& a, int64_t m0, int64_t rows, XStep* steps)
   }
 }
 
-// Scratch for prepare_x, per thread (kernels are called from the pool's threads).
-inline XStep* x_steps(int64_t count) {
-  thread_local std::vector<XStep> buffer;
-  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(static_cast<size_t>(count));
-  return buffer.data();
-}
-
 template <typename F, int MR, int NR>
 inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0, const XStep* steps) {
   const int64_t units = a.k / (32 * F::kSteps);
@@ -222,7 +215,7 @@ template <typename F>
 void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
   const int64_t blocks = a.k / 32;
   if (a.m == 1) {
-    XStep* steps = x_steps(blocks);
+    XStep* steps = thread_scratch<XStep>(blocks);
     prepare_x<F>(a, 0, 1, steps);
     int64_t n = n0;
     for (; n + F::kDecodeRows <= n1; n += F::kDecodeRows) quant_tile<F, 1, F::kDecodeRows>(a, 0, n, steps);
@@ -231,7 +224,7 @@ void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
   }
   // Chunks of rows whose prepared steps (5 vectors per 32 activations) stay in L2.
   const int64_t chunk_rows = std::max<int64_t>(kMR, (int64_t{256} << 10) / (blocks * static_cast<int64_t>(sizeof(XStep))) / kMR * kMR);
-  XStep* steps = x_steps(std::min(a.m, chunk_rows) * blocks);
+  XStep* steps = thread_scratch<XStep>(std::min(a.m, chunk_rows) * blocks);
   for (int64_t m0 = 0; m0 < a.m; m0 += chunk_rows) {
     const int64_t m1 = std::min(a.m, m0 + chunk_rows);
     prepare_x<F>(a, m0, m1 - m0, steps);

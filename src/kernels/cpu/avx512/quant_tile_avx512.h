@@ -29,10 +29,10 @@
 #pragma once
 
 #include <algorithm>
-#include <vector>
 #include <type_traits>
 
 #include "kernels/cpu/avx512/simd_avx512.h"
+#include "kernels/cpu/thread_scratch.h"
 #include "kernels/kernels.h"
 #include "quant/formats/blocks.h"
 
@@ -137,13 +137,6 @@ inline void prepare_x(const GemmArgs& a, int64_t m0, int64_t rows, XStep* steps)
   }
 }
 
-// Scratch for prepare_x, per thread (kernels are called from the pool's threads).
-inline XStep* x_steps(int64_t count) {
-  thread_local std::vector<XStep> buffer;
-  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(static_cast<size_t>(count));
-  return buffer.data();
-}
-
 template <typename F, int MR, int NR>
 inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0, const XStep* steps) {
   const int64_t units = n_units<F>(a.k);
@@ -160,7 +153,6 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0, const XStep* s
   // masks and offsets of the pair fold away in the main loop.
   const auto do_unit = [&](int64_t u, auto two_c) __attribute__((always_inline)) {
     const bool two = two_c;
-    const int64_t b0 = u * 2 * F::kPairs;  // first q8_act block of the unit
     typename F::Unit st[NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
@@ -210,7 +202,7 @@ template <typename F>
 void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
   const int64_t spr = n_units<F>(a.k) * F::kPairs;
   if (a.m == 1) {
-    XStep* steps = x_steps(spr);
+    XStep* steps = thread_scratch<XStep>(spr);
     prepare_x<F>(a, 0, 1, steps);
     int64_t n = n0;
     for (; n + F::kDecodeRows <= n1; n += F::kDecodeRows) quant_tile<F, 1, F::kDecodeRows>(a, 0, n, steps);
@@ -219,7 +211,7 @@ void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
   }
   // Chunks of rows whose prepared steps (5 vectors per 64 activations) stay in L2.
   const int64_t chunk_rows = std::max<int64_t>(4, (int64_t{256} << 10) / (spr * static_cast<int64_t>(sizeof(XStep))) / 4 * 4);
-  XStep* steps = x_steps(std::min(a.m, chunk_rows) * spr);
+  XStep* steps = thread_scratch<XStep>(std::min(a.m, chunk_rows) * spr);
   for (int64_t m0 = 0; m0 < a.m; m0 += chunk_rows) {
     const int64_t m1 = std::min(a.m, m0 + chunk_rows);
     prepare_x<F>(a, m0, m1 - m0, steps);

@@ -23,7 +23,6 @@ struct F32xF32 {
   static W load_w(const void* p, int64_t k, int64_t n) { return _mm512_maskz_loadu_ps(tail_mask16(n), static_cast<const float*>(p) + k); }
   static Acc madd(Acc acc, X x, W w) { return _mm512_fmadd_ps(x, w, acc); }
   static Acc zero() { return _mm512_setzero_ps(); }
-  static float finish(Acc acc) { return hsum(acc); }
 };
 
 // f32 activations x f16 weights: weights widened with vcvtph2ps.
@@ -49,7 +48,6 @@ struct Bf16xBf16 {
   static W load_w(const void* p, int64_t k, int64_t n) { return load_x(p, k, n); }
   static Acc madd(Acc acc, X x, W w) { return _mm512_dpbf16_ps(acc, x, w); }
   static Acc zero() { return _mm512_setzero_ps(); }
-  static float finish(Acc acc) { return hsum(acc); }
 };
 
 }  // namespace

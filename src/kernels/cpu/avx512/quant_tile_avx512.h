@@ -181,10 +181,7 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0, const XStep* s
   const int64_t full_units = F::kHalfUnits && n_blocks % 2 == 1 ? units - 1 : units;
   for (int64_t u = 0; u < full_units; ++u) do_unit(u, std::true_type{});
   if (full_units < units) do_unit(full_units, false);
-#pragma GCC unroll 4
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) a.y[(m0 + i) * a.y_stride + n0 + j] = hsum(acc[i][j]);
+  hsum_tile(acc, a.y + m0 * a.y_stride + n0, a.y_stride);
 }
 
 // steps: prepare_x of rows [m_begin, m_end).

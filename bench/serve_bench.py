@@ -206,7 +206,13 @@ def main():
                   f"{percentile(itl, 50) * 1e3:6.1f} ms p99 {percentile(itl, 99) * 1e3:6.1f} ms", flush=True)
         print(f"  load average after: {load_average()}")
     if len(rows) > 1:
-        print(f"  scaling {rows[-1]['streams']} streams vs 1: {rows[-1]['decode_tps'] / rows[0]['decode_tps']:.1f}x")
+        # Also per round: the levels of one round run seconds apart, so a change of the shared
+        # machine's memory speed (it halves for minutes at times) falls on both figures alike.
+        first, last = trials[levels[0]], trials[levels[-1]]
+        per_round = [b["decode_tps"] / a["decode_tps"] for a, b in zip(first, last)]
+        print(f"  scaling {rows[-1]['streams']} streams vs {rows[0]['streams']}: {rows[-1]['decode_tps'] / rows[0]['decode_tps']:.1f}x "
+              f"of the medians; median of the rounds' ratios {statistics.median(per_round):.1f}x "
+              f"(rounds {', '.join(format(x, '.1f') for x in per_round)})")
 
     if args.skip_prefix:
         return

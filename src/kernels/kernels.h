@@ -72,6 +72,10 @@ struct AttentionArgs {
   float* out = nullptr;          // [n_q, head_dim], rows out_stride floats apart
   int64_t out_stride = 0;
   float* scratch = nullptr;      // at least attention_scratch_floats(...) floats
+  // [n_q] or null: each query's log-sum-exp of its scaled scores (max + log of the softmax's
+  // denominator), which lets the caller merge the outputs of partitions of the positions
+  // (ops/attention_partitions.h).
+  float* lse = nullptr;
 };
 using AttentionFn = void (*)(const AttentionArgs& args);
 // Scratch for one call: scores of every position for every query, plus per-query vectors.

@@ -1,10 +1,7 @@
 #include "ops/transformer_ops.h"
 
-#include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "core/check.h"
 #include "runtime/batch.h"
@@ -99,96 +96,6 @@ void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch,
       }
     }
   }
-}
-
-void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* q, int64_t n_head,
-                    int64_t n_head_kv, int64_t head_dim, float* out) {
-  const int64_t n_rows = batch.size();
-  const int64_t group = n_head / n_head_kv;
-  const int64_t q_dim = n_head * head_dim;
-  const int64_t bs = cache.block_size();
-  // Work items: (run of rows of one sequence, kv head, chunk of rows). Rows of a long prompt
-  // are cut into chunks so both threads get work even with few kv heads. From the arena: this
-  // runs once per layer per step.
-  constexpr int64_t kRowChunk = 16;
-  struct Item {
-    int64_t row0, row1;
-    int64_t kv_head;
-    int64_t order;  // creation order, the tie-break that keeps the sort deterministic
-  };
-  Item* items = ctx.arena.allocate<Item>(n_rows * n_head_kv);
-  int64_t n_items = 0;
-  int64_t max_blocks = 0;
-  for (int64_t r = 0; r < n_rows;) {
-    int64_t end = r;
-    while (end < n_rows && batch.seq_ids[end] == batch.seq_ids[r]) ++end;
-    max_blocks = std::max<int64_t>(max_blocks, cache.block_table(batch.seq_ids[r]).size());
-    for (int64_t h = 0; h < n_head_kv; ++h)
-      for (int64_t c = r; c < end; c += kRowChunk, ++n_items) items[n_items] = {c, std::min(end, c + kRowChunk), h, n_items};
-    r = end;
-  }
-  // Larger (later-position) chunks first, so the dynamic schedule ends balanced.
-  std::sort(items, items + n_items, [&](const Item& a, const Item& b) {
-    const int32_t pa = batch.positions[a.row1 - 1], pb = batch.positions[b.row1 - 1];
-    return pa != pb ? pa > pb : a.order < b.order;
-  });
-
-  const int threads = ctx.pool.size();
-  // A single row (a decode step) hands the kernel its `group` query heads as one group of
-  // queries: they share the kv head and the position limit, so every key and value is loaded
-  // once for all of them. Longer runs group consecutive rows instead.
-  const int64_t max_queries = std::max(kRowChunk, group);
-  const int64_t scratch_floats = kernels::attention_scratch_floats(max_queries, max_blocks * bs, head_dim);
-  float* scratch = ctx.arena.allocate<float>(scratch_floats * threads);
-  const void** pointers = ctx.arena.allocate<const void*>(2 * max_blocks * threads);
-  int32_t* head_limits = ctx.arena.allocate<int32_t>(group * threads);
-  std::atomic<int64_t> next{0};
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-
-  ctx.pool.run([&](int t) {
-    const void** k_blocks = pointers + 2 * max_blocks * t;
-    const void** v_blocks = k_blocks + max_blocks;
-    int32_t* limits = head_limits + group * t;
-    for (int64_t i = next.fetch_add(1); i < n_items; i = next.fetch_add(1)) {
-      const Item& item = items[i];
-      const auto& table = cache.block_table(batch.seq_ids[item.row0]);
-      const int64_t n_blocks = batch.positions[item.row1 - 1] / bs + 1;
-      for (int64_t b = 0; b < n_blocks; ++b) {
-        k_blocks[b] = cache.k_block(layer, table[b], item.kv_head);
-        v_blocks[b] = cache.v_block(layer, table[b], item.kv_head);
-      }
-      kernels::AttentionArgs a;
-      a.k_blocks = k_blocks;
-      a.v_blocks = v_blocks;
-      a.block_size = bs;
-      a.head_dim = head_dim;
-      a.kv_type = cache.dtype();
-      a.scale = scale;
-      a.scratch = scratch + scratch_floats * t;
-      const int64_t first_head = item.kv_head * group;
-      if (item.row1 - item.row0 == 1) {
-        std::fill_n(limits, group, batch.positions[item.row0]);
-        a.q = q + item.row0 * q_dim + first_head * head_dim;
-        a.q_stride = head_dim;
-        a.q_limit = limits;
-        a.n_q = group;
-        a.out = out + item.row0 * q_dim + first_head * head_dim;
-        a.out_stride = head_dim;
-        ctx.kernels.attention(a);
-        continue;
-      }
-      a.q_stride = q_dim;
-      a.q_limit = batch.positions.data() + item.row0;
-      a.n_q = item.row1 - item.row0;
-      a.out_stride = q_dim;
-      for (int64_t g = 0; g < group; ++g) {
-        const int64_t head = first_head + g;
-        a.q = q + item.row0 * q_dim + head * head_dim;
-        a.out = out + item.row0 * q_dim + head * head_dim;
-        ctx.kernels.attention(a);
-      }
-    }
-  });
 }
 
 }  // namespace frugal

@@ -26,9 +26,10 @@ constexpr int kValueVectors = 3;
 
 // Softmax of one query's scores in place (stride a multiple of 8, padding -inf), the
 // denominator summed in double as the reference does; the weights are normalised before they
-// meet the values, rounded to f16 when the values are f16.
+// meet the values, rounded to f16 when the values are f16. Returns the log-sum-exp of the
+// scores.
 template <bool kF16>
-void softmax_scores(float* s, int64_t stride) {
+float softmax_scores(float* s, int64_t stride) {
   __m256 vmax = _mm256_set1_ps(-INFINITY);
   for (int64_t p = 0; p < stride; p += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + p));
   const __m256 max = _mm256_set1_ps(hmax(vmax));
@@ -38,11 +39,13 @@ void softmax_scores(float* s, int64_t stride) {
     add_to_double(s0, s1, e);
     _mm256_storeu_ps(s + p, e);
   }
-  const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / hsum(_mm256_add_pd(s0, s1))));
+  const double total = hsum(_mm256_add_pd(s0, s1));
+  const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / total));
   for (int64_t p = 0; p < stride; p += 8) {
     const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(s + p), inv);
     _mm256_storeu_ps(s + p, kF16 ? round_f16(w) : w);
   }
+  return _mm256_cvtss_f32(max) + static_cast<float>(std::log(total));
 }
 
 template <bool kF16>
@@ -121,7 +124,10 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
     }
   }
 
-  for (int g = 0; g < G; ++g) softmax_scores<kF16>(scores + g * stride, stride);
+  for (int g = 0; g < G; ++g) {
+    const float lse = softmax_scores<kF16>(scores + g * stride, stride);
+    if (a.lse != nullptr) a.lse[q0 + g] = lse;
+  }
 
   // Weighted sum of value rows, kValueVectors * 8 dimensions at a time.
   for (int64_t d0 = 0; d0 < hd; d0 += 8 * kValueVectors) {
@@ -197,7 +203,10 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0) {
   for (int g = 0; g < G; ++g)
     for (int64_t p = n_max; p < stride; ++p) scores[g * stride + p] = -INFINITY;
 
-  for (int g = 0; g < G; ++g) softmax_scores<false>(scores + g * stride, stride);
+  for (int g = 0; g < G; ++g) {
+    const float lse = softmax_scores<false>(scores + g * stride, stride);
+    if (a.lse != nullptr) a.lse[q0 + g] = lse;
+  }
 
   // Weighted sum of dequantized value rows, kValueVectors * 8 dimensions at a time.
   for (int64_t d0 = 0; d0 < hd; d0 += 8 * kValueVectors) {

@@ -22,9 +22,10 @@ namespace {
 
 
 // Softmax of one query's scores in place (stride a multiple of 16, padding -inf); the weights
-// are normalised before they meet the values, rounded to f16 when the values are f16.
+// are normalised before they meet the values, rounded to f16 when the values are f16. Returns
+// the log-sum-exp of the scores.
 template <bool kF16>
-void softmax_scores(float* s, int64_t stride) {
+float softmax_scores(float* s, int64_t stride) {
   __m512 vmax = _mm512_set1_ps(-INFINITY);
   for (int64_t p = 0; p < stride; p += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s + p));
   const __m512 max = _mm512_set1_ps(hmax(vmax));
@@ -34,11 +35,13 @@ void softmax_scores(float* s, int64_t stride) {
     sum = _mm512_add_ps(sum, e);
     _mm512_storeu_ps(s + p, e);
   }
-  const __m512 iv = _mm512_set1_ps(1.0f / hsum(sum));
+  const float total = hsum(sum);
+  const __m512 iv = _mm512_set1_ps(1.0f / total);
   for (int64_t p = 0; p < stride; p += 16) {
     const __m512 w = _mm512_mul_ps(_mm512_loadu_ps(s + p), iv);
     _mm512_storeu_ps(s + p, kF16 ? round_f16(w) : w);
   }
+  return _mm512_cvtss_f32(max) + std::log(total);
 }
 
 template <bool kF16>
@@ -140,7 +143,10 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
     store_scores(acc, p);
   }
 
-  for (int g = 0; g < G; ++g) softmax_scores<kF16>(scores + g * stride, stride);
+  for (int g = 0; g < G; ++g) {
+    const float lse = softmax_scores<kF16>(scores + g * stride, stride);
+    if (a.lse != nullptr) a.lse[q0 + g] = lse;
+  }
 
   // Weighted sum of value rows, 64 dimensions at a time (the accumulators' count must be a
   // compile-time constant, or they live on the stack instead of in registers).
@@ -233,7 +239,10 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0) {
   for (int g = 0; g < G; ++g)
     for (int64_t p = n_max; p < stride; ++p) scores[g * stride + p] = -INFINITY;
 
-  for (int g = 0; g < G; ++g) softmax_scores<false>(scores + g * stride, stride);
+  for (int g = 0; g < G; ++g) {
+    const float lse = softmax_scores<false>(scores + g * stride, stride);
+    if (a.lse != nullptr) a.lse[q0 + g] = lse;
+  }
 
   // Weighted sum of dequantized value rows, 64 dimensions (two blocks) at a time.
   for (int64_t d0 = 0; d0 < hd; d0 += 64) {

@@ -48,6 +48,8 @@ BENCHMARK_CAPTURE(BM_Gemv, f16, DType::kF16)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q8_0, DType::kQ8_0)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q4_0, DType::kQ4_0)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q4_1, DType::kQ4_1)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Gemv, int3_g64, DType::kInt3G64)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Gemv, int2_g32, DType::kInt2G32)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemm, bf16, DType::kBF16)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, f32, DType::kF32)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, q8_0, DType::kQ8_0)->Apply(prefill_shapes);

@@ -185,7 +185,7 @@ void expect_integer_kernels(Isa isa) {
   if (!have) GTEST_SKIP() << "no " << isa_name(isa) << " on this CPU";
   const KernelTable& t = for_isa(isa);
   for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kIQ4_NL, DType::kNF4, DType::kInt4G32, DType::kInt4G64,
-                     DType::kInt4G128, DType::kInt8Row, DType::kQ4_K, DType::kQ6_K, DType::kCB4}) {
+                     DType::kInt4G128, DType::kInt8Row, DType::kQ4_K, DType::kQ6_K, DType::kCB4, DType::kInt3G64, DType::kInt2G32}) {
     EXPECT_NE(t.gemm[static_cast<size_t>(type)].fn, nullptr) << dtype_name(type);
     EXPECT_EQ(t.gemm[static_cast<size_t>(type)].act, DType::kQ8Act) << dtype_name(type);
   }

@@ -1,8 +1,9 @@
 // Matrix products over block-quantized weights with AVX2: the weight formats whose blocks are
 // 32, 64 or 128 elements (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, int4 with a zero point in
-// groups of 32, 64 and 128) and the per-channel int8_row. The driver and the arithmetic (and
-// why no pair sum of vpmaddubsw saturates) are in quant_tile_avx2.h; a policy here says how to
-// turn one block into steps of 32 weights and their scales.
+// groups of 32, 64 and 128, int3 in groups of 64, int2 in groups of 32) and the per-channel
+// int8_row. The driver and the arithmetic (and why no pair sum of vpmaddubsw saturates) are in
+// quant_tile_avx2.h; a policy here says how to turn one block into steps of 32 weights and
+// their scales.
 //
 // Non-uniform grids map the nibbles to levels with vpshufb, 32 at a time: IQ4_NL's int8 grid
 // takes the sign trick like Q8_0; NF4's float levels, rounded to int16 in 1/32639 units (the
@@ -120,6 +121,54 @@ struct Int4G : FmtBase {
   static WStep step(const Unit& st, int s) { return quant::make_step(quant::nibbles_32(st.qs + 16 * s), st.d, st.m); }
 };
 
+// The low two bits of 32 elements of int3/int2 (8 bytes: byte j holds elements j, j + 8,
+// j + 16, j + 24 at bits 0, 2, 4, 6) as 32 values 0..3 in element order: the 8 bytes fill four
+// 64-bit lanes and lane l is shifted right by 2 l, bringing element j + 8 l's bits to the
+// bottom of byte j.
+inline __m256i low_bits_32(const uint8_t* p) {
+  uint64_t bits;
+  std::memcpy(&bits, p, 8);
+  const __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x(static_cast<long long>(bits)), _mm256_set_epi64x(6, 4, 2, 0));
+  return _mm256_and_si256(v, _mm256_set1_epi8(0x03));
+}
+
+// 4 where bit j of the little-endian word at p is set, for the 32 elements j.
+inline __m256i high_bit_32(const uint8_t* p) {
+  uint32_t bits;
+  std::memcpy(&bits, p, 4);
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                                             _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x04));
+}
+
+// int3 (groups of 64) and int2 (groups of 32) with a zero point: x = d (q - z), the zero point
+// folded in as a minimum of -d z as for int4.
+template <int Bits, int Group>
+struct IntLowG : FmtBase {
+  using Block = BlockIntG<Bits, Group>;
+  static constexpr int64_t kUnitBytes = sizeof(Block);
+  static constexpr int kSteps = Group / 32;
+  static constexpr bool kMin = true;
+  struct Unit {
+    const uint8_t* qs;
+    __m256 d, m;
+  };
+  static Unit unit(const uint8_t* row, int64_t, int64_t u) {
+    const Block& b = reinterpret_cast<const Block*>(row)[u];
+    uint16_t h;
+    std::memcpy(&h, b.d, 2);
+    const float d = _cvtsh_ss(h);
+    return {b.qs, _mm256_set1_ps(d), _mm256_set1_ps(-d * static_cast<float>(b.zero))};
+  }
+  static WStep step(const Unit& st, int s) {
+    const uint8_t* chunk = st.qs + Block::kChunkBytes * s;
+    __m256i q = low_bits_32(chunk);
+    if constexpr (Bits == 3) q = _mm256_or_si256(q, high_bit_32(chunk + 8));
+    return quant::make_step(q, st.d, st.m);
+  }
+};
+
 // NF4's levels in 1/32639 units as int16, split into low and high byte tables.
 constexpr int kNF4Unit = 32639;
 struct NF4Bytes {
@@ -183,6 +232,8 @@ void gemm_iq4_nl(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<
 void gemm_int4_g32(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4G<32>>(a, n0, n1); }
 void gemm_int4_g64(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4G<64>>(a, n0, n1); }
 void gemm_int4_g128(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4G<128>>(a, n0, n1); }
+void gemm_int3_g64(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<IntLowG<3, 64>>(a, n0, n1); }
+void gemm_int2_g32(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<IntLowG<2, 32>>(a, n0, n1); }
 void gemm_nf4(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<NF4>(a, n0, n1); }
 void gemm_int8_row(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int8Row>(a, n0, n1); }
 

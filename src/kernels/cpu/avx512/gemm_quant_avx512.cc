@@ -1,6 +1,6 @@
 // Matrix products over block-quantized weights with AVX-512 VNNI: the weight formats whose
 // blocks are 32 or 64 elements (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, int4 with a zero point in groups
-// of 32, 64 and 128) and the per-channel int8_row. The driver and the arithmetic are in
+// of 32, 64 and 128, int3 in groups of 64, int2 in groups of 32) and the per-channel int8_row. The driver and the arithmetic are in
 // quant_tile_avx512.h; a policy here says how to turn one block (or pair of blocks) into 64
 // unsigned bytes and their scales.
 //
@@ -215,6 +215,66 @@ struct Int4G128 : FmtBase {
   }
 };
 
+// The low two bits of 32 elements of int3/int2 (8 bytes: byte j holds elements j, j + 8,
+// j + 16, j + 24 at bits 0, 2, 4, 6), for two chunks a and b: 64 values 0..3 in element order.
+// Each chunk's 8 bytes fill four 64-bit lanes; lane l is shifted right by 2 l, which brings
+// element j + 8 l's bits to the bottom of byte j.
+inline __m512i low_bits_2x32(uint64_t a, uint64_t b) {
+  const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi64x(static_cast<long long>(a))),
+                                          _mm256_set1_epi64x(static_cast<long long>(b)), 1);
+  const __m512i shifts = _mm512_set_epi64(6, 4, 2, 0, 6, 4, 2, 0);
+  return _mm512_and_si512(_mm512_srlv_epi64(both, shifts), _mm512_set1_epi8(0x03));
+}
+
+inline uint16_t int_scale_bits(const uint8_t* d) {
+  uint16_t h;
+  std::memcpy(&h, d, 2);
+  return h;
+}
+
+// int2 with a zero point in groups of 32 (11-byte blocks, taken in pairs): x = d (q - z).
+struct Int2G32 : FmtBase {
+  static constexpr bool kHalfUnits = true;
+  static constexpr bool kZero = true;
+  static constexpr int64_t kUnitBytes = 2 * sizeof(BlockInt2G32);
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t, int64_t u, bool two) {
+    const auto* blocks = reinterpret_cast<const BlockInt2G32*>(row) + 2 * u;
+    const BlockInt2G32& a = blocks[0];
+    uint64_t qa, qb = 0;
+    std::memcpy(&qa, a.qs, 8);
+    if (!two)
+      return quant::make_step(low_bits_2x32(qa, 0), two_scales(int_scale_bits(a.d), 0), _mm512_setzero_ps(),
+                              _mm512_maskz_set1_epi32(0x0001, a.zero));
+    const BlockInt2G32& b = blocks[1];
+    std::memcpy(&qb, b.qs, 8);
+    return quant::make_step(low_bits_2x32(qa, qb), two_scales(int_scale_bits(a.d), int_scale_bits(b.d)), _mm512_setzero_ps(),
+                            _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, a.zero), 0x0100, b.zero));
+  }
+  static WStep step(const Unit& st, int, bool) { return st; }
+};
+
+// int3 with a zero point in groups of 64 (27-byte blocks, one step each): per 32 elements the
+// low two bits as int2's, then a 32-bit word whose bit j is bit 2 of element j.
+struct Int3G64 : FmtBase {
+  static constexpr bool kZero = true;
+  static constexpr int64_t kUnitBytes = sizeof(BlockInt3G64);
+  using Unit = WStep;
+  static Unit unit(const uint8_t* row, int64_t, int64_t u, bool) {
+    const BlockInt3G64& b = reinterpret_cast<const BlockInt3G64*>(row)[u];
+    uint64_t la, lb;
+    uint32_t ha, hb;
+    std::memcpy(&la, b.qs, 8);
+    std::memcpy(&ha, b.qs + 8, 4);
+    std::memcpy(&lb, b.qs + 12, 8);
+    std::memcpy(&hb, b.qs + 20, 4);
+    const __m512i high = _mm512_maskz_mov_epi8(ha | (uint64_t{hb} << 32), _mm512_set1_epi8(0x04));
+    return quant::make_step(_mm512_or_si512(low_bits_2x32(la, lb), high), broadcast_f16(int_scale_bits(b.d)),
+                            _mm512_setzero_ps(), _mm512_maskz_set1_epi32(0x0101, b.zero));
+  }
+  static WStep step(const Unit& st, int, bool) { return st; }
+};
+
 // NF4's levels in 1/32639 units, split into bytes: level = 256 hi + lo, hi and lo in
 // [-128, 127], stored + 128. Rounding the level costs at most 0.5 / 32639 of the block scale
 // (1.5e-5), far below the activations' int8 rounding.
@@ -276,6 +336,8 @@ void gemm_iq4_nl(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<
 void gemm_int4_g32(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4GSmall<32>>(a, n0, n1); }
 void gemm_int4_g64(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4GSmall<64>>(a, n0, n1); }
 void gemm_int4_g128(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4G128>(a, n0, n1); }
+void gemm_int3_g64(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int3G64>(a, n0, n1); }
+void gemm_int2_g32(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int2G32>(a, n0, n1); }
 void gemm_nf4(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<NF4>(a, n0, n1); }
 void gemm_int8_row(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int8Row>(a, n0, n1); }
 

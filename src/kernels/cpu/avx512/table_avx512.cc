@@ -15,6 +15,8 @@ void gemm_nf4(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_int4_g32(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_int4_g64(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_int4_g128(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_int3_g64(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_int2_g32(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_int8_row(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_int8_row_w8a8(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q4_k(const GemmArgs& a, int64_t n0, int64_t n1);
@@ -55,6 +57,8 @@ void fill_avx512(KernelTable& t) {
   t.gemm[slot(DType::kInt4G32)] = {DType::kQ8Act, avx512::gemm_int4_g32, 16};
   t.gemm[slot(DType::kInt4G64)] = {DType::kQ8Act, avx512::gemm_int4_g64, 16};
   t.gemm[slot(DType::kInt4G128)] = {DType::kQ8Act, avx512::gemm_int4_g128, 16};
+  t.gemm[slot(DType::kInt3G64)] = {DType::kQ8Act, avx512::gemm_int3_g64, 16};
+  t.gemm[slot(DType::kInt2G32)] = {DType::kQ8Act, avx512::gemm_int2_g32, 16};
   t.gemm[slot(DType::kInt8Row)] = {DType::kQ8Act, avx512::gemm_int8_row, 16};
   t.w8a8_int8_row = {DType::kInt8RowAct, avx512::gemm_int8_row_w8a8, 8};
   t.gemm[slot(DType::kQ4_K)] = {DType::kQ8Act, avx512::gemm_q4_k, 16};

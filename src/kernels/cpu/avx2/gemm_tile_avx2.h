@@ -47,10 +47,7 @@ inline void gemm_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
       for (int i = 0; i < MR; ++i) acc[i][j] = _mm256_fmadd_ps(x[i], w, acc[i][j]);
     }
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) a.y[(m0 + i) * a.y_stride + n0 + j] = hsum(acc[i][j]);
+  hsum_tile(acc, a.y + m0 * a.y_stride + n0, a.y_stride);
 }
 
 // Rows of M in tiles of MR (with 1..MR-1 row tails) for one tile of NR weight rows.

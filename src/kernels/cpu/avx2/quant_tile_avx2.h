@@ -188,10 +188,7 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0, const XStep* s
       }
     }
   }
-#pragma GCC unroll 4
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) a.y[(m0 + i) * a.y_stride + n0 + j] = hsum(acc[i][j]);
+  hsum_tile(acc, a.y + m0 * a.y_stride + n0, a.y_stride);
 }
 
 // steps: prepare_x of rows [m_begin, m_end).

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 namespace frugal::kernels::avx2 {
 
@@ -30,6 +31,48 @@ inline int hsum(__m256i v) {
   b = _mm_add_epi32(b, _mm_unpackhi_epi64(b, b));
   b = _mm_add_epi32(b, _mm_shuffle_epi32(b, 1));
   return _mm_cvtsi128_si32(b);
+}
+
+// hsum of many vectors at once, bit for bit the same sums: out[s] = hsum(v[s]) for s < N
+// (N <= 8). The same halving tree transposed, as the AVX-512 kernels' hsum16: each level adds
+// the halves of two vectors in one instruction. Lane 4h + r of the last level holds v[h + 2r].
+template <int N>
+inline void hsum8(const __m256* v, float* out) {
+  static_assert(N >= 1 && N <= 8);
+  constexpr int n4 = (N + 1) / 2, n2 = (n4 + 1) / 2;
+  __m256 s4[4], s2[2];
+  // A missing partner is the vector itself: its lanes are computed and never read.
+#pragma GCC unroll 4
+  for (int p = 0; p < n4; ++p) {  // lane i + lane i+4: two vectors' 4 partial sums
+    const __m256 a = v[2 * p], b = v[2 * p + 1 < N ? 2 * p + 1 : 2 * p];
+    s4[p] = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+  }
+#pragma GCC unroll 2
+  for (int p = 0; p < n2; ++p) {  // + lane i+2, within each 128 bits
+    const __m256d a = _mm256_castps_pd(s4[2 * p]), b = _mm256_castps_pd(s4[2 * p + 1 < n4 ? 2 * p + 1 : 2 * p]);
+    s2[p] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(a, b)), _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)));
+  }
+  const __m256 a = s2[0], b = s2[n2 > 1 ? 1 : 0];  // + lane i+1
+  const __m256 s1 = _mm256_add_ps(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)), _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, s1);
+#pragma GCC unroll 8
+  for (int s = 0; s < N; ++s) out[s] = lanes[4 * (s % 2) + s / 2];
+}
+
+// y[i * y_stride + j] = hsum(acc[i][j]) for a register tile, 8 outputs at a time.
+template <int MR, int NR>
+inline void hsum_tile(const __m256 (&acc)[MR][NR], float* y, int64_t y_stride) {
+  constexpr int kN = MR * NR;
+  const __m256* flat = &acc[0][0];
+  float sums[kN];
+  [&]<int... G>(std::integer_sequence<int, G...>) {
+    (hsum8<(kN - 8 * G < 8 ? kN - 8 * G : 8)>(flat + 8 * G, sums + 8 * G), ...);
+  }(std::make_integer_sequence<int, (kN + 7) / 8>{});
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) y[i * y_stride + j] = sums[i * NR + j];
 }
 
 // Maximum of the 8 lanes (exact: the order does not matter).

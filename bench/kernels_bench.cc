@@ -38,6 +38,10 @@ void shapes(benchmark::internal::Benchmark* b) {
   for (auto [n, k] : {std::pair<int64_t, int64_t>{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}, {4864, 896}})
     b->Args({n, k});
 }
+// The K-quants' rows are whole 256-element super-blocks: Llama-3.2-1B's q, gate/up and down.
+void kquant_shapes(benchmark::internal::Benchmark* b) {
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{2048, 2048}, {8192, 2048}, {2048, 8192}}) b->Args({n, k});
+}
 void prefill_shapes(benchmark::internal::Benchmark* b) {
   for (auto [n, k] : {std::pair<int64_t, int64_t>{576, 576}, {1536, 576}, {576, 1536}}) b->Args({n, k});
 }
@@ -50,6 +54,11 @@ BENCHMARK_CAPTURE(BM_Gemv, q4_0, DType::kQ4_0)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q4_1, DType::kQ4_1)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemv, int3_g64, DType::kInt3G64)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemv, int2_g32, DType::kInt2G32)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Gemv, q4_k, DType::kQ4_K)->Apply(kquant_shapes);
+BENCHMARK_CAPTURE(BM_Gemv, q5_k, DType::kQ5_K)->Apply(kquant_shapes);
+BENCHMARK_CAPTURE(BM_Gemv, q6_k, DType::kQ6_K)->Apply(kquant_shapes);
+BENCHMARK_CAPTURE(BM_Gemv, q3_k, DType::kQ3_K)->Apply(kquant_shapes);
+BENCHMARK_CAPTURE(BM_Gemv, q2_k, DType::kQ2_K)->Apply(kquant_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, bf16, DType::kBF16)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, f32, DType::kF32)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, q8_0, DType::kQ8_0)->Apply(prefill_shapes);

@@ -32,7 +32,8 @@ namespace {
 
 const DType kTypes[] = {DType::kQ8_0,    DType::kQ4_0,    DType::kQ4_1,   DType::kQ5_0, DType::kQ5_1, DType::kIQ4_NL, DType::kNF4,
                         DType::kInt4G32, DType::kInt4G64, DType::kInt4G128, DType::kInt8Row, DType::kQ4_K,
-                        DType::kQ6_K,    DType::kCB4,     DType::kInt3G64, DType::kInt2G32};
+                        DType::kQ6_K,    DType::kCB4,     DType::kInt3G64, DType::kInt2G32, DType::kQ5_K, DType::kQ3_K,
+                        DType::kQ2_K};
 
 class QuantKernelTest : public ::testing::TestWithParam<Isa> {
  protected:
@@ -73,7 +74,10 @@ std::vector<int> f16_fields(DType type) {
     case DType::kQ4_1: return {0, 2};
     case DType::kQ5_1: return {0, 2};
     case DType::kQ4_K: return {0, 2};
+    case DType::kQ5_K: return {0, 2};
     case DType::kQ6_K: return {208};
+    case DType::kQ3_K: return {108};
+    case DType::kQ2_K: return {80, 82};
     default: return {0};
   }
 }
@@ -185,7 +189,8 @@ void expect_integer_kernels(Isa isa) {
   if (!have) GTEST_SKIP() << "no " << isa_name(isa) << " on this CPU";
   const KernelTable& t = for_isa(isa);
   for (DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kIQ4_NL, DType::kNF4, DType::kInt4G32, DType::kInt4G64,
-                     DType::kInt4G128, DType::kInt8Row, DType::kQ4_K, DType::kQ6_K, DType::kCB4, DType::kInt3G64, DType::kInt2G32}) {
+                     DType::kInt4G128, DType::kInt8Row, DType::kQ4_K, DType::kQ6_K, DType::kCB4, DType::kInt3G64, DType::kInt2G32,
+                     DType::kQ5_K, DType::kQ3_K, DType::kQ2_K}) {
     EXPECT_NE(t.gemm[static_cast<size_t>(type)].fn, nullptr) << dtype_name(type);
     EXPECT_EQ(t.gemm[static_cast<size_t>(type)].act, DType::kQ8Act) << dtype_name(type);
   }

@@ -26,10 +26,12 @@
 // Offsets fold into the integer accumulator's start, never into the weights:
 //   kOffset o: the weights are stored as w + o (Q4_0: 8, Q5_0: 16): sum((w - o) x) =
 //              sum(w x) - o sum(x), with sum(x) from q8_act, in lane 0;
-//   kLaneSums: the offset applies per 16 elements under a per-16 scale (Q6_K), so the sum of
-//              x is taken per int32 lane (vpmaddubsw of ones with x), once per activation step;
+//   kLaneSums: the offset or minimum applies per 16 elements under a per-16 scale (Q6_K,
+//              Q3_K, Q2_K), so the sum of x is taken per int32 lane (vpmaddubsw of ones with
+//              x), once per activation step, and the offset and minimum use it in every lane;
 //   kMin:      a float term per block: acc += m * dx * sum(x), with m the minimum (Q4_1,
-//              Q5_1, Q4_K) or -d * z for a zero point z (int4_g*): d (q - z) x = d q x - d z x.
+//              Q5_1, Q4_K; per 16 elements for Q2_K, with kLaneSums) or -d * z for a zero
+//              point z (int4_g*): d (q - z) x = d q x - d z x.
 //              Both products are exact in f32 (11-bit f16 scale times an 8-bit zero point;
 //              11-bit dx times a 13-bit sum).
 // Then one conversion and one fused multiply-add per step with the combined scale
@@ -57,7 +59,7 @@ struct WStep {
               // elements 0-7 and 16-23
   __m256i s;  // kSigned: the signed weights; kWide: int16 levels of elements 8-15 and 24-31
   __m256 d;   // scale, broadcast (Q6_K: one per 16 elements, [d0 x4, d1 x4])
-  __m256 m;   // kMin: the minimum, broadcast
+  __m256 m;   // kMin: the minimum, broadcast (Q2_K: one per 16 elements, [m0 x4, m1 x4])
 };
 
 inline WStep make_step(__m256i q, __m256 d, __m256 m = _mm256_setzero_ps(), __m256i s = _mm256_setzero_si256()) {
@@ -78,7 +80,7 @@ struct XStep {
   __m256i q2;     // kWide: elements 8-15 and 24-31 as int16
   __m256 d;       // scale, broadcast
   __m256i start;  // the accumulator's start: -offset * sum in lane 0, or per lane (kLaneSums)
-  __m256 dsum;    // kMin: dx * sum in lane 0, zero elsewhere
+  __m256 dsum;    // kMin: dx * sum in lane 0, zero elsewhere, or per lane (kLaneSums)
 };
 
 inline __m256i load_32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
@@ -112,11 +114,12 @@ inline XStep load_x(const BlockQ8Act& b) {
   }
   if constexpr (F::kLaneSums) {
     const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
-    x.start = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(-F::kOffset));
-  } else if constexpr (F::kOffset != 0) {
-    x.start = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-F::kOffset * b.sum));
+    if constexpr (F::kOffset != 0) x.start = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(-F::kOffset));
+    if constexpr (F::kMin) x.dsum = _mm256_mul_ps(_mm256_cvtepi32_ps(lanes), x.d);
+  } else {
+    if constexpr (F::kOffset != 0) x.start = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-F::kOffset * b.sum));
+    if constexpr (F::kMin) x.dsum = _mm256_zextps128_ps256(_mm_set_ss(d * static_cast<float>(b.sum)));
   }
-  if constexpr (F::kMin) x.dsum = _mm256_zextps128_ps256(_mm_set_ss(d * static_cast<float>(b.sum)));
   return x;
 }
 
@@ -131,7 +134,7 @@ inline __m256 step_madd(__m256 acc, const WStep& w, const XStep& x) {
   } else {
     dot = _mm256_add_epi32(_mm256_madd_epi16(w.q, x.q), _mm256_madd_epi16(w.s, x.q2));
   }
-  if constexpr (F::kOffset != 0 || F::kLaneSums) dot = _mm256_add_epi32(dot, x.start);
+  if constexpr (F::kOffset != 0) dot = _mm256_add_epi32(dot, x.start);
   acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(w.d, x.d), acc);
   if constexpr (F::kMin) acc = _mm256_fmadd_ps(w.m, x.dsum, acc);
   return acc;

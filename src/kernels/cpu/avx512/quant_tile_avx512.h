@@ -14,10 +14,12 @@
 // Offsets fold into the integer accumulator's start, never into the weights:
 //   kOffset o: the weights are stored as w + o (Q4_0: 8; signed int8 formats are read as
 //              w + 128): sum((w - o) x) = sum(w x) - o sum(x), with sum(x) from q8_act;
-//   kLaneSums: the offset applies per 16 elements under a per-16 scale (Q6_K), so the sum of x
-//              is taken per int32 lane (vpdpbusd of ones with x), once per activation step;
+//   kLaneSums: the offset or minimum applies per 16 elements under a per-16 scale (Q6_K, Q3_K,
+//              Q2_K), so the sum of x is taken per int32 lane (vpdpbusd of ones with x), once
+//              per activation step, and the offset and minimum below use it in every lane;
 //   kZero:     a per-block integer zero point (int4_g*): start -= z * sum(x) (lanes 0 and 8);
-//   kMin:      a float minimum per block (Q4_1, Q4_K): acc += m * dx * sum(x);
+//   kMin:      a float minimum per block (Q4_1, Q4_K) or per 16 (Q2_K, with kLaneSums):
+//              acc += m * dx * sum(x);
 //   kTwoPart:  a non-uniform grid whose levels need more than 8 bits (NF4): levels are
 //              256 * hi + lo with hi and lo bytes, two vpdpbusd combined as (hi << 8) + lo.
 // Then one conversion and one fused multiply-add per step with the combined scale
@@ -43,7 +45,7 @@ struct WStep {
   __m512i q;   // 64 weights as unsigned bytes
   __m512i q2;  // kTwoPart: the low parts
   __m512 d;    // weight scale per int32 lane
-  __m512 m;    // kMin: minimum per lane (only lanes 0 and 8 meet a non-zero dsum)
+  __m512 m;    // kMin: minimum per lane (without kLaneSums only lanes 0 and 8 meet a non-zero dsum)
   __m512i z;   // kZero: zero points in lanes 0 and 8, zero elsewhere
 };
 
@@ -64,7 +66,7 @@ struct XStep {
   __m512 d;       // scales [dx_a x8, dx_b x8]
   __m512i sum;    // integer sums in lanes 0 and 8, zero elsewhere
   __m512i start;  // the accumulator's start: -offset * sums
-  __m512 dsum;    // dx * sum in lanes 0 and 8 (kMin)
+  __m512 dsum;    // kMin: dx * sum in lanes 0 and 8, or per lane (kLaneSums)
 };
 
 inline __mmask64 byte_mask(int n) { return n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1; }
@@ -86,15 +88,11 @@ inline XStep load_x(const BlockQ8Act* x, int64_t b, bool two) {
   p.d = two_scales(a.d, two ? x[b + 1].d : uint16_t{0});
   const int sb = two ? x[b + 1].sum : 0;
   p.sum = _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, a.sum), 0x0100, sb);
-  if constexpr (F::kLaneSums) {
-    const __m512i lanes = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), p.q);
-    p.start = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(-F::kOffset));
-  } else if constexpr (F::kOffset != 0) {
-    p.start = _mm512_mullo_epi32(p.sum, _mm512_set1_epi32(-F::kOffset));
-  } else {
-    p.start = _mm512_setzero_si512();
-  }
-  if constexpr (F::kMin) p.dsum = _mm512_mul_ps(_mm512_cvtepi32_ps(p.sum), p.d);
+  // The sums the offset and the minimum apply to: per block, or per int32 lane.
+  __m512i sums = p.sum;
+  if constexpr (F::kLaneSums) sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), p.q);
+  p.start = F::kOffset != 0 ? _mm512_mullo_epi32(sums, _mm512_set1_epi32(-F::kOffset)) : _mm512_setzero_si512();
+  if constexpr (F::kMin) p.dsum = _mm512_mul_ps(_mm512_cvtepi32_ps(sums), p.d);
   return p;
 }
 

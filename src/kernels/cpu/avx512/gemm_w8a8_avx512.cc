@@ -12,8 +12,6 @@
 namespace frugal::kernels::avx512 {
 namespace {
 
-// Decode: 8 KB ahead in every weight row (the quantized tiles' measurement).
-constexpr int64_t kPrefetchBytes = 8192;
 
 template <int MR, int NR>
 inline void w8a8_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
@@ -26,7 +24,7 @@ inline void w8a8_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
   }
   // Decode: a fixed distance ahead; a multi-row tile: the same row of the next tile (the
   // float tiles' rule, gemm_tile_avx512.h).
-  const int64_t prefetch = MR == 1 ? kPrefetchBytes : static_cast<int64_t>(NR * a.w_stride);
+  const int64_t prefetch = MR == 1 ? kQuantPrefetchBytes : static_cast<int64_t>(NR * a.w_stride);
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   for (int64_t k = 0; k < a.k; k += 64) {
     __m512i wv[NR];

@@ -115,9 +115,7 @@ inline int64_t n_units(int64_t k) {
   return k / (64 * F::kPairs);
 }
 
-// 8 KB ahead in each row: on SmolLM2-135M's decode weight stream (bench BM_GemvModelStream,
-// one thread) Q4_0 reads 11.5 GB/s from memory at 1 KB, 19 at 4 KB, 25 at 8 KB, 21 at 16 KB.
-inline constexpr int64_t kPrefetchBytes = 8192;
+inline constexpr int64_t kPrefetchBytes = kQuantPrefetchBytes;
 
 // The activation side of every step of rows [m0, m0 + rows), made once per call rather than
 // once per tile (decode: once per product instead of once per 8 weight rows). steps[i * spr + t]

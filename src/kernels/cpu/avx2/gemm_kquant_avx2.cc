@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "kernels/cpu/avx2/quant_tile_avx2.h"
+#include "kernels/cpu/kquant_scales.h"
 #include "quant/formats/frugal_blocks.h"
 
 namespace frugal::kernels::avx2 {
@@ -35,17 +36,8 @@ inline __m256 pair_16(float a, float b) { return _mm256_insertf128_ps(_mm256_cas
 
 // Q4_K's and Q5_K's 12 bytes of 6-bit scales and mins (get_scale_min_k4) times d and -dmin.
 inline void scales_mins_k4(const uint8_t* packed, uint16_t d, uint16_t dmin, float sc[8], float mn[8]) {
-  // ggml's unpacking of the 12 bytes into 8 scale bytes then 8 min bytes.
-  constexpr uint32_t kMask1 = 0x3f3f3f3f, kMask2 = 0x0f0f0f0f, kMask3 = 0x03030303;
-  uint32_t t[4];
-  std::memcpy(t, packed, 12);
-  t[3] = ((t[2] >> 4) & kMask2) | (((t[1] >> 6) & kMask3) << 4);
-  const uint32_t aux = t[1] & kMask1;
-  t[1] = (t[2] & kMask2) | (((t[0] >> 6) & kMask3) << 4);
-  t[2] = aux;
-  t[0] &= kMask1;
   uint8_t bytes[16];
-  std::memcpy(bytes, t, 16);
+  unpack_scales_mins_k4(packed, bytes);
   scaled_bytes(bytes, _cvtsh_ss(d), sc);
   scaled_bytes(bytes + 8, -_cvtsh_ss(dmin), mn);
 }

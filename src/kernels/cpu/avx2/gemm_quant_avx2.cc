@@ -99,28 +99,6 @@ struct IQ4_NL : FmtBase {
   static WStep step(const Unit& st, int) { return st; }
 };
 
-// int4 with a zero point, groups of 32, 64 or 128 (19, 35, 67-byte blocks): x = d (q - z),
-// the zero point folded in as a minimum of -d z.
-template <int Group>
-struct Int4G : FmtBase {
-  using Block = BlockIntG<4, Group>;
-  static constexpr int64_t kUnitBytes = sizeof(Block);
-  static constexpr int kSteps = Group / 32;
-  static constexpr bool kMin = true;
-  struct Unit {
-    const uint8_t* qs;
-    __m256 d, m;
-  };
-  static Unit unit(const uint8_t* row, int64_t, int64_t u) {
-    const Block& b = reinterpret_cast<const Block*>(row)[u];
-    uint16_t h;
-    std::memcpy(&h, b.d, 2);
-    const float d = _cvtsh_ss(h);
-    return {b.qs, _mm256_set1_ps(d), _mm256_set1_ps(-d * static_cast<float>(b.zero))};
-  }
-  static WStep step(const Unit& st, int s) { return quant::make_step(quant::nibbles_32(st.qs + 16 * s), st.d, st.m); }
-};
-
 // The low two bits of 32 elements of int3/int2 (8 bytes: byte j holds elements j, j + 8,
 // j + 16, j + 24 at bits 0, 2, 4, 6) as 32 values 0..3 in element order: the 8 bytes fill four
 // 64-bit lanes and lane l is shifted right by 2 l, bringing element j + 8 l's bits to the
@@ -142,10 +120,10 @@ inline __m256i high_bit_32(const uint8_t* p) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x04));
 }
 
-// int3 (groups of 64) and int2 (groups of 32) with a zero point: x = d (q - z), the zero point
-// folded in as a minimum of -d z as for int4.
+// Grouped integers with a zero point (int4 in groups of 32, 64, 128; int3 in 64; int2 in 32):
+// x = d (q - z), the zero point folded in as a minimum of -d z.
 template <int Bits, int Group>
-struct IntLowG : FmtBase {
+struct IntG : FmtBase {
   using Block = BlockIntG<Bits, Group>;
   static constexpr int64_t kUnitBytes = sizeof(Block);
   static constexpr int kSteps = Group / 32;
@@ -163,6 +141,7 @@ struct IntLowG : FmtBase {
   }
   static WStep step(const Unit& st, int s) {
     const uint8_t* chunk = st.qs + Block::kChunkBytes * s;
+    if constexpr (Bits == 4) return quant::make_step(quant::nibbles_32(chunk), st.d, st.m);
     __m256i q = low_bits_32(chunk);
     if constexpr (Bits == 3) q = _mm256_or_si256(q, high_bit_32(chunk + 8));
     return quant::make_step(q, st.d, st.m);
@@ -229,11 +208,11 @@ void gemm_q4_1(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q4
 void gemm_q5_0(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q5<false>>(a, n0, n1); }
 void gemm_q5_1(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Q5<true>>(a, n0, n1); }
 void gemm_iq4_nl(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<IQ4_NL>(a, n0, n1); }
-void gemm_int4_g32(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4G<32>>(a, n0, n1); }
-void gemm_int4_g64(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4G<64>>(a, n0, n1); }
-void gemm_int4_g128(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int4G<128>>(a, n0, n1); }
-void gemm_int3_g64(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<IntLowG<3, 64>>(a, n0, n1); }
-void gemm_int2_g32(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<IntLowG<2, 32>>(a, n0, n1); }
+void gemm_int4_g32(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<IntG<4, 32>>(a, n0, n1); }
+void gemm_int4_g64(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<IntG<4, 64>>(a, n0, n1); }
+void gemm_int4_g128(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<IntG<4, 128>>(a, n0, n1); }
+void gemm_int3_g64(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<IntG<3, 64>>(a, n0, n1); }
+void gemm_int2_g32(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<IntG<2, 32>>(a, n0, n1); }
 void gemm_nf4(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<NF4>(a, n0, n1); }
 void gemm_int8_row(const GemmArgs& a, int64_t n0, int64_t n1) { quant::quant_gemm<Int8Row>(a, n0, n1); }
 

@@ -12,6 +12,7 @@
 
 #include "core/half.h"
 #include "kernels/cpu/avx512/quant_tile_avx512.h"
+#include "kernels/cpu/kquant_scales.h"
 #include "quant/formats/frugal_blocks.h"
 
 namespace frugal::kernels::avx512 {
@@ -38,16 +39,9 @@ inline __m512i sub16_index(int s) {
 // Q4_K's and Q5_K's 12 bytes of 6-bit scales and mins (get_scale_min_k4) times d and -dmin:
 // lanes 0-7 d * sc[j], lanes 8-15 -dmin * m[j].
 inline __m512 scales_mins_k4(const uint8_t* packed, uint16_t d, uint16_t dmin) {
-  // ggml's unpacking of the 12 bytes into 8 scale bytes then 8 min bytes.
-  constexpr uint32_t kMask1 = 0x3f3f3f3f, kMask2 = 0x0f0f0f0f, kMask3 = 0x03030303;
-  uint32_t t[4];
-  std::memcpy(t, packed, 12);
-  t[3] = ((t[2] >> 4) & kMask2) | (((t[1] >> 6) & kMask3) << 4);
-  const uint32_t aux = t[1] & kMask1;
-  t[1] = (t[2] & kMask2) | (((t[0] >> 6) & kMask3) << 4);
-  t[2] = aux;
-  t[0] &= kMask1;
-  const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t))));
+  alignas(16) uint8_t bytes[16];
+  unpack_scales_mins_k4(packed, bytes);
+  const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(bytes))));
   const __m512 dd = _mm512_mask_mov_ps(broadcast_f16(d), 0xFF00, _mm512_sub_ps(_mm512_setzero_ps(), broadcast_f16(dmin)));
   return _mm512_mul_ps(v, dd);
 }

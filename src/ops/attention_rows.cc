@@ -118,8 +118,10 @@ void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& 
       const Item& item = items[i];
       const auto& table = cache.block_table(batch.seq_ids[item.row0]);
       const int64_t last = batch.positions[item.row1 - 1];
-      const int64_t n_blocks = last / bs + 1;
-      for (int64_t b = 0; b < n_blocks; ++b) {
+      // The blocks this item reads: its partition's, or all of them.
+      const int64_t first_block = item.part >= 0 ? item.part * part_len / bs : 0;
+      const int64_t n_blocks = item.part >= 0 ? std::min(last / bs + 1, (item.part + 1) * part_len / bs) : last / bs + 1;
+      for (int64_t b = first_block; b < n_blocks; ++b) {
         k_blocks[b] = cache.k_block(layer, table[b], item.kv_head);
         v_blocks[b] = cache.v_block(layer, table[b], item.kv_head);
       }

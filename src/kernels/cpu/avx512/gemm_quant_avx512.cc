@@ -59,6 +59,17 @@ inline __m512 pair_scales(__m512i raw, __m512i idx) {
   return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx, raw)));
 }
 
+// A pair of `Bytes`-byte blocks that start with an f16 scale d and an f16 minimum m (Q4_1,
+// Q5_1): both blocks' d and m with one permute, [d_a x8, d_b x8, m_a x8, m_b x8].
+struct ScalesMins {
+  __m512 d, m;
+};
+template <int Bytes>
+inline ScalesMins pair_scales_mins(__m512i raw) {
+  const __m512i dm = _mm512_permutexvar_epi16(FRUGAL_WORD_INDEX(i < 8 ? 0 : i < 16 ? Bytes / 2 : i < 24 ? 1 : Bytes / 2 + 1), raw);
+  return {_mm512_cvtph_ps(_mm512_castsi512_si256(dm)), _mm512_cvtph_ps(_mm512_extracti64x4_epi64(dm, 1))};
+}
+
 // Q8_0: 34-byte blocks, int8 quants read as unsigned w + 128.
 struct Q8_0 : FmtBase {
   static constexpr int64_t kUnitBytes = 2 * sizeof(BlockQ8_0);
@@ -103,8 +114,8 @@ struct Q4_1 : FmtBase {
   using Unit = WStep;
   static Unit unit(const uint8_t* row, int64_t, int64_t u, bool two) {
     const __m512i raw = _mm512_maskz_loadu_epi8(quant::byte_mask(two ? 40 : 20), row + u * 40);
-    return quant::make_step(unpack_pair_nibbles(raw, pair_nibble_index<20, 4>()), pair_scales(raw, pair_scale_index<0, 20>()),
-                            pair_scales(raw, pair_scale_index<2, 22>()));
+    const ScalesMins sm = pair_scales_mins<20>(raw);
+    return quant::make_step(unpack_pair_nibbles(raw, pair_nibble_index<20, 4>()), sm.d, sm.m);
   }
   static WStep step(const Unit& st, int, bool) { return st; }
 };
@@ -128,9 +139,11 @@ struct Q5 : FmtBase {
     if (two) std::memcpy(&hb, p + kBytes + kQh, 4);
     const __m512i high = _mm512_maskz_mov_epi8(ha | (uint64_t{hb} << 32), _mm512_set1_epi8(0x10));
     const __m512i q = _mm512_or_si512(unpack_pair_nibbles(raw, pair_nibble_index<kBytes, kQh + 4>()), high);
-    const __m512 d = pair_scales(raw, pair_scale_index<0, kBytes>());
-    if constexpr (kWithMin) return quant::make_step(q, d, pair_scales(raw, pair_scale_index<2, kBytes + 2>()));
-    return quant::make_step(q, d);
+    if constexpr (kWithMin) {
+      const ScalesMins sm = pair_scales_mins<kBytes>(raw);
+      return quant::make_step(q, sm.d, sm.m);
+    }
+    return quant::make_step(q, pair_scales(raw, pair_scale_index<0, kBytes>()));
   }
   static WStep step(const Unit& st, int, bool) { return st; }
 };

@@ -1,6 +1,3 @@
-#include <algorithm>
-#include <cmath>
-
 #include "core/dtype.h"
 #include "core/half.h"
 #include "kernels/ref/ref_kernels.h"
@@ -12,16 +9,6 @@ namespace {
 inline float load(const void* p, int64_t i, DType type) {
   return type == DType::kF16 ? f16_to_f32(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
 }
-// The log-sum-exp of n scores (before the softmax turns them into weights), summed as the
-// softmax sums.
-float log_sum_exp(const float* s, int64_t n) {
-  float max = s[0];
-  for (int64_t i = 1; i < n; ++i) max = std::max(max, s[i]);
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += std::exp(s[i] - max);
-  return max + static_cast<float>(std::log(sum));
-}
-
 // Rounds to the cache's precision: the operands of both products share it.
 inline float round_to(float x, DType type) { return type == DType::kF16 ? f16_to_f32(f32_to_f16(x)) : x; }
 
@@ -53,8 +40,8 @@ void attention_q8_0(const AttentionArgs& a) {
       }
       scores[j] = s * a.scale;
     }
-    if (a.lse != nullptr) a.lse[i] = log_sum_exp(scores, n_pos);
-    softmax(scores, n_pos);
+    const float lse = softmax_lse(scores, n_pos);
+    if (a.lse != nullptr) a.lse[i] = lse;
     for (int64_t d = 0; d < hd; ++d) acc[d] = 0.0f;
     for (int64_t j = 0; j < n_pos; ++j) {
       const float p = scores[j];
@@ -90,8 +77,8 @@ void attention(const AttentionArgs& a) {
       for (int64_t d = 0; d < hd; ++d) s += q[d] * load(kb, d * a.block_size + slot, a.kv_type);
       scores[j] = s * a.scale;
     }
-    if (a.lse != nullptr) a.lse[i] = log_sum_exp(scores, n_pos);
-    softmax(scores, n_pos);
+    const float lse = softmax_lse(scores, n_pos);
+    if (a.lse != nullptr) a.lse[i] = lse;
     for (int64_t d = 0; d < hd; ++d) acc[d] = 0.0f;
     for (int64_t j = 0; j < n_pos; ++j) {
       const float p = round_to(scores[j], a.kv_type);

@@ -33,8 +33,8 @@ void rope(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float
   }
 }
 
-void softmax(float* x, int64_t n) {
-  if (n <= 0) return;
+float softmax_lse(float* x, int64_t n) {
+  if (n <= 0) return -INFINITY;
   float max = x[0];
   for (int64_t i = 1; i < n; ++i) max = std::max(max, x[i]);
   double sum = 0.0;
@@ -44,6 +44,9 @@ void softmax(float* x, int64_t n) {
   }
   const float inv = static_cast<float>(1.0 / sum);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+  return max + static_cast<float>(std::log(sum));
 }
+
+void softmax(float* x, int64_t n) { softmax_lse(x, n); }
 
 }  // namespace frugal::kernels::ref

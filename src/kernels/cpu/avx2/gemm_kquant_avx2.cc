@@ -7,6 +7,7 @@
 // and the minimum of Q2_K apply per 16 elements under different scales, so they use the
 // activations' per-lane sums (kLaneSums).
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/cpu/avx2/quant_tile_avx2.h"
 #include "kernels/cpu/kquant_scales.h"
@@ -43,53 +44,34 @@ inline void scales_mins_k4(const uint8_t* packed, uint16_t d, uint16_t dmin, flo
 }
 
 // Q4_K: x = d sc q - dmin m per 32 elements; each 32 bytes of qs hold two sub-blocks (low
-// nibbles, then high nibbles), steps 2g and 2g + 1.
-struct Q4_K : FmtBase {
-  static constexpr int64_t kUnitBytes = sizeof(BlockQ4_K);
+// nibbles, then high nibbles), steps 2g and 2g + 1. Q5_K (`Block` BlockQ5_K) is the same with
+// q in 0..31, its bit 4 from qh: element 32 s + l at bit s of qh[l].
+template <typename Block>
+struct Q4_5_K : FmtBase {
+  static constexpr bool kFifthBit = std::is_same_v<Block, BlockQ5_K>;
+  static constexpr int64_t kUnitBytes = sizeof(Block);
   static constexpr int kSteps = 8;
   static constexpr bool kMin = true;
   struct Unit {
-    const uint8_t* qs;
-    float sc[8];  // d * sc[j]
-    float mn[8];  // -dmin * m[j]
-  };
-  static Unit unit(const uint8_t* row, int64_t, int64_t u) {
-    const auto* b = reinterpret_cast<const BlockQ4_K*>(row) + u;
-    Unit st;
-    st.qs = b->qs;
-    scales_mins_k4(b->scales, b->d, b->dmin, st.sc, st.mn);
-    return st;
-  }
-  static WStep step(const Unit& st, int s) {
-    const __m256i raw = quant::load_32(st.qs + 32 * (s / 2));
-    const __m256i q = _mm256_and_si256(s % 2 == 0 ? raw : _mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
-    return quant::make_step(q, _mm256_set1_ps(st.sc[s]), _mm256_set1_ps(st.mn[s]));
-  }
-};
-
-// Q5_K: Q4_K with q in 0..31, its bit 4 from qh: element 32 s + l at bit s of qh[l].
-struct Q5_K : FmtBase {
-  static constexpr int64_t kUnitBytes = sizeof(BlockQ5_K);
-  static constexpr int kSteps = 8;
-  static constexpr bool kMin = true;
-  struct Unit {
-    const BlockQ5_K* b;
+    const Block* b;
     float sc[8];  // d * sc[j]
     float mn[8];  // -dmin * m[j]
   };
   static Unit unit(const uint8_t* row, int64_t, int64_t u) {
     Unit st;
-    st.b = reinterpret_cast<const BlockQ5_K*>(row) + u;
+    st.b = reinterpret_cast<const Block*>(row) + u;
     scales_mins_k4(st.b->scales, st.b->d, st.b->dmin, st.sc, st.mn);
     return st;
   }
   static WStep step(const Unit& st, int s) {
     const __m256i raw = quant::load_32(st.b->qs + 32 * (s / 2));
-    const __m256i lo = _mm256_and_si256(s % 2 == 0 ? raw : _mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
-    const __m256i hb = _mm256_and_si256(move_bit(quant::load_32(st.b->qh), s, 4), _mm256_set1_epi8(0x10));
-    return quant::make_step(_mm256_or_si256(lo, hb), _mm256_set1_ps(st.sc[s]), _mm256_set1_ps(st.mn[s]));
+    __m256i q = _mm256_and_si256(s % 2 == 0 ? raw : _mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
+    if constexpr (kFifthBit) q = _mm256_or_si256(q, _mm256_and_si256(move_bit(quant::load_32(st.b->qh), s, 4), _mm256_set1_epi8(0x10)));
+    return quant::make_step(q, _mm256_set1_ps(st.sc[s]), _mm256_set1_ps(st.mn[s]));
   }
 };
+using Q4_K = Q4_5_K<BlockQ4_K>;
+using Q5_K = Q4_5_K<BlockQ5_K>;
 
 // Q6_K: x = d sc (q - 32) per 16 elements, q in 0..63 from a low nibble in ql and two high bits
 // in qh. Step s covers elements 32 s .. 32 s + 31: t = s % 4 of group g = s / 4 of 128

@@ -9,6 +9,7 @@
 // above the packed low ones (Q5_K's fifth, Q3_K's third) are added where a vptestmb against
 // the step's bit of qh or hmask says so.
 #include <cstring>
+#include <type_traits>
 
 #include "core/half.h"
 #include "kernels/cpu/avx512/quant_tile_avx512.h"
@@ -47,49 +48,33 @@ inline __m512 scales_mins_k4(const uint8_t* packed, uint16_t d, uint16_t dmin) {
 }
 
 // Q4_K: x = d sc q - dmin m per 32 elements; each 32 bytes of qs hold two sub-blocks (low
-// nibbles, then high nibbles), which is exactly one step.
-struct Q4_K : FmtBase {
-  static constexpr int64_t kUnitBytes = sizeof(BlockQ4_K);
+// nibbles, then high nibbles), which is exactly one step. Q5_K (`Block` BlockQ5_K) is the same
+// with q in 0..31, its bit 4 from qh: element 64 s + l (l < 32) has it at bit 2 s of qh[l],
+// element 64 s + 32 + l at bit 2 s + 1.
+template <typename Block>
+struct Q4_5_K : FmtBase {
+  static constexpr bool kFifthBit = std::is_same_v<Block, BlockQ5_K>;
+  static constexpr int64_t kUnitBytes = sizeof(Block);
   static constexpr int kPairs = 4;
   static constexpr bool kMin = true;
   struct Unit {
-    const uint8_t* qs;
+    const Block* b;
     __m512 sm;  // lanes 0-7: d * sc[j]; lanes 8-15: -dmin * m[j]
   };
   static Unit unit(const uint8_t* row, int64_t, int64_t u, bool) {
-    const auto* b = reinterpret_cast<const BlockQ4_K*>(row) + u;
-    return {b->qs, scales_mins_k4(b->scales, b->d, b->dmin)};
-  }
-  static WStep step(const Unit& st, int s, bool) {
-    const __m512i raw = broadcast_32(st.qs + 32 * s);
-    const __m512i q = _mm512_and_si512(_mm512_mask_srli_epi16(raw, 0xFFFF0000u, raw, 4), _mm512_set1_epi8(0x0F));
-    const __m512i di = _mm512_mask_set1_epi32(_mm512_set1_epi32(2 * s), 0xFF00, 2 * s + 1);
-    return quant::make_step(q, _mm512_permutexvar_ps(di, st.sm), _mm512_permutexvar_ps(_mm512_add_epi32(di, _mm512_set1_epi32(8)), st.sm));
-  }
-};
-
-// Q5_K: Q4_K with q in 0..31, its bit 4 from qh: element 64 s + l (l < 32) has it at bit 2 s of
-// qh[l], element 64 s + 32 + l at bit 2 s + 1.
-struct Q5_K : FmtBase {
-  static constexpr int64_t kUnitBytes = sizeof(BlockQ5_K);
-  static constexpr int kPairs = 4;
-  static constexpr bool kMin = true;
-  struct Unit {
-    const BlockQ5_K* b;
-    __m512 sm;  // as Q4_K's
-  };
-  static Unit unit(const uint8_t* row, int64_t, int64_t u, bool) {
-    const auto* b = reinterpret_cast<const BlockQ5_K*>(row) + u;
+    const auto* b = reinterpret_cast<const Block*>(row) + u;
     return {b, scales_mins_k4(b->scales, b->d, b->dmin)};
   }
   static WStep step(const Unit& st, int s, bool) {
     const __m512i raw = broadcast_32(st.b->qs + 32 * s);
     __m512i q = _mm512_and_si512(_mm512_mask_srli_epi16(raw, 0xFFFF0000u, raw, 4), _mm512_set1_epi8(0x0F));
-    q = _mm512_mask_add_epi8(q, bit_pairs(st.b->qh, 2 * s), q, _mm512_set1_epi8(16));
+    if constexpr (kFifthBit) q = _mm512_mask_add_epi8(q, bit_pairs(st.b->qh, 2 * s), q, _mm512_set1_epi8(16));
     const __m512i di = _mm512_mask_set1_epi32(_mm512_set1_epi32(2 * s), 0xFF00, 2 * s + 1);
     return quant::make_step(q, _mm512_permutexvar_ps(di, st.sm), _mm512_permutexvar_ps(_mm512_add_epi32(di, _mm512_set1_epi32(8)), st.sm));
   }
 };
+using Q4_K = Q4_5_K<BlockQ4_K>;
+using Q5_K = Q4_5_K<BlockQ5_K>;
 
 // Q6_K: x = d sc (q - 32) per 16 elements, q in 0..63 from a low nibble in ql and two high bits
 // in qh. Step s covers elements 64 s .. 64 s + 63: group g = s / 2 of 128 elements, whose ql

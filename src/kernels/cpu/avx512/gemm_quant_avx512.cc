@@ -169,9 +169,9 @@ struct IQ4_NL : FmtBase {
   static WStep step(const Unit& st, int, bool) { return st; }
 };
 
-// The f16 scale bits of an int4 block (stored unaligned, as bytes).
-template <int Group>
-inline uint16_t scale_bits(const BlockIntG<4, Group>& b) {
+// The f16 scale bits of a grouped-int block (stored unaligned, as bytes).
+template <int Bits, int Group>
+inline uint16_t scale_bits(const BlockIntG<Bits, Group>& b) {
   uint16_t d;
   std::memcpy(&d, b.d, 2);
   return d;
@@ -239,12 +239,6 @@ inline __m512i low_bits_2x32(uint64_t a, uint64_t b) {
   return _mm512_and_si512(_mm512_srlv_epi64(both, shifts), _mm512_set1_epi8(0x03));
 }
 
-inline uint16_t int_scale_bits(const uint8_t* d) {
-  uint16_t h;
-  std::memcpy(&h, d, 2);
-  return h;
-}
-
 // int2 with a zero point in groups of 32 (11-byte blocks, taken in pairs): x = d (q - z).
 struct Int2G32 : FmtBase {
   static constexpr bool kHalfUnits = true;
@@ -257,11 +251,11 @@ struct Int2G32 : FmtBase {
     uint64_t qa, qb = 0;
     std::memcpy(&qa, a.qs, 8);
     if (!two)
-      return quant::make_step(low_bits_2x32(qa, 0), two_scales(int_scale_bits(a.d), 0), _mm512_setzero_ps(),
+      return quant::make_step(low_bits_2x32(qa, 0), two_scales(scale_bits(a), 0), _mm512_setzero_ps(),
                               _mm512_maskz_set1_epi32(0x0001, a.zero));
     const BlockInt2G32& b = blocks[1];
     std::memcpy(&qb, b.qs, 8);
-    return quant::make_step(low_bits_2x32(qa, qb), two_scales(int_scale_bits(a.d), int_scale_bits(b.d)), _mm512_setzero_ps(),
+    return quant::make_step(low_bits_2x32(qa, qb), two_scales(scale_bits(a), scale_bits(b)), _mm512_setzero_ps(),
                             _mm512_mask_set1_epi32(_mm512_maskz_set1_epi32(0x0001, a.zero), 0x0100, b.zero));
   }
   static WStep step(const Unit& st, int, bool) { return st; }
@@ -282,7 +276,7 @@ struct Int3G64 : FmtBase {
     std::memcpy(&lb, b.qs + 12, 8);
     std::memcpy(&hb, b.qs + 20, 4);
     const __m512i high = _mm512_maskz_mov_epi8(ha | (uint64_t{hb} << 32), _mm512_set1_epi8(0x04));
-    return quant::make_step(_mm512_or_si512(low_bits_2x32(la, lb), high), broadcast_f16(int_scale_bits(b.d)),
+    return quant::make_step(_mm512_or_si512(low_bits_2x32(la, lb), high), broadcast_f16(scale_bits(b)),
                             _mm512_setzero_ps(), _mm512_maskz_set1_epi32(0x0101, b.zero));
   }
   static WStep step(const Unit& st, int, bool) { return st; }

@@ -115,8 +115,6 @@ inline int64_t n_units(int64_t k) {
   return k / (64 * F::kPairs);
 }
 
-inline constexpr int64_t kPrefetchBytes = kQuantPrefetchBytes;
-
 // The activation side of every step of rows [m0, m0 + rows), made once per call rather than
 // once per tile (decode: once per product instead of once per 8 weight rows). steps[i * spr + t]
 // is step t of row m0 + i, spr = units x kPairs.
@@ -158,7 +156,7 @@ inline void quant_tile(const GemmArgs& a, int64_t m0, int64_t n0, const XStep* s
       // leaves a line in 17 to a demand miss, which cost Q8_0 half its stream rate.
 #pragma GCC unroll 2
       for (int64_t line = 0; line < F::kUnitBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(w[j] + u * F::kUnitBytes + line + kPrefetchBytes), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w[j] + u * F::kUnitBytes + line + kQuantPrefetchBytes), _MM_HINT_T0);
       st[j] = F::unit(w[j], a.k, u, two);
     }
 #pragma GCC unroll 4

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/buffer.h"
+#include "kernels/interleave.h"
 #include "kernels/kernels.h"
 
 namespace frugal::kernels::bench {
@@ -25,10 +26,11 @@ struct GemmOperands {
 // (quantizing tens of millions of weights per format takes long).
 // w8a8: int8_row weights through the W8A8 kernel (int8 activations per token).
 inline GemmOperands make_gemm_operands(DType type, int64_t m, int64_t n, int64_t k,
-                                       int64_t distinct_rows = std::numeric_limits<int64_t>::max(), bool w8a8 = false) {
+                                       int64_t distinct_rows = std::numeric_limits<int64_t>::max(), bool w8a8 = false,
+                                       bool packed = false) {
   const KernelTable& t = active();
   GemmOperands o;
-  o.kernel = gemm_for(t, type, w8a8);
+  o.kernel = packed ? t.packed[static_cast<size_t>(type)].kernel : gemm_for(t, type, w8a8);
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   std::vector<float> row(k);
@@ -41,6 +43,11 @@ inline GemmOperands make_gemm_operands(DType type, int64_t m, int64_t n, int64_t
     } else {
       std::copy_n(o.w.as<uint8_t>() + (r % distinct_rows) * w_stride, w_stride, o.w.as<uint8_t>() + r * w_stride);
     }
+  }
+  if (packed) {
+    Buffer interleaved(w_stride * n);
+    interleave_rows(type, t.packed[static_cast<size_t>(type)].lanes, o.w.data(), interleaved.data(), n, k);
+    o.w = std::move(interleaved);
   }
   const size_t x_stride = row_bytes(o.kernel.act, k);
   const ConvertFn convert = t.convert[static_cast<size_t>(o.kernel.act)] != nullptr

@@ -26,9 +26,17 @@ void BM_Gemv(benchmark::State& state, DType type) {
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(o.w.size()), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_Gemm(benchmark::State& state, DType type) {
+// The same over weights interleaved for the ISA's packed kernel (kernels/interleave.h).
+void BM_GemvPacked(benchmark::State& state, DType type) {
+  const int64_t n = state.range(0), k = state.range(1);
+  GemmOperands o = make_gemm_operands(type, 1, n, k, std::numeric_limits<int64_t>::max(), false, true);
+  for (auto _ : state) o.kernel.fn(o.args, 0, n);
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(o.w.size()), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_Gemm(benchmark::State& state, DType type, bool packed = false) {
   const int64_t m = 512, n = state.range(0), k = state.range(1);
-  GemmOperands o = make_gemm_operands(type, m, n, k);
+  GemmOperands o = make_gemm_operands(type, m, n, k, std::numeric_limits<int64_t>::max(), false, packed);
   for (auto _ : state) o.kernel.fn(o.args, 0, n);
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -54,6 +62,11 @@ BENCHMARK_CAPTURE(BM_Gemv, q4_0, DType::kQ4_0)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q4_1, DType::kQ4_1)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemv, int3_g64, DType::kInt3G64)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemv, int2_g32, DType::kInt2G32)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_GemvPacked, q8_0, DType::kQ8_0)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_GemvPacked, q4_0, DType::kQ4_0)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_GemvPacked, iq4_nl, DType::kIQ4_NL)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_GemvPacked, q4_1, DType::kQ4_1)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_GemvPacked, int4_g64, DType::kInt4G64)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q4_k, DType::kQ4_K)->Apply(kquant_shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q5_k, DType::kQ5_K)->Apply(kquant_shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q6_k, DType::kQ6_K)->Apply(kquant_shapes);
@@ -63,6 +76,8 @@ BENCHMARK_CAPTURE(BM_Gemm, bf16, DType::kBF16)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, f32, DType::kF32)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, q8_0, DType::kQ8_0)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, q4_0, DType::kQ4_0)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Gemm, q4_0_packed, DType::kQ4_0, true)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Gemm, q8_0_packed, DType::kQ8_0, true)->Apply(prefill_shapes);
 
 // Attention of `queries` rows over `positions` cached positions, one head of 64, an f16 or
 // q8_0 cache.
@@ -101,7 +116,7 @@ void BM_Attention(benchmark::State& state, DType kv_type) {
 // A decode step's weight stream, read once per step from memory as a decode does (the set is
 // far larger than the caches), one thread: SmolLM2-135M's 30 layers (range 0) or
 // Qwen2.5-0.5B's 24 (range 1) of q, k, v, o, gate, up, down, against `m` rows of activations.
-void model_stream(benchmark::State& state, DType type, int64_t m, bool w8a8 = false) {
+void model_stream(benchmark::State& state, DType type, int64_t m, bool w8a8 = false, bool packed = false) {
   struct Shape {
     int64_t n, k;
   };
@@ -113,7 +128,7 @@ void model_stream(benchmark::State& state, DType type, int64_t m, bool w8a8 = fa
   size_t bytes = 0;
   for (int l = 0; l < (qwen ? 24 : 30); ++l)
     for (const Shape& s : layer) {
-      ops.push_back(make_gemm_operands(type, m, s.n, s.k, std::numeric_limits<int64_t>::max(), w8a8));
+      ops.push_back(make_gemm_operands(type, m, s.n, s.k, std::numeric_limits<int64_t>::max(), w8a8, packed));
       bytes += ops.back().w.size();
     }
   for (auto _ : state)
@@ -124,6 +139,8 @@ void model_stream(benchmark::State& state, DType type, int64_t m, bool w8a8 = fa
   if (m > 1) state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 void BM_GemvModelStream(benchmark::State& state, DType type) { model_stream(state, type, 1); }
+void BM_GemvModelStreamPacked(benchmark::State& state, DType type) { model_stream(state, type, 1, false, true); }
+void BM_BatchModelStreamPacked(benchmark::State& state, DType type) { model_stream(state, type, state.range(1), false, true); }
 // The same stream against M = range(1) rows: a continuous-batching decode step of M sequences
 // (the server's 16 streams), one thread.
 void BM_BatchModelStream(benchmark::State& state, DType type) { model_stream(state, type, state.range(1)); }
@@ -132,6 +149,9 @@ void BM_W8A8ModelStream(benchmark::State& state) { model_stream(state, DType::kI
 BENCHMARK_CAPTURE(BM_GemvModelStream, bf16, DType::kBF16)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_GemvModelStream, q8_0, DType::kQ8_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_GemvModelStream, q4_0, DType::kQ4_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_GemvModelStreamPacked, q8_0, DType::kQ8_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_GemvModelStreamPacked, q4_0, DType::kQ4_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_BatchModelStreamPacked, q4_0, DType::kQ4_0)->Args({0, 4})->Args({0, 16})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_BatchModelStream, bf16, DType::kBF16)->Args({0, 4})->Args({0, 16})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_BatchModelStream, q4_0, DType::kQ4_0)->Args({0, 4})->Args({0, 16})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_BatchModelStream, int8_row, DType::kInt8Row)->Args({0, 1})->Args({0, 16})->Unit(benchmark::kMillisecond);

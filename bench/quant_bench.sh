@@ -4,6 +4,7 @@
 # the format where its row length allows, else the quantizer's fallback type) and measured by
 # `frugal bench`, whose bandwidth bound is measured in the same run.
 # usage: bench/quant_bench.sh [BUILD_DIR] [THREADS] [TYPES...]
+# FRUGAL_BENCH_FLAGS adds flags to every `frugal bench` (e.g. --no-repack for the file layout).
 set -euo pipefail
 build=${1:-build}
 threads=${2:-2}
@@ -25,7 +26,7 @@ for preset in $presets; do
       model="$models/$preset-$type.gguf"
       [ -f "$model" ] || "$build/frugal" quantize -m "$models/$preset${FRUGAL_BENCH_SRC_SUFFIX:-}" -o "$model" --type "$type" --pure -t "$threads" >/dev/null 2>&1
     fi
-    json=$("$build/frugal" bench -m "$model" -t "$threads" -p 128 -n 64 -r 3 --json 2>/dev/null)
+    json=$("$build/frugal" bench -m "$model" -t "$threads" -p 128 -n 64 -r 3 --json ${FRUGAL_BENCH_FLAGS:-} 2>/dev/null)
     load=$(cut -d' ' -f1 /proc/loadavg)
     /usr/bin/python3 -c "
 import json, sys

@@ -124,6 +124,14 @@ struct KernelTable {
   // y = float(dot) * (s_w * s_x), so every ISA gives the same bits and batching cannot change
   // them.
   GemmKernel w8a8_int8_row = {};
+  // Products over weights interleaved `lanes` rows at a time (kernels/interleave.h), for the
+  // types this ISA has them for (lanes 0: none). The loader interleaves such weights once
+  // (Linear::packed) and linear() then calls `kernel` with GemmArgs::w at the interleaved
+  // tensor (w_stride still the plain row's bytes; column splits are whole groups).
+  struct Packed {
+    int lanes = 0;
+    GemmKernel kernel;
+  } packed[kDTypeSlots] = {};
   ConvertFn convert[kDTypeSlots] = {};  // f32 -> type, for activations and the KV cache
   ToFloatFn to_float[kDTypeSlots] = {};  // type -> f32 (dequantize), fast versions
 

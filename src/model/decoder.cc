@@ -66,12 +66,17 @@ void DecoderModel::init(ModelSource& source, const ModelConfig& config) {
   keep_alive_ = source.keep_alive();
 }
 
-std::vector<const Linear*> DecoderModel::linears() const {
-  std::vector<const Linear*> out;
-  for (const auto& L : weights_.layers)
-    for (const Linear* lin : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) out.push_back(lin);
+std::vector<Linear*> DecoderModel::mutable_linears() {
+  std::vector<Linear*> out;
+  for (auto& L : weights_.layers)
+    for (Linear* lin : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) out.push_back(lin);
   out.push_back(&weights_.output);
   return out;
+}
+
+std::vector<const Linear*> DecoderModel::linears() const {
+  const std::vector<Linear*> all = const_cast<DecoderModel*>(this)->mutable_linears();
+  return {all.begin(), all.end()};
 }
 
 size_t DecoderModel::weight_bytes_per_token() const {

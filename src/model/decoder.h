@@ -45,6 +45,7 @@ class DecoderModel : public Model {
 
  protected:
   void init(ModelSource& source, const ModelConfig& config);
+  std::vector<Linear*> mutable_linears() override;
   DecoderWeights weights_;
   std::vector<float> inv_freq_;  // [n_rot/2] rotation frequencies, scaling applied
 };

@@ -25,6 +25,11 @@ Prepared prepare(OpContext& ctx, const Linear& layer, const float* x, int64_t n_
   p.kernel = kernels::gemm_for(ctx.kernels, w.dtype, ctx.w8a8);
   p.n_out = w.dim(0);
   p.args.w = w.data;
+  const auto& packed = ctx.kernels.packed[static_cast<size_t>(w.dtype)];
+  if (!layer.packed.empty() && packed.lanes == layer.packed_lanes) {
+    p.kernel = packed.kernel;
+    p.args.w = layer.packed.data;
+  }
   p.args.w_stride = w.row_stride();
   p.args.y = y;
   p.args.y_stride = static_cast<size_t>(p.n_out);

@@ -29,6 +29,11 @@ struct Linear {
   Tensor bias;    // [n_out] f32, or empty
   std::string name;
   std::vector<LoraAdapter> lora;  // applied in order after the base product and the bias
+  // The weight again, interleaved `packed_lanes` rows at a time for the kernel table's packed
+  // product (kernels/interleave.h; Model::pack_weights), or empty. Same values as `weight`,
+  // which stays valid for everything else (backward passes, a tied embedding's lookups).
+  Tensor packed;
+  int packed_lanes = 0;
 
   int64_t n_out() const { return weight.dim(0); }
   int64_t n_in() const { return weight.dim(1); }

@@ -36,7 +36,9 @@ std::unique_ptr<WorkingModel> WorkingModel::open(const std::string& path, const 
   m->path_ = path;
   m->source_ = ModelSource::open(path, options.open);
   m->source_format_ = m->source_->format();
-  m->engine_ = Engine::load(path, options);
+  EngineOptions eo = options;
+  eo.pack_weights = false;  // the weight views are rebound below, and a packed copy would go stale
+  m->engine_ = Engine::load(path, eo);
   const auto* decoder = dynamic_cast<const DecoderModel*>(&m->engine_->model());
   if (decoder == nullptr) fail("{}: quantization supports decoder models (llama, qwen2)", path);
   // The model's weight views are rebound to buffers owned here. The DecoderWeights object is a

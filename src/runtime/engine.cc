@@ -45,6 +45,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_path, const Engine
   auto source = ModelSource::open(model_path, o.open);
   e->model_ = load_model(*source);
   page_in(*source);
+  if (o.pack_weights) e->model_->pack_weights(kernels::active());
   try {
     e->tokenizer_ = source->load_tokenizer();
   } catch (const Error& err) {

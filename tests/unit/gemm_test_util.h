@@ -20,9 +20,10 @@ struct GemmRun {
 
 // y = x · wᵀ for x [m, k] (f32) and n weight rows of `w_type` at `w` (w8a8: the W8A8 kernel
 // for int8_row weights, as --w8a8 selects it).
-inline GemmRun run_gemm(const KernelTable& t, DType w_type, const std::vector<float>& x, int64_t m, int64_t k,
-                        const void* w, size_t w_stride, int64_t n, int64_t split, bool w8a8 = false) {
-  const GemmKernel kernel = gemm_for(t, w_type, w8a8);
+// `kernel` runs it (run_gemm picks the table's kernel for the type; the packed products take
+// interleaved weights at `w`, with w_stride the plain row's bytes).
+inline GemmRun run_kernel(const KernelTable& t, const GemmKernel& kernel, const std::vector<float>& x, int64_t m,
+                          int64_t k, const void* w, size_t w_stride, int64_t n, int64_t split) {
   GemmRun out{std::vector<float>(m * n, NAN), x};
   Buffer xa;
   GemmArgs a;
@@ -47,6 +48,11 @@ inline GemmRun run_gemm(const KernelTable& t, DType w_type, const std::vector<fl
   a.k = k;
   for (int64_t n0 = 0; n0 < n; n0 += split) kernel.fn(a, n0, std::min(n, n0 + split));
   return out;
+}
+
+inline GemmRun run_gemm(const KernelTable& t, DType w_type, const std::vector<float>& x, int64_t m, int64_t k,
+                        const void* w, size_t w_stride, int64_t n, int64_t split, bool w8a8 = false) {
+  return run_kernel(t, gemm_for(t, w_type, w8a8), x, m, k, w, w_stride, n, split);
 }
 
 }  // namespace frugal::kernels::test_util

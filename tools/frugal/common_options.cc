@@ -21,6 +21,9 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_flag("--w8a8", f.w8a8,
                "W8A8: int8_row weights multiply activations quantized to int8 per token (faster batches and prefill; "
                "check the quality cost with `frugal perplexity --kl-base`)");
+  app.add_flag("--no-repack", f.no_repack,
+               "Keep quantized weights in their file layout instead of interleaving them for this CPU's faster "
+               "kernels at load (Q4_0, IQ4_NL and Q8_0 with AVX-512)");
   app.add_option("--lora", f.lora,
                  "LoRA adapter (a PEFT folder) applied unmerged, optionally scaled: DIR or DIR:SCALE (repeatable: "
                  "adapters add up)")
@@ -45,6 +48,7 @@ EngineOptions engine_options(const ModelFlags& f) {
   o.threads = f.threads;
   o.n_ctx = f.ctx_size;
   o.w8a8 = f.w8a8;
+  o.pack_weights = !f.no_repack;
   o.open.tokenizer_path = f.tokenizer;
   return o;
 }

@@ -21,6 +21,7 @@ struct ModelFlags {
   int64_t ctx_size = 0;
   std::string kv_type = "f16";
   bool w8a8 = false;
+  bool no_repack = false;
   std::vector<std::string> lora;  // LoRA adapters applied unmerged: DIR or DIR:SCALE each
   bool verbose = false;
 };

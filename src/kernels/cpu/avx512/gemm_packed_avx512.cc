@@ -1,0 +1,194 @@
+// Matrix products over interleaved weights (kernels/interleave.h, 16 rows per group) with
+// AVX-512 VNNI: Q4_0, Q4_1, IQ4_NL, Q8_0 and the grouped int4 against q8_act activations.
+//
+// One 512-bit register holds the same four weights of 16 output rows, so vpdpbusd with an
+// activation dword broadcast to every lane (the embedded broadcast of a memory operand) does
+// 64 multiply-adds for 16 outputs at once; 8 of them cover a 32-element block. Per block and
+// output: the exact int32 dot product (started at -offset * sum(x), or -z * sum(x) for a zero
+// point, as in quant_tile_avx512.h), one conversion and one fused multiply-add with the two
+// scales' product, for the 32-element blocks b = 0, 1, ... in order:
+//   acc = fma(float(dot_b), d_w,b * d_x,b, acc)   [then acc = fma(m_w,b, d_x,b * sum_x,b, acc)]
+// No horizontal sum: lane r is output r. The row-major kernels spend a permute, a shift and a
+// mask per 36 bytes and a 16-lane reduction per output; this layout needs about a third of the
+// instructions per byte, which is what decode on two cores is short of (DESIGN.md).
+//
+// Batch invariance: each output is the chain above whatever M, the register tile or the
+// column split (splits are whole groups).
+#include <cstring>
+
+#include "kernels/cpu/avx512/simd_avx512.h"
+#include "kernels/cpu/thread_scratch.h"
+#include "kernels/kernels.h"
+#include "quant/formats/blocks.h"
+
+namespace frugal::kernels::avx512 {
+namespace {
+
+constexpr int kLanes = 16;
+
+// A format: kGroup elements per block under one scale (and minimum or zero point), kCodeBytes
+// of codes per 32 elements, and how 32 elements' codes of 16 rows become 8 registers of
+// unsigned bytes: register t pairs with the activations' dword t (elements 4t .. 4t + 3).
+struct Nibbles {
+  static constexpr int kGroup = 32;
+  static constexpr int kCodeBytes = 16;
+  static constexpr int kOffset = 0;
+  static constexpr bool kMin = false;
+  static constexpr bool kZero = false;
+  static void weights(const uint8_t* p, __m512i (&w)[8]) {
+    const __m512i low = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      const __m512i raw = _mm512_loadu_si512(p + 64 * t);
+      w[t] = _mm512_and_si512(raw, low);                             // elements 4t ..
+      w[4 + t] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);  // elements 16 + 4t ..
+    }
+  }
+};
+
+// Q4_0: x = d (q - 8).
+struct PackedQ4_0 : Nibbles {
+  static constexpr int kOffset = 8;
+};
+
+// Q4_1: x = d q + m.
+struct PackedQ4_1 : Nibbles {
+  static constexpr bool kMin = true;
+};
+
+// int4 in groups of G with a zero point: x = d (q - z).
+template <int G>
+struct PackedInt4G : Nibbles {
+  static constexpr int kGroup = G;
+  static constexpr bool kZero = true;
+};
+
+// IQ4_NL: the nibble indexes a fixed int8 grid, looked up as unsigned bytes (level + 128).
+struct PackedIQ4_NL : Nibbles {
+  static constexpr int kOffset = 128;
+  static void weights(const uint8_t* p, __m512i (&w)[8]) {
+    const __m128i levels = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NLValues)), _mm_set1_epi8(static_cast<char>(0x80)));
+    const __m512i table = _mm512_broadcast_i32x4(levels);
+    Nibbles::weights(p, w);
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t) w[t] = _mm512_shuffle_epi8(table, w[t]);
+  }
+};
+
+// Q8_0: int8 codes, stored as q + 128.
+struct PackedQ8_0 : Nibbles {
+  static constexpr int kCodeBytes = 32;
+  static constexpr int kOffset = 128;
+  static void weights(const uint8_t* p, __m512i (&w)[8]) {
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t) w[t] = _mm512_loadu_si512(p + 64 * t);
+  }
+};
+
+// The activation side of one 32-element block of one row.
+struct XBlock {
+  float d;        // scale
+  int32_t start;  // the dot product's start: -offset * sum
+  float dsum;     // d * sum (kMin)
+  int32_t sum;    // sum of the codes (kZero)
+};
+
+template <typename P>
+void prepare_x(const GemmArgs& a, int64_t m0, int64_t rows, XBlock* xb) {
+  const int64_t nb = a.k / 32;
+  for (int64_t i = 0; i < rows; ++i) {
+    const auto* x = reinterpret_cast<const BlockQ8Act*>(static_cast<const uint8_t*>(a.x) + (m0 + i) * a.x_stride);
+    for (int64_t b = 0; b < nb; ++b) {
+      const float d = _cvtsh_ss(x[b].d);
+      xb[i * nb + b] = {d, -P::kOffset * x[b].sum, d * static_cast<float>(x[b].sum), x[b].sum};
+    }
+  }
+}
+
+inline __m512i broadcast_dword(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// Rows [m, m + MR) of the activations against one group of 16 weight rows: y[i][0..16).
+template <typename P, int MR>
+inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const XBlock* xb, float* y) {
+  constexpr int kHeader = kLanes * (2 + 2 * P::kMin + P::kZero);
+  constexpr int kChunks = P::kGroup / 32;
+  constexpr size_t kBlockBytes = kHeader + kChunks * kLanes * P::kCodeBytes;
+  const int64_t nb = a.k / P::kGroup, nx = a.k / 32;
+  const BlockQ8Act* x[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) x[i] = reinterpret_cast<const BlockQ8Act*>(static_cast<const uint8_t*>(a.x) + (m + i) * a.x_stride);
+  __m512 acc[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* p = group + b * kBlockBytes;
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    __m512 mins = _mm512_setzero_ps();
+    __m512i neg_zero = _mm512_setzero_si512();
+    if constexpr (P::kMin) mins = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * kLanes)));
+    if constexpr (P::kZero)
+      neg_zero = _mm512_sub_epi32(neg_zero, _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * kLanes))));
+#pragma GCC unroll 4
+    for (int c = 0; c < kChunks; ++c) {
+      __m512i w[8];
+      P::weights(p + kHeader + c * kLanes * P::kCodeBytes, w);
+      const int64_t xi = b * kChunks + c;
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const XBlock& xs = xb[i * nx + xi];
+        __m512i dot = P::kZero ? _mm512_mullo_epi32(neg_zero, _mm512_set1_epi32(xs.sum)) : _mm512_set1_epi32(xs.start);
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; ++t) dot = _mm512_dpbusd_epi32(dot, w[t], broadcast_dword(x[i][xi].qs + 4 * t));
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(xs.d)), acc[i]);
+        if constexpr (P::kMin) acc[i] = _mm512_fmadd_ps(mins, _mm512_set1_ps(xs.dsum), acc[i]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) _mm512_storeu_ps(y + i * a.y_stride, acc[i]);
+}
+
+template <typename P>
+void packed_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
+  const int64_t nx = a.k / 32;
+  const size_t group_bytes = kLanes * a.w_stride;
+  const auto* w = static_cast<const uint8_t*>(a.w);
+  if (a.m == 1) {
+    XBlock* xb = thread_scratch<XBlock>(nx);
+    prepare_x<P>(a, 0, 1, xb);
+    for (int64_t n = n0; n < n1; n += kLanes) tile<P, 1>(a, w + n / kLanes * group_bytes, 0, xb, a.y + n);
+    return;
+  }
+  // Chunks of rows whose activations stay in L2; within a chunk each group's weights (a few KB)
+  // stay in L1 while every row tile passes over them.
+  constexpr int64_t kMR = 8;
+  const int64_t chunk_rows = std::max<int64_t>(kMR, (int64_t{256} << 10) / (a.k + 16 * nx) / kMR * kMR);
+  XBlock* xb = thread_scratch<XBlock>(std::min(a.m, chunk_rows) * nx);
+  for (int64_t m0 = 0; m0 < a.m; m0 += chunk_rows) {
+    const int64_t m1 = std::min(a.m, m0 + chunk_rows);
+    prepare_x<P>(a, m0, m1 - m0, xb);
+    for (int64_t n = n0; n < n1; n += kLanes) {
+      const uint8_t* group = w + n / kLanes * group_bytes;
+      int64_t m = m0;
+      for (; m + kMR <= m1; m += kMR) tile<P, kMR>(a, group, m, xb + (m - m0) * nx, a.y + m * a.y_stride + n);
+      for (; m + 4 <= m1; m += 4) tile<P, 4>(a, group, m, xb + (m - m0) * nx, a.y + m * a.y_stride + n);
+      for (; m < m1; ++m) tile<P, 1>(a, group, m, xb + (m - m0) * nx, a.y + m * a.y_stride + n);
+    }
+  }
+}
+
+}  // namespace
+
+void gemm_q4_0_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ4_0>(a, n0, n1); }
+void gemm_iq4_nl_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedIQ4_NL>(a, n0, n1); }
+void gemm_q8_0_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ8_0>(a, n0, n1); }
+void gemm_q4_1_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ4_1>(a, n0, n1); }
+void gemm_int4_g32_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<32>>(a, n0, n1); }
+void gemm_int4_g64_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<64>>(a, n0, n1); }
+void gemm_int4_g128_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<128>>(a, n0, n1); }
+
+}  // namespace frugal::kernels::avx512

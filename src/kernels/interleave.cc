@@ -1,0 +1,109 @@
+#include "kernels/interleave.h"
+
+#include <cstring>
+
+#include "core/check.h"
+
+namespace frugal::kernels {
+namespace {
+
+// Where a block's fields are (bytes from the block's start).
+struct Layout {
+  int group = 0;         // elements per block (0: no interleaved layout)
+  int block_bytes = 0;
+  int min_at = -1;       // f16 minimum, or -1
+  int zero_at = -1;      // u8 zero point, or -1
+  int codes_at = 2;      // codes, chunk_bytes per 32 elements
+  int chunk_bytes = 16;
+  bool offset128 = false;  // int8 codes stored as unsigned (q + 128)
+};
+
+Layout layout_of(DType type) {
+  switch (type) {
+    case DType::kQ4_0:
+    case DType::kIQ4_NL: return {32, 18};
+    case DType::kQ8_0: return {32, 34, -1, -1, 2, 32, true};
+    case DType::kQ4_1: return {32, 20, 2, -1, 4};
+    case DType::kInt4G32: return {32, 19, -1, 2, 3};
+    case DType::kInt4G64: return {64, 35, -1, 2, 3};
+    case DType::kInt4G128: return {128, 67, -1, 2, 3};
+    default: return {};
+  }
+}
+
+
+// The interleaved block b of `lanes` rows (row r's blocks at rows[r]) into out, or back.
+void interleave_block(const Layout& l, int lanes, const uint8_t* const* rows, uint8_t* out) {
+  for (int r = 0; r < lanes; ++r) std::memcpy(out + 2 * r, rows[r], 2);
+  out += 2 * lanes;
+  if (l.min_at >= 0) {
+    for (int r = 0; r < lanes; ++r) std::memcpy(out + 2 * r, rows[r] + l.min_at, 2);
+    out += 2 * lanes;
+  }
+  if (l.zero_at >= 0) {
+    for (int r = 0; r < lanes; ++r) out[r] = rows[r][l.zero_at];
+    out += lanes;
+  }
+  for (int c = 0; c < l.group / 32; ++c)
+    for (int t = 0; t < l.chunk_bytes / 4; ++t)
+      for (int r = 0; r < lanes; ++r)
+        for (int i = 0; i < 4; ++i) {
+          const uint8_t q = rows[r][l.codes_at + c * l.chunk_bytes + 4 * t + i];
+          *out++ = l.offset128 ? static_cast<uint8_t>(q ^ 0x80) : q;
+        }
+}
+
+void deinterleave_block(const Layout& l, int lanes, const uint8_t* in, int r, uint8_t* row) {
+  std::memcpy(row, in + 2 * r, 2);
+  in += 2 * lanes;
+  if (l.min_at >= 0) {
+    std::memcpy(row + l.min_at, in + 2 * r, 2);
+    in += 2 * lanes;
+  }
+  if (l.zero_at >= 0) {
+    row[l.zero_at] = in[r];
+    in += lanes;
+  }
+  for (int c = 0; c < l.group / 32; ++c)
+    for (int t = 0; t < l.chunk_bytes / 4; ++t) {
+      for (int i = 0; i < 4; ++i) {
+        const uint8_t q = in[r * 4 + i];
+        row[l.codes_at + c * l.chunk_bytes + 4 * t + i] = l.offset128 ? static_cast<uint8_t>(q ^ 0x80) : q;
+      }
+      in += 4 * lanes;
+    }
+}
+
+}  // namespace
+
+bool interleavable(DType type) { return layout_of(type).group != 0; }
+
+void interleave_rows(DType type, int lanes, const void* src, void* dst, int64_t n, int64_t k) {
+  const Layout l = layout_of(type);
+  FRUGAL_CHECK(l.group != 0, "type {} has no interleaved layout", dtype_name(type));
+  FRUGAL_CHECK(lanes <= 64 && n % lanes == 0 && k % l.group == 0, "interleave: {} rows of {} for {} lanes", n, k, lanes);
+  const int64_t blocks = k / l.group;
+  const size_t rb = static_cast<size_t>(blocks) * l.block_bytes;
+  const auto* s = static_cast<const uint8_t*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
+  const uint8_t* rows[64];
+  for (int64_t g = 0; g < n / lanes; ++g)
+    for (int64_t b = 0; b < blocks; ++b) {
+      for (int r = 0; r < lanes; ++r) rows[r] = s + (g * lanes + r) * rb + b * l.block_bytes;
+      interleave_block(l, lanes, rows, out);
+      out += static_cast<size_t>(lanes) * l.block_bytes;
+    }
+}
+
+void deinterleave_row(DType type, int lanes, const void* packed, int64_t row, int64_t k, void* dst_row) {
+  const Layout l = layout_of(type);
+  FRUGAL_CHECK(l.group != 0, "type {} has no interleaved layout", dtype_name(type));
+  const int64_t blocks = k / l.group;
+  const size_t rb = static_cast<size_t>(blocks) * l.block_bytes;
+  const auto* in = static_cast<const uint8_t*>(packed) + static_cast<size_t>(row / lanes) * lanes * rb;
+  for (int64_t b = 0; b < blocks; ++b)
+    deinterleave_block(l, lanes, in + b * lanes * l.block_bytes, static_cast<int>(row % lanes),
+                       static_cast<uint8_t*>(dst_row) + b * l.block_bytes);
+}
+
+}  // namespace frugal::kernels

@@ -1,0 +1,33 @@
+// Weight rows interleaved for a SIMD width: `lanes` consecutive output rows' blocks side by
+// side, so that one vector register holds the same block of `lanes` outputs. A product over
+// this layout keeps one output per lane and needs no horizontal reduction, and the weights of
+// a group of rows are one sequential stream (kernels/cpu/avx512/gemm_packed_avx512.cc).
+//
+// The formats: blocks of an f16 scale, an optional f16 minimum (Q4_1) or u8 zero point (the
+// grouped int4), and codes per 32 elements (4-bit: 16 bytes as Q4_0 packs nibbles; Q8_0: 32
+// int8). Block b of group g (rows lanes*g .. lanes*g + lanes - 1) is
+//   [lanes f16 scales] [lanes f16 minimums | lanes u8 zero points]
+//   then per 32 elements, per 4 code bytes t: [lanes x (row r's code bytes 4t .. 4t + 3)]
+// and takes exactly the bytes the rows' blocks took, so group g starts at lanes * g * row_bytes.
+// Q8_0's int8 codes are stored as unsigned bytes (q + 128), the form vpdpbusd multiplies.
+// The layout lives only in memory (made at load time, never written to a file).
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace frugal::kernels {
+
+// Whether `type` has an interleaved layout.
+bool interleavable(DType type);
+
+// dst[n rows of k] <- src in `type`'s interleaved layout for `lanes` (n % lanes == 0; dst and
+// src do not overlap and are both n * row_bytes(type, k) bytes).
+void interleave_rows(DType type, int lanes, const void* src, void* dst, int64_t n, int64_t k);
+
+// The inverse: one row of the interleaved tensor back to the plain blocks (tests, and users
+// of single rows such as an embedding lookup through a tied output head).
+void deinterleave_row(DType type, int lanes, const void* packed, int64_t row, int64_t k, void* dst_row);
+
+}  // namespace frugal::kernels

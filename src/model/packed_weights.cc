@@ -1,0 +1,64 @@
+// Model::pack_weights: the weights in the kernels' interleaved layout, made once at load.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+#include "kernels/interleave.h"
+#include "model/model.h"
+
+namespace frugal {
+namespace {
+
+// Whether [p, p + n) lies in one of the buffers the model owns (converted tensors), as
+// opposed to a mapped file.
+bool in_owned(const std::vector<Buffer>& owned, const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  for (const Buffer& buf : owned) {
+    const auto* s = buf.as<uint8_t>();
+    if (b >= s && b + n <= s + buf.size()) return true;
+  }
+  return false;
+}
+
+// Drops the whole pages of [p, p + n) from this process (a private read-only file mapping:
+// a later read faults them back in from the page cache).
+void release_pages(const void* p, size_t n) {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+}  // namespace
+
+size_t Model::pack_weights(const kernels::KernelTable& table) {
+  std::vector<Linear*> todo;
+  size_t total = 0;
+  for (Linear* lin : mutable_linears()) {
+    const Tensor& w = lin->weight;
+    const int lanes = table.packed[static_cast<size_t>(w.dtype)].lanes;
+    if (lanes == 0 || !lin->packed.empty() || w.ndim != 2 || w.dim(0) % lanes != 0 || !kernels::interleavable(w.dtype)) continue;
+    todo.push_back(lin);
+    total += (w.nbytes() + Buffer::kAlignment - 1) / Buffer::kAlignment * Buffer::kAlignment;
+  }
+  if (todo.empty()) return 0;
+  // One buffer for all: large enough for transparent huge pages, which a stream of many small
+  // matrices (SmolLM2's are 200 KB) would not get one by one.
+  Buffer packed(total);
+  size_t offset = 0;
+  for (Linear* lin : todo) {
+    const Tensor& w = lin->weight;
+    const int lanes = table.packed[static_cast<size_t>(w.dtype)].lanes;
+    void* dst = packed.as<uint8_t>() + offset;
+    kernels::interleave_rows(w.dtype, lanes, w.data, dst, w.dim(0), w.dim(1));
+    lin->packed = Tensor(dst, w.dtype, {w.dim(0), w.dim(1)});
+    lin->packed_lanes = lanes;
+    if (!in_owned(owned_, w.data, w.nbytes())) release_pages(w.data, w.nbytes());
+    offset += (w.nbytes() + Buffer::kAlignment - 1) / Buffer::kAlignment * Buffer::kAlignment;
+  }
+  owned_.push_back(std::move(packed));
+  return total;
+}
+
+}  // namespace frugal

@@ -27,6 +27,7 @@ Layout layout_of(DType type) {
     case DType::kInt4G32: return {32, 19, -1, 2, 3};
     case DType::kInt4G64: return {64, 35, -1, 2, 3};
     case DType::kInt4G128: return {128, 67, -1, 2, 3};
+    case DType::kNF4: return {64, 34};
     default: return {};
   }
 }

@@ -4,8 +4,8 @@
 // a group of rows are one sequential stream (kernels/cpu/avx512/gemm_packed_avx512.cc).
 //
 // The formats: blocks of an f16 scale, an optional f16 minimum (Q4_1) or u8 zero point (the
-// grouped int4), and codes per 32 elements (4-bit: 16 bytes as Q4_0 packs nibbles; Q8_0: 32
-// int8). Block b of group g (rows lanes*g .. lanes*g + lanes - 1) is
+// grouped int4), and codes per 32 elements (4-bit: 16 bytes as Q4_0 packs nibbles, Q4_0,
+// Q4_1, IQ4_NL, NF4, int4_g*; Q8_0: 32 int8). Block b of group g (rows lanes*g .. lanes*g + lanes - 1) is
 //   [lanes f16 scales] [lanes f16 minimums | lanes u8 zero points]
 //   then per 32 elements, per 4 code bytes t: [lanes x (row r's code bytes 4t .. 4t + 3)]
 // and takes exactly the bytes the rows' blocks took, so group g starts at lanes * g * row_bytes.

@@ -1,5 +1,5 @@
 // Matrix products over interleaved weights (kernels/interleave.h, 16 rows per group) with
-// AVX-512 VNNI: Q4_0, Q4_1, IQ4_NL, Q8_0 and the grouped int4 against q8_act activations.
+// AVX-512 VNNI: Q4_0, Q4_1, IQ4_NL, NF4, Q8_0 and the grouped int4 against q8_act activations.
 //
 // One 512-bit register holds the same four weights of 16 output rows, so vpdpbusd with an
 // activation dword broadcast to every lane (the embedded broadcast of a memory operand) does
@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "kernels/cpu/avx512/simd_avx512.h"
+#include "kernels/cpu/nf4_split.h"
 #include "kernels/cpu/thread_scratch.h"
 #include "kernels/kernels.h"
 #include "quant/formats/blocks.h"
@@ -35,6 +36,8 @@ struct Nibbles {
   static constexpr int kOffset = 0;
   static constexpr bool kMin = false;
   static constexpr bool kZero = false;
+  static constexpr bool kTwoPart = false;  // levels of more than 8 bits: a second register set
+  static constexpr float kScale = 1.0f;    // the levels' unit (times the block scale)
   static void weights(const uint8_t* p, __m512i (&w)[8]) {
     const __m512i low = _mm512_set1_epi8(0x0F);
 #pragma GCC unroll 4
@@ -72,6 +75,28 @@ struct PackedIQ4_NL : Nibbles {
     Nibbles::weights(p, w);
 #pragma GCC unroll 8
     for (int t = 0; t < 8; ++t) w[t] = _mm512_shuffle_epi8(table, w[t]);
+  }
+};
+
+// NF4: blocks of 64, float levels as 256 hi + lo in 1/32639 units (kernels/cpu/nf4_split.h),
+// both bytes looked up as unsigned (+ 128); the dot is (hi . x << 8) + lo . x.
+struct PackedNF4 : Nibbles {
+  static constexpr int kGroup = 64;
+  static constexpr int kOffset = 128;
+  static constexpr bool kTwoPart = true;
+  static constexpr float kScale = 1.0f / kNF4Unit;
+  static __m512i table(const int8_t* levels) {
+    return _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(levels)), _mm_set1_epi8(static_cast<char>(0x80))));
+  }
+  static void weights(const uint8_t* p, __m512i (&hi)[8], __m512i (&lo)[8]) {
+    const __m512i th = table(kNF4Split.hi), tl = table(kNF4Split.lo);
+    __m512i idx[8];
+    Nibbles::weights(p, idx);
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t) {
+      hi[t] = _mm512_shuffle_epi8(th, idx[t]);
+      lo[t] = _mm512_shuffle_epi8(tl, idx[t]);
+    }
   }
 };
 
@@ -126,7 +151,8 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const XBloc
   for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* p = group + b * kBlockBytes;
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    if constexpr (P::kScale != 1.0f) d = _mm512_mul_ps(d, _mm512_set1_ps(P::kScale));
     __m512 mins = _mm512_setzero_ps();
     __m512i neg_zero = _mm512_setzero_si512();
     if constexpr (P::kMin) mins = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * kLanes)));
@@ -134,8 +160,9 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const XBloc
       neg_zero = _mm512_sub_epi32(neg_zero, _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * kLanes))));
 #pragma GCC unroll 4
     for (int c = 0; c < kChunks; ++c) {
-      __m512i w[8];
-      P::weights(p + kHeader + c * kLanes * P::kCodeBytes, w);
+      __m512i w[8], w2[8];
+      if constexpr (P::kTwoPart) P::weights(p + kHeader + c * kLanes * P::kCodeBytes, w, w2);
+      else P::weights(p + kHeader + c * kLanes * P::kCodeBytes, w);
       const int64_t xi = b * kChunks + c;
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
@@ -143,6 +170,12 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const XBloc
         __m512i dot = P::kZero ? _mm512_mullo_epi32(neg_zero, _mm512_set1_epi32(xs.sum)) : _mm512_set1_epi32(xs.start);
 #pragma GCC unroll 8
         for (int t = 0; t < 8; ++t) dot = _mm512_dpbusd_epi32(dot, w[t], broadcast_dword(x[i][xi].qs + 4 * t));
+        if constexpr (P::kTwoPart) {
+          __m512i dot2 = _mm512_set1_epi32(xs.start);
+#pragma GCC unroll 8
+          for (int t = 0; t < 8; ++t) dot2 = _mm512_dpbusd_epi32(dot2, w2[t], broadcast_dword(x[i][xi].qs + 4 * t));
+          dot = _mm512_add_epi32(_mm512_slli_epi32(dot, 8), dot2);
+        }
         acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d, _mm512_set1_ps(xs.d)), acc[i]);
         if constexpr (P::kMin) acc[i] = _mm512_fmadd_ps(mins, _mm512_set1_ps(xs.dsum), acc[i]);
       }
@@ -190,5 +223,6 @@ void gemm_q4_1_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<Pack
 void gemm_int4_g32_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<32>>(a, n0, n1); }
 void gemm_int4_g64_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<64>>(a, n0, n1); }
 void gemm_int4_g128_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<128>>(a, n0, n1); }
+void gemm_nf4_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedNF4>(a, n0, n1); }
 
 }  // namespace frugal::kernels::avx512

@@ -9,7 +9,9 @@
 
 #include "core/buffer.h"
 #include "core/dtype.h"
+#include "core/half.h"
 #include "kernels/kernels.h"
+#include "quant/formats/frugal_blocks.h"
 
 namespace frugal::kernels::test_util {
 
@@ -53,6 +55,15 @@ inline GemmRun run_kernel(const KernelTable& t, const GemmKernel& kernel, const 
 inline GemmRun run_gemm(const KernelTable& t, DType w_type, const std::vector<float>& x, int64_t m, int64_t k,
                         const void* w, size_t w_stride, int64_t n, int64_t split, bool w8a8 = false) {
   return run_kernel(t, gemm_for(t, w_type, w8a8), x, m, k, w, w_stride, n, split);
+}
+
+// NF4's level rounding in the integer kernels (kernels/cpu/nf4_split.h): at most 0.5 / 32639 of
+// the block's scale per unit of |x|, over one output (an NF4 weight row of k against xs[k]).
+inline double nf4_level_error(const void* row, const float* xs, int64_t k) {
+  const auto* blocks = static_cast<const BlockNF4*>(row);
+  double e = 0;
+  for (int64_t kk = 0; kk < k; ++kk) e += std::abs(f16_to_f32(blocks[kk / kNF4Block].d)) * std::abs(double(xs[kk]));
+  return e * 0.5 / 32639;
 }
 
 }  // namespace frugal::kernels::test_util

@@ -55,13 +55,10 @@ Case make_case(DType type, int lanes, int64_t m, int64_t n, int64_t k, uint32_t 
   return c;
 }
 
-// NF4's level rounding in the kernel: 0.5 / 32639 of the block's scale per unit of |x|.
+// NF4's level rounding in the kernel.
 double level_error(DType type, const Case& c, const std::vector<float>& xs, int64_t i, int64_t j) {
   if (type != DType::kNF4) return 0;
-  const auto* blocks = reinterpret_cast<const BlockNF4*>(c.w.as<uint8_t>() + j * c.w_stride);
-  double e = 0;
-  for (int64_t kk = 0; kk < c.k; ++kk) e += std::abs(f16_to_f32(blocks[kk / kNF4Block].d)) * std::abs(double(xs[i * c.k + kk]));
-  return e * 0.5 / 32639;
+  return test_util::nf4_level_error(c.w.as<uint8_t>() + j * c.w_stride, xs.data() + i * c.k, c.k);
 }
 
 std::vector<Isa> isas_with_packed() {

@@ -111,13 +111,10 @@ GemmRun run(const KernelTable& t, DType type, const Case& c, int64_t split) {
   return test_util::run_gemm(t, type, c.x, c.m, c.k, c.w.data(), c.w_stride, c.n, split);
 }
 
-// NF4's level rounding in the kernel: 0.5 / 32639 of the block's scale per unit of |x|.
+// NF4's level rounding in the kernel.
 double level_error(DType type, const Case& c, const std::vector<float>& xs, int64_t i, int64_t j) {
   if (type != DType::kNF4) return 0;
-  const auto* blocks = reinterpret_cast<const BlockNF4*>(c.w.as<uint8_t>() + j * c.w_stride);
-  double e = 0;
-  for (int64_t kk = 0; kk < c.k; ++kk) e += std::abs(f16_to_f32(blocks[kk / kNF4Block].d)) * std::abs(double(xs[i * c.k + kk]));
-  return e * 0.5 / 32639;
+  return test_util::nf4_level_error(c.w.as<uint8_t>() + j * c.w_stride, xs.data() + i * c.k, c.k);
 }
 
 void check_against_dequantized(const KernelTable& t, DType type, const Case& c, const std::string& what) {

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "kernels/cpu/avx2/quant_tile_avx2.h"
+#include "kernels/cpu/nf4_split.h"
 #include "quant/formats/frugal_blocks.h"
 
 namespace frugal::kernels::avx2 {
@@ -148,17 +149,15 @@ struct IntG : FmtBase {
   }
 };
 
-// NF4's levels in 1/32639 units as int16, split into low and high byte tables.
-constexpr int kNF4Unit = 32639;
+// NF4's levels in 1/32639 units (kernels/cpu/nf4_split.h) as int16, split into low and high
+// byte tables.
 struct NF4Bytes {
   uint8_t lo[16], hi[16];
 };
 constexpr NF4Bytes nf4_bytes() {
   NF4Bytes t{};
   for (int i = 0; i < 16; ++i) {
-    const double v = kNF4Values[i] * kNF4Unit;
-    const int l = static_cast<int>(v >= 0 ? v + 0.5 : v - 0.5);
-    const auto u = static_cast<uint16_t>(static_cast<int16_t>(l));
+    const auto u = static_cast<uint16_t>(static_cast<int16_t>(nf4_level(i)));
     t.lo[i] = static_cast<uint8_t>(u & 0xFF);
     t.hi[i] = static_cast<uint8_t>(u >> 8);
   }

@@ -7,9 +7,11 @@
 namespace frugal::kernels {
 namespace {
 
-// Where a block's fields are (bytes from the block's start).
+// Where a block's fields are (bytes from the block's start); its size and element count are
+// the dtype table's.
 struct Layout {
-  int group = 0;         // elements per block (0: no interleaved layout)
+  bool ok = false;       // the type has an interleaved layout
+  int group = 0;         // elements per block
   int block_bytes = 0;
   int min_at = -1;       // f16 minimum, or -1
   int zero_at = -1;      // u8 zero point, or -1
@@ -19,19 +21,23 @@ struct Layout {
 };
 
 Layout layout_of(DType type) {
+  Layout l;
   switch (type) {
     case DType::kQ4_0:
-    case DType::kIQ4_NL: return {32, 18};
-    case DType::kQ8_0: return {32, 34, -1, -1, 2, 32, true};
-    case DType::kQ4_1: return {32, 20, 2, -1, 4};
-    case DType::kInt4G32: return {32, 19, -1, 2, 3};
-    case DType::kInt4G64: return {64, 35, -1, 2, 3};
-    case DType::kInt4G128: return {128, 67, -1, 2, 3};
-    case DType::kNF4: return {64, 34};
-    default: return {};
+    case DType::kIQ4_NL:
+    case DType::kNF4: break;
+    case DType::kQ8_0: l.chunk_bytes = 32, l.offset128 = true; break;
+    case DType::kQ4_1: l.min_at = 2, l.codes_at = 4; break;
+    case DType::kInt4G32:
+    case DType::kInt4G64:
+    case DType::kInt4G128: l.zero_at = 2, l.codes_at = 3; break;
+    default: return l;
   }
+  l.ok = true;
+  l.group = dtype_traits(type).block_size;
+  l.block_bytes = static_cast<int>(dtype_traits(type).block_bytes);
+  return l;
 }
-
 
 // The interleaved block b of `lanes` rows (row r's blocks at rows[r]) into out, or back.
 void interleave_block(const Layout& l, int lanes, const uint8_t* const* rows, uint8_t* out) {
@@ -77,11 +83,11 @@ void deinterleave_block(const Layout& l, int lanes, const uint8_t* in, int r, ui
 
 }  // namespace
 
-bool interleavable(DType type) { return layout_of(type).group != 0; }
+bool interleavable(DType type) { return layout_of(type).ok; }
 
 void interleave_rows(DType type, int lanes, const void* src, void* dst, int64_t n, int64_t k) {
   const Layout l = layout_of(type);
-  FRUGAL_CHECK(l.group != 0, "type {} has no interleaved layout", dtype_name(type));
+  FRUGAL_CHECK(l.ok, "type {} has no interleaved layout", dtype_name(type));
   FRUGAL_CHECK(lanes <= 64 && n % lanes == 0 && k % l.group == 0, "interleave: {} rows of {} for {} lanes", n, k, lanes);
   const int64_t blocks = k / l.group;
   const size_t rb = static_cast<size_t>(blocks) * l.block_bytes;
@@ -98,7 +104,7 @@ void interleave_rows(DType type, int lanes, const void* src, void* dst, int64_t 
 
 void deinterleave_row(DType type, int lanes, const void* packed, int64_t row, int64_t k, void* dst_row) {
   const Layout l = layout_of(type);
-  FRUGAL_CHECK(l.group != 0, "type {} has no interleaved layout", dtype_name(type));
+  FRUGAL_CHECK(l.ok, "type {} has no interleaved layout", dtype_name(type));
   const int64_t blocks = k / l.group;
   const size_t rb = static_cast<size_t>(blocks) * l.block_bytes;
   const auto* in = static_cast<const uint8_t*>(packed) + static_cast<size_t>(row / lanes) * lanes * rb;

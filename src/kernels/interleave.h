@@ -26,8 +26,8 @@ bool interleavable(DType type);
 // src do not overlap and are both n * row_bytes(type, k) bytes).
 void interleave_rows(DType type, int lanes, const void* src, void* dst, int64_t n, int64_t k);
 
-// The inverse: one row of the interleaved tensor back to the plain blocks (tests, and users
-// of single rows such as an embedding lookup through a tied output head).
+// The inverse: one row of the interleaved tensor back to the plain blocks (what the tests check
+// the layout with).
 void deinterleave_row(DType type, int lanes, const void* packed, int64_t row, int64_t k, void* dst_row);
 
 }  // namespace frugal::kernels

@@ -33,14 +33,15 @@ void release_pages(const void* p, size_t n) {
 }  // namespace
 
 size_t Model::pack_weights(const kernels::KernelTable& table) {
+  const auto padded = [](size_t bytes) { return (bytes + Buffer::kAlignment - 1) / Buffer::kAlignment * Buffer::kAlignment; };
   std::vector<Linear*> todo;
   size_t total = 0;
   for (Linear* lin : mutable_linears()) {
     const Tensor& w = lin->weight;
     const int lanes = table.packed[static_cast<size_t>(w.dtype)].lanes;
-    if (lanes == 0 || !lin->packed.empty() || w.ndim != 2 || w.dim(0) % lanes != 0 || !kernels::interleavable(w.dtype)) continue;
+    if (lanes == 0 || !lin->packed.empty() || w.ndim != 2 || w.dim(0) % lanes != 0) continue;
     todo.push_back(lin);
-    total += (w.nbytes() + Buffer::kAlignment - 1) / Buffer::kAlignment * Buffer::kAlignment;
+    total += padded(w.nbytes());
   }
   if (todo.empty()) return 0;
   // One buffer for all: large enough for transparent huge pages, which a stream of many small
@@ -55,7 +56,7 @@ size_t Model::pack_weights(const kernels::KernelTable& table) {
     lin->packed = Tensor(dst, w.dtype, {w.dim(0), w.dim(1)});
     lin->packed_lanes = lanes;
     if (!in_owned(owned_, w.data, w.nbytes())) release_pages(w.data, w.nbytes());
-    offset += (w.nbytes() + Buffer::kAlignment - 1) / Buffer::kAlignment * Buffer::kAlignment;
+    offset += padded(w.nbytes());
   }
   owned_.push_back(std::move(packed));
   return total;

@@ -73,6 +73,14 @@ struct Q4_5_K : FmtBase {
 using Q4_K = Q4_5_K<BlockQ4_K>;
 using Q5_K = Q4_5_K<BlockQ5_K>;
 
+// 16 signed per-16 scales (int8) times the super-block's f16 d: Q6_K's stored scales, Q3_K's
+// unpacked ones.
+inline void scaled_16(__m128i scales, uint16_t d16, float out[16]) {
+  const __m256 d = quant::broadcast_f16(d16);
+  _mm256_storeu_ps(out, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scales)), d));
+  _mm256_storeu_ps(out + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(scales, 8))), d));
+}
+
 // Q6_K: x = d sc (q - 32) per 16 elements, q in 0..63 from a low nibble in ql and two high bits
 // in qh. Step s covers elements 32 s .. 32 s + 31: t = s % 4 of group g = s / 4 of 128
 // elements, whose low nibbles are in ql[64 g + 32 (t % 2) + l] (low nibble for t < 2) and high
@@ -90,10 +98,7 @@ struct Q6_K : FmtBase {
   static Unit unit(const uint8_t* row, int64_t, int64_t u) {
     Unit st;
     st.b = reinterpret_cast<const BlockQ6_K*>(row) + u;
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(st.b->scales));
-    const __m256 d = quant::broadcast_f16(st.b->d);
-    _mm256_storeu_ps(st.sc, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw)), d));
-    _mm256_storeu_ps(st.sc + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(raw, 8))), d));
+    scaled_16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st.b->scales)), st.b->d, st.sc);
     return st;
   }
   static WStep step(const Unit& st, int s) {
@@ -142,10 +147,7 @@ struct Q3_K : FmtBase {
     const __m128i lo = _mm_and_si128(_mm_unpacklo_epi64(low8, _mm_srli_epi16(low8, 4)), _mm_set1_epi8(0x0F));
     const __m128i hi = _mm_srlv_epi32(_mm_sllv_epi32(_mm_set1_epi32(static_cast<int>(top)), _mm_setr_epi32(4, 2, 0, 0)), _mm_setr_epi32(0, 0, 0, 2));
     const __m128i bytes = _mm_or_si128(lo, _mm_and_si128(hi, _mm_set1_epi8(0x30)));
-    const __m256i bias = _mm256_set1_epi32(32);
-    const __m256 d = quant::broadcast_f16(st.b->d);
-    _mm256_storeu_ps(st.sc, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(bytes), bias)), d));
-    _mm256_storeu_ps(st.sc + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8)), bias)), d));
+    scaled_16(_mm_sub_epi8(bytes, _mm_set1_epi8(32)), st.b->d, st.sc);
     return st;
   }
   static WStep step(const Unit& st, int s) {

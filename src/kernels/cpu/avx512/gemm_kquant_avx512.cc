@@ -76,6 +76,12 @@ struct Q4_5_K : FmtBase {
 using Q4_K = Q4_5_K<BlockQ4_K>;
 using Q5_K = Q4_5_K<BlockQ5_K>;
 
+// 16 signed per-16 scales (int8) times the super-block's f16 d: Q6_K's stored scales, Q3_K's
+// unpacked ones.
+inline __m512 scaled_16(__m128i scales, uint16_t d) {
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scales)), broadcast_f16(d));
+}
+
 // Q6_K: x = d sc (q - 32) per 16 elements, q in 0..63 from a low nibble in ql and two high bits
 // in qh. Step s covers elements 64 s .. 64 s + 63: group g = s / 2 of 128 elements, whose ql
 // bytes 0..63 give steps 2g (low nibbles) and 2g + 1 (high nibbles); qh byte l holds the high
@@ -91,8 +97,7 @@ struct Q6_K : FmtBase {
   };
   static Unit unit(const uint8_t* row, int64_t, int64_t u, bool) {
     const auto* b = reinterpret_cast<const BlockQ6_K*>(row) + u;
-    const __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales))));
-    return {b, _mm512_mul_ps(sc, broadcast_f16(b->d))};
+    return {b, scaled_16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales)), b->d)};
   }
   static WStep step(const Unit& st, int s, bool) {
     const int g = s / 2;
@@ -141,8 +146,8 @@ struct Q3_K : FmtBase {
     const __m128i low8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b->scales));
     const __m128i lo = _mm_and_si128(_mm_unpacklo_epi64(low8, _mm_srli_epi16(low8, 4)), _mm_set1_epi8(0x0F));
     const __m128i hi = _mm_srlv_epi32(_mm_sllv_epi32(_mm_set1_epi32(static_cast<int>(top)), _mm_setr_epi32(4, 2, 0, 0)), _mm_setr_epi32(0, 0, 0, 2));
-    const __m512i sc = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_or_si128(lo, _mm_and_si128(hi, _mm_set1_epi8(0x30)))), _mm512_set1_epi32(32));
-    return {b, _mm512_mul_ps(_mm512_cvtepi32_ps(sc), broadcast_f16(b->d))};
+    const __m128i bytes = _mm_or_si128(lo, _mm_and_si128(hi, _mm_set1_epi8(0x30)));
+    return {b, scaled_16(_mm_sub_epi8(bytes, _mm_set1_epi8(32)), b->d)};
   }
   static WStep step(const Unit& st, int s, bool) {
     __m512i q = low_bits_k2(st.b->qs, s);

@@ -70,8 +70,7 @@ struct PackedInt4G : Nibbles {
 struct PackedIQ4_NL : Nibbles {
   static constexpr int kOffset = 128;
   static void weights(const uint8_t* p, __m512i (&w)[8]) {
-    const __m128i levels = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4NLValues)), _mm_set1_epi8(static_cast<char>(0x80)));
-    const __m512i table = _mm512_broadcast_i32x4(levels);
+    const __m512i table = grid_table(kIQ4NLValues);
     Nibbles::weights(p, w);
 #pragma GCC unroll 8
     for (int t = 0; t < 8; ++t) w[t] = _mm512_shuffle_epi8(table, w[t]);
@@ -85,11 +84,8 @@ struct PackedNF4 : Nibbles {
   static constexpr int kOffset = 128;
   static constexpr bool kTwoPart = true;
   static constexpr float kScale = 1.0f / kNF4Unit;
-  static __m512i table(const int8_t* levels) {
-    return _mm512_broadcast_i32x4(_mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(levels)), _mm_set1_epi8(static_cast<char>(0x80))));
-  }
   static void weights(const uint8_t* p, __m512i (&hi)[8], __m512i (&lo)[8]) {
-    const __m512i th = table(kNF4Split.hi), tl = table(kNF4Split.lo);
+    const __m512i th = grid_table(kNF4Split.hi), tl = grid_table(kNF4Split.lo);
     __m512i idx[8];
     Nibbles::weights(p, idx);
 #pragma GCC unroll 8
@@ -190,14 +186,9 @@ void packed_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
   const int64_t nx = a.k / 32;
   const size_t group_bytes = kLanes * a.w_stride;
   const auto* w = static_cast<const uint8_t*>(a.w);
-  if (a.m == 1) {
-    XBlock* xb = thread_scratch<XBlock>(nx);
-    prepare_x<P>(a, 0, 1, xb);
-    for (int64_t n = n0; n < n1; n += kLanes) tile<P, 1>(a, w + n / kLanes * group_bytes, 0, xb, a.y + n);
-    return;
-  }
   // Chunks of rows whose activations stay in L2; within a chunk each group's weights (a few KB)
-  // stay in L1 while every row tile passes over them.
+  // stay in L1 while every row tile passes over them. Decode is one chunk of one row: one
+  // pass over the groups, tile<P, 1> each.
   constexpr int64_t kMR = 8;
   const int64_t chunk_rows = std::max<int64_t>(kMR, (int64_t{256} << 10) / (a.k + 16 * nx) / kMR * kMR);
   XBlock* xb = thread_scratch<XBlock>(std::min(a.m, chunk_rows) * nx);

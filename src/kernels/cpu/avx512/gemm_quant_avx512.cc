@@ -149,12 +149,6 @@ struct Q5 : FmtBase {
   static WStep step(const Unit& st, int, bool) { return st; }
 };
 
-// An int8 grid as a vpshufb table of unsigned bytes (level + 128).
-inline __m512i grid_table(const int8_t* levels) {
-  const __m128i t = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(levels)), _mm_set1_epi8(static_cast<char>(0x80)));
-  return _mm512_broadcast_i32x4(t);
-}
-
 // IQ4_NL: Q4_0's layout with the nibble indexing a fixed int8 grid.
 struct IQ4_NL : FmtBase {
   static constexpr int64_t kUnitBytes = 2 * sizeof(BlockIQ4_NL);

@@ -147,6 +147,9 @@ struct KernelTable {
   AttentionFn attention = nullptr;
   // In-place softmax of n values; returns nothing. Used by samplers and tests.
   void (*softmax)(float* x, int64_t n) = nullptr;
+  // The first index of the largest of n values (n >= 1); NaNs never win (all NaN: 0). Greedy
+  // decoding runs it over the whole vocabulary every token.
+  int64_t (*argmax)(const float* x, int64_t n) = nullptr;
   // Training: the products above, and the gradient of silu_mul given the upstream gradient
   // d_out: d_gate = d_out * up * silu'(gate), d_up = d_out * silu(gate) (n elements; d_gate
   // and d_up may alias gate and up).

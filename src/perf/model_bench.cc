@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "kernels/kernels.h"
 #include "perf/memory_usage.h"
 
 namespace frugal {
@@ -20,7 +21,9 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-int32_t argmax(const float* logits, int64_t n) { return static_cast<int32_t>(std::max_element(logits, logits + n) - logits); }
+// The greedy pick, with the SIMD argmax: a scalar scan of SmolLM2's 49,152 logits was ~8% of
+// its Q4_0 decode step.
+int32_t argmax(const float* logits, int64_t n) { return static_cast<int32_t>(kernels::active().argmax(logits, n)); }
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/check.h"
+#include "kernels/kernels.h"
 
 namespace frugal {
 namespace {
@@ -217,15 +218,7 @@ int32_t Sampler::sample(const float* logits) {
 
   if (params_.greedy()) {
     // Every truncation stage keeps the best token, so greedy is the argmax (first on ties).
-    int32_t best = 0;
-    float best_logit = l[0];  // in a register: a load per step through `best` is 10x slower
-    for (int32_t i = 1; i < n_vocab_; ++i) {
-      if (l[i] > best_logit) {
-        best_logit = l[i];
-        best = i;
-      }
-    }
-    return best;
+    return static_cast<int32_t>(kernels::active().argmax(l, n_vocab_));
   }
   if (params_.top_k > 0 && params_.top_k < n_vocab_) {
     candidates_.assign_top_k(l, n_vocab_, params_.top_k);

@@ -246,6 +246,32 @@ TEST_P(KernelTest, RowKernelsMatchReference) {
   }
 }
 
+// argmax: the first index of the maximum over every length and position (tails, ties), NaNs
+// never winning, and the degenerate rows (all -inf, all NaN).
+TEST_P(KernelTest, ArgmaxFindsTheFirstLargestValue) {
+  for (int64_t n : {1, 7, 8, 15, 16, 17, 63, 64, 65, 100, 1000, 49152 + 5}) {
+    auto x = test::random_floats(n, static_cast<uint32_t>(n), 3.0f);
+    ASSERT_EQ(table().argmax(x.data(), n), ref::argmax(x.data(), n)) << "n=" << n;
+    for (int64_t at : {int64_t{0}, n / 3, n - 1}) {
+      auto y = x;
+      y[at] = 100.0f;
+      ASSERT_EQ(table().argmax(y.data(), n), at) << "n=" << n << " at=" << at;
+      if (at + 1 < n) {
+        y[n - 1] = 100.0f;  // a tie after it: the first still wins
+        ASSERT_EQ(table().argmax(y.data(), n), at) << "tie n=" << n << " at=" << at;
+      }
+      y[at] = std::numeric_limits<float>::quiet_NaN();  // NaN is skipped, the later 100 wins
+      if (at + 1 < n) ASSERT_EQ(table().argmax(y.data(), n), n - 1) << "NaN n=" << n << " at=" << at;
+    }
+  }
+  std::vector<float> low(37, -INFINITY), nan(37, std::numeric_limits<float>::quiet_NaN());
+  EXPECT_EQ(table().argmax(low.data(), 37), 0);
+  EXPECT_EQ(table().argmax(nan.data(), 37), 0);
+  nan[20] = -INFINITY;
+  EXPECT_EQ(table().argmax(nan.data(), 37), 20);
+  EXPECT_EQ(ref::argmax(nan.data(), 37), 20);
+}
+
 TEST_P(KernelTest, ExtremeSoftmaxAndSiluInputsStayFinite) {
   std::vector<float> x = {-1e30f, -100.f, 0.f, 80.f, 100.f, 1e30f, -INFINITY};
   std::vector<float> up(x.size(), 1.0f), out(x.size());

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <limits>
 
 #include "kernels/ref/ref_kernels.h"
 
@@ -48,5 +49,14 @@ float softmax_lse(float* x, int64_t n) {
 }
 
 void softmax(float* x, int64_t n) { softmax_lse(x, n); }
+
+int64_t argmax(const float* x, int64_t n) {
+  float best = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i)
+    if (x[i] > best) best = x[i];  // false for NaN
+  for (int64_t i = 0; i < n; ++i)
+    if (x[i] == best) return i;
+  return 0;  // every value NaN
+}
 
 }  // namespace frugal::kernels::ref

@@ -14,6 +14,7 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void add(float* y, const float* x, int64_t n);
 void rope(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float* cos, const float* sin, bool interleaved);
 void softmax(float* x, int64_t n);
+int64_t argmax(const float* x, int64_t n);
 // softmax, returning the log-sum-exp of the inputs (max + log of the denominator).
 float softmax_lse(float* x, int64_t n);
 void attention(const AttentionArgs& args);

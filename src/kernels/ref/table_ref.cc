@@ -18,6 +18,7 @@ void fill_table(KernelTable& t) {
   t.rope = rope;
   t.attention = attention;
   t.softmax = softmax;
+  t.argmax = argmax;
   t.gemm_nn_f32 = gemm_nn_f32;
   t.gemm_tn_f32 = gemm_tn_f32;
   t.silu_mul_backward = silu_mul_backward;

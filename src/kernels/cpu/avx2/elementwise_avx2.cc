@@ -94,6 +94,32 @@ void rope(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float
   }
 }
 
+// Two passes over values that sit in cache: the maximum on four independent vmaxps chains, then
+// the first element equal to it. vmaxps(v, m) returns m when v is NaN, so NaNs never win.
+int64_t argmax(const float* x, int64_t n) {
+  const __m256 lowest = _mm256_set1_ps(-INFINITY);
+  __m256 m0 = lowest, m1 = lowest, m2 = lowest, m3 = lowest;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+    m1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), m1);
+    m2 = _mm256_max_ps(_mm256_loadu_ps(x + i + 16), m2);
+    m3 = _mm256_max_ps(_mm256_loadu_ps(x + i + 24), m3);
+  }
+  for (; i + 8 <= n; i += 8) m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+  float best = hmax(_mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
+  for (; i < n; ++i)
+    if (x[i] > best) best = x[i];
+  const __m256 b = _mm256_set1_ps(best);
+  for (i = 0; i + 8 <= n; i += 8) {
+    const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), b, _CMP_EQ_OQ));
+    if (hit != 0) return i + __builtin_ctz(static_cast<unsigned>(hit));
+  }
+  for (; i < n; ++i)
+    if (x[i] == best) return i;
+  return 0;  // every value NaN
+}
+
 void softmax(float* x, int64_t n) {
   if (n <= 0) return;
   const __m256 neg_inf = _mm256_set1_ps(-INFINITY);

@@ -31,6 +31,7 @@ void add(float* y, const float* x, int64_t n);
 void rope(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float* cos, const float* sin,
           bool interleaved);
 void softmax(float* x, int64_t n);
+int64_t argmax(const float* x, int64_t n);
 void convert_f16(const float* src, void* dst, int64_t n);
 void convert_bf16(const float* src, void* dst, int64_t n);
 void convert_q8_act(const float* src, void* dst, int64_t n);
@@ -86,6 +87,7 @@ void fill_avx2(KernelTable& t) {
   t.add = avx2::add;
   t.rope = avx2::rope;
   t.softmax = avx2::softmax;
+  t.argmax = avx2::argmax;
   t.attention = avx2::attention;
   t.read_stream = avx2::read_stream;
   t.fma_loop = avx2::fma_loop;

@@ -80,6 +80,28 @@ void rope(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float
   }
 }
 
+// Two passes over values that sit in cache: the maximum on four independent vmaxps chains, then
+// the first element equal to it. vmaxps(v, m) returns m when v is NaN, so NaNs never win.
+int64_t argmax(const float* x, int64_t n) {
+  const __m512 lowest = _mm512_set1_ps(-INFINITY);
+  __m512 m0 = lowest, m1 = lowest, m2 = lowest, m3 = lowest;
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    m0 = _mm512_max_ps(_mm512_loadu_ps(x + i), m0);
+    m1 = _mm512_max_ps(_mm512_loadu_ps(x + i + 16), m1);
+    m2 = _mm512_max_ps(_mm512_loadu_ps(x + i + 32), m2);
+    m3 = _mm512_max_ps(_mm512_loadu_ps(x + i + 48), m3);
+  }
+  for (; i < n; i += 16) m0 = _mm512_max_ps(_mm512_mask_loadu_ps(lowest, tail_mask16(n - i), x + i), m0);
+  const __m512 best = _mm512_set1_ps(hmax(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3))));
+  for (i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask16(n - i);
+    const __mmask16 hit = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, x + i), best, _CMP_EQ_OQ);
+    if (hit != 0) return i + __builtin_ctz(hit);
+  }
+  return 0;  // every value NaN
+}
+
 void softmax(float* x, int64_t n) {
   if (n <= 0) return;
   __m512 vmax = _mm512_set1_ps(-INFINITY);

@@ -38,6 +38,7 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void add(float* y, const float* x, int64_t n);
 void rope(float* x, int64_t n_head, int64_t head_dim, int64_t n_rot, const float* cos, const float* sin, bool interleaved);
 void softmax(float* x, int64_t n);
+int64_t argmax(const float* x, int64_t n);
 void convert_f16(const float* src, void* dst, int64_t n);
 void convert_bf16(const float* src, void* dst, int64_t n);
 void convert_q8_act(const float* src, void* dst, int64_t n);
@@ -97,6 +98,7 @@ void fill_avx512(KernelTable& t) {
   t.add = avx512::add;
   t.rope = avx512::rope;
   t.softmax = avx512::softmax;
+  t.argmax = avx512::argmax;
   t.attention = avx512::attention;
   t.read_stream = avx512::read_stream;
   t.fma_loop = avx512::fma_loop;

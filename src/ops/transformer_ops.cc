@@ -68,6 +68,27 @@ void rope_rows(OpContext& ctx, float* x, int64_t n_rows, int64_t n_head, int64_t
   });
 }
 
+namespace {
+
+// Writes a converted key row as one column of a transposed block (element d at d * stride).
+// The copy of each element has a compile-time size: a memcpy of a run-time size was a library
+// call per element (64 per head per layer per token).
+template <typename T>
+void scatter_column(const uint8_t* key, uint8_t* column, int64_t n, int64_t stride) {
+  for (int64_t d = 0; d < n; ++d) std::memcpy(column + d * stride * sizeof(T), key + d * sizeof(T), sizeof(T));
+}
+
+void store_key_column(const uint8_t* key, uint8_t* column, int64_t n, int64_t stride, size_t elem) {
+  switch (elem) {
+    case 2: return scatter_column<uint16_t>(key, column, n, stride);
+    case 4: return scatter_column<uint32_t>(key, column, n, stride);
+    default:
+      for (int64_t d = 0; d < n; ++d) std::memcpy(column + d * stride * elem, key + d * elem, elem);
+  }
+}
+
+}  // namespace
+
 void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* k, const float* v,
               int64_t n_head_kv, int64_t head_dim) {
   const kernels::ConvertFn convert = ctx.kernels.convert[static_cast<size_t>(cache.dtype())];
@@ -91,8 +112,7 @@ void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch,
                 head_dim);
       } else {
         convert(k + r * width + h * head_dim, key, head_dim);
-        auto* kb = static_cast<uint8_t*>(cache.k_block(layer, block, h)) + slot * elem;
-        for (int64_t d = 0; d < head_dim; ++d) std::memcpy(kb + d * bs * elem, key + d * elem, elem);
+        store_key_column(key, static_cast<uint8_t*>(cache.k_block(layer, block, h)) + slot * elem, head_dim, bs, elem);
       }
     }
   }

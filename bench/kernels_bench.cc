@@ -67,6 +67,7 @@ BENCHMARK_CAPTURE(BM_GemvPacked, q4_0, DType::kQ4_0)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_GemvPacked, iq4_nl, DType::kIQ4_NL)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_GemvPacked, q4_1, DType::kQ4_1)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_GemvPacked, int4_g64, DType::kInt4G64)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_GemvPacked, nf4, DType::kNF4)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q4_k, DType::kQ4_K)->Apply(kquant_shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q5_k, DType::kQ5_K)->Apply(kquant_shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q6_k, DType::kQ6_K)->Apply(kquant_shapes);

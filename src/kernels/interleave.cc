@@ -11,6 +11,7 @@ namespace {
 // the dtype table's.
 struct Layout {
   bool ok = false;       // the type has an interleaved layout
+  bool q4_k = false;     // Q4_K's super-blocks (interleave_block_q4_k), not the fields below
   int group = 0;         // elements per block
   int block_bytes = 0;
   int min_at = -1;       // f16 minimum, or -1
@@ -31,6 +32,7 @@ Layout layout_of(DType type) {
     case DType::kInt4G32:
     case DType::kInt4G64:
     case DType::kInt4G128: l.zero_at = 2, l.codes_at = 3; break;
+    case DType::kQ4_K: l.q4_k = true; break;
     default: return l;
   }
   l.ok = true;
@@ -81,6 +83,52 @@ void deinterleave_block(const Layout& l, int lanes, const uint8_t* in, int r, ui
     }
 }
 
+// Q4_K (BlockQ4_K, 256 elements): [lanes d][lanes dmin] (f16), the 12 scale bytes as 12
+// planes of `lanes` bytes (byte i of every row side by side), then sub-block c = 0..7 as a
+// 32-element chunk in Q4_0's nibble order (byte e: element e low, element e + 16 high), per 4
+// code bytes t the lanes' 4 bytes. In the rows, sub-blocks 2p and 2p + 1 share the 32 bytes
+// qs[32p ..]: 2p in the low nibbles, 2p + 1 in the high ones.
+constexpr int kQ4KScalesAt = 4, kQ4KCodesAt = 16;
+
+uint8_t q4_k_code(const uint8_t* block, int c, int l) {
+  return static_cast<uint8_t>((block[kQ4KCodesAt + 32 * (c / 2) + l] >> (4 * (c % 2))) & 0xF);
+}
+
+void interleave_block_q4_k(int lanes, const uint8_t* const* rows, uint8_t* out) {
+  for (int r = 0; r < lanes; ++r) std::memcpy(out + 2 * r, rows[r], 2);
+  out += 2 * lanes;
+  for (int r = 0; r < lanes; ++r) std::memcpy(out + 2 * r, rows[r] + 2, 2);
+  out += 2 * lanes;
+  for (int i = 0; i < 12; ++i)
+    for (int r = 0; r < lanes; ++r) *out++ = rows[r][kQ4KScalesAt + i];
+  for (int c = 0; c < 8; ++c)
+    for (int t = 0; t < 4; ++t)
+      for (int r = 0; r < lanes; ++r)
+        for (int i = 0; i < 4; ++i) {
+          const int e = 4 * t + i;
+          *out++ = static_cast<uint8_t>(q4_k_code(rows[r], c, e) | q4_k_code(rows[r], c, e + 16) << 4);
+        }
+}
+
+void deinterleave_block_q4_k(int lanes, const uint8_t* in, int r, uint8_t* row) {
+  std::memcpy(row, in + 2 * r, 2);
+  std::memcpy(row + 2, in + 2 * lanes + 2 * r, 2);
+  in += 4 * lanes;
+  for (int i = 0; i < 12; ++i) row[kQ4KScalesAt + i] = in[i * lanes + r];
+  in += 12 * lanes;
+  std::memset(row + kQ4KCodesAt, 0, 128);
+  for (int c = 0; c < 8; ++c)
+    for (int t = 0; t < 4; ++t) {
+      for (int i = 0; i < 4; ++i) {
+        const uint8_t b = in[r * 4 + i];
+        const int e = 4 * t + i, shift = 4 * (c % 2);
+        row[kQ4KCodesAt + 32 * (c / 2) + e] |= static_cast<uint8_t>((b & 0xF) << shift);
+        row[kQ4KCodesAt + 32 * (c / 2) + e + 16] |= static_cast<uint8_t>((b >> 4) << shift);
+      }
+      in += 4 * lanes;
+    }
+}
+
 }  // namespace
 
 bool interleavable(DType type) { return layout_of(type).ok; }
@@ -97,7 +145,8 @@ void interleave_rows(DType type, int lanes, const void* src, void* dst, int64_t 
   for (int64_t g = 0; g < n / lanes; ++g)
     for (int64_t b = 0; b < blocks; ++b) {
       for (int r = 0; r < lanes; ++r) rows[r] = s + (g * lanes + r) * rb + b * l.block_bytes;
-      interleave_block(l, lanes, rows, out);
+      if (l.q4_k) interleave_block_q4_k(lanes, rows, out);
+      else interleave_block(l, lanes, rows, out);
       out += static_cast<size_t>(lanes) * l.block_bytes;
     }
 }
@@ -108,9 +157,12 @@ void deinterleave_row(DType type, int lanes, const void* packed, int64_t row, in
   const int64_t blocks = k / l.group;
   const size_t rb = static_cast<size_t>(blocks) * l.block_bytes;
   const auto* in = static_cast<const uint8_t*>(packed) + static_cast<size_t>(row / lanes) * lanes * rb;
-  for (int64_t b = 0; b < blocks; ++b)
-    deinterleave_block(l, lanes, in + b * lanes * l.block_bytes, static_cast<int>(row % lanes),
-                       static_cast<uint8_t*>(dst_row) + b * l.block_bytes);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* block = in + b * lanes * l.block_bytes;
+    auto* out = static_cast<uint8_t*>(dst_row) + b * l.block_bytes;
+    if (l.q4_k) deinterleave_block_q4_k(lanes, block, static_cast<int>(row % lanes), out);
+    else deinterleave_block(l, lanes, block, static_cast<int>(row % lanes), out);
+  }
 }
 
 }  // namespace frugal::kernels

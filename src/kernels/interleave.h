@@ -10,6 +10,9 @@
 //   then per 32 elements, per 4 code bytes t: [lanes x (row r's code bytes 4t .. 4t + 3)]
 // and takes exactly the bytes the rows' blocks took, so group g starts at lanes * g * row_bytes.
 // Q8_0's int8 codes are stored as unsigned bytes (q + 128), the form vpdpbusd multiplies.
+// Q4_K's super-blocks keep their fields in the same bytes, side by side: f16 d and dmin, the
+// 12 bytes of 6-bit scales and mins as 12 planes of one byte per row, and each 32-element
+// sub-block's codes in Q4_0's nibble order (interleave.cc).
 // The layout lives only in memory (made at load time, never written to a file).
 #pragma once
 

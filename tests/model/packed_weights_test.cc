@@ -1,4 +1,5 @@
-// Model::pack_weights on llama.cpp's Q8_0 and Q4_0 files of wiki-7m: with this CPU's packed
+// Model::pack_weights on llama.cpp's Q8_0 and Q4_0 files of wiki-7m (and frugal's Q4_K of it,
+// every matrix Q4_K since wiki-7m's rows are multiples of 256): with this CPU's packed
 // products every such matrix is interleaved, and a prompt's next-token distributions stay as
 // close to the file layout's as two kernels that add in a different order can: each layer
 // quantizes its input to int8 again, so an f32 rounding difference that moves a value across
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "quant/quantize_model.h"
 #include "runtime/engine.h"
 #include "support/test_support.h"
 
@@ -29,14 +31,15 @@ std::vector<float> probabilities(const float* logits, int64_t n) {
   return p;
 }
 
-void check(const std::string& file) {
+void check(const std::string& path) {
+  const std::string file = path.substr(path.rfind('/') + 1);
   const kernels::KernelTable& table = kernels::active();
   EngineOptions o;
   o.threads = 2;
   o.pack_weights = false;
-  auto plain = Engine::load(test::shared_path("models/wiki-7m-gguf/" + file), o);
+  auto plain = Engine::load(path, o);
   o.pack_weights = true;
-  auto packed = Engine::load(test::shared_path("models/wiki-7m-gguf/" + file), o);
+  auto packed = Engine::load(path, o);
 
   int interleaved = 0, packable = 0;
   for (const Linear* lin : packed->model().linears()) {
@@ -69,8 +72,19 @@ void check(const std::string& file) {
   std::printf("%s: %d matrices interleaved, mean KL %.2e, max |p - p_plain| = %.2e\n", file.c_str(), interleaved, kld, worst);
 }
 
-TEST(PackedWeights, Q8_0MatchesTheFileLayout) { check("wiki-7m-q8_0.gguf"); }
-TEST(PackedWeights, Q4_0MatchesTheFileLayout) { check("wiki-7m-q4_0.gguf"); }
+TEST(PackedWeights, Q8_0MatchesTheFileLayout) { check(test::shared_path("models/wiki-7m-gguf/wiki-7m-q8_0.gguf")); }
+TEST(PackedWeights, Q4_0MatchesTheFileLayout) { check(test::shared_path("models/wiki-7m-gguf/wiki-7m-q4_0.gguf")); }
+
+TEST(PackedWeights, Q4_KMatchesTheFileLayout) {
+  QuantizeOptions o;
+  o.input = test::shared_path("models/wiki-7m");
+  o.output = test::temp_dir("packed_weights_q4_k") + "/wiki-7m-q4_k.gguf";
+  o.type = "q4_k";
+  o.pure = true;
+  o.threads = 2;
+  quantize_model(o);
+  check(o.output);
+}
 
 }  // namespace
 }  // namespace frugal

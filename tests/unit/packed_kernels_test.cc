@@ -22,7 +22,8 @@
 namespace frugal::kernels {
 namespace {
 
-const DType kTypes[] = {DType::kQ4_0, DType::kQ4_1, DType::kIQ4_NL, DType::kNF4, DType::kQ8_0, DType::kInt4G32, DType::kInt4G64, DType::kInt4G128};
+const DType kTypes[] = {DType::kQ4_0,    DType::kQ4_1,    DType::kIQ4_NL,   DType::kNF4, DType::kQ8_0,
+                        DType::kInt4G32, DType::kInt4G64, DType::kInt4G128, DType::kQ4_K};
 
 struct Case {
   Buffer w;         // plain rows
@@ -44,7 +45,7 @@ Case make_case(DType type, int lanes, int64_t m, int64_t n, int64_t k, uint32_t 
     for (size_t i = 0; i < stride * n; ++i) c.w.as<uint8_t>()[i] = static_cast<uint8_t>(rng());
     for (size_t b = 0; b < stride * n / t.block_bytes; ++b) {
       c.w.as<uint8_t>()[b * t.block_bytes + 1] &= 0xBF;                               // the scale
-      if (type == DType::kQ4_1) c.w.as<uint8_t>()[b * t.block_bytes + 3] &= 0xBF;  // the minimum
+      if (type == DType::kQ4_1 || type == DType::kQ4_K) c.w.as<uint8_t>()[b * t.block_bytes + 3] &= 0xBF;  // the minimum
     }
   } else {
     const auto w = test::random_floats(n * k, seed + 1, 0.5f);
@@ -80,7 +81,7 @@ test_util::GemmRun run(const KernelTable& t, DType type, const Case& c, int64_t 
 TEST(Interleave, RowsComeBackUnchanged) {
   for (DType type : kTypes)
     for (int lanes : {8, 16}) {
-      const Case c = make_case(type, lanes, 1, 3 * lanes, 384, 5, true);
+      const Case c = make_case(type, lanes, 1, 3 * lanes, 768, 5, true);
       std::vector<uint8_t> row(c.w_stride);
       for (int64_t r = 0; r < c.n; ++r) {
         deinterleave_row(type, lanes, c.packed.data(), r, c.k, row.data());
@@ -91,7 +92,7 @@ TEST(Interleave, RowsComeBackUnchanged) {
 
 TEST(Interleave, OnlyScaleAndPayloadBlocks) {
   for (DType type : kTypes) EXPECT_TRUE(interleavable(type)) << dtype_name(type);
-  for (DType type : {DType::kBF16, DType::kQ5_0, DType::kQ4_K, DType::kInt3G64}) EXPECT_FALSE(interleavable(type)) << dtype_name(type);
+  for (DType type : {DType::kBF16, DType::kQ5_0, DType::kQ5_K, DType::kInt3G64}) EXPECT_FALSE(interleavable(type)) << dtype_name(type);
 }
 
 class PackedKernelTest : public ::testing::TestWithParam<Isa> {};

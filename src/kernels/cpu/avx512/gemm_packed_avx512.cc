@@ -1,5 +1,5 @@
 // Matrix products over interleaved weights (kernels/interleave.h, 16 rows per group) with
-// AVX-512 VNNI: Q4_0, Q4_1, IQ4_NL, NF4, Q8_0 and the grouped int4 against q8_act activations.
+// AVX-512 VNNI: Q4_0, Q4_1, IQ4_NL, NF4, Q8_0, the grouped int4 and Q4_K against q8_act activations.
 //
 // One 512-bit register holds the same four weights of 16 output rows, so vpdpbusd with an
 // activation dword broadcast to every lane (the embedded broadcast of a memory operand) does

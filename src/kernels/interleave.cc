@@ -8,17 +8,23 @@ namespace frugal::kernels {
 namespace {
 
 // Where a block's fields are (bytes from the block's start); its size and element count are
-// the dtype table's.
+// the dtype table's. Interleaved, a block of `lanes` rows is: the rows' f16 scales, their f16
+// minimums or u8 zero points, their plane bytes (byte i of every row side by side), then per
+// 32 elements and per 4 code bytes t the rows' 4 bytes.
 struct Layout {
   bool ok = false;       // the type has an interleaved layout
-  bool q4_k = false;     // Q4_K's super-blocks (interleave_block_q4_k), not the fields below
   int group = 0;         // elements per block
   int block_bytes = 0;
   int min_at = -1;       // f16 minimum, or -1
   int zero_at = -1;      // u8 zero point, or -1
+  int planes_at = 0;     // bytes [planes_at, planes_at + planes) kept as planes (Q4_K's
+  int planes = 0;        // 6-bit scales and mins), none by default
   int codes_at = 2;      // codes, chunk_bytes per 32 elements
   int chunk_bytes = 16;
   bool offset128 = false;  // int8 codes stored as unsigned (q + 128)
+  // K-quant nibbles: chunks 2p and 2p + 1 share 32 bytes from codes_at + 32 p (2p in the low
+  // nibbles), rearranged into Q4_0's order (byte e: element e low, element e + 16 high).
+  bool paired_nibbles = false;
 };
 
 Layout layout_of(DType type) {
@@ -32,13 +38,39 @@ Layout layout_of(DType type) {
     case DType::kInt4G32:
     case DType::kInt4G64:
     case DType::kInt4G128: l.zero_at = 2, l.codes_at = 3; break;
-    case DType::kQ4_K: l.q4_k = true; break;
+    case DType::kQ4_K: l.min_at = 2, l.planes_at = 4, l.planes = 12, l.codes_at = 16, l.paired_nibbles = true; break;
     default: return l;
   }
   l.ok = true;
   l.group = dtype_traits(type).block_size;
   l.block_bytes = static_cast<int>(dtype_traits(type).block_bytes);
   return l;
+}
+
+// Element e (0..31) of paired-nibble chunk c of a block's codes.
+uint8_t paired_code(const uint8_t* codes, int c, int e) {
+  return static_cast<uint8_t>((codes[32 * (c / 2) + e] >> (4 * (c % 2))) & 0xF);
+}
+
+// Byte b of chunk c's codes in the interleaved order.
+uint8_t code_byte(const Layout& l, const uint8_t* block, int c, int b) {
+  const uint8_t* codes = block + l.codes_at;
+  if (l.paired_nibbles) return static_cast<uint8_t>(paired_code(codes, c, b) | paired_code(codes, c, b + 16) << 4);
+  const uint8_t q = codes[c * l.chunk_bytes + b];
+  return l.offset128 ? static_cast<uint8_t>(q ^ 0x80) : q;
+}
+
+// The inverse: puts byte b of chunk c back into a block's codes (paired nibbles: OR-ed into
+// codes that start zeroed).
+void set_code_byte(const Layout& l, uint8_t* block, int c, int b, uint8_t q) {
+  uint8_t* codes = block + l.codes_at;
+  if (l.paired_nibbles) {
+    const int shift = 4 * (c % 2);
+    codes[32 * (c / 2) + b] |= static_cast<uint8_t>((q & 0xF) << shift);
+    codes[32 * (c / 2) + b + 16] |= static_cast<uint8_t>((q >> 4) << shift);
+    return;
+  }
+  codes[c * l.chunk_bytes + b] = l.offset128 ? static_cast<uint8_t>(q ^ 0x80) : q;
 }
 
 // The interleaved block b of `lanes` rows (row r's blocks at rows[r]) into out, or back.
@@ -53,13 +85,12 @@ void interleave_block(const Layout& l, int lanes, const uint8_t* const* rows, ui
     for (int r = 0; r < lanes; ++r) out[r] = rows[r][l.zero_at];
     out += lanes;
   }
+  for (int i = 0; i < l.planes; ++i)
+    for (int r = 0; r < lanes; ++r) *out++ = rows[r][l.planes_at + i];
   for (int c = 0; c < l.group / 32; ++c)
     for (int t = 0; t < l.chunk_bytes / 4; ++t)
       for (int r = 0; r < lanes; ++r)
-        for (int i = 0; i < 4; ++i) {
-          const uint8_t q = rows[r][l.codes_at + c * l.chunk_bytes + 4 * t + i];
-          *out++ = l.offset128 ? static_cast<uint8_t>(q ^ 0x80) : q;
-        }
+        for (int i = 0; i < 4; ++i) *out++ = code_byte(l, rows[r], c, 4 * t + i);
 }
 
 void deinterleave_block(const Layout& l, int lanes, const uint8_t* in, int r, uint8_t* row) {
@@ -73,58 +104,12 @@ void deinterleave_block(const Layout& l, int lanes, const uint8_t* in, int r, ui
     row[l.zero_at] = in[r];
     in += lanes;
   }
+  for (int i = 0; i < l.planes; ++i) row[l.planes_at + i] = in[i * lanes + r];
+  in += l.planes * lanes;
+  if (l.paired_nibbles) std::memset(row + l.codes_at, 0, l.group / 2);
   for (int c = 0; c < l.group / 32; ++c)
     for (int t = 0; t < l.chunk_bytes / 4; ++t) {
-      for (int i = 0; i < 4; ++i) {
-        const uint8_t q = in[r * 4 + i];
-        row[l.codes_at + c * l.chunk_bytes + 4 * t + i] = l.offset128 ? static_cast<uint8_t>(q ^ 0x80) : q;
-      }
-      in += 4 * lanes;
-    }
-}
-
-// Q4_K (BlockQ4_K, 256 elements): [lanes d][lanes dmin] (f16), the 12 scale bytes as 12
-// planes of `lanes` bytes (byte i of every row side by side), then sub-block c = 0..7 as a
-// 32-element chunk in Q4_0's nibble order (byte e: element e low, element e + 16 high), per 4
-// code bytes t the lanes' 4 bytes. In the rows, sub-blocks 2p and 2p + 1 share the 32 bytes
-// qs[32p ..]: 2p in the low nibbles, 2p + 1 in the high ones.
-constexpr int kQ4KScalesAt = 4, kQ4KCodesAt = 16;
-
-uint8_t q4_k_code(const uint8_t* block, int c, int l) {
-  return static_cast<uint8_t>((block[kQ4KCodesAt + 32 * (c / 2) + l] >> (4 * (c % 2))) & 0xF);
-}
-
-void interleave_block_q4_k(int lanes, const uint8_t* const* rows, uint8_t* out) {
-  for (int r = 0; r < lanes; ++r) std::memcpy(out + 2 * r, rows[r], 2);
-  out += 2 * lanes;
-  for (int r = 0; r < lanes; ++r) std::memcpy(out + 2 * r, rows[r] + 2, 2);
-  out += 2 * lanes;
-  for (int i = 0; i < 12; ++i)
-    for (int r = 0; r < lanes; ++r) *out++ = rows[r][kQ4KScalesAt + i];
-  for (int c = 0; c < 8; ++c)
-    for (int t = 0; t < 4; ++t)
-      for (int r = 0; r < lanes; ++r)
-        for (int i = 0; i < 4; ++i) {
-          const int e = 4 * t + i;
-          *out++ = static_cast<uint8_t>(q4_k_code(rows[r], c, e) | q4_k_code(rows[r], c, e + 16) << 4);
-        }
-}
-
-void deinterleave_block_q4_k(int lanes, const uint8_t* in, int r, uint8_t* row) {
-  std::memcpy(row, in + 2 * r, 2);
-  std::memcpy(row + 2, in + 2 * lanes + 2 * r, 2);
-  in += 4 * lanes;
-  for (int i = 0; i < 12; ++i) row[kQ4KScalesAt + i] = in[i * lanes + r];
-  in += 12 * lanes;
-  std::memset(row + kQ4KCodesAt, 0, 128);
-  for (int c = 0; c < 8; ++c)
-    for (int t = 0; t < 4; ++t) {
-      for (int i = 0; i < 4; ++i) {
-        const uint8_t b = in[r * 4 + i];
-        const int e = 4 * t + i, shift = 4 * (c % 2);
-        row[kQ4KCodesAt + 32 * (c / 2) + e] |= static_cast<uint8_t>((b & 0xF) << shift);
-        row[kQ4KCodesAt + 32 * (c / 2) + e + 16] |= static_cast<uint8_t>((b >> 4) << shift);
-      }
+      for (int i = 0; i < 4; ++i) set_code_byte(l, row, c, 4 * t + i, in[r * 4 + i]);
       in += 4 * lanes;
     }
 }
@@ -145,8 +130,7 @@ void interleave_rows(DType type, int lanes, const void* src, void* dst, int64_t 
   for (int64_t g = 0; g < n / lanes; ++g)
     for (int64_t b = 0; b < blocks; ++b) {
       for (int r = 0; r < lanes; ++r) rows[r] = s + (g * lanes + r) * rb + b * l.block_bytes;
-      if (l.q4_k) interleave_block_q4_k(lanes, rows, out);
-      else interleave_block(l, lanes, rows, out);
+      interleave_block(l, lanes, rows, out);
       out += static_cast<size_t>(lanes) * l.block_bytes;
     }
 }
@@ -157,12 +141,9 @@ void deinterleave_row(DType type, int lanes, const void* packed, int64_t row, in
   const int64_t blocks = k / l.group;
   const size_t rb = static_cast<size_t>(blocks) * l.block_bytes;
   const auto* in = static_cast<const uint8_t*>(packed) + static_cast<size_t>(row / lanes) * lanes * rb;
-  for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* block = in + b * lanes * l.block_bytes;
-    auto* out = static_cast<uint8_t*>(dst_row) + b * l.block_bytes;
-    if (l.q4_k) deinterleave_block_q4_k(lanes, block, static_cast<int>(row % lanes), out);
-    else deinterleave_block(l, lanes, block, static_cast<int>(row % lanes), out);
-  }
+  for (int64_t b = 0; b < blocks; ++b)
+    deinterleave_block(l, lanes, in + b * lanes * l.block_bytes, static_cast<int>(row % lanes),
+                       static_cast<uint8_t*>(dst_row) + b * l.block_bytes);
 }
 
 }  // namespace frugal::kernels

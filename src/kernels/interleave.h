@@ -3,16 +3,16 @@
 // this layout keeps one output per lane and needs no horizontal reduction, and the weights of
 // a group of rows are one sequential stream (kernels/cpu/avx512/gemm_packed_avx512.cc).
 //
-// The formats: blocks of an f16 scale, an optional f16 minimum (Q4_1) or u8 zero point (the
-// grouped int4), and codes per 32 elements (4-bit: 16 bytes as Q4_0 packs nibbles, Q4_0,
-// Q4_1, IQ4_NL, NF4, int4_g*; Q8_0: 32 int8). Block b of group g (rows lanes*g .. lanes*g + lanes - 1) is
-//   [lanes f16 scales] [lanes f16 minimums | lanes u8 zero points]
+// The formats: blocks of an f16 scale, an optional f16 minimum (Q4_1, Q4_K's dmin) or u8 zero
+// point (the grouped int4), Q4_K's 12 bytes of 6-bit scales and mins, and codes per 32
+// elements (4-bit: 16 bytes as Q4_0 packs nibbles, Q4_0, Q4_1, IQ4_NL, NF4, int4_g*, Q4_K's
+// sub-blocks rearranged into that order; Q8_0: 32 int8). Block b of group g (rows
+// lanes*g .. lanes*g + lanes - 1) is
+//   [lanes f16 scales] [lanes f16 minimums | lanes u8 zero points] [Q4_K: 12 x lanes bytes,
+//   byte i of every row side by side]
 //   then per 32 elements, per 4 code bytes t: [lanes x (row r's code bytes 4t .. 4t + 3)]
 // and takes exactly the bytes the rows' blocks took, so group g starts at lanes * g * row_bytes.
 // Q8_0's int8 codes are stored as unsigned bytes (q + 128), the form vpdpbusd multiplies.
-// Q4_K's super-blocks keep their fields in the same bytes, side by side: f16 d and dmin, the
-// 12 bytes of 6-bit scales and mins as 12 planes of one byte per row, and each 32-element
-// sub-block's codes in Q4_0's nibble order (interleave.cc).
 // The layout lives only in memory (made at load time, never written to a file).
 #pragma once
 

@@ -74,7 +74,7 @@ struct AttentionArgs {
   float* scratch = nullptr;      // at least attention_scratch_floats(...) floats
   // [n_q] or null: each query's log-sum-exp of its scaled scores (max + log of the softmax's
   // denominator), which lets the caller merge the outputs of partitions of the positions
-  // (ops/attention_partitions.h).
+  // (ops/attention_rows.cc).
   float* lse = nullptr;
 };
 using AttentionFn = void (*)(const AttentionArgs& args);

@@ -90,7 +90,7 @@ TEST(Interleave, RowsComeBackUnchanged) {
     }
 }
 
-TEST(Interleave, OnlyScaleAndPayloadBlocks) {
+TEST(Interleave, TheFormatsWithALayout) {
   for (DType type : kTypes) EXPECT_TRUE(interleavable(type)) << dtype_name(type);
   for (DType type : {DType::kBF16, DType::kQ5_0, DType::kQ5_K, DType::kInt3G64}) EXPECT_FALSE(interleavable(type)) << dtype_name(type);
 }

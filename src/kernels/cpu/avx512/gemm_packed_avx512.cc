@@ -37,7 +37,7 @@ struct Nibbles {
   static constexpr bool kMin = false;
   static constexpr bool kZero = false;
   static constexpr bool kTwoPart = false;  // levels of more than 8 bits: a second register set
-  static constexpr bool kSubScales = false;  // Q4_K: a 6-bit scale and min per 32 elements
+  static constexpr int kPlanes = 0;        // header bytes per row after d and the minimum (Q4_K: 12)
   static constexpr float kScale = 1.0f;    // the levels' unit (times the block scale)
   static void weights(const uint8_t* p, __m512i (&w)[8]) {
     const __m512i low = _mm512_set1_epi8(0x0F);
@@ -102,9 +102,9 @@ struct PackedNF4 : Nibbles {
 struct PackedQ4_K : Nibbles {
   static constexpr int kGroup = 256;
   static constexpr bool kMin = true;
-  static constexpr bool kSubScales = true;
-  static constexpr int kHeaderBytes = kLanes * (2 + 2 + 12);
-  // Sub-block c's scales times d and mins times -dmin, one per lane.
+  static constexpr int kPlanes = 12;
+  // Sub-block c's scales times d and mins times -dmin, one per lane, from the planes that
+  // follow the 16 d and 16 dmin.
   static void sub_scales(const uint8_t* block, int c, __m512 d, __m512 dmin, __m512& scale, __m512& min) {
     const uint8_t* planes = block + 4 * kLanes;
     auto plane = [&](int i) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + kLanes * i))); };
@@ -166,10 +166,7 @@ inline __m512i broadcast_dword(const int8_t* p) {
 // starts cold: Q4_0 decode, 2 threads, 555 -> 620 tok/s.
 template <typename P, int MR>
 inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const XBlock* xb, float* y, bool prefetch) {
-  constexpr int kHeader = [] {
-    if constexpr (P::kSubScales) return P::kHeaderBytes;
-    else return kLanes * (2 + 2 * P::kMin + P::kZero);
-  }();
+  constexpr int kHeader = kLanes * (2 + 2 * P::kMin + P::kZero + P::kPlanes);
   constexpr int kChunks = P::kGroup / 32;
   constexpr size_t kBlockBytes = kHeader + kChunks * kLanes * P::kCodeBytes;
   const int64_t nb = a.k / P::kGroup, nx = a.k / 32;
@@ -200,7 +197,7 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const XBloc
       else P::weights(p + kHeader + c * kLanes * P::kCodeBytes, w);
       const int64_t xi = b * kChunks + c;
       __m512 scale = d, min = mins;
-      if constexpr (P::kSubScales) P::sub_scales(p, c, d, mins, scale, min);
+      if constexpr (P::kPlanes != 0) P::sub_scales(p, c, d, mins, scale, min);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         const XBlock& xs = xb[i * nx + xi];

@@ -12,7 +12,6 @@
 namespace frugal::kernels::avx512 {
 namespace {
 
-
 template <int MR, int NR>
 inline void w8a8_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
   const W8A8Operands<MR, NR> o(a, m0, n0);

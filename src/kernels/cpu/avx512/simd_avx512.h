@@ -129,7 +129,6 @@ inline __m512i two_halves(const void* a, const void* b) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256(static_cast<const __m256i*>(b)), 1);
 }
 
-// Rounds to f16 and back (the precision of an f16 operand).
 // A 16-level int8 grid as a vpshufb table of unsigned bytes (level + 128) in every 128-bit
 // lane: non-uniform 4-bit codes (IQ4_NL, NF4's split levels) map to bytes vpdpbusd takes.
 inline __m512i grid_table(const int8_t* levels) {
@@ -137,6 +136,7 @@ inline __m512i grid_table(const int8_t* levels) {
   return _mm512_broadcast_i32x4(t);
 }
 
+// Rounds to f16 and back (the precision of an f16 operand).
 inline __m512 round_f16(__m512 x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
 
 inline __mmask16 tail_mask16(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }

@@ -43,10 +43,10 @@ bool cpu_has(Isa isa) {
   const bool avx2 = b & bit_AVX2, bmi2 = b & bit_BMI2;
   if (isa == Isa::kAvx2) return avx2 && bmi2;
   const bool f = b & bit_AVX512F, bw = b & bit_AVX512BW, vl = b & bit_AVX512VL, dq = b & bit_AVX512DQ;
-  const bool vnni = c & bit_AVX512VNNI;
+  const bool vnni = c & bit_AVX512VNNI, vbmi = c & bit_AVX512VBMI;  // VBMI: vpermb's table lookups
   unsigned a1, b1, c1, d1;
   const bool bf16 = __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) && (a1 & (1u << 5));
-  return avx2 && bmi2 && f && bw && vl && dq && vnni && bf16 && os_saves_avx512_state();
+  return avx2 && bmi2 && f && bw && vl && dq && vnni && vbmi && bf16 && os_saves_avx512_state();
 }
 
 struct Tables {

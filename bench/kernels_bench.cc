@@ -69,6 +69,7 @@ BENCHMARK_CAPTURE(BM_GemvPacked, q4_1, DType::kQ4_1)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_GemvPacked, int4_g64, DType::kInt4G64)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_GemvPacked, nf4, DType::kNF4)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_GemvPacked, q4_k, DType::kQ4_K)->Apply(kquant_shapes);
+BENCHMARK_CAPTURE(BM_GemvPacked, q6_k, DType::kQ6_K)->Apply(kquant_shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q4_k, DType::kQ4_K)->Apply(kquant_shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q5_k, DType::kQ5_K)->Apply(kquant_shapes);
 BENCHMARK_CAPTURE(BM_Gemv, q6_k, DType::kQ6_K)->Apply(kquant_shapes);
@@ -82,6 +83,8 @@ BENCHMARK_CAPTURE(BM_Gemm, q4_0_packed, DType::kQ4_0, true)->Apply(prefill_shape
 BENCHMARK_CAPTURE(BM_Gemm, q8_0_packed, DType::kQ8_0, true)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, q4_k, DType::kQ4_K)->Args({2048, 2048});
 BENCHMARK_CAPTURE(BM_Gemm, q4_k_packed, DType::kQ4_K, true)->Args({2048, 2048});
+BENCHMARK_CAPTURE(BM_Gemm, q6_k, DType::kQ6_K)->Args({2048, 2048});
+BENCHMARK_CAPTURE(BM_Gemm, q6_k_packed, DType::kQ6_K, true)->Args({2048, 2048});
 
 // Attention of `queries` rows over `positions` cached positions, one head of 64, an f16 or
 // q8_0 cache.

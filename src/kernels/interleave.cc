@@ -15,16 +15,21 @@ struct Layout {
   bool ok = false;       // the type has an interleaved layout
   int group = 0;         // elements per block
   int block_bytes = 0;
+  int scale_at = 0;      // f16 scale (Q6_K's d is last)
   int min_at = -1;       // f16 minimum, or -1
   int zero_at = -1;      // u8 zero point, or -1
   int planes_at = 0;     // bytes [planes_at, planes_at + planes) kept as planes (Q4_K's
-  int planes = 0;        // 6-bit scales and mins), none by default
+  int planes = 0;        // 6-bit scales and mins, Q6_K's int8 scales), none by default
   int codes_at = 2;      // codes, chunk_bytes per 32 elements
   int chunk_bytes = 16;
   bool offset128 = false;  // int8 codes stored as unsigned (q + 128)
   // K-quant nibbles: chunks 2p and 2p + 1 share 32 bytes from codes_at + 32 p (2p in the low
   // nibbles), rearranged into Q4_0's order (byte e: element e low, element e + 16 high).
   bool paired_nibbles = false;
+  // Q6_K's 6-bit codes (low nibbles in ql, high bit pairs in qh): per 32 elements 16 bytes of
+  // low nibbles in Q4_0's order, then 8 bytes of high pairs: byte 16 + i holds element
+  // 4t + i's pair at bits 2t (t = 0..3), byte 20 + i element 16 + 4t + i's.
+  bool six_bit = false;
 };
 
 Layout layout_of(DType type) {
@@ -39,6 +44,9 @@ Layout layout_of(DType type) {
     case DType::kInt4G64:
     case DType::kInt4G128: l.zero_at = 2, l.codes_at = 3; break;
     case DType::kQ4_K: l.min_at = 2, l.planes_at = 4, l.planes = 12, l.codes_at = 16, l.paired_nibbles = true; break;
+    case DType::kQ6_K:
+      l.scale_at = 208, l.planes_at = 192, l.planes = 16, l.codes_at = 0, l.chunk_bytes = 24, l.six_bit = true;
+      break;
     default: return l;
   }
   l.ok = true;
@@ -52,8 +60,50 @@ uint8_t paired_code(const uint8_t* codes, int c, int e) {
   return static_cast<uint8_t>((codes[32 * (c / 2) + e] >> (4 * (c % 2))) & 0xF);
 }
 
+// Where Q6_K's element e (0..255) keeps its low nibble (ql) and its high bit pair (qh, from
+// the block's byte 128), as dequantize_row_q6_K reads them.
+struct SixBitPlace {
+  int ql, ql_shift, qh, qh_shift;
+};
+SixBitPlace six_bit_place(int e) {
+  const int half = e / 128, quarter = e % 128 / 32, l = e % 32;
+  return {64 * half + 32 * (quarter % 2) + l, 4 * (quarter / 2), 128 + 32 * half + l, 2 * quarter};
+}
+int six_bit_code(const uint8_t* block, int e) {
+  const SixBitPlace p = six_bit_place(e);
+  return (block[p.ql] >> p.ql_shift & 0xF) | (block[p.qh] >> p.qh_shift & 3) << 4;
+}
+
+// Byte b of Q6_K's chunk c in the interleaved order (Layout::six_bit).
+uint8_t six_bit_byte(const uint8_t* block, int c, int b) {
+  const int e = 32 * c;
+  if (b < 16) return static_cast<uint8_t>((six_bit_code(block, e + b) & 0xF) | (six_bit_code(block, e + b + 16) & 0xF) << 4);
+  const int first = b < 20 ? e + b - 16 : e + 16 + b - 20;
+  int byte = 0;
+  for (int t = 0; t < 4; ++t) byte |= (six_bit_code(block, first + 4 * t) >> 4) << (2 * t);
+  return static_cast<uint8_t>(byte);
+}
+
+// The inverse, OR-ed into a block whose ql and qh start zeroed.
+void set_six_bit_byte(uint8_t* block, int c, int b, uint8_t q) {
+  const int e = 32 * c;
+  auto put = [&](int element, int bits, bool high) {
+    const SixBitPlace p = six_bit_place(element);
+    if (high) block[p.qh] |= static_cast<uint8_t>(bits << p.qh_shift);
+    else block[p.ql] |= static_cast<uint8_t>(bits << p.ql_shift);
+  };
+  if (b < 16) {
+    put(e + b, q & 0xF, false);
+    put(e + b + 16, q >> 4, false);
+    return;
+  }
+  const int first = b < 20 ? e + b - 16 : e + 16 + b - 20;
+  for (int t = 0; t < 4; ++t) put(first + 4 * t, q >> (2 * t) & 3, true);
+}
+
 // Byte b of chunk c's codes in the interleaved order.
 uint8_t code_byte(const Layout& l, const uint8_t* block, int c, int b) {
+  if (l.six_bit) return six_bit_byte(block, c, b);
   const uint8_t* codes = block + l.codes_at;
   if (l.paired_nibbles) return static_cast<uint8_t>(paired_code(codes, c, b) | paired_code(codes, c, b + 16) << 4);
   const uint8_t q = codes[c * l.chunk_bytes + b];
@@ -63,6 +113,7 @@ uint8_t code_byte(const Layout& l, const uint8_t* block, int c, int b) {
 // The inverse: puts byte b of chunk c back into a block's codes (paired nibbles: OR-ed into
 // codes that start zeroed).
 void set_code_byte(const Layout& l, uint8_t* block, int c, int b, uint8_t q) {
+  if (l.six_bit) return set_six_bit_byte(block, c, b, q);
   uint8_t* codes = block + l.codes_at;
   if (l.paired_nibbles) {
     const int shift = 4 * (c % 2);
@@ -75,7 +126,7 @@ void set_code_byte(const Layout& l, uint8_t* block, int c, int b, uint8_t q) {
 
 // The interleaved block b of `lanes` rows (row r's blocks at rows[r]) into out, or back.
 void interleave_block(const Layout& l, int lanes, const uint8_t* const* rows, uint8_t* out) {
-  for (int r = 0; r < lanes; ++r) std::memcpy(out + 2 * r, rows[r], 2);
+  for (int r = 0; r < lanes; ++r) std::memcpy(out + 2 * r, rows[r] + l.scale_at, 2);
   out += 2 * lanes;
   if (l.min_at >= 0) {
     for (int r = 0; r < lanes; ++r) std::memcpy(out + 2 * r, rows[r] + l.min_at, 2);
@@ -94,7 +145,7 @@ void interleave_block(const Layout& l, int lanes, const uint8_t* const* rows, ui
 }
 
 void deinterleave_block(const Layout& l, int lanes, const uint8_t* in, int r, uint8_t* row) {
-  std::memcpy(row, in + 2 * r, 2);
+  std::memcpy(row + l.scale_at, in + 2 * r, 2);
   in += 2 * lanes;
   if (l.min_at >= 0) {
     std::memcpy(row + l.min_at, in + 2 * r, 2);
@@ -107,6 +158,7 @@ void deinterleave_block(const Layout& l, int lanes, const uint8_t* in, int r, ui
   for (int i = 0; i < l.planes; ++i) row[l.planes_at + i] = in[i * lanes + r];
   in += l.planes * lanes;
   if (l.paired_nibbles) std::memset(row + l.codes_at, 0, l.group / 2);
+  if (l.six_bit) std::memset(row + l.codes_at, 0, l.group * 6 / 8);
   for (int c = 0; c < l.group / 32; ++c)
     for (int t = 0; t < l.chunk_bytes / 4; ++t) {
       for (int i = 0; i < 4; ++i) set_code_byte(l, row, c, 4 * t + i, in[r * 4 + i]);

@@ -1,5 +1,6 @@
-// Model::pack_weights on llama.cpp's Q8_0 and Q4_0 files of wiki-7m (and frugal's Q4_K of it,
-// every matrix Q4_K since wiki-7m's rows are multiples of 256): with this CPU's packed
+// Model::pack_weights on llama.cpp's Q8_0 and Q4_0 files of wiki-7m (the latter's tied head in
+// Q6_K) and on frugal's Q4_K and Q6_K of it (every matrix in that type, since wiki-7m's rows
+// are multiples of 256): with this CPU's packed
 // products every such matrix is interleaved, and a prompt's next-token distributions stay as
 // close to the file layout's as two kernels that add in a different order can: each layer
 // quantizes its input to int8 again, so an f32 rounding difference that moves a value across
@@ -75,16 +76,20 @@ void check(const std::string& path) {
 TEST(PackedWeights, Q8_0MatchesTheFileLayout) { check(test::shared_path("models/wiki-7m-gguf/wiki-7m-q8_0.gguf")); }
 TEST(PackedWeights, Q4_0MatchesTheFileLayout) { check(test::shared_path("models/wiki-7m-gguf/wiki-7m-q4_0.gguf")); }
 
-TEST(PackedWeights, Q4_KMatchesTheFileLayout) {
+// frugal's own file of wiki-7m in one K-quant type: every matrix in it.
+void check_k_quant(const std::string& type) {
   QuantizeOptions o;
   o.input = test::shared_path("models/wiki-7m");
-  o.output = test::temp_dir("packed_weights_q4_k") + "/wiki-7m-q4_k.gguf";
-  o.type = "q4_k";
+  o.output = test::temp_dir("packed_weights_" + type) + "/wiki-7m-" + type + ".gguf";
+  o.type = type;
   o.pure = true;
   o.threads = 2;
   quantize_model(o);
   check(o.output);
 }
+
+TEST(PackedWeights, Q4_KMatchesTheFileLayout) { check_k_quant("q4_k"); }
+TEST(PackedWeights, Q6_KMatchesTheFileLayout) { check_k_quant("q6_k"); }
 
 }  // namespace
 }  // namespace frugal

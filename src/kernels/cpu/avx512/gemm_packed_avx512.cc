@@ -1,5 +1,6 @@
 // Matrix products over interleaved weights (kernels/interleave.h, 16 rows per group) with
-// AVX-512 VNNI: Q4_0, Q4_1, IQ4_NL, NF4, Q8_0, the grouped int4 and Q4_K against q8_act activations.
+// AVX-512 VNNI: Q4_0, Q4_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q4_K and Q6_K against q8_act
+// activations.
 //
 // One 512-bit register holds the same four weights of 16 output rows, so vpdpbusd with an
 // activation dword broadcast to every lane (the embedded broadcast of a memory operand) does
@@ -38,6 +39,7 @@ struct Nibbles {
   static constexpr bool kZero = false;
   static constexpr bool kTwoPart = false;  // levels of more than 8 bits: a second register set
   static constexpr int kPlanes = 0;        // header bytes per row after d and the minimum (Q4_K: 12)
+  static constexpr bool kHalfScales = false;  // a scale per 16 elements (Q6_K): two dots per 32
   static constexpr float kScale = 1.0f;    // the levels' unit (times the block scale)
   static void weights(const uint8_t* p, __m512i (&w)[8]) {
     const __m512i low = _mm512_set1_epi8(0x0F);
@@ -130,6 +132,50 @@ struct PackedQ4_K : Nibbles {
   }
 };
 
+// Q6_K: super-blocks of 256, x = d sc_j (q - 32) with 6-bit q and an int8 scale sc_j per 16
+// elements, read from 16 planes of one byte per row. Per 32 elements the codes are 16 bytes of
+// low nibbles in Q4_0's order and 8 bytes of high bit pairs (kernels/interleave.cc): register t
+// takes its pairs from bits 2t of the first 64 (t < 4; t - 4 of the second 64), moved up to
+// bits 4 and 5.
+struct PackedQ6_K : Nibbles {
+  static constexpr int kGroup = 256;
+  static constexpr int kCodeBytes = 24;
+  static constexpr int kOffset = 32;
+  static constexpr int kPlanes = 16;
+  static constexpr bool kHalfScales = true;
+  template <int T>
+  static __m512i pairs_to_bit4(__m512i h) {
+    if constexpr (T == 0) return _mm512_slli_epi16(h, 4);
+    if constexpr (T == 1) return _mm512_slli_epi16(h, 2);
+    if constexpr (T == 2) return h;
+    if constexpr (T == 3) return _mm512_srli_epi16(h, 2);
+  }
+  template <int T>
+  static void weights_at(const uint8_t* p, __m512i h0, __m512i h1, __m512i (&w)[8]) {
+    const __m512i low = _mm512_set1_epi8(0x0F), pair = _mm512_set1_epi8(0x30);
+    const __m512i raw = _mm512_loadu_si512(p + 64 * T);
+    // a | (b & c): the nibble, or-ed with the pair masked to bits 4 and 5
+    w[T] = _mm512_ternarylogic_epi32(_mm512_and_si512(raw, low), pairs_to_bit4<T>(h0), pair, 0xF8);
+    w[4 + T] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(raw, 4), low), pairs_to_bit4<T>(h1), pair, 0xF8);
+  }
+  static void weights(const uint8_t* p, __m512i (&w)[8]) {
+    const __m512i h0 = _mm512_loadu_si512(p + 256), h1 = _mm512_loadu_si512(p + 320);
+    weights_at<0>(p, h0, h1, w);
+    weights_at<1>(p, h0, h1, w);
+    weights_at<2>(p, h0, h1, w);
+    weights_at<3>(p, h0, h1, w);
+  }
+  // Chunk c's two scales times d, one per lane, from planes 2c and 2c + 1.
+  static void half_scales(const uint8_t* block, int c, __m512 d, __m512& first, __m512& second) {
+    const uint8_t* planes = block + 2 * kLanes;
+    auto plane = [&](int i) {
+      return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + kLanes * i))));
+    };
+    first = _mm512_mul_ps(d, plane(2 * c));
+    second = _mm512_mul_ps(d, plane(2 * c + 1));
+  }
+};
+
 // Q8_0: int8 codes, stored as q + 128.
 struct PackedQ8_0 : Nibbles {
   static constexpr int kCodeBytes = 32;
@@ -143,7 +189,8 @@ struct PackedQ8_0 : Nibbles {
 // The activation side of one 32-element block of one row.
 struct XBlock {
   float d;        // scale
-  int32_t start;  // the dot product's start: -offset * sum
+  int32_t start;  // the dot product's start: -offset * sum (kHalfScales: of the first 16)
+  int32_t start2; // kHalfScales: -offset * the sum of the last 16
   float dsum;     // d * sum (kMin)
   int32_t sum;    // sum of the codes (kZero)
 };
@@ -155,7 +202,12 @@ void prepare_x(const GemmArgs& a, int64_t m0, int64_t rows, XBlock* xb) {
     const auto* x = reinterpret_cast<const BlockQ8Act*>(static_cast<const uint8_t*>(a.x) + (m0 + i) * a.x_stride);
     for (int64_t b = 0; b < nb; ++b) {
       const float d = _cvtsh_ss(x[b].d);
-      xb[i * nb + b] = {d, -P::kOffset * x[b].sum, d * static_cast<float>(x[b].sum), x[b].sum};
+      int32_t first = x[b].sum;
+      if constexpr (P::kHalfScales) {
+        first = 0;
+        for (int e = 0; e < 16; ++e) first += x[b].qs[e];
+      }
+      xb[i * nb + b] = {d, -P::kOffset * first, -P::kOffset * (x[b].sum - first), d * static_cast<float>(x[b].sum), x[b].sum};
     }
   }
 }
@@ -219,14 +271,27 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const XBloc
       if constexpr (P::kTwoPart) P::weights(p + kHeader + c * kLanes * P::kCodeBytes, w, w2);
       else P::weights(p + kHeader + c * kLanes * P::kCodeBytes, w);
       const int64_t xi = b * kChunks + c;
-      __m512 scale = d, min = mins;
-      if constexpr (P::kPlanes != 0) P::sub_scales(p, c, d, mins, scale, min);
+      __m512 scale = d, min = mins, scale2 = d;
+      if constexpr (P::kHalfScales) P::half_scales(p, c, d, scale, scale2);
+      else if constexpr (P::kPlanes != 0) P::sub_scales(p, c, d, mins, scale, min);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         const XBlock& xs = xb[i * nx + xi];
         __m512i xv[8];
 #pragma GCC unroll 8
         for (int t = 0; t < 8; ++t) xv[t] = broadcast_dword(x[i][xi].qs + 4 * t);
+        if constexpr (P::kHalfScales) {
+          __m512i first = _mm512_set1_epi32(xs.start), second = _mm512_set1_epi32(xs.start2);
+#pragma GCC unroll 4
+          for (int t = 0; t < 4; ++t) {
+            first = _mm512_dpbusd_epi32(first, w[t], xv[t]);
+            second = _mm512_dpbusd_epi32(second, w[4 + t], xv[4 + t]);
+          }
+          const __m512 dx = _mm512_set1_ps(xs.d);
+          acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(first), _mm512_mul_ps(scale, dx), acc[i]);
+          acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(second), _mm512_mul_ps(scale2, dx), acc[i]);
+          continue;
+        }
         __m512i dot = dot32(w, xv, P::kZero ? _mm512_setzero_si512() : _mm512_set1_epi32(xs.start));
         if constexpr (P::kZero) dot = _mm512_add_epi32(dot, _mm512_mullo_epi32(neg_zero, _mm512_set1_epi32(xs.sum)));
         if constexpr (P::kTwoPart) dot = _mm512_add_epi32(_mm512_slli_epi32(dot, 8), dot32(w2, xv, _mm512_set1_epi32(xs.start)));
@@ -274,5 +339,6 @@ void gemm_int4_g64_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<
 void gemm_int4_g128_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<128>>(a, n0, n1); }
 void gemm_nf4_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedNF4>(a, n0, n1); }
 void gemm_q4_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ4_K>(a, n0, n1); }
+void gemm_q6_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ6_K>(a, n0, n1); }
 
 }  // namespace frugal::kernels::avx512

@@ -37,10 +37,11 @@ class Model {
 
   // Interleaves every weight matrix that `table` has a packed product for (Linear::packed),
   // once, for inference: the layout that product reads two to three times faster than rows
-  // (kernels/interleave.h). The plain weights stay where they are; pages of a mapped file
-  // that held them are released, so resident memory does not grow (a tied embedding's rows
-  // come back on first use). Not for models whose weights change after loading (quantization
-  // rebinds them). Returns the bytes interleaved.
+  // (kernels/interleave.h). Every other matrix in a mapped file is copied as it is, so that
+  // all of them stream from huge pages. The plain weights stay where they are; pages of a
+  // mapped file that held them are released, so resident memory does not grow (a tied
+  // embedding's rows come back on first use). Not for models whose weights change after
+  // loading (quantization rebinds them). Returns the bytes interleaved or copied.
   size_t pack_weights(const kernels::KernelTable& table);
 
  protected:

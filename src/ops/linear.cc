@@ -26,7 +26,9 @@ Prepared prepare(OpContext& ctx, const Linear& layer, const float* x, int64_t n_
   p.n_out = w.dim(0);
   p.args.w = w.data;
   const auto& packed = ctx.kernels.packed[static_cast<size_t>(w.dtype)];
-  if (!layer.packed.empty() && packed.lanes == layer.packed_lanes) {
+  if (!layer.packed.empty() && layer.packed_lanes == 0) {
+    p.args.w = layer.packed.data;  // the same rows, in huge pages
+  } else if (!layer.packed.empty() && packed.lanes == layer.packed_lanes) {
     p.kernel = packed.kernel;
     p.args.w = layer.packed.data;
   }

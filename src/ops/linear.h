@@ -29,9 +29,11 @@ struct Linear {
   Tensor bias;    // [n_out] f32, or empty
   std::string name;
   std::vector<LoraAdapter> lora;  // applied in order after the base product and the bias
-  // The weight again, interleaved `packed_lanes` rows at a time for the kernel table's packed
-  // product (kernels/interleave.h; Model::pack_weights), or empty. Same values as `weight`,
-  // which stays valid for everything else (backward passes, a tied embedding's lookups).
+  // The weight again, made at load for inference (Model::pack_weights), or empty: interleaved
+  // `packed_lanes` rows at a time for the kernel table's packed product (kernels/interleave.h),
+  // or with packed_lanes 0 a plain copy in huge pages of a weight that lives in a mapped file.
+  // Same values as `weight`, which stays valid for everything else (backward passes, a tied
+  // embedding's lookups).
   Tensor packed;
   int packed_lanes = 0;
 

@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -32,33 +34,52 @@ std::vector<float> probabilities(const float* logits, int64_t n) {
   return p;
 }
 
-void check(const std::string& path) {
-  const std::string file = path.substr(path.rfind('/') + 1);
-  const kernels::KernelTable& table = kernels::active();
+// The model loaded twice: as the file has it, and packed (Model::pack_weights).
+struct Pair {
+  std::unique_ptr<Engine> plain, packed;
+};
+Pair load_pair(const std::string& path) {
   EngineOptions o;
   o.threads = 2;
   o.pack_weights = false;
-  auto plain = Engine::load(path, o);
+  Pair p;
+  p.plain = Engine::load(path, o);
   o.pack_weights = true;
-  auto packed = Engine::load(path, o);
+  p.packed = Engine::load(path, o);
+  return p;
+}
+
+// A prompt of n tokens spread over wiki-7m's vocabulary, and an engine's logits for it.
+std::vector<int32_t> test_prompt(int n) {
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < n; ++i) prompt.push_back(static_cast<int32_t>((i * 7919 + 13) % 4000 + 3));
+  return prompt;
+}
+std::vector<float> logits_of(Engine& e, const std::vector<int32_t>& prompt) {
+  const float* l = e.prefill(0, prompt, 0, true);
+  return {l, l + prompt.size() * e.config().n_vocab};
+}
+
+void check(const std::string& path) {
+  const std::string file = path.substr(path.rfind('/') + 1);
+  const kernels::KernelTable& table = kernels::active();
+  auto [plain, packed] = load_pair(path);
 
   int interleaved = 0, packable = 0;
   for (const Linear* lin : packed->model().linears()) {
     const bool can = table.packed[static_cast<size_t>(lin->weight.dtype)].lanes != 0;
     packable += can;
-    interleaved += !lin->packed.empty();
+    interleaved += lin->packed_lanes != 0;
     if (can) EXPECT_FALSE(lin->packed.empty()) << lin->name;
   }
   for (const Linear* lin : plain->model().linears()) EXPECT_TRUE(lin->packed.empty()) << lin->name;
   if (packable == 0) GTEST_SKIP() << "no packed products for " << file << " on " << kernels::isa_name(table.isa);
   EXPECT_EQ(interleaved, packable);
 
-  std::vector<int32_t> prompt;
-  for (int i = 0; i < 96; ++i) prompt.push_back(static_cast<int32_t>((i * 7919 + 13) % 4000 + 3));
+  const std::vector<int32_t> prompt = test_prompt(96);
   const int64_t nv = plain->config().n_vocab;
-  const float* la = plain->prefill(0, prompt, 0, true);
-  const std::vector<float> logits_plain(la, la + prompt.size() * nv);
-  const float* lb = packed->prefill(0, prompt, 0, true);
+  const std::vector<float> logits_plain = logits_of(*plain, prompt), logits_packed = logits_of(*packed, prompt);
+  const float* lb = logits_packed.data();
   double worst = 0, kld = 0;
   for (size_t pos = 0; pos < prompt.size(); ++pos) {
     const auto pa = probabilities(logits_plain.data() + pos * nv, nv), pb = probabilities(lb + pos * nv, nv);
@@ -75,6 +96,23 @@ void check(const std::string& path) {
 
 TEST(PackedWeights, Q8_0MatchesTheFileLayout) { check(test::shared_path("models/wiki-7m-gguf/wiki-7m-q8_0.gguf")); }
 TEST(PackedWeights, Q4_0MatchesTheFileLayout) { check(test::shared_path("models/wiki-7m-gguf/wiki-7m-q4_0.gguf")); }
+
+// Matrices without a packed product that live in a mapped file (wiki-7m's f32 safetensors) are
+// copied as they are into huge pages: the same bytes, and the same logits to the bit.
+TEST(PackedWeights, FileMatricesAreCopiedIntoHugePages) {
+  auto [plain, copied] = load_pair(test::shared_path("models/wiki-7m"));
+  int copies = 0;
+  for (const Linear* lin : copied->model().linears()) {
+    if (lin->packed_lanes != 0) continue;
+    ASSERT_FALSE(lin->packed.empty()) << lin->name;
+    ASSERT_NE(lin->packed.data, lin->weight.data) << lin->name;
+    ASSERT_EQ(std::memcmp(lin->packed.data, lin->weight.data, lin->weight.nbytes()), 0) << lin->name;
+    ++copies;
+  }
+  EXPECT_GT(copies, 0);
+  const std::vector<int32_t> prompt = test_prompt(32);
+  EXPECT_EQ(logits_of(*plain, prompt), logits_of(*copied, prompt));
+}
 
 // frugal's own file of wiki-7m in one K-quant type: every matrix in it.
 void check_k_quant(const std::string& type) {

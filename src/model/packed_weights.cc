@@ -45,6 +45,7 @@ size_t Model::pack_weights(const kernels::KernelTable& table) {
   struct Job {
     Linear* lin;
     int lanes;
+    bool from_file;  // its pages are released once packed
   };
   std::vector<Job> todo;
   size_t total = 0;
@@ -53,8 +54,9 @@ size_t Model::pack_weights(const kernels::KernelTable& table) {
     if (!lin->packed.empty() || w.ndim != 2) continue;
     int lanes = table.packed[static_cast<size_t>(w.dtype)].lanes;
     if (lanes != 0 && w.dim(0) % lanes != 0) lanes = 0;
-    if (lanes == 0 && in_owned(owned_, w.data, w.nbytes())) continue;
-    todo.push_back({lin, lanes});
+    const bool from_file = !in_owned(owned_, w.data, w.nbytes());
+    if (lanes == 0 && !from_file) continue;
+    todo.push_back({lin, lanes, from_file});
     total += padded(w.nbytes());
   }
   if (todo.empty()) return 0;
@@ -62,14 +64,14 @@ size_t Model::pack_weights(const kernels::KernelTable& table) {
   // matrices (SmolLM2's are 200 KB) would not get one by one.
   Buffer packed(total);
   size_t offset = 0;
-  for (const auto& [lin, lanes] : todo) {
+  for (const auto& [lin, lanes, from_file] : todo) {
     const Tensor& w = lin->weight;
     void* dst = packed.as<uint8_t>() + offset;
     if (lanes != 0) kernels::interleave_rows(w.dtype, lanes, w.data, dst, w.dim(0), w.dim(1));
     else std::memcpy(dst, w.data, w.nbytes());
     lin->packed = Tensor(dst, w.dtype, {w.dim(0), w.dim(1)});
     lin->packed_lanes = lanes;
-    if (!in_owned(owned_, w.data, w.nbytes())) release_pages(w.data, w.nbytes());
+    if (from_file) release_pages(w.data, w.nbytes());
     offset += padded(w.nbytes());
   }
   owned_.push_back(std::move(packed));

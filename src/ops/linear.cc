@@ -25,11 +25,11 @@ Prepared prepare(OpContext& ctx, const Linear& layer, const float* x, int64_t n_
   p.kernel = kernels::gemm_for(ctx.kernels, w.dtype, ctx.w8a8);
   p.n_out = w.dim(0);
   p.args.w = w.data;
+  // The packed copy: the same rows in huge pages (lanes 0), or interleaved for the table's
+  // packed product if this table's lane count is the one it was made for.
   const auto& packed = ctx.kernels.packed[static_cast<size_t>(w.dtype)];
-  if (!layer.packed.empty() && layer.packed_lanes == 0) {
-    p.args.w = layer.packed.data;  // the same rows, in huge pages
-  } else if (!layer.packed.empty() && packed.lanes == layer.packed_lanes) {
-    p.kernel = packed.kernel;
+  if (!layer.packed.empty() && (layer.packed_lanes == 0 || packed.lanes == layer.packed_lanes)) {
+    if (layer.packed_lanes != 0) p.kernel = packed.kernel;
     p.args.w = layer.packed.data;
   }
   p.args.w_stride = w.row_stride();

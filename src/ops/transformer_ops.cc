@@ -78,13 +78,11 @@ void scatter_column(const uint8_t* key, uint8_t* column, int64_t n, int64_t stri
   for (int64_t d = 0; d < n; ++d) std::memcpy(column + d * stride * sizeof(T), key + d * sizeof(T), sizeof(T));
 }
 
+// Transposed keys are f16 or f32 (a q8_0 cache keeps rows).
 void store_key_column(const uint8_t* key, uint8_t* column, int64_t n, int64_t stride, size_t elem) {
-  switch (elem) {
-    case 2: return scatter_column<uint16_t>(key, column, n, stride);
-    case 4: return scatter_column<uint32_t>(key, column, n, stride);
-    default:
-      for (int64_t d = 0; d < n; ++d) std::memcpy(column + d * stride * elem, key + d * elem, elem);
-  }
+  FRUGAL_CHECK(elem == 2 || elem == 4, "transposed keys of {} bytes an element", elem);
+  if (elem == 2) scatter_column<uint16_t>(key, column, n, stride);
+  else scatter_column<uint32_t>(key, column, n, stride);
 }
 
 }  // namespace

@@ -28,8 +28,9 @@ struct EngineOptions {
   // int8_row weights against int8 activations per token (W8A8); the model must have int8_row
   // weights.
   bool w8a8 = false;
-  // Interleave weights for the packed products where this CPU's kernels have them
-  // (Model::pack_weights); off for models whose weights change after loading.
+  // Interleave weights for the packed products where this CPU's kernels have them, and copy
+  // the rest of a mapped file's matrices into huge pages (Model::pack_weights); off for models
+  // whose weights change after loading.
   bool pack_weights = true;
   int64_t max_batch_rows = 512;  // rows per forward; longer prompts are prefilled in chunks
   ModelOpenOptions open;

@@ -150,20 +150,20 @@ struct PackedQ6_K : Nibbles {
     if constexpr (T == 2) return h;
     if constexpr (T == 3) return _mm512_srli_epi16(h, 2);
   }
+  // Register T's pairs (and register 4 + T's) or-ed into its nibbles at bits 4 and 5.
   template <int T>
-  static void weights_at(const uint8_t* p, __m512i h0, __m512i h1, __m512i (&w)[8]) {
-    const __m512i low = _mm512_set1_epi8(0x0F), pair = _mm512_set1_epi8(0x30);
-    const __m512i raw = _mm512_loadu_si512(p + 64 * T);
-    // a | (b & c): the nibble, or-ed with the pair masked to bits 4 and 5
-    w[T] = _mm512_ternarylogic_epi32(_mm512_and_si512(raw, low), pairs_to_bit4<T>(h0), pair, 0xF8);
-    w[4 + T] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(raw, 4), low), pairs_to_bit4<T>(h1), pair, 0xF8);
+  static void add_pairs(__m512i h0, __m512i h1, __m512i (&w)[8]) {
+    const __m512i pair = _mm512_set1_epi8(0x30);
+    w[T] = _mm512_ternarylogic_epi32(w[T], pairs_to_bit4<T>(h0), pair, 0xF8);  // a | (b & c)
+    w[4 + T] = _mm512_ternarylogic_epi32(w[4 + T], pairs_to_bit4<T>(h1), pair, 0xF8);
   }
   static void weights(const uint8_t* p, __m512i (&w)[8]) {
+    Nibbles::weights(p, w);
     const __m512i h0 = _mm512_loadu_si512(p + 256), h1 = _mm512_loadu_si512(p + 320);
-    weights_at<0>(p, h0, h1, w);
-    weights_at<1>(p, h0, h1, w);
-    weights_at<2>(p, h0, h1, w);
-    weights_at<3>(p, h0, h1, w);
+    add_pairs<0>(h0, h1, w);
+    add_pairs<1>(h0, h1, w);
+    add_pairs<2>(h0, h1, w);
+    add_pairs<3>(h0, h1, w);
   }
   // Chunk c's two scales times d, one per lane, from planes 2c and 2c + 1.
   static void half_scales(const uint8_t* block, int c, __m512 d, __m512& first, __m512& second) {
@@ -218,18 +218,24 @@ inline __m512i broadcast_dword(const int8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
-// The int32 dot products of 16 rows' 32 codes with one block of activations (its 8 dwords,
-// broadcast), plus `start`. Two chains of four vpdpbusd instead of one of eight: a decode step
-// (one row) has little else to overlap with the chain's latency, and integer sums are exact in
-// any order, so the bits are the same.
-inline __m512i dot32(const __m512i (&w)[8], const __m512i (&x)[8], __m512i start) {
-  __m512i even = start, odd = _mm512_setzero_si512();
+// The int32 dot products of 16 rows' codes with the first and the last 16 elements of one
+// block of activations (its 8 dwords, broadcast), added to `first` and `second`: two
+// independent chains of four vpdpbusd. A decode step (one row) has little else to overlap with
+// a chain's latency.
+inline void dot_halves(const __m512i (&w)[8], const __m512i (&x)[8], __m512i& first, __m512i& second) {
 #pragma GCC unroll 4
-  for (int t = 0; t < 8; t += 2) {
-    even = _mm512_dpbusd_epi32(even, w[t], x[t]);
-    odd = _mm512_dpbusd_epi32(odd, w[t + 1], x[t + 1]);
+  for (int t = 0; t < 4; ++t) {
+    first = _mm512_dpbusd_epi32(first, w[t], x[t]);
+    second = _mm512_dpbusd_epi32(second, w[4 + t], x[4 + t]);
   }
-  return _mm512_add_epi32(even, odd);
+}
+
+// The whole block's dot products plus `start`: the two halves added (integer sums are exact in
+// any order, so the bits are those of one chain of eight).
+inline __m512i dot32(const __m512i (&w)[8], const __m512i (&x)[8], __m512i start) {
+  __m512i second = _mm512_setzero_si512();
+  dot_halves(w, x, start, second);
+  return _mm512_add_epi32(start, second);
 }
 
 // Rows [m, m + MR) of the activations against one group of 16 weight rows: y[i][0..16).
@@ -282,11 +288,7 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const XBloc
         for (int t = 0; t < 8; ++t) xv[t] = broadcast_dword(x[i][xi].qs + 4 * t);
         if constexpr (P::kHalfScales) {
           __m512i first = _mm512_set1_epi32(xs.start), second = _mm512_set1_epi32(xs.start2);
-#pragma GCC unroll 4
-          for (int t = 0; t < 4; ++t) {
-            first = _mm512_dpbusd_epi32(first, w[t], xv[t]);
-            second = _mm512_dpbusd_epi32(second, w[4 + t], xv[4 + t]);
-          }
+          dot_halves(w, xv, first, second);
           const __m512 dx = _mm512_set1_ps(xs.d);
           acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(first), _mm512_mul_ps(scale, dx), acc[i]);
           acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(second), _mm512_mul_ps(scale2, dx), acc[i]);

@@ -158,6 +158,8 @@ BENCHMARK_CAPTURE(BM_GemvModelStream, q8_0, DType::kQ8_0)->Arg(0)->Arg(1)->Unit(
 BENCHMARK_CAPTURE(BM_GemvModelStream, q4_0, DType::kQ4_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_GemvModelStreamPacked, q8_0, DType::kQ8_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_GemvModelStreamPacked, q4_0, DType::kQ4_0)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_GemvModelStreamPacked, iq4_nl, DType::kIQ4_NL)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_GemvModelStreamPacked, nf4, DType::kNF4)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_BatchModelStreamPacked, q4_0, DType::kQ4_0)->Args({0, 4})->Args({0, 16})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_BatchModelStream, bf16, DType::kBF16)->Args({0, 4})->Args({0, 16})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_BatchModelStream, q4_0, DType::kQ4_0)->Args({0, 4})->Args({0, 16})->Unit(benchmark::kMillisecond);

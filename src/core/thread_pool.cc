@@ -77,53 +77,57 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
 
 ThreadPool::~ThreadPool() {
   stop_.store(true, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_release);
-  generation_.notify_all();
+  region_.generation.fetch_add(1, std::memory_order_release);
+  region_.generation.notify_all();
   for (auto& w : workers_) w.join();
 }
 
-void ThreadPool::run_impl(Task task, void* ctx) {
-  task_ = task;
-  ctx_ = ctx;
-  uint32_t gen = generation_.load(std::memory_order_relaxed) + 1;
+void ThreadPool::run_impl(Task task, void* ctx, int64_t n_items) {
+  Region& r = region_;
+  r.task = task;
+  r.ctx = ctx;
+  r.next.store(0, std::memory_order_relaxed);
+  r.n_items = n_items;
+  uint32_t gen = r.generation.load(std::memory_order_relaxed) + 1;
   if (gen == 0) gen = 1;  // 0 means "closed"
-  open_.store(gen, std::memory_order_seq_cst);
-  generation_.store(gen, std::memory_order_seq_cst);  // pairs with the worker's seq_cst re-check
-  if (sleeping_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
+  r.open.store(gen, std::memory_order_seq_cst);
+  r.generation.store(gen, std::memory_order_seq_cst);  // pairs with the worker's seq_cst re-check
+  if (sleeping_.load(std::memory_order_seq_cst) > 0) r.generation.notify_all();
   task(ctx, 0);
   // The caller ran out of work: close the region, then wait for the workers inside it. A
-  // worker that increments active_ after this store sees the region closed and leaves.
-  open_.store(0, std::memory_order_seq_cst);
+  // worker that increments `active` after this store sees the region closed and leaves.
+  r.open.store(0, std::memory_order_seq_cst);
   int round = 0;
-  for (int inside = active_.load(std::memory_order_seq_cst); inside != 0; inside = active_.load(std::memory_order_seq_cst)) {
+  for (int inside = r.active.load(std::memory_order_seq_cst); inside != 0; inside = r.active.load(std::memory_order_seq_cst)) {
     if (!backoff(round)) {
       caller_sleeping_.store(true, std::memory_order_seq_cst);
-      inside = active_.load(std::memory_order_seq_cst);
-      if (inside != 0) active_.wait(inside, std::memory_order_seq_cst);
+      inside = r.active.load(std::memory_order_seq_cst);
+      if (inside != 0) r.active.wait(inside, std::memory_order_seq_cst);
       caller_sleeping_.store(false, std::memory_order_relaxed);
     }
   }
 }
 
 void ThreadPool::worker_loop(int index) {
+  Region& r = region_;
   uint32_t seen = 0;
   for (;;) {
-    uint32_t gen = generation_.load(std::memory_order_acquire);
-    for (int round = 0; gen == seen; gen = generation_.load(std::memory_order_acquire)) {
+    uint32_t gen = r.generation.load(std::memory_order_acquire);
+    for (int round = 0; gen == seen; gen = r.generation.load(std::memory_order_acquire)) {
       if (backoff(round)) continue;
       sleeping_.fetch_add(1, std::memory_order_seq_cst);
       // Re-check after announcing ourselves, so a notify between the load and the wait is not lost.
-      if (generation_.load(std::memory_order_seq_cst) == seen) generation_.wait(seen, std::memory_order_acquire);
+      if (r.generation.load(std::memory_order_seq_cst) == seen) r.generation.wait(seen, std::memory_order_acquire);
       sleeping_.fetch_sub(1, std::memory_order_relaxed);
       round = 0;
     }
     seen = gen;
     if (stop_.load(std::memory_order_relaxed)) return;
     // Join only if the region is still open; the caller may have finished it alone.
-    active_.fetch_add(1, std::memory_order_seq_cst);
-    if (open_.load(std::memory_order_seq_cst) == gen) task_(ctx_, index);
-    if (active_.fetch_sub(1, std::memory_order_seq_cst) == 1 && caller_sleeping_.load(std::memory_order_seq_cst))
-      active_.notify_one();
+    r.active.fetch_add(1, std::memory_order_seq_cst);
+    if (r.open.load(std::memory_order_seq_cst) == gen) r.task(r.ctx, index);
+    if (r.active.fetch_sub(1, std::memory_order_seq_cst) == 1 && caller_sleeping_.load(std::memory_order_seq_cst))
+      r.active.notify_one();
   }
 }
 

@@ -104,87 +104,84 @@ void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& 
   // Split partitions' outputs [slot][group][head_dim] and log-sum-exps [slot][group].
   float* slot_out = ctx.arena.allocate<float>(std::max<int64_t>(1, n_slots * group * head_dim));
   float* slot_lse = ctx.arena.allocate<float>(std::max<int64_t>(1, n_slots * group));
-  std::atomic<int64_t> next{0};
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
 
-  ctx.pool.run([&](int t) {
+  ctx.pool.run_items(n_items, [&](int64_t i, int t) {
     const void** k_blocks = pointers + 2 * max_blocks * t;
     const void** v_blocks = k_blocks + max_blocks;
     int32_t* limits = thread_limits + max_queries * t;
     float* run_lse = thread_lse + 2 * max_queries * t;
     float* part_lse = run_lse + max_queries;
     float* part_out = thread_out + max_queries * head_dim * t;
-    for (int64_t i = next.fetch_add(1); i < n_items; i = next.fetch_add(1)) {
-      const Item& item = items[i];
-      const auto& table = cache.block_table(batch.seq_ids[item.row0]);
-      const int64_t last = batch.positions[item.row1 - 1];
-      // The blocks this item reads: its partition's, or all of them.
-      const int64_t first_block = item.part >= 0 ? item.part * part_len / bs : 0;
-      const int64_t n_blocks = item.part >= 0 ? std::min(last / bs + 1, (item.part + 1) * part_len / bs) : last / bs + 1;
-      for (int64_t b = first_block; b < n_blocks; ++b) {
-        k_blocks[b] = cache.k_block(layer, table[b], item.kv_head);
-        v_blocks[b] = cache.v_block(layer, table[b], item.kv_head);
+    const Item& item = items[i];
+    const auto& table = cache.block_table(batch.seq_ids[item.row0]);
+    const int64_t last = batch.positions[item.row1 - 1];
+    // The blocks this item reads: its partition's, or all of them.
+    const int64_t first_block = item.part >= 0 ? item.part * part_len / bs : 0;
+    const int64_t n_blocks = item.part >= 0 ? std::min(last / bs + 1, (item.part + 1) * part_len / bs) : last / bs + 1;
+    for (int64_t b = first_block; b < n_blocks; ++b) {
+      k_blocks[b] = cache.k_block(layer, table[b], item.kv_head);
+      v_blocks[b] = cache.v_block(layer, table[b], item.kv_head);
+    }
+    kernels::AttentionArgs a;
+    a.block_size = bs;
+    a.head_dim = head_dim;
+    a.kv_type = cache.dtype();
+    a.scale = scale;
+    a.scratch = scratch + scratch_floats * t;
+    a.q_limit = limits;
+    const int64_t first_head = item.kv_head * group;
+    // Partition p of the positions: blocks from p * part_len on, limits relative to it.
+    auto select = [&](int64_t p, int64_t row0) {
+      a.k_blocks = k_blocks + p * part_len / bs;
+      a.v_blocks = v_blocks + p * part_len / bs;
+      for (int64_t r = row0; r < item.row1; ++r)
+        limits[r - row0] = static_cast<int32_t>(std::min<int64_t>(batch.positions[r], (p + 1) * part_len - 1) - p * part_len);
+    };
+    if (item.row1 - item.row0 == 1) {
+      // One row: its group of query heads, over one partition (or the whole context).
+      const int64_t p = std::max<int64_t>(item.part, 0);
+      select(p, item.row0);
+      std::fill_n(limits + 1, group - 1, limits[0]);
+      a.q = q + item.row0 * q_dim + first_head * head_dim;
+      a.q_stride = head_dim;
+      a.n_q = group;
+      a.out_stride = head_dim;
+      if (item.part >= 0) {
+        a.out = slot_out + item.slot * group * head_dim;
+        a.lse = slot_lse + item.slot * group;
+      } else {
+        a.out = out + item.row0 * q_dim + first_head * head_dim;
       }
-      kernels::AttentionArgs a;
-      a.block_size = bs;
-      a.head_dim = head_dim;
-      a.kv_type = cache.dtype();
-      a.scale = scale;
-      a.scratch = scratch + scratch_floats * t;
-      a.q_limit = limits;
-      const int64_t first_head = item.kv_head * group;
-      // Partition p of the positions: blocks from p * part_len on, limits relative to it.
-      auto select = [&](int64_t p, int64_t row0) {
-        a.k_blocks = k_blocks + p * part_len / bs;
-        a.v_blocks = v_blocks + p * part_len / bs;
-        for (int64_t r = row0; r < item.row1; ++r)
-          limits[r - row0] = static_cast<int32_t>(std::min<int64_t>(batch.positions[r], (p + 1) * part_len - 1) - p * part_len);
-      };
-      if (item.row1 - item.row0 == 1) {
-        // One row: its group of query heads, over one partition (or the whole context).
-        const int64_t p = std::max<int64_t>(item.part, 0);
-        select(p, item.row0);
-        std::fill_n(limits + 1, group - 1, limits[0]);
-        a.q = q + item.row0 * q_dim + first_head * head_dim;
-        a.q_stride = head_dim;
-        a.n_q = group;
-        a.out_stride = head_dim;
-        if (item.part >= 0) {
-          a.out = slot_out + item.slot * group * head_dim;
-          a.lse = slot_lse + item.slot * group;
-        } else {
-          a.out = out + item.row0 * q_dim + first_head * head_dim;
-        }
-        ctx.kernels.attention(a);
-        continue;
-      }
-      // Rows of one sequence, in increasing positions: each head over every partition in turn.
-      const int64_t parts = parts_of(last);
-      a.q_stride = q_dim;
-      for (int64_t g = 0; g < group; ++g) {
-        const int64_t head = first_head + g;
-        int64_t row0 = item.row0;
-        for (int64_t p = 0; p < parts; ++p) {
-          while (batch.positions[row0] < p * part_len) ++row0;  // rows that reach partition p
-          select(p, row0);
-          const int64_t n_q = item.row1 - row0;
-          a.q = q + row0 * q_dim + head * head_dim;
-          a.n_q = n_q;
-          if (p == 0) {
-            a.out = out + row0 * q_dim + head * head_dim;
-            a.out_stride = q_dim;
-            a.lse = parts > 1 ? run_lse : nullptr;
-            ctx.kernels.attention(a);
-            continue;
-          }
-          a.out = part_out;
-          a.out_stride = head_dim;
-          a.lse = part_lse;
+      ctx.kernels.attention(a);
+      return;
+    }
+    // Rows of one sequence, in increasing positions: each head over every partition in turn.
+    const int64_t parts = parts_of(last);
+    a.q_stride = q_dim;
+    for (int64_t g = 0; g < group; ++g) {
+      const int64_t head = first_head + g;
+      int64_t row0 = item.row0;
+      for (int64_t p = 0; p < parts; ++p) {
+        while (batch.positions[row0] < p * part_len) ++row0;  // rows that reach partition p
+        select(p, row0);
+        const int64_t n_q = item.row1 - row0;
+        a.q = q + row0 * q_dim + head * head_dim;
+        a.n_q = n_q;
+        if (p == 0) {
+          a.out = out + row0 * q_dim + head * head_dim;
+          a.out_stride = q_dim;
+          a.lse = parts > 1 ? run_lse : nullptr;
           ctx.kernels.attention(a);
-          for (int64_t r = 0; r < n_q; ++r)
-            merge_partition(out + (row0 + r) * q_dim + head * head_dim, run_lse + (row0 - item.row0) + r,
-                            part_out + r * head_dim, part_lse[r], head_dim);
+          continue;
         }
+        a.out = part_out;
+        a.out_stride = head_dim;
+        a.lse = part_lse;
+        ctx.kernels.attention(a);
+        for (int64_t r = 0; r < n_q; ++r)
+          merge_partition(out + (row0 + r) * q_dim + head * head_dim, run_lse + (row0 - item.row0) + r,
+                          part_out + r * head_dim, part_lse[r], head_dim);
       }
     }
   });

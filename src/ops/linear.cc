@@ -120,17 +120,10 @@ void linear_multi(OpContext& ctx, const LinearOutput* outputs, int count, const 
     while ((n + columns - 1) / columns > 256 / count) columns *= 2;
     for (int64_t n0 = 0; n0 < n; n0 += columns) items[n_items++] = {i, n0, std::min(n, n0 + columns)};
   }
-  if (threads == 1 || n_items == 1) {
-    for (int it = 0; it < n_items; ++it) prepared[items[it].product].kernel.fn(prepared[items[it].product].args, items[it].n0, items[it].n1);
-  } else {
-    std::atomic<int> next{0};
-    ctx.pool.run([&](int) {
-      for (int it = next.fetch_add(1, std::memory_order_relaxed); it < n_items; it = next.fetch_add(1, std::memory_order_relaxed)) {
-        const Prepared& p = prepared[items[it].product];
-        p.kernel.fn(p.args, items[it].n0, items[it].n1);
-      }
-    });
-  }
+  ctx.pool.run_items(n_items, [&](int64_t it, int) {
+    const Prepared& p = prepared[items[it].product];
+    p.kernel.fn(p.args, items[it].n0, items[it].n1);
+  });
   for (int i = 0; i < count; ++i) add_bias(ctx, *outputs[i].layer, outputs[i].y, n_rows);
   // The LoRA step, after the base product: unmerged adapters add their low-rank update.
   for (int i = 0; i < count; ++i)

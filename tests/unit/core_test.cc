@@ -83,6 +83,28 @@ TEST(ThreadPool, RunCompletesSharedWork) {
   }
 }
 
+// run_items hands every item out exactly once, to threads whose indices are unique at a time
+// (the callers index per-thread scratch with them), across many back-to-back regions.
+TEST(ThreadPool, RunItemsHandsOutEachItemOnce) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 2, 5, 97}) {
+      for (int rep = 0; rep < 200; ++rep) {
+        std::vector<std::atomic<int>> hits(n);
+        std::vector<std::atomic<int>> busy(threads);
+        std::atomic<bool> clash{false};
+        pool.run_items(n, [&](int64_t i, int t) {
+          if (busy[t].fetch_add(1) != 0) clash = true;
+          hits[i]++;
+          busy[t].fetch_sub(1);
+        });
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << threads << " threads, n=" << n << ", item " << i;
+        ASSERT_FALSE(clash.load()) << "two concurrent calls shared thread index";
+      }
+    }
+  }
+}
+
 // Workers join an open region: the caller holds it open until another thread shows up (or a
 // generous time passes), also after the workers have gone to sleep.
 TEST(ThreadPool, WorkersJoinOpenRegionsAfterSleeping) {

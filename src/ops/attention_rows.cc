@@ -9,7 +9,6 @@
 // whose partitions ran on different threads or a prompt row attended in one item, so a request
 // gives the same bits alone and batched (the server relies on it).
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 
 #include "core/check.h"

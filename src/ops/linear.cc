@@ -1,7 +1,6 @@
 #include "ops/linear.h"
 
 #include <algorithm>
-#include <atomic>
 
 #include "core/check.h"
 #include "ops/grad/matmul.h"

@@ -1,7 +1,6 @@
 #include "ops/grad/attention_grad.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 
 #include "core/check.h"
@@ -51,12 +50,7 @@ void scores_to_probs(const kernels::KernelTable& kt, float* s, int64_t rows, int
 
 template <typename F>
 void for_items(OpContext& ctx, const AttentionShape& s, F&& f) {
-  const int64_t n_items = s.n_seq * s.n_head_kv;
-  std::atomic<int64_t> next{0};
-  ctx.pool.run([&](int thread) {
-    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n_items; i = next.fetch_add(1, std::memory_order_relaxed))
-      f(Item{i / s.n_head_kv, i % s.n_head_kv}, thread);
-  });
+  ctx.pool.run_items(s.n_seq * s.n_head_kv, [&](int64_t i, int thread) { f(Item{i / s.n_head_kv, i % s.n_head_kv}, thread); });
 }
 
 void check_shape(const AttentionShape& s) {

@@ -1,7 +1,6 @@
 #include "ops/grad/cross_entropy.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -29,18 +28,15 @@ void check_target(int32_t t, int64_t n_vocab) { FRUGAL_CHECK(t < n_vocab, "targe
 void cross_entropy_forward(OpContext& ctx, const float* logits, const int32_t* targets, int64_t n_rows,
                            int64_t n_vocab, float* loss) {
   float* scratch = ctx.arena.allocate<float>(n_vocab * ctx.pool.size());
-  std::atomic<int64_t> next{0};
-  ctx.pool.run([&](int thread) {
-    float* row = scratch + n_vocab * thread;
-    for (int64_t r = next.fetch_add(1); r < n_rows; r = next.fetch_add(1)) {
-      if (targets[r] < 0) {
-        loss[r] = 0.0f;
-        continue;
-      }
-      check_target(targets[r], n_vocab);
-      std::memcpy(row, logits + r * n_vocab, n_vocab * sizeof(float));
-      loss[r] = softmax_lse(ctx.kernels, row, n_vocab) - logits[r * n_vocab + targets[r]];
+  ctx.pool.run_items(n_rows, [&](int64_t r, int thread) {
+    if (targets[r] < 0) {
+      loss[r] = 0.0f;
+      return;
     }
+    check_target(targets[r], n_vocab);
+    float* row = scratch + n_vocab * thread;
+    std::memcpy(row, logits + r * n_vocab, n_vocab * sizeof(float));
+    loss[r] = softmax_lse(ctx.kernels, row, n_vocab) - logits[r * n_vocab + targets[r]];
   });
 }
 

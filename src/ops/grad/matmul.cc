@@ -1,7 +1,6 @@
 #include "ops/grad/matmul.h"
 
 #include <algorithm>
-#include <atomic>
 
 #include "core/check.h"
 
@@ -13,19 +12,9 @@ template <typename F>
 void for_blocks(OpContext& ctx, int64_t m, int64_t n, int64_t row_block, int64_t col_block, F&& f) {
   const int64_t rb = (m + row_block - 1) / row_block, cb = (n + col_block - 1) / col_block;
   const int64_t items = rb * cb;
-  if (items <= 1 || ctx.pool.size() == 1) {
-    for (int64_t i = 0; i < items; ++i) {
-      const int64_t r0 = i / cb * row_block, c0 = i % cb * col_block;
-      f(r0, std::min(m, r0 + row_block), c0, std::min(n, c0 + col_block));
-    }
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  ctx.pool.run([&](int) {
-    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < items; i = next.fetch_add(1, std::memory_order_relaxed)) {
-      const int64_t r0 = i / cb * row_block, c0 = i % cb * col_block;
-      f(r0, std::min(m, r0 + row_block), c0, std::min(n, c0 + col_block));
-    }
+  ctx.pool.run_items(items, [&](int64_t i, int) {
+    const int64_t r0 = i / cb * row_block, c0 = i % cb * col_block;
+    f(r0, std::min(m, r0 + row_block), c0, std::min(n, c0 + col_block));
   });
 }
 

@@ -12,7 +12,7 @@
 namespace frugal {
 namespace {
 
-constexpr int32_t kBenchSeq = 1 << 30;  // a sequence id no caller uses
+constexpr int32_t kBenchSeq = 1 << 30;  // sequence ids from here up no caller uses
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
@@ -41,6 +41,7 @@ double forward_flops(const ModelConfig& c, int64_t start, int64_t n) {
 ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& o) {
   const ModelConfig& c = engine.config();
   if (o.prompt_tokens < 1 || o.decode_tokens < 1 || o.repetitions < 1) fail("bench sizes must be positive");
+  if (o.parallel < 1) fail("bench's parallel sequences must be at least 1");
   if (o.prompt_tokens + o.decode_tokens > engine.n_ctx())
     fail("bench needs {} + {} positions but the context holds {} (raise -c)", o.prompt_tokens, o.decode_tokens, engine.n_ctx());
   std::mt19937 rng(1234);
@@ -80,6 +81,28 @@ ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& o) {
     prefill.push_back(t1 - t0);
     ttft.push_back(t2 - t0);
     decode.push_back((t4 - t3) / o.decode_tokens);
+  }
+  if (o.parallel > 1) {
+    // Every sequence decodes from an empty context, like the single-sequence test, so the two
+    // differ only in rows per forward.
+    std::vector<double> step;
+    Batch batch;
+    std::vector<int32_t> next(o.parallel);
+    for (int rep = 0; rep <= o.repetitions; ++rep) {
+      for (int64_t s = 0; s < o.parallel; ++s) next[s] = prompt[s % o.prompt_tokens];
+      const double t0 = now();
+      for (int64_t i = 0; i < o.decode_tokens; ++i) {
+        batch.clear();
+        for (int64_t s = 0; s < o.parallel; ++s) batch.add(next[s], static_cast<int32_t>(i), kBenchSeq + static_cast<int32_t>(s), true);
+        const float* logits = engine.forward(batch);
+        for (int64_t s = 0; s < o.parallel; ++s) next[s] = argmax(logits + s * c.n_vocab, c.n_vocab);
+      }
+      const double t1 = now();
+      for (int64_t s = 0; s < o.parallel; ++s) engine.cache().remove(kBenchSeq + static_cast<int32_t>(s));
+      if (rep > 0) step.push_back((t1 - t0) / o.decode_tokens);
+    }
+    r.batched_seconds_per_step = median(step);
+    r.batched_tokens_per_second = o.parallel / r.batched_seconds_per_step;
   }
   r.prefill_seconds = median(prefill);
   r.prefill_tokens_per_second = o.prompt_tokens / r.prefill_seconds;

@@ -12,6 +12,10 @@ struct ModelBenchOptions {
   int64_t prompt_tokens = 512;  // prefill: one prompt of this many tokens (llama-bench's pp512)
   int64_t decode_tokens = 128;  // decode: this many tokens, one at a time (tg128)
   int repetitions = 3;          // each measurement is the median of this many runs
+  // Batched decode (llama-batched-bench): this many sequences decode together, one row each
+  // per forward, as a server's continuous batching runs them; 1 skips the test. The engine's
+  // KV cache must hold this many contexts.
+  int64_t parallel = 1;
 };
 
 struct ModelBenchResult {
@@ -21,6 +25,8 @@ struct ModelBenchResult {
   double decode_seconds_per_token = 0;
   double decode_tokens_per_second = 0;
   double time_to_first_token = 0;     // prompt evaluation plus the first decode step, seconds
+  double batched_seconds_per_step = 0;   // one forward of `parallel` decode rows (0: not run)
+  double batched_tokens_per_second = 0;  // aggregate: parallel / batched_seconds_per_step
   size_t weight_bytes_per_token = 0;  // bytes of weights one decode step reads
   size_t kv_cache_bytes = 0;
   size_t kv_bytes_per_token = 0;      // KV cache bytes one position takes (all layers, K and V)

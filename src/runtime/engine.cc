@@ -61,7 +61,10 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_path, const Engine
     log_warn("context {} is longer than the {} positions the model was trained for", o.n_ctx, c.n_ctx_train);
   KvCacheOptions kv;
   if (o.kv_contexts < 1) fail("the KV cache must hold at least one context (got {})", o.kv_contexts);
-  kv.capacity_tokens = o.kv_capacity > 0 ? o.kv_capacity : e->n_ctx_ * o.kv_contexts;
+  // Each context in whole blocks: a sequence's last block is its own even when partly used, so
+  // kv_contexts full contexts need that many blocks each.
+  const int64_t blocks_per_context = (e->n_ctx_ + o.kv_block_size - 1) / o.kv_block_size;
+  kv.capacity_tokens = o.kv_capacity > 0 ? o.kv_capacity : blocks_per_context * o.kv_block_size * o.kv_contexts;
   kv.block_size = o.kv_block_size;
   kv.dtype = o.kv_type;
   e->cache_ = std::make_unique<KvCache>(c.n_layer, c.n_head_kv, c.head_dim, kv);

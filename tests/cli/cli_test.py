@@ -140,6 +140,24 @@ def test_bad_input():
         expect_user_error(["generate"] + STORIES + ["-f", d], [d])  # a folder is not a prompt file
 
 
+# ---- bench ------------------------------------------------------------------------------------
+def test_bench_json_and_batched_decode():
+    # Every figure is measured and positive, including the batched decode of --parallel
+    # sequences; the KV cache is sized for that many contexts.
+    p = ok(run(["bench", "-m", WIKI_HF, "-t", "2", "-p", "8", "-n", "4", "-r", "1", "--parallel", "4", "--json"]))
+    r = json.loads(p)
+    for key in ("prefill_tokens_per_second", "decode_tokens_per_second", "batched_decode_tokens_per_second",
+                "batched_decode_ms_per_step", "decode_pct_of_bandwidth", "weight_bytes_per_token", "peak_rss_bytes"):
+        expect(r[key] > 0, f"{key} = {r[key]}")
+    expect(r["parallel"] == 4 and r["threads"] == 2, f"parallel {r['parallel']}, threads {r['threads']}")
+    expect(r["kv_capacity_tokens"] >= 4 * (8 + 4), f"the KV cache holds {r['kv_capacity_tokens']} positions")
+    expect(abs(r["batched_decode_tokens_per_second"] * r["batched_decode_ms_per_step"] / 1e3 - 4) < 1e-6,
+           "aggregate tokens/s is not 4 sequences per step")
+    text = ok(run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "-r", "1", "--parallel", "2"])).decode()
+    expect("2 sequences decoding together" in text, text)
+    expect_user_error(["bench", "-m", WIKI_HF, "--parallel", "0"], ["--parallel"])
+
+
 def test_kv_type_q8_0():
     # A q8_0 KV cache on wiki-7m (head_dim 32) generates; its greedy text starts as the f16
     # cache's does (the first tokens see a short context, where the rounding cannot change the

@@ -30,6 +30,9 @@ CLI::App* setup(CLI::App& app) {
   cmd->add_option("-p,--n-prompt", flags.bench.prompt_tokens, "Prompt tokens for the prefill test")->capture_default_str();
   cmd->add_option("-n,--n-gen", flags.bench.decode_tokens, "Tokens for the decode test")->capture_default_str();
   cmd->add_option("-r,--repetitions", flags.bench.repetitions, "Runs per test (the median is reported)")->capture_default_str();
+  cmd->add_option("--parallel", flags.bench.parallel,
+                  "Also decode this many sequences together, one row each per step, as a server's continuous batching does (aggregate tokens/s)")
+      ->capture_default_str();
   cmd->add_flag("--json", flags.json, "Print one JSON object on stdout");
   return cmd;
 }
@@ -39,6 +42,8 @@ int run() {
   if (model.ctx_size == 0) model.ctx_size = flags.bench.prompt_tokens + flags.bench.decode_tokens + 1;
   EngineOptions options = engine_options(model);
   options.tokenizer_optional = true;
+  if (flags.bench.parallel < 1) fail("--parallel must be at least 1, got {}", flags.bench.parallel);
+  options.kv_contexts = flags.bench.parallel;
   auto engine = Engine::load(model.model, options);
   const auto& kernels = kernels::active();
   log_info("measuring the machine's limits ({} threads, {} kernels)...", engine->pool().size(), kernels::isa_name(kernels.isa));
@@ -75,6 +80,9 @@ int run() {
         {"decode_gb_per_second", decode_bw / 1e9},
         {"decode_pct_of_bandwidth", decode_pct},
         {"time_to_first_token_ms", r.time_to_first_token * 1e3},
+        {"parallel", flags.bench.parallel},
+        {"batched_decode_tokens_per_second", r.batched_tokens_per_second},
+        {"batched_decode_ms_per_step", r.batched_seconds_per_step * 1e3},
         {"peak_rss_bytes", r.peak_rss_bytes},
         {"kv_cache_bytes", r.kv_cache_bytes},
         {"kv_bytes_per_token", r.kv_bytes_per_token},
@@ -96,6 +104,10 @@ int run() {
              r.prefill_tokens_per_second, flags.bench.prompt_tokens, prefill_flops / 1e9, prefill_pct);
   fmt::print("decode       {:8.1f} tokens/s  ({:.1f} MB of weights a token, {:.1f} GB/s = {:.1f}% of the bandwidth bound)\n",
              r.decode_tokens_per_second, r.weight_bytes_per_token / 1e6, decode_bw / 1e9, decode_pct);
+  if (flags.bench.parallel > 1)
+    fmt::print("batched      {:8.1f} tokens/s  ({} sequences decoding together: {:.2f} ms a step, {:.1f}x one sequence)\n",
+               r.batched_tokens_per_second, flags.bench.parallel, r.batched_seconds_per_step * 1e3,
+               r.batched_tokens_per_second / r.decode_tokens_per_second);
   fmt::print("first token  {:8.1f} ms after a {}-token prompt\n", r.time_to_first_token * 1e3, flags.bench.prompt_tokens);
   fmt::print("memory       peak RSS {:.1f} MB, KV cache {:.2f} MB ({}: {} bytes a token x {} positions)\n",
              r.peak_rss_bytes / 1e6, r.kv_cache_bytes / 1e6, model.kv_type, r.kv_bytes_per_token,

@@ -120,6 +120,57 @@ void BM_Attention(benchmark::State& state, DType kv_type) {
   for (int64_t i = 0; i < n_q; ++i) pairs += limits[i] + 1;
   state.counters["GFLOP/s"] = benchmark::Counter(4.0 * hd * pairs / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
+// A continuous-batching decode step's attention, one thread: `seqs` sequences of `positions`
+// cached positions each, SmolLM2-135M's 30 layers of 3 kv heads (3 queries each, head_dim 64),
+// an f16 or q8_0 cache laid out as KvCache's ([layer][k|v][block][head], blocks of 32). The
+// step's keys and values (f16: 23.6 MB for 16 x 64) are far larger than the L2, so every
+// (sequence, kv head) item starts cold, as in a server's decode step (where the weights'
+// stream runs between two layers' attention as well).
+void BM_AttentionDecodeStep(benchmark::State& state, DType kv_type) {
+  const int64_t seqs = state.range(0), positions = state.range(1);
+  const int64_t layers = 30, heads = 3, group = 3, hd = 64, bs = 32;
+  const int64_t blocks_per_seq = (positions + bs - 1) / bs, n_blocks = seqs * blocks_per_seq;
+  const size_t head_bytes = bs * row_bytes(kv_type, hd);
+  Buffer storage(static_cast<size_t>(layers * 2 * n_blocks * heads) * head_bytes);
+  storage.zero();
+  auto slot = [&](int64_t layer, int64_t kv, int64_t block, int64_t head) {
+    return static_cast<const uint8_t*>(storage.data()) + ((layer * 2 + kv) * n_blocks + block) * heads * head_bytes + head * head_bytes;
+  };
+  std::vector<float> q(group * hd, 0.1f), out(group * hd), scratch(attention_scratch_floats(group, blocks_per_seq * bs, hd));
+  std::vector<int32_t> limits(group, static_cast<int32_t>(positions - 1));
+  std::vector<const void*> kp(blocks_per_seq), vp(blocks_per_seq);
+  AttentionArgs a;
+  a.q = q.data();
+  a.q_stride = hd;
+  a.q_limit = limits.data();
+  a.n_q = group;
+  a.k_blocks = kp.data();
+  a.v_blocks = vp.data();
+  a.block_size = bs;
+  a.head_dim = hd;
+  a.kv_type = kv_type;
+  a.scale = 0.125f;
+  a.out = out.data();
+  a.out_stride = hd;
+  a.scratch = scratch.data();
+  for (auto _ : state) {
+    for (int64_t l = 0; l < layers; ++l)
+      for (int64_t s = 0; s < seqs; ++s)
+        for (int64_t h = 0; h < heads; ++h) {
+          for (int64_t b = 0; b < blocks_per_seq; ++b) {
+            kp[b] = slot(l, 0, s * blocks_per_seq + b, h);
+            vp[b] = slot(l, 1, s * blocks_per_seq + b, h);
+          }
+          active().attention(a);
+        }
+  }
+  const double pairs = static_cast<double>(layers * seqs * heads * group * positions);
+  state.counters["GFLOP/s"] = benchmark::Counter(4.0 * hd * pairs / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(storage.size()), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK_CAPTURE(BM_AttentionDecodeStep, f16, DType::kF16)->Args({16, 64})->Args({16, 512})->Args({4, 1024})->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_AttentionDecodeStep, q8_0, DType::kQ8_0)->Args({16, 64})->Args({16, 512})->Unit(benchmark::kMicrosecond);
+
 // A decode step's weight stream, read once per step from memory as a decode does (the set is
 // far larger than the caches), one thread: SmolLM2-135M's 30 layers (range 0) or
 // Qwen2.5-0.5B's 24 (range 1) of q, k, v, o, gate, up, down, against `m` rows of activations.

@@ -112,8 +112,7 @@ void attention_block(OpContext& ctx, const ModelConfig& c, const DecoderLayer& w
   linear_multi(ctx, qkv, 3, s.normed, n);
   rope_rows(ctx, s.q, n, c.n_head, c.head_dim, c.rope.n_rot, rope, c.rope.interleaved);
   rope_rows(ctx, s.k, n, c.n_head_kv, c.head_dim, c.rope.n_rot, rope, c.rope.interleaved);
-  kv_store(ctx, cache, layer, batch, s.k, s.v, c.n_head_kv, c.head_dim);
-  attention_rows(ctx, cache, layer, batch, s.q, c.n_head, c.n_head_kv, c.head_dim, s.attn);
+  attention_rows(ctx, cache, layer, batch, s.q, s.k, s.v, c.n_head, c.n_head_kv, c.head_dim, s.attn);
   linear(ctx, w.wo, s.attn, n, s.proj);
   add_rows(ctx, s.x, s.proj, n, c.n_embd);
 }

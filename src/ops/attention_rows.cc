@@ -8,6 +8,12 @@
 // Every query goes through the same partitions and the same merge, whether it is a decode row
 // whose partitions ran on different threads or a prompt row attended in one item, so a request
 // gives the same bits alone and batched (the server relies on it).
+//
+// The rows' own keys and values are written by the item that attends them first: a decode
+// step's item (sequence, kv head) writes its row's key column and value row into its last
+// block and then reads that block on the same core. Written in a pass before, on whichever
+// thread, a line the other core then read moved between the cores (~200 ns each, 66 lines per
+// row and head), and the pass ran on the caller alone while the worker waited.
 #include <algorithm>
 #include <cmath>
 
@@ -44,12 +50,15 @@ struct Item {
   int64_t slot;   // part >= 0: where its output waits for the merge
   int64_t cost;   // (query, position) pairs: larger items are handed out first
   int64_t order;  // creation order, the tie-break that keeps the sort deterministic
+  bool store;     // writes its rows' keys and values of its kv head before attending
 };
 
 }  // namespace
 
-void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* q, int64_t n_head,
-                    int64_t n_head_kv, int64_t head_dim, float* out) {
+void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* q, const float* k,
+                    const float* v, int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out) {
+  FRUGAL_CHECK((k == nullptr) == (v == nullptr));
+  const bool store = k != nullptr;
   const int64_t n_rows = batch.size();
   const int64_t group = n_head / n_head_kv;
   const int64_t q_dim = n_head * head_dim;
@@ -70,17 +79,22 @@ void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& 
     max_blocks = std::max<int64_t>(max_blocks, cache.block_table(batch.seq_ids[r]).size());
     const int64_t parts = parts_of(batch.positions[end - 1]);
     if (end - r == 1 && parts > 1) {
+      // Only the last partition holds the row's own position.
       split_rows[n_split++] = {r, n_slots};
       for (int64_t h = 0; h < n_head_kv; ++h)
         for (int64_t p = 0; p < parts; ++p, ++n_items) {
           const int64_t len = std::min<int64_t>(part_len, batch.positions[r] + 1 - p * part_len);
-          items[n_items] = {r, r + 1, h, p, n_slots++, len, n_items};
+          items[n_items] = {r, r + 1, h, p, n_slots++, len, n_items, store && p == parts - 1};
         }
     } else {
+      // A run of more than one chunk: a chunk's rows attend to the positions of the chunks
+      // before it, written by other items, so the run is written in a pass before the items.
+      const bool in_item = store && end - r <= kRowChunk;
+      if (store && !in_item) kv_store_rows(ctx, cache, layer, batch, r, end, k, v, n_head_kv, head_dim);
       for (int64_t h = 0; h < n_head_kv; ++h)
         for (int64_t c = r; c < end; c += kRowChunk, ++n_items) {
           const int64_t c_end = std::min(end, c + kRowChunk);
-          items[n_items] = {c, c_end, h, -1, -1, (c_end - c) * (batch.positions[c_end - 1] + 1), n_items};
+          items[n_items] = {c, c_end, h, -1, -1, (c_end - c) * (batch.positions[c_end - 1] + 1), n_items, in_item};
         }
     }
     r = end;
@@ -104,6 +118,9 @@ void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& 
   float* slot_out = ctx.arena.allocate<float>(std::max<int64_t>(1, n_slots * group * head_dim));
   float* slot_lse = ctx.arena.allocate<float>(std::max<int64_t>(1, n_slots * group));
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const kernels::ConvertFn convert = ctx.kernels.convert[static_cast<size_t>(cache.dtype())];
+  uint8_t* key_scratch = ctx.arena.allocate<uint8_t>(cache.row_bytes() * threads);
+  const int64_t kv_width = n_head_kv * head_dim;
 
   ctx.pool.run_items(n_items, [&](int64_t i, int t) {
     const void** k_blocks = pointers + 2 * max_blocks * t;
@@ -114,6 +131,12 @@ void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& 
     float* part_out = thread_out + max_queries * head_dim * t;
     const Item& item = items[i];
     const auto& table = cache.block_table(batch.seq_ids[item.row0]);
+    if (item.store)
+      for (int64_t r = item.row0; r < item.row1; ++r) {
+        const int64_t offset = r * kv_width + item.kv_head * head_dim;
+        kv_store_head(convert, cache, layer, table, batch.positions[r], k + offset, v + offset, item.kv_head, head_dim,
+                      key_scratch + cache.row_bytes() * t);
+      }
     const int64_t last = batch.positions[item.row1 - 1];
     // The blocks this item reads: its partition's, or all of them.
     const int64_t first_block = item.part >= 0 ? item.part * part_len / bs : 0;

@@ -87,33 +87,44 @@ void store_key_column(const uint8_t* key, uint8_t* column, int64_t n, int64_t st
 
 }  // namespace
 
+void kv_store_head(kernels::ConvertFn convert, KvCache& cache, int64_t layer, const std::vector<int32_t>& table,
+                   int64_t pos, const float* k, const float* v, int64_t head, int64_t head_dim, uint8_t* key_scratch) {
+  const int64_t bs = cache.block_size();
+  FRUGAL_CHECK(pos / bs < static_cast<int64_t>(table.size()), "position {} has no KV block", pos);
+  const int32_t block = table[pos / bs];
+  const int64_t slot = pos % bs;
+  const size_t row = cache.row_bytes();
+  // Values: one row. Keys: one column of the transposed block, or one row (q8_0).
+  convert(v, static_cast<uint8_t*>(cache.v_block(layer, block, head)) + slot * row, head_dim);
+  if (!cache.keys_transposed()) {
+    convert(k, static_cast<uint8_t*>(cache.k_block(layer, block, head)) + slot * row, head_dim);
+  } else {
+    const size_t elem = cache.element_bytes();
+    convert(k, key_scratch, head_dim);
+    store_key_column(key_scratch, static_cast<uint8_t*>(cache.k_block(layer, block, head)) + slot * elem, head_dim, bs, elem);
+  }
+}
+
+void kv_store_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, int64_t row0, int64_t row1,
+                   const float* k, const float* v, int64_t n_head_kv, int64_t head_dim) {
+  const kernels::ConvertFn convert = ctx.kernels.convert[static_cast<size_t>(cache.dtype())];
+  const int64_t width = n_head_kv * head_dim;
+  const int threads = ctx.pool.size();
+  uint8_t* keys = ctx.arena.allocate<uint8_t>(cache.row_bytes() * threads);
+  // Rows in chunks: neighbouring positions share the cache lines of a transposed key block.
+  ctx.pool.run_items((row1 - row0 + 15) / 16, [&](int64_t chunk, int t) {
+    for (int64_t r = row0 + 16 * chunk; r < std::min(row1, row0 + 16 * (chunk + 1)); ++r) {
+      const auto& table = cache.block_table(batch.seq_ids[r]);
+      for (int64_t h = 0; h < n_head_kv; ++h)
+        kv_store_head(convert, cache, layer, table, batch.positions[r], k + r * width + h * head_dim,
+                      v + r * width + h * head_dim, h, head_dim, keys + cache.row_bytes() * t);
+    }
+  });
+}
+
 void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* k, const float* v,
               int64_t n_head_kv, int64_t head_dim) {
-  const kernels::ConvertFn convert = ctx.kernels.convert[static_cast<size_t>(cache.dtype())];
-  const int64_t bs = cache.block_size();
-  const size_t row = cache.row_bytes();
-  const size_t elem = cache.keys_transposed() ? cache.element_bytes() : 0;
-  const int64_t width = n_head_kv * head_dim;
-  uint8_t* key = ctx.arena.allocate<uint8_t>(row);
-  for (int64_t r = 0; r < batch.size(); ++r) {
-    const auto& table = cache.block_table(batch.seq_ids[r]);
-    const int64_t pos = batch.positions[r];
-    FRUGAL_CHECK(pos / bs < static_cast<int64_t>(table.size()), "position {} has no KV block", pos);
-    const int32_t block = table[pos / bs];
-    const int64_t slot = pos % bs;
-    for (int64_t h = 0; h < n_head_kv; ++h) {
-      // Values: one row. Keys: one column of the transposed block, or one row (q8_0).
-      convert(v + r * width + h * head_dim, static_cast<uint8_t*>(cache.v_block(layer, block, h)) + slot * row,
-              head_dim);
-      if (!cache.keys_transposed()) {
-        convert(k + r * width + h * head_dim, static_cast<uint8_t*>(cache.k_block(layer, block, h)) + slot * row,
-                head_dim);
-      } else {
-        convert(k + r * width + h * head_dim, key, head_dim);
-        store_key_column(key, static_cast<uint8_t*>(cache.k_block(layer, block, h)) + slot * elem, head_dim, bs, elem);
-      }
-    }
-  }
+  kv_store_rows(ctx, cache, layer, batch, 0, batch.size(), k, v, n_head_kv, head_dim);
 }
 
 }  // namespace frugal

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 #include "ops/op_context.h"
@@ -40,10 +41,19 @@ void rope_rows(OpContext& ctx, float* x, int64_t n_rows, int64_t n_head, int64_t
 // their (sequence, position). The cache must have room (KvCache::reserve).
 void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* k, const float* v,
               int64_t n_head_kv, int64_t head_dim);
+// The same for rows [row0, row1) of the batch (k and v still indexed by batch row).
+void kv_store_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, int64_t row0, int64_t row1,
+                   const float* k, const float* v, int64_t n_head_kv, int64_t head_dim);
+// One row's keys and values of one kv head (head_dim each) at `pos` of the sequence whose block
+// table is `table`; key_scratch holds one converted row (KvCache::row_bytes).
+void kv_store_head(kernels::ConvertFn convert, KvCache& cache, int64_t layer, const std::vector<int32_t>& table,
+                   int64_t pos, const float* k, const float* v, int64_t head, int64_t head_dim, uint8_t* key_scratch);
 
-// Causal attention of every row over its sequence's cached positions 0..position.
-// q and out are [n_rows, n_head * head_dim].
-void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* q, int64_t n_head,
-                    int64_t n_head_kv, int64_t head_dim, float* out);
+// Causal attention of every row over its sequence's cached positions 0..position, after
+// writing the rows' own keys and values (k, v: [n_rows, n_head_kv * head_dim]) into the cache,
+// as kv_store would; null k and v: they are there already. q and out are
+// [n_rows, n_head * head_dim]. The cache must have room (KvCache::reserve).
+void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* q, const float* k,
+                    const float* v, int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out);
 
 }  // namespace frugal

@@ -31,29 +31,54 @@ struct Case {
   // Per sequence: keys, values and queries of every position, [positions, width].
   std::vector<std::vector<float>> k, v, q;
 
-  // Fills sequence `seq` with `n` positions of random keys and values.
-  void fill(int32_t seq, int64_t n, uint32_t seed) {
+  // Makes room for `n` positions of sequence `seq` with random keys and values, and writes the
+  // first `n_stored` of them into the cache (all by default).
+  void fill(int32_t seq, int64_t n, uint32_t seed, int64_t n_stored = -1) {
     ASSERT_TRUE(cache.reserve(seq, n));
-    k.resize(seq + 1), v.resize(seq + 1), q.resize(seq + 1);
+    if (static_cast<int64_t>(k.size()) <= seq) k.resize(seq + 1), v.resize(seq + 1), q.resize(seq + 1);
     k[seq] = test::random_floats(n * kKvDim, seed, 2.0f);
     v[seq] = test::random_floats(n * kKvDim, seed + 1);
     q[seq] = test::random_floats(n * kDim, seed + 2, 2.0f);
     Batch b;
-    for (int64_t p = 0; p < n; ++p) b.add(0, static_cast<int32_t>(p), seq, false);
-    kv_store(ctx, cache, 0, b, k[seq].data(), v[seq].data(), kHeadsKv, kHeadDim);
+    for (int64_t p = 0; p < (n_stored < 0 ? n : n_stored); ++p) b.add(0, static_cast<int32_t>(p), seq, false);
+    if (!b.empty()) kv_store(ctx, cache, 0, b, k[seq].data(), v[seq].data(), kHeadsKv, kHeadDim);
   }
 
-  // The attention output of the rows (seq, position) attended together as one batch.
-  std::vector<float> run(const std::vector<std::pair<int32_t, int32_t>>& rows) {
+  // The attention output of the rows (seq, position) attended together as one batch; with
+  // `store`, attention_rows first writes the rows' keys and values itself.
+  std::vector<float> run(const std::vector<std::pair<int32_t, int32_t>>& rows, bool store = false) {
     Batch b;
-    std::vector<float> qs;
+    std::vector<float> qs, ks, vs;
     for (auto [seq, pos] : rows) {
       b.add(0, pos, seq, false);
       qs.insert(qs.end(), q[seq].begin() + pos * kDim, q[seq].begin() + (pos + 1) * kDim);
+      ks.insert(ks.end(), k[seq].begin() + pos * kKvDim, k[seq].begin() + (pos + 1) * kKvDim);
+      vs.insert(vs.end(), v[seq].begin() + pos * kKvDim, v[seq].begin() + (pos + 1) * kKvDim);
     }
     std::vector<float> out(rows.size() * kDim);
-    attention_rows(ctx, cache, 0, b, qs.data(), kHeads, kHeadsKv, kHeadDim, out.data());
+    attention_rows(ctx, cache, 0, b, qs.data(), store ? ks.data() : nullptr, store ? vs.data() : nullptr, kHeads, kHeadsKv,
+                   kHeadDim, out.data());
     arena.reset();
+    return out;
+  }
+
+  // The cache's bytes of one position of one kv head: its key (a column of a transposed block,
+  // or a row) and its value row.
+  std::vector<uint8_t> position_bytes(int32_t seq, int64_t pos, int64_t head) {
+    const int64_t bs = cache.block_size();
+    const int32_t block = cache.block_table(seq)[pos / bs];
+    const auto* key = static_cast<const uint8_t*>(cache.k_block(0, block, head));
+    const auto* value = static_cast<const uint8_t*>(cache.v_block(0, block, head)) + pos % bs * cache.row_bytes();
+    std::vector<uint8_t> out(value, value + cache.row_bytes());
+    if (!cache.keys_transposed()) {
+      out.insert(out.end(), key + pos % bs * cache.row_bytes(), key + (pos % bs + 1) * cache.row_bytes());
+      return out;
+    }
+    const size_t elem = cache.element_bytes();
+    for (int64_t d = 0; d < kHeadDim; ++d) {
+      const uint8_t* e = key + (d * bs + pos % bs) * elem;
+      out.insert(out.end(), e, e + elem);
+    }
     return out;
   }
 };
@@ -107,6 +132,36 @@ TEST_P(AttentionRowsTest, DecodeRowsGiveThePromptsBitsAcrossPartitions) {
       for (int64_t d = 0; d < kDim; ++d)
         ASSERT_NEAR(all[pos * kDim + d], want[d], 2e-5) << "position " << pos << ", element " << d;
     }
+  }
+}
+
+// attention_rows given the rows' keys and values writes them as kv_store does (in the item that
+// attends them, or in a pass before for a prompt run longer than one chunk) and gives the bits
+// of kv_store followed by attention over the cache.
+TEST_P(AttentionRowsTest, WritesTheRowsKeysAndValuesAsKvStoreDoes) {
+  // (sequence, positions cached before, new positions): a decode row past two partition
+  // boundaries, a short prompt run, a prompt run of several chunks, a first token.
+  struct Run {
+    int32_t seq, cached, added;
+  };
+  const std::vector<Run> runs = {{0, 600, 1}, {1, 300, 10}, {2, 0, 40}, {3, 0, 1}};
+  for (DType kv_type : {DType::kF32, DType::kF16, DType::kQ8_0}) {
+    Case before(GetParam(), kv_type), inside(GetParam(), kv_type);
+    std::vector<std::pair<int32_t, int32_t>> rows;
+    for (const Run& r : runs) {
+      before.fill(r.seq, r.cached + r.added, 20 + r.seq);
+      inside.fill(r.seq, r.cached + r.added, 20 + r.seq, r.cached);
+      for (int32_t p = r.cached; p < r.cached + r.added; ++p) rows.push_back({r.seq, p});
+    }
+    const std::vector<float> want = before.run(rows);
+    const std::vector<float> got = inside.run(rows, true);
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_EQ(got[i], want[i]) << dtype_name(kv_type) << " row " << i / kDim << ", element " << i % kDim;
+    for (const Run& r : runs)
+      for (int32_t p = 0; p < r.cached + r.added; ++p)
+        for (int64_t h = 0; h < kHeadsKv; ++h)
+          ASSERT_EQ(inside.position_bytes(r.seq, p, h), before.position_bytes(r.seq, p, h))
+              << dtype_name(kv_type) << " sequence " << r.seq << " position " << p << " head " << h;
   }
 }
 

@@ -44,6 +44,14 @@ float softmax_scores(float* s, int64_t stride) {
   return _mm512_cvtss_f32(max) + std::log(total);
 }
 
+// Asks for a cache block's bytes ahead of use. A decode step attends many short contexts, each
+// a few 4 KB blocks in its own place in a pool that the weights' stream has just pushed out of
+// the caches, and the hardware prefetcher only starts after a few misses inside a page: without
+// this, each (sequence, kv head) item waited on its blocks' lines one short run at a time.
+inline void prefetch_bytes(const void* p, int64_t bytes) {
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(static_cast<const char*>(p) + off, _MM_HINT_T0);
+}
+
 template <bool kF16>
 inline __m512 load_row(const void* base, int64_t offset) {
   if constexpr (kF16) return load_f16(static_cast<const uint16_t*>(base) + offset);
@@ -83,7 +91,7 @@ __attribute__((noinline)) void weighted_values(const AttentionArgs& a, int64_t q
 }
 
 template <bool kF16, int G>
-void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
+void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefetch) {
   const int64_t hd = a.head_dim, bs = a.block_size;
   int64_t n_pos[G];
   int64_t n_max = 0;
@@ -100,6 +108,12 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
       _mm512_storeu_ps(q + g * hd + d, kF16 ? round_f16(v) : v);
     }
 
+  // While the scores of a key block are computed, the key block two ahead and the value block
+  // of the same positions are asked for. Only by a call's first group of queries: the groups
+  // after it (a prompt's rows) find the blocks in L2, where the extra requests cost time.
+  const int64_t block_bytes = bs * hd * (kF16 ? 2 : 4);
+  const int64_t n_blocks = (n_max + bs - 1) / bs;
+
   // Scores, 32 positions at a time (16 for a last odd chunk): two accumulators per query keep
   // enough FMAs in flight to hide their latency. Each lane's arithmetic is the same either way.
   const __m512 scale = _mm512_set1_ps(a.scale);
@@ -115,6 +129,10 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
     const void* kb0 = a.k_blocks[p / bs];
     const void* kb1 = a.k_blocks[(p + 16) / bs];
     const int64_t slot0 = p % bs, slot1 = (p + 16) % bs;
+    if (prefetch && slot0 == 0) {  // entering a block
+      if (p / bs + 2 < n_blocks) prefetch_bytes(a.k_blocks[p / bs + 2], block_bytes);
+      prefetch_bytes(a.v_blocks[p / bs], block_bytes);
+    }
     __m512 acc0[G], acc1[G];
     for (int g = 0; g < G; ++g) acc0[g] = acc1[g] = _mm512_setzero_ps();
     for (int64_t d = 0; d < hd; ++d) {
@@ -165,7 +183,7 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
 
 template <bool kF16>
 void attend(const AttentionArgs& a) {
-  for_query_groups(a.n_q, [&](auto group, int64_t q0) { attend_group<kF16, decltype(group)::value>(a, q0, a.scratch); });
+  for_query_groups(a.n_q, [&](auto group, int64_t q0) { attend_group<kF16, decltype(group)::value>(a, q0, a.scratch, q0 == 0); });
 }
 
 
@@ -191,7 +209,7 @@ inline const BlockQ8_0* q8_row(const void* const* blocks, int64_t bs, size_t row
 constexpr int kMaxPairs = 8;  // head_dim up to 512
 
 template <int G>
-void attend_group_q8(const AttentionArgs& a, int64_t q0) {
+void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
   const int64_t hd = a.head_dim, nb = hd / 32, n_pairs = (nb + 1) / 2, bs = a.block_size;
   const size_t row = static_cast<size_t>(nb) * sizeof(BlockQ8_0);
   int64_t n_pos[G];
@@ -219,7 +237,12 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0) {
   }
 
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const int64_t block_bytes = bs * static_cast<int64_t>(row), n_blocks = (n_max + bs - 1) / bs;
   for (int64_t p = 0; p < n_max; ++p) {
+    if (prefetch && p % bs == 0) {  // entering a block: as attend_group does
+      if (p / bs + 2 < n_blocks) prefetch_bytes(a.k_blocks[p / bs + 2], block_bytes);
+      prefetch_bytes(a.v_blocks[p / bs], block_bytes);
+    }
     const BlockQ8_0* k = q8_row(a.k_blocks, bs, row, p);
     __m512 acc[G];
     for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_ps();
@@ -270,7 +293,7 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0) {
 }
 
 void attend_q8(const AttentionArgs& a) {
-  for_query_groups(a.n_q, [&](auto group, int64_t q0) { attend_group_q8<decltype(group)::value>(a, q0); });
+  for_query_groups(a.n_q, [&](auto group, int64_t q0) { attend_group_q8<decltype(group)::value>(a, q0, q0 == 0); });
 }
 
 }  // namespace

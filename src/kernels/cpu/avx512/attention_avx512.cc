@@ -108,11 +108,14 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefe
       _mm512_storeu_ps(q + g * hd + d, kF16 ? round_f16(v) : v);
     }
 
-  // While the scores of a key block are computed, the key block two ahead and the value block
-  // of the same positions are asked for. Only by a call's first group of queries: the groups
-  // after it (a prompt's rows) find the blocks in L2, where the extra requests cost time.
+  // The first two key blocks now; while the scores of a key block are computed, the key block
+  // two ahead and the value block of the same positions. Only by a call's first group of
+  // queries: the groups after it (a prompt's rows) find the blocks in L2, where the extra
+  // requests cost time.
   const int64_t block_bytes = bs * hd * (kF16 ? 2 : 4);
   const int64_t n_blocks = (n_max + bs - 1) / bs;
+  if (prefetch)
+    for (int64_t b = 0; b < std::min<int64_t>(n_blocks, 2); ++b) prefetch_bytes(a.k_blocks[b], block_bytes);
 
   // Scores, 32 positions at a time (16 for a last odd chunk): two accumulators per query keep
   // enough FMAs in flight to hide their latency. Each lane's arithmetic is the same either way.
@@ -238,6 +241,8 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
 
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   const int64_t block_bytes = bs * static_cast<int64_t>(row), n_blocks = (n_max + bs - 1) / bs;
+  if (prefetch)
+    for (int64_t b = 0; b < std::min<int64_t>(n_blocks, 2); ++b) prefetch_bytes(a.k_blocks[b], block_bytes);
   for (int64_t p = 0; p < n_max; ++p) {
     if (prefetch && p % bs == 0) {  // entering a block: as attend_group does
       if (p / bs + 2 < n_blocks) prefetch_bytes(a.k_blocks[p / bs + 2], block_bytes);

@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "kernels/cpu/avx2/simd_avx2.h"
+#include "kernels/cpu/kv_prefetch.h"
 #include "kernels/cpu/query_groups.h"
 #include "kernels/kernels.h"
 #include "kernels/ref/ref_kernels.h"
@@ -88,7 +89,7 @@ __attribute__((noinline)) void weighted_values(const AttentionArgs& a, int64_t q
 }
 
 template <bool kF16, int G>
-void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
+void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefetch) {
   const int64_t hd = a.head_dim, bs = a.block_size;
   int64_t n_pos[G];
   int64_t n_max = 0;
@@ -105,12 +106,16 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
       _mm256_storeu_ps(q + g * hd + d, kF16 ? round_f16(v) : v);
     }
 
+  const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs * hd * (kF16 ? 2 : 4), (n_max + bs - 1) / bs, prefetch};
+  fetch.start();
+
   // Scores, 8 positions at a time.
   const __m256 scale = _mm256_set1_ps(a.scale);
   const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
   for (int64_t p = 0; p < n_max; p += 8) {
     const void* kb = a.k_blocks[p / bs];
     const int64_t slot = p % bs;
+    if (slot == 0) fetch.entering(p / bs);
     __m256 acc[G];
     for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
     for (int64_t d = 0; d < hd; ++d) {
@@ -144,7 +149,7 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch) {
 
 template <bool kF16>
 void attend(const AttentionArgs& a) {
-  for_query_groups(a.n_q, [&](auto group, int64_t q0) { attend_group<kF16, decltype(group)::value>(a, q0, a.scratch); });
+  for_query_groups(a.n_q, [&](auto group, int64_t q0) { attend_group<kF16, decltype(group)::value>(a, q0, a.scratch, q0 == 0); });
 }
 
 
@@ -167,7 +172,7 @@ inline const BlockQ8_0* q8_row(const void* const* blocks, int64_t bs, size_t row
 }
 
 template <int G>
-void attend_group_q8(const AttentionArgs& a, int64_t q0) {
+void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
   const int64_t hd = a.head_dim, nb = hd / 32, bs = a.block_size;
   const size_t row = static_cast<size_t>(nb) * sizeof(BlockQ8_0);
   int64_t n_pos[G];
@@ -182,7 +187,10 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0) {
   for (int g = 0; g < G; ++g) convert_q8_act(a.q + (q0 + g) * a.q_stride, qb + g * nb, hd);
 
   const __m256i ones = _mm256_set1_epi16(1);
+  const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs * static_cast<int64_t>(row), (n_max + bs - 1) / bs, prefetch};
+  fetch.start();
   for (int64_t p = 0; p < n_max; ++p) {
+    if (p % bs == 0) fetch.entering(p / bs);
     const BlockQ8_0* k = q8_row(a.k_blocks, bs, row, p);
     __m256 acc[G];
     for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
@@ -235,7 +243,7 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0) {
 }
 
 void attend_q8(const AttentionArgs& a) {
-  for_query_groups(a.n_q, [&](auto group, int64_t q0) { attend_group_q8<decltype(group)::value>(a, q0); });
+  for_query_groups(a.n_q, [&](auto group, int64_t q0) { attend_group_q8<decltype(group)::value>(a, q0, q0 == 0); });
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "kernels/cpu/avx512/simd_avx512.h"
+#include "kernels/cpu/kv_prefetch.h"
 #include "kernels/cpu/query_groups.h"
 #include "kernels/kernels.h"
 #include "kernels/ref/ref_kernels.h"
@@ -42,14 +43,6 @@ float softmax_scores(float* s, int64_t stride) {
     _mm512_storeu_ps(s + p, kF16 ? round_f16(w) : w);
   }
   return _mm512_cvtss_f32(max) + std::log(total);
-}
-
-// Asks for a cache block's bytes ahead of use. A decode step attends many short contexts, each
-// a few 4 KB blocks in its own place in a pool that the weights' stream has just pushed out of
-// the caches, and the hardware prefetcher only starts after a few misses inside a page: without
-// this, each (sequence, kv head) item waited on its blocks' lines one short run at a time.
-inline void prefetch_bytes(const void* p, int64_t bytes) {
-  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(static_cast<const char*>(p) + off, _MM_HINT_T0);
 }
 
 template <bool kF16>
@@ -108,14 +101,8 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefe
       _mm512_storeu_ps(q + g * hd + d, kF16 ? round_f16(v) : v);
     }
 
-  // The first two key blocks now; while the scores of a key block are computed, the key block
-  // two ahead and the value block of the same positions. Only by a call's first group of
-  // queries: the groups after it (a prompt's rows) find the blocks in L2, where the extra
-  // requests cost time.
-  const int64_t block_bytes = bs * hd * (kF16 ? 2 : 4);
-  const int64_t n_blocks = (n_max + bs - 1) / bs;
-  if (prefetch)
-    for (int64_t b = 0; b < std::min<int64_t>(n_blocks, 2); ++b) prefetch_bytes(a.k_blocks[b], block_bytes);
+  const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs * hd * (kF16 ? 2 : 4), (n_max + bs - 1) / bs, prefetch};
+  fetch.start();
 
   // Scores, 32 positions at a time (16 for a last odd chunk): two accumulators per query keep
   // enough FMAs in flight to hide their latency. Each lane's arithmetic is the same either way.
@@ -132,10 +119,7 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefe
     const void* kb0 = a.k_blocks[p / bs];
     const void* kb1 = a.k_blocks[(p + 16) / bs];
     const int64_t slot0 = p % bs, slot1 = (p + 16) % bs;
-    if (prefetch && slot0 == 0) {  // entering a block
-      if (p / bs + 2 < n_blocks) prefetch_bytes(a.k_blocks[p / bs + 2], block_bytes);
-      prefetch_bytes(a.v_blocks[p / bs], block_bytes);
-    }
+    if (slot0 == 0) fetch.entering(p / bs);
     __m512 acc0[G], acc1[G];
     for (int g = 0; g < G; ++g) acc0[g] = acc1[g] = _mm512_setzero_ps();
     for (int64_t d = 0; d < hd; ++d) {
@@ -240,14 +224,10 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
   }
 
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  const int64_t block_bytes = bs * static_cast<int64_t>(row), n_blocks = (n_max + bs - 1) / bs;
-  if (prefetch)
-    for (int64_t b = 0; b < std::min<int64_t>(n_blocks, 2); ++b) prefetch_bytes(a.k_blocks[b], block_bytes);
+  const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs * static_cast<int64_t>(row), (n_max + bs - 1) / bs, prefetch};
+  fetch.start();
   for (int64_t p = 0; p < n_max; ++p) {
-    if (prefetch && p % bs == 0) {  // entering a block: as attend_group does
-      if (p / bs + 2 < n_blocks) prefetch_bytes(a.k_blocks[p / bs + 2], block_bytes);
-      prefetch_bytes(a.v_blocks[p / bs], block_bytes);
-    }
+    if (p % bs == 0) fetch.entering(p / bs);
     const BlockQ8_0* k = q8_row(a.k_blocks, bs, row, p);
     __m512 acc[G];
     for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_ps();

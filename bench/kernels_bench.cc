@@ -86,6 +86,27 @@ BENCHMARK_CAPTURE(BM_Gemm, q4_k_packed, DType::kQ4_K, true)->Args({2048, 2048});
 BENCHMARK_CAPTURE(BM_Gemm, q6_k, DType::kQ6_K)->Args({2048, 2048});
 BENCHMARK_CAPTURE(BM_Gemm, q6_k_packed, DType::kQ6_K, true)->Args({2048, 2048});
 
+// The arguments of one attention call over one head of 64 in blocks of 32 (the benchmarks'
+// shape): n_q queries with their position limits, the blocks' key and value pointers.
+AttentionArgs head64_args(DType kv_type, int64_t n_q, const float* q, const int32_t* limits, const void* const* k_blocks,
+                          const void* const* v_blocks, float* out, float* scratch) {
+  AttentionArgs a;
+  a.q = q;
+  a.q_stride = 64;
+  a.q_limit = limits;
+  a.n_q = n_q;
+  a.k_blocks = k_blocks;
+  a.v_blocks = v_blocks;
+  a.block_size = 32;
+  a.head_dim = 64;
+  a.kv_type = kv_type;
+  a.scale = 0.125f;
+  a.out = out;
+  a.out_stride = 64;
+  a.scratch = scratch;
+  return a;
+}
+
 // Attention of `queries` rows over `positions` cached positions, one head of 64, an f16 or
 // q8_0 cache.
 void BM_Attention(benchmark::State& state, DType kv_type) {
@@ -101,20 +122,7 @@ void BM_Attention(benchmark::State& state, DType kv_type) {
   std::vector<float> q(n_q * hd, 0.1f), out(n_q * hd), scratch(attention_scratch_floats(n_q, n_blocks * bs, hd));
   std::vector<int32_t> limits(n_q);
   for (int64_t i = 0; i < n_q; ++i) limits[i] = static_cast<int32_t>(positions - n_q + i);
-  AttentionArgs a;
-  a.q = q.data();
-  a.q_stride = hd;
-  a.q_limit = limits.data();
-  a.n_q = n_q;
-  a.k_blocks = kp.data();
-  a.v_blocks = vp.data();
-  a.block_size = bs;
-  a.head_dim = hd;
-  a.kv_type = kv_type;
-  a.scale = 0.125f;
-  a.out = out.data();
-  a.out_stride = hd;
-  a.scratch = scratch.data();
+  const AttentionArgs a = head64_args(kv_type, n_q, q.data(), limits.data(), kp.data(), vp.data(), out.data(), scratch.data());
   for (auto _ : state) active().attention(a);
   double pairs = 0;
   for (int64_t i = 0; i < n_q; ++i) pairs += limits[i] + 1;
@@ -139,20 +147,7 @@ void BM_AttentionDecodeStep(benchmark::State& state, DType kv_type) {
   std::vector<float> q(group * hd, 0.1f), out(group * hd), scratch(attention_scratch_floats(group, blocks_per_seq * bs, hd));
   std::vector<int32_t> limits(group, static_cast<int32_t>(positions - 1));
   std::vector<const void*> kp(blocks_per_seq), vp(blocks_per_seq);
-  AttentionArgs a;
-  a.q = q.data();
-  a.q_stride = hd;
-  a.q_limit = limits.data();
-  a.n_q = group;
-  a.k_blocks = kp.data();
-  a.v_blocks = vp.data();
-  a.block_size = bs;
-  a.head_dim = hd;
-  a.kv_type = kv_type;
-  a.scale = 0.125f;
-  a.out = out.data();
-  a.out_stride = hd;
-  a.scratch = scratch.data();
+  const AttentionArgs a = head64_args(kv_type, group, q.data(), limits.data(), kp.data(), vp.data(), out.data(), scratch.data());
   for (auto _ : state) {
     for (int64_t l = 0; l < layers; ++l)
       for (int64_t s = 0; s < seqs; ++s)

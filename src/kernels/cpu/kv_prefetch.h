@@ -1,5 +1,5 @@
-// Software prefetch of KV cache blocks for the attention kernels of every ISA (SSE's prefetch
-// instruction, which every x86-64 CPU has).
+// Software prefetch of KV cache blocks for the attention kernels of every ISA (prefetcht0,
+// which every x86-64 CPU has).
 //
 // A decode step's (sequence, kv head) items each read a few 4 KB blocks that lie apart in the
 // block pool, and the weights' stream has pushed them out of the caches since the step before;
@@ -9,14 +9,17 @@
 // "Attention prefetch").
 #pragma once
 
-#include <xmmintrin.h>
-
 #include <cstdint>
 
 namespace frugal::kernels {
 
+// prefetcht0 as a volatile asm statement: GCC 12 deleted _mm_prefetch's loop entirely once it
+// was inlined through KvPrefetch's const methods (a prefetch has no effect it must keep), and
+// the kernels silently lost the speed-up (caught by BM_AttentionDecodeStep).
+inline void prefetch_line(const char* p) { asm volatile("prefetcht0 %0" : : "m"(*p)); }
+
 inline void prefetch_bytes(const void* p, int64_t bytes) {
-  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(static_cast<const char*>(p) + off, _MM_HINT_T0);
+  for (int64_t off = 0; off < bytes; off += 64) prefetch_line(static_cast<const char*>(p) + off);
 }
 
 // Where a kernel call stands in its blocks: what to ask for at the start and on entering a block.

@@ -20,7 +20,12 @@ KvCache::KvCache(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvC
     fail("a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is {}); use f16 or f32", head_dim);
   row_bytes_ = frugal::row_bytes(dtype_, head_dim);
   const size_t total = static_cast<size_t>(n_layer_) * 2 * n_blocks_ * n_head_kv_ * block_size_ * row_bytes_;
-  storage_ = Buffer(total);
+  try {
+    storage_ = Buffer(total);
+  } catch (const Error&) {
+    fail("the KV cache does not fit in memory: {} positions x {} bytes = {:.1f} GB (lower the context or the parallel sequences)",
+         capacity_tokens(), bytes_per_token(), static_cast<double>(total) / 1e9);
+  }
   refs_.assign(n_blocks_, 0);
   free_.reserve(n_blocks_);
   for (int64_t b = n_blocks_ - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));

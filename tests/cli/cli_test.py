@@ -156,6 +156,12 @@ def test_bench_json_and_batched_decode():
     text = ok(run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "-r", "1", "--parallel", "2"])).decode()
     expect("2 sequences decoding together" in text, text)
     expect_user_error(["bench", "-m", WIKI_HF, "--parallel", "0"], ["--parallel"])
+    # Too many contexts for memory: the error comes after the model has loaded (its progress line
+    # is on stderr first) and names the KV cache and its size.
+    p = run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "--parallel", "100000000"])
+    last = p.stderr.decode(errors="replace").strip().splitlines()[-1]
+    expect(p.returncode == 1 and last.startswith("frugal: error: the KV cache does not fit") and "GB" in last,
+           f"exit {p.returncode}, last line {last!r}")
 
 
 def test_kv_type_q8_0():

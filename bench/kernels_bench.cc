@@ -12,6 +12,7 @@
 #include "gemm_operands.h"
 #include "core/buffer.h"
 #include "kernels/kernels.h"
+#include "runtime/kv_cache.h"
 
 namespace frugal::kernels {
 namespace {
@@ -130,38 +131,35 @@ void BM_Attention(benchmark::State& state, DType kv_type) {
 }
 // A continuous-batching decode step's attention, one thread: `seqs` sequences of `positions`
 // cached positions each, SmolLM2-135M's 30 layers of 3 kv heads (3 queries each, head_dim 64),
-// an f16 or q8_0 cache laid out as KvCache's ([layer][k|v][block][head], blocks of 32). The
-// step's keys and values (f16: 23.6 MB for 16 x 64) are far larger than the L2, so every
-// (sequence, kv head) item starts cold, as in a server's decode step (where the weights'
-// stream runs between two layers' attention as well).
+// in a KvCache (f16 or q8_0, blocks of 32). The step's keys and values (f16: 23.6 MB for 16 x
+// 64) are far larger than the L2, so every (sequence, kv head) item starts cold, as in a
+// server's decode step (where the weights' stream runs between two layers' attention as well).
 void BM_AttentionDecodeStep(benchmark::State& state, DType kv_type) {
   const int64_t seqs = state.range(0), positions = state.range(1);
-  const int64_t layers = 30, heads = 3, group = 3, hd = 64, bs = 32;
-  const int64_t blocks_per_seq = (positions + bs - 1) / bs, n_blocks = seqs * blocks_per_seq;
-  const size_t head_bytes = bs * row_bytes(kv_type, hd);
-  Buffer storage(static_cast<size_t>(layers * 2 * n_blocks * heads) * head_bytes);
-  storage.zero();
-  auto slot = [&](int64_t layer, int64_t kv, int64_t block, int64_t head) {
-    return static_cast<const uint8_t*>(storage.data()) + ((layer * 2 + kv) * n_blocks + block) * heads * head_bytes + head * head_bytes;
-  };
-  std::vector<float> q(group * hd, 0.1f), out(group * hd), scratch(attention_scratch_floats(group, blocks_per_seq * bs, hd));
+  const int64_t layers = 30, heads = 3, group = 3, hd = 64;
+  KvCache cache(layers, heads, hd, {seqs * ((positions + 31) / 32 * 32), 32, kv_type});
+  cache.prefault();
+  for (int32_t s = 0; s < seqs; ++s) cache.reserve(s, positions);
+  const int64_t blocks_per_seq = static_cast<int64_t>(cache.block_table(0).size());
+  std::vector<float> q(group * hd, 0.1f), out(group * hd), scratch(attention_scratch_floats(group, blocks_per_seq * 32, hd));
   std::vector<int32_t> limits(group, static_cast<int32_t>(positions - 1));
   std::vector<const void*> kp(blocks_per_seq), vp(blocks_per_seq);
   const AttentionArgs a = head64_args(kv_type, group, q.data(), limits.data(), kp.data(), vp.data(), out.data(), scratch.data());
   for (auto _ : state) {
     for (int64_t l = 0; l < layers; ++l)
-      for (int64_t s = 0; s < seqs; ++s)
+      for (int32_t s = 0; s < seqs; ++s)
         for (int64_t h = 0; h < heads; ++h) {
+          const std::vector<int32_t>& table = cache.block_table(s);
           for (int64_t b = 0; b < blocks_per_seq; ++b) {
-            kp[b] = slot(l, 0, s * blocks_per_seq + b, h);
-            vp[b] = slot(l, 1, s * blocks_per_seq + b, h);
+            kp[b] = cache.k_block(l, table[b], h);
+            vp[b] = cache.v_block(l, table[b], h);
           }
           active().attention(a);
         }
   }
   const double pairs = static_cast<double>(layers * seqs * heads * group * positions);
   state.counters["GFLOP/s"] = benchmark::Counter(4.0 * hd * pairs / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(storage.size()), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(cache.bytes()), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK_CAPTURE(BM_AttentionDecodeStep, f16, DType::kF16)->Args({16, 64})->Args({16, 512})->Args({4, 1024})->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_AttentionDecodeStep, q8_0, DType::kQ8_0)->Args({16, 64})->Args({16, 512})->Unit(benchmark::kMicrosecond);

@@ -119,7 +119,6 @@ void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& 
   float* slot_lse = ctx.arena.allocate<float>(std::max<int64_t>(1, n_slots * group));
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const kernels::ConvertFn convert = ctx.kernels.convert[static_cast<size_t>(cache.dtype())];
-  uint8_t* key_scratch = ctx.arena.allocate<uint8_t>(cache.row_bytes() * threads);
   const int64_t kv_width = n_head_kv * head_dim;
 
   ctx.pool.run_items(n_items, [&](int64_t i, int t) {
@@ -134,8 +133,7 @@ void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& 
     if (item.store)
       for (int64_t r = item.row0; r < item.row1; ++r) {
         const int64_t offset = r * kv_width + item.kv_head * head_dim;
-        kv_store_head(convert, cache, layer, table, batch.positions[r], k + offset, v + offset, item.kv_head, head_dim,
-                      key_scratch + cache.row_bytes() * t);
+        kv_store_head(convert, cache, layer, table, batch.positions[r], k + offset, v + offset, item.kv_head, head_dim);
       }
     const int64_t last = batch.positions[item.row1 - 1];
     // The blocks this item reads: its partition's, or all of them.

@@ -1,5 +1,6 @@
 #include "ops/transformer_ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -88,7 +89,7 @@ void store_key_column(const uint8_t* key, uint8_t* column, int64_t n, int64_t st
 }  // namespace
 
 void kv_store_head(kernels::ConvertFn convert, KvCache& cache, int64_t layer, const std::vector<int32_t>& table,
-                   int64_t pos, const float* k, const float* v, int64_t head, int64_t head_dim, uint8_t* key_scratch) {
+                   int64_t pos, const float* k, const float* v, int64_t head, int64_t head_dim) {
   const int64_t bs = cache.block_size();
   FRUGAL_CHECK(pos / bs < static_cast<int64_t>(table.size()), "position {} has no KV block", pos);
   const int32_t block = table[pos / bs];
@@ -98,10 +99,17 @@ void kv_store_head(kernels::ConvertFn convert, KvCache& cache, int64_t layer, co
   convert(v, static_cast<uint8_t*>(cache.v_block(layer, block, head)) + slot * row, head_dim);
   if (!cache.keys_transposed()) {
     convert(k, static_cast<uint8_t*>(cache.k_block(layer, block, head)) + slot * row, head_dim);
-  } else {
-    const size_t elem = cache.element_bytes();
-    convert(k, key_scratch, head_dim);
-    store_key_column(key_scratch, static_cast<uint8_t*>(cache.k_block(layer, block, head)) + slot * elem, head_dim, bs, elem);
+    return;
+  }
+  // f16 and f32 convert element by element, so a key goes through a small buffer in pieces.
+  constexpr int64_t kPiece = 64;
+  alignas(64) uint8_t piece[kPiece * sizeof(float)];
+  const size_t elem = cache.element_bytes();
+  uint8_t* column = static_cast<uint8_t*>(cache.k_block(layer, block, head)) + slot * elem;
+  for (int64_t d0 = 0; d0 < head_dim; d0 += kPiece) {
+    const int64_t n = std::min(kPiece, head_dim - d0);
+    convert(k + d0, piece, n);
+    store_key_column(piece, column + d0 * bs * elem, n, bs, elem);
   }
 }
 
@@ -109,17 +117,18 @@ void kv_store_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& b
                    const float* k, const float* v, int64_t n_head_kv, int64_t head_dim) {
   const kernels::ConvertFn convert = ctx.kernels.convert[static_cast<size_t>(cache.dtype())];
   const int64_t width = n_head_kv * head_dim;
-  const int threads = ctx.pool.size();
-  uint8_t* keys = ctx.arena.allocate<uint8_t>(cache.row_bytes() * threads);
-  // Rows in chunks: neighbouring positions share the cache lines of a transposed key block.
-  ctx.pool.run_items((row1 - row0 + 15) / 16, [&](int64_t chunk, int t) {
-    for (int64_t r = row0 + 16 * chunk; r < std::min(row1, row0 + 16 * (chunk + 1)); ++r) {
-      const auto& table = cache.block_table(batch.seq_ids[r]);
-      for (int64_t h = 0; h < n_head_kv; ++h)
-        kv_store_head(convert, cache, layer, table, batch.positions[r], k + r * width + h * head_dim,
-                      v + r * width + h * head_dim, h, head_dim, keys + cache.row_bytes() * t);
-    }
-  });
+  // Chunks of 16 rows: neighbouring positions share the cache lines of a transposed key block.
+  ctx.pool.parallel_for(
+      row1 - row0,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t r = row0 + begin; r < row0 + end; ++r) {
+          const auto& table = cache.block_table(batch.seq_ids[r]);
+          for (int64_t h = 0; h < n_head_kv; ++h)
+            kv_store_head(convert, cache, layer, table, batch.positions[r], k + r * width + h * head_dim,
+                          v + r * width + h * head_dim, h, head_dim);
+        }
+      },
+      16);
 }
 
 void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* k, const float* v,

@@ -45,9 +45,9 @@ void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch,
 void kv_store_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, int64_t row0, int64_t row1,
                    const float* k, const float* v, int64_t n_head_kv, int64_t head_dim);
 // One row's keys and values of one kv head (head_dim each) at `pos` of the sequence whose block
-// table is `table`; key_scratch holds one converted row (KvCache::row_bytes).
+// table is `table`, converted by `convert` (the cache type's).
 void kv_store_head(kernels::ConvertFn convert, KvCache& cache, int64_t layer, const std::vector<int32_t>& table,
-                   int64_t pos, const float* k, const float* v, int64_t head, int64_t head_dim, uint8_t* key_scratch);
+                   int64_t pos, const float* k, const float* v, int64_t head, int64_t head_dim);
 
 // Causal attention of every row over its sequence's cached positions 0..position, after
 // writing the rows' own keys and values (k, v: [n_rows, n_head_kv * head_dim]) into the cache,

@@ -704,14 +704,16 @@ def test_read_and_idle_timeouts():
 
 def test_sigterm_drains():
     # Requests in flight finish, new ones get 503, the process exits with status 0. The streams
-    # must outlast the 0.2 s before the new request: 300 tokens of wiki-7m no longer did once
-    # its weights streamed from huge pages.
+    # must outlast the checks made during the drain: 300 tokens of wiki-7m no longer did once its
+    # weights streamed from huge pages, and three streams of 1,200 ended ~1 s after the start.
+    # So they run near the context (1,900 tokens), and the checks begin as soon as /health says
+    # the drain started instead of after a fixed sleep, which a loaded machine can stretch.
     s = Server("--drain-timeout", "60")
     results, errors = [None] * 3, []
 
     def client(i):
         try:
-            results[i] = s.stream("/v1/completions", dict(greedy(1200), prompt=PROMPTS[i], stream=True))
+            results[i] = s.stream("/v1/completions", dict(greedy(1900), prompt=PROMPTS[i], stream=True))
         except Exception as e:  # noqa: BLE001 - collected
             errors.append(e)
 
@@ -720,10 +722,13 @@ def test_sigterm_drains():
         t.start()
     s.wait_metrics(lambda m: m["frugal_running_sequences"] == 3, "three streams run")
     s.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    deadline = time.time() + 10
+    while s.request("GET", "/health")[0] != 503:
+        expect(time.time() < deadline, "/health did not turn 503 after SIGTERM")
+        time.sleep(0.01)
     status, _, data = s.request("POST", "/v1/completions", dict(greedy(3), prompt="x"))
     expect(status == 503 and check_error(data)["code"] == "shutting_down", f"new request during drain: {status}")
-    expect(s.request("GET", "/health")[0] == 503, "health during drain")
+    expect(any(t.is_alive() for t in threads), "the streams ended before the drain was checked")
     for t in threads:
         t.join(120)
     expect(not errors, f"{errors}")

@@ -7,6 +7,7 @@
 #include <benchmark/benchmark.h>
 
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "gemm_operands.h"
@@ -41,6 +42,24 @@ void BM_Gemm(benchmark::State& state, DType type, bool packed = false) {
   for (auto _ : state) o.kernel.fn(o.args, 0, n);
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
+
+// The activations' conversion to q8_act that an integer product runs first (serially, on the
+// caller, for up to 16 rows): `rows` rows of `k` floats from N(0, 1).
+void BM_ConvertQ8Act(benchmark::State& state) {
+  const int64_t rows = state.range(0), k = state.range(1);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(rows * k);
+  for (float& v : x) v = dist(rng);
+  const size_t stride = row_bytes(DType::kQ8Act, k);
+  std::vector<uint8_t> q(stride * rows);
+  const ConvertFn convert = active().convert[static_cast<size_t>(DType::kQ8Act)];
+  for (auto _ : state)
+    for (int64_t r = 0; r < rows; ++r) convert(x.data() + r * k, q.data() + r * stride, k);
+  state.counters["ns/block"] = benchmark::Counter(static_cast<double>(rows * k / 32),
+                                                  benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_ConvertQ8Act)->Args({16, 576})->Args({16, 1536})->Args({16, 896})->Unit(benchmark::kMicrosecond);
 
 // Shapes: (n_out, n_in) of SmolLM2-135M's q, gate/up, down and output head; Qwen2.5-0.5B's gate/up.
 void shapes(benchmark::internal::Benchmark* b) {

@@ -403,7 +403,9 @@ TEST_P(KernelTest, Bf16ConversionRoundsAndKeepsNaNsAsTheReference) {
 
 // q8_act must equal the reference quantizer byte for byte: exact halves (roundf rounds them
 // away from zero), zero blocks, a negative maximum, and scales that underflow or overflow f16
-// (the quants use the unrounded scale).
+// (the quants use the unrounded scale). The edge cases come twice, so that the AVX-512
+// kernel's groups of 16 (blocks 0-15), 8 (16-23) and 4 (24-27) and its single blocks (28, 29)
+// each meet some.
 TEST_P(KernelTest, Q8ActConversionMatchesReferenceOnEdgeCases) {
   std::vector<float> x;
   // amax 127: d = 1, so these are exact ties at every magnitude.
@@ -417,13 +419,18 @@ TEST_P(KernelTest, Q8ActConversionMatchesReferenceOnEdgeCases) {
   for (int j = 0; j < kQK; ++j) x.push_back(0.49999997f * (j % 2 ? 1 : -1) + (j == 0 ? 126.5f : 0.0f));
   const auto r = test::random_floats(3 * kQK, 5, 3.0f);
   x.insert(x.end(), r.begin(), r.end());
+  const std::vector<float> edges = x;
+  const auto more = test::random_floats(10 * kQK, 6, 40.0f);
+  x.insert(x.end(), more.begin(), more.end());
+  x.insert(x.end(), edges.begin(), edges.end());
+  constexpr size_t kBlocks = 30;
   const int64_t n = static_cast<int64_t>(x.size());
   const size_t bytes = row_bytes(DType::kQ8Act, n);
-  ASSERT_EQ(bytes, 10 * sizeof(BlockQ8Act));
+  ASSERT_EQ(bytes, kBlocks * sizeof(BlockQ8Act));
   std::vector<uint8_t> a(bytes + 8, 0x5A), b(bytes + 8, 0x5A);
   table().convert[static_cast<size_t>(DType::kQ8Act)](x.data(), a.data(), n);
   dtype_traits(DType::kQ8Act).from_float(x.data(), b.data(), n);
-  for (size_t blk = 0; blk < 10; ++blk)
+  for (size_t blk = 0; blk < kBlocks; ++blk)
     EXPECT_EQ(std::memcmp(a.data() + blk * sizeof(BlockQ8Act), b.data() + blk * sizeof(BlockQ8Act), sizeof(BlockQ8Act)), 0)
         << "q8_act block " << blk;
   EXPECT_EQ(a, b) << "bytes past the last block were written";

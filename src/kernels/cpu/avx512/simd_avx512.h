@@ -37,8 +37,9 @@ inline constexpr int64_t kQuantPrefetchBytes = 8192;
 // in one instruction, so 16 sums cost 15 adds and 30 shuffles instead of 16 x 7 dependent
 // steps. A register tile's outputs over a short k (576 in SmolLM2) spend a fifth of their
 // time in hsum otherwise. Lane 4q + r of the last level holds v[q + 4r].
-template <int N>
-inline void hsum16(const __m512* v, float* out) {
+// hreduce16 is the tree with another operation (max: q8_act's block maxima).
+template <int N, typename Op>
+inline void hreduce16(const __m512* v, float* out, Op op) {
   static_assert(N >= 1 && N <= 16);
   constexpr int n8 = (N + 1) / 2, n4 = (n8 + 1) / 2, n2 = (n4 + 1) / 2;
   __m512 s8[8], s4[4], s2[2];
@@ -46,24 +47,29 @@ inline void hsum16(const __m512* v, float* out) {
 #pragma GCC unroll 8
   for (int p = 0; p < n8; ++p) {  // lane i + lane i+8: two vectors' 8 partial sums
     const __m512 a = v[2 * p], b = v[2 * p + 1 < N ? 2 * p + 1 : 2 * p];
-    s8[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    s8[p] = op(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
   }
 #pragma GCC unroll 4
   for (int p = 0; p < n4; ++p) {  // + lane i+4: four vectors' 4 partial sums, one per 128 bits
     const __m512 a = s8[2 * p], b = s8[2 * p + 1 < n8 ? 2 * p + 1 : 2 * p];
-    s4[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+    s4[p] = op(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
   }
 #pragma GCC unroll 2
   for (int p = 0; p < n2; ++p) {  // + lane i+2, within each 128 bits
     const __m512d a = _mm512_castps_pd(s4[2 * p]), b = _mm512_castps_pd(s4[2 * p + 1 < n4 ? 2 * p + 1 : 2 * p]);
-    s2[p] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    s2[p] = op(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
   }
   const __m512 a = s2[0], b = s2[n2 > 1 ? 1 : 0];  // + lane i+1
-  const __m512 s1 = _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 s1 = op(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
   alignas(64) float lanes[16];
   _mm512_store_ps(lanes, s1);
 #pragma GCC unroll 16
   for (int s = 0; s < N; ++s) out[s] = lanes[4 * (s % 4) + s / 4];
+}
+
+template <int N>
+inline void hsum16(const __m512* v, float* out) {
+  hreduce16<N>(v, out, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); });
 }
 
 // y[i * y_stride + j] = hsum(acc[i][j]) for a register tile, 16 outputs at a time.

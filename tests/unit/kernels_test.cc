@@ -440,6 +440,23 @@ TEST_P(KernelTest, Q8ActConversionMatchesReferenceOnEdgeCases) {
   EXPECT_EQ(first->qs[2], -9);
 }
 
+// An infinite activation makes its block's scale infinite and its codes NaN times zero; the
+// result is garbage, but a block's sum must still be the sum of its stored codes, which the
+// integer products' offsets subtract. Every group size of the AVX-512 kernel and the tail.
+TEST_P(KernelTest, Q8ActSumIsTheStoredCodesSumWithInfiniteInputs) {
+  for (int64_t blocks : {1, 4, 8, 16, 29}) {
+    std::vector<float> x = test::random_floats(blocks * kQK, 9, 2.0f);
+    for (int64_t b = 0; b < blocks; b += 3) x[b * kQK + b % kQK] = (b % 2 ? -1 : 1) * std::numeric_limits<float>::infinity();
+    std::vector<BlockQ8Act> q(blocks);
+    table().convert[static_cast<size_t>(DType::kQ8Act)](x.data(), q.data(), blocks * kQK);
+    for (int64_t b = 0; b < blocks; ++b) {
+      int sum = 0;
+      for (int8_t v : q[b].qs) sum += v;
+      EXPECT_EQ(q[b].sum, sum) << blocks << " blocks, block " << b;
+    }
+  }
+}
+
 // Attention of the queries (rows head_dim apart) over a paged cache; the caller sets `out`.
 AttentionArgs attention_args(const std::vector<float>& q, const std::vector<int32_t>& limits,
                              const std::vector<const void*>& kp, const std::vector<const void*>& vp, int64_t bs,

@@ -99,8 +99,12 @@ void convert_q8_act(const float* src, void* dst, int64_t n) {
     const __m256 idv = _mm256_set1_ps(id);
     __m256i q[4];
     for (int c = 0; c < 4; ++c) q[c] = _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v[c], idv)));
-    blocks[b].sum =
-        static_cast<int16_t>(hsum(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]))));
+    // The sum of the codes as stored: packs saturates an infinite input's NaN code
+    // (0x80000000) to -128, and so does the max here.
+    __m256i stored[4];
+    for (int c = 0; c < 4; ++c) stored[c] = _mm256_max_epi32(q[c], _mm256_set1_epi32(-128));
+    blocks[b].sum = static_cast<int16_t>(
+        hsum(_mm256_add_epi32(_mm256_add_epi32(stored[0], stored[1]), _mm256_add_epi32(stored[2], stored[3]))));
     // packs works within 128-bit halves: bytes come out as dwords [q0 lo, q1 lo, q2 lo, q3 lo,
     // q0 hi, q1 hi, q2 hi, q3 hi]; the permutation restores element order.
     const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));

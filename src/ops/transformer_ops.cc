@@ -131,9 +131,4 @@ void kv_store_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& b
       16);
 }
 
-void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* k, const float* v,
-              int64_t n_head_kv, int64_t head_dim) {
-  kv_store_rows(ctx, cache, layer, batch, 0, batch.size(), k, v, n_head_kv, head_dim);
-}
-
 }  // namespace frugal

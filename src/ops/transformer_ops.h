@@ -37,11 +37,9 @@ RopeTables make_rope_tables(OpContext& ctx, const float* inv_freq, int64_t n_rot
 void rope_rows(OpContext& ctx, float* x, int64_t n_rows, int64_t n_head, int64_t head_dim, int64_t n_rot,
                const RopeTables& tables, bool interleaved);
 
-// Writes the rows' keys and values ([n_rows, n_head_kv * head_dim] each) into the cache at
-// their (sequence, position). The cache must have room (KvCache::reserve).
-void kv_store(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* k, const float* v,
-              int64_t n_head_kv, int64_t head_dim);
-// The same for rows [row0, row1) of the batch (k and v still indexed by batch row).
+// Writes the keys and values of the batch's rows [row0, row1) (k and v: [n_rows, n_head_kv *
+// head_dim], indexed by batch row) into the cache at their (sequence, position). The cache must
+// have room (KvCache::reserve).
 void kv_store_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, int64_t row0, int64_t row1,
                    const float* k, const float* v, int64_t n_head_kv, int64_t head_dim);
 // One row's keys and values of one kv head (head_dim each) at `pos` of the sequence whose block
@@ -51,7 +49,7 @@ void kv_store_head(kernels::ConvertFn convert, KvCache& cache, int64_t layer, co
 
 // Causal attention of every row over its sequence's cached positions 0..position, after
 // writing the rows' own keys and values (k, v: [n_rows, n_head_kv * head_dim]) into the cache,
-// as kv_store would; null k and v: they are there already. q and out are
+// as kv_store_rows would; null k and v: they are there already. q and out are
 // [n_rows, n_head * head_dim]. The cache must have room (KvCache::reserve).
 void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& batch, const float* q, const float* k,
                     const float* v, int64_t n_head, int64_t n_head_kv, int64_t head_dim, float* out);

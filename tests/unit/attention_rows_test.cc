@@ -41,7 +41,7 @@ struct Case {
     q[seq] = test::random_floats(n * kDim, seed + 2, 2.0f);
     Batch b;
     for (int64_t p = 0; p < (n_stored < 0 ? n : n_stored); ++p) b.add(0, static_cast<int32_t>(p), seq, false);
-    if (!b.empty()) kv_store(ctx, cache, 0, b, k[seq].data(), v[seq].data(), kHeadsKv, kHeadDim);
+    kv_store_rows(ctx, cache, 0, b, 0, b.size(), k[seq].data(), v[seq].data(), kHeadsKv, kHeadDim);
   }
 
   // The attention output of the rows (seq, position) attended together as one batch; with
@@ -135,9 +135,9 @@ TEST_P(AttentionRowsTest, DecodeRowsGiveThePromptsBitsAcrossPartitions) {
   }
 }
 
-// attention_rows given the rows' keys and values writes them as kv_store does (in the item that
-// attends them, or in a pass before for a prompt run longer than one chunk) and gives the bits
-// of kv_store followed by attention over the cache.
+// attention_rows given the rows' keys and values writes them as kv_store_rows does (in the
+// item that attends them, or in a pass before for a prompt run longer than one chunk) and gives
+// the bits of kv_store_rows followed by attention over the cache.
 TEST_P(AttentionRowsTest, WritesTheRowsKeysAndValuesAsKvStoreDoes) {
   // (sequence, positions cached before, new positions): a decode row past two partition
   // boundaries, a short prompt run, a prompt run of several chunks, a first token.

@@ -403,9 +403,9 @@ TEST_P(KernelTest, Bf16ConversionRoundsAndKeepsNaNsAsTheReference) {
 
 // q8_act must equal the reference quantizer byte for byte: exact halves (roundf rounds them
 // away from zero), zero blocks, a negative maximum, and scales that underflow or overflow f16
-// (the quants use the unrounded scale). The edge cases come twice, so that the AVX-512
-// kernel's groups of 16 (blocks 0-15), 8 (16-23) and 4 (24-27) and its single blocks (28, 29)
-// each meet some.
+// (the quants use the unrounded scale). The edge cases come again after the first 16 blocks,
+// so that each of the AVX-512 kernel's groups meets some: 16 (blocks 0-15), 8 (16-23),
+// 4 (24-27), 2 (28, 29) and 1 (30, the underflowing scale).
 TEST_P(KernelTest, Q8ActConversionMatchesReferenceOnEdgeCases) {
   std::vector<float> x;
   // amax 127: d = 1, so these are exact ties at every magnitude.
@@ -420,10 +420,11 @@ TEST_P(KernelTest, Q8ActConversionMatchesReferenceOnEdgeCases) {
   const auto r = test::random_floats(3 * kQK, 5, 3.0f);
   x.insert(x.end(), r.begin(), r.end());
   const std::vector<float> edges = x;
-  const auto more = test::random_floats(10 * kQK, 6, 40.0f);
+  const auto more = test::random_floats(6 * kQK, 6, 40.0f);
   x.insert(x.end(), more.begin(), more.end());
   x.insert(x.end(), edges.begin(), edges.end());
-  constexpr size_t kBlocks = 30;
+  x.insert(x.end(), edges.begin(), edges.begin() + 5 * kQK);
+  constexpr size_t kBlocks = 31;
   const int64_t n = static_cast<int64_t>(x.size());
   const size_t bytes = row_bytes(DType::kQ8Act, n);
   ASSERT_EQ(bytes, kBlocks * sizeof(BlockQ8Act));

@@ -181,7 +181,7 @@ void attend(const AttentionArgs& a) {
 // query's signed quants, the offset folded into the accumulator's start as in the Q8_0 GEMM:
 // sum((k + 128) q) - 128 sum(q) = sum(k q). The integer lanes (< 2^24, exact in f32) times both
 // scales go into an f32 accumulator; 16 positions' accumulators are reduced together by one
-// transpose-and-add tree (sum16), 11-13% off a 16-sequence decode step's q8_0 attention
+// transpose-and-add tree (hsum16), 11-13% off a 16-sequence decode step's q8_0 attention
 // (BM_AttentionDecodeStep/q8_0) against a horizontal sum per position and query.
 // Values: each row's quants widened to f32 and multiplied by its scale (exact: the dequantized
 // value), then accumulated with the f32 softmax weights.
@@ -196,24 +196,6 @@ inline const BlockQ8_0* q8_row(const void* const* blocks, int64_t bs, size_t row
 }
 
 constexpr int kMaxPairs = 8;  // head_dim up to 512
-
-// r[j] = the sum of the 16 lanes of row j of a 16 x 16 tile: a transpose-and-add tree of 46
-// instructions for 16 sums, against ~8 for each horizontal sum alone. Level by level, each
-// register holds partial sums of more rows: after the last, lane 4i + j holds row i + 4j.
-inline __m512 sum16(const float (&t)[16][16]) {
-  __m512 w[8], x[4], y[2];
-  for (int k = 0; k < 8; ++k) {
-    const __m512 a = _mm512_load_ps(t[2 * k]), b = _mm512_load_ps(t[2 * k + 1]);
-    w[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
-  }
-  for (int k = 0; k < 4; ++k)
-    x[k] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * k], w[2 * k + 1], 0x88), _mm512_shuffle_f32x4(w[2 * k], w[2 * k + 1], 0xDD));
-  for (int k = 0; k < 2; ++k)
-    y[k] = _mm512_add_ps(_mm512_shuffle_ps(x[2 * k], x[2 * k + 1], 0x44), _mm512_shuffle_ps(x[2 * k], x[2 * k + 1], 0xEE));
-  const __m512 z = _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x88), _mm512_shuffle_ps(y[0], y[1], 0xDD));
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  return _mm512_permutexvar_ps(order, z);
-}
 
 template <int G>
 void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
@@ -247,13 +229,13 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
   const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs * static_cast<int64_t>(row), (n_max + bs - 1) / bs, prefetch};
   fetch.start();
   // Each position's 16 partial sums wait in a tile; every 16 positions one transpose-and-add
-  // tree (sum16) gives their 16 scores at once.
-  alignas(64) float tile[G][16][16];
+  // tree (hsum16) gives their 16 scores at once.
+  __m512 tile[G][16];
   const __m512 scale = _mm512_set1_ps(a.scale), neg_inf = _mm512_set1_ps(-INFINITY);
   auto flush = [&](int64_t p0) {
     for (int g = 0; g < G; ++g) {
       const __mmask16 valid = tail_mask16(std::max<int64_t>(0, n_pos[g] - p0));
-      _mm512_storeu_ps(scores + g * stride + p0, _mm512_mask_blend_ps(valid, neg_inf, _mm512_mul_ps(sum16(tile[g]), scale)));
+      _mm512_storeu_ps(scores + g * stride + p0, _mm512_mask_blend_ps(valid, neg_inf, _mm512_mul_ps(hsum16<16>(tile[g]), scale)));
     }
   };
   for (int64_t p = 0; p < n_max; ++p) {
@@ -272,12 +254,12 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
         acc[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(kd, qd[g][i]), acc[g]);
       }
     }
-    for (int g = 0; g < G; ++g) _mm512_store_ps(tile[g][p % 16], acc[g]);
+    for (int g = 0; g < G; ++g) tile[g][p % 16] = acc[g];
     if (p % 16 == 15) flush(p - 15);
   }
   if (n_max % 16 != 0) {  // the last, partial chunk: its missing positions sum zeros (masked)
     for (int g = 0; g < G; ++g)
-      for (int64_t j = n_max % 16; j < 16; ++j) _mm512_store_ps(tile[g][j], _mm512_setzero_ps());
+      for (int64_t j = n_max % 16; j < 16; ++j) tile[g][j] = _mm512_setzero_ps();
     flush(n_max / 16 * 16);
   }
 

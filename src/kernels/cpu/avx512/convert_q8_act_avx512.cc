@@ -5,11 +5,11 @@
 // rounded to nearest even as the reference's f32_to_f16 does (vcvtps2ph: the same bits for
 // every non-negative float, subnormal results and the overflow to infinity included).
 //
-// Sixteen blocks go together (then 8, then 4 of a row's last ones): their maxima and sums are
-// reduced by one transposed tree each (hreduce16) and their scales divided as one vector,
-// instead of two horizontal reductions and two scalar divisions per block, which left a 16-row
-// decode step's conversions (serial, on the caller) at ~7% of the step: 9 -> 5.5 ns a block.
-#include "core/half.h"
+// Sixteen blocks go together (a row's last ones 8, 4, 2 and 1 at a time): their maxima and
+// sums are reduced by one transposed tree each (hreduce16) and their scales divided as one
+// vector, instead of two horizontal reductions and two scalar divisions per block, which left a
+// 16-row decode step's conversions (serial, on the caller) at ~7% of the step: 9 -> 5.5 ns a
+// block. A lone last block takes the same path (a tree of one), so there is one code path.
 #include "kernels/cpu/avx512/simd_avx512.h"
 #include "quant/formats/blocks.h"
 
@@ -55,11 +55,12 @@ void convert_blocks(const float* x, BlockQ8Act* blocks) {
   __m512 v[N];
 #pragma GCC unroll 16
   for (int j = 0; j < N; ++j) v[j] = block_abs_max(x + j * kQK);
-  // Lanes past N are zeros (garbage could be a denormal, whose division is slow), never read.
-  alignas(64) float amax[16] = {}, inverse[16], sums[16];
-  hreduce16<N>(v, amax, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); });
-  const __m512 d = _mm512_div_ps(_mm512_load_ps(amax), _mm512_set1_ps(127.0f));
+  // Lanes from N on hold maxima of these blocks too (hreduce16): their divisions see no garbage
+  // (a denormal's division is slow), and they are never stored.
+  const __m512 amax = hreduce16<N>(v, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); });
+  const __m512 d = _mm512_div_ps(amax, _mm512_set1_ps(127.0f));
   const __mmask16 nonzero = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  alignas(64) float inverse[16], sums[16];
   _mm512_store_ps(inverse, _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(1.0f), d));
   alignas(32) uint16_t half[16];
   _mm256_store_si256(reinterpret_cast<__m256i*>(half), _mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -88,13 +89,11 @@ void convert_q8_act(const float* src, void* dst, int64_t n) {
     convert_blocks<4>(src + b * kQK, blocks + b);
     b += 4;
   }
-  for (; b < nb; ++b) {
-    const float* x = src + b * kQK;
-    const float d = _mm512_reduce_max_ps(block_abs_max(x)) / 127;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    blocks[b].d = f32_to_f16(d);
-    blocks[b].sum = static_cast<int16_t>(_mm512_reduce_add_ps(quantize_block(x, _mm512_set1_ps(id), blocks[b].qs)));
+  if (b + 2 <= nb) {
+    convert_blocks<2>(src + b * kQK, blocks + b);
+    b += 2;
   }
+  if (b < nb) convert_blocks<1>(src + b * kQK, blocks + b);
 }
 
 }  // namespace frugal::kernels::avx512

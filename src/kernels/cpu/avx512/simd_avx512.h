@@ -32,14 +32,17 @@ inline float hsum(__m256 v) {
 // best with 2 threads (SmolLM2 Q4_0 decode: 4 KB 17% slower, 16 KB 8% slower).
 inline constexpr int64_t kQuantPrefetchBytes = 8192;
 
-// hsum of many vectors at once, bit for bit the same sums: out[s] = hsum(v[s]) for s < N
-// (N <= 16). The same halving tree, but transposed: each level adds the halves of two vectors
-// in one instruction, so 16 sums cost 15 adds and 30 shuffles instead of 16 x 7 dependent
-// steps. A register tile's outputs over a short k (576 in SmolLM2) spend a fifth of their
-// time in hsum otherwise. Lane 4q + r of the last level holds v[q + 4r].
-// hreduce16 is the tree with another operation (max: q8_act's block maxima).
+// hsum of many vectors at once, bit for bit the same sums (N <= 16). The same halving tree,
+// but transposed: each level adds the halves of two vectors in one instruction, so 16 sums
+// cost 15 adds and 30 shuffles instead of 16 x 7 dependent steps. A register tile's outputs
+// over a short k (576 in SmolLM2) spend a fifth of their time in hsum otherwise. With another
+// operation it is that operation's tree (max: q8_act's block maxima).
+//
+// hreduce16_transposed returns the last level as it comes: lane 4q + r holds v[q + 4r]
+// (lanes for q + 4r >= N hold partial results of the vectors repeated where partners are
+// missing). Always inlined: GCC otherwise made the one-vector case of the GEMM tiles a call.
 template <int N, typename Op>
-inline void hreduce16(const __m512* v, float* out, Op op) {
+__attribute__((always_inline)) inline __m512 hreduce16_transposed(const __m512* v, Op op) {
   static_assert(N >= 1 && N <= 16);
   constexpr int n8 = (N + 1) / 2, n4 = (n8 + 1) / 2, n2 = (n4 + 1) / 2;
   __m512 s8[8], s4[4], s2[2];
@@ -61,15 +64,30 @@ inline void hreduce16(const __m512* v, float* out, Op op) {
   }
   const __m512 a = s2[0], b = s2[n2 > 1 ? 1 : 0];  // + lane i+1
   const __m512 s1 = op(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, s1);
-#pragma GCC unroll 16
-  for (int s = 0; s < N; ++s) out[s] = lanes[4 * (s % 4) + s / 4];
+  return s1;
 }
 
+// In order: lane s = the reduction of v[s] for s < N.
+template <int N, typename Op>
+inline __m512 hreduce16(const __m512* v, Op op) {
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15),
+                               hreduce16_transposed<N>(v, op));
+}
+
+inline constexpr auto add_op = [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); };
+
+template <int N>
+inline __m512 hsum16(const __m512* v) {
+  return hreduce16<N>(v, add_op);
+}
+
+// out[s] = hsum(v[s]) for s < N, read from the transposed lanes (the sums go to memory anyway).
 template <int N>
 inline void hsum16(const __m512* v, float* out) {
-  hreduce16<N>(v, out, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); });
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, hreduce16_transposed<N>(v, add_op));
+#pragma GCC unroll 16
+  for (int s = 0; s < N; ++s) out[s] = lanes[4 * (s % 4) + s / 4];
 }
 
 // y[i * y_stride + j] = hsum(acc[i][j]) for a register tile, 16 outputs at a time.

@@ -30,6 +30,12 @@ struct Layout {
   // low nibbles in Q4_0's order, then 8 bytes of high pairs: byte 16 + i holds element
   // 4t + i's pair at bits 2t (t = 0..3), byte 20 + i element 16 + 4t + i's.
   bool six_bit = false;
+  // Q5_0 / Q5_1: qs (Q4_0's nibble order) then 4 bytes of fifth bits per 32 elements, from the
+  // block's 32-bit qh at high_at (bit e: element e): byte 16 + i holds element 4t + i's bit at
+  // bit t and element 16 + 4t + i's at bit 4 + t (t = 0..3), so the kernel moves register t's
+  // bits to bit 4 with one shift each.
+  bool five_bit = false;
+  int high_at = 0;
 };
 
 Layout layout_of(DType type) {
@@ -40,6 +46,8 @@ Layout layout_of(DType type) {
     case DType::kNF4: break;
     case DType::kQ8_0: l.chunk_bytes = 32, l.offset128 = true; break;
     case DType::kQ4_1: l.min_at = 2, l.codes_at = 4; break;
+    case DType::kQ5_0: l.high_at = 2, l.codes_at = 6, l.chunk_bytes = 20, l.five_bit = true; break;
+    case DType::kQ5_1: l.min_at = 2, l.high_at = 4, l.codes_at = 8, l.chunk_bytes = 20, l.five_bit = true; break;
     case DType::kInt4G32:
     case DType::kInt4G64:
     case DType::kInt4G128: l.zero_at = 2, l.codes_at = 3; break;
@@ -101,9 +109,27 @@ void set_six_bit_byte(uint8_t* block, int c, int b, uint8_t q) {
   for (int t = 0; t < 4; ++t) put(first + 4 * t, q >> (2 * t) & 3, true);
 }
 
+// Byte 16 + i of a Q5 block's codes in the interleaved order (Layout::five_bit) from its qh.
+uint8_t five_bit_byte(const uint8_t* qh, int i) {
+  const uint32_t h = static_cast<uint32_t>(qh[0]) | qh[1] << 8 | qh[2] << 16 | static_cast<uint32_t>(qh[3]) << 24;
+  int byte = 0;
+  for (int t = 0; t < 4; ++t) byte |= (h >> (4 * t + i) & 1) << t | (h >> (16 + 4 * t + i) & 1) << (4 + t);
+  return static_cast<uint8_t>(byte);
+}
+
+// The inverse, OR-ed into a qh that starts zeroed.
+void set_five_bit_byte(uint8_t* qh, int i, uint8_t q) {
+  for (int t = 0; t < 4; ++t) {
+    const int low = 4 * t + i, high = 16 + 4 * t + i;
+    qh[low / 8] |= static_cast<uint8_t>((q >> t & 1) << low % 8);
+    qh[high / 8] |= static_cast<uint8_t>((q >> (4 + t) & 1) << high % 8);
+  }
+}
+
 // Byte b of chunk c's codes in the interleaved order.
 uint8_t code_byte(const Layout& l, const uint8_t* block, int c, int b) {
   if (l.six_bit) return six_bit_byte(block, c, b);
+  if (l.five_bit) return b < 16 ? block[l.codes_at + b] : five_bit_byte(block + l.high_at, b - 16);
   const uint8_t* codes = block + l.codes_at;
   if (l.paired_nibbles) return static_cast<uint8_t>(paired_code(codes, c, b) | paired_code(codes, c, b + 16) << 4);
   const uint8_t q = codes[c * l.chunk_bytes + b];
@@ -114,6 +140,11 @@ uint8_t code_byte(const Layout& l, const uint8_t* block, int c, int b) {
 // codes that start zeroed).
 void set_code_byte(const Layout& l, uint8_t* block, int c, int b, uint8_t q) {
   if (l.six_bit) return set_six_bit_byte(block, c, b, q);
+  if (l.five_bit) {
+    if (b < 16) block[l.codes_at + b] = q;
+    else set_five_bit_byte(block + l.high_at, b - 16, q);
+    return;
+  }
   uint8_t* codes = block + l.codes_at;
   if (l.paired_nibbles) {
     const int shift = 4 * (c % 2);
@@ -159,6 +190,7 @@ void deinterleave_block(const Layout& l, int lanes, const uint8_t* in, int r, ui
   in += l.planes * lanes;
   if (l.paired_nibbles) std::memset(row + l.codes_at, 0, l.group / 2);
   if (l.six_bit) std::memset(row + l.codes_at, 0, l.group * 6 / 8);
+  if (l.five_bit) std::memset(row + l.high_at, 0, 4);
   for (int c = 0; c < l.group / 32; ++c)
     for (int t = 0; t < l.chunk_bytes / 4; ++t) {
       for (int i = 0; i < 4; ++i) set_code_byte(l, row, c, 4 * t + i, in[r * 4 + i]);

@@ -1,6 +1,6 @@
 // Model::pack_weights on llama.cpp's Q8_0 and Q4_0 files of wiki-7m (the latter's tied head in
-// Q6_K) and on frugal's Q4_K and Q6_K of it (every matrix in that type, since wiki-7m's rows
-// are multiples of 256): with this CPU's packed
+// Q6_K) and on frugal's Q5_0, Q5_1, Q4_K and Q6_K of it (every matrix in that type, since
+// wiki-7m's rows are multiples of 256): with this CPU's packed
 // products every such matrix is interleaved, and a prompt's next-token distributions stay as
 // close to the file layout's as two kernels that add in a different order can: each layer
 // quantizes its input to int8 again, so an f32 rounding difference that moves a value across
@@ -114,8 +114,8 @@ TEST(PackedWeights, FileMatricesAreCopiedIntoHugePages) {
   EXPECT_EQ(logits_of(*plain, prompt), logits_of(*copied, prompt));
 }
 
-// frugal's own file of wiki-7m in one K-quant type: every matrix in it.
-void check_k_quant(const std::string& type) {
+// frugal's own file of wiki-7m in one type: every matrix in it.
+void check_quantized(const std::string& type) {
   QuantizeOptions o;
   o.input = test::shared_path("models/wiki-7m");
   o.output = test::temp_dir("packed_weights_" + type) + "/wiki-7m-" + type + ".gguf";
@@ -126,8 +126,10 @@ void check_k_quant(const std::string& type) {
   check(o.output);
 }
 
-TEST(PackedWeights, Q4_KMatchesTheFileLayout) { check_k_quant("q4_k"); }
-TEST(PackedWeights, Q6_KMatchesTheFileLayout) { check_k_quant("q6_k"); }
+TEST(PackedWeights, Q5_0MatchesTheFileLayout) { check_quantized("q5_0"); }
+TEST(PackedWeights, Q5_1MatchesTheFileLayout) { check_quantized("q5_1"); }
+TEST(PackedWeights, Q4_KMatchesTheFileLayout) { check_quantized("q4_k"); }
+TEST(PackedWeights, Q6_KMatchesTheFileLayout) { check_quantized("q6_k"); }
 
 }  // namespace
 }  // namespace frugal

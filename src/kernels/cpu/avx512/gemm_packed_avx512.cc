@@ -1,5 +1,6 @@
 // Matrix products over interleaved weights (kernels/interleave.h, 16 rows per group) with
-// AVX-512 VNNI: Q4_0, Q4_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q4_K and Q6_K against q8_act
+// AVX-512 VNNI: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q4_K and Q6_K
+// against q8_act
 // activations.
 //
 // One 512-bit register holds the same four weights of 16 output rows, so vpdpbusd with an
@@ -176,6 +177,38 @@ struct PackedQ6_K : Nibbles {
   }
 };
 
+// Q5_0 and Q5_1: Q4_0's nibbles with a fifth bit, 4 bytes of them per 32 elements after the
+// nibbles (kernels/interleave.cc): register t's bits at bit t of the 64 bytes (elements 4t + i)
+// and bit 4 + t (elements 16 + 4t + i), each moved to bit 4 with one 16-bit shift (a byte's
+// bit 4 comes from the same byte for every shift here) and or-ed in by one vpternlogd.
+struct Nibbles5 : Nibbles {
+  static constexpr int kCodeBytes = 20;
+  template <int T>
+  static void add_fifth_bits(__m512i h, __m512i (&w)[8]) {
+    const __m512i bit4 = _mm512_set1_epi8(0x10);
+    w[T] = _mm512_ternarylogic_epi32(w[T], _mm512_slli_epi16(h, 4 - T), bit4, 0xF8);  // a | (b & c)
+    w[4 + T] = _mm512_ternarylogic_epi32(w[4 + T], _mm512_srli_epi16(h, T), bit4, 0xF8);
+  }
+  static void weights(const uint8_t* p, __m512i (&w)[8]) {
+    Nibbles::weights(p, w);
+    const __m512i h = _mm512_loadu_si512(p + 256);
+    add_fifth_bits<0>(h, w);
+    add_fifth_bits<1>(h, w);
+    add_fifth_bits<2>(h, w);
+    add_fifth_bits<3>(h, w);
+  }
+};
+
+// Q5_0: x = d (q - 16).
+struct PackedQ5_0 : Nibbles5 {
+  static constexpr int kOffset = 16;
+};
+
+// Q5_1: x = d q + m.
+struct PackedQ5_1 : Nibbles5 {
+  static constexpr bool kMin = true;
+};
+
 // Q8_0: int8 codes, stored as q + 128.
 struct PackedQ8_0 : Nibbles {
   static constexpr int kCodeBytes = 32;
@@ -336,6 +369,8 @@ void gemm_q4_0_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<Pack
 void gemm_iq4_nl_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedIQ4_NL>(a, n0, n1); }
 void gemm_q8_0_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ8_0>(a, n0, n1); }
 void gemm_q4_1_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ4_1>(a, n0, n1); }
+void gemm_q5_0_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ5_0>(a, n0, n1); }
+void gemm_q5_1_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ5_1>(a, n0, n1); }
 void gemm_int4_g32_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<32>>(a, n0, n1); }
 void gemm_int4_g64_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<64>>(a, n0, n1); }
 void gemm_int4_g128_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<128>>(a, n0, n1); }

@@ -35,6 +35,8 @@ void gemm_int4_g128_x16(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_nf4_x16(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q4_k_x16(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q6_k_x16(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q5_0_x16(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q5_1_x16(const GemmArgs& a, int64_t n0, int64_t n1);
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void add(float* y, const float* x, int64_t n);
@@ -85,6 +87,8 @@ void fill_avx512(KernelTable& t) {
   t.packed[slot(DType::kIQ4_NL)] = {16, {DType::kQ8Act, avx512::gemm_iq4_nl_x16, 16}};
   t.packed[slot(DType::kQ8_0)] = {16, {DType::kQ8Act, avx512::gemm_q8_0_x16, 16}};
   t.packed[slot(DType::kQ4_1)] = {16, {DType::kQ8Act, avx512::gemm_q4_1_x16, 16}};
+  t.packed[slot(DType::kQ5_0)] = {16, {DType::kQ8Act, avx512::gemm_q5_0_x16, 16}};
+  t.packed[slot(DType::kQ5_1)] = {16, {DType::kQ8Act, avx512::gemm_q5_1_x16, 16}};
   t.packed[slot(DType::kInt4G32)] = {16, {DType::kQ8Act, avx512::gemm_int4_g32_x16, 16}};
   t.packed[slot(DType::kInt4G64)] = {16, {DType::kQ8Act, avx512::gemm_int4_g64_x16, 16}};
   t.packed[slot(DType::kInt4G128)] = {16, {DType::kQ8Act, avx512::gemm_int4_g128_x16, 16}};

@@ -195,6 +195,39 @@ inline const BlockQ8_0* q8_row(const void* const* blocks, int64_t bs, size_t row
   return reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(blocks[block]) + slot * row_bytes);
 }
 
+// out[q0 + g][d0 : d0 + 16 NV] = sum over positions of weight x dequantized value row (the
+// quants widened to f32 times the row's scale: exact). Out of line with NV a compile-time
+// constant for the reason weighted_values is: with the count known only at run time GCC 12 kept
+// v[] and acc[][] on the stack, and the loop ran at store-forwarding speed.
+template <int G, int NV>
+__attribute__((noinline)) void weighted_values_q8(const AttentionArgs& a, int64_t q0, int64_t d0, int64_t n_max, const float* scores, int64_t stride) {
+  const int64_t bs = a.block_size;
+  const size_t row = static_cast<size_t>(a.head_dim / 32) * sizeof(BlockQ8_0);
+  __m512 acc[G][NV];
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) acc[g][c] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < n_max; ++p) {
+    const BlockQ8_0* vr = q8_row(a.v_blocks, bs, row, p);
+    __m512 v[NV];
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const BlockQ8_0& blk = vr[(d0 + 16 * c) / 32];
+      const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs + (16 * c) % 32));
+      v[c] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8)), _mm512_set1_ps(_cvtsh_ss(blk.d)));
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {
+      const __m512 w = _mm512_set1_ps(scores[g * stride + p]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) acc[g][c] = _mm512_fmadd_ps(w, v[c], acc[g][c]);
+    }
+  }
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) _mm512_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 16 * c, acc[g][c]);
+}
+
 constexpr int kMaxPairs = 8;  // head_dim up to 512
 
 template <int G>
@@ -270,26 +303,10 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
 
   // Weighted sum of dequantized value rows, 64 dimensions (two blocks) at a time.
   for (int64_t d0 = 0; d0 < hd; d0 += 64) {
-    const int nv = static_cast<int>(std::min<int64_t>(64, hd - d0) / 16);
-    __m512 acc[G][4];
-    for (int g = 0; g < G; ++g)
-      for (int c = 0; c < 4; ++c) acc[g][c] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < n_max; ++p) {
-      const BlockQ8_0* vr = q8_row(a.v_blocks, bs, row, p);
-      __m512 v[4];
-      for (int c = 0; c < nv; ++c) {
-        const BlockQ8_0& blk = vr[(d0 + 16 * c) / 32];
-        const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs + (16 * c) % 32));
-        v[c] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8)), _mm512_set1_ps(_cvtsh_ss(blk.d)));
-      }
-#pragma GCC unroll 4
-      for (int g = 0; g < G; ++g) {
-        const __m512 w = _mm512_set1_ps(scores[g * stride + p]);
-        for (int c = 0; c < nv; ++c) acc[g][c] = _mm512_fmadd_ps(w, v[c], acc[g][c]);
-      }
+    switch (std::min<int64_t>(64, hd - d0) / 16) {
+      case 4: weighted_values_q8<G, 4>(a, q0, d0, n_max, scores, stride); break;
+      default: weighted_values_q8<G, 2>(a, q0, d0, n_max, scores, stride); break;  // 32 (head_dim % 32 == 0)
     }
-    for (int g = 0; g < G; ++g)
-      for (int c = 0; c < nv; ++c) _mm512_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 16 * c, acc[g][c]);
   }
 }
 

@@ -171,6 +171,41 @@ inline const BlockQ8_0* q8_row(const void* const* blocks, int64_t bs, size_t row
   return reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(blocks[block]) + slot * row_bytes);
 }
 
+// out[q0 + g][d0 : d0 + 8 NV] = sum over positions of weight x dequantized value row (the
+// quants widened to f32 times the row's scale: exact). Out of line with NV a compile-time
+// constant, as weighted_values is (see the AVX-512 twin: with the count known only at run time
+// the accumulators lived on the stack).
+template <int G, int NV>
+__attribute__((noinline)) void weighted_values_q8(const AttentionArgs& a, int64_t q0, int64_t d0, int64_t n_max,
+                                                  const float* scores, int64_t stride) {
+  const int64_t bs = a.block_size;
+  const size_t row = static_cast<size_t>(a.head_dim / 32) * sizeof(BlockQ8_0);
+  __m256 acc[G][NV];
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) acc[g][c] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < n_max; ++p) {
+    const BlockQ8_0* vr = q8_row(a.v_blocks, bs, row, p);
+    __m256 v[NV];
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const int64_t dim = d0 + 8 * c;
+      const BlockQ8_0& blk = vr[dim / 32];
+      const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk.qs + dim % 32));
+      v[c] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), _mm256_set1_ps(_cvtsh_ss(blk.d)));
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {
+      const __m256 w = _mm256_broadcast_ss(scores + g * stride + p);
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) acc[g][c] = _mm256_fmadd_ps(w, v[c], acc[g][c]);
+    }
+  }
+  for (int g = 0; g < G; ++g)
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) _mm256_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 8 * c, acc[g][c]);
+}
+
 template <int G>
 void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
   const int64_t hd = a.head_dim, nb = hd / 32, bs = a.block_size;
@@ -218,27 +253,11 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
 
   // Weighted sum of dequantized value rows, kValueVectors * 8 dimensions at a time.
   for (int64_t d0 = 0; d0 < hd; d0 += 8 * kValueVectors) {
-    const int nv = static_cast<int>(std::min<int64_t>(8 * kValueVectors, hd - d0) / 8);
-    __m256 acc[G][kValueVectors];
-    for (int g = 0; g < G; ++g)
-      for (int c = 0; c < kValueVectors; ++c) acc[g][c] = _mm256_setzero_ps();
-    for (int64_t p = 0; p < n_max; ++p) {
-      const BlockQ8_0* vr = q8_row(a.v_blocks, bs, row, p);
-      __m256 v[kValueVectors];
-      for (int c = 0; c < nv; ++c) {
-        const int64_t dim = d0 + 8 * c;
-        const BlockQ8_0& blk = vr[dim / 32];
-        const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk.qs + dim % 32));
-        v[c] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), _mm256_set1_ps(_cvtsh_ss(blk.d)));
-      }
-#pragma GCC unroll 4
-      for (int g = 0; g < G; ++g) {
-        const __m256 w = _mm256_broadcast_ss(scores + g * stride + p);
-        for (int c = 0; c < nv; ++c) acc[g][c] = _mm256_fmadd_ps(w, v[c], acc[g][c]);
-      }
+    switch (std::min<int64_t>(8 * kValueVectors, hd - d0) / 8) {
+      case kValueVectors: weighted_values_q8<G, kValueVectors>(a, q0, d0, n_max, scores, stride); break;
+      case 2: weighted_values_q8<G, 2>(a, q0, d0, n_max, scores, stride); break;
+      default: weighted_values_q8<G, 1>(a, q0, d0, n_max, scores, stride); break;
     }
-    for (int g = 0; g < G; ++g)
-      for (int c = 0; c < nv; ++c) _mm256_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 8 * c, acc[g][c]);
   }
 }
 

@@ -146,15 +146,47 @@ TEST_P(PackedKernelTest, ResultsDoNotDependOnBatchOrSplit) {
   }
 }
 
+bool have_isa(Isa isa) {
+  for (Isa a : available_isas())
+    if (a == isa) return true;
+  return false;
+}
+
 // AVX-512 has these packed products: losing one would be a silent 2x.
 TEST(PackedKernelTable, Avx512HasThem) {
-  bool have = false;
-  for (Isa a : available_isas()) have |= a == Isa::kAvx512;
-  if (!have) GTEST_SKIP() << "no AVX-512 on this CPU";
+  if (!have_isa(Isa::kAvx512)) GTEST_SKIP() << "no AVX-512 on this CPU";
   for (DType type : kTypes) {
     EXPECT_EQ(for_isa(Isa::kAvx512).packed[static_cast<size_t>(type)].lanes, 16) << dtype_name(type);
     EXPECT_EQ(for_isa(Isa::kAvx512).packed[static_cast<size_t>(type)].kernel.act, DType::kQ8Act) << dtype_name(type);
   }
+}
+
+TEST(PackedKernelTable, Avx2HasThem) {
+  if (!have_isa(Isa::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  for (DType type : kTypes) {
+    EXPECT_EQ(for_isa(Isa::kAvx2).packed[static_cast<size_t>(type)].lanes, 8) << dtype_name(type);
+    EXPECT_EQ(for_isa(Isa::kAvx2).packed[static_cast<size_t>(type)].kernel.act, DType::kQ8Act) << dtype_name(type);
+  }
+}
+
+// Both ISAs' packed products compute each output by the same chain (gemm_packed_avx2.cc), so a
+// model gives the same bits on a CPU with AVX-512 and on one without: the same activations
+// (converted once) against the same rows interleaved for 16 and for 8 lanes.
+TEST(PackedKernelTable, Avx2AndAvx512GiveTheSameBits) {
+  if (!have_isa(Isa::kAvx2) || !have_isa(Isa::kAvx512)) GTEST_SKIP() << "needs both AVX2 and AVX-512";
+  const KernelTable& wide = for_isa(Isa::kAvx512);
+  const KernelTable& narrow = for_isa(Isa::kAvx2);
+  for (DType type : kTypes)
+    for (bool random_bytes : {false, true}) {
+      const Case c = make_case(type, 16, 6, 32, 3 * dtype_traits(type).block_size, 41, random_bytes);
+      Buffer packed8(c.w_stride * c.n);
+      interleave_rows(type, 8, c.w.data(), packed8.data(), c.n, c.k);
+      const auto a = run(wide, type, c, 16);
+      const auto b = test_util::run_kernel(wide, narrow.packed[static_cast<size_t>(type)].kernel, c.x, c.m, c.k, packed8.data(),
+                                           c.w_stride, c.n, 8);
+      for (size_t i = 0; i < a.y.size(); ++i)
+        ASSERT_EQ(a.y[i], b.y[i]) << dtype_name(type) << (random_bytes ? " random bytes" : " rtn") << " output " << i;
+    }
 }
 
 std::string isa_label(const ::testing::TestParamInfo<Isa>& info) { return isa_name(info.param); }

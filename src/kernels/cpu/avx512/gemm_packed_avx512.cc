@@ -20,7 +20,7 @@
 
 #include "kernels/cpu/avx512/simd_avx512.h"
 #include "kernels/cpu/nf4_split.h"
-#include "kernels/cpu/thread_scratch.h"
+#include "kernels/cpu/packed_driver.h"
 #include "kernels/kernels.h"
 #include "quant/formats/blocks.h"
 
@@ -219,32 +219,6 @@ struct PackedQ8_0 : Nibbles {
   }
 };
 
-// The activation side of one 32-element block of one row.
-struct XBlock {
-  float d;        // scale
-  int32_t start;  // the dot product's start: -offset * sum (kHalfScales: of the first 16)
-  int32_t start2; // kHalfScales: -offset * the sum of the last 16
-  float dsum;     // d * sum (kMin)
-  int32_t sum;    // sum of the codes (kZero)
-};
-
-template <typename P>
-void prepare_x(const GemmArgs& a, int64_t m0, int64_t rows, XBlock* xb) {
-  const int64_t nb = a.k / 32;
-  for (int64_t i = 0; i < rows; ++i) {
-    const auto* x = reinterpret_cast<const BlockQ8Act*>(static_cast<const uint8_t*>(a.x) + (m0 + i) * a.x_stride);
-    for (int64_t b = 0; b < nb; ++b) {
-      const float d = _cvtsh_ss(x[b].d);
-      int32_t first = x[b].sum;
-      if constexpr (P::kHalfScales) {
-        first = 0;
-        for (int e = 0; e < 16; ++e) first += x[b].qs[e];
-      }
-      xb[i * nb + b] = {d, -P::kOffset * first, -P::kOffset * (x[b].sum - first), d * static_cast<float>(x[b].sum), x[b].sum};
-    }
-  }
-}
-
 inline __m512i broadcast_dword(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -279,7 +253,7 @@ inline __m512i dot32(const __m512i (&w)[8], const __m512i (&x)[8], __m512i start
 // A decode tile over two groups at a time (each activation dword broadcast once for both) ran
 // 15-25% faster in L1/L2 but decoded 8% slower: the thread's one stream became two.
 template <typename P, int MR>
-inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const XBlock* xb, float* y, bool prefetch) {
+inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const PackedXBlock* xb, float* y, bool prefetch) {
   constexpr int kHeader = kLanes * (2 + 2 * P::kMin + P::kZero + P::kPlanes);
   constexpr int kChunks = P::kGroup / 32;
   constexpr size_t kBlockBytes = kHeader + kChunks * kLanes * P::kCodeBytes;
@@ -315,7 +289,7 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const XBloc
       else if constexpr (P::kPlanes != 0) P::sub_scales(p, c, d, mins, scale, min);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
-        const XBlock& xs = xb[i * nx + xi];
+        const PackedXBlock& xs = xb[i * nx + xi];
         __m512i xv[8];
 #pragma GCC unroll 8
         for (int t = 0; t < 8; ++t) xv[t] = broadcast_dword(x[i][xi].qs + 4 * t);
@@ -341,26 +315,11 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const XBloc
 
 template <typename P>
 void packed_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
-  const int64_t nx = a.k / 32;
-  const size_t group_bytes = kLanes * a.w_stride;
-  const auto* w = static_cast<const uint8_t*>(a.w);
-  // Chunks of rows whose activations stay in L2; within a chunk each group's weights (a few KB)
-  // stay in L1 while every row tile passes over them. Decode is one chunk of one row: one
-  // pass over the groups, tile<P, 1> each.
-  constexpr int64_t kMR = 8;
-  const int64_t chunk_rows = std::max<int64_t>(kMR, (int64_t{256} << 10) / (a.k + 16 * nx) / kMR * kMR);
-  XBlock* xb = thread_scratch<XBlock>(std::min(a.m, chunk_rows) * nx);
-  for (int64_t m0 = 0; m0 < a.m; m0 += chunk_rows) {
-    const int64_t m1 = std::min(a.m, m0 + chunk_rows);
-    prepare_x<P>(a, m0, m1 - m0, xb);
-    for (int64_t n = n0; n < n1; n += kLanes) {
-      const uint8_t* group = w + n / kLanes * group_bytes;
-      int64_t m = m0;
-      for (; m + kMR <= m1; m += kMR) tile<P, kMR>(a, group, m, xb + (m - m0) * nx, a.y + m * a.y_stride + n, m == m0);
-      for (; m + 4 <= m1; m += 4) tile<P, 4>(a, group, m, xb + (m - m0) * nx, a.y + m * a.y_stride + n, m == m0);
-      for (; m < m1; ++m) tile<P, 1>(a, group, m, xb + (m - m0) * nx, a.y + m * a.y_stride + n, m == m0);
-    }
-  }
+  // 8 rows a tile: their accumulators beside a block's 8 weight registers (16 rows spilled).
+  run_packed<kLanes, 8, P::kOffset, P::kHalfScales>(
+      a, n0, n1, [&](auto mr, const uint8_t* group, int64_t m, const PackedXBlock* xb, float* y, bool first) {
+        tile<P, decltype(mr)::value>(a, group, m, xb, y, first);
+      });
 }
 
 }  // namespace

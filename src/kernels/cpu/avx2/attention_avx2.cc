@@ -57,12 +57,47 @@ inline __m256 load_row(const void* base, int64_t offset) {
     return _mm256_loadu_ps(static_cast<const float*>(base) + offset);
 }
 
+// Value rows in an f16 or f32 cache: [block_size][head_dim] per block.
+template <bool kF16>
+struct FloatValues {
+  int64_t head_dim;
+  int64_t d0;
+  FloatValues(const AttentionArgs& a, int64_t d0) : head_dim(a.head_dim), d0(d0) {}
+  template <int NV>
+  __attribute__((always_inline)) void load(const void* block, int64_t slot, __m256 (&v)[NV]) const {
+    const int64_t row = slot * head_dim + d0;
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) v[c] = load_row<kF16>(block, row + 8 * c);
+  }
+};
+
+// Value rows in a q8_0 cache, one q8_0 row per position: the quants widened to f32 times the
+// row's scale (exact: the dequantized value).
+struct Q8Values {
+  size_t row_bytes;
+  int64_t d0;
+  Q8Values(const AttentionArgs& a, int64_t d0) : row_bytes(static_cast<size_t>(a.head_dim / 32) * sizeof(BlockQ8_0)), d0(d0) {}
+  template <int NV>
+  __attribute__((always_inline)) void load(const void* block, int64_t slot, __m256 (&v)[NV]) const {
+    const auto* row = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(block) + slot * row_bytes);
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const int64_t dim = d0 + 8 * c;
+      const BlockQ8_0& blk = row[dim / 32];
+      const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk.qs + dim % 32));
+      v[c] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), _mm256_set1_ps(_cvtsh_ss(blk.d)));
+    }
+  }
+};
+
 // out[q0 + g][d0 : d0 + 8 NV] = sum over positions of weight x value row. Out of line and
-// fully unrolled, so that the accumulators live in registers (see the AVX-512 twin).
-template <bool kF16, int G, int NV>
+// fully unrolled with NV a compile-time constant, so that the accumulators live in registers
+// (see the AVX-512 twin).
+template <typename Values, int G, int NV>
 __attribute__((noinline)) void weighted_values(const AttentionArgs& a, int64_t q0, int64_t d0, int64_t n_max,
                                                const float* scores, int64_t stride) {
-  const int64_t hd = a.head_dim, bs = a.block_size;
+  const int64_t bs = a.block_size;
+  const Values values(a, d0);
   __m256 acc[G][NV];
   for (int g = 0; g < G; ++g)
 #pragma GCC unroll 4
@@ -71,10 +106,8 @@ __attribute__((noinline)) void weighted_values(const AttentionArgs& a, int64_t q
     const void* vb = a.v_blocks[p0 / bs];
     const int64_t n = std::min(bs, n_max - p0);
     for (int64_t slot = 0; slot < n; ++slot) {
-      const int64_t row = slot * hd + d0;
       __m256 v[NV];
-#pragma GCC unroll 4
-      for (int c = 0; c < NV; ++c) v[c] = load_row<kF16>(vb, row + 8 * c);
+      values.load(vb, slot, v);
 #pragma GCC unroll 4
       for (int g = 0; g < G; ++g) {
         const __m256 w = _mm256_broadcast_ss(scores + g * stride + p0 + slot);
@@ -86,6 +119,19 @@ __attribute__((noinline)) void weighted_values(const AttentionArgs& a, int64_t q
   for (int g = 0; g < G; ++g)
 #pragma GCC unroll 4
     for (int c = 0; c < NV; ++c) _mm256_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 8 * c, acc[g][c]);
+}
+
+// The weighted sums of a group of G queries over every head dimension, kValueVectors * 8 at a
+// time (head_dim is a multiple of 8).
+template <typename Values, int G>
+void weigh_values(const AttentionArgs& a, int64_t q0, int64_t n_max, const float* scores, int64_t stride) {
+  for (int64_t d0 = 0; d0 < a.head_dim; d0 += 8 * kValueVectors) {
+    switch (std::min<int64_t>(8 * kValueVectors, a.head_dim - d0) / 8) {
+      case kValueVectors: weighted_values<Values, G, kValueVectors>(a, q0, d0, n_max, scores, stride); break;
+      case 2: weighted_values<Values, G, 2>(a, q0, d0, n_max, scores, stride); break;
+      default: weighted_values<Values, G, 1>(a, q0, d0, n_max, scores, stride); break;
+    }
+  }
 }
 
 template <bool kF16, int G>
@@ -134,17 +180,7 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefe
     if (a.lse != nullptr) a.lse[q0 + g] = lse;
   }
 
-  // Weighted sum of value rows, kValueVectors * 8 dimensions at a time.
-  for (int64_t d0 = 0; d0 < hd; d0 += 8 * kValueVectors) {
-    const int64_t left = hd - d0;
-    if (left >= 8 * kValueVectors) {
-      weighted_values<kF16, G, kValueVectors>(a, q0, d0, n_max, scores, stride);
-    } else if (left >= 16) {
-      weighted_values<kF16, G, 2>(a, q0, d0, n_max, scores, stride);
-    } else {
-      weighted_values<kF16, G, 1>(a, q0, d0, n_max, scores, stride);
-    }
-  }
+  weigh_values<FloatValues<kF16>, G>(a, q0, n_max, scores, stride);
 }
 
 template <bool kF16>
@@ -169,41 +205,6 @@ inline const BlockQ8_0* q8_row(const void* const* blocks, int64_t bs, size_t row
   const int64_t block = pow2 ? p >> __builtin_ctzll(static_cast<unsigned long long>(bs)) : p / bs;
   const int64_t slot = pow2 ? (p & (bs - 1)) : p % bs;
   return reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(blocks[block]) + slot * row_bytes);
-}
-
-// out[q0 + g][d0 : d0 + 8 NV] = sum over positions of weight x dequantized value row (the
-// quants widened to f32 times the row's scale: exact). Out of line with NV a compile-time
-// constant, as weighted_values is (see the AVX-512 twin: with the count known only at run time
-// the accumulators lived on the stack).
-template <int G, int NV>
-__attribute__((noinline)) void weighted_values_q8(const AttentionArgs& a, int64_t q0, int64_t d0, int64_t n_max,
-                                                  const float* scores, int64_t stride) {
-  const int64_t bs = a.block_size;
-  const size_t row = static_cast<size_t>(a.head_dim / 32) * sizeof(BlockQ8_0);
-  __m256 acc[G][NV];
-  for (int g = 0; g < G; ++g)
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) acc[g][c] = _mm256_setzero_ps();
-  for (int64_t p = 0; p < n_max; ++p) {
-    const BlockQ8_0* vr = q8_row(a.v_blocks, bs, row, p);
-    __m256 v[NV];
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) {
-      const int64_t dim = d0 + 8 * c;
-      const BlockQ8_0& blk = vr[dim / 32];
-      const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk.qs + dim % 32));
-      v[c] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), _mm256_set1_ps(_cvtsh_ss(blk.d)));
-    }
-#pragma GCC unroll 4
-    for (int g = 0; g < G; ++g) {
-      const __m256 w = _mm256_broadcast_ss(scores + g * stride + p);
-#pragma GCC unroll 4
-      for (int c = 0; c < NV; ++c) acc[g][c] = _mm256_fmadd_ps(w, v[c], acc[g][c]);
-    }
-  }
-  for (int g = 0; g < G; ++g)
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) _mm256_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 8 * c, acc[g][c]);
 }
 
 template <int G>
@@ -251,14 +252,7 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
     if (a.lse != nullptr) a.lse[q0 + g] = lse;
   }
 
-  // Weighted sum of dequantized value rows, kValueVectors * 8 dimensions at a time.
-  for (int64_t d0 = 0; d0 < hd; d0 += 8 * kValueVectors) {
-    switch (std::min<int64_t>(8 * kValueVectors, hd - d0) / 8) {
-      case kValueVectors: weighted_values_q8<G, kValueVectors>(a, q0, d0, n_max, scores, stride); break;
-      case 2: weighted_values_q8<G, 2>(a, q0, d0, n_max, scores, stride); break;
-      default: weighted_values_q8<G, 1>(a, q0, d0, n_max, scores, stride); break;
-    }
-  }
+  weigh_values<Q8Values, G>(a, q0, n_max, scores, stride);
 }
 
 void attend_q8(const AttentionArgs& a) {

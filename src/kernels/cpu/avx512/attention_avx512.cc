@@ -51,12 +51,47 @@ inline __m512 load_row(const void* base, int64_t offset) {
   else return _mm512_loadu_ps(static_cast<const float*>(base) + offset);
 }
 
+// Value rows in an f16 or f32 cache: [block_size][head_dim] per block.
+template <bool kF16>
+struct FloatValues {
+  int64_t head_dim;
+  int64_t d0;
+  FloatValues(const AttentionArgs& a, int64_t d0) : head_dim(a.head_dim), d0(d0) {}
+  template <int NV>
+  __attribute__((always_inline)) void load(const void* block, int64_t slot, __m512 (&v)[NV]) const {
+    const int64_t row = slot * head_dim + d0;
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) v[c] = load_row<kF16>(block, row + 16 * c);
+  }
+};
+
+// Value rows in a q8_0 cache, one q8_0 row per position: the quants widened to f32 times the
+// row's scale (exact: the dequantized value).
+struct Q8Values {
+  size_t row_bytes;
+  int64_t d0;
+  Q8Values(const AttentionArgs& a, int64_t d0) : row_bytes(static_cast<size_t>(a.head_dim / 32) * sizeof(BlockQ8_0)), d0(d0) {}
+  template <int NV>
+  __attribute__((always_inline)) void load(const void* block, int64_t slot, __m512 (&v)[NV]) const {
+    const auto* row = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(block) + slot * row_bytes);
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) {
+      const int64_t dim = d0 + 16 * c;
+      const BlockQ8_0& blk = row[dim / 32];
+      const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs + dim % 32));
+      v[c] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8)), _mm512_set1_ps(_cvtsh_ss(blk.d)));
+    }
+  }
+};
+
 // out[q0 + g][d0 : d0 + 16 NV] = sum over positions of weight x value row. Out of line and
-// fully unrolled: inlined into attend_group, GCC 12 kept v[] and acc[][] on the stack (store
-// forwarding on every FMA made the pass 4-5x slower).
-template <bool kF16, int G, int NV>
+// fully unrolled, with NV a compile-time constant: inlined into attend_group, or with the count
+// known only at run time, GCC 12 kept v[] and acc[][] on the stack (store forwarding on every
+// FMA made the pass 2-5x slower).
+template <typename Values, int G, int NV>
 __attribute__((noinline)) void weighted_values(const AttentionArgs& a, int64_t q0, int64_t d0, int64_t n_max, const float* scores, int64_t stride) {
-  const int64_t hd = a.head_dim, bs = a.block_size;
+  const int64_t bs = a.block_size;
+  const Values values(a, d0);
   __m512 acc[G][NV];
   for (int g = 0; g < G; ++g)
 #pragma GCC unroll 4
@@ -66,10 +101,8 @@ __attribute__((noinline)) void weighted_values(const AttentionArgs& a, int64_t q
     const void* vb = a.v_blocks[p0 / bs];
     const int64_t n = std::min(bs, n_max - p0);
     for (int64_t slot = 0; slot < n; ++slot) {
-      const int64_t row = slot * hd + d0;
       __m512 v[NV];
-#pragma GCC unroll 4
-      for (int c = 0; c < NV; ++c) v[c] = load_row<kF16>(vb, row + 16 * c);
+      values.load(vb, slot, v);
 #pragma GCC unroll 4
       for (int g = 0; g < G; ++g) {
         const __m512 w = _mm512_set1_ps(scores[g * stride + p0 + slot]);
@@ -81,6 +114,20 @@ __attribute__((noinline)) void weighted_values(const AttentionArgs& a, int64_t q
   for (int g = 0; g < G; ++g)
 #pragma GCC unroll 4
     for (int c = 0; c < NV; ++c) _mm512_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 16 * c, acc[g][c]);
+}
+
+// The weighted sums of a group of G queries over every head dimension, 64 at a time (the
+// accumulators' count must be a compile-time constant, or they live on the stack).
+template <typename Values, int G>
+void weigh_values(const AttentionArgs& a, int64_t q0, int64_t n_max, const float* scores, int64_t stride) {
+  for (int64_t d0 = 0; d0 < a.head_dim; d0 += 64) {
+    switch (std::min<int64_t>(64, a.head_dim - d0) / 16) {
+      case 4: weighted_values<Values, G, 4>(a, q0, d0, n_max, scores, stride); break;
+      case 3: weighted_values<Values, G, 3>(a, q0, d0, n_max, scores, stride); break;
+      case 2: weighted_values<Values, G, 2>(a, q0, d0, n_max, scores, stride); break;
+      default: weighted_values<Values, G, 1>(a, q0, d0, n_max, scores, stride); break;
+    }
+  }
 }
 
 template <bool kF16, int G>
@@ -153,19 +200,7 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefe
     if (a.lse != nullptr) a.lse[q0 + g] = lse;
   }
 
-  // Weighted sum of value rows, 64 dimensions at a time (the accumulators' count must be a
-  // compile-time constant, or they live on the stack instead of in registers).
-  for (int64_t d0 = 0; d0 < hd; d0 += 64) {
-    if (hd - d0 >= 64) {
-      weighted_values<kF16, G, 4>(a, q0, d0, n_max, scores, stride);
-    } else if (hd - d0 == 48) {
-      weighted_values<kF16, G, 3>(a, q0, d0, n_max, scores, stride);
-    } else if (hd - d0 == 32) {
-      weighted_values<kF16, G, 2>(a, q0, d0, n_max, scores, stride);
-    } else {
-      weighted_values<kF16, G, 1>(a, q0, d0, n_max, scores, stride);
-    }
-  }
+  weigh_values<FloatValues<kF16>, G>(a, q0, n_max, scores, stride);
 }
 
 template <bool kF16>
@@ -193,39 +228,6 @@ inline const BlockQ8_0* q8_row(const void* const* blocks, int64_t bs, size_t row
   const int64_t block = pow2 ? p >> __builtin_ctzll(static_cast<unsigned long long>(bs)) : p / bs;
   const int64_t slot = pow2 ? (p & (bs - 1)) : p % bs;
   return reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(blocks[block]) + slot * row_bytes);
-}
-
-// out[q0 + g][d0 : d0 + 16 NV] = sum over positions of weight x dequantized value row (the
-// quants widened to f32 times the row's scale: exact). Out of line with NV a compile-time
-// constant for the reason weighted_values is: with the count known only at run time GCC 12 kept
-// v[] and acc[][] on the stack, and the loop ran at store-forwarding speed.
-template <int G, int NV>
-__attribute__((noinline)) void weighted_values_q8(const AttentionArgs& a, int64_t q0, int64_t d0, int64_t n_max, const float* scores, int64_t stride) {
-  const int64_t bs = a.block_size;
-  const size_t row = static_cast<size_t>(a.head_dim / 32) * sizeof(BlockQ8_0);
-  __m512 acc[G][NV];
-  for (int g = 0; g < G; ++g)
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) acc[g][c] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < n_max; ++p) {
-    const BlockQ8_0* vr = q8_row(a.v_blocks, bs, row, p);
-    __m512 v[NV];
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) {
-      const BlockQ8_0& blk = vr[(d0 + 16 * c) / 32];
-      const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs + (16 * c) % 32));
-      v[c] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8)), _mm512_set1_ps(_cvtsh_ss(blk.d)));
-    }
-#pragma GCC unroll 4
-    for (int g = 0; g < G; ++g) {
-      const __m512 w = _mm512_set1_ps(scores[g * stride + p]);
-#pragma GCC unroll 4
-      for (int c = 0; c < NV; ++c) acc[g][c] = _mm512_fmadd_ps(w, v[c], acc[g][c]);
-    }
-  }
-  for (int g = 0; g < G; ++g)
-#pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) _mm512_storeu_ps(a.out + (q0 + g) * a.out_stride + d0 + 16 * c, acc[g][c]);
 }
 
 constexpr int kMaxPairs = 8;  // head_dim up to 512
@@ -301,13 +303,7 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
     if (a.lse != nullptr) a.lse[q0 + g] = lse;
   }
 
-  // Weighted sum of dequantized value rows, 64 dimensions (two blocks) at a time.
-  for (int64_t d0 = 0; d0 < hd; d0 += 64) {
-    switch (std::min<int64_t>(64, hd - d0) / 16) {
-      case 4: weighted_values_q8<G, 4>(a, q0, d0, n_max, scores, stride); break;
-      default: weighted_values_q8<G, 2>(a, q0, d0, n_max, scores, stride); break;  // 32 (head_dim % 32 == 0)
-    }
-  }
+  weigh_values<Q8Values, G>(a, q0, n_max, scores, stride);
 }
 
 void attend_q8(const AttentionArgs& a) {

@@ -95,13 +95,13 @@ std::vector<DType> parse_type_list(const std::string& text) {
 struct Runner {
   const QuantizeOptions& o;
   WorkingModel& model;
-  std::map<std::string, DType> types;
-  ImportanceMatrix imatrix;
+  std::map<std::string, DType> types{};
+  ImportanceMatrix imatrix{};
   bool have_imatrix = false;
-  std::vector<std::vector<int32_t>> windows;
-  std::map<std::string, std::string> method_of;
-  std::map<std::string, std::vector<double>> hessian_of;  // for the summary's output error
-  std::map<std::string, std::vector<float>> original;     // values before quantization (AWQ changes them)
+  std::vector<std::vector<int32_t>> windows{};
+  std::map<std::string, std::string> method_of{};
+  std::map<std::string, std::vector<double>> hessian_of{};  // for the summary's output error
+  std::map<std::string, std::vector<float>> original{};   // values before quantization (AWQ changes them)
   Progress* progress = nullptr;
   int64_t work_done = 0;
 

@@ -70,7 +70,9 @@ void check(const std::string& path) {
     const bool can = table.packed[static_cast<size_t>(lin->weight.dtype)].lanes != 0;
     packable += can;
     interleaved += lin->packed_lanes != 0;
-    if (can) EXPECT_FALSE(lin->packed.empty()) << lin->name;
+    if (can) {
+      EXPECT_FALSE(lin->packed.empty()) << lin->name;
+    }
   }
   for (const Linear* lin : plain->model().linears()) EXPECT_TRUE(lin->packed.empty()) << lin->name;
   if (packable == 0) GTEST_SKIP() << "no packed products for " << file << " on " << kernels::isa_name(table.isa);

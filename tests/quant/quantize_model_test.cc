@@ -144,8 +144,9 @@ void expect_same_metadata(const GgufFile& ours, const GgufFile& theirs) {
       ASSERT_EQ(o->array_type, v.array_type) << key;
       ASSERT_EQ(o->array_size, v.array_size) << key;
       EXPECT_EQ(o->array_strings, v.array_strings) << key;
-      if (v.array_data != nullptr)
+      if (v.array_data != nullptr) {
         EXPECT_EQ(std::memcmp(o->array_data, v.array_data, v.array_size * gguf_scalar_size(v.array_type)), 0) << key;
+      }
     } else {
       EXPECT_EQ(o->u, v.u) << key;
       EXPECT_EQ(o->i, v.i) << key;

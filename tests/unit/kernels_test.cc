@@ -261,7 +261,9 @@ TEST_P(KernelTest, ArgmaxFindsTheFirstLargestValue) {
         ASSERT_EQ(table().argmax(y.data(), n), at) << "tie n=" << n << " at=" << at;
       }
       y[at] = std::numeric_limits<float>::quiet_NaN();  // NaN is skipped, the later 100 wins
-      if (at + 1 < n) ASSERT_EQ(table().argmax(y.data(), n), n - 1) << "NaN n=" << n << " at=" << at;
+      if (at + 1 < n) {
+        ASSERT_EQ(table().argmax(y.data(), n), n - 1) << "NaN n=" << n << " at=" << at;
+      }
     }
   }
   std::vector<float> low(37, -INFINITY), nan(37, std::numeric_limits<float>::quiet_NaN());

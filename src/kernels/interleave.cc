@@ -30,10 +30,11 @@ struct Layout {
   // low nibbles in Q4_0's order, then 8 bytes of high pairs: byte 16 + i holds element
   // 4t + i's pair at bits 2t (t = 0..3), byte 20 + i element 16 + 4t + i's.
   bool six_bit = false;
-  // Q5_0 / Q5_1: qs (Q4_0's nibble order) then 4 bytes of fifth bits per 32 elements, from the
-  // block's 32-bit qh at high_at (bit e: element e): byte 16 + i holds element 4t + i's bit at
-  // bit t and element 16 + 4t + i's at bit 4 + t (t = 0..3), so the kernel moves register t's
-  // bits to bit 4 with one shift each.
+  // Q5_0 / Q5_1 / Q5_K: the nibbles (Q4_0's order; Q5_K's paired as Q4_K's) then 4 bytes of
+  // fifth bits per 32 elements, from the block's qh at high_at (Q5_0/Q5_1: one 32-bit word, bit
+  // e for element e; Q5_K: 32 bytes, bit c of byte e for element e of chunk c): byte 16 + i
+  // holds element 4t + i's bit at bit t and element 16 + 4t + i's at bit 4 + t (t = 0..3), so
+  // the kernel moves register t's bits to bit 4 with one shift each.
   bool five_bit = false;
   int high_at = 0;
 };
@@ -52,6 +53,10 @@ Layout layout_of(DType type) {
     case DType::kInt4G64:
     case DType::kInt4G128: l.zero_at = 2, l.codes_at = 3; break;
     case DType::kQ4_K: l.min_at = 2, l.planes_at = 4, l.planes = 12, l.codes_at = 16, l.paired_nibbles = true; break;
+    case DType::kQ5_K:
+      l.min_at = 2, l.planes_at = 4, l.planes = 12, l.high_at = 16, l.codes_at = 48, l.chunk_bytes = 20;
+      l.paired_nibbles = l.five_bit = true;
+      break;
     case DType::kQ6_K:
       l.scale_at = 208, l.planes_at = 192, l.planes = 16, l.codes_at = 0, l.chunk_bytes = 24, l.six_bit = true;
       break;
@@ -109,27 +114,36 @@ void set_six_bit_byte(uint8_t* block, int c, int b, uint8_t q) {
   for (int t = 0; t < 4; ++t) put(first + 4 * t, q >> (2 * t) & 3, true);
 }
 
-// Byte 16 + i of a Q5 block's codes in the interleaved order (Layout::five_bit) from its qh.
-uint8_t five_bit_byte(const uint8_t* qh, int i) {
-  const uint32_t h = static_cast<uint32_t>(qh[0]) | qh[1] << 8 | qh[2] << 16 | static_cast<uint32_t>(qh[3]) << 24;
+// The fifth bit of element e (0..31) of chunk c, in the block's qh (Layout::five_bit).
+int fifth_bit(const Layout& l, const uint8_t* block, int c, int e) {
+  const uint8_t* qh = block + l.high_at;
+  return l.paired_nibbles ? qh[e] >> c & 1 : qh[e / 8] >> e % 8 & 1;
+}
+void set_fifth_bit(const Layout& l, uint8_t* block, int c, int e, int bit) {
+  uint8_t* qh = block + l.high_at;
+  if (l.paired_nibbles) qh[e] |= static_cast<uint8_t>(bit << c);
+  else qh[e / 8] |= static_cast<uint8_t>(bit << e % 8);
+}
+
+// Byte 16 + i of chunk c's codes in the interleaved order (Layout::five_bit).
+uint8_t five_bit_byte(const Layout& l, const uint8_t* block, int c, int i) {
   int byte = 0;
-  for (int t = 0; t < 4; ++t) byte |= (h >> (4 * t + i) & 1) << t | (h >> (16 + 4 * t + i) & 1) << (4 + t);
+  for (int t = 0; t < 4; ++t) byte |= fifth_bit(l, block, c, 4 * t + i) << t | fifth_bit(l, block, c, 16 + 4 * t + i) << (4 + t);
   return static_cast<uint8_t>(byte);
 }
 
 // The inverse, OR-ed into a qh that starts zeroed.
-void set_five_bit_byte(uint8_t* qh, int i, uint8_t q) {
+void set_five_bit_byte(const Layout& l, uint8_t* block, int c, int i, uint8_t q) {
   for (int t = 0; t < 4; ++t) {
-    const int low = 4 * t + i, high = 16 + 4 * t + i;
-    qh[low / 8] |= static_cast<uint8_t>((q >> t & 1) << low % 8);
-    qh[high / 8] |= static_cast<uint8_t>((q >> (4 + t) & 1) << high % 8);
+    set_fifth_bit(l, block, c, 4 * t + i, q >> t & 1);
+    set_fifth_bit(l, block, c, 16 + 4 * t + i, q >> (4 + t) & 1);
   }
 }
 
 // Byte b of chunk c's codes in the interleaved order.
 uint8_t code_byte(const Layout& l, const uint8_t* block, int c, int b) {
   if (l.six_bit) return six_bit_byte(block, c, b);
-  if (l.five_bit) return b < 16 ? block[l.codes_at + b] : five_bit_byte(block + l.high_at, b - 16);
+  if (l.five_bit && b >= 16) return five_bit_byte(l, block, c, b - 16);
   const uint8_t* codes = block + l.codes_at;
   if (l.paired_nibbles) return static_cast<uint8_t>(paired_code(codes, c, b) | paired_code(codes, c, b + 16) << 4);
   const uint8_t q = codes[c * l.chunk_bytes + b];
@@ -140,11 +154,7 @@ uint8_t code_byte(const Layout& l, const uint8_t* block, int c, int b) {
 // codes that start zeroed).
 void set_code_byte(const Layout& l, uint8_t* block, int c, int b, uint8_t q) {
   if (l.six_bit) return set_six_bit_byte(block, c, b, q);
-  if (l.five_bit) {
-    if (b < 16) block[l.codes_at + b] = q;
-    else set_five_bit_byte(block + l.high_at, b - 16, q);
-    return;
-  }
+  if (l.five_bit && b >= 16) return set_five_bit_byte(l, block, c, b - 16, q);
   uint8_t* codes = block + l.codes_at;
   if (l.paired_nibbles) {
     const int shift = 4 * (c % 2);
@@ -190,7 +200,7 @@ void deinterleave_block(const Layout& l, int lanes, const uint8_t* in, int r, ui
   in += l.planes * lanes;
   if (l.paired_nibbles) std::memset(row + l.codes_at, 0, l.group / 2);
   if (l.six_bit) std::memset(row + l.codes_at, 0, l.group * 6 / 8);
-  if (l.five_bit) std::memset(row + l.high_at, 0, 4);
+  if (l.five_bit) std::memset(row + l.high_at, 0, l.group / 8);
   for (int c = 0; c < l.group / 32; ++c)
     for (int t = 0; t < l.chunk_bytes / 4; ++t) {
       for (int i = 0; i < 4; ++i) set_code_byte(l, row, c, 4 * t + i, in[r * 4 + i]);

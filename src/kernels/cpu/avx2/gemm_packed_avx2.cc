@@ -1,5 +1,5 @@
 // Matrix products over interleaved weights (kernels/interleave.h, 8 rows per group) with AVX2:
-// Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q4_K and Q6_K against q8_act
+// Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q4_K, Q5_K and Q6_K against q8_act
 // activations. The twin of avx512/gemm_packed_avx512.cc for CPUs without AVX-512 (and VNNI).
 //
 // One 256-bit register holds the same four weights of 8 output rows; vpmaddubsw against an
@@ -193,6 +193,15 @@ struct PackedQ5_1 : Nibbles5 {
   static constexpr bool kMin = true;
 };
 
+// Q5_K: Q4_K's super-blocks and scales with Q5_0's fifth bits: x = d sc_c q - dmin m_c, q in
+// [0, 31].
+struct PackedQ5_K : PackedQ4_K {
+  static constexpr int kCodeBytes = Nibbles5::kCodeBytes;
+  static constexpr int kSumRegs = Nibbles5::kSumRegs;
+  template <int T>
+  static __m256i weights(const uint8_t* p) { return Nibbles5::weights<T>(p); }
+};
+
 // Q8_0: int8 codes, stored as q + 128 (the AVX-512 form), signed again by flipping bit 7.
 struct PackedQ8_0 : Nibbles {
   static constexpr int kCodeBytes = 32;
@@ -336,6 +345,7 @@ void gemm_int4_g64_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<P
 void gemm_int4_g128_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<128>>(a, n0, n1); }
 void gemm_nf4_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedNF4>(a, n0, n1); }
 void gemm_q4_k_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ4_K>(a, n0, n1); }
+void gemm_q5_k_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ5_K>(a, n0, n1); }
 void gemm_q6_k_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ6_K>(a, n0, n1); }
 
 }  // namespace frugal::kernels::avx2

@@ -37,6 +37,10 @@ struct Layout {
   // the kernel moves register t's bits to bit 4 with one shift each.
   bool five_bit = false;
   int high_at = 0;
+  // Q3_K's 3-bit codes (low bit pairs in qs at codes_at, third bits in hmask at high_at): per
+  // 32 elements 8 bytes of pairs, byte i holding element 4t + i's at bits 2t and byte 4 + i
+  // element 16 + 4t + i's (t = 0..3), then 4 bytes of third bits in Q5_0's arrangement.
+  bool three_bit = false;
 };
 
 Layout layout_of(DType type) {
@@ -56,6 +60,10 @@ Layout layout_of(DType type) {
     case DType::kQ5_K:
       l.min_at = 2, l.planes_at = 4, l.planes = 12, l.high_at = 16, l.codes_at = 48, l.chunk_bytes = 20;
       l.paired_nibbles = l.five_bit = true;
+      break;
+    case DType::kQ3_K:
+      l.scale_at = 108, l.planes_at = 96, l.planes = 12, l.codes_at = 32, l.high_at = 0, l.chunk_bytes = 12;
+      l.three_bit = true;
       break;
     case DType::kQ6_K:
       l.scale_at = 208, l.planes_at = 192, l.planes = 16, l.codes_at = 0, l.chunk_bytes = 24, l.six_bit = true;
@@ -114,36 +122,59 @@ void set_six_bit_byte(uint8_t* block, int c, int b, uint8_t q) {
   for (int t = 0; t < 4; ++t) put(first + 4 * t, q >> (2 * t) & 3, true);
 }
 
-// The fifth bit of element e (0..31) of chunk c, in the block's qh (Layout::five_bit).
-int fifth_bit(const Layout& l, const uint8_t* block, int c, int e) {
+// The top bit of element e (0..31) of chunk c (Q5's fifth, Q3_K's third), in the block's qh
+// or hmask (Layout::five_bit, Layout::three_bit): one bit plane per chunk in 32 bytes for the
+// K-quants (bit c of byte e), one 32-bit word for Q5_0 and Q5_1 (bit e).
+int top_bit(const Layout& l, const uint8_t* block, int c, int e) {
   const uint8_t* qh = block + l.high_at;
-  return l.paired_nibbles ? qh[e] >> c & 1 : qh[e / 8] >> e % 8 & 1;
+  return l.paired_nibbles || l.three_bit ? qh[e] >> c & 1 : qh[e / 8] >> e % 8 & 1;
 }
-void set_fifth_bit(const Layout& l, uint8_t* block, int c, int e, int bit) {
+void set_top_bit(const Layout& l, uint8_t* block, int c, int e, int bit) {
   uint8_t* qh = block + l.high_at;
-  if (l.paired_nibbles) qh[e] |= static_cast<uint8_t>(bit << c);
+  if (l.paired_nibbles || l.three_bit) qh[e] |= static_cast<uint8_t>(bit << c);
   else qh[e / 8] |= static_cast<uint8_t>(bit << e % 8);
 }
 
-// Byte 16 + i of chunk c's codes in the interleaved order (Layout::five_bit).
-uint8_t five_bit_byte(const Layout& l, const uint8_t* block, int c, int i) {
+// Byte i of a chunk's top-bit bytes in the interleaved order: element 4t + i's bit at bit t,
+// element 16 + 4t + i's at bit 4 + t.
+uint8_t top_bit_byte(const Layout& l, const uint8_t* block, int c, int i) {
   int byte = 0;
-  for (int t = 0; t < 4; ++t) byte |= fifth_bit(l, block, c, 4 * t + i) << t | fifth_bit(l, block, c, 16 + 4 * t + i) << (4 + t);
+  for (int t = 0; t < 4; ++t) byte |= top_bit(l, block, c, 4 * t + i) << t | top_bit(l, block, c, 16 + 4 * t + i) << (4 + t);
   return static_cast<uint8_t>(byte);
 }
 
 // The inverse, OR-ed into a qh that starts zeroed.
-void set_five_bit_byte(const Layout& l, uint8_t* block, int c, int i, uint8_t q) {
+void set_top_bit_byte(const Layout& l, uint8_t* block, int c, int i, uint8_t q) {
   for (int t = 0; t < 4; ++t) {
-    set_fifth_bit(l, block, c, 4 * t + i, q >> t & 1);
-    set_fifth_bit(l, block, c, 16 + 4 * t + i, q >> (4 + t) & 1);
+    set_top_bit(l, block, c, 4 * t + i, q >> t & 1);
+    set_top_bit(l, block, c, 16 + 4 * t + i, q >> (4 + t) & 1);
   }
+}
+
+// Q3_K's low bit pair of element e (0..31) of chunk c: qs[32 (c / 4) + e] >> 2 (c % 4), as
+// dequantize_row_q3_K reads it.
+uint8_t& q3_pair_byte(const Layout& l, uint8_t* block, int c, int e) { return block[l.codes_at + 32 * (c / 4) + e]; }
+int q3_pair(const Layout& l, const uint8_t* block, int c, int e) {
+  return block[l.codes_at + 32 * (c / 4) + e] >> (2 * (c % 4)) & 3;
+}
+
+// Byte b (< 8) of Q3_K's chunk c in the interleaved order (Layout::three_bit).
+uint8_t pair_byte(const Layout& l, const uint8_t* block, int c, int b) {
+  const int first = b < 4 ? b : 16 + b - 4;
+  int byte = 0;
+  for (int t = 0; t < 4; ++t) byte |= q3_pair(l, block, c, first + 4 * t) << (2 * t);
+  return static_cast<uint8_t>(byte);
+}
+void set_pair_byte(const Layout& l, uint8_t* block, int c, int b, uint8_t q) {
+  const int first = b < 4 ? b : 16 + b - 4;
+  for (int t = 0; t < 4; ++t) q3_pair_byte(l, block, c, first + 4 * t) |= static_cast<uint8_t>((q >> (2 * t) & 3) << (2 * (c % 4)));
 }
 
 // Byte b of chunk c's codes in the interleaved order.
 uint8_t code_byte(const Layout& l, const uint8_t* block, int c, int b) {
   if (l.six_bit) return six_bit_byte(block, c, b);
-  if (l.five_bit && b >= 16) return five_bit_byte(l, block, c, b - 16);
+  if (l.three_bit) return b < 8 ? pair_byte(l, block, c, b) : top_bit_byte(l, block, c, b - 8);
+  if (l.five_bit && b >= 16) return top_bit_byte(l, block, c, b - 16);
   const uint8_t* codes = block + l.codes_at;
   if (l.paired_nibbles) return static_cast<uint8_t>(paired_code(codes, c, b) | paired_code(codes, c, b + 16) << 4);
   const uint8_t q = codes[c * l.chunk_bytes + b];
@@ -154,7 +185,8 @@ uint8_t code_byte(const Layout& l, const uint8_t* block, int c, int b) {
 // codes that start zeroed).
 void set_code_byte(const Layout& l, uint8_t* block, int c, int b, uint8_t q) {
   if (l.six_bit) return set_six_bit_byte(block, c, b, q);
-  if (l.five_bit && b >= 16) return set_five_bit_byte(l, block, c, b - 16, q);
+  if (l.three_bit) return b < 8 ? set_pair_byte(l, block, c, b, q) : set_top_bit_byte(l, block, c, b - 8, q);
+  if (l.five_bit && b >= 16) return set_top_bit_byte(l, block, c, b - 16, q);
   uint8_t* codes = block + l.codes_at;
   if (l.paired_nibbles) {
     const int shift = 4 * (c % 2);
@@ -201,6 +233,7 @@ void deinterleave_block(const Layout& l, int lanes, const uint8_t* in, int r, ui
   if (l.paired_nibbles) std::memset(row + l.codes_at, 0, l.group / 2);
   if (l.six_bit) std::memset(row + l.codes_at, 0, l.group * 6 / 8);
   if (l.five_bit) std::memset(row + l.high_at, 0, l.group / 8);
+  if (l.three_bit) std::memset(row, 0, l.group * 3 / 8);  // hmask and qs
   for (int c = 0; c < l.group / 32; ++c)
     for (int t = 0; t < l.chunk_bytes / 4; ++t) {
       for (int i = 0; i < 4; ++i) set_code_byte(l, row, c, 4 * t + i, in[r * 4 + i]);

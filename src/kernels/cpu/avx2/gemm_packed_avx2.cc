@@ -1,5 +1,5 @@
 // Matrix products over interleaved weights (kernels/interleave.h, 8 rows per group) with AVX2:
-// Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q4_K, Q5_K and Q6_K against q8_act
+// Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q3_K, Q4_K, Q5_K and Q6_K against q8_act
 // activations. The twin of avx512/gemm_packed_avx512.cc for CPUs without AVX-512 (and VNNI).
 //
 // One 256-bit register holds the same four weights of 8 output rows; vpmaddubsw against an
@@ -165,6 +165,44 @@ struct PackedQ6_K : Nibbles {
     };
     first = _mm256_mul_ps(d, plane(2 * c));
     second = _mm256_mul_ps(d, plane(2 * c + 1));
+  }
+};
+
+// Q3_K: super-blocks of 256, x = d (sc_j - 32) (q - 4) with 3-bit q and a 6-bit scale sc_j per
+// 16 elements in Q3_K's 12 bytes, read from 12 planes of one byte per row. Per 32 elements the
+// codes are 8 bytes of low bit pairs (byte i: element 4T + i's at bits 2T; byte 4 + i: element
+// 16 + 4T + i's) and 4 bytes of third bits in Q5_0's arrangement (kernels/interleave.cc):
+// register T's pairs reach bits 0-1 with one shift, its third bits bit 2 with another.
+struct PackedQ3_K : Nibbles {
+  static constexpr int kGroup = 256;
+  static constexpr int kCodeBytes = 12;
+  static constexpr int kOffset = 4;
+  static constexpr int kPlanes = 12;
+  static constexpr bool kHalfScales = true;
+  static constexpr int kSumRegs = 4;  // a half's 4 registers: 4 * 2 * 7 * 127 fits in int16
+  template <int T>
+  static __m256i weights(const uint8_t* p) {
+    const __m256i pairs = load_32(p + 32 * (T / 4)), h = load_32(p + 64);
+    const __m256i low = _mm256_and_si256(_mm256_srli_epi16(pairs, 2 * (T % 4)), _mm256_set1_epi8(0x03));
+    __m256i third;  // bit T of h to bit 2 (a byte's bit 2 comes from the same byte)
+    if constexpr (T < 2) third = _mm256_slli_epi16(h, 2 - T);
+    else if constexpr (T == 2) third = h;
+    else third = _mm256_srli_epi16(h, T - 2);
+    return _mm256_or_si256(low, _mm256_and_si256(third, _mm256_set1_epi8(0x04)));
+  }
+  // Chunk c's two scales (sub-blocks 2c and 2c + 1) minus 32 times d, one per lane: scale s has
+  // its low 4 bits in byte s (s < 8) or the high nibble of byte s - 8, its top 2 at bits
+  // 2 (s / 4) of byte 8 + s % 4.
+  static void half_scales(const uint8_t* block, int c, __m256 d, __m256& first, __m256& second) {
+    const uint8_t* planes = block + 2 * kLanes;
+    auto plane = [&](int i) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(planes + kLanes * i))); };
+    auto scale = [&](int s) {
+      const __m256i low = s < 8 ? _mm256_and_si256(plane(s), _mm256_set1_epi32(15)) : _mm256_srli_epi32(plane(s - 8), 4);
+      const __m256i top = _mm256_and_si256(_mm256_srl_epi32(plane(8 + s % 4), _mm_cvtsi32_si128(2 * (s / 4))), _mm256_set1_epi32(3));
+      return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(top, 4)), _mm256_set1_epi32(32))));
+    };
+    first = scale(2 * c);
+    second = scale(2 * c + 1);
   }
 };
 
@@ -344,6 +382,7 @@ void gemm_int4_g32_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<P
 void gemm_int4_g64_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<64>>(a, n0, n1); }
 void gemm_int4_g128_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<128>>(a, n0, n1); }
 void gemm_nf4_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedNF4>(a, n0, n1); }
+void gemm_q3_k_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ3_K>(a, n0, n1); }
 void gemm_q4_k_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ4_K>(a, n0, n1); }
 void gemm_q5_k_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ5_K>(a, n0, n1); }
 void gemm_q6_k_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ6_K>(a, n0, n1); }

@@ -1,5 +1,5 @@
 // Matrix products over interleaved weights (kernels/interleave.h, 16 rows per group) with
-// AVX-512 VNNI: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q4_K, Q5_K and Q6_K
+// AVX-512 VNNI: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q3_K, Q4_K, Q5_K and Q6_K
 // against q8_act
 // activations.
 //
@@ -177,6 +177,47 @@ struct PackedQ6_K : Nibbles {
   }
 };
 
+// Q3_K: super-blocks of 256, x = d (sc_j - 32) (q - 4) with 3-bit q and a 6-bit scale sc_j per
+// 16 elements in Q3_K's 12 bytes, read from 12 planes of one byte per row. Per 32 elements the
+// codes are 8 bytes of low bit pairs (byte i: element 4t + i's at bits 2t; byte 4 + i: element
+// 16 + 4t + i's) and 4 bytes of third bits in Q5_0's arrangement (kernels/interleave.cc):
+// register t's pairs reach bits 0-1 with one shift, its third bits bit 2 with another.
+struct PackedQ3_K : Nibbles {
+  static constexpr int kGroup = 256;
+  static constexpr int kCodeBytes = 12;
+  static constexpr int kOffset = 4;
+  static constexpr int kPlanes = 12;
+  static constexpr bool kHalfScales = true;
+  template <int T>
+  static __m512i code(__m512i pairs, __m512i h) {
+    const __m512i low = _mm512_and_si512(_mm512_srli_epi16(pairs, 2 * (T % 4)), _mm512_set1_epi8(0x03));
+    __m512i third;  // bit T of h to bit 2 (a byte's bit 2 comes from the same byte)
+    if constexpr (T < 2) third = _mm512_slli_epi16(h, 2 - T);
+    else if constexpr (T == 2) third = h;
+    else third = _mm512_srli_epi16(h, T - 2);
+    return _mm512_ternarylogic_epi32(low, third, _mm512_set1_epi8(0x04), 0xF8);  // a | (b & c)
+  }
+  static void weights(const uint8_t* p, __m512i (&w)[8]) {
+    const __m512i p0 = _mm512_loadu_si512(p), p1 = _mm512_loadu_si512(p + 64), h = _mm512_loadu_si512(p + 128);
+    w[0] = code<0>(p0, h), w[1] = code<1>(p0, h), w[2] = code<2>(p0, h), w[3] = code<3>(p0, h);
+    w[4] = code<4>(p1, h), w[5] = code<5>(p1, h), w[6] = code<6>(p1, h), w[7] = code<7>(p1, h);
+  }
+  // Chunk c's two scales (sub-blocks 2c and 2c + 1) minus 32 times d, one per lane: scale s has
+  // its low 4 bits in byte s (s < 8) or the high nibble of byte s - 8, its top 2 at bits
+  // 2 (s / 4) of byte 8 + s % 4.
+  static void half_scales(const uint8_t* block, int c, __m512 d, __m512& first, __m512& second) {
+    const uint8_t* planes = block + 2 * kLanes;
+    auto plane = [&](int i) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + kLanes * i))); };
+    auto scale = [&](int s) {
+      const __m512i low = s < 8 ? _mm512_and_si512(plane(s), _mm512_set1_epi32(15)) : _mm512_srli_epi32(plane(s - 8), 4);
+      const __m512i top = _mm512_and_si512(_mm512_srl_epi32(plane(8 + s % 4), _mm_cvtsi32_si128(2 * (s / 4))), _mm512_set1_epi32(3));
+      return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_or_si512(low, _mm512_slli_epi32(top, 4)), _mm512_set1_epi32(32))));
+    };
+    first = scale(2 * c);
+    second = scale(2 * c + 1);
+  }
+};
+
 // Q5_0 and Q5_1: Q4_0's nibbles with a fifth bit, 4 bytes of them per 32 elements after the
 // nibbles (kernels/interleave.cc): register t's bits at bit t of the 64 bytes (elements 4t + i)
 // and bit 4 + t (elements 16 + 4t + i), each moved to bit 4 with one 16-bit shift (a byte's
@@ -341,6 +382,7 @@ void gemm_int4_g32_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<
 void gemm_int4_g64_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<64>>(a, n0, n1); }
 void gemm_int4_g128_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<128>>(a, n0, n1); }
 void gemm_nf4_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedNF4>(a, n0, n1); }
+void gemm_q3_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ3_K>(a, n0, n1); }
 void gemm_q4_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ4_K>(a, n0, n1); }
 void gemm_q5_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ5_K>(a, n0, n1); }
 void gemm_q6_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ6_K>(a, n0, n1); }

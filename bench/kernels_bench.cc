@@ -94,6 +94,7 @@ BENCHMARK_CAPTURE(BM_GemvPacked, int4_g64, DType::kInt4G64)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemv, nf4, DType::kNF4)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_GemvPacked, nf4, DType::kNF4)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_GemvPacked, q4_k, DType::kQ4_K)->Apply(kquant_shapes);
+BENCHMARK_CAPTURE(BM_GemvPacked, q2_k, DType::kQ2_K)->Apply(kquant_shapes);
 BENCHMARK_CAPTURE(BM_GemvPacked, q3_k, DType::kQ3_K)->Apply(kquant_shapes);
 BENCHMARK_CAPTURE(BM_GemvPacked, q5_k, DType::kQ5_K)->Apply(kquant_shapes);
 BENCHMARK_CAPTURE(BM_GemvPacked, q6_k, DType::kQ6_K)->Apply(kquant_shapes);
@@ -113,6 +114,8 @@ BENCHMARK_CAPTURE(BM_Gemm, q5_0_packed, DType::kQ5_0, true)->Apply(prefill_shape
 BENCHMARK_CAPTURE(BM_Gemm, q4_k, DType::kQ4_K)->Args({2048, 2048});
 BENCHMARK_CAPTURE(BM_Gemm, q4_k_packed, DType::kQ4_K, true)->Args({2048, 2048});
 BENCHMARK_CAPTURE(BM_Gemm, q6_k, DType::kQ6_K)->Args({2048, 2048});
+BENCHMARK_CAPTURE(BM_Gemm, q2_k, DType::kQ2_K)->Args({2048, 2048});
+BENCHMARK_CAPTURE(BM_Gemm, q2_k_packed, DType::kQ2_K, true)->Args({2048, 2048});
 BENCHMARK_CAPTURE(BM_Gemm, q3_k, DType::kQ3_K)->Args({2048, 2048});
 BENCHMARK_CAPTURE(BM_Gemm, q3_k_packed, DType::kQ3_K, true)->Args({2048, 2048});
 BENCHMARK_CAPTURE(BM_Gemm, q5_k, DType::kQ5_K)->Args({2048, 2048});

@@ -37,9 +37,11 @@ struct Layout {
   // the kernel moves register t's bits to bit 4 with one shift each.
   bool five_bit = false;
   int high_at = 0;
-  // Q3_K's 3-bit codes (low bit pairs in qs at codes_at, third bits in hmask at high_at): per
-  // 32 elements 8 bytes of pairs, byte i holding element 4t + i's at bits 2t and byte 4 + i
-  // element 16 + 4t + i's (t = 0..3), then 4 bytes of third bits in Q5_0's arrangement.
+  // Q2_K's and Q3_K's low bit pairs (in qs at codes_at; chunk c's element e at bits 2 (c % 4)
+  // of byte 32 (c / 4) + e): per 32 elements 8 bytes, byte i holding element 4t + i's pair at
+  // bits 2t and byte 4 + i element 16 + 4t + i's (t = 0..3).
+  bool bit_pairs = false;
+  // Q3_K: then 4 bytes of third bits (hmask at high_at) in Q5_0's arrangement.
   bool three_bit = false;
 };
 
@@ -63,8 +65,9 @@ Layout layout_of(DType type) {
       break;
     case DType::kQ3_K:
       l.scale_at = 108, l.planes_at = 96, l.planes = 12, l.codes_at = 32, l.high_at = 0, l.chunk_bytes = 12;
-      l.three_bit = true;
+      l.bit_pairs = l.three_bit = true;
       break;
+    case DType::kQ2_K: l.scale_at = 80, l.min_at = 82, l.planes_at = 0, l.planes = 16, l.codes_at = 16, l.chunk_bytes = 8, l.bit_pairs = true; break;
     case DType::kQ6_K:
       l.scale_at = 208, l.planes_at = 192, l.planes = 16, l.codes_at = 0, l.chunk_bytes = 24, l.six_bit = true;
       break;
@@ -151,29 +154,29 @@ void set_top_bit_byte(const Layout& l, uint8_t* block, int c, int i, uint8_t q) 
   }
 }
 
-// Q3_K's low bit pair of element e (0..31) of chunk c: qs[32 (c / 4) + e] >> 2 (c % 4), as
-// dequantize_row_q3_K reads it.
-uint8_t& q3_pair_byte(const Layout& l, uint8_t* block, int c, int e) { return block[l.codes_at + 32 * (c / 4) + e]; }
-int q3_pair(const Layout& l, const uint8_t* block, int c, int e) {
+// The low bit pair of element e (0..31) of chunk c: qs[32 (c / 4) + e] >> 2 (c % 4), as
+// dequantize_row_q2_K and dequantize_row_q3_K read it (Layout::bit_pairs).
+uint8_t& pair_source_byte(const Layout& l, uint8_t* block, int c, int e) { return block[l.codes_at + 32 * (c / 4) + e]; }
+int bit_pair(const Layout& l, const uint8_t* block, int c, int e) {
   return block[l.codes_at + 32 * (c / 4) + e] >> (2 * (c % 4)) & 3;
 }
 
-// Byte b (< 8) of Q3_K's chunk c in the interleaved order (Layout::three_bit).
+// Byte b (< 8) of chunk c's bit pairs in the interleaved order.
 uint8_t pair_byte(const Layout& l, const uint8_t* block, int c, int b) {
   const int first = b < 4 ? b : 16 + b - 4;
   int byte = 0;
-  for (int t = 0; t < 4; ++t) byte |= q3_pair(l, block, c, first + 4 * t) << (2 * t);
+  for (int t = 0; t < 4; ++t) byte |= bit_pair(l, block, c, first + 4 * t) << (2 * t);
   return static_cast<uint8_t>(byte);
 }
 void set_pair_byte(const Layout& l, uint8_t* block, int c, int b, uint8_t q) {
   const int first = b < 4 ? b : 16 + b - 4;
-  for (int t = 0; t < 4; ++t) q3_pair_byte(l, block, c, first + 4 * t) |= static_cast<uint8_t>((q >> (2 * t) & 3) << (2 * (c % 4)));
+  for (int t = 0; t < 4; ++t) pair_source_byte(l, block, c, first + 4 * t) |= static_cast<uint8_t>((q >> (2 * t) & 3) << (2 * (c % 4)));
 }
 
 // Byte b of chunk c's codes in the interleaved order.
 uint8_t code_byte(const Layout& l, const uint8_t* block, int c, int b) {
   if (l.six_bit) return six_bit_byte(block, c, b);
-  if (l.three_bit) return b < 8 ? pair_byte(l, block, c, b) : top_bit_byte(l, block, c, b - 8);
+  if (l.bit_pairs) return b < 8 ? pair_byte(l, block, c, b) : top_bit_byte(l, block, c, b - 8);
   if (l.five_bit && b >= 16) return top_bit_byte(l, block, c, b - 16);
   const uint8_t* codes = block + l.codes_at;
   if (l.paired_nibbles) return static_cast<uint8_t>(paired_code(codes, c, b) | paired_code(codes, c, b + 16) << 4);
@@ -185,7 +188,7 @@ uint8_t code_byte(const Layout& l, const uint8_t* block, int c, int b) {
 // codes that start zeroed).
 void set_code_byte(const Layout& l, uint8_t* block, int c, int b, uint8_t q) {
   if (l.six_bit) return set_six_bit_byte(block, c, b, q);
-  if (l.three_bit) return b < 8 ? set_pair_byte(l, block, c, b, q) : set_top_bit_byte(l, block, c, b - 8, q);
+  if (l.bit_pairs) return b < 8 ? set_pair_byte(l, block, c, b, q) : set_top_bit_byte(l, block, c, b - 8, q);
   if (l.five_bit && b >= 16) return set_top_bit_byte(l, block, c, b - 16, q);
   uint8_t* codes = block + l.codes_at;
   if (l.paired_nibbles) {
@@ -232,8 +235,8 @@ void deinterleave_block(const Layout& l, int lanes, const uint8_t* in, int r, ui
   in += l.planes * lanes;
   if (l.paired_nibbles) std::memset(row + l.codes_at, 0, l.group / 2);
   if (l.six_bit) std::memset(row + l.codes_at, 0, l.group * 6 / 8);
-  if (l.five_bit) std::memset(row + l.high_at, 0, l.group / 8);
-  if (l.three_bit) std::memset(row, 0, l.group * 3 / 8);  // hmask and qs
+  if (l.five_bit || l.three_bit) std::memset(row + l.high_at, 0, l.group / 8);
+  if (l.bit_pairs) std::memset(row + l.codes_at, 0, l.group / 4);
   for (int c = 0; c < l.group / 32; ++c)
     for (int t = 0; t < l.chunk_bytes / 4; ++t) {
       for (int i = 0; i < 4; ++i) set_code_byte(l, row, c, 4 * t + i, in[r * 4 + i]);

@@ -1,5 +1,5 @@
 // Model::pack_weights on llama.cpp's Q8_0 and Q4_0 files of wiki-7m (the latter's tied head in
-// Q6_K) and on frugal's Q5_0, Q5_1, Q3_K, Q4_K, Q5_K and Q6_K of it (every matrix in that type, since
+// Q6_K) and on frugal's Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K of it (every matrix in that type, since
 // wiki-7m's rows are multiples of 256): with this CPU's packed
 // products every such matrix is interleaved, and a prompt's next-token distributions stay as
 // close to the file layout's as two kernels that add in a different order can: each layer
@@ -130,6 +130,7 @@ void check_quantized(const std::string& type) {
 
 TEST(PackedWeights, Q5_0MatchesTheFileLayout) { check_quantized("q5_0"); }
 TEST(PackedWeights, Q5_1MatchesTheFileLayout) { check_quantized("q5_1"); }
+TEST(PackedWeights, Q2_KMatchesTheFileLayout) { check_quantized("q2_k"); }
 TEST(PackedWeights, Q3_KMatchesTheFileLayout) { check_quantized("q3_k"); }
 TEST(PackedWeights, Q4_KMatchesTheFileLayout) { check_quantized("q4_k"); }
 TEST(PackedWeights, Q5_KMatchesTheFileLayout) { check_quantized("q5_k"); }

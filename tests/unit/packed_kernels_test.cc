@@ -24,7 +24,7 @@ namespace {
 
 const DType kTypes[] = {DType::kQ4_0,    DType::kQ4_1,    DType::kQ5_0,    DType::kQ5_1,     DType::kIQ4_NL,
                         DType::kNF4,     DType::kQ8_0,    DType::kInt4G32, DType::kInt4G64,  DType::kInt4G128,
-                        DType::kQ3_K,    DType::kQ4_K,    DType::kQ5_K,    DType::kQ6_K};
+                        DType::kQ2_K,    DType::kQ3_K,    DType::kQ4_K,    DType::kQ5_K,     DType::kQ6_K};
 
 struct Case {
   Buffer w;         // plain rows
@@ -45,10 +45,10 @@ Case make_case(DType type, int lanes, int64_t m, int64_t n, int64_t k, uint32_t 
     std::mt19937 rng(seed);
     for (size_t i = 0; i < stride * n; ++i) c.w.as<uint8_t>()[i] = static_cast<uint8_t>(rng());
     for (size_t b = 0; b < stride * n / t.block_bytes; ++b) {
-      const int scale_high = type == DType::kQ6_K ? 209 : type == DType::kQ3_K ? 109 : 1;
+      const int scale_high = type == DType::kQ6_K ? 209 : type == DType::kQ3_K ? 109 : type == DType::kQ2_K ? 81 : 1;
       c.w.as<uint8_t>()[b * t.block_bytes + scale_high] &= 0xBF;  // the scale
-      if (type == DType::kQ4_1 || type == DType::kQ5_1 || type == DType::kQ4_K || type == DType::kQ5_K)
-        c.w.as<uint8_t>()[b * t.block_bytes + 3] &= 0xBF;  // the minimum
+      if (type == DType::kQ4_1 || type == DType::kQ5_1 || type == DType::kQ4_K || type == DType::kQ5_K || type == DType::kQ2_K)
+        c.w.as<uint8_t>()[b * t.block_bytes + (type == DType::kQ2_K ? 83 : 3)] &= 0xBF;  // the minimum
     }
   } else {
     const auto w = test::random_floats(n * k, seed + 1, 0.5f);
@@ -95,7 +95,7 @@ TEST(Interleave, RowsComeBackUnchanged) {
 
 TEST(Interleave, TheFormatsWithALayout) {
   for (DType type : kTypes) EXPECT_TRUE(interleavable(type)) << dtype_name(type);
-  for (DType type : {DType::kBF16, DType::kQ2_K, DType::kInt3G64}) EXPECT_FALSE(interleavable(type)) << dtype_name(type);
+  for (DType type : {DType::kBF16, DType::kQ8_K, DType::kInt3G64}) EXPECT_FALSE(interleavable(type)) << dtype_name(type);
 }
 
 class PackedKernelTest : public ::testing::TestWithParam<Isa> {};

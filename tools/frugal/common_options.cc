@@ -23,7 +23,7 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
                "check the quality cost with `frugal perplexity --kl-base`)");
   app.add_flag("--no-repack", f.no_repack,
                "Use the weights where they are instead of interleaving them at load for this CPU's faster "
-               "kernels (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, int4_g*, Q3_K, Q4_K, Q5_K, Q6_K with AVX-512 or AVX2) and copying the rest "
+               "kernels (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, int4_g*, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K with AVX-512 or AVX2) and copying the rest "
                "of a mapped file's matrices into huge pages");
   app.add_option("--lora", f.lora,
                  "LoRA adapter (a PEFT folder) applied unmerged, optionally scaled: DIR or DIR:SCALE (repeatable: "

@@ -23,7 +23,8 @@ struct PackedXBlock {
   float d;        // scale
   int32_t start;  // the dot product's start: -offset * sum (half scales: of the first 16)
   int32_t start2; // half scales: -offset * the sum of the last 16
-  float dsum;     // d * sum (formats with a minimum)
+  float dsum;     // d * sum (formats with a minimum; half scales: of the first 16)
+  float dsum2;    // half scales: d * the sum of the last 16
   int32_t sum;    // sum of the codes (formats with a zero point)
 };
 
@@ -41,7 +42,8 @@ void prepare_packed_x(const GemmArgs& a, int64_t m0, int64_t rows, PackedXBlock*
         first = 0;
         for (int e = 0; e < 16; ++e) first += x[b].qs[e];
       }
-      xb[i * nb + b] = {d, -kOffset * first, -kOffset * (x[b].sum - first), d * static_cast<float>(x[b].sum), x[b].sum};
+      const int32_t second = x[b].sum - first;
+      xb[i * nb + b] = {d, -kOffset * first, -kOffset * second, d * static_cast<float>(first), d * static_cast<float>(second), x[b].sum};
     }
   }
 }

@@ -1,5 +1,5 @@
 // Matrix products over interleaved weights (kernels/interleave.h, 8 rows per group) with AVX2:
-// Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q3_K, Q4_K, Q5_K and Q6_K against q8_act
+// Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K against q8_act
 // activations. The twin of avx512/gemm_packed_avx512.cc for CPUs without AVX-512 (and VNNI).
 //
 // One 256-bit register holds the same four weights of 8 output rows; vpmaddubsw against an
@@ -206,6 +206,37 @@ struct PackedQ3_K : Nibbles {
   }
 };
 
+// Q2_K: super-blocks of 256, x = d sc_j q - dmin m_j with 2-bit q and a 4-bit scale sc_j and
+// minimum m_j per 16 elements (one byte each, read from 16 planes). Per 32 elements the codes
+// are Q3_K's 8 bytes of bit pairs without the third bits.
+struct PackedQ2_K : Nibbles {
+  static constexpr int kGroup = 256;
+  static constexpr int kCodeBytes = 8;
+  static constexpr bool kMin = true;
+  static constexpr int kPlanes = 16;
+  static constexpr bool kHalfScales = true;
+  static constexpr int kSumRegs = 4;  // a half's 4 registers: 4 * 2 * 3 * 127 fits in int16
+  template <int T>
+  static __m256i weights(const uint8_t* p) {
+    return _mm256_and_si256(_mm256_srli_epi16(load_32(p + 32 * (T / 4)), 2 * (T % 4)), _mm256_set1_epi8(0x03));
+  }
+  static __m256i plane(const uint8_t* block, int s) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 4 * kLanes + kLanes * s)));
+  }
+  // Chunk c's two scales times d, one per lane: the low nibbles of planes 2c and 2c + 1.
+  static void half_scales(const uint8_t* block, int c, __m256 d, __m256& first, __m256& second) {
+    const __m256i low4 = _mm256_set1_epi32(15);
+    first = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_and_si256(plane(block, 2 * c), low4)));
+    second = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_and_si256(plane(block, 2 * c + 1), low4)));
+  }
+  // Their minimums times -dmin: the high nibbles.
+  static void half_mins(const uint8_t* block, int c, __m256 dmin, __m256& first, __m256& second) {
+    const __m256 neg = _mm256_sub_ps(_mm256_setzero_ps(), dmin);
+    first = _mm256_mul_ps(neg, _mm256_cvtepi32_ps(_mm256_srli_epi32(plane(block, 2 * c), 4)));
+    second = _mm256_mul_ps(neg, _mm256_cvtepi32_ps(_mm256_srli_epi32(plane(block, 2 * c + 1), 4)));
+  }
+};
+
 // Q5_0 and Q5_1: Q4_0's nibbles with a fifth bit, 4 bytes of them per 32 elements after the
 // nibbles (kernels/interleave.cc): register T's bits at bit T of the 32 bytes (T < 4) or bit T
 // (T >= 4, elements 16 + ...), each moved to bit 4 with one 16-bit shift (a byte's bit 4 comes
@@ -326,9 +357,10 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const Packe
 #pragma GCC unroll 4
     for (int c = 0; c < kChunks; ++c) {
       const int64_t xi = b * kChunks + c;
-      __m256 scale = d, min = mins, scale2 = d;
+      __m256 scale = d, min = mins, scale2 = d, min2 = mins;
       if constexpr (P::kHalfScales) P::half_scales(p, c, d, scale, scale2);
       else if constexpr (P::kPlanes != 0) P::sub_scales(p, c, d, mins, scale, min);
+      if constexpr (P::kHalfScales && P::kMin) P::half_mins(p, c, mins, min, min2);
       const int8_t* xq[MR];
       __m256i dot[MR], dot2[MR];
 #pragma GCC unroll 8
@@ -346,6 +378,10 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const Packe
         if constexpr (P::kHalfScales) {
           acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[i]), _mm256_mul_ps(scale, dx), acc[i]);
           acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot2[i]), _mm256_mul_ps(scale2, dx), acc[i]);
+          if constexpr (P::kMin) {
+            acc[i] = _mm256_fmadd_ps(min, _mm256_set1_ps(xs.dsum), acc[i]);
+            acc[i] = _mm256_fmadd_ps(min2, _mm256_set1_ps(xs.dsum2), acc[i]);
+          }
           continue;
         }
         __m256i total = dot[i];
@@ -382,6 +418,7 @@ void gemm_int4_g32_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<P
 void gemm_int4_g64_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<64>>(a, n0, n1); }
 void gemm_int4_g128_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<128>>(a, n0, n1); }
 void gemm_nf4_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedNF4>(a, n0, n1); }
+void gemm_q2_k_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ2_K>(a, n0, n1); }
 void gemm_q3_k_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ3_K>(a, n0, n1); }
 void gemm_q4_k_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ4_K>(a, n0, n1); }
 void gemm_q5_k_x8(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ5_K>(a, n0, n1); }

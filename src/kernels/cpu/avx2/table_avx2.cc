@@ -36,6 +36,7 @@ void gemm_int4_g64_x8(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_int4_g128_x8(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_nf4_x8(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q4_k_x8(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q2_k_x8(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q3_k_x8(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q5_k_x8(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q6_k_x8(const GemmArgs& a, int64_t n0, int64_t n1);
@@ -101,6 +102,7 @@ void fill_avx2(KernelTable& t) {
   t.packed[slot(DType::kInt4G128)] = {8, {DType::kQ8Act, avx2::gemm_int4_g128_x8, 8}};
   t.packed[slot(DType::kNF4)] = {8, {DType::kQ8Act, avx2::gemm_nf4_x8, 8}};
   t.packed[slot(DType::kQ4_K)] = {8, {DType::kQ8Act, avx2::gemm_q4_k_x8, 8}};
+  t.packed[slot(DType::kQ2_K)] = {8, {DType::kQ8Act, avx2::gemm_q2_k_x8, 8}};
   t.packed[slot(DType::kQ3_K)] = {8, {DType::kQ8Act, avx2::gemm_q3_k_x8, 8}};
   t.packed[slot(DType::kQ5_K)] = {8, {DType::kQ8Act, avx2::gemm_q5_k_x8, 8}};
   t.packed[slot(DType::kQ6_K)] = {8, {DType::kQ8Act, avx2::gemm_q6_k_x8, 8}};

@@ -1,5 +1,5 @@
 // Matrix products over interleaved weights (kernels/interleave.h, 16 rows per group) with
-// AVX-512 VNNI: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q3_K, Q4_K, Q5_K and Q6_K
+// AVX-512 VNNI: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, the grouped int4, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K
 // against q8_act
 // activations.
 //
@@ -218,6 +218,40 @@ struct PackedQ3_K : Nibbles {
   }
 };
 
+// Q2_K: super-blocks of 256, x = d sc_j q - dmin m_j with 2-bit q and a 4-bit scale sc_j and
+// minimum m_j per 16 elements (one byte each, read from 16 planes). Per 32 elements the codes
+// are Q3_K's 8 bytes of bit pairs without the third bits.
+struct PackedQ2_K : Nibbles {
+  static constexpr int kGroup = 256;
+  static constexpr int kCodeBytes = 8;
+  static constexpr bool kMin = true;
+  static constexpr int kPlanes = 16;
+  static constexpr bool kHalfScales = true;
+  static void weights(const uint8_t* p, __m512i (&w)[8]) {
+    const __m512i p0 = _mm512_loadu_si512(p), p1 = _mm512_loadu_si512(p + 64), pair = _mm512_set1_epi8(0x03);
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      w[t] = _mm512_and_si512(_mm512_srl_epi16(p0, _mm_cvtsi32_si128(2 * t)), pair);
+      w[4 + t] = _mm512_and_si512(_mm512_srl_epi16(p1, _mm_cvtsi32_si128(2 * t)), pair);
+    }
+  }
+  static __m512i plane(const uint8_t* block, int s) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 4 * kLanes + kLanes * s)));
+  }
+  // Chunk c's two scales times d, one per lane: the low nibbles of planes 2c and 2c + 1.
+  static void half_scales(const uint8_t* block, int c, __m512 d, __m512& first, __m512& second) {
+    const __m512i low4 = _mm512_set1_epi32(15);
+    first = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(plane(block, 2 * c), low4)));
+    second = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(plane(block, 2 * c + 1), low4)));
+  }
+  // Their minimums times -dmin: the high nibbles.
+  static void half_mins(const uint8_t* block, int c, __m512 dmin, __m512& first, __m512& second) {
+    const __m512 neg = _mm512_sub_ps(_mm512_setzero_ps(), dmin);
+    first = _mm512_mul_ps(neg, _mm512_cvtepi32_ps(_mm512_srli_epi32(plane(block, 2 * c), 4)));
+    second = _mm512_mul_ps(neg, _mm512_cvtepi32_ps(_mm512_srli_epi32(plane(block, 2 * c + 1), 4)));
+  }
+};
+
 // Q5_0 and Q5_1: Q4_0's nibbles with a fifth bit, 4 bytes of them per 32 elements after the
 // nibbles (kernels/interleave.cc): register t's bits at bit t of the 64 bytes (elements 4t + i)
 // and bit 4 + t (elements 16 + 4t + i), each moved to bit 4 with one 16-bit shift (a byte's
@@ -332,9 +366,10 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const Packe
       if constexpr (P::kTwoPart) P::weights(p + kHeader + c * kLanes * P::kCodeBytes, w, w2);
       else P::weights(p + kHeader + c * kLanes * P::kCodeBytes, w);
       const int64_t xi = b * kChunks + c;
-      __m512 scale = d, min = mins, scale2 = d;
+      __m512 scale = d, min = mins, scale2 = d, min2 = mins;
       if constexpr (P::kHalfScales) P::half_scales(p, c, d, scale, scale2);
       else if constexpr (P::kPlanes != 0) P::sub_scales(p, c, d, mins, scale, min);
+      if constexpr (P::kHalfScales && P::kMin) P::half_mins(p, c, mins, min, min2);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         const PackedXBlock& xs = xb[i * nx + xi];
@@ -347,6 +382,10 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const Packe
           const __m512 dx = _mm512_set1_ps(xs.d);
           acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(first), _mm512_mul_ps(scale, dx), acc[i]);
           acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(second), _mm512_mul_ps(scale2, dx), acc[i]);
+          if constexpr (P::kMin) {
+            acc[i] = _mm512_fmadd_ps(min, _mm512_set1_ps(xs.dsum), acc[i]);
+            acc[i] = _mm512_fmadd_ps(min2, _mm512_set1_ps(xs.dsum2), acc[i]);
+          }
           continue;
         }
         __m512i dot = dot32(w, xv, P::kZero ? _mm512_setzero_si512() : _mm512_set1_epi32(xs.start));
@@ -382,6 +421,7 @@ void gemm_int4_g32_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<
 void gemm_int4_g64_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<64>>(a, n0, n1); }
 void gemm_int4_g128_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<128>>(a, n0, n1); }
 void gemm_nf4_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedNF4>(a, n0, n1); }
+void gemm_q2_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ2_K>(a, n0, n1); }
 void gemm_q3_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ3_K>(a, n0, n1); }
 void gemm_q4_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ4_K>(a, n0, n1); }
 void gemm_q5_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ5_K>(a, n0, n1); }

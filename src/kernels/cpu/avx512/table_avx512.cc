@@ -34,6 +34,7 @@ void gemm_int4_g64_x16(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_int4_g128_x16(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_nf4_x16(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q4_k_x16(const GemmArgs& a, int64_t n0, int64_t n1);
+void gemm_q2_k_x16(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q3_k_x16(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q5_k_x16(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q6_k_x16(const GemmArgs& a, int64_t n0, int64_t n1);
@@ -96,6 +97,7 @@ void fill_avx512(KernelTable& t) {
   t.packed[slot(DType::kInt4G128)] = {16, {DType::kQ8Act, avx512::gemm_int4_g128_x16, 16}};
   t.packed[slot(DType::kNF4)] = {16, {DType::kQ8Act, avx512::gemm_nf4_x16, 16}};
   t.packed[slot(DType::kQ4_K)] = {16, {DType::kQ8Act, avx512::gemm_q4_k_x16, 16}};
+  t.packed[slot(DType::kQ2_K)] = {16, {DType::kQ8Act, avx512::gemm_q2_k_x16, 16}};
   t.packed[slot(DType::kQ3_K)] = {16, {DType::kQ8Act, avx512::gemm_q3_k_x16, 16}};
   t.packed[slot(DType::kQ5_K)] = {16, {DType::kQ8Act, avx512::gemm_q5_k_x16, 16}};
   t.packed[slot(DType::kQ6_K)] = {16, {DType::kQ8Act, avx512::gemm_q6_k_x16, 16}};

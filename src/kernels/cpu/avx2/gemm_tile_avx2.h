@@ -74,17 +74,16 @@ inline void gemm_rows(const GemmArgs& a, int64_t m_begin, int64_t m_end, int64_t
 // ymm registers (3 x 4 + 3 + 1 = 16).
 inline constexpr int kMR = 3;
 inline constexpr int kNR = 4;
-// A single row is bandwidth-bound: more weight rows in flight hide memory latency.
-inline constexpr int kNRVector = 8;
 
 // y[:, n0:n1] for all rows. M is cut into chunks whose activations fit in L2, so a tile of
 // weight rows is loaded once per chunk and each activation row once per weight tile.
 template <typename Dot>
 inline void gemm_tiled(const GemmArgs& a, int64_t n0, int64_t n1) {
+  // A single row is bound by memory bandwidth, and memory delivers one sequential stream per
+  // thread fastest: one weight row at a time (avx512/gemm_tile_avx512.h; SmolLM2-135M bf16
+  // decode, FRUGAL_ISA=avx2, 2 threads: 8 rows side by side 61-63 tok/s, 2 rows 45-56, one 105).
   if (a.m == 1) {
-    int64_t n = n0;
-    for (; n + kNRVector <= n1; n += kNRVector) gemm_tile<Dot, 1, kNRVector>(a, 0, n);
-    for (; n < n1; ++n) gemm_tile<Dot, 1, 1>(a, 0, n);
+    for (int64_t n = n0; n < n1; ++n) gemm_tile<Dot, 1, 1>(a, 0, n);
     return;
   }
   const int64_t chunk_rows = std::max<int64_t>(kMR, (int64_t{256} << 10) / std::max<size_t>(a.x_stride, 1) / kMR * kMR);

@@ -76,12 +76,13 @@ template <typename Dot>
 inline void gemm_tiled(const GemmArgs& a, int64_t n0, int64_t n1) {
   constexpr int kMR = 4;
   constexpr int kNR = 6;
-  // A single row is bandwidth-bound: more weight rows in flight hide memory latency.
-  constexpr int kNRVector = 8;
+  // A single row is bound by memory bandwidth, and memory delivers one sequential stream per
+  // thread fastest: one weight row at a time, not a tile of rows read side by side (8 rows:
+  // SmolLM2-135M bf16 decode 67-77 tok/s, f16 65-70; one: 94-97 and 103-110, 2 threads; the
+  // packed quantized kernels found the same). One output's dot chain (a 6-cycle vdpbf16ps per
+  // 64 bytes) still outruns what memory gives a thread.
   if (a.m == 1) {
-    int64_t n = n0;
-    for (; n + kNRVector <= n1; n += kNRVector) gemm_tile<Dot, 1, kNRVector>(a, 0, n);
-    for (; n < n1; ++n) gemm_tile<Dot, 1, 1>(a, 0, n);
+    for (int64_t n = n0; n < n1; ++n) gemm_tile<Dot, 1, 1>(a, 0, n);
     return;
   }
   const int64_t chunk_rows = std::max<int64_t>(kMR, (int64_t{512} << 10) / std::max<size_t>(a.x_stride, 1) / kMR * kMR);

@@ -209,7 +209,8 @@ inline void quant_rows(const GemmArgs& a, int64_t m_begin, int64_t m_end, int64_
 inline constexpr int kMR = 4;
 inline constexpr int kNR = 3;
 
-// y[:, n0:n1]. Decode (M = 1) is bandwidth-bound: several weight rows in flight per pass.
+// y[:, n0:n1]. Decode (M = 1) is bound by memory bandwidth, and memory delivers one sequential
+// stream per thread fastest: one weight row at a time (avx512/quant_tile_avx512.h).
 // Prefill walks M in chunks whose activations stay in L2, kMR x kNR register tiles.
 template <typename F>
 void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
@@ -217,9 +218,7 @@ void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
   if (a.m == 1) {
     XStep* steps = thread_scratch<XStep>(blocks);
     prepare_x<F>(a, 0, 1, steps);
-    int64_t n = n0;
-    for (; n + F::kDecodeRows <= n1; n += F::kDecodeRows) quant_tile<F, 1, F::kDecodeRows>(a, 0, n, steps);
-    for (; n < n1; ++n) quant_tile<F, 1, 1>(a, 0, n, steps);
+    for (int64_t n = n0; n < n1; ++n) quant_tile<F, 1, 1>(a, 0, n, steps);
     return;
   }
   // Chunks of rows whose prepared steps (5 vectors per 32 activations) stay in L2.
@@ -241,7 +240,6 @@ struct FmtBase {
   static constexpr int kOffset = 0;
   static constexpr bool kLaneSums = false;
   static constexpr bool kMin = false;
-  static constexpr int kDecodeRows = 4;
 };
 
 }  // namespace frugal::kernels::avx2::quant

@@ -187,7 +187,10 @@ inline void quant_rows(const GemmArgs& a, int64_t m_begin, int64_t m_end, int64_
   for (; m < m_end; ++m) quant_tile<F, 1, NR>(a, m, n, steps + (m - m_begin) * spr);
 }
 
-// y[:, n0:n1]. Decode (M = 1) is bandwidth-bound: many weight rows in flight per pass.
+// y[:, n0:n1]. Decode (M = 1) is bound by memory bandwidth, and memory delivers one sequential
+// stream per thread fastest: one weight row at a time (one thread, SmolLM2's decode stream in
+// the file layout: Q8_0 9.0 -> 17.6 GB/s, Q4_0 9.1 -> 11.0 against 8 rows side by side;
+// avx512/gemm_tile_avx512.h found the same).
 // Prefill walks M in chunks whose activations stay in L2, 4 x 4 register tiles.
 template <typename F>
 void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
@@ -195,9 +198,7 @@ void quant_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
   if (a.m == 1) {
     XStep* steps = thread_scratch<XStep>(spr);
     prepare_x<F>(a, 0, 1, steps);
-    int64_t n = n0;
-    for (; n + F::kDecodeRows <= n1; n += F::kDecodeRows) quant_tile<F, 1, F::kDecodeRows>(a, 0, n, steps);
-    for (; n < n1; ++n) quant_tile<F, 1, 1>(a, 0, n, steps);
+    for (int64_t n = n0; n < n1; ++n) quant_tile<F, 1, 1>(a, 0, n, steps);
     return;
   }
   // Chunks of rows whose prepared steps (5 vectors per 64 activations) stay in L2.
@@ -221,7 +222,6 @@ struct FmtBase {
   static constexpr bool kZero = false;
   static constexpr bool kMin = false;
   static constexpr bool kTwoPart = false;
-  static constexpr int kDecodeRows = 8;
 };
 
 }  // namespace frugal::kernels::avx512::quant

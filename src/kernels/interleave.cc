@@ -128,13 +128,14 @@ void set_six_bit_byte(uint8_t* block, int c, int b, uint8_t q) {
 // The top bit of element e (0..31) of chunk c (Q5's fifth, Q3_K's third), in the block's qh
 // or hmask (Layout::five_bit, Layout::three_bit): one bit plane per chunk in 32 bytes for the
 // K-quants (bit c of byte e), one 32-bit word for Q5_0 and Q5_1 (bit e).
+bool top_bit_planes(const Layout& l) { return l.paired_nibbles || l.three_bit; }
 int top_bit(const Layout& l, const uint8_t* block, int c, int e) {
   const uint8_t* qh = block + l.high_at;
-  return l.paired_nibbles || l.three_bit ? qh[e] >> c & 1 : qh[e / 8] >> e % 8 & 1;
+  return top_bit_planes(l) ? qh[e] >> c & 1 : qh[e / 8] >> e % 8 & 1;
 }
 void set_top_bit(const Layout& l, uint8_t* block, int c, int e, int bit) {
   uint8_t* qh = block + l.high_at;
-  if (l.paired_nibbles || l.three_bit) qh[e] |= static_cast<uint8_t>(bit << c);
+  if (top_bit_planes(l)) qh[e] |= static_cast<uint8_t>(bit << c);
   else qh[e / 8] |= static_cast<uint8_t>(bit << e % 8);
 }
 
@@ -154,23 +155,20 @@ void set_top_bit_byte(const Layout& l, uint8_t* block, int c, int i, uint8_t q) 
   }
 }
 
-// The low bit pair of element e (0..31) of chunk c: qs[32 (c / 4) + e] >> 2 (c % 4), as
-// dequantize_row_q2_K and dequantize_row_q3_K read it (Layout::bit_pairs).
-uint8_t& pair_source_byte(const Layout& l, uint8_t* block, int c, int e) { return block[l.codes_at + 32 * (c / 4) + e]; }
-int bit_pair(const Layout& l, const uint8_t* block, int c, int e) {
-  return block[l.codes_at + 32 * (c / 4) + e] >> (2 * (c % 4)) & 3;
-}
+// Where the low bit pair of element e (0..31) of chunk c is: bits 2 (c % 4) of
+// qs[32 (c / 4) + e], as dequantize_row_q2_K and dequantize_row_q3_K read it (Layout::bit_pairs).
+int bit_pair_at(const Layout& l, int c, int e) { return l.codes_at + 32 * (c / 4) + e; }
 
-// Byte b (< 8) of chunk c's bit pairs in the interleaved order.
+// Interleaved byte b (< 8) of a chunk's bit pairs holds elements first + 4t (t = 0..3).
+int pair_byte_first(int b) { return b < 4 ? b : 16 + b - 4; }
+
 uint8_t pair_byte(const Layout& l, const uint8_t* block, int c, int b) {
-  const int first = b < 4 ? b : 16 + b - 4;
   int byte = 0;
-  for (int t = 0; t < 4; ++t) byte |= bit_pair(l, block, c, first + 4 * t) << (2 * t);
+  for (int t = 0; t < 4; ++t) byte |= (block[bit_pair_at(l, c, pair_byte_first(b) + 4 * t)] >> (2 * (c % 4)) & 3) << (2 * t);
   return static_cast<uint8_t>(byte);
 }
 void set_pair_byte(const Layout& l, uint8_t* block, int c, int b, uint8_t q) {
-  const int first = b < 4 ? b : 16 + b - 4;
-  for (int t = 0; t < 4; ++t) pair_source_byte(l, block, c, first + 4 * t) |= static_cast<uint8_t>((q >> (2 * t) & 3) << (2 * (c % 4)));
+  for (int t = 0; t < 4; ++t) block[bit_pair_at(l, c, pair_byte_first(b) + 4 * t)] |= static_cast<uint8_t>((q >> (2 * t) & 3) << (2 * (c % 4)));
 }
 
 // Byte b of chunk c's codes in the interleaved order.

@@ -25,21 +25,6 @@ void gemm_q6_k(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q3_k(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q2_k(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_cb4(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q4_0_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_iq4_nl_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q8_0_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q4_1_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q5_0_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q5_1_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_int4_g32_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_int4_g64_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_int4_g128_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_nf4_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q4_k_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q2_k_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q3_k_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q5_k_x8(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q6_k_x8(const GemmArgs& a, int64_t n0, int64_t n1);
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void add(float* y, const float* x, int64_t n);
@@ -59,12 +44,13 @@ double fma_loop(int64_t iterations);
 void gemm_nn_f32(const GemmNNArgs& a);
 void gemm_tn_f32(const GemmTNArgs& a);
 void silu_mul_backward(const float* gate, const float* up, const float* d_out, float* d_gate, float* d_up, int64_t n);
+void fill_packed(KernelTable& t);  // gemm_packed_avx2.cc
 }  // namespace avx2
 
 // Every entry the AVX-512 table fills is filled here too, except bf16_dot_loop: AVX2 has no
 // bf16 dot instruction, so that probe stays null and bf16 weights take f32 activations. Weight
-// types without an entry here (Q2_K, Q3_K, Q5_K, int3_g64, int2_g32) use the dequantize
-// fallback of dispatch.cc, as they do on AVX-512. The split granularity is 24 columns: whole
+// types without an entry here use the dequantize fallback of dispatch.cc, as they do on
+// AVX-512. The split granularity is 24 columns: whole
 // register tiles of the float kernels (4 or 8 columns) and of the quantized ones (3 or 4).
 void fill_avx2(KernelTable& t) {
   auto slot = [](DType type) { return static_cast<size_t>(type); };
@@ -91,21 +77,7 @@ void fill_avx2(KernelTable& t) {
   t.gemm[slot(DType::kQ3_K)] = {DType::kQ8Act, avx2::gemm_q3_k, 24};
   t.gemm[slot(DType::kQ2_K)] = {DType::kQ8Act, avx2::gemm_q2_k, 24};
   t.gemm[slot(DType::kCB4)] = {DType::kQ8Act, avx2::gemm_cb4, 24};
-  t.packed[slot(DType::kQ4_0)] = {8, {DType::kQ8Act, avx2::gemm_q4_0_x8, 8}};
-  t.packed[slot(DType::kIQ4_NL)] = {8, {DType::kQ8Act, avx2::gemm_iq4_nl_x8, 8}};
-  t.packed[slot(DType::kQ8_0)] = {8, {DType::kQ8Act, avx2::gemm_q8_0_x8, 8}};
-  t.packed[slot(DType::kQ4_1)] = {8, {DType::kQ8Act, avx2::gemm_q4_1_x8, 8}};
-  t.packed[slot(DType::kQ5_0)] = {8, {DType::kQ8Act, avx2::gemm_q5_0_x8, 8}};
-  t.packed[slot(DType::kQ5_1)] = {8, {DType::kQ8Act, avx2::gemm_q5_1_x8, 8}};
-  t.packed[slot(DType::kInt4G32)] = {8, {DType::kQ8Act, avx2::gemm_int4_g32_x8, 8}};
-  t.packed[slot(DType::kInt4G64)] = {8, {DType::kQ8Act, avx2::gemm_int4_g64_x8, 8}};
-  t.packed[slot(DType::kInt4G128)] = {8, {DType::kQ8Act, avx2::gemm_int4_g128_x8, 8}};
-  t.packed[slot(DType::kNF4)] = {8, {DType::kQ8Act, avx2::gemm_nf4_x8, 8}};
-  t.packed[slot(DType::kQ4_K)] = {8, {DType::kQ8Act, avx2::gemm_q4_k_x8, 8}};
-  t.packed[slot(DType::kQ2_K)] = {8, {DType::kQ8Act, avx2::gemm_q2_k_x8, 8}};
-  t.packed[slot(DType::kQ3_K)] = {8, {DType::kQ8Act, avx2::gemm_q3_k_x8, 8}};
-  t.packed[slot(DType::kQ5_K)] = {8, {DType::kQ8Act, avx2::gemm_q5_k_x8, 8}};
-  t.packed[slot(DType::kQ6_K)] = {8, {DType::kQ8Act, avx2::gemm_q6_k_x8, 8}};
+  avx2::fill_packed(t);
   t.convert[slot(DType::kF16)] = avx2::convert_f16;
   t.convert[slot(DType::kBF16)] = avx2::convert_bf16;
   t.convert[slot(DType::kQ8Act)] = avx2::convert_q8_act;

@@ -235,20 +235,16 @@ struct PackedQ2_K : Nibbles {
       w[4 + t] = _mm512_and_si512(_mm512_srl_epi16(p1, _mm_cvtsi32_si128(2 * t)), pair);
     }
   }
-  static __m512i plane(const uint8_t* block, int s) {
-    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 4 * kLanes + kLanes * s)));
-  }
-  // Chunk c's two scales times d, one per lane: the low nibbles of planes 2c and 2c + 1.
-  static void half_scales(const uint8_t* block, int c, __m512 d, __m512& first, __m512& second) {
-    const __m512i low4 = _mm512_set1_epi32(15);
-    first = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(plane(block, 2 * c), low4)));
-    second = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(plane(block, 2 * c + 1), low4)));
-  }
-  // Their minimums times -dmin: the high nibbles.
-  static void half_mins(const uint8_t* block, int c, __m512 dmin, __m512& first, __m512& second) {
+  // Chunk c's two scales times d and minimums times -dmin, one per lane: the low and the high
+  // nibbles of planes 2c and 2c + 1.
+  static void half_scales(const uint8_t* block, int c, __m512 d, __m512 dmin, __m512& first, __m512& second, __m512& min1, __m512& min2) {
+    auto plane = [&](int s) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 4 * kLanes + kLanes * s))); };
+    const __m512i p1 = plane(2 * c), p2 = plane(2 * c + 1), low4 = _mm512_set1_epi32(15);
     const __m512 neg = _mm512_sub_ps(_mm512_setzero_ps(), dmin);
-    first = _mm512_mul_ps(neg, _mm512_cvtepi32_ps(_mm512_srli_epi32(plane(block, 2 * c), 4)));
-    second = _mm512_mul_ps(neg, _mm512_cvtepi32_ps(_mm512_srli_epi32(plane(block, 2 * c + 1), 4)));
+    first = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(p1, low4)));
+    second = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(p2, low4)));
+    min1 = _mm512_mul_ps(neg, _mm512_cvtepi32_ps(_mm512_srli_epi32(p1, 4)));
+    min2 = _mm512_mul_ps(neg, _mm512_cvtepi32_ps(_mm512_srli_epi32(p2, 4)));
   }
 };
 
@@ -367,9 +363,9 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const Packe
       else P::weights(p + kHeader + c * kLanes * P::kCodeBytes, w);
       const int64_t xi = b * kChunks + c;
       __m512 scale = d, min = mins, scale2 = d, min2 = mins;
-      if constexpr (P::kHalfScales) P::half_scales(p, c, d, scale, scale2);
+      if constexpr (P::kHalfScales && P::kMin) P::half_scales(p, c, d, mins, scale, scale2, min, min2);
+      else if constexpr (P::kHalfScales) P::half_scales(p, c, d, scale, scale2);
       else if constexpr (P::kPlanes != 0) P::sub_scales(p, c, d, mins, scale, min);
-      if constexpr (P::kHalfScales && P::kMin) P::half_mins(p, c, mins, min, min2);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         const PackedXBlock& xs = xb[i * nx + xi];
@@ -411,20 +407,24 @@ void packed_gemm(const GemmArgs& a, int64_t n0, int64_t n1) {
 
 }  // namespace
 
-void gemm_q4_0_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ4_0>(a, n0, n1); }
-void gemm_iq4_nl_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedIQ4_NL>(a, n0, n1); }
-void gemm_q8_0_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ8_0>(a, n0, n1); }
-void gemm_q4_1_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ4_1>(a, n0, n1); }
-void gemm_q5_0_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ5_0>(a, n0, n1); }
-void gemm_q5_1_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ5_1>(a, n0, n1); }
-void gemm_int4_g32_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<32>>(a, n0, n1); }
-void gemm_int4_g64_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<64>>(a, n0, n1); }
-void gemm_int4_g128_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedInt4G<128>>(a, n0, n1); }
-void gemm_nf4_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedNF4>(a, n0, n1); }
-void gemm_q2_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ2_K>(a, n0, n1); }
-void gemm_q3_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ3_K>(a, n0, n1); }
-void gemm_q4_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ4_K>(a, n0, n1); }
-void gemm_q5_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ5_K>(a, n0, n1); }
-void gemm_q6_k_x16(const GemmArgs& a, int64_t n0, int64_t n1) { packed_gemm<PackedQ6_K>(a, n0, n1); }
+// KernelTable::packed: the types above, 16 rows a group, splits of whole groups.
+void fill_packed(KernelTable& t) {
+  auto put = [&](DType type, GemmFn fn) { t.packed[static_cast<size_t>(type)] = {kLanes, {DType::kQ8Act, fn, kLanes}}; };
+  put(DType::kQ4_0, packed_gemm<PackedQ4_0>);
+  put(DType::kIQ4_NL, packed_gemm<PackedIQ4_NL>);
+  put(DType::kQ8_0, packed_gemm<PackedQ8_0>);
+  put(DType::kQ4_1, packed_gemm<PackedQ4_1>);
+  put(DType::kQ5_0, packed_gemm<PackedQ5_0>);
+  put(DType::kQ5_1, packed_gemm<PackedQ5_1>);
+  put(DType::kInt4G32, packed_gemm<PackedInt4G<32>>);
+  put(DType::kInt4G64, packed_gemm<PackedInt4G<64>>);
+  put(DType::kInt4G128, packed_gemm<PackedInt4G<128>>);
+  put(DType::kNF4, packed_gemm<PackedNF4>);
+  put(DType::kQ4_K, packed_gemm<PackedQ4_K>);
+  put(DType::kQ2_K, packed_gemm<PackedQ2_K>);
+  put(DType::kQ3_K, packed_gemm<PackedQ3_K>);
+  put(DType::kQ5_K, packed_gemm<PackedQ5_K>);
+  put(DType::kQ6_K, packed_gemm<PackedQ6_K>);
+}
 
 }  // namespace frugal::kernels::avx512

@@ -25,21 +25,6 @@ void gemm_q6_k(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q3_k(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_q2_k(const GemmArgs& a, int64_t n0, int64_t n1);
 void gemm_cb4(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q4_0_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_iq4_nl_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q8_0_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q4_1_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_int4_g32_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_int4_g64_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_int4_g128_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_nf4_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q4_k_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q2_k_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q3_k_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q5_k_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q6_k_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q5_0_x16(const GemmArgs& a, int64_t n0, int64_t n1);
-void gemm_q5_1_x16(const GemmArgs& a, int64_t n0, int64_t n1);
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void add(float* y, const float* x, int64_t n);
@@ -59,6 +44,7 @@ double bf16_dot_loop(int64_t iterations);
 void gemm_nn_f32(const GemmNNArgs& a);
 void gemm_tn_f32(const GemmTNArgs& a);
 void silu_mul_backward(const float* gate, const float* up, const float* d_out, float* d_gate, float* d_up, int64_t n);
+void fill_packed(KernelTable& t);  // gemm_packed_avx512.cc
 }  // namespace avx512
 
 void fill_avx512(KernelTable& t) {
@@ -86,21 +72,7 @@ void fill_avx512(KernelTable& t) {
   t.gemm[slot(DType::kQ3_K)] = {DType::kQ8Act, avx512::gemm_q3_k, 16};
   t.gemm[slot(DType::kQ2_K)] = {DType::kQ8Act, avx512::gemm_q2_k, 16};
   t.gemm[slot(DType::kCB4)] = {DType::kQ8Act, avx512::gemm_cb4, 16};
-  t.packed[slot(DType::kQ4_0)] = {16, {DType::kQ8Act, avx512::gemm_q4_0_x16, 16}};
-  t.packed[slot(DType::kIQ4_NL)] = {16, {DType::kQ8Act, avx512::gemm_iq4_nl_x16, 16}};
-  t.packed[slot(DType::kQ8_0)] = {16, {DType::kQ8Act, avx512::gemm_q8_0_x16, 16}};
-  t.packed[slot(DType::kQ4_1)] = {16, {DType::kQ8Act, avx512::gemm_q4_1_x16, 16}};
-  t.packed[slot(DType::kQ5_0)] = {16, {DType::kQ8Act, avx512::gemm_q5_0_x16, 16}};
-  t.packed[slot(DType::kQ5_1)] = {16, {DType::kQ8Act, avx512::gemm_q5_1_x16, 16}};
-  t.packed[slot(DType::kInt4G32)] = {16, {DType::kQ8Act, avx512::gemm_int4_g32_x16, 16}};
-  t.packed[slot(DType::kInt4G64)] = {16, {DType::kQ8Act, avx512::gemm_int4_g64_x16, 16}};
-  t.packed[slot(DType::kInt4G128)] = {16, {DType::kQ8Act, avx512::gemm_int4_g128_x16, 16}};
-  t.packed[slot(DType::kNF4)] = {16, {DType::kQ8Act, avx512::gemm_nf4_x16, 16}};
-  t.packed[slot(DType::kQ4_K)] = {16, {DType::kQ8Act, avx512::gemm_q4_k_x16, 16}};
-  t.packed[slot(DType::kQ2_K)] = {16, {DType::kQ8Act, avx512::gemm_q2_k_x16, 16}};
-  t.packed[slot(DType::kQ3_K)] = {16, {DType::kQ8Act, avx512::gemm_q3_k_x16, 16}};
-  t.packed[slot(DType::kQ5_K)] = {16, {DType::kQ8Act, avx512::gemm_q5_k_x16, 16}};
-  t.packed[slot(DType::kQ6_K)] = {16, {DType::kQ8Act, avx512::gemm_q6_k_x16, 16}};
+  avx512::fill_packed(t);
   t.convert[slot(DType::kF16)] = avx512::convert_f16;
   t.convert[slot(DType::kBF16)] = avx512::convert_bf16;
   t.convert[slot(DType::kQ8Act)] = avx512::convert_q8_act;

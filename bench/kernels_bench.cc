@@ -43,6 +43,18 @@ void BM_Gemm(benchmark::State& state, DType type, bool packed = false) {
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// A continuous-batching decode step's product: 16 rows (a server's 16 streams) against the
+// whole weight matrix. Each weight read serves 16 rows, so the product sits between the
+// bandwidth-bound GEMV and the compute-bound prefill GEMM; the output head's shape (49152 x
+// 576) streams its weights from memory, the others stay in the caches between iterations.
+void BM_GemmStep16(benchmark::State& state, DType type, bool packed = false) {
+  const int64_t m = 16, n = state.range(0), k = state.range(1);
+  GemmOperands o = make_gemm_operands(type, m, n, k, std::numeric_limits<int64_t>::max(), false, packed);
+  for (auto _ : state) o.kernel.fn(o.args, 0, n);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(o.w.size()), benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // The activations' conversion to q8_act that an integer product runs first (serially, on the
 // caller, for up to 16 rows): `rows` rows of `k` floats from N(0, 1).
 void BM_ConvertQ8Act(benchmark::State& state) {
@@ -111,6 +123,9 @@ BENCHMARK_CAPTURE(BM_Gemm, q4_0_packed, DType::kQ4_0, true)->Apply(prefill_shape
 BENCHMARK_CAPTURE(BM_Gemm, q8_0_packed, DType::kQ8_0, true)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, q5_0, DType::kQ5_0)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Gemm, q5_0_packed, DType::kQ5_0, true)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_GemmStep16, bf16, DType::kBF16)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_GemmStep16, q4_0_packed, DType::kQ4_0, true)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_GemmStep16, q8_0_packed, DType::kQ8_0, true)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Gemm, q4_k, DType::kQ4_K)->Args({2048, 2048});
 BENCHMARK_CAPTURE(BM_Gemm, q4_k_packed, DType::kQ4_K, true)->Args({2048, 2048});
 BENCHMARK_CAPTURE(BM_Gemm, q6_k, DType::kQ6_K)->Args({2048, 2048});

@@ -1,4 +1,4 @@
-// Software prefetch of KV cache blocks for the attention kernels of every ISA (prefetcht0,
+// Software prefetch of KV cache blocks for the attention kernels of every ISA (prefetcht1,
 // which every x86-64 CPU has).
 //
 // A decode step's (sequence, kv head) items each read a few 4 KB blocks that lie apart in the
@@ -13,10 +13,14 @@
 
 namespace frugal::kernels {
 
-// prefetcht0 as a volatile asm statement: GCC 12 deleted _mm_prefetch's loop entirely once it
-// was inlined through KvPrefetch's const methods (a prefetch has no effect it must keep), and
-// the kernels silently lost the speed-up (caught by BM_AttentionDecodeStep).
-inline void prefetch_line(const char* p) { asm volatile("prefetcht0 %0" : : "m"(*p)); }
+// Into L2, not L1: a block is 64 lines asked for at once, and with prefetcht0 a 16-sequence
+// decode step's attention ran 1.4-1.6x slower (BM_AttentionDecodeStep, AVX-512 and AVX2, f16
+// and q8_0; DESIGN.md), likely because the requests queued on L1's few miss buffers ahead of
+// the kernel's own loads; L2 hands the lines on to L1 in time.
+// A volatile asm statement: GCC 12 deleted _mm_prefetch's loop entirely once it was inlined
+// through KvPrefetch's const methods (a prefetch has no effect it must keep), and the kernels
+// silently lost the speed-up (caught by BM_AttentionDecodeStep).
+inline void prefetch_line(const char* p) { asm volatile("prefetcht1 %0" : : "m"(*p)); }
 
 inline void prefetch_bytes(const void* p, int64_t bytes) {
   for (int64_t off = 0; off < bytes; off += 64) prefetch_line(static_cast<const char*>(p) + off);

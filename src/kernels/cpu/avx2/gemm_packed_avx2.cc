@@ -322,8 +322,9 @@ inline void dot32(const uint8_t* codes, const int8_t* const (&xq)[MR], __m256i (
 }
 
 // Rows [m, m + MR) of the activations against one group of 8 weight rows: y[i][0..8).
-// `prefetch`: the first tile over a group asks for the weights kPrefetchBytes ahead, as the
-// AVX-512 kernel does.
+// `prefetch`: the first tile over a group asks for the weights kPrefetchBytes ahead, into L1
+// for decode and into L2 for multi-row tiles, as the AVX-512 kernel does (16-sequence steps of
+// SmolLM2 Q4_0 ~5% faster here).
 template <typename P, int MR>
 inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const PackedXBlock* xb, float* y, bool prefetch) {
   constexpr int kHeader = kLanes * (2 + 2 * P::kMin + P::kZero + P::kPlanes);
@@ -341,7 +342,7 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const Packe
     if (prefetch) {
 #pragma GCC unroll 16
       for (size_t line = 0; line < kBlockBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(p + line + quant::kPrefetchBytes), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(p + line + quant::kPrefetchBytes), MR == 1 ? _MM_HINT_T0 : _MM_HINT_T1);
     }
     __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     if constexpr (P::kScale != 1.0f) d = _mm256_mul_ps(d, _mm256_set1_ps(P::kScale));

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <random>
 #include <tuple>
@@ -15,6 +16,7 @@
 #include "core/half.h"
 #include "kernels/interleave.h"
 #include "kernels/kernels.h"
+#include "quant/formats/blocks.h"
 #include "quant/formats/frugal_blocks.h"
 #include "support/test_support.h"
 #include "unit/gemm_test_util.h"
@@ -35,6 +37,25 @@ struct Case {
   size_t w_stride;
 };
 
+// Where a block keeps its f16 scale and, in formats with one, its f16 minimum (-1: none); the
+// other formats start with their scale.
+struct HalfFields {
+  size_t scale;
+  int64_t min;
+};
+HalfFields half_fields(DType type) {
+  switch (type) {
+    case DType::kQ4_1: return {offsetof(BlockQ4_1, d), offsetof(BlockQ4_1, m)};
+    case DType::kQ5_1: return {offsetof(BlockQ5_1, d), offsetof(BlockQ5_1, m)};
+    case DType::kQ2_K: return {offsetof(BlockQ2_K, d), offsetof(BlockQ2_K, dmin)};
+    case DType::kQ3_K: return {offsetof(BlockQ3_K, d), -1};
+    case DType::kQ4_K: return {offsetof(BlockQ4_K, d), offsetof(BlockQ4_K, dmin)};
+    case DType::kQ5_K: return {offsetof(BlockQ5_K, d), offsetof(BlockQ5_K, dmin)};
+    case DType::kQ6_K: return {offsetof(BlockQ6_K, d), -1};
+    default: return {0, -1};
+  }
+}
+
 // Rows quantized from random values, or random bytes (every code and zero point) with finite
 // f16 scales and minimums below 2 in magnitude.
 Case make_case(DType type, int lanes, int64_t m, int64_t n, int64_t k, uint32_t seed, bool random_bytes) {
@@ -44,11 +65,12 @@ Case make_case(DType type, int lanes, int64_t m, int64_t n, int64_t k, uint32_t 
   if (random_bytes) {
     std::mt19937 rng(seed);
     for (size_t i = 0; i < stride * n; ++i) c.w.as<uint8_t>()[i] = static_cast<uint8_t>(rng());
+    // Bit 6 of an f16's high byte (little-endian: the field's second) cleared: below 2 in magnitude.
+    const HalfFields f = half_fields(type);
     for (size_t b = 0; b < stride * n / t.block_bytes; ++b) {
-      const int scale_high = type == DType::kQ6_K ? 209 : type == DType::kQ3_K ? 109 : type == DType::kQ2_K ? 81 : 1;
-      c.w.as<uint8_t>()[b * t.block_bytes + scale_high] &= 0xBF;  // the scale
-      if (type == DType::kQ4_1 || type == DType::kQ5_1 || type == DType::kQ4_K || type == DType::kQ5_K || type == DType::kQ2_K)
-        c.w.as<uint8_t>()[b * t.block_bytes + (type == DType::kQ2_K ? 83 : 3)] &= 0xBF;  // the minimum
+      uint8_t* block = c.w.as<uint8_t>() + b * t.block_bytes;
+      block[f.scale + 1] &= 0xBF;
+      if (f.min >= 0) block[f.min + 1] &= 0xBF;
     }
   } else {
     const auto w = test::random_floats(n * k, seed + 1, 0.5f);

@@ -152,8 +152,13 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefe
       _mm256_storeu_ps(q + g * hd + d, kF16 ? round_f16(v) : v);
     }
 
-  const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs * hd * (kF16 ? 2 : 4), (n_max + bs - 1) / bs, prefetch};
+  constexpr int64_t kBytes = kF16 ? 2 : 4;
+  const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs, bs * hd * kBytes, (n_max + bs - 1) / bs, prefetch};
   fetch.start();
+  // An 8-position chunk asks for 8 * kBytes bytes a d of the keys ahead and of the values: a
+  // line every kEvery d (block sizes are whole chunks here: attention() checks).
+  constexpr int64_t kEvery = 64 / (8 * kBytes);
+  KvPrefetch::Bases ahead{};
 
   // Scores, 8 positions at a time.
   const __m256 scale = _mm256_set1_ps(a.scale);
@@ -161,13 +166,21 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefe
   for (int64_t p = 0; p < n_max; p += 8) {
     const void* kb = a.k_blocks[p / bs];
     const int64_t slot = p % bs;
-    if (slot == 0) fetch.entering(p / bs);
+    if (slot == 0) ahead = fetch.bases(p / bs);
+    const char* pk = ahead.k + ahead.k_step * slot * hd * kBytes;
+    const char* pv = ahead.v + ahead.v_step * slot * hd * kBytes;
+    const int64_t k_pace = ahead.k_step * 8 * kBytes, v_pace = ahead.v_step * 8 * kBytes;
     __m256 acc[G];
     for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
-    for (int64_t d = 0; d < hd; ++d) {
-      const __m256 k = load_row<kF16>(kb, d * bs + slot);
+    for (int64_t d0 = 0; d0 < hd; d0 += kEvery) {
+      prefetch_line(pk + d0 * k_pace);
+      prefetch_line(pv + d0 * v_pace);
 #pragma GCC unroll 4
-      for (int g = 0; g < G; ++g) acc[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + g * hd + d), k, acc[g]);
+      for (int64_t d = d0; d < d0 + kEvery; ++d) {
+        const __m256 k = load_row<kF16>(kb, d * bs + slot);
+#pragma GCC unroll 4
+        for (int g = 0; g < G; ++g) acc[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + g * hd + d), k, acc[g]);
+      }
     }
     for (int g = 0; g < G; ++g) {
       const __m256 valid = _mm256_castsi256_ps(tail_mask8(std::max<int64_t>(0, n_pos[g] - p)));
@@ -223,7 +236,7 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
   for (int g = 0; g < G; ++g) convert_q8_act(a.q + (q0 + g) * a.q_stride, qb + g * nb, hd);
 
   const __m256i ones = _mm256_set1_epi16(1);
-  const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs * static_cast<int64_t>(row), (n_max + bs - 1) / bs, prefetch};
+  const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs, bs * static_cast<int64_t>(row), (n_max + bs - 1) / bs, prefetch};
   fetch.start();
   for (int64_t p = 0; p < n_max; ++p) {
     if (p % bs == 0) fetch.entering(p / bs);

@@ -148,8 +148,15 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefe
       _mm512_storeu_ps(q + g * hd + d, kF16 ? round_f16(v) : v);
     }
 
-  const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs * hd * (kF16 ? 2 : 4), (n_max + bs - 1) / bs, prefetch};
+  constexpr int64_t kBytes = kF16 ? 2 : 4;
+  const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs, bs * hd * kBytes, (n_max + bs - 1) / bs, prefetch};
   fetch.start();
+  // Each d of a 32-position chunk asks for the next 32 * kBytes bytes of the keys ahead and of
+  // the values (one line for f16, two for f32); block sizes that are not whole chunks ask block
+  // by block instead.
+  const bool paced = fetch.paced(32);
+  constexpr int64_t kPace = 32 * kBytes;
+  KvPrefetch::Bases ahead{};
 
   // Scores, 32 positions at a time (16 for a last odd chunk): two accumulators per query keep
   // enough FMAs in flight to hide their latency. Each lane's arithmetic is the same either way.
@@ -166,10 +173,27 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefe
     const void* kb0 = a.k_blocks[p / bs];
     const void* kb1 = a.k_blocks[(p + 16) / bs];
     const int64_t slot0 = p % bs, slot1 = (p + 16) % bs;
-    if (slot0 == 0) fetch.entering(p / bs);
+    const char* pk = static_cast<const char*>(kb0);
+    const char* pv = pk;
+    int64_t k_pace = 0, v_pace = 0;
+    if (paced) {
+      if (slot0 == 0) ahead = fetch.bases(p / bs);
+      pk = ahead.k + ahead.k_step * slot0 * hd * kBytes;
+      pv = ahead.v + ahead.v_step * slot0 * hd * kBytes;
+      k_pace = ahead.k_step * kPace;
+      v_pace = ahead.v_step * kPace;
+    } else {
+      if (slot0 == 0) fetch.entering(p / bs);
+      if (slot1 == 0) fetch.entering((p + 16) / bs);
+    }
     __m512 acc0[G], acc1[G];
     for (int g = 0; g < G; ++g) acc0[g] = acc1[g] = _mm512_setzero_ps();
     for (int64_t d = 0; d < hd; ++d) {
+#pragma GCC unroll 2
+      for (int64_t line = 0; line < kPace; line += 64) {
+        prefetch_line(pk + d * k_pace + line);
+        prefetch_line(pv + d * v_pace + line);
+      }
       const __m512 k0 = load_row<kF16>(kb0, d * bs + slot0);
       const __m512 k1 = load_row<kF16>(kb1, d * bs + slot1);
 #pragma GCC unroll 4
@@ -261,7 +285,7 @@ void attend_group_q8(const AttentionArgs& a, int64_t q0, bool prefetch) {
   }
 
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs * static_cast<int64_t>(row), (n_max + bs - 1) / bs, prefetch};
+  const KvPrefetch fetch{a.k_blocks, a.v_blocks, bs, bs * static_cast<int64_t>(row), (n_max + bs - 1) / bs, prefetch};
   fetch.start();
   // Each position's 16 partial sums wait in a tile; every 16 positions one transpose-and-add
   // tree (hsum16) gives their 16 scores at once.

@@ -55,9 +55,8 @@ void KvCache::adopt(int32_t seq, const std::vector<int32_t>& blocks) {
 }
 
 void KvCache::copy_block(int32_t from, int32_t to) {
-  for (int64_t l = 0; l < n_layer_; ++l)
-    for (int kv = 0; kv < 2; ++kv)
-      std::memcpy(slot(l, kv, to, 0), slot(l, kv, from, 0), n_head_kv_ * block_size_ * row_bytes_);
+  // A block is one contiguous stretch: every layer's keys and values.
+  std::memcpy(slot(0, 0, to, 0), slot(0, 0, from, 0), static_cast<size_t>(n_layer_) * 2 * n_head_kv_ * block_size_ * row_bytes_);
 }
 
 bool KvCache::reserve(int32_t seq, int64_t n_positions) {

@@ -4,7 +4,11 @@
 // shared between sequences (prefix reuse) with reference counts. The cache belongs to the
 // runtime; models only read and write the blocks they are handed.
 //
-// Storage: [n_layer][k|v][n_blocks][n_head_kv][...] in f32, f16 or q8_0. Within a block, one
+// Storage: [n_blocks][n_layer][k|v][n_head_kv][...] in f32, f16 or q8_0: a block holds its
+// positions for every layer in one contiguous stretch, so a cache that is not prefaulted
+// commits memory as positions are used (a short prompt touches one block, not a page of every
+// layer's region, which on SmolLM2-135M with 4096 positions had the kernel zero nearly the
+// whole 94 MB cache before the first token, up to 200 ms). Within a block, one
 // head's f32/f16 keys are stored transposed, [head_dim][block_size], so attention computes the
 // scores of many positions as lanes of one vector; values are [block_size][head_dim]. A q8_0
 // cache (llama.cpp's quantized K and V) keeps keys and values alike as q8_0 rows, one per
@@ -81,7 +85,7 @@ class KvCache {
 
  private:
   void* slot(int64_t layer, int kv, int32_t block, int64_t head) {
-    const int64_t index = ((layer * 2 + kv) * n_blocks_ + block) * n_head_kv_ + head;
+    const int64_t index = ((block * n_layer_ + layer) * 2 + kv) * n_head_kv_ + head;
     return static_cast<uint8_t*>(storage_.data()) + static_cast<size_t>(index) * block_size_ * row_bytes_;
   }
   int32_t take_block();

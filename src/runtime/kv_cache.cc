@@ -56,7 +56,7 @@ void KvCache::adopt(int32_t seq, const std::vector<int32_t>& blocks) {
 
 void KvCache::copy_block(int32_t from, int32_t to) {
   // A block is one contiguous stretch: every layer's keys and values.
-  std::memcpy(slot(0, 0, to, 0), slot(0, 0, from, 0), static_cast<size_t>(n_layer_) * 2 * n_head_kv_ * block_size_ * row_bytes_);
+  std::memcpy(slot(0, 0, to, 0), slot(0, 0, from, 0), bytes_per_token() * block_size_);
 }
 
 bool KvCache::reserve(int32_t seq, int64_t n_positions) {

@@ -22,7 +22,7 @@ namespace frugal::kernels {
 // through KvPrefetch's const methods (a prefetch has no effect it must keep), and the kernels
 // silently lost the speed-up (caught by BM_AttentionDecodeStep). The address goes in a
 // register, not as a memory operand: an asm that reads memory made GCC store a kernel's
-// accumulators to the stack on every pass of a loop that asks for lines (-30% on short items).
+// accumulators to the stack on every pass of a loop that asks for lines.
 inline void prefetch_line(const char* p) { asm volatile("prefetcht1 (%0)" : : "r"(p)); }
 
 inline void prefetch_bytes(const void* p, int64_t bytes) {
@@ -51,8 +51,9 @@ struct KvPrefetch {
   Bases bases(int64_t block) const {
     const char* own = static_cast<const char*>(k_blocks[block]);
     if (!on) return {own, own, 0, 0};
-    const bool k_ahead = block + 2 < n_blocks;
-    return {k_ahead ? static_cast<const char*>(k_blocks[block + 2]) : own, static_cast<const char*>(v_blocks[block]), k_ahead ? 1 : 0, 1};
+    const char* values = static_cast<const char*>(v_blocks[block]);
+    if (block + 2 >= n_blocks) return {own, values, 0, 1};
+    return {static_cast<const char*>(k_blocks[block + 2]), values, 1, 1};
   }
   // Whether chunks of `chunk` positions tile a block (else the kernel asks block by block).
   bool paced(int64_t chunk) const { return block_size % chunk == 0; }

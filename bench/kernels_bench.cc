@@ -36,24 +36,24 @@ void BM_GemvPacked(benchmark::State& state, DType type) {
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(o.w.size()), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_Gemm(benchmark::State& state, DType type, bool packed = false) {
-  const int64_t m = 512, n = state.range(0), k = state.range(1);
+// `m` rows of activations against an n x k weight matrix (state.range(0), range(1)).
+void gemm_rows(benchmark::State& state, DType type, int64_t m, bool packed) {
+  const int64_t n = state.range(0), k = state.range(1);
   GemmOperands o = make_gemm_operands(type, m, n, k, std::numeric_limits<int64_t>::max(), false, packed);
   for (auto _ : state) o.kernel.fn(o.args, 0, n);
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  constexpr auto kRate = benchmark::Counter::kIsIterationInvariantRate;
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k / 1e9, kRate);
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(o.w.size()), kRate);
 }
+
+// A prefill's product: 512 rows.
+void BM_Gemm(benchmark::State& state, DType type, bool packed = false) { gemm_rows(state, type, 512, packed); }
 
 // A continuous-batching decode step's product: 16 rows (a server's 16 streams) against the
 // whole weight matrix. Each weight read serves 16 rows, so the product sits between the
 // bandwidth-bound GEMV and the compute-bound prefill GEMM; the output head's shape (49152 x
 // 576) streams its weights from memory, the others stay in the caches between iterations.
-void BM_GemmStep16(benchmark::State& state, DType type, bool packed = false) {
-  const int64_t m = 16, n = state.range(0), k = state.range(1);
-  GemmOperands o = make_gemm_operands(type, m, n, k, std::numeric_limits<int64_t>::max(), false, packed);
-  for (auto _ : state) o.kernel.fn(o.args, 0, n);
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(o.w.size()), benchmark::Counter::kIsIterationInvariantRate);
-}
+void BM_GemmStep16(benchmark::State& state, DType type, bool packed = false) { gemm_rows(state, type, 16, packed); }
 
 // The activations' conversion to q8_act that an integer product runs first (serially, on the
 // caller, for up to 16 rows): `rows` rows of `k` floats from N(0, 1).

@@ -55,6 +55,18 @@ struct KvPrefetch {
     if (block + 2 >= n_blocks) return {own, values, 0, 1};
     return {static_cast<const char*>(k_blocks[block + 2]), values, 1, 1};
   }
+  // Where a chunk of positions from `slot` of that block starts asking, on each side, and how far
+  // each step of its loop moves on: `stride` bytes, or 0 for a side with nothing to ask for.
+  struct Chunk {
+    const char* k;
+    const char* v;
+    int64_t k_stride, v_stride;
+  };
+  Chunk chunk(const Bases& b, int64_t slot, int64_t stride) const {
+    const int64_t position_bytes = block_bytes / block_size;
+    return {b.k + b.k_step * slot * position_bytes, b.v + b.v_step * slot * position_bytes, b.k_step * stride,
+            b.v_step * stride};
+  }
   // Whether chunks of `chunk` positions tile a block (else the kernel asks block by block).
   bool paced(int64_t chunk) const { return block_size % chunk == 0; }
 

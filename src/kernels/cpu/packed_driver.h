@@ -18,6 +18,12 @@
 namespace frugal::kernels {
 namespace {
 
+// Where the first tile over a group asks for its weights ahead: a decode tile (one row) into
+// L1, a multi-row tile (batched steps) into L2, where its requests do not queue ahead of the
+// tile's own loads (figures at the AVX-512 tile, gemm_packed_avx512.cc).
+template <int MR>
+constexpr auto kWeightPrefetchHint = MR == 1 ? _MM_HINT_T0 : _MM_HINT_T1;
+
 // Per 32-element q8_act block of a row, what a tile needs besides the quants.
 struct PackedXBlock {
   float d;        // scale

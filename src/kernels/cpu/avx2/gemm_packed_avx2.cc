@@ -342,7 +342,7 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const Packe
     if (prefetch) {
 #pragma GCC unroll 16
       for (size_t line = 0; line < kBlockBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(p + line + quant::kPrefetchBytes), MR == 1 ? _MM_HINT_T0 : _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(p + line + quant::kPrefetchBytes), kWeightPrefetchHint<MR>);
     }
     __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     if constexpr (P::kScale != 1.0f) d = _mm256_mul_ps(d, _mm256_set1_ps(P::kScale));

@@ -173,15 +173,10 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefe
     const void* kb0 = a.k_blocks[p / bs];
     const void* kb1 = a.k_blocks[(p + 16) / bs];
     const int64_t slot0 = p % bs, slot1 = (p + 16) % bs;
-    const char* pk = static_cast<const char*>(kb0);
-    const char* pv = pk;
-    int64_t k_pace = 0, v_pace = 0;
+    KvPrefetch::Chunk lines{static_cast<const char*>(kb0), static_cast<const char*>(kb0), 0, 0};
     if (paced) {
       if (slot0 == 0) ahead = fetch.bases(p / bs);
-      pk = ahead.k + ahead.k_step * slot0 * hd * kBytes;
-      pv = ahead.v + ahead.v_step * slot0 * hd * kBytes;
-      k_pace = ahead.k_step * kPace;
-      v_pace = ahead.v_step * kPace;
+      lines = fetch.chunk(ahead, slot0, kPace);
     } else {
       if (slot0 == 0) fetch.entering(p / bs);
       if (slot1 == 0) fetch.entering((p + 16) / bs);
@@ -191,8 +186,8 @@ void attend_group(const AttentionArgs& a, int64_t q0, float* scratch, bool prefe
     for (int64_t d = 0; d < hd; ++d) {
 #pragma GCC unroll 2
       for (int64_t line = 0; line < kPace; line += 64) {
-        prefetch_line(pk + d * k_pace + line);
-        prefetch_line(pv + d * v_pace + line);
+        prefetch_line(lines.k + d * lines.k_stride + line);
+        prefetch_line(lines.v + d * lines.v_stride + line);
       }
       const __m512 k0 = load_row<kF16>(kb0, d * bs + slot0);
       const __m512 k1 = load_row<kF16>(kb1, d * bs + slot1);

@@ -352,7 +352,7 @@ inline void tile(const GemmArgs& a, const uint8_t* group, int64_t m, const Packe
     if (prefetch) {
 #pragma GCC unroll 16
       for (size_t line = 0; line < kBlockBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(p + line + kQuantPrefetchBytes), MR == 1 ? _MM_HINT_T0 : _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(p + line + kQuantPrefetchBytes), kWeightPrefetchHint<MR>);
     }
     __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     if constexpr (P::kScale != 1.0f) d = _mm512_mul_ps(d, _mm512_set1_ps(P::kScale));

@@ -1,6 +1,7 @@
 #include "io/atomic_output_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,62 @@ std::string errno_text() {
   return std::strerror(errno);
 }
 
+// Temporaries being written, for SIGINT and SIGTERM: a signal that ends the process runs no
+// destructor, and an interrupted `quantize` or `lora merge` would leave its temporary behind
+// for good. The handler may only read memory and call async-signal-safe functions, so the
+// paths live in fixed slots, each claimed and released with an atomic state.
+constexpr int kSlots = 32;
+constexpr size_t kPathBytes = 4096;
+enum SlotState : int { kFree, kClaimed, kReady };
+struct TempSlot {
+  std::atomic<int> state{kFree};
+  char path[kPathBytes];
+};
+TempSlot g_temps[kSlots];
+
+extern "C" void remove_temporaries_and_reraise(int sig) {
+  for (TempSlot& slot : g_temps)
+    if (slot.state.load(std::memory_order_acquire) == kReady) ::unlink(slot.path);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+// Installed once, and only where the signal still has its default action: a command with its
+// own handling (finetune's checkpoint on SIGINT, serve's drain) keeps it.
+void install_signal_cleanup() {
+  static const bool installed = [] {
+    for (int sig : {SIGINT, SIGTERM}) {
+      struct sigaction current = {};
+      if (::sigaction(sig, nullptr, &current) != 0 || current.sa_handler != SIG_DFL) continue;
+      struct sigaction action = {};
+      action.sa_handler = remove_temporaries_and_reraise;
+      sigemptyset(&action.sa_mask);
+      ::sigaction(sig, &action, nullptr);
+    }
+    return true;
+  }();
+  (void)installed;
+}
+
+// The slot holding `path`, or -1 when all are taken or the path is too long (the temporary is
+// then only removed by the destructor).
+int register_temporary(const std::string& path) {
+  if (path.size() >= kPathBytes) return -1;
+  install_signal_cleanup();
+  for (int i = 0; i < kSlots; ++i) {
+    int expected = kFree;
+    if (!g_temps[i].state.compare_exchange_strong(expected, kClaimed, std::memory_order_acq_rel)) continue;
+    std::memcpy(g_temps[i].path, path.c_str(), path.size() + 1);
+    g_temps[i].state.store(kReady, std::memory_order_release);
+    return i;
+  }
+  return -1;
+}
+
+void release_temporary(int slot) {
+  if (slot >= 0) g_temps[slot].state.store(kFree, std::memory_order_release);
+}
+
 }  // namespace
 
 AtomicOutputFile::AtomicOutputFile(const std::string& path) : path_(path) {
@@ -35,12 +92,14 @@ AtomicOutputFile::AtomicOutputFile(const std::string& path) : path_(path) {
     if (fd_ >= 0 || errno != EEXIST) break;
   }
   if (fd_ < 0) fail("{}: cannot create a temporary file in '{}': {}", path_, dir.string(), errno_text());
+  signal_slot_ = register_temporary(temp_path_);
   buffer_.reserve(kBufferBytes);
 }
 
 AtomicOutputFile::~AtomicOutputFile() {
   if (fd_ >= 0) ::close(fd_);
   if (!committed_) ::unlink(temp_path_.c_str());
+  release_temporary(signal_slot_);
 }
 
 void AtomicOutputFile::write(const void* data, size_t n) {
@@ -89,6 +148,8 @@ void AtomicOutputFile::commit() {
   if (::rename(temp_path_.c_str(), path_.c_str()) != 0)
     fail("{}: cannot rename the temporary file into place: {}", path_, errno_text());
   committed_ = true;
+  release_temporary(signal_slot_);  // the name is the destination's now: a signal must not remove it
+  signal_slot_ = -1;
   // Make the rename itself durable. Some file systems cannot sync a directory; the file is in
   // place either way, so that is not an error.
   const std::filesystem::path dest(path_);

@@ -2,7 +2,9 @@
 // next to the destination, commit() syncs it and renames it over the destination, and a
 // writer destroyed without commit() (an error, an exception half-way) removes the temporary,
 // so a reader never sees half a file and an old file stays intact until the new one is whole.
-// Every file frugal writes goes through this class (GGUF, saved logits, adapters, checkpoints).
+// SIGINT and SIGTERM remove the temporaries too, where the command has not installed its own
+// handling of them. Every file frugal writes goes through this class (GGUF, saved logits,
+// adapters, checkpoints).
 #pragma once
 
 #include <cstddef>
@@ -34,6 +36,7 @@ class AtomicOutputFile {
   std::string path_;
   std::string temp_path_;
   int fd_ = -1;
+  int signal_slot_ = -1;  // where the signal handler finds temp_path_ (-1: not registered)
   bool committed_ = false;
   size_t written_ = 0;
   std::vector<char> buffer_;

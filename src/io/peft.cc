@@ -1,5 +1,6 @@
 #include "io/peft.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -66,6 +67,7 @@ PeftLoraConfig parse_config(const nlohmann::json& j, const std::string& label) {
     const auto& t = j["target_modules"];
     if (t.is_string()) {
       c.target_modules.push_back(t.get<std::string>());
+      c.target_modules_regex = true;
     } else if (t.is_array()) {
       for (const auto& m : t) {
         if (!m.is_string()) fail("{}: target_modules must hold strings", label);
@@ -145,6 +147,24 @@ double PeftLoraConfig::alpha_for(const std::string& module) const {
   return lora_alpha;
 }
 
+bool PeftLoraConfig::targets(const std::string& module) const {
+  if (target_modules.empty()) return true;  // not given: the tensors say which modules
+  if (target_modules_regex) {
+    // PEFT: a string is matched against the whole module name; "all-linear" means every linear layer.
+    if (target_modules[0] == "all-linear") return true;
+    try {
+      return std::regex_match(module, std::regex(target_modules[0]));
+    } catch (const std::regex_error&) {
+      fail("target_modules '{}' is not a regular expression", target_modules[0]);
+    }
+  }
+  // A list: a module is targeted when its name is an entry or ends with "." + the entry.
+  for (const std::string& key : target_modules)
+    if (module == key || (module.size() > key.size() && module.ends_with(key) && module[module.size() - key.size() - 1] == '.'))
+      return true;
+  return false;
+}
+
 double PeftLoraConfig::scale_for(const std::string& module, int64_t rank) const {
   const double alpha = alpha_for(module);
   return use_rslora ? alpha / std::sqrt(static_cast<double>(rank)) : alpha / static_cast<double>(rank);
@@ -204,6 +224,23 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
     if (m.rank < 1) fail("{}: module '{}' has rank 0", weights_path, m.module);
   }
   if (adapter.modules.empty()) fail("{}: the adapter holds no LoRA matrices", weights_path);
+  // The tensors must be what the config declares: PEFT builds the modules from the config and
+  // refuses tensors of another rank, and adapts no module outside target_modules or
+  // layers_to_transform. frugal applies the tensors, so a disagreement is an error here.
+  const PeftLoraConfig& c = adapter.config;
+  static const std::regex layer_re(R"(\.layers\.(\d+)\.)");
+  for (const PeftLoraModule& m : adapter.modules) {
+    if (m.rank != c.rank_for(m.module))
+      fail("{}: module '{}' has rank {} but {} gives it r = {}", weights_path, m.module, m.rank, config_path,
+           c.rank_for(m.module));
+    if (!c.targets(m.module))
+      fail("{}: module '{}' is not among the target_modules of {}", weights_path, m.module, config_path);
+    std::smatch layer;
+    if (c.layers_to_transform && std::regex_search(m.module, layer, layer_re) &&
+        std::ranges::find(*c.layers_to_transform, std::stoll(layer[1].str())) == c.layers_to_transform->end())
+      fail("{}: module '{}' is in a layer that layers_to_transform of {} leaves out", weights_path, m.module,
+           config_path);
+  }
   return adapter;
 }
 
@@ -236,7 +273,11 @@ void write_peft_adapter(const std::string& dir, const PeftAdapter& adapter, DTyp
   j["rank_pattern"] = nlohmann::ordered_json::object();
   for (const auto& [k, v] : c.rank_pattern) j["rank_pattern"][k] = v;
   j["revision"] = nullptr;
-  j["target_modules"] = c.target_modules;
+  if (c.target_modules_regex) {
+    j["target_modules"] = c.target_modules.at(0);
+  } else {
+    j["target_modules"] = c.target_modules;
+  }
   j["task_type"] = "CAUSAL_LM";
   j["use_dora"] = false;
   j["use_rslora"] = c.use_rslora;

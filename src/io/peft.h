@@ -24,7 +24,8 @@ struct PeftLoraConfig {
   int64_t r = 8;
   double lora_alpha = 8.0;
   double lora_dropout = 0.0;
-  std::vector<std::string> target_modules;  // module name suffixes ("q_proj")
+  std::vector<std::string> target_modules;  // module name suffixes ("q_proj"), or one regex:
+  bool target_modules_regex = false;        // the config gave a string (matched against the whole name)
   bool use_rslora = false;                  // scale alpha / sqrt(r) instead of alpha / r
   // Per-module overrides, keyed by PEFT's patterns (a module matches key when its name is key
   // or ends with "." + key, key read as a regular expression).
@@ -36,6 +37,8 @@ struct PeftLoraConfig {
   // The rank and alpha PEFT gives `module` (rank_pattern / alpha_pattern first).
   int64_t rank_for(const std::string& module) const;
   double alpha_for(const std::string& module) const;
+  // Whether target_modules names `module` ("model.layers.0.self_attn.q_proj"), PEFT's way.
+  bool targets(const std::string& module) const;
   // alpha / r (or alpha / sqrt(r)) for a module of rank `rank`.
   double scale_for(const std::string& module, int64_t rank) const;
 };

@@ -47,12 +47,15 @@ MergeSummary merge_lora(const MergeOptions& o) {
   auto model = load_model(*source);
   const auto* decoder = dynamic_cast<const DecoderModel*>(model.get());
   if (decoder == nullptr) fail("{}: LoRA merging supports Llama-family decoders", o.model);
+  if (source->format() == ModelFormat::kLlama2c)
+    fail("{}: a llama2.c checkpoint cannot be merged into (there is no llama2.c writer); apply the adapter "
+         "unmerged with --lora",
+         o.model);
   const bool to_gguf = ends_with(o.output, ".gguf");
   if (to_gguf && source->format() != ModelFormat::kGguf)
     fail("{}: a GGUF output needs a GGUF base model; merge into a folder (-o DIR) and quantize that", o.output);
   if (!to_gguf && source->format() != ModelFormat::kHuggingFace)
-    fail("{}: a {} base merges into a GGUF file (-o FILE.gguf)", o.output,
-         source->format() == ModelFormat::kGguf ? "GGUF" : "llama2.c");
+    fail("{}: a GGUF base merges into a GGUF file (-o FILE.gguf)", o.output);
   std::optional<DType> type;
   if (!o.type.empty()) {
     type = dtype_from_name(o.type);
@@ -130,6 +133,18 @@ MergeSummary merge_lora(const MergeOptions& o) {
     fs::create_directories(o.output, ec);
     if (ec) fail("{}: cannot create the folder: {}", o.output, ec.message());
     w.write((fs::path(o.output) / "model.safetensors").string());
+    // A sharded model left in the folder by an earlier write would be what loaders read (the
+    // index comes first): its index and shards go, as transformers' save_pretrained removes
+    // them. Only after the new weights are in place, so a failed merge loses nothing.
+    std::vector<fs::path> stale;
+    for (const auto& entry : fs::directory_iterator(o.output, ec)) {
+      const std::string name = entry.path().filename().string();
+      const bool shard = name.starts_with("model-") && name.find("-of-") != std::string::npos &&
+                         ends_with(name, ".safetensors");
+      if (shard || name == "model.safetensors.index.json") stale.push_back(entry.path());
+    }
+    for (const fs::path& p : stale)
+      if (!fs::remove(p, ec) && ec) fail("{}: cannot remove the stale {}: {}", o.output, p.filename().string(), ec.message());
     // Everything else a Hugging Face folder carries (config, tokenizer, generation settings).
     for (const auto& entry : fs::directory_iterator(o.model, ec)) {
       const std::string name = entry.path().filename().string();

@@ -7,6 +7,17 @@
 
 namespace frugal {
 
+int64_t drop_untrainable(std::vector<Example>& examples, int64_t seq_len) {
+  const size_t before = examples.size();
+  std::erase_if(examples, [&](const Example& e) {
+    if (e.splittable) return false;
+    const size_t end = std::min(e.loss.size(), static_cast<size_t>(seq_len) + 1);
+    // loss[0] is never a target: the first token has no input before it.
+    return std::find(e.loss.begin() + std::min<size_t>(1, end), e.loss.begin() + end, 1) == e.loss.begin() + end;
+  });
+  return static_cast<int64_t>(before - examples.size());
+}
+
 std::vector<Row> pack_rows(const std::vector<Example>& examples, const std::vector<int32_t>& order,
                            const PackOptions& o) {
   FRUGAL_CHECK(o.seq_len >= 1);

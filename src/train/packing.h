@@ -28,6 +28,11 @@ struct RowSegment {
 };
 using Row = std::vector<RowSegment>;
 
+// Removes the records (not text pieces) with no trained token among the first seq_len + 1
+// tokens, the part a row keeps of a record: a prompt that fills the row leaves its response
+// out, and such a record would only add rows without a loss. Returns how many it removed.
+int64_t drop_untrainable(std::vector<Example>& examples, int64_t seq_len);
+
 // Rows for the examples in `order` (indices into examples), in that order.
 std::vector<Row> pack_rows(const std::vector<Example>& examples, const std::vector<int32_t>& order,
                            const PackOptions& options);

@@ -153,6 +153,13 @@ Eval evaluate(TrainableDecoder& model, ThreadPool& pool, const std::vector<Examp
   return e;
 }
 
+void warn_dropped(const std::string& path, size_t before, size_t after, int64_t seq_len) {
+  if (after == before) return;
+  log_warn("{}: {} of {} examples left out: their prompt fills --seq {}, so no response token would be trained on "
+           "(raise --seq to keep them)",
+           path, before - after, before, seq_len);
+}
+
 void append_log(const std::string& path, const nlohmann::json& j) {
   std::FILE* f = std::fopen(path.c_str(), "a");
   if (f == nullptr) return;  // the log is a convenience: training goes on without it
@@ -213,10 +220,19 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   data_options.seq_len = o.seq_len;
   data_options.train_on_prompt = o.train_on_prompt;
   Dataset data = load_dataset(o.data, *tokenizer, chat, data_options);
+  const size_t n_read = data.examples.size();
+  if (drop_untrainable(data.examples, o.seq_len) == static_cast<int64_t>(n_read))
+    fail("{}: no token to train on fits in --seq {}: every example's trained part (the response) lies beyond "
+         "the sequence length; raise --seq",
+         o.data, o.seq_len);
+  warn_dropped(o.data, n_read, data.examples.size(), o.seq_len);
   std::vector<Example> train, val;
   if (!o.val_data.empty()) {
     train = std::move(data.examples);
     val = load_dataset(o.val_data, *tokenizer, chat, data_options).examples;
+    const size_t n_val = val.size();
+    drop_untrainable(val, o.seq_len);
+    warn_dropped(o.val_data, n_val, val.size(), o.seq_len);
   } else {
     split_holdout(data.examples, o.val_split, o.seed, &train, &val);
   }
@@ -231,13 +247,6 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   pack.pad_token = tokenizer->eos_id() >= 0 ? tokenizer->eos_id() : 0;
   Plan plan(train, o, pack);
   const int64_t total = plan.total_steps();
-  {
-    const std::vector<Row>& rows = plan.rows_of(0);
-    if (counted_tokens(train, rows, 0, static_cast<int64_t>(rows.size())) == 0)
-      fail("{}: no token to train on fits in --seq {}: every example's trained part (the response) lies beyond "
-           "the sequence length; raise --seq",
-           o.data, o.seq_len);
-  }
   std::vector<int32_t> val_order(val.size());
   for (size_t i = 0; i < val_order.size(); ++i) val_order[i] = static_cast<int32_t>(i);
   const std::vector<Row> val_rows = pack_rows(val, val_order, pack);

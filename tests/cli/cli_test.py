@@ -310,7 +310,46 @@ def test_lora_generate_and_merge():
         p = run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/m2", "--type", "nope"])
         expect(p.returncode == 1 and b"nope" in p.stderr, f"bad --type: {p.returncode} {p.stderr!r}")
         expect(not os.path.exists(f"{d}/m2"), "a failed merge left output")
+        # Into a folder that holds a sharded model: its index and shards would be what loaders
+        # read, so they go once the merged weights are in place.
+        os.makedirs(f"{d}/old")
+        with open(f"{d}/old/model.safetensors.index.json", "w") as f:
+            f.write('{"weight_map": {}}')
+        with open(f"{d}/old/model-00001-of-00002.safetensors", "w") as f:
+            f.write("stale")
+        ok(run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/old"]))
+        expect(sorted(n for n in os.listdir(f"{d}/old") if "safetensors" in n) == ["model.safetensors"],
+               f"stale shards left: {os.listdir(d + '/old')}")
+        expect(greedy(["-m", f"{d}/old"]) == adapted, "merged over a sharded folder differs")
+        # A llama2.c base: one error saying what to do instead (not two that send each other on).
+        for out in (f"{d}/st", f"{d}/st.gguf"):
+            p = run_merge(STORIES + ["--lora", ADAPTER, "-o", out])
+            err = p.stderr.decode()
+            expect(p.returncode == 1 and "llama2.c" in err and "--lora" in err, f"llama2.c merge: {err}")
+            expect(not os.path.exists(out), "a failed merge left output")
     expect_user_error(["generate"] + STORIES + ["--lora", ADAPTER, "-p", "x"], ["another model"])
+
+
+def test_lora_in_perplexity_and_bench():
+    # Every command with the model flags applies --lora: perplexity with the adapter equals the
+    # merged model's (fp32 both ways; the unmerged path adds the low-rank update in another
+    # order, so the last digits may differ) and differs from the base's.
+    text = f"{SHARED}/data/wikitext2/wiki.test.raw"
+
+    def ppl(args):
+        out = ok(run(["perplexity"] + args + ["-f", text, "-c", "128", "--chunks", "3", "--json"]))
+        return json.loads(out)["ppl"]
+
+    base = ppl(["-m", WIKI_HF])
+    adapted = ppl(["-m", WIKI_HF, "--lora", ADAPTER])
+    with tempfile.TemporaryDirectory() as d:
+        ok(run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/merged"]))
+        merged = ppl(["-m", f"{d}/merged"])
+    expect(abs(adapted - merged) <= 1e-4 * merged, f"perplexity with --lora {adapted} != merged {merged}")
+    expect(abs(adapted - base) > 1e-3 * base, f"perplexity with --lora {adapted} is the base's {base}")
+    for cmd in (["perplexity", "-f", text, "-c", "128"], ["bench", "-p", "8", "-n", "8", "-r", "1"]):
+        expect_user_error([cmd[0], "-m", WIKI_HF, "--lora", "/nonexistent-adapter"] + cmd[1:],
+                          ["/nonexistent-adapter"])
 
 
 def test_finetune_cli():
@@ -329,6 +368,21 @@ def test_finetune_cli():
         expect(sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"], f"{config}")
         expect(os.path.isdir(f"{d}/out/checkpoint-2"), "no checkpoint at step 2")
         ok(run(["generate", "-m", WIKI_HF, "--lora", f"{d}/out", "-p", "Topic 3", "-n", "4"]))
+        # Records whose prompt fills --seq are left out with a warning, not trained on as
+        # rows without a loss (a NaN loss and a held-out loss over 0 tokens).
+        long_prompt = " ".join(["word"] * 200)
+        with open(f"{d}/mixed.json", "w", encoding="utf-8") as f:
+            json.dump(json.loads(TINY_ALPACA) + [{"instruction": long_prompt, "input": "", "output": "Yes."}] * 4, f)
+        p = run(["finetune", "-m", WIKI_HF, "--data", f"{d}/mixed.json", "--batch", "2", "--seq", "64",
+                           "--lora-r", "4", "-o", f"{d}/mixed_out", "--steps", "4", "--log-every", "1"])
+        ok(p)
+        err = p.stderr.decode()
+        expect("4 of 16 examples left out" in err, f"no warning about the records that do not fit: {err}")
+        expect("nan" not in err.lower(), f"a NaN loss: {err}")
+        with open(f"{d}/mixed_out/training_log.jsonl", encoding="utf-8") as f:
+            log = [json.loads(line) for line in f]
+        losses = [r[k] for r in log for k in ("loss", "eval_loss") if k in r]
+        expect(losses and all(isinstance(x, float) for x in losses), f"losses in the log: {losses}")
         # Bad input: one error line naming the problem, and nothing written.
         with open(f"{d}/bad.jsonl", "w", encoding="utf-8") as f:
             f.write('{"text": "fine"}\n{"text": "broken\n')

@@ -4,6 +4,9 @@
 #include "io/gguf_writer.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -330,6 +333,37 @@ TEST(GgufWriter, FailedWritesLeaveNothingBehind) {
     EXPECT_TRUE(throws_error([&] { w.write(dir + "/"); }, {"not a file name"}));
     expect_untouched();
     fs::remove(dir + "/a_folder");
+  }
+}
+
+TEST(GgufWriter, ATerminatingSignalLeavesNothingBehind) {
+  // SIGTERM (or Ctrl-C) half-way through a write ends the process with no destructor run: the
+  // temporary is removed by the signal handler, the old file stays, and the process still
+  // ends by the signal, as a shell expects.
+  const std::string dir = fresh_dir("signal");
+  const std::string path = dir + "/model.gguf";
+  { std::ofstream(path) << "old contents"; }
+  for (int sig : {SIGTERM, SIGINT}) {
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      GgufWriter w;
+      w.add_tensor("t", DType::kF32, {1 << 20}, [&](GgufWriter::Sink& out) {
+        std::vector<uint8_t> half(2 << 20);
+        out.write(half.data(), half.size());
+        raise(sig);
+      });
+      w.write(path);
+      _exit(0);  // not reached: the signal ends the process
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == sig) << "status " << status;
+    std::ifstream in(path);
+    std::string s;
+    std::getline(in, s);
+    EXPECT_EQ(s, "old contents");
+    EXPECT_TRUE(hidden_files(dir).empty());
   }
 }
 

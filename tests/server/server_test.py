@@ -431,6 +431,22 @@ def test_quantized_gguf_serves_what_generate_gives():
             expect(texts[0] == expected, f"{prompt!r} streamed differs")
 
 
+def test_lora_adapter_serves_what_generate_gives():
+    # --lora on serve goes through the same loader as generate: the adapter changes the text,
+    # and a missing adapter stops the server before it listens.
+    adapter = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train", "reference", "wiki7m_lora")
+    prompt = PROMPTS[0]
+    plain = generate(prompt, 16, "--ignore-eos")
+    expected = generate(prompt, 16, "--ignore-eos", "--lora", adapter)
+    expect(expected != plain, "the adapter does not change generate's text")
+    with Server("--lora", adapter) as s:
+        r = s.post("/v1/completions", dict(greedy(16), prompt=prompt))
+        expect(r["choices"][0]["text"] == expected, f"{r['choices'][0]['text']!r} != {expected!r}")
+    p = subprocess.run([FRUGAL, "serve", "-m", WIKI, "--port", "0", "-t", "1", "--lora", "/nonexistent-adapter"],
+                       capture_output=True, timeout=60)
+    expect(p.returncode == 1 and b"/nonexistent-adapter" in p.stderr, f"missing adapter: {p.returncode} {p.stderr!r}")
+
+
 def test_batch_invariance_alone_and_with_seven_others():
     with Server("--parallel", "8") as s:
         probe = dict(greedy(48), prompt=PROMPTS[0], logprobs=5, return_token_ids=True)

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "core/check.h"
 #include "io/peft.h"
@@ -175,6 +176,50 @@ TEST(Trainer, BadLoraOptionsAreClearErrorsAndWriteNothing) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("'query'"), std::string::npos) << e.what();
   }
+}
+
+TEST(Trainer, AdapterConfigMustMatchItsTensors) {
+  // PEFT builds the modules from adapter_config.json: tensors of another rank are refused and
+  // modules outside target_modules / layers_to_transform are not adapted. frugal applies the
+  // tensors, so a config that disagrees with them is an error naming the module.
+  const std::string ref = test::reference_dir() + "/wiki7m_lora";
+  const nlohmann::json config = nlohmann::json::parse(std::ifstream(ref + "/adapter_config.json"));
+  auto with_config = [&](const std::string& name, const nlohmann::json& c) {
+    const std::string dir = fresh_dir(name);
+    fs::create_directories(dir);
+    fs::copy_file(ref + "/adapter_model.safetensors", dir + "/adapter_model.safetensors");
+    std::ofstream(dir + "/adapter_config.json") << c.dump();
+    return dir;
+  };
+  auto expect_refused = [&](const std::string& name, const nlohmann::json& c, const std::vector<std::string>& parts) {
+    const std::string dir = with_config(name, c);
+    try {
+      read_peft_adapter(dir);
+      ADD_FAILURE() << name << ": accepted";
+    } catch (const Error& e) {
+      for (const std::string& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  nlohmann::json c = config;
+  c["r"] = 8;  // the tensors are rank 4 (down_proj 2, from rank_pattern)
+  expect_refused("wrong_rank", c, {"rank 4", "r = 8"});
+  c = config;
+  c["rank_pattern"] = nlohmann::json::object();
+  expect_refused("no_rank_pattern", c, {"down_proj", "rank 2", "r = 4"});
+  c = config;
+  c["target_modules"] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+  expect_refused("fewer_targets", c, {"mlp.", "target_modules"});
+  c = config;
+  c["layers_to_transform"] = {0, 3};
+  expect_refused("fewer_layers", c, {"layers.5.", "layers_to_transform"});
+  // PEFT's string forms: a regular expression over the whole name, and "all-linear".
+  c = config;
+  c["target_modules"] = R"(.*\.(q|k|v|o|gate|up|down)_proj)";
+  EXPECT_EQ(read_peft_adapter(with_config("regex_targets", c)).modules.size(), 21u);
+  c["target_modules"] = R"(.*\.(q|k|v|o)_proj)";
+  expect_refused("regex_fewer", c, {"mlp.", "target_modules"});
+  c["target_modules"] = "all-linear";
+  EXPECT_EQ(read_peft_adapter(with_config("all_linear", c)).modules.size(), 21u);
 }
 
 TEST(Trainer, AdapterForAnotherBaseIsRefused) {

@@ -44,7 +44,7 @@ int run() {
   options.tokenizer_optional = true;
   if (flags.bench.parallel < 1) fail("--parallel must be at least 1, got {}", flags.bench.parallel);
   options.kv_contexts = flags.bench.parallel;
-  auto engine = Engine::load(model.model, options);
+  auto engine = load_engine(model, options);
   const auto& kernels = kernels::active();
   log_info("measuring the machine's limits ({} threads, {} kernels)...", engine->pool().size(), kernels::isa_name(kernels.isa));
   const MachineLimits limits = measure_machine_limits(engine->pool(), kernels);

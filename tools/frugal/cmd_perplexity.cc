@@ -171,7 +171,7 @@ int run() {
 
   const std::string text = read_text_arg(o.text, "text (-f)");
   set_log_level(o.model.verbose ? LogLevel::kDebug : LogLevel::kWarn);
-  auto engine = Engine::load(o.model.model, perplexity_engine_options(popts, eopts));
+  auto engine = load_engine(o.model, perplexity_engine_options(popts, eopts));
   if (!engine->has_tokenizer()) fail("{}: no tokenizer to turn {} into tokens", o.model.model, o.text);
 
   const auto t0 = std::chrono::steady_clock::now();

@@ -178,7 +178,7 @@ int run() {
   signal(SIGPIPE, SIG_IGN);  // a client that hung up must not kill the server mid-write
 
   const auto t0 = std::chrono::steady_clock::now();
-  auto engine = Engine::load(f.model.model, eo);
+  auto engine = load_engine(f.model, eo);
   // Commit the KV cache now: a server takes its memory at startup, not under load.
   engine->cache().prefault();
   std::string template_note;

@@ -5,6 +5,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "io/mapped_file.h"
+#include "io/peft.h"
 #include "train/lora.h"
 
 namespace frugal::cli {
@@ -55,16 +56,30 @@ EngineOptions engine_options(const ModelFlags& f) {
 }
 
 std::unique_ptr<Engine> load_engine(const ModelFlags& f) {
-  const EngineOptions o = engine_options(f);
+  EngineOptions o = engine_options(f);
   set_log_level(f.verbose ? LogLevel::kDebug : LogLevel::kWarn);
+  return load_engine(f, o);
+}
+
+std::unique_ptr<Engine> load_engine(const ModelFlags& f, const EngineOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
-  auto engine = Engine::load(f.model, o);
+  // The adapters are read first, so a missing or corrupt one fails before the model loads.
+  struct Adapter {
+    std::string dir;
+    double scale;
+    PeftAdapter peft;
+  };
+  std::vector<Adapter> adapters;
   for (const std::string& spec : f.lora) {
     const auto [dir, scale] = parse_adapter_spec(spec);
+    adapters.push_back({dir, scale, read_peft_adapter(dir)});
+  }
+  auto engine = Engine::load(f.model, o);
+  for (const Adapter& a : adapters) {
     const auto* decoder = dynamic_cast<const DecoderModel*>(&engine->model());
     if (decoder == nullptr) fail("--lora: {} is not a model LoRA adapters apply to", f.model);
-    const int64_t n = attach_lora(engine->model(), LoraSet::from_peft(*decoder, read_peft_adapter(dir), dir, scale));
-    log_debug("--lora {}: {} modules, scale {}", dir, n, scale);
+    const int64_t n = attach_lora(engine->model(), LoraSet::from_peft(*decoder, a.peft, a.dir, a.scale));
+    log_debug("--lora {}: {} modules, scale {}", a.dir, n, a.scale);
   }
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const ModelConfig& c = engine->config();

@@ -29,10 +29,14 @@ struct ModelFlags {
 // -m/--model (required), --tokenizer, -t/--threads, -c/--ctx-size, --kv-type, --lora (repeatable),
 // -v/--verbose.
 void add_model_flags(CLI::App& app, ModelFlags& flags);
-// Checks the values, sets the log level and loads (with the --lora adapters attached, each
-// checked against the model); throws frugal::Error naming the flag.
+// Checks the values; throws frugal::Error naming the flag.
 EngineOptions engine_options(const ModelFlags& flags);
+// Loads with engine_options(flags) (and sets the log level: warnings, or debug with -v), or with
+// the caller's adjustment of those options, and attaches the --lora adapters, each checked
+// against the model. Every command that takes the model flags loads through here, so none can
+// drop an adapter.
 std::unique_ptr<Engine> load_engine(const ModelFlags& flags);
+std::unique_ptr<Engine> load_engine(const ModelFlags& flags, const EngineOptions& options);
 
 struct SamplingFlags {
   SamplingParams params;  // llama.cpp's defaults

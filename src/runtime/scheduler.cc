@@ -70,10 +70,6 @@ Submission Scheduler::submit(GenerationRequest request) {
   const GenerateOptions& o = request.options;
   if (request.prompts.empty()) fail("the request has no prompt");
   if (request.n < 1) fail("n must be 1 or more (got {})", request.n);
-  const int64_t sequences = static_cast<int64_t>(request.prompts.size()) * request.n;
-  if (sequences > options_.max_sequences)
-    fail("the request needs {} sequences ({} prompts x n = {}) but the server runs at most {} at once", sequences,
-         request.prompts.size(), request.n, options_.max_sequences);
   if (o.max_tokens < -1) fail("max_tokens must be -1 (no limit), 0 or more (got {})", o.max_tokens);
   if (o.top_logprobs < 0 || o.top_logprobs > n_vocab_)
     fail("top_logprobs must be between 0 and the vocabulary size {} (got {})", n_vocab_, o.top_logprobs);
@@ -87,9 +83,10 @@ Submission Scheduler::submit(GenerationRequest request) {
     if (static_cast<int64_t>(prompt.size()) >= n_ctx_)
       fail("the prompt is {} tokens but the context holds {} (and one position must stay free to generate into)",
            prompt.size(), n_ctx_);
-    if (ceil_div(static_cast<int64_t>(prompt.size()) + 1, block_size_) + request.n - 1 > n_blocks)
-      fail("the prompt of {} tokens with n = {} needs more than the {} blocks of the KV cache", prompt.size(),
-           request.n, n_blocks);
+    const int64_t group = std::min(request.n, options_.max_sequences);
+    if (ceil_div(static_cast<int64_t>(prompt.size()) + 1, block_size_) + group - 1 > n_blocks)
+      fail("the prompt of {} tokens with {} choices at once needs more than the {} blocks of the KV cache",
+           prompt.size(), group, n_blocks);
   }
 
   auto job = std::make_shared<Job>();
@@ -187,13 +184,21 @@ void Scheduler::enqueue(const std::shared_ptr<Job>& job) {
   const Tokenizer* tokenizer = engine_.has_tokenizer() ? &engine_.tokenizer() : nullptr;
   job->open_choices = static_cast<int32_t>(r.prompts.size()) * r.n;
   for (size_t p = 0; p < r.prompts.size(); ++p) {
-    const int32_t choice = static_cast<int32_t>(p) * r.n;
-    GenerateOptions o = r.options;
-    o.sampling.seed = choice_seed(o.sampling.seed, choice);
-    auto slot = std::make_unique<Slot>(job, Sequence(new_kv_id(), choice, r.prompts[p], o, tokenizer, n_vocab_, n_ctx_));
-    for (int32_t j = 1; j < r.n; ++j) slot->seq.pending_forks.push_back(choice + j);
+    // A prompt's choices run in groups of at most max_sequences: the first of a group is fed
+    // the prompt and the others fork from it. A request may so ask for more choices than run
+    // at once (as vLLM allows); a later group waits for room like any other sequence, and finds
+    // the prompt's full blocks in the prefix cache. Seeds follow the choice, not the group.
+    for (int32_t first = 0; first < r.n; first += options_.max_sequences) {
+      const int32_t choice = static_cast<int32_t>(p) * r.n + first;
+      GenerateOptions o = r.options;
+      o.sampling.seed = choice_seed(o.sampling.seed, choice);
+      auto slot =
+          std::make_unique<Slot>(job, Sequence(new_kv_id(), choice, r.prompts[p], o, tokenizer, n_vocab_, n_ctx_));
+      for (int32_t j = 1; j < std::min(r.n - first, options_.max_sequences); ++j)
+        slot->seq.pending_forks.push_back(choice + j);
+      waiting_.push_back(std::move(slot));
+    }
     job->usage.prompt_tokens += static_cast<int64_t>(r.prompts[p].size());
-    waiting_.push_back(std::move(slot));
   }
   jobs_.push_back(job);
 }
@@ -288,7 +293,8 @@ void Scheduler::admit() {
       ++counts_.prefix_lookups;
       if (hit > 0) ++counts_.prefix_hits;
       counts_.prefix_hit_tokens += hit;
-      slot.job->usage.cached_tokens += hit;
+      // The prompt is counted once, by its first group of choices; later groups find it cached.
+      if (s.choice() % slot.job->request.n == 0) slot.job->usage.cached_tokens += hit;
     }
     s.n_fed = hit;
     s.registered_blocks = static_cast<int64_t>(m.blocks.size());

@@ -104,7 +104,7 @@ class Scheduler {
 
   // Any thread. Throws frugal::Error naming the problem when the request cannot be served
   // (an empty prompt, a token outside the vocabulary, a prompt that leaves no room in the
-  // context, more choices than max_sequences, sampling parameters out of range); otherwise
+  // context, sampling parameters out of range); otherwise
   // queues it, or says why not (queue full, shutting down).
   Submission submit(GenerationRequest request);
 

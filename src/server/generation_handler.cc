@@ -268,8 +268,10 @@ void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, h
   auto in_flight = std::make_shared<InFlight>(in_flight_);
   std::shared_ptr<Call> call;
   try {
-    if (shutting_down_)
+    if (shutting_down_) {
+      res.set_header("Retry-After", "5");
       throw ApiError(503, "the server is shutting down", "", "server_error", "shutting_down");
+    }
     const ApiRequest api = parse_request(endpoint, req.body, limits_);
     if (!api.model.empty() && api.model != model_id_)
       throw ApiError(404, fmt::format("The model '{}' does not exist: this server serves '{}'", api.model, model_id_),

@@ -3,7 +3,10 @@
 #include <httplib.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <cctype>
 #include <ctime>
+#include <regex>
 
 #include "core/check.h"
 #include "core/log.h"
@@ -30,6 +33,21 @@ bool constant_time_equal(const std::string& a, const std::string& b) {
   unsigned char diff = 0;
   for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
   return diff == 0;
+}
+
+bool starts_with_ignoring_case(const std::string& s, const std::string& prefix) {
+  return s.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), s.begin(), [](char a, char b) {
+           return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+         });
+}
+
+// cpp-httplib reads the body of a POST, PUT, PATCH or DELETE until the connection closes when
+// it has neither a Content-Length nor chunked encoding, so such a request would wait for the
+// read timeout. RFC 9112 gives it an empty body; it is answered at once instead (411).
+bool body_without_length(const httplib::Request& req) {
+  const bool has_body = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" || req.method == "DELETE";
+  return has_body && !req.has_header("Content-Length") &&
+         req.get_header_value("Transfer-Encoding").find("chunked") == std::string::npos;
 }
 
 bool needs_key(const std::string& path) {
@@ -96,10 +114,23 @@ class HttpServer::Impl {
         res.set_header("Access-Control-Max-Age", "86400");
         return httplib::Server::HandlerResponse::Handled;
       }
+      if (body_without_length(req)) {
+        if (allowed_methods(req.path).find(req.method) == std::string::npos) {
+          no_route(req, res);
+        } else {
+          respond_error(res, ApiError(411,
+                                      fmt::format("{} {} has no Content-Length (nor chunked encoding): send the JSON "
+                                                  "body with its length",
+                                                  req.method, req.path),
+                                      "", "invalid_request_error"));
+        }
+        return httplib::Server::HandlerResponse::Handled;
+      }
       if (options_.api_key.empty() || !needs_key(req.path)) return httplib::Server::HandlerResponse::Unhandled;
       const std::string auth = req.get_header_value("Authorization");
-      const std::string prefix = "Bearer ";
-      if (auth.rfind(prefix, 0) == 0 && constant_time_equal(auth.substr(prefix.size()), options_.api_key))
+      const std::string prefix = "Bearer ";  // the scheme is case-insensitive (RFC 9110 11.1)
+      if (starts_with_ignoring_case(auth, prefix) &&
+          constant_time_equal(auth.substr(prefix.size()), options_.api_key))
         return httplib::Server::HandlerResponse::Unhandled;
       res.set_header("WWW-Authenticate", "Bearer");
       respond_error(res, ApiError(401,
@@ -116,13 +147,13 @@ class HttpServer::Impl {
     const auto completions = [this](const httplib::Request& req, httplib::Response& res) {
       generation_.handle(Endpoint::kCompletions, req, res);
     };
-    http_.Post("/v1/chat/completions", chat);
-    http_.Post("/chat/completions", chat);
-    http_.Post("/v1/completions", completions);
-    http_.Post("/completions", completions);
+    post("/v1/chat/completions", chat);
+    post("/chat/completions", chat);
+    post("/v1/completions", completions);
+    post("/completions", completions);
 
     // llama.cpp's tokenizer endpoints; behind the API key like /v1.
-    http_.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
       try {
         const TokenizeRequest r = parse_tokenize(req.body, options_.limits);
         const Tokenizer& t = tokenizer_or_throw();
@@ -132,7 +163,7 @@ class HttpServer::Impl {
         respond_error(res, e);
       }
     });
-    http_.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
       try {
         const std::vector<int32_t> ids = parse_detokenize(req.body, options_.limits);
         const Tokenizer& t = tokenizer_or_throw();
@@ -146,10 +177,10 @@ class HttpServer::Impl {
       }
     });
 
-    http_.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(models_json(options_.model_id, created_, n_ctx_, n_vocab_), "application/json");
     });
-    http_.Get("/v1/models/(.+)", [this](const httplib::Request& req, httplib::Response& res) {
+    get("/v1/models/(.+)", [this](const httplib::Request& req, httplib::Response& res) {
       if (req.matches[1] != options_.model_id) {
         respond_error(res, ApiError(404, fmt::format("The model '{}' does not exist", req.matches[1].str()), "model",
                                     "invalid_request_error", "model_not_found"));
@@ -157,7 +188,7 @@ class HttpServer::Impl {
       }
       res.set_content(model_json(options_.model_id, created_), "application/json");
     });
-    http_.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    get("/health", [this](const httplib::Request&, httplib::Response& res) {
       if (generation_.shutting_down()) {
         res.status = 503;
         res.set_content(R"({"status":"shutting_down"})", "application/json");
@@ -165,10 +196,10 @@ class HttpServer::Impl {
         res.set_content(R"({"status":"ok"})", "application/json");
       }
     });
-    http_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics_.render(scheduler_.stats()), "text/plain; version=0.0.4; charset=utf-8");
     });
-    http_.Get("/(|index\\.html|[A-Za-z0-9_-]+\\.(js|css|svg))", [](const httplib::Request& req, httplib::Response& res) {
+    get("/(|index\\.html|[A-Za-z0-9_-]+\\.(js|css|svg))", [](const httplib::Request& req, httplib::Response& res) {
       const WebAsset* asset = find_web_asset(req.path);
       if (asset == nullptr) {
         respond_error(res, ApiError(404, fmt::format("no file {}", req.path), "", "not_found_error"));
@@ -186,8 +217,8 @@ class HttpServer::Impl {
       std::string message = fmt::format("{} {}: the request was refused (HTTP {})", req.method, req.path, res.status);
       std::string type = "invalid_request_error";
       if (res.status == 404) {
-        message = fmt::format("no route for {} {}", req.method, req.path);
-        type = "not_found_error";
+        no_route(req, res);
+        return httplib::Server::HandlerResponse::Handled;
       } else if (res.status == 413) {
         message = fmt::format("the request body is larger than the limit of {} bytes", options_.max_body_bytes);
         metrics_.count_request("other", "too_large");
@@ -208,6 +239,37 @@ class HttpServer::Impl {
     });
   }
 
+  // Routes are registered through these, so that a known path asked with another method gets
+  // 405 and its Allow header instead of cpp-httplib's 404.
+  template <typename Handler>
+  void post(const std::string& pattern, Handler handler) {
+    http_.Post(pattern, std::move(handler));
+    routes_.push_back({std::regex(pattern), "POST"});
+  }
+  template <typename Handler>
+  void get(const std::string& pattern, Handler handler) {
+    http_.Get(pattern, std::move(handler));
+    routes_.push_back({std::regex(pattern), "GET"});
+  }
+  // 405 with the methods the path takes, or 404 for a path the server does not have.
+  void no_route(const httplib::Request& req, httplib::Response& res) const {
+    const std::string allowed = allowed_methods(req.path);
+    if (allowed.empty()) {
+      respond_error(res, ApiError(404, fmt::format("no route for {} {}", req.method, req.path), "", "not_found_error"));
+      return;
+    }
+    res.set_header("Allow", allowed + ", OPTIONS");
+    respond_error(res, ApiError(405, fmt::format("{} {}: the method is not allowed; use {}", req.method, req.path, allowed),
+                                ""));
+  }
+  std::string allowed_methods(const std::string& path) const {
+    std::string allowed;
+    for (const auto& [pattern, method] : routes_)
+      if (std::regex_match(path, pattern) && allowed.find(method) == std::string::npos)
+        allowed += (allowed.empty() ? "" : ", ") + method;
+    return allowed;
+  }
+
   const Tokenizer& tokenizer_or_throw() const {
     if (builder_.tokenizer() == nullptr) throw ApiError(400, "the model has no tokenizer");
     return *builder_.tokenizer();
@@ -220,6 +282,7 @@ class HttpServer::Impl {
   GenerationHandler generation_;
   int64_t created_;
   int64_t n_ctx_, n_vocab_;  // read once: the engine belongs to the engine thread
+  std::vector<std::pair<std::regex, std::string>> routes_;  // pattern, method
   Listener http_;
 };
 

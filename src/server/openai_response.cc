@@ -57,6 +57,9 @@ json completion_logprobs(const ResponseFormat& f, const std::vector<TokenLogprob
     values.push_back(lp.token.logprob);
     json alternatives = json::object();
     for (const auto& alt : lp.top) alternatives[token_text(f, alt.id)] = alt.logprob;
+    // OpenAI: "the API will always return the logprob of the sampled token, so there may be
+    // up to logprobs+1 elements".
+    if (!alternatives.contains(t)) alternatives[t] = lp.token.logprob;
     top.push_back(alternatives);
     offsets.push_back(offset);
     offset += static_cast<int64_t>(t.size());

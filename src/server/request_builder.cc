@@ -16,8 +16,9 @@ constexpr int64_t kDefaultCompletionTokens = 16;
 
 }  // namespace
 
-RequestBuilder::RequestBuilder(const Tokenizer* tokenizer, std::optional<ChatTemplate> chat_template, int64_t n_ctx)
-    : tokenizer_(tokenizer), template_(std::move(chat_template)), n_ctx_(n_ctx) {
+RequestBuilder::RequestBuilder(const Tokenizer* tokenizer, std::optional<ChatTemplate> chat_template, int64_t n_ctx,
+                               int64_t n_vocab)
+    : tokenizer_(tokenizer), template_(std::move(chat_template)), n_ctx_(n_ctx), n_vocab_(n_vocab) {
   if (tokenizer_ != nullptr) {
     if (tokenizer_->bos_id() >= 0) bos_ = tokenizer_->token_text(tokenizer_->bos_id());
     if (tokenizer_->eos_id() >= 0) eos_ = tokenizer_->token_text(tokenizer_->eos_id());
@@ -51,11 +52,16 @@ BuiltRequest RequestBuilder::build(const ApiRequest& r) const {
   } else {
     for (const PromptInput& p : r.prompts) {
       if (p.is_tokens) {
+        for (const int32_t id : p.tokens)
+          if (id < 0 || id >= n_vocab_)
+            throw ApiError(400, fmt::format("prompt token id {} is outside the vocabulary of {} tokens", id, n_vocab_),
+                           "prompt");
         g.prompts.push_back(p.tokens);
         std::string text;
-        const auto in_vocab = [&](int32_t id) { return id >= 0 && id < tokenizer_->n_vocab(); };
-        // Ids outside the vocabulary are the scheduler's to reject, with its message.
-        if (r.echo && tokenizer_ != nullptr && std::all_of(p.tokens.begin(), p.tokens.end(), in_vocab))
+        // A model's embedding may be padded past its tokenizer's vocabulary: ids the tokenizer
+        // does not know echo as no text.
+        const auto known = [&](int32_t id) { return id < tokenizer_->n_vocab(); };
+        if (r.echo && tokenizer_ != nullptr && std::all_of(p.tokens.begin(), p.tokens.end(), known))
           text = tokenizer_->decode(p.tokens);
         out.prompt_texts.push_back(std::move(text));
       } else {
@@ -85,6 +91,11 @@ BuiltRequest RequestBuilder::build(const ApiRequest& r) const {
                            n_ctx_, n + *r.max_tokens, n, param, *r.max_tokens, param),
                "max_tokens");
   }
+
+  for (const auto& [id, bias] : r.sampling.logit_bias)
+    if (id >= n_vocab_)
+      throw ApiError(400, fmt::format("'logit_bias' key {} is outside the vocabulary of {} tokens", id, n_vocab_),
+                     "logit_bias");
 
   GenerateOptions& o = g.options;
   o.max_tokens = r.max_tokens ? *r.max_tokens : (r.endpoint == Endpoint::kChat ? -1 : kDefaultCompletionTokens);

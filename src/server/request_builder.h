@@ -26,7 +26,9 @@ struct BuiltRequest {
 class RequestBuilder {
  public:
   // `tokenizer` may be null (token-id prompts only); without a chat template chat requests fail.
-  RequestBuilder(const Tokenizer* tokenizer, std::optional<ChatTemplate> chat_template, int64_t n_ctx);
+  // n_vocab: the model's, which token ids in prompts and logit_bias must fall in.
+  RequestBuilder(const Tokenizer* tokenizer, std::optional<ChatTemplate> chat_template, int64_t n_ctx,
+                 int64_t n_vocab);
 
   // Throws ApiError (400) for what the request cannot get from this model.
   BuiltRequest build(const ApiRequest& request) const;
@@ -40,6 +42,7 @@ class RequestBuilder {
   const Tokenizer* tokenizer_;
   std::optional<ChatTemplate> template_;
   int64_t n_ctx_;
+  int64_t n_vocab_;
   std::string bos_, eos_;
 };
 

@@ -310,6 +310,27 @@ TEST(Scheduler, ForkedChoicesSampleLikeSeparateRequestsWithConsecutiveSeeds) {
   EXPECT_NE(forked.choices[0].tokens, forked.choices[1].tokens);
 }
 
+TEST(Scheduler, MoreChoicesThanParallelSequencesRunInGroups) {
+  // n = 5 on 2 sequences at once: groups of 2, 2 and 1, each fed (or found in the prefix cache)
+  // and forked; every choice samples with seed + its index, as one group of 5 would.
+  SchedulerOptions so;
+  so.max_sequences = 2;
+  Harness h(wiki_options(), so);
+  const auto prompt = h.encode(kPrompts[1]);
+  auto r = request(prompt, 12, 1.0f, 9);
+  r.n = 5;
+  const Result got = collect(*h.submit(r), 5);
+  ASSERT_FALSE(got.failed);
+  EXPECT_EQ(got.usage.prompt_tokens, static_cast<int64_t>(prompt.size()));
+  EXPECT_EQ(got.usage.completion_tokens, 60);
+  EXPECT_LT(got.usage.cached_tokens, static_cast<int64_t>(prompt.size()));  // the prompt counts once
+  for (uint32_t c = 0; c < 5; ++c) {
+    const Result single = collect(*h.submit(request(prompt, 12, 1.0f, 9 + c)));
+    EXPECT_EQ(got.choices[c].tokens, single.choices[0].tokens) << "choice " << c;
+  }
+  h.wait_stats([](const SchedulerStats& s) { return s.kv_blocks_used == 0 && s.running_sequences == 0; });
+}
+
 TEST(Scheduler, SeveralPromptsInOneRequest) {
   Harness h;
   GenerationRequest r = request(h.encode(kPrompts[0]), 10);
@@ -374,9 +395,6 @@ TEST(Scheduler, RejectsRequestsItCannotServe) {
   EXPECT_THROW(h.scheduler->submit(request({}, 10)), Error);
   EXPECT_THROW(h.scheduler->submit(request({1, 99999}, 10)), Error);
   EXPECT_THROW(h.scheduler->submit(request(std::vector<int32_t>(64, 5), 10)), Error);
-  auto r = request({1, 5}, 10);
-  r.n = 3;
-  EXPECT_THROW(h.scheduler->submit(r), Error);
   auto bad = request({1, 5}, 10);
   bad.options.sampling.top_p = 2.0f;
   EXPECT_THROW(h.scheduler->submit(bad), Error);

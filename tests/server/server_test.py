@@ -226,10 +226,17 @@ def check_chat_logprobs(lp):
             check_keys(a, ["token", "logprob", "bytes"], where="top_logprobs[]")
 
 
-def check_completion_logprobs(lp, n_tokens):
+def check_completion_logprobs(lp, n_tokens, top_n=None):
     check_keys(lp, ["tokens", "token_logprobs", "top_logprobs", "text_offset"], where="logprobs")
     for k in lp:
         expect(len(lp[k]) == n_tokens, f"logprobs.{k} has {len(lp[k])} entries, expected {n_tokens}")
+    # "The API will always return the logprob of the sampled token, so there may be up to
+    # logprobs+1 elements" (OpenAI's legacy completions).
+    for token, value, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]):
+        if top is None:
+            continue
+        expect(token in top and abs(top[token] - value) < 1e-6, f"top_logprobs {top} lacks the sampled {token!r}")
+        expect(top_n is None or top_n <= len(top) <= top_n + 1, f"top_logprobs {top}: expected {top_n} or one more")
 
 
 def check_response(obj, endpoint, n=1, logprobs=False, token_ids=False):
@@ -354,9 +361,17 @@ def test_endpoints_and_openai_shapes():
         r = s.post("/v1/completions", {"prompt": "The history", "max_tokens": 6, "logprobs": 2,
                                        "return_token_ids": True})
         check_response(r, "completions", logprobs=True, token_ids=True)
-        check_completion_logprobs(r["choices"][0]["logprobs"], len(r["choices"][0]["token_ids"]))
+        check_completion_logprobs(r["choices"][0]["logprobs"], len(r["choices"][0]["token_ids"]), top_n=2)
+        # Sampled at a high temperature, tokens outside the top 1 are drawn: they are listed too.
+        r = s.post("/v1/completions", {"prompt": "The history of France", "max_tokens": 8, "logprobs": 1,
+                                       "temperature": 1.5, "seed": 3, "return_token_ids": True})
+        check_completion_logprobs(r["choices"][0]["logprobs"], len(r["choices"][0]["token_ids"]), top_n=1)
+        expect(any(len(t) == 2 for t in r["choices"][0]["logprobs"]["top_logprobs"]), "no token outside the top 1")
         r = s.post("/v1/completions", {"prompt": ["a", "b"], "n": 2, "max_tokens": 3})
         check_response(r, "completions", n=4)
+        # More choices than the 4 sequences the server runs at once: they run in turn.
+        r = s.post("/v1/completions", {"prompt": "a", "n": 6, "max_tokens": 3, "seed": 1})
+        check_response(r, "completions", n=6)
 
         ev = s.stream("/v1/chat/completions", {"messages": messages, "max_tokens": 8, "stream": True, "n": 2,
                                                "stream_options": {"include_usage": True}})
@@ -601,11 +616,10 @@ def test_bad_requests_get_4xx_and_the_server_stays_healthy():
             (comp, {"prompt": "hi", "max_tokens": 1000}, 400, "max_tokens"),
             (comp, {"prompt": "hi", "n": 1000}, 400, "n"),
             (comp, {"prompt": "hi", "n": 0}, 400, "n"),
-            (comp, {"prompt": "hi", "n": 16}, 400, None),  # more choices than --parallel
-            (comp, {"prompt": [1, 2, 999999]}, 400, None),
+            (comp, {"prompt": [1, 2, 999999]}, 400, "prompt"),
             (comp, {"prompt": []}, 400, "prompt"),
             (comp, {"prompt": "hi", "logit_bias": {"x": 1}}, 400, "logit_bias"),
-            (comp, {"prompt": "hi", "logit_bias": {"99999": 1}}, 400, None),
+            (comp, {"prompt": "hi", "logit_bias": {"99999": 1}}, 400, "logit_bias"),
             (comp, {"prompt": "hi", "stream_options": {"include_usage": True}}, 400, "stream_options"),
             (chat, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "messages"),
             (chat, {"messages": user, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
@@ -623,6 +637,19 @@ def test_bad_requests_get_4xx_and_the_server_stays_healthy():
         raw.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: nope\r\n\r\n")
         expect(raw.recv(100).startswith(b"HTTP/1.1 4"), "bad Content-Length")
         raw.close()
+        # A POST without a length is answered at once, not left to wait for a body until the
+        # read timeout (cpp-httplib would read until the client closes).
+        for path, status in ((comp, b"411"), ("/v1/models", b"405"), ("/nowhere", b"404")):
+            raw = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            raw.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            reply = raw.recv(4096)
+            raw.close()
+            expect(reply.startswith(b"HTTP/1.1 " + status), f"POST {path} without Content-Length: {reply[:200]!r}")
+        # A known path with another method: 405 and what is allowed.
+        for method, path, allowed in (("GET", comp, "POST"), ("DELETE", chat, "POST"), ("POST", "/health", "GET")):
+            got, headers, data = s.request(method, path, b"{}" if method == "POST" else None)
+            expect(got == 405 and allowed in headers.get("allow", ""), f"{method} {path}: {got} {headers}")
+            check_error(data)
         expect(s.request("GET", "/health")[0] == 200, "health")
         r = s.post(comp, dict(greedy(5), prompt="The history"))
         check_response(r, "completions")
@@ -669,6 +696,9 @@ def test_api_key():
             ok = {"Authorization": "Bearer s3cret"}
             check_response(s.post("/v1/completions", body, ok), "completions")
             expect(s.request("GET", "/metrics", headers=ok)[0] == 200, "metrics with the key")
+            # The scheme is case-insensitive (RFC 9110 11.1); the key is not.
+            expect(s.request("GET", "/v1/models", headers={"Authorization": "bearer s3cret"})[0] == 200, "bearer")
+            expect(s.request("GET", "/v1/models", headers={"Authorization": "Bearer S3CRET"})[0] == 401, "key case")
 
 
 def test_client_disconnect_cancels_and_frees_blocks():
@@ -742,8 +772,9 @@ def test_sigterm_drains():
     while s.request("GET", "/health")[0] != 503:
         expect(time.time() < deadline, "/health did not turn 503 after SIGTERM")
         time.sleep(0.01)
-    status, _, data = s.request("POST", "/v1/completions", dict(greedy(3), prompt="x"))
+    status, headers, data = s.request("POST", "/v1/completions", dict(greedy(3), prompt="x"))
     expect(status == 503 and check_error(data)["code"] == "shutting_down", f"new request during drain: {status}")
+    expect(headers.get("retry-after", "").isdigit(), f"503 during the drain without Retry-After: {headers}")
     expect(any(t.is_alive() for t in threads), "the streams ended before the drain was checked")
     for t in threads:
         t.join(120)

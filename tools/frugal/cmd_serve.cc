@@ -190,7 +190,7 @@ int run() {
   so.prefix_cache = !f.no_prefix_cache;
   Scheduler scheduler(*engine, so);
   server::RequestBuilder builder(engine->has_tokenizer() ? &engine->tokenizer() : nullptr, chat_template,
-                                 engine->n_ctx());
+                                 engine->n_ctx(), engine->config().n_vocab);
 
   server::ServerOptions opts;
   opts.host = f.host;

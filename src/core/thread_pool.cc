@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <system_error>
 #include <utility>
 
 #include "core/check.h"
@@ -71,15 +72,29 @@ int ThreadPool::default_threads() {
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
+  if (n_threads_ > kMaxThreads)
+    fail("{} threads asked for (-t); at most {} (this machine has {} hardware threads)", n_threads_, kMaxThreads,
+         std::thread::hardware_concurrency());
   workers_.reserve(n_threads_ - 1);
-  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  try {
+    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  } catch (const std::system_error& e) {
+    // The system's thread limit: the workers already started must be joined before the
+    // constructor gives up, or their std::thread destructors would end the process.
+    const size_t started = workers_.size();
+    stop_workers();
+    fail("cannot start {} threads (started {}): {}", n_threads_, started + 1, e.what());
+  }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::stop_workers() {
   stop_.store(true, std::memory_order_relaxed);
   region_.generation.fetch_add(1, std::memory_order_release);
   region_.generation.notify_all();
   for (auto& w : workers_) w.join();
+  workers_.clear();
 }
 
 void ThreadPool::run_impl(Task task, void* ctx, int64_t n_items) {

@@ -28,7 +28,11 @@ namespace frugal {
 
 class ThreadPool {
  public:
-  // n_threads counts the calling thread. 1 means everything runs on the caller.
+  // More than this is a mistyped flag, not a machine: thousands of threads only thrash.
+  static constexpr int kMaxThreads = 1024;
+
+  // n_threads counts the calling thread. 1 means everything runs on the caller. Throws
+  // frugal::Error above kMaxThreads or when the system cannot start that many.
   explicit ThreadPool(int n_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -91,6 +95,7 @@ class ThreadPool {
   using Task = void (*)(void*, int);
   void run_impl(Task task, void* ctx, int64_t n_items);
   void worker_loop(int index);
+  void stop_workers();  // wakes every worker to leave, and joins them
   // The next item of the open run_items region, -1 when none is left.
   int64_t next_item() {
     const int64_t i = region_.next.fetch_add(1, std::memory_order_relaxed);

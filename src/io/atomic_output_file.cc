@@ -79,10 +79,33 @@ void release_temporary(int slot) {
 
 }  // namespace
 
+std::string check_output_path(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (fs::path(path).filename().empty()) fail("{}: not a file name", path);
+  std::error_code ec;
+  fs::path dest(path);
+  // A symbolic link is written through: its target gets the new file, as `cp` does, and the
+  // link stays a link. (A rename over the link itself would replace the link.)
+  for (int hops = 0; fs::is_symlink(fs::symlink_status(dest, ec)); ++hops) {
+    if (hops == 40) fail("{}: too many levels of symbolic links", path);
+    const fs::path target = fs::read_symlink(dest, ec);
+    if (ec) fail("{}: cannot read the symbolic link: {}", path, ec.message());
+    dest = target.is_absolute() ? target : dest.parent_path() / target;
+  }
+  const fs::file_status st = fs::status(dest, ec);
+  if (fs::is_directory(st)) fail("{}: is a folder; give a file name", path);
+  if (fs::exists(st) && !fs::is_regular_file(st))
+    fail("{}: exists and is not a regular file (a device, FIFO or socket); frugal writes only over regular files",
+         path);
+  const fs::path dir = dest.has_parent_path() ? dest.parent_path() : fs::path(".");
+  if (!fs::is_directory(dir, ec)) fail("{}: the folder '{}' does not exist", path, dir.string());
+  return dest.string();
+}
+
 AtomicOutputFile::AtomicOutputFile(const std::string& path) : path_(path) {
   static std::atomic<uint64_t> counter{0};
-  const std::filesystem::path dest(path);
-  if (dest.filename().empty()) fail("{}: not a file name", path);
+  target_ = check_output_path(path);
+  const std::filesystem::path dest(target_);
   const std::filesystem::path dir = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
   for (int attempt = 0; attempt < 100; ++attempt) {
     temp_path_ = (dir / ("." + dest.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
@@ -145,14 +168,14 @@ void AtomicOutputFile::commit() {
   const int fd = fd_;
   fd_ = -1;
   if (::close(fd) != 0) fail("{}: cannot close: {}", path_, errno_text());
-  if (::rename(temp_path_.c_str(), path_.c_str()) != 0)
+  if (::rename(temp_path_.c_str(), target_.c_str()) != 0)
     fail("{}: cannot rename the temporary file into place: {}", path_, errno_text());
   committed_ = true;
   release_temporary(signal_slot_);  // the name is the destination's now: a signal must not remove it
   signal_slot_ = -1;
   // Make the rename itself durable. Some file systems cannot sync a directory; the file is in
   // place either way, so that is not an error.
-  const std::filesystem::path dest(path_);
+  const std::filesystem::path dest(target_);
   const std::string dir = dest.has_parent_path() ? dest.parent_path().string() : ".";
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {

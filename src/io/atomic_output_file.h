@@ -13,6 +13,12 @@
 
 namespace frugal {
 
+// Checks up front that `path` can take a file: a file name, in an existing folder, and not a
+// folder, device, FIFO or socket. A symbolic link is followed (its target is written, the link
+// kept). Returns the path the file will be renamed to; throws frugal::Error naming `path`.
+// Commands that write after a long computation call it first, so a bad -o fails at once.
+std::string check_output_path(const std::string& path);
+
 class AtomicOutputFile {
  public:
   // Throws frugal::Error naming `path` when the temporary cannot be created.
@@ -33,7 +39,8 @@ class AtomicOutputFile {
   void flush();
   void write_direct(const char* p, size_t n);
 
-  std::string path_;
+  std::string path_;    // as given, for messages
+  std::string target_;  // where the file goes: path_ with symbolic links followed
   std::string temp_path_;
   int fd_ = -1;
   int signal_slot_ = -1;  // where the signal handler finds temp_path_ (-1: not registered)

@@ -160,7 +160,8 @@ bool PeftLoraConfig::targets(const std::string& module) const {
   }
   // A list: a module is targeted when its name is an entry or ends with "." + the entry.
   for (const std::string& key : target_modules)
-    if (module == key || (module.size() > key.size() && module.ends_with(key) && module[module.size() - key.size() - 1] == '.'))
+    if (module == key ||
+        (module.size() > key.size() && module.ends_with(key) && module[module.size() - key.size() - 1] == '.'))
       return true;
   return false;
 }

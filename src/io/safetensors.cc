@@ -133,6 +133,21 @@ void SafetensorsFile::parse_all(const uint8_t* data, size_t size) {
   for (size_t i = 1; i < by_offset.size(); ++i)
     if (by_offset[i - 1]->offset + by_offset[i - 1]->nbytes > by_offset[i]->offset)
       fail("{}: tensors '{}' and '{}' overlap", label_, by_offset[i - 1]->name, by_offset[i]->name);
+  // As the reference loader: the tensors cover the data section exactly, one after another. A
+  // header length a few bytes short still parses (the header ends in padding spaces) but moves
+  // every tensor; this is where that shows.
+  uint64_t covered = 0;  // in the data section (entry offsets count from the file's start)
+  for (const SafetensorsEntry* e : by_offset) {
+    if (e->offset - data_start != covered)
+      fail("{}: bytes [{}, {}) of the data section belong to no tensor (before '{}'): the header or its length is "
+           "wrong",
+           label_, covered, e->offset - data_start, e->name);
+    covered += e->nbytes;
+  }
+  if (covered != data_size)
+    fail("{}: the data section is {} bytes but the tensors end at byte {} of it: the header length or the file size "
+         "is wrong",
+         label_, data_size, covered);
   for (size_t i = 0; i < entries_.size(); ++i) index_.emplace(entries_[i].name, i);
 }
 

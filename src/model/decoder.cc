@@ -32,6 +32,13 @@ DecoderWeights load_decoder_weights(ModelSource& src, const ModelConfig& c) {
   w.token_embd = src.tensor(hf ? "model.embed_tokens.weight" : "token_embd.weight", {nv, d});
   w.output_norm = src.tensor_f32(hf ? "model.norm.weight" : "output_norm.weight", {d});
   const std::string head = hf ? "lm_head" : "output";
+  // GGUF files tie by leaving the output tensor out (tied_embeddings says so); a Hugging Face
+  // config says it with tie_word_embeddings, and an lm_head missing without it is a broken
+  // checkpoint, not a tied one.
+  if (hf && !c.tied_embeddings && !src.has_tensor(head + ".weight"))
+    fail("{}: the model has no tensor '{}.weight' and its config does not tie the output to the embedding "
+         "(tie_word_embeddings is false)",
+         src.path(), head);
   if (c.tied_embeddings || !src.has_tensor(head + ".weight")) {
     w.output.name = head + " (tied to the embedding)";
     w.output.weight = w.token_embd;

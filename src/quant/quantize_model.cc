@@ -9,6 +9,7 @@
 #include <set>
 
 #include "core/check.h"
+#include "io/atomic_output_file.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "io/gguf_writer.h"
@@ -61,6 +62,7 @@ void check_paths(const QuantizeOptions& o) {
   if (!fs::is_directory(dir, ec)) fail("output directory '{}' does not exist", dir.string());
   if (fs::exists(out, ec) && fs::equivalent(out, fs::path(o.input), ec))
     fail("output '{}' is the input model; write to another file", o.output);
+  check_output_path(o.output);  // not a device or FIFO; symbolic links followed
   if (!o.calib.path.empty()) {
     if (!fs::exists(o.calib.path, ec)) fail("calibration file '{}' does not exist", o.calib.path);
     if (fs::is_directory(o.calib.path, ec)) fail("calibration file '{}' is a directory, not a text file", o.calib.path);
@@ -341,12 +343,18 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   eopts.threads = o.threads;
   eopts.open.tokenizer_path = o.tokenizer;
   auto model = WorkingModel::open(o.input, eopts);
-  if (o.method != QuantMethod::kRtn) {
-    for (WorkingTensor& t : model->tensors())
-      if (is_matrix(t.role) && !is_float_type(t.source_type))
-        fail("{}: the model is already quantized ({} is {}); --method {} needs full-precision weights (f32, f16 or "
-             "bf16)",
-             o.input, t.name, dtype_name(t.source_type), quant_method_name(o.method));
+  for (WorkingTensor& t : model->tensors()) {
+    if (!is_matrix(t.role) || is_float_type(t.source_type)) continue;
+    if (o.method != QuantMethod::kRtn)
+      fail("{}: the model is already quantized ({} is {}); --method {} needs full-precision weights (f32, f16 or "
+           "bf16)",
+           o.input, t.name, dtype_name(t.source_type), quant_method_name(o.method));
+    // As llama.cpp: the errors of the two roundings add up, and the errors reported here would
+    // be measured against the already rounded weights, understating what the file lost.
+    if (!o.allow_requantize)
+      fail("{}: the model is already quantized ({} is {}): quantizing it again adds a second rounding error that the "
+           "reported errors do not show; start from full-precision weights, or pass --allow-requantize",
+           o.input, t.name, dtype_name(t.source_type));
   }
   Runner run{o, *model};
   policy.has_imatrix = !o.imatrix.empty() || !o.calib.path.empty();

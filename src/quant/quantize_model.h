@@ -44,6 +44,7 @@ struct QuantizeOptions {
   std::string save_imatrix;   // write the calibration's importance matrix here
   GptqOptions gptq;
   bool awq_importance = true;  // AWQ quantizes with the scaled inputs' importance
+  bool allow_requantize = false;  // RTN from an already quantized model (llama.cpp's --allow-requantize)
   int threads = 0;
 };
 

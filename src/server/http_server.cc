@@ -259,8 +259,8 @@ class HttpServer::Impl {
       return;
     }
     res.set_header("Allow", allowed + ", OPTIONS");
-    respond_error(res, ApiError(405, fmt::format("{} {}: the method is not allowed; use {}", req.method, req.path, allowed),
-                                ""));
+    respond_error(
+        res, ApiError(405, fmt::format("{} {}: the method is not allowed; use {}", req.method, req.path, allowed), ""));
   }
   std::string allowed_methods(const std::string& path) const {
     std::string allowed;

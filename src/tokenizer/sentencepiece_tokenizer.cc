@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "core/check.h"
+#include "core/log.h"
 #include "tokenizer/vocab.h"
 
 namespace frugal {
@@ -113,7 +114,11 @@ class SentencePieceTokenizer final : public VocabTokenizer {
   explicit SentencePieceTokenizer(const std::string& path) : path_(path) {
     if (!std::filesystem::is_regular_file(path)) fail("{}: no such SentencePiece model file", path);
     const auto status = processor_.Load(path);
-    if (!status.ok()) fail("{}: not a SentencePiece model: {}", path, status.ToString());
+    // SentencePiece's own message names its source line; it goes to -v only.
+    if (!status.ok()) {
+      log_debug("{}: SentencePiece says: {}", path, status.ToString());
+      fail("{}: not a SentencePiece model (a tokenizer.model protobuf): it does not parse", path);
+    }
     const ModelFacts facts = read_model_facts(processor_.serialized_model_proto(), path);
     add_dummy_prefix_ = facts.add_dummy_prefix;
     const int n = processor_.GetPieceSize();

@@ -6,6 +6,7 @@
 
 #include "core/check.h"
 #include "core/log.h"
+#include "io/atomic_output_file.h"
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
 #include "io/safetensors.h"
@@ -52,6 +53,7 @@ MergeSummary merge_lora(const MergeOptions& o) {
          "unmerged with --lora",
          o.model);
   const bool to_gguf = ends_with(o.output, ".gguf");
+  if (to_gguf) check_output_path(o.output);
   if (to_gguf && source->format() != ModelFormat::kGguf)
     fail("{}: a GGUF output needs a GGUF base model; merge into a folder (-o DIR) and quantize that", o.output);
   if (!to_gguf && source->format() != ModelFormat::kHuggingFace)
@@ -144,7 +146,8 @@ MergeSummary merge_lora(const MergeOptions& o) {
       if (shard || name == "model.safetensors.index.json") stale.push_back(entry.path());
     }
     for (const fs::path& p : stale)
-      if (!fs::remove(p, ec) && ec) fail("{}: cannot remove the stale {}: {}", o.output, p.filename().string(), ec.message());
+      if (!fs::remove(p, ec) && ec)
+        fail("{}: cannot remove the stale {}: {}", o.output, p.filename().string(), ec.message());
     // Everything else a Hugging Face folder carries (config, tokenizer, generation settings).
     for (const auto& entry : fs::directory_iterator(o.model, ec)) {
       const std::string name = entry.path().filename().string();

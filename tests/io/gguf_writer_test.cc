@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -285,6 +286,28 @@ TEST(GgufWriter, ReplacesAnExistingFileAtomically) {
   EXPECT_EQ(GgufFile::open(dir + "/relative.gguf")->get_string("general.name"), "new");
 }
 
+TEST(GgufWriter, WritesThroughASymbolicLink) {
+  // As cp does: the link's target gets the new file and the link stays a link (a rename over
+  // the link would replace it). Relative targets resolve from the link's folder.
+  const std::string dir = fresh_dir("symlink");
+  fs::create_directory(dir + "/models");
+  { std::ofstream(dir + "/models/real.gguf") << "old contents"; }
+  fs::create_symlink("models/real.gguf", dir + "/link.gguf");
+  fs::create_symlink("link.gguf", dir + "/link2.gguf");
+  GgufWriter w;
+  w.set_string("general.name", "through");
+  w.write(dir + "/link2.gguf");
+  EXPECT_TRUE(fs::is_symlink(dir + "/link.gguf"));
+  EXPECT_TRUE(fs::is_symlink(dir + "/link2.gguf"));
+  EXPECT_EQ(GgufFile::open(dir + "/models/real.gguf")->get_string("general.name"), "through");
+  EXPECT_TRUE(hidden_files(dir).empty());
+  EXPECT_TRUE(hidden_files(dir + "/models").empty());
+  // A dangling link creates its target.
+  fs::create_symlink("models/new.gguf", dir + "/dangling.gguf");
+  w.write(dir + "/dangling.gguf");
+  EXPECT_EQ(GgufFile::open(dir + "/models/new.gguf")->get_string("general.name"), "through");
+}
+
 TEST(GgufWriter, FailedWritesLeaveNothingBehind) {
   const std::string dir = fresh_dir("failures");
   const std::string path = dir + "/model.gguf";
@@ -327,9 +350,16 @@ TEST(GgufWriter, FailedWritesLeaveNothingBehind) {
     GgufWriter w;
     w.set_u32("x", 1);
     const std::string missing = dir + "/no/such/dir/model.gguf";
-    EXPECT_TRUE(throws_error([&] { w.write(missing); }, {missing, "No such file or directory"}));
+    EXPECT_TRUE(throws_error([&] { w.write(missing); }, {missing, "does not exist"}));
     fs::create_directory(dir + "/a_folder");
-    EXPECT_TRUE(throws_error([&] { w.write(dir + "/a_folder"); }, {dir + "/a_folder", "cannot rename"}));
+    EXPECT_TRUE(throws_error([&] { w.write(dir + "/a_folder"); }, {dir + "/a_folder", "is a folder"}));
+    // A device or a FIFO is never replaced by a regular file (as root, -o /dev/null would
+    // otherwise destroy the device node).
+    EXPECT_TRUE(throws_error([&] { w.write("/dev/null"); }, {"/dev/null", "not a regular file"}));
+    ASSERT_EQ(mkfifo((dir + "/fifo").c_str(), 0600), 0);
+    EXPECT_TRUE(throws_error([&] { w.write(dir + "/fifo"); }, {"fifo", "not a regular file"}));
+    EXPECT_TRUE(fs::is_fifo(dir + "/fifo"));
+    fs::remove(dir + "/fifo");
     EXPECT_TRUE(throws_error([&] { w.write(dir + "/"); }, {"not a file name"}));
     expect_untouched();
     fs::remove(dir + "/a_folder");

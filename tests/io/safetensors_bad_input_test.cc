@@ -80,7 +80,9 @@ TEST(SafetensorsBadInput, HeaderNotJsonOrNotAnObject) {
   EXPECT_IO_ERROR(parse_header("null"), kLabel, "not an object");
   // Trailing spaces pad real headers to 8 bytes: allowed.
   EXPECT_EQ(parse_header(std::string(kSafetensorsHeader) + "     ")->entries().size(), 4u);
-  EXPECT_TRUE(parse_header("{}")->entries().empty());
+  EXPECT_TRUE(parse(test::safetensors_image("{}", {}))->entries().empty());
+  // No tensor, but data: bytes that belong to nothing (the reference loader refuses it too).
+  EXPECT_IO_ERROR(parse_header("{}"), kLabel, "the data section is 36 bytes but the tensors end at byte 0");
 }
 
 TEST(SafetensorsBadInput, JsonThatWouldCostTooMuch) {
@@ -159,6 +161,24 @@ TEST(SafetensorsBadInput, OverlappingTensors) {
   EXPECT_IO_ERROR(parse_edit("[24,32]", "[16,24]"), kLabel, "tensors 'alpha' and 'beta' overlap");
   // Empty tensors overlap nothing, wherever they point.
   EXPECT_EQ(parse_edit("[32,32]", "[4,4]")->entries().size(), 4u);
+}
+
+TEST(SafetensorsBadInput, TensorsMustCoverTheDataExactly) {
+  // A header length a few bytes short still parses as JSON when the header ends in padding
+  // spaces, but it moves every tensor by those bytes: the last one no longer ends with the
+  // data. Gaps between tensors are refused too, as the reference loader does.
+  const std::string padded = std::string(kSafetensorsHeader) + "    ";
+  for (int shorter = 1; shorter <= 4; ++shorter) {
+    auto image = test::safetensors_image(padded, test::safetensors_data());
+    test::poke<uint64_t>(image, 0, padded.size() - shorter);
+    EXPECT_IO_ERROR(parse(image), kLabel,
+                    fmt::format("the data section is {} bytes but the tensors end at byte 36", 36 + shorter));
+  }
+  auto extra = test::safetensors_image(kSafetensorsHeader, test::safetensors_data());
+  extra.push_back(0);
+  EXPECT_IO_ERROR(parse(extra), kLabel, "the data section is 37 bytes but the tensors end at byte 36");
+  std::string gap = replace_once(kSafetensorsHeader, "[2,3],\"data_offsets\":[0,24]", "[2,2],\"data_offsets\":[0,16]");
+  EXPECT_IO_ERROR(parse_header(gap), kLabel, "bytes [16, 24) of the data section belong to no tensor (before 'beta')");
 }
 
 TEST(SafetensorsBadInput, TruncatedAtEveryByte) {

@@ -1,6 +1,11 @@
 // wiki-7m, a real 6.8M-parameter Llama, against llama.cpp's outputs on the same weights.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
+#include "core/check.h"
+#include "io/safetensors.h"
+#include "io/safetensors_writer.h"
 #include "model/reference_checks.h"
 #include "support/test_support.h"
 
@@ -28,6 +33,28 @@ TEST(Wiki7m, GgufFileMatchesLlamaCppTopProbabilities) {
   EXPECT_EQ(r.positions_checked, 7 * 32);
   std::printf("max |p - p_ref| = %.2e over %d positions, %d greedy tokens compared\n", r.max_prob_error,
               r.positions_checked, r.greedy_tokens_compared);
+}
+
+TEST(Wiki7m, AMissingUntiedOutputHeadIsAnError) {
+  // wiki-7m's config says tie_word_embeddings: false. Without lm_head.weight the model is
+  // broken; taking the embedding instead would load and talk nonsense.
+  namespace fs = std::filesystem;
+  const std::string src = test::shared_path("models/wiki-7m");
+  const std::string dir = test::temp_dir("wiki7m_no_head");
+  for (const char* f : {"config.json", "tokenizer.model"})
+    fs::copy_file(src + "/" + f, dir + "/" + f, fs::copy_options::overwrite_existing);
+  const auto file = SafetensorsFile::open(src + "/model.safetensors");
+  SafetensorsWriter w;
+  for (const SafetensorsEntry& e : file->entries())
+    if (e.name != "lm_head.weight") w.add_tensor(e.name, e.dtype, e.shape, file->tensor_view(e).data);
+  w.write(dir + "/model.safetensors");
+  try {
+    Engine::load(dir, f32_cache());
+    FAIL() << "loaded without lm_head.weight";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no tensor 'lm_head.weight'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("tie_word_embeddings"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

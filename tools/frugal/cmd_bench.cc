@@ -44,6 +44,8 @@ int run() {
   options.tokenizer_optional = true;
   if (flags.bench.parallel < 1) fail("--parallel must be at least 1, got {}", flags.bench.parallel);
   options.kv_contexts = flags.bench.parallel;
+  // One step decodes a row for every sequence: the step must hold them all.
+  options.max_batch_rows = std::max<int64_t>(options.max_batch_rows, flags.bench.parallel);
   auto engine = load_engine(model, options);
   const auto& kernels = kernels::active();
   log_info("measuring the machine's limits ({} threads, {} kernels)...", engine->pool().size(), kernels::isa_name(kernels.isa));

@@ -23,6 +23,7 @@
 #include "core/progress.h"
 #include "core/log.h"
 #include "eval/perplexity.h"
+#include "io/atomic_output_file.h"
 #include "tools/frugal/commands.h"
 #include "tools/frugal/common_options.h"
 
@@ -157,7 +158,9 @@ int run() {
     fail(
         "--save-logits and --kl-base go to different runs: save the base model's log-probabilities first, then "
         "compare another model with them");
-  if (o.chunks < 0) fail("--chunks must be positive (got {})", o.chunks);
+  if (o.chunks < 0) fail("--chunks must be 0 (every window) or more (got {})", o.chunks);
+  // The log-probabilities are written after the whole evaluation: a bad path fails now.
+  if (!o.save_logits.empty()) check_output_path(o.save_logits);
 
   std::unique_ptr<LogProbFile> base;
   PerplexityOptions popts;
@@ -253,7 +256,7 @@ CLI::App* setup(CLI::App& app) {
   o.ctx_option = sub->get_option("-c");
   o.ctx_option->description("Tokens per window (llama.cpp's 512 unless given; with --kl-base: the base's)");
   sub->add_option("-f,--file", o.text, "Text file to evaluate (e.g. wiki.test.raw)")->required();
-  sub->add_option("--chunks", o.chunks, "Evaluate only the first K windows (default: all)");
+  sub->add_option("--chunks", o.chunks, "Evaluate only the first K windows (0, the default: all)");
   sub->add_option("-b,--batch-size", o.n_batch,
                   "Rows per forward (default 512); at least twice the window evaluates several windows at once");
   sub->add_flag("--json", o.json, "Print the results as one JSON object on stdout");

@@ -8,12 +8,14 @@
 //
 // Progress (with an estimate of the time left) goes to stderr; the per-tensor summary (type,
 // bits per weight, relative error) to stdout, or one JSON object with --json.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "core/check.h"
+#include "core/thread_pool.h"
 #include "core/log.h"
 #include "quant/quantize_model.h"
 #include "tools/frugal/commands.h"
@@ -35,7 +37,11 @@ Options& options() {
 }
 
 void print_summary(const QuantizeSummary& s, const QuantizeOptions& q) {
-  std::printf("%-28s %-12s %-10s %6s %-12s %9s %9s\n", "tensor", "shape", "type", "bits", "method", "rel.err", "out.err");
+  // out.err exists only where calibration inputs were run through the layers.
+  const bool calibrated = std::any_of(s.tensors.begin(), s.tensors.end(),
+                                      [](const TensorSummary& t) { return t.out_rel_error >= 0; });
+  std::printf("%-28s %-12s %-10s %6s %-12s %9s %9s\n", "tensor", "shape", "type", "bits", "method", "rel.err",
+              calibrated ? "out.err" : "");
   for (const TensorSummary& t : s.tensors) {
     const std::string shape = fmt::format("{}x{}", t.rows, t.cols);
     const std::string out = t.out_rel_error >= 0 ? fmt::format("{:9.5f}", t.out_rel_error) : std::string(9, ' ');
@@ -44,7 +50,8 @@ void print_summary(const QuantizeSummary& s, const QuantizeOptions& q) {
   }
   std::printf("\n%s: %.2f MB, %lld parameters, %.3f bits per weight (file), %.1f s\n", q.output.c_str(),
               s.file_bytes / 1e6, static_cast<long long>(s.parameters), s.bits_per_weight, s.seconds);
-  std::printf("rel.err: ||W - Q|| / ||W||; out.err: the same for the layer's outputs on the calibration inputs\n");
+  std::printf("rel.err: ||W - Q|| / ||W||%s\n",
+              calibrated ? "; out.err: the same for the layer's outputs on the calibration inputs" : "");
 }
 
 nlohmann::json summary_json(const QuantizeSummary& s, const QuantizeOptions& q, const std::string& method) {
@@ -73,7 +80,8 @@ int run() {
   set_log_level(o.verbose ? LogLevel::kDebug : LogLevel::kInfo);
   o.q.method = parse_quant_method(o.method);
   o.q.gptq.act_order = !o.no_act_order;
-  if (o.q.threads < 0) fail("--threads must be 0 (one per physical core) or more (got {})", o.q.threads);
+  if (o.q.threads < 0 || o.q.threads > ThreadPool::kMaxThreads)
+    fail("--threads must be 0 (one per physical core) to {} (got {})", ThreadPool::kMaxThreads, o.q.threads);
   if (!(o.q.gptq.damp > 0 && o.q.gptq.damp < 1)) fail("--damp must be between 0 and 1 (got {})", o.q.gptq.damp);
   const QuantizeSummary s = quantize_model(o.q);
   if (o.json) {
@@ -101,6 +109,8 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--save-imatrix", o.q.save_imatrix, "Write the calibration text's importance matrix here");
   sub->add_option("--policy", o.q.policy, "Per-tensor types, first match wins: \"output=q8_0,token_embd=q8_0,*=q4_k\"");
   sub->add_flag("--pure", o.q.pure, "No llama.cpp default rules (output head in Q6_K, mixtures)");
+  sub->add_flag("--allow-requantize", o.q.allow_requantize,
+                "Quantize a model that is already quantized (RTN only; the second rounding adds error)");
   sub->add_option("--bpw,--target-bpw", o.q.target_bpw, "Choose per-tensor types from measured sensitivity for this many bits per weight");
   sub->add_option("--bpw-types", o.q.bpw_types, "Candidate types for --bpw")->capture_default_str();
   sub->add_option("--damp", o.q.gptq.damp, "GPTQ dampening (fraction of the mean Hessian diagonal)")->capture_default_str();

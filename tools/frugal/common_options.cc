@@ -1,8 +1,10 @@
 #include "tools/frugal/common_options.h"
 
 #include <chrono>
+#include <random>
 
 #include "core/check.h"
+#include "core/thread_pool.h"
 #include "core/log.h"
 #include "io/mapped_file.h"
 #include "io/peft.h"
@@ -35,7 +37,8 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
 
 EngineOptions engine_options(const ModelFlags& f) {
   EngineOptions o;
-  if (f.threads < 0) fail("--threads must be 0 (one per physical core) or more (got {})", f.threads);
+  if (f.threads < 0 || f.threads > ThreadPool::kMaxThreads)
+    fail("--threads must be 0 (one per physical core) to {} (got {})", ThreadPool::kMaxThreads, f.threads);
   if (f.ctx_size < 0) fail("--ctx-size must be 0 (the model's) or more (got {})", f.ctx_size);
   if (f.kv_type == "f16") {
     o.kv_type = DType::kF16;
@@ -108,7 +111,12 @@ SamplingParams sampling_params(const SamplingFlags& f, int32_t n_vocab) {
   SamplingParams p = f.params;
   if (f.seed < -1 || f.seed >= static_cast<int64_t>(SamplingParams::kRandomSeed))
     fail("--seed must be -1 (random) or between 0 and {} (got {})", SamplingParams::kRandomSeed - 1, f.seed);
-  p.seed = f.seed == -1 ? SamplingParams::kRandomSeed : static_cast<uint32_t>(f.seed);
+  p.seed = static_cast<uint32_t>(f.seed);
+  if (f.seed == -1) {
+    // Drawn here, not in the sampler, so that -v can say which seed reproduces the run.
+    p.seed = static_cast<uint32_t>(std::random_device{}() % SamplingParams::kRandomSeed);
+    log_debug("seed {} (drawn at random; -s {} gives this run again)", p.seed, p.seed);
+  }
   p.validate(n_vocab);
   return p;
 }

@@ -352,6 +352,27 @@ def test_lora_in_perplexity_and_bench():
                           ["/nonexistent-adapter"])
 
 
+def test_flag_limits_and_output_paths():
+    # Values no machine needs are flag errors, not a crash; a bad output path fails before the work.
+    expect_user_error(["generate", "-m", WIKI_HF, "-p", "x", "-t", "5000"], ["--threads", "1024"])
+    expect_user_error(["perplexity", "-m", WIKI_HF, "-f", f"{SHARED}/data/wikitext2/wiki.test.raw", "-c", "128",
+                       "--save-logits", tempfile.gettempdir()], ["is a folder"])
+    expect_user_error(["perplexity", "-m", WIKI_HF, "-f", f"{SHARED}/data/wikitext2/wiki.test.raw", "-c", "128",
+                       "--save-logits", "/dev/null"], ["not a regular file"])
+    # A step holds a row for every --parallel sequence, beyond the default 512 rows.
+    out = ok(run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "-r", "1", "--parallel", "600", "--json"]))
+    expect(json.loads(out)["batched_decode_tokens_per_second"] > 0, "bench --parallel 600")
+
+
+def test_random_seed_is_reported_and_reproduces():
+    p = run(["generate", "-m", WIKI_HF, "-p", "The history", "-n", "12", "--temp", "1", "-v"])
+    ok(p)
+    seeds = [line.split()[1] for line in p.stderr.decode().splitlines() if line.startswith("seed ")]
+    expect(len(seeds) == 1, f"-v does not say which seed was drawn: {p.stderr.decode()}")
+    again = ok(run(["generate", "-m", WIKI_HF, "-p", "The history", "-n", "12", "--temp", "1", "-s", seeds[0]]))
+    expect(again == p.stdout, f"-s {seeds[0]} does not reproduce the run: {again!r} != {p.stdout!r}")
+
+
 def test_finetune_cli():
     with tempfile.TemporaryDirectory() as d:
         data = f"{d}/data.json"

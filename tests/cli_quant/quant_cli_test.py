@@ -79,6 +79,9 @@ def case_bad_input(r):
         r.error_of(out, "-m", r.path(Q8), "--type", "q4_0", "--method", method, "--calib", r.path(CALIB),
                    expect=("already quantized", "q8_0", method))
     r.error_of(out, "-m", r.path(Q8), "--type", "q4_0", expect=("already quantized", "--allow-requantize"))
+    r.run("-m", r.path(Q8), "-o", out, "--type", "q4_0", "--allow-requantize", "-t", "2")
+    r.run("-m", out, "-p", "The", "-n", "4", "-t", "2", command="generate")
+    os.remove(out)
     r.error_of(out, "-m", r.out("no-such-model"), "--type", "q4_0", expect=("no-such-model",))
     r.error_of(out, *m, "--type", "q4_0", "--policy", "output", expect=("output",))
     r.error_of(out, *m, "--type", "q4_0", "--policy", "output=q9", expect=("q9",))

@@ -46,9 +46,9 @@ uint64_t expected_floats(const Llama2cHeader& h) {
 
 }  // namespace
 
-bool is_llama2c_checkpoint(const MappedFile& file) {
+bool has_llama2c_header(const MappedFile& file) {
   Llama2cHeader h;
-  return read_header(file, h) && file.size() == kHeaderBytes + 4 * expected_floats(h);
+  return read_header(file, h);
 }
 
 Llama2cCheckpoint open_llama2c_checkpoint(const std::string& path) {

@@ -31,8 +31,9 @@ struct Llama2cCheckpoint {
   std::map<std::string, Tensor> tensors;
 };
 
-// True when the file looks like a llama2.c checkpoint (header sane, size consistent).
-bool is_llama2c_checkpoint(const MappedFile& file);
+// True when the file starts with a plausible llama2.c header (its size is checked on opening,
+// so a truncated checkpoint is reported as one).
+bool has_llama2c_header(const MappedFile& file);
 // Throws frugal::Error naming the file and the inconsistency.
 Llama2cCheckpoint open_llama2c_checkpoint(const std::string& path);
 

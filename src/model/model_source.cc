@@ -63,7 +63,7 @@ std::unique_ptr<ModelSource> ModelSource::open(const std::string& path, const Mo
     src->open_gguf(path);
   } else {
     auto file = MappedFile::open(path);
-    if (!is_llama2c_checkpoint(*file))
+    if (!has_llama2c_header(*file))
       fail("'{}' is not a model frugal can read (expected a Hugging Face folder, a GGUF file or a llama2.c checkpoint)",
            path);
     src->open_llama2c(path);

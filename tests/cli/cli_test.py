@@ -364,6 +364,16 @@ def test_flag_limits_and_output_paths():
     expect(json.loads(out)["batched_decode_tokens_per_second"] > 0, "bench --parallel 600")
 
 
+def test_truncated_llama2c_checkpoint_says_so():
+    with tempfile.TemporaryDirectory() as d:
+        with open(STORIES[1], "rb") as f:
+            data = f.read()
+        with open(f"{d}/cut.bin", "wb") as f:
+            f.write(data[:-1])
+        expect_user_error(["generate", "-m", f"{d}/cut.bin", "--tokenizer", STORIES[3], "-p", "x"],
+                          ["cut.bin", f"is {len(data) - 1} bytes but its header", f"implies {len(data)}"])
+
+
 def test_random_seed_is_reported_and_reproduces():
     p = run(["generate", "-m", WIKI_HF, "-p", "The history", "-n", "12", "--temp", "1", "-v"])
     ok(p)

@@ -165,6 +165,9 @@ struct KernelTable {
   double (*fma_loop)(int64_t iterations) = nullptr;
   // The same with the widest bf16 dot-product instruction (0 when the ISA has none).
   double (*bf16_dot_loop)(int64_t iterations) = nullptr;
+  // The same with the int8 products of the integer kernels (activations quantized to int8):
+  // VNNI's vpdpbusd, or AVX2's vpmaddubsw + vpmaddwd + vpaddd. FLOPs count 2 per product.
+  double (*int8_dot_loop)(int64_t iterations) = nullptr;
 };
 
 // The best table this CPU supports (FRUGAL_ISA=scalar|avx2|avx512 narrows it, for tests and

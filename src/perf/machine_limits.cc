@@ -48,7 +48,20 @@ MachineLimits measure_machine_limits(ThreadPool& pool, const kernels::KernelTabl
   };
   limits.fma_peak = peak(k.fma_loop);
   if (k.bf16_dot_loop != nullptr) limits.bf16_dot_peak = peak(k.bf16_dot_loop);
+  if (k.int8_dot_loop != nullptr) limits.int8_dot_peak = peak(k.int8_dot_loop);
   return limits;
+}
+
+double MachineLimits::peak_for(DType act) const {
+  if (act == DType::kBF16 && bf16_dot_peak > 0) return bf16_dot_peak;
+  if (act == DType::kQ8Act && int8_dot_peak > 0) return int8_dot_peak;
+  return fma_peak;
+}
+
+const char* MachineLimits::unit_name(DType act) const {
+  if (act == DType::kBF16 && bf16_dot_peak > 0) return "bf16 dot";
+  if (act == DType::kQ8Act && int8_dot_peak > 0) return "int8 dot";
+  return "fp32 FMA";
 }
 
 }  // namespace frugal

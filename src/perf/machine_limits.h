@@ -4,6 +4,7 @@
 // of limits measured alongside it.
 #pragma once
 
+#include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "kernels/kernels.h"
 
@@ -13,6 +14,13 @@ struct MachineLimits {
   double read_bandwidth = 0;  // bytes/s, all pool threads streaming a buffer far larger than caches
   double fma_peak = 0;        // fp32 FLOP/s, all pool threads
   double bf16_dot_peak = 0;   // FLOP/s of the bf16 dot-product instruction (0 when absent)
+  double int8_dot_peak = 0;   // FLOP/s (2 per product) of the integer kernels' int8 products
+
+  // The peak of the unit a product whose activations are converted to `act` runs on (the
+  // GemmKernel's act: f32 -> FMA, bf16 -> bf16 dot, int8 -> int8 dot), the FMA peak when
+  // that unit was not measured.
+  double peak_for(DType act) const;
+  const char* unit_name(DType act) const;  // of the peak peak_for(act) gives
 };
 
 // Takes about a second. Best of several passes, as a peak should be.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -18,24 +19,47 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+  const size_t h = v.size() / 2;
+  return v.size() % 2 == 1 ? v[h] : (v[h - 1] + v[h]) / 2;
 }
 
 // The greedy pick, with the SIMD argmax: a scalar scan of SmolLM2's 49,152 logits was ~8% of
 // its Q4_0 decode step.
 int32_t argmax(const float* logits, int64_t n) { return static_cast<int32_t>(kernels::active().argmax(logits, n)); }
 
+// Attention's FLOPs: position p attends to p+1 positions, two products of head_dim per head.
+double attention_flops(const ModelConfig& c, int64_t start, int64_t n) {
+  double positions = 0;
+  for (int64_t p = start; p < start + n; ++p) positions += p + 1;
+  return 2 * 2.0 * c.n_layer * c.n_head * c.head_dim * positions;
+}
+
 }  // namespace
 
 double forward_flops(const ModelConfig& c, int64_t start, int64_t n) {
   const double d = c.n_embd, q = c.q_dim(), kv = c.kv_dim(), ff = c.n_ff;
   const double per_token_layer = d * (q + 2 * kv) + q * d + 3 * d * ff;  // multiply-adds
-  double macs = per_token_layer * c.n_layer * n + d * c.n_vocab;        // one output row
-  // Attention: position p attends to p+1 positions, two products of head_dim per head.
-  double positions = 0;
-  for (int64_t p = start; p < start + n; ++p) positions += p + 1;
-  macs += 2.0 * c.n_layer * c.n_head * c.head_dim * positions;
-  return 2 * macs;
+  const double macs = per_token_layer * c.n_layer * n + d * c.n_vocab;  // one output row
+  return 2 * macs + attention_flops(c, start, n);
+}
+
+double prefill_bound_seconds(const Model& model, const ModelConfig& c, const MachineLimits& limits, int64_t n,
+                             bool w8a8, std::string* unit) {
+  const kernels::KernelTable& table = kernels::active();
+  double seconds = attention_flops(c, 0, n) / limits.fma_peak;
+  std::map<std::string, double> by_unit;
+  for (const Linear* lin : model.linears()) {
+    const int64_t rows = lin->n_out() == c.n_vocab ? 1 : n;  // the output head runs for the last row only
+    const DType act = kernels::gemm_for(table, lin->weight.dtype, w8a8).act;
+    const double t = 2.0 * static_cast<double>(lin->n_in()) * lin->n_out() * rows / limits.peak_for(act);
+    seconds += t;
+    by_unit[limits.unit_name(act)] += t;
+  }
+  if (unit != nullptr && !by_unit.empty())
+    *unit = std::max_element(by_unit.begin(), by_unit.end(), [](auto& a, auto& b) {
+              return a.second < b.second;
+            })->first;
+  return seconds;
 }
 
 ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& o) {
@@ -60,12 +84,11 @@ ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& o) {
     const double t0 = now();
     const float* logits = engine.prefill(kBenchSeq, prompt, 0);
     const double t1 = now();
+    // The first token exists once the prompt's logits are picked from, as in `generate`.
     int32_t next = argmax(logits, c.n_vocab);
-    Batch batch;
-    batch.add(next, static_cast<int32_t>(o.prompt_tokens), kBenchSeq, true);
-    engine.forward(batch);
     const double t2 = now();
     engine.cache().remove(kBenchSeq);
+    Batch batch;
 
     // Decode from an empty context, as llama-bench's tg test does.
     const double t3 = now();

@@ -4,6 +4,9 @@
 
 #include <cstdint>
 
+#include <string>
+
+#include "perf/machine_limits.h"
 #include "runtime/engine.h"
 
 namespace frugal {
@@ -24,7 +27,7 @@ struct ModelBenchResult {
   double prefill_flops = 0;           // FLOPs of one prompt evaluation (matrix products and attention)
   double decode_seconds_per_token = 0;
   double decode_tokens_per_second = 0;
-  double time_to_first_token = 0;     // prompt evaluation plus the first decode step, seconds
+  double time_to_first_token = 0;     // prompt evaluation and the first token's pick, seconds
   double batched_seconds_per_step = 0;   // one forward of `parallel` decode rows (0: not run)
   double batched_tokens_per_second = 0;  // aggregate: parallel / batched_seconds_per_step
   size_t weight_bytes_per_token = 0;  // bytes of weights one decode step reads
@@ -36,6 +39,12 @@ struct ModelBenchResult {
 
 // Runs on sequence ids the engine does not otherwise use, and leaves the cache empty.
 ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& options);
+
+// The least time a prompt of n_tokens can take on this machine: every weight product at the
+// peak of the unit its kernel runs on (fp32 FMA, bf16 dot or int8 dot, by the weight type's
+// GemmKernel), attention at the FMA peak. `unit` gets the unit of the products that dominate.
+double prefill_bound_seconds(const Model& model, const ModelConfig& config, const MachineLimits& limits,
+                             int64_t n_tokens, bool w8a8, std::string* unit);
 
 // FLOPs of evaluating n_tokens consecutive positions starting at `start` (for one sequence):
 // 2 per multiply-add of every weight matrix (the output head only for the last position) and

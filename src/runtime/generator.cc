@@ -40,7 +40,10 @@ double GenerationTimings::prompt_tokens_per_second() const {
 }
 
 double GenerationTimings::generated_tokens_per_second() const {
-  return generation_ms > 0 ? static_cast<double>(generated_tokens) * 1000.0 / generation_ms : 0.0;
+  // The first token comes from the prompt's logits: N tokens take N - 1 decode steps (as
+  // llama.cpp's "eval ... runs" counts).
+  const int64_t steps = generated_tokens - 1;
+  return generation_ms > 0 && steps > 0 ? static_cast<double>(steps) * 1000.0 / generation_ms : 0.0;
 }
 
 int64_t generation_room(int64_t n_ctx, int64_t max_tokens) {

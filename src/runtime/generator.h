@@ -58,7 +58,7 @@ struct GenerationTimings {
   double time_to_first_token_ms = 0;  // from the call to the first sampled token
 
   double prompt_tokens_per_second() const;
-  double generated_tokens_per_second() const;
+  double generated_tokens_per_second() const;  // decode steps (generated - 1) per second
 };
 
 struct GenerationResult {

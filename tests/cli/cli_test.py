@@ -147,14 +147,36 @@ def test_bench_json_and_batched_decode():
     p = ok(run(["bench", "-m", WIKI_HF, "-t", "2", "-p", "8", "-n", "4", "-r", "1", "--parallel", "4", "--json"]))
     r = json.loads(p)
     for key in ("prefill_tokens_per_second", "decode_tokens_per_second", "batched_decode_tokens_per_second",
-                "batched_decode_ms_per_step", "decode_pct_of_bandwidth", "weight_bytes_per_token", "peak_rss_bytes"):
+                "batched_decode_ms_per_step", "decode_pct_of_bandwidth", "prefill_pct_of_peak",
+                "weight_bytes_per_token", "peak_rss_bytes"):
         expect(r[key] > 0, f"{key} = {r[key]}")
+    # wiki-7m is f32: its products run on the FMA units, and the bound is their peak.
+    expect(r["prefill_unit"] == "fp32 FMA", f"prefill unit {r['prefill_unit']}")
+    expect(r["machine"]["int8_dot_peak_gflops"] > 0 or r["isa"] == "scalar", f"{r['machine']}")
     expect(r["parallel"] == 4 and r["threads"] == 2, f"parallel {r['parallel']}, threads {r['threads']}")
     expect(r["kv_capacity_tokens"] >= 4 * (8 + 4), f"the KV cache holds {r['kv_capacity_tokens']} positions")
     expect(abs(r["batched_decode_tokens_per_second"] * r["batched_decode_ms_per_step"] / 1e3 - 4) < 1e-6,
            "aggregate tokens/s is not 4 sequences per step")
     text = ok(run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "-r", "1", "--parallel", "2"])).decode()
     expect("2 sequences decoding together" in text, text)
+    # A quantized model's products run on the int8 units: the bound is theirs, not the FMA's.
+    q = json.loads(ok(run(["bench", "-m", f"{SHARED}/models/wiki-7m-gguf/wiki-7m-q4_0.gguf", "-p", "8", "-n", "4",
+                           "-r", "1", "--json"])))
+    expect(q["prefill_unit"] == "int8 dot" or q["isa"] == "scalar", f"Q4_0 prefill unit {q['prefill_unit']}")
+    expect(q["batched_decode_tokens_per_second"] is None, "batched figures without --parallel")
+    # $ and energy per million tokens, from the machine's price and power draw.
+    c = json.loads(ok(run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "-r", "1", "--parallel", "2", "--json",
+                           "--price-per-hour", "1.2", "--watts", "250"])))
+    for key, tps in (("per_million_decode_tokens", c["decode_tokens_per_second"]),
+                     ("per_million_batched_tokens", c["batched_decode_tokens_per_second"]),
+                     ("per_million_prompt_tokens", c["prefill_tokens_per_second"])):
+        expect(abs(c[key]["usd"] - 1.2 * 1e6 / tps / 3600) < 1e-9 * c[key]["usd"], f"{key}: {c[key]}")
+        expect(abs(c[key]["kwh"] - 250 * 1e6 / tps / 3.6e6) < 1e-9 * c[key]["kwh"], f"{key}: {c[key]}")
+    expect(c["watts_source"] == "given", c["watts_source"])
+    expect(q["per_million_decode_tokens"]["usd"] is None, "a cost without a price")
+    text = ok(run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "-r", "1", "--price-per-hour", "2"])).decode()
+    expect("per million tokens decoded" in text and "at $2.00 an hour" in text, text)
+    expect_user_error(["bench", "-m", WIKI_HF, "--watts", "-5"], ["--watts"])
     expect_user_error(["bench", "-m", WIKI_HF, "--parallel", "0"], ["--parallel"])
     # Too many contexts for memory: the error comes after the model has loaded (its progress line
     # is on stderr first) and names the KV cache and its size.

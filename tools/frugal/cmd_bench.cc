@@ -1,13 +1,18 @@
 // frugal bench: prefill and decode speed of a model, judged against this machine's limits
-// measured in the same run (decode against memory bandwidth, prefill against the FMA peak).
+// measured in the same run (decode against memory bandwidth, prefill against the peaks of the
+// units its products run on), and what a million tokens cost in money and energy at those
+// speeds (the machine's price per hour and power draw: given, or power from RAPL counters).
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cstdio>
+#include <string>
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
 #include "core/log.h"
 #include "kernels/kernels.h"
+#include "perf/energy_meter.h"
 #include "perf/machine_limits.h"
 #include "perf/model_bench.h"
 #include "tools/frugal/commands.h"
@@ -19,8 +24,18 @@ namespace {
 struct BenchFlags {
   ModelFlags model;
   ModelBenchOptions bench;
+  double price_per_hour = 0;  // US$ an hour of this machine (0: not given)
+  double watts = 0;           // its power draw under load (0: measure, where RAPL counters exist)
   bool json = false;
 };
+
+// What a million tokens cost at `tokens_per_second`: dollars at the hourly price, and
+// kilowatt-hours at the power draw (null where the input is unknown).
+nlohmann::json per_million(double tokens_per_second, double price_per_hour, double watts) {
+  const double seconds = tokens_per_second > 0 ? 1e6 / tokens_per_second : 0;
+  return {{"usd", price_per_hour > 0 && seconds > 0 ? nlohmann::json(price_per_hour * seconds / 3600) : nullptr},
+          {"kwh", watts > 0 && seconds > 0 ? nlohmann::json(watts * seconds / 3.6e6) : nullptr}};
+}
 
 BenchFlags flags;
 
@@ -33,6 +48,11 @@ CLI::App* setup(CLI::App& app) {
   cmd->add_option("--parallel", flags.bench.parallel,
                   "Also decode this many sequences together, one row each per step, as a server's continuous batching does (aggregate tokens/s)")
       ->capture_default_str();
+  cmd->add_option("--price-per-hour", flags.price_per_hour,
+                  "What an hour of this machine costs, in US$ (a cloud instance's price): adds $ per million tokens");
+  cmd->add_option("--watts", flags.watts,
+                  "The machine's power draw while it runs the model, in W: adds energy per million tokens "
+                  "(default: measured from the RAPL counters where the kernel exposes them)");
   cmd->add_flag("--json", flags.json, "Print one JSON object on stdout");
   return cmd;
 }
@@ -43,6 +63,8 @@ int run() {
   EngineOptions options = engine_options(model);
   options.tokenizer_optional = true;
   if (flags.bench.parallel < 1) fail("--parallel must be at least 1, got {}", flags.bench.parallel);
+  if (!(flags.price_per_hour >= 0)) fail("--price-per-hour must be 0 (not given) or more (got {})", flags.price_per_hour);
+  if (!(flags.watts >= 0)) fail("--watts must be 0 (measure) or more (got {})", flags.watts);
   options.kv_contexts = flags.bench.parallel;
   // One step decodes a row for every sequence: the step must hold them all.
   options.max_batch_rows = std::max<int64_t>(options.max_batch_rows, flags.bench.parallel);
@@ -51,18 +73,39 @@ int run() {
   log_info("measuring the machine's limits ({} threads, {} kernels)...", engine->pool().size(), kernels::isa_name(kernels.isa));
   const MachineLimits limits = measure_machine_limits(engine->pool(), kernels);
   log_info("running the model...");
+  EnergyMeter meter;
+  meter.joules_since_last();
+  const auto t_run = std::chrono::steady_clock::now();
   const ModelBenchResult r = bench_model(*engine, flags.bench);
+  const double run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_run).count();
+  // Power: as given, else the packages' average over the model's run (RAPL measures the
+  // processor packages only, not memory or the rest of the machine: a floor).
+  double watts = flags.watts;
+  std::string watts_source = watts > 0 ? "given" : "unknown";
+  if (watts == 0 && meter.available()) {
+    watts = meter.joules_since_last() / run_seconds;
+    watts_source = "measured (RAPL, processor packages)";
+  }
   // Re-measure bandwidth after the run too: shared machines drift, and the lower figure would
   // flatter the model, so the higher of the two is the bound.
   const MachineLimits after = measure_machine_limits(engine->pool(), kernels);
-  const double bandwidth = std::max(limits.read_bandwidth, after.read_bandwidth);
-  const double fma_peak = std::max(limits.fma_peak, after.fma_peak);
+  MachineLimits best = limits;
+  best.read_bandwidth = std::max(limits.read_bandwidth, after.read_bandwidth);
+  best.fma_peak = std::max(limits.fma_peak, after.fma_peak);
+  best.bf16_dot_peak = std::max(limits.bf16_dot_peak, after.bf16_dot_peak);
+  best.int8_dot_peak = std::max(limits.int8_dot_peak, after.int8_dot_peak);
+  const double bandwidth = best.read_bandwidth;
 
   const double decode_bw = r.weight_bytes_per_token / r.decode_seconds_per_token;
   const double decode_pct = 100.0 * decode_bw / bandwidth;
-  const double prefill_flops = r.prefill_flops / r.prefill_seconds;
-  const double prefill_pct = 100.0 * prefill_flops / fma_peak;
   const ModelConfig& c = engine->config();
+  const double prefill_flops = r.prefill_flops / r.prefill_seconds;
+  // Against the peaks of the units the products run on: a quantized model's int8 products and
+  // a bf16 model's dot products are not bounded by the fp32 FMA peak.
+  std::string prefill_unit = "fp32 FMA";
+  const double prefill_bound =
+      prefill_bound_seconds(engine->model(), c, best, flags.bench.prompt_tokens, model.w8a8, &prefill_unit);
+  const double prefill_pct = 100.0 * prefill_bound / r.prefill_seconds;
 
   if (flags.json) {
     nlohmann::json j = {
@@ -77,33 +120,47 @@ int run() {
         {"decode_tokens", flags.bench.decode_tokens},
         {"prefill_tokens_per_second", r.prefill_tokens_per_second},
         {"prefill_gflops", prefill_flops / 1e9},
-        {"prefill_pct_of_fma_peak", prefill_pct},
+        {"prefill_pct_of_peak", prefill_pct},
+        {"prefill_unit", prefill_unit},
         {"decode_tokens_per_second", r.decode_tokens_per_second},
         {"decode_gb_per_second", decode_bw / 1e9},
         {"decode_pct_of_bandwidth", decode_pct},
         {"time_to_first_token_ms", r.time_to_first_token * 1e3},
         {"parallel", flags.bench.parallel},
-        {"batched_decode_tokens_per_second", r.batched_tokens_per_second},
-        {"batched_decode_ms_per_step", r.batched_seconds_per_step * 1e3},
+        {"batched_decode_tokens_per_second",
+         flags.bench.parallel > 1 ? nlohmann::json(r.batched_tokens_per_second) : nlohmann::json(nullptr)},
+        {"batched_decode_ms_per_step",
+         flags.bench.parallel > 1 ? nlohmann::json(r.batched_seconds_per_step * 1e3) : nlohmann::json(nullptr)},
         {"peak_rss_bytes", r.peak_rss_bytes},
+        {"price_per_hour_usd", flags.price_per_hour > 0 ? nlohmann::json(flags.price_per_hour) : nullptr},
+        {"watts", watts > 0 ? nlohmann::json(watts) : nullptr},
+        {"watts_source", watts_source},
+        {"per_million_decode_tokens", per_million(r.decode_tokens_per_second, flags.price_per_hour, watts)},
+        {"per_million_batched_tokens",
+         flags.bench.parallel > 1 ? per_million(r.batched_tokens_per_second, flags.price_per_hour, watts)
+                                  : nlohmann::json(nullptr)},
+        {"per_million_prompt_tokens", per_million(r.prefill_tokens_per_second, flags.price_per_hour, watts)},
         {"kv_cache_bytes", r.kv_cache_bytes},
         {"kv_bytes_per_token", r.kv_bytes_per_token},
         {"kv_capacity_tokens", r.kv_capacity_tokens},
         {"machine",
          {{"read_bandwidth_gb_per_second", bandwidth / 1e9},
-          {"fma_peak_gflops", fma_peak / 1e9},
-          {"bf16_dot_peak_gflops", std::max(limits.bf16_dot_peak, after.bf16_dot_peak) / 1e9}}},
+          {"fma_peak_gflops", best.fma_peak / 1e9},
+          {"bf16_dot_peak_gflops", best.bf16_dot_peak / 1e9},
+          {"int8_dot_peak_gflops", best.int8_dot_peak / 1e9}}},
     };
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
   fmt::print("model        {} ({}, {:.1f}M parameters, {} layers)\n", model.model, c.arch,
              engine->model().parameter_count() / 1e6, c.n_layer);
-  fmt::print("machine      {} threads, {} kernels: read bandwidth {:.1f} GB/s, fp32 FMA peak {:.0f} GFLOP/s, bf16 dot peak {:.0f} GFLOP/s\n",
-             engine->pool().size(), kernels::isa_name(kernels.isa), bandwidth / 1e9, fma_peak / 1e9,
-             std::max(limits.bf16_dot_peak, after.bf16_dot_peak) / 1e9);
-  fmt::print("prefill      {:8.1f} tokens/s  ({} tokens, {:.0f} GFLOP/s = {:.1f}% of the fp32 FMA peak)\n",
-             r.prefill_tokens_per_second, flags.bench.prompt_tokens, prefill_flops / 1e9, prefill_pct);
+  fmt::print("machine      {} threads, {} kernels: read bandwidth {:.1f} GB/s, peaks (GFLOP/s) fp32 FMA {:.0f}, "
+             "bf16 dot {:.0f}, int8 dot {:.0f}\n",
+             engine->pool().size(), kernels::isa_name(kernels.isa), bandwidth / 1e9, best.fma_peak / 1e9,
+             best.bf16_dot_peak / 1e9, best.int8_dot_peak / 1e9);
+  fmt::print("prefill      {:8.1f} tokens/s  ({} tokens, {:.0f} GFLOP/s = {:.1f}% of the bound at the peaks of its "
+             "units, mostly {})\n",
+             r.prefill_tokens_per_second, flags.bench.prompt_tokens, prefill_flops / 1e9, prefill_pct, prefill_unit);
   fmt::print("decode       {:8.1f} tokens/s  ({:.1f} MB of weights a token, {:.1f} GB/s = {:.1f}% of the bandwidth bound)\n",
              r.decode_tokens_per_second, r.weight_bytes_per_token / 1e6, decode_bw / 1e9, decode_pct);
   if (flags.bench.parallel > 1)
@@ -114,6 +171,29 @@ int run() {
   fmt::print("memory       peak RSS {:.1f} MB, KV cache {:.2f} MB ({}: {} bytes a token x {} positions)\n",
              r.peak_rss_bytes / 1e6, r.kv_cache_bytes / 1e6, model.kv_type, r.kv_bytes_per_token,
              r.kv_capacity_tokens);
+  // Per million tokens: decoded one sequence at a time, decoded --parallel together (a
+  // server's rate), and prompt tokens.
+  auto line = [&](const char* what, double price_or_watts, auto format) {
+    std::string text = fmt::format("{} per million tokens decoded", format(price_or_watts, r.decode_tokens_per_second));
+    if (flags.bench.parallel > 1)
+      text += fmt::format(" ({} with {} together)", format(price_or_watts, r.batched_tokens_per_second),
+                          flags.bench.parallel);
+    text += fmt::format(", {} per million prompt tokens", format(price_or_watts, r.prefill_tokens_per_second));
+    fmt::print("{:<12} {}", what, text);
+  };
+  if (flags.price_per_hour > 0) {
+    line("cost", flags.price_per_hour,
+         [](double price, double tps) { return fmt::format("${:.4f}", price * 1e6 / tps / 3600); });
+    fmt::print(" (at ${:.2f} an hour)\n", flags.price_per_hour);
+  } else {
+    fmt::print("cost         give --price-per-hour (the machine's $ an hour) for $ per million tokens\n");
+  }
+  if (watts > 0) {
+    line("energy", watts, [](double w, double tps) { return fmt::format("{:.3f} kWh", w * 1e6 / tps / 3.6e6); });
+    fmt::print(" (at {:.0f} W, {})\n", watts, watts_source);
+  } else {
+    fmt::print("energy       give --watts (no RAPL energy counter readable here) for kWh per million tokens\n");
+  }
   return 0;
 }
 

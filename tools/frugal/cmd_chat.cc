@@ -1,6 +1,7 @@
 // frugal chat: a conversation with a chat model, one user message per line of stdin (a
 // terminal or a pipe). "/exit" or end of input ends it, "/reset" starts over. Replies stream to
-// stdout, each followed by a newline; prompts, notes and timings go to stderr.
+// stdout, each followed by a newline; prompts and notes go to stderr, and with -v each reply's
+// timings (a chat is read, so they are not printed by default).
 #include <unistd.h>
 
 #include <cstdio>

@@ -109,6 +109,13 @@ void print_kl_report(const KlSummary& s) {
   std::printf("90.0%%   KLD: %10.6f\nMedian  KLD: %10.6f\n10.0%%   KLD: %10.6f\n 5.0%%   KLD: %10.6f\n", k.p90,
               k.median, k.p10, k.p5);
   std::printf(" 1.0%%   KLD: %10.6f\n 0.1%%   KLD: %10.6f\nMinimum KLD: %10.6f\n", k.p1, k.p0_1, k.min);
+  // The saved base rows are 16-bit: each token's KL carries that rounding, unbiased (so the
+  // mean is exact to its error bar) but per token up to about 8/65535 either way. Not
+  // renormalised on purpose: clamping at 0 would bias the mean upwards by about as much.
+  if (k.min < 0)
+    std::printf("(per-token KLD within +-%.6f is the 16-bit rounding of the saved base: small quantiles may read "
+                "below 0; the mean is unbiased)\n",
+                8.0 / 65535);
   std::printf("\n====== Token probability statistics ======\n");
   const Quantiles& d = s.p_diff_quantiles;
   std::printf("Mean    Δp: %6.3f ± %5.3f %%\n", 100.0 * s.p_diff.value, 100.0 * s.p_diff.error);
@@ -235,7 +242,7 @@ int run() {
   for (size_t i = 0; i < running_ppl.size(); ++i) list += fmt::format("[{}]{:.4f},", i + 1, running_ppl[i]);
   std::printf("%s\n", list.c_str());
   std::printf("Final estimate: PPL = %.4f +/- %.5f\n", r.nll.ppl(), r.nll.ppl_error());
-  std::printf("%lld windows of %lld tokens, %lld tokens scored, %.2f s (%.0f tokens/s)\n",
+  std::printf("%lld windows of %lld tokens, %lld tokens scored, %.2f s (%.0f tokens evaluated/s)\n",
               static_cast<long long>(r.plan.n_chunks), static_cast<long long>(r.plan.n_ctx),
               static_cast<long long>(r.plan.tokens_scored()), r.seconds, tokens_per_second);
   if (!o.save_logits.empty()) std::printf("log-probabilities saved to %s\n", o.save_logits.c_str());

@@ -32,7 +32,7 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
                  "LoRA adapter (a PEFT folder) applied unmerged, optionally scaled: DIR or DIR:SCALE (repeatable: "
                  "adapters add up)")
       ->allow_extra_args(false);
-  app.add_flag("-v,--verbose", f.verbose, "Log more on stderr");
+  app.add_flag("-v,--verbose", f.verbose, "Log more on stderr (chat: also each reply's timings)");
 }
 
 EngineOptions engine_options(const ModelFlags& f) {
@@ -140,9 +140,17 @@ void print_timings(const GenerationTimings& t) {
       t.cached_tokens > 0 ? fmt::format(" ({} cached, {} evaluated)", t.cached_tokens, evaluated) : "";
   log_line(LogLevel::kInfo, fmt::format("prompt: {} tokens{} in {:.1f} ms ({:.1f} tokens/s)", t.prompt_tokens, cached,
                                         t.prompt_ms, t.prompt_tokens_per_second()));
-  log_line(LogLevel::kInfo,
-           fmt::format("generation: {} tokens in {:.1f} ms ({:.1f} tokens/s), first token after {:.1f} ms",
-                       t.generated_tokens, t.generation_ms, t.generated_tokens_per_second(), t.time_to_first_token_ms));
+  if (t.generated_tokens == 0) {
+    log_line(LogLevel::kInfo, "generation: 0 tokens");
+    return;
+  }
+  // The rate is of the decode steps: the first token is picked from the prompt's logits.
+  const std::string rate = t.generated_tokens > 1
+                               ? fmt::format("{:.1f} tokens/s over {} decode steps", t.generated_tokens_per_second(),
+                                             t.generated_tokens - 1)
+                               : std::string("no decode step");
+  log_line(LogLevel::kInfo, fmt::format("generation: {} tokens in {:.1f} ms ({}), first token after {:.1f} ms",
+                                        t.generated_tokens, t.generation_ms, rate, t.time_to_first_token_ms));
 }
 
 }  // namespace frugal::cli

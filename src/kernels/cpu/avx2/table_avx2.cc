@@ -41,6 +41,7 @@ void bf16_to_float(const void* src, float* dst, int64_t n);
 void attention(const AttentionArgs& a);
 float read_stream(const float* p, int64_t n);
 double fma_loop(int64_t iterations);
+double int8_dot_loop(int64_t iterations);
 void gemm_nn_f32(const GemmNNArgs& a);
 void gemm_tn_f32(const GemmTNArgs& a);
 void silu_mul_backward(const float* gate, const float* up, const float* d_out, float* d_gate, float* d_up, int64_t n);
@@ -93,6 +94,7 @@ void fill_avx2(KernelTable& t) {
   t.attention = avx2::attention;
   t.read_stream = avx2::read_stream;
   t.fma_loop = avx2::fma_loop;
+  t.int8_dot_loop = avx2::int8_dot_loop;
   t.gemm_nn_f32 = avx2::gemm_nn_f32;
   t.gemm_tn_f32 = avx2::gemm_tn_f32;
   t.silu_mul_backward = avx2::silu_mul_backward;

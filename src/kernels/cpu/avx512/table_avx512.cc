@@ -40,6 +40,7 @@ void bf16_to_float(const void* src, float* dst, int64_t n);
 void attention(const AttentionArgs& a);
 float read_stream(const float* p, int64_t n);
 double fma_loop(int64_t iterations);
+double int8_dot_loop(int64_t iterations);
 double bf16_dot_loop(int64_t iterations);
 void gemm_nn_f32(const GemmNNArgs& a);
 void gemm_tn_f32(const GemmTNArgs& a);
@@ -88,6 +89,7 @@ void fill_avx512(KernelTable& t) {
   t.attention = avx512::attention;
   t.read_stream = avx512::read_stream;
   t.fma_loop = avx512::fma_loop;
+  t.int8_dot_loop = avx512::int8_dot_loop;
   t.bf16_dot_loop = avx512::bf16_dot_loop;
   t.gemm_nn_f32 = avx512::gemm_nn_f32;
   t.gemm_tn_f32 = avx512::gemm_tn_f32;

@@ -23,11 +23,15 @@ std::string read_default_system(std::string_view text) {
     } else {
       continue;
     }
+    // The string literal the turn is written in: the nearest quote before it. Only that quote
+    // ends it ("You're a helpful assistant." holds an apostrophe).
+    const size_t opening = text.find_last_of("'\"", at);
+    const char quote = opening == std::string_view::npos ? '"' : text[opening];
     std::string body;
     bool literal = true;
     while (pos < text.size() && text.substr(pos, kClose.size()) != kClose) {
       const char ch = text[pos];
-      if (ch == '\'' || ch == '"') {  // the literal ends here: the body is an expression
+      if (ch == quote) {  // the literal ends here: the body is an expression
         literal = false;
         break;
       }

@@ -49,7 +49,9 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_path, const Engine
   try {
     e->tokenizer_ = source->load_tokenizer();
   } catch (const Error& err) {
-    if (!o.tokenizer_optional) throw;
+    // Optional means a model that may come without one (synthetic weights); a tokenizer the
+    // user named (--tokenizer) must load.
+    if (!o.tokenizer_optional || !o.open.tokenizer_path.empty()) throw;
     log_warn("{}; working on token ids only", err.what());
   }
   e->chat_template_ = source->chat_template();

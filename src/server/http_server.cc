@@ -157,8 +157,14 @@ class HttpServer::Impl {
       try {
         const TokenizeRequest r = parse_tokenize(req.body, options_.limits);
         const Tokenizer& t = tokenizer_or_throw();
-        res.set_content(tokenize_json(t.encode(r.content, r.add_special && t.add_bos_default(), true)),
-                        "application/json");
+        const std::vector<int32_t> ids = t.encode(r.content, r.add_special && t.add_bos_default(), r.parse_special);
+        if (!r.with_pieces) {
+          res.set_content(tokenize_json(ids), "application/json");
+          return;
+        }
+        std::vector<std::string> pieces;
+        for (const int32_t id : ids) pieces.push_back(t.token_bytes(id, /*render_special=*/true));
+        res.set_content(tokenize_json(ids, pieces), "application/json");
       } catch (const ApiError& e) {
         respond_error(res, e);
       }
@@ -171,7 +177,8 @@ class HttpServer::Impl {
           if (id >= t.n_vocab())
             throw ApiError(400, fmt::format("token id {} is outside the vocabulary of {} tokens", id, t.n_vocab()),
                            "tokens");
-        res.set_content(detokenize_json(t.decode(ids)), "application/json");
+        // As llama.cpp's /detokenize: control tokens are written out.
+        res.set_content(detokenize_json(t.decode(ids, /*render_special=*/true)), "application/json");
       } catch (const ApiError& e) {
         respond_error(res, e);
       }
@@ -221,6 +228,10 @@ class HttpServer::Impl {
         return httplib::Server::HandlerResponse::Handled;
       } else if (res.status == 413) {
         message = fmt::format("the request body is larger than the limit of {} bytes", options_.max_body_bytes);
+        // cpp-httplib caps form bodies (curl -d's default type) at 8 KB, whatever the limit.
+        if (req.get_header_value("Content-Type").starts_with("application/x-www-form-urlencoded"))
+          message = "the request body was sent as application/x-www-form-urlencoded (curl -d's default), which is "
+                    "limited to 8192 bytes: send it with 'Content-Type: application/json'";
         metrics_.count_request("other", "too_large");
       }
       respond_error(res, ApiError(res.status, message, "", type));

@@ -294,6 +294,8 @@ TokenizeRequest parse_tokenize(std::string_view text, const RequestLimits& limit
   TokenizeRequest r;
   r.content = content->get<std::string>();
   r.add_special = get_bool(body, "add_special", false);
+  r.parse_special = get_bool(body, "parse_special", true);
+  r.with_pieces = get_bool(body, "with_pieces", false);
   return r;
 }
 
@@ -339,6 +341,18 @@ ApiRequest parse_request(Endpoint endpoint, std::string_view text, const Request
   r.return_token_ids = get_bool(body, "return_token_ids", false);
 
   if (endpoint == Endpoint::kChat) {
+    if (const json* kw = field(body, "chat_template_kwargs")) {
+      if (!kw->is_object())
+        bad("chat_template_kwargs", fmt::format("'chat_template_kwargs' must be an object, not {}", kind(*kw)));
+      for (const auto& [key, value] : kw->items()) {
+        if (key != "enable_thinking")
+          unsupported("chat_template_kwargs",
+                      fmt::format("'chat_template_kwargs.{}' is not supported (only enable_thinking: the chat "
+                                  "template's family is rendered, not its Jinja)",
+                                  key));
+      }
+      if (kw->contains("enable_thinking")) r.enable_thinking = get_bool(*kw, "enable_thinking", true);
+    }
     r.logprobs = get_bool(body, "logprobs", false);
     if (auto top = get_int(body, "top_logprobs", 0, limits.max_top_logprobs)) {
       if (!r.logprobs && *top > 0) bad("top_logprobs", "'top_logprobs' needs \"logprobs\": true");

@@ -44,6 +44,9 @@ struct ApiRequest {
   bool echo = false;  // kCompletions: the prompt text before the completion
   bool ignore_eos = false;
   bool return_token_ids = false;  // vLLM: token ids next to the text
+  // kChat: chat_template_kwargs.enable_thinking (vLLM, llama.cpp); only Qwen3-style templates
+  // have the switch. Other kwargs are refused: frugal renders template families, not Jinja.
+  std::optional<bool> enable_thinking;
 };
 
 struct RequestLimits {
@@ -62,9 +65,13 @@ ApiRequest parse_request(Endpoint endpoint, std::string_view body, const Request
 
 // llama.cpp's POST /tokenize {"content": text, "add_special": false} and POST /detokenize
 // {"tokens": [ids]}, which clients use to count and build token-id prompts.
+// llama.cpp's /tokenize: content, add_special, parse_special (control tokens written in the
+// text are tokens, default true), with_pieces (each id with its text).
 struct TokenizeRequest {
   std::string content;
   bool add_special = false;  // the BOS the model adds to prompts
+  bool parse_special = true;
+  bool with_pieces = false;
 };
 TokenizeRequest parse_tokenize(std::string_view body, const RequestLimits& limits = {});
 std::vector<int32_t> parse_detokenize(std::string_view body, const RequestLimits& limits = {});

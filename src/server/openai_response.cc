@@ -1,4 +1,5 @@
 #include "server/openai_response.h"
+#include "tokenizer/utf8.h"
 
 #include <nlohmann/json.hpp>
 #include <random>
@@ -152,6 +153,16 @@ std::string model_json(const std::string& model_id, int64_t created) {
 
 std::string tokenize_json(const std::vector<int32_t>& tokens) {
   return dump({{"tokens", tokens}});
+}
+
+std::string tokenize_json(const std::vector<int32_t>& tokens, const std::vector<std::string>& pieces) {
+  json list = json::array();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    // As llama.cpp: a piece that is not whole UTF-8 (a byte of a character) goes as its bytes.
+    const std::string& p = pieces[i];
+    list.push_back({{"id", tokens[i]}, {"piece", is_valid_utf8(p) ? json(p) : bytes_of(p)}});
+  }
+  return dump({{"tokens", list}});
 }
 
 std::string detokenize_json(const std::string& content) {

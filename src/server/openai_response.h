@@ -47,6 +47,8 @@ std::string response_json(const ResponseFormat& f, const std::vector<ChoiceResul
 std::string models_json(const std::string& model_id, int64_t created, int64_t n_ctx, int64_t n_vocab);
 std::string model_json(const std::string& model_id, int64_t created);
 std::string tokenize_json(const std::vector<int32_t>& tokens);      // {"tokens": [...]}
+// with_pieces: {"tokens": [{"id", "piece"}, ...]}, a piece that is not whole UTF-8 as its bytes.
+std::string tokenize_json(const std::vector<int32_t>& tokens, const std::vector<std::string>& pieces);
 std::string detokenize_json(const std::string& content);            // {"content": "..."}
 
 // Server-sent events. Each returns a whole "data: ...\n\n" frame.

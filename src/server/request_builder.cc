@@ -25,7 +25,8 @@ RequestBuilder::RequestBuilder(const Tokenizer* tokenizer, std::optional<ChatTem
   }
 }
 
-std::vector<int32_t> RequestBuilder::chat_prompt(const std::vector<ChatMessage>& messages) const {
+std::vector<int32_t> RequestBuilder::chat_prompt(const std::vector<ChatMessage>& messages,
+                                                 std::optional<bool> enable_thinking) const {
   if (tokenizer_ == nullptr)
     throw ApiError(400, "the model has no tokenizer: chat completions are not available (use /v1/completions with "
                         "token-id prompts)", "messages");
@@ -33,7 +34,13 @@ std::vector<int32_t> RequestBuilder::chat_prompt(const std::vector<ChatMessage>&
     throw ApiError(400, "the model has no chat template: start the server with --chat-template NAME", "messages");
   std::string text;
   try {
-    text = template_->render(messages, /*add_generation_prompt=*/true, bos_, eos_);
+    if (enable_thinking) {  // per request: a copy with the switch set
+      ChatTemplate t = *template_;
+      t.set_enable_thinking(*enable_thinking);
+      text = t.render(messages, /*add_generation_prompt=*/true, bos_, eos_);
+    } else {
+      text = template_->render(messages, /*add_generation_prompt=*/true, bos_, eos_);
+    }
   } catch (const Error& e) {
     throw ApiError(400, e.what(), "messages");
   }
@@ -47,7 +54,7 @@ BuiltRequest RequestBuilder::build(const ApiRequest& r) const {
   GenerationRequest& g = out.generation;
   g.n = r.n;
   if (r.endpoint == Endpoint::kChat) {
-    g.prompts.push_back(chat_prompt(r.messages));
+    g.prompts.push_back(chat_prompt(r.messages, r.enable_thinking));
     out.prompt_texts.emplace_back();
   } else {
     for (const PromptInput& p : r.prompts) {

@@ -37,7 +37,7 @@ class RequestBuilder {
   const Tokenizer* tokenizer() const { return tokenizer_; }
 
  private:
-  std::vector<int32_t> chat_prompt(const std::vector<ChatMessage>& messages) const;
+  std::vector<int32_t> chat_prompt(const std::vector<ChatMessage>& messages, std::optional<bool> enable_thinking) const;
 
   const Tokenizer* tokenizer_;
   std::optional<ChatTemplate> template_;

@@ -129,7 +129,37 @@ bool PreTokenizer::empty() const {
   return steps_.empty();
 }
 
-void PreTokenizer::add_regex(const std::string& pattern, SplitBehavior behavior, RegexDialect dialect) {
+namespace {
+
+// PCRE2 10.42's \s still counts U+180E (MONGOLIAN VOWEL SEPARATOR), which Unicode 6.3 took out
+// of White_Space; Hugging Face's Oniguruma and llama.cpp do not count it. \s and \S become the
+// White_Space property (in and out of classes alike), except inside \Q...\E quoting.
+std::string unicode_whitespace(const std::string& pattern) {
+  std::string out;
+  out.reserve(pattern.size());
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] != '\\' || i + 1 == pattern.size()) {
+      out += pattern[i];
+      continue;
+    }
+    const char next = pattern[i + 1];
+    if (next == 'Q') {  // quoted up to \E: copied as it is
+      const size_t end = pattern.find("\\E", i + 2);
+      const size_t stop = end == std::string::npos ? pattern.size() : end + 2;
+      out.append(pattern, i, stop - i);
+      i = stop - 1;
+      continue;
+    }
+    out += next == 's' ? "\\p{White_Space}" : next == 'S' ? "\\P{White_Space}" : pattern.substr(i, 2);
+    ++i;
+  }
+  return out;
+}
+
+}  // namespace
+
+void PreTokenizer::add_regex(const std::string& given, SplitBehavior behavior, RegexDialect dialect) {
+  const std::string pattern = unicode_whitespace(given);
   uint32_t options = PCRE2_UTF | PCRE2_UCP;
   options |= dialect == RegexDialect::kEcmaScript ? PCRE2_DOLLAR_ENDONLY : PCRE2_MULTILINE;
   int error = 0;

@@ -133,6 +133,12 @@ TEST(ChatTemplate, ReadsDefaultSystemPromptsFromTheTemplate) {
   const std::string coder = ChatTemplate::detect(case_for("deepseek-ai/deepseek-coder").text).params().default_system;
   EXPECT_TRUE(coder.starts_with("You are an AI programming assistant, utilizing the Deepseek Coder model"));
   EXPECT_TRUE(coder.ends_with("you will refuse to answer\n"));
+  // An apostrophe inside a double-quoted literal does not end it.
+  const std::string apostrophe =
+      "{% if messages[0]['role'] != 'system' %}{{ \"<|im_start|>system\\nYou're a helpful assistant.<|im_end|>\\n\" }}"
+      "{% endif %}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+      "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+  EXPECT_EQ(ChatTemplate::detect(apostrophe).params().default_system, "You're a helpful assistant.");
   // by_name has no template text: no default system prompt.
   EXPECT_EQ(ChatTemplate::by_name("chatml").render({{"user", "Hi"}}, true, "", ""),
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");

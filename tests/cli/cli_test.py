@@ -297,6 +297,12 @@ def test_chat_context_overflow_drops_turns():
 def test_chat_needs_a_template():
     expect_user_error(["chat", "-m", WIKI_HF], ["no chat template", "--chat-template", WIKI_HF])
     expect_user_error(["chat", "-m", WIKI_HF, "--chat-template", "no-such-family"], ["no-such-family"])
+    # A Jinja text is rendered as its family: said on stderr, since frugal does not run Jinja.
+    jinja = ("{% for m in messages %}<|im_start|>{{ m.role }}\n[{{ m.role | upper }}] {{ m.content }}<|im_end|>\n"
+             "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    p = run(["chat", "-m", WIKI_HF, "--chat-template", jinja, "-n", "2"], stdin=b"Hi\n")
+    ok(p)
+    expect(b"does not run Jinja" in p.stderr and b"'chatml'" in p.stderr, f"no warning: {p.stderr!r}")
 
 
 # ---- finetune, --lora, lora merge ------------------------------------------------------------

@@ -645,6 +645,10 @@ def test_bad_requests_get_4xx_and_the_server_stays_healthy():
             reply = raw.recv(4096)
             raw.close()
             expect(reply.startswith(b"HTTP/1.1 " + status), f"POST {path} without Content-Length: {reply[:200]!r}")
+        # curl -d's default type: cpp-httplib caps form bodies at 8 KB; the message says so.
+        body = json.dumps({"prompt": "x " * 5000, "max_tokens": 1}).encode()
+        got, _, data = s.request("POST", comp, body, {"Content-Type": "application/x-www-form-urlencoded"})
+        expect(got == 413 and "application/json" in check_error(data)["message"], f"form body: {got} {data[:200]!r}")
         # A known path with another method: 405 and what is allowed.
         for method, path, allowed in (("GET", comp, "POST"), ("DELETE", chat, "POST"), ("POST", "/health", "GET")):
             got, headers, data = s.request(method, path, b"{}" if method == "POST" else None)
@@ -665,7 +669,9 @@ def test_command_line_help_and_bad_flags():
         expect(flag in out, f"serve --help lacks {flag}")
     bad = [(["--parallel", "0"], "--parallel"), (["--port", "70000"], "--port"), (["--queue", "-1"], "--queue"),
            (["--max-body", "0"], "--max-body"), (["--api-key", "a", "--api-key-file", "b"], "not both"),
-           (["--batch-size", "2", "--parallel", "4"], "--batch-size"), (["-m", "/nonexistent"], "/nonexistent")]
+           (["--batch-size", "2", "--parallel", "4"], "--batch-size"), (["-m", "/nonexistent"], "/nonexistent"),
+           # A tokenizer the user names must load (only a model's own may be absent).
+           (["--tokenizer", f"{SHARED}/tokenizers/llamacpp-vocab/ggml-vocab-bert-bge.gguf"], "'bert'")]
     for args, what in bad:
         cmd = [FRUGAL, "serve", "--port", "0"] + ([] if "-m" in args else ["-m", WIKI]) + args
         p = subprocess.run(cmd, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
@@ -806,6 +812,24 @@ def test_sigterm_drains():
     expect(events[-2]["error"]["code"] == "shutting_down", "error code")
 
 
+def test_chat_template_kwargs_enable_thinking():
+    # Qwen3's template (wiki-7m's tokenizer counts the text): enable_thinking=false adds an empty
+    # <think></think> block to the generation prompt, as Hugging Face's template does.
+    with open(f"{SHARED}/tokenizers/qwen3/tokenizer_config.json", encoding="utf-8") as f:
+        template = json.load(f)["chat_template"]
+    with Server("--chat-template", template) as s:
+        body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1}
+        default = s.post("/v1/chat/completions", body)["usage"]["prompt_tokens"]
+        on = s.post("/v1/chat/completions", dict(body, chat_template_kwargs={"enable_thinking": True}))
+        off = s.post("/v1/chat/completions", dict(body, chat_template_kwargs={"enable_thinking": False}))
+        expect(on["usage"]["prompt_tokens"] == default, "enable_thinking true is the default")
+        expect(off["usage"]["prompt_tokens"] > default, f"enable_thinking false: {off['usage']} vs {default}")
+        for kwargs, status in (({"custom_flag": 1}, 400), ([1], 400), ({"enable_thinking": "no"}, 400)):
+            got, _, data = s.request("POST", "/v1/chat/completions", dict(body, chat_template_kwargs=kwargs))
+            expect(got == status and check_error(data)["param"] in ("chat_template_kwargs", "enable_thinking"),
+                   f"{kwargs}: {got} {data[:200]!r}")
+
+
 def test_sampling_parameters():
     with Server("--parallel", "4") as s:
         body = {"prompt": PROMPTS[1], "max_tokens": 20, "temperature": 1.0, "seed": 7, "ignore_eos": True}
@@ -822,6 +846,13 @@ def test_sampling_parameters():
         ids = s.post("/tokenize", {"content": PROMPTS[0], "add_special": True})["tokens"]
         expect(ids[0] == 1 and len(ids) > 3, f"tokenize: {ids}")
         expect(s.post("/detokenize", {"tokens": ids[1:]})["content"] == PROMPTS[0], "detokenize")
+        # As llama.cpp's server: control tokens written out, parse_special, with_pieces.
+        expect(s.post("/detokenize", {"tokens": ids})["content"] == "<s>" + PROMPTS[0], "detokenize <s>")
+        expect(s.post("/tokenize", {"content": "<s>x"})["tokens"][0] == 1, "parse_special by default")
+        expect(1 not in s.post("/tokenize", {"content": "<s>x", "parse_special": False})["tokens"], "parse_special")
+        pieces = s.post("/tokenize", {"content": PROMPTS[0], "with_pieces": True})["tokens"]
+        expect([p["id"] for p in pieces] == ids[1:], f"with_pieces ids {pieces}")
+        expect("".join(p["piece"] for p in pieces).strip() == PROMPTS[0], f"with_pieces text {pieces}")
         by_ids = s.post("/v1/completions", dict(greedy(12), prompt=ids, return_token_ids=True))
         expect(by_ids["choices"][0]["token_ids"] == full["choices"][0]["token_ids"], "token-id prompt")
         expect(by_ids["usage"]["prompt_tokens"] == len(ids), "prompt tokens of a token-id prompt")

@@ -115,5 +115,19 @@ TEST(HfTokenizerJson, QwenNormalizesToNfc) {
   EXPECT_NE(l->encode("caf\x65\xCC\x81", false, false), l->encode("caf\xC3\xA9", false, false));
 }
 
+// U+180E (MONGOLIAN VOWEL SEPARATOR) left White_Space in Unicode 6.3: Hugging Face (Oniguruma)
+// and llama.cpp split it as a letter-less symbol, not as a space; PCRE2 10.42's \s still
+// counts it. The ids are those of a byte-level BPE whose \s is Unicode's White_Space (checked
+// to reproduce every reference tokenization of ../shared/reference/tokenizers).
+TEST(HfTokenizerJson, MongolianVowelSeparatorIsNotWhitespace) {
+  const std::string text = "a \xE1\xA0\x8E" "b";
+  const auto l = load_tokenizer_json(shared_path("tokenizers/llama3/tokenizer.json"));
+  EXPECT_EQ(l->encode(text, false, false), (std::vector<int32_t>{64, 87189, 254, 236, 65}));
+  const auto q = load_tokenizer_json(shared_path("tokenizers/qwen3/tokenizer.json"));
+  EXPECT_EQ(q->encode(text, false, false), (std::vector<int32_t>{64, 86089, 254, 236, 65}));
+  // Real whitespace still splits: U+3000 IDEOGRAPHIC SPACE.
+  EXPECT_EQ(l->decode(l->encode("a\xE3\x80\x80" "b", false, false)), "a\xE3\x80\x80" "b");
+}
+
 }  // namespace
 }  // namespace frugal

@@ -39,7 +39,8 @@ CLI::App* setup(CLI::App& app) {
       ->capture_default_str();
   add_sampling_flags(*sub, f.sampling);
   sub->add_option("--chat-template", f.chat_template,
-                  "Chat template family (chatml, llama3, ...) or Jinja template text, instead of the model's");
+                  "Chat template family (chatml, llama3, ...) instead of the model's, or a Jinja template text, whose "
+                  "family is detected and rendered (frugal does not run Jinja)");
   sub->add_option("--system", f.system, "System message");
   return sub;
 }

@@ -77,7 +77,8 @@ CLI::App* setup(CLI::App& app) {
                   "least --parallel)");
   sub->add_flag("--no-prefix-cache", f.no_prefix_cache, "Do not reuse the KV blocks of shared prompt prefixes");
   sub->add_option("--chat-template", f.chat_template,
-                  "Chat template family (chatml, llama3, ...) or Jinja template text, instead of the model's");
+                  "Chat template family (chatml, llama3, ...) instead of the model's, or a Jinja template text, whose "
+                  "family is detected and rendered (frugal does not run Jinja)");
   sub->add_option("--alias", f.alias, "Model name clients use in \"model\" (default: the model's file or folder name)");
   sub->add_option("--timeout", f.timeout, "Seconds to read a request or write a response before giving up")
       ->capture_default_str();

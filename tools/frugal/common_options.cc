@@ -123,7 +123,14 @@ SamplingParams sampling_params(const SamplingFlags& f, int32_t n_vocab) {
 
 ChatTemplate chat_template_arg(const std::string& value) {
   const bool jinja = value.find("{%") != std::string::npos || value.find("{{") != std::string::npos;
-  return jinja ? ChatTemplate::detect(value) : ChatTemplate::by_name(value);
+  if (!jinja) return ChatTemplate::by_name(value);
+  ChatTemplate t = ChatTemplate::detect(value);
+  // frugal renders template families; a hand-written template is not run as Jinja, so what it
+  // writes beyond its family's format would be lost without a word.
+  log_warn("--chat-template: frugal renders template families and does not run Jinja; this template is rendered "
+           "as the '{}' family ({}), so anything it writes beyond that format is not reproduced",
+           t.name(), t.models());
+  return t;
 }
 
 std::string read_text_arg(const std::string& path, const std::string& what) {

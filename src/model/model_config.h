@@ -32,6 +32,10 @@ struct ModelConfig {
   int64_t head_dim = 0;      // per-head width
   int64_t n_ff = 0;          // feed-forward hidden width
   int64_t n_ctx_train = 0;   // context length the model was trained for
+  // > 0: each position attends only to this many before it (Mistral v0.1, Qwen2 with
+  // use_sliding_window). frugal has no sliding-window attention: the engine's context is
+  // capped to the window, within which full attention is the same thing.
+  int64_t sliding_window = 0;
   float norm_eps = 1e-5f;    // RMSNorm epsilon
   RopeConfig rope;
   bool tied_embeddings = false;  // output head shares the token embedding matrix

@@ -59,6 +59,17 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_path, const Engine
   if (e->tokenizer_ && e->tokenizer_->n_vocab() > c.n_vocab)
     fail("{}: the tokenizer has {} tokens but the model only {}", model_path, e->tokenizer_->n_vocab(), c.n_vocab);
   e->n_ctx_ = o.n_ctx > 0 ? o.n_ctx : std::min(c.n_ctx_train, EngineOptions::kDefaultMaxContext);
+  if (c.sliding_window > 0 && e->n_ctx_ > c.sliding_window) {
+    // Within the window, full attention is what the model computes; past it, it is not.
+    if (o.n_ctx > 0)
+      fail("{}: a context of {} is longer than the model's sliding attention window of {} positions, which frugal "
+           "does not implement; use -c {} or less",
+           model_path, o.n_ctx, c.sliding_window, c.sliding_window);
+    log_warn("the model attends over a sliding window of {} positions, which frugal does not implement: the context "
+             "is limited to it",
+             c.sliding_window);
+    e->n_ctx_ = c.sliding_window;
+  }
   if (o.n_ctx > c.n_ctx_train && c.rope.position_scale == 1.0f && c.rope.freq_factors.empty())
     log_warn("context {} is longer than the {} positions the model was trained for", o.n_ctx, c.n_ctx_train);
   KvCacheOptions kv;

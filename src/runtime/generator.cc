@@ -127,7 +127,9 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt_in, cons
 
   GenerationResult r;
   std::vector<int32_t> prompt = prompt_in;
-  if (static_cast<int64_t>(prompt.size()) >= n_ctx) {
+  // A whole context of prompt is fine when nothing is to be generated (-n 0: evaluate only).
+  const int64_t room = o.max_tokens == 0 ? 0 : 1;
+  if (static_cast<int64_t>(prompt.size()) + room > n_ctx) {
     if (o.truncation == TruncationPolicy::kError)
       fail(
           "the prompt is {} tokens but the context holds {} (and one position must stay free to generate into): "

@@ -387,6 +387,13 @@ def test_flag_limits_and_output_paths():
                        "--save-logits", tempfile.gettempdir()], ["is a folder"])
     expect_user_error(["perplexity", "-m", WIKI_HF, "-f", f"{SHARED}/data/wikitext2/wiki.test.raw", "-c", "128",
                        "--save-logits", "/dev/null"], ["not a regular file"])
+    # A flag given twice: the last one wins, as in llama.cpp; lists still collect every value.
+    p = run(["generate", "-m", WIKI_HF, "-p", "x", "-n", "2", "-t", "3", "-t", "1", "-v"])
+    ok(p)
+    expect(b"1 threads" in p.stderr, f"-t 3 -t 1: {p.stderr!r}")
+    out = ok(run(["generate", "-m", WIKI_HF, "-p", "The history of the", "-n", "30", "--temp", "0",
+                  "--stop", "zzz", "--stop", "unk"]))
+    expect(not out.endswith(b"unk") and len(out) < 20, f"the second --stop was dropped: {out!r}")
     # A step holds a row for every --parallel sequence, beyond the default 512 rows.
     out = ok(run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "-r", "1", "--parallel", "600", "--json"]))
     expect(json.loads(out)["batched_decode_tokens_per_second"] > 0, "bench --parallel 600")
@@ -400,6 +407,68 @@ def test_truncated_llama2c_checkpoint_says_so():
             f.write(data[:-1])
         expect_user_error(["generate", "-m", f"{d}/cut.bin", "--tokenizer", STORIES[3], "-p", "x"],
                           ["cut.bin", f"is {len(data) - 1} bytes but its header", f"implies {len(data)}"])
+
+
+def write_tiny_qwen2(d, **config):
+    """A one-layer Qwen2 in f32 with head_dim 32 (not hidden / heads = 16) and wiki-7m's tokenizer."""
+    import random
+    import shutil
+    import struct
+    rng = random.Random(5)
+    D, F, H, KV, HD, V = 64, 128, 4, 2, 32, 4096
+    shapes = [("model.embed_tokens.weight", (V, D)), ("model.norm.weight", (D,))]
+    p = "model.layers.0."
+    shapes += [(p + "input_layernorm.weight", (D,)), (p + "post_attention_layernorm.weight", (D,)),
+               (p + "self_attn.q_proj.weight", (H * HD, D)), (p + "self_attn.q_proj.bias", (H * HD,)),
+               (p + "self_attn.k_proj.weight", (KV * HD, D)), (p + "self_attn.k_proj.bias", (KV * HD,)),
+               (p + "self_attn.v_proj.weight", (KV * HD, D)), (p + "self_attn.v_proj.bias", (KV * HD,)),
+               (p + "self_attn.o_proj.weight", (D, H * HD)), (p + "mlp.gate_proj.weight", (F, D)),
+               (p + "mlp.up_proj.weight", (F, D)), (p + "mlp.down_proj.weight", (D, F))]
+    header, blobs, offset = {}, [], 0
+    for name, shape in shapes:
+        n = 1
+        for x in shape:
+            n *= x
+        values = [1.0] * n if name.endswith("norm.weight") else [rng.gauss(0, 0.1) for _ in range(n)]
+        blob = struct.pack(f"<{n}f", *values)
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/model.safetensors", "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    cfg = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": D, "intermediate_size": F,
+           "num_hidden_layers": 1, "num_attention_heads": H, "num_key_value_heads": KV, "head_dim": HD,
+           "vocab_size": V, "max_position_embeddings": 1024, "rms_norm_eps": 1e-6, "tie_word_embeddings": True}
+    cfg.update(config)
+    with open(f"{d}/config.json", "w") as f:
+        json.dump(cfg, f)
+    shutil.copy(f"{WIKI_HF}/tokenizer.model", d)
+
+
+def test_qwen2_head_dim_and_sliding_window():
+    with tempfile.TemporaryDirectory() as d:
+        # An explicit head_dim is the model's, as transformers' Qwen2 reads it.
+        write_tiny_qwen2(f"{d}/hd")
+        ok(run(["generate", "-m", f"{d}/hd", "-p", "The history", "-n", "4", "--temp", "0"]))
+        # A sliding attention window frugal does not implement caps the context; asking for more
+        # is an error, not a silently different model.
+        write_tiny_qwen2(f"{d}/sw", use_sliding_window=True, sliding_window=64)
+        expect_user_error(["generate", "-m", f"{d}/sw", "-p", "x", "-c", "128"], ["sliding", "64", "-c 64"])
+        p = run(["generate", "-m", f"{d}/sw", "-p", "The history", "-n", "2", "-v"])
+        ok(p)
+        expect(b"sliding window of 64" in p.stderr and b"context 64" in p.stderr, f"{p.stderr!r}")
+        write_tiny_qwen2(f"{d}/off", use_sliding_window=False, sliding_window=64)  # Qwen2's released configs
+        ok(run(["generate", "-m", f"{d}/off", "-p", "x", "-c", "128", "-n", "2"]))
+
+
+def test_prompt_filling_the_context_with_n_0():
+    # -n 0 evaluates the prompt only: a whole context of it is fine; -n 1 needs one free position.
+    prompt = "The history of the city is the first of the city is the first of the"  # 17 tokens with BOS
+    ok(run(["generate", "-m", WIKI_HF, "-c", "17", "-p", prompt, "-n", "0"]))
+    expect_user_error(["generate", "-m", WIKI_HF, "-c", "17", "-p", prompt, "-n", "1"], ["17 tokens", "context"])
 
 
 def test_random_seed_is_reported_and_reproduces():

@@ -11,6 +11,9 @@ int main(int argc, char** argv) {
   CLI::App app{"frugal: run, compress and adapt large language models on the hardware you have", "frugal"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Print help for every subcommand");
+  // A flag given twice: the last one wins, as in llama.cpp (scripts append overrides). Lists
+  // (--lora, --stop) still collect every value.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::vector<std::pair<CLI::App*, const frugal::cli::Command*>> parsed;
   for (const auto& command : frugal::cli::all_commands()) parsed.emplace_back(command.setup(app), &command);
   if (argc < 2) {

@@ -44,6 +44,9 @@ ModelConfig parse_config(const ModelSource& src) {
   c.norm_eps = static_cast<float>(json_float(j, "rms_norm_eps", label, 1e-5));
   c.tied_embeddings = json_bool(j, "tie_word_embeddings", label, false);
   c.attn_qkv_bias = json_bool(j, "attention_bias", label, false);
+  // Mistral's config (mapped here) names its window; null or absent: full attention. (GGUF
+  // files do not carry it, and llama.cpp runs them with full attention.)
+  c.sliding_window = json_opt_int(j, "sliding_window", label).value_or(0);
   read_rope_config(src, "llama", c);
   // llama2.c checkpoints keep Meta's pairwise rotation order; Hugging Face weights use halves.
   c.rope.interleaved = src.format() == ModelFormat::kLlama2c;

@@ -89,6 +89,11 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
 
 ThreadPool::~ThreadPool() { stop_workers(); }
 
+void ThreadPool::check_threads_flag(int threads) {
+  if (threads < 0 || threads > kMaxThreads)
+    fail("--threads must be 0 (one per physical core) to {} (got {})", kMaxThreads, threads);
+}
+
 void ThreadPool::stop_workers() {
   stop_.store(true, std::memory_order_relaxed);
   region_.generation.fetch_add(1, std::memory_order_release);

@@ -30,6 +30,9 @@ class ThreadPool {
  public:
   // More than this is a mistyped flag, not a machine: thousands of threads only thrash.
   static constexpr int kMaxThreads = 1024;
+  // The check of every command's -t/--threads value (0: one per physical core, up to
+  // kMaxThreads); throws frugal::Error naming the flag.
+  static void check_threads_flag(int threads);
 
   // n_threads counts the calling thread. 1 means everything runs on the caller. Throws
   // frugal::Error above kMaxThreads or when the system cannot start that many.

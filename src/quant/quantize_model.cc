@@ -56,13 +56,10 @@ void check_paths(const QuantizeOptions& o) {
   if (o.output.empty()) fail("no output file (-o)");
   std::error_code ec;
   if (!fs::exists(o.input, ec)) fail("model '{}' does not exist", o.input);
-  const fs::path out(o.output);
-  if (fs::is_directory(out, ec)) fail("output '{}' is a directory; give a file name (e.g. {}/model.gguf)", o.output, o.output);
-  const fs::path dir = out.parent_path().empty() ? fs::path(".") : out.parent_path();
-  if (!fs::is_directory(dir, ec)) fail("output directory '{}' does not exist", dir.string());
+  // A file name in an existing folder, not a device or FIFO (symbolic links followed).
+  const fs::path out = check_output_path(o.output);
   if (fs::exists(out, ec) && fs::equivalent(out, fs::path(o.input), ec))
     fail("output '{}' is the input model; write to another file", o.output);
-  check_output_path(o.output);  // not a device or FIFO; symbolic links followed
   if (!o.calib.path.empty()) {
     if (!fs::exists(o.calib.path, ec)) fail("calibration file '{}' does not exist", o.calib.path);
     if (fs::is_directory(o.calib.path, ec)) fail("calibration file '{}' is a directory, not a text file", o.calib.path);

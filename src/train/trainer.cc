@@ -75,8 +75,7 @@ void check_options(const TrainOptions& o) {
     fail("--eval-every, --eval-batches, --save-every, --keep-checkpoints and --log-every must be 0 or more");
   if (o.checkpointing != "auto" && o.checkpointing != "on" && o.checkpointing != "off")
     fail("--grad-checkpointing must be auto, on or off (got '{}')", o.checkpointing);
-  if (o.threads < 0 || o.threads > ThreadPool::kMaxThreads)
-    fail("--threads must be 0 (one per core) to {} (got {})", ThreadPool::kMaxThreads, o.threads);
+  ThreadPool::check_threads_flag(o.threads);
   parse_lr_schedule(o.schedule);
 }
 

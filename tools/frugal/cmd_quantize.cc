@@ -80,8 +80,7 @@ int run() {
   set_log_level(o.verbose ? LogLevel::kDebug : LogLevel::kInfo);
   o.q.method = parse_quant_method(o.method);
   o.q.gptq.act_order = !o.no_act_order;
-  if (o.q.threads < 0 || o.q.threads > ThreadPool::kMaxThreads)
-    fail("--threads must be 0 (one per physical core) to {} (got {})", ThreadPool::kMaxThreads, o.q.threads);
+  ThreadPool::check_threads_flag(o.q.threads);
   if (!(o.q.gptq.damp > 0 && o.q.gptq.damp < 1)) fail("--damp must be between 0 and 1 (got {})", o.q.gptq.damp);
   const QuantizeSummary s = quantize_model(o.q);
   if (o.json) {

@@ -37,8 +37,7 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
 
 EngineOptions engine_options(const ModelFlags& f) {
   EngineOptions o;
-  if (f.threads < 0 || f.threads > ThreadPool::kMaxThreads)
-    fail("--threads must be 0 (one per physical core) to {} (got {})", ThreadPool::kMaxThreads, f.threads);
+  ThreadPool::check_threads_flag(f.threads);
   if (f.ctx_size < 0) fail("--ctx-size must be 0 (the model's) or more (got {})", f.ctx_size);
   if (f.kv_type == "f16") {
     o.kv_type = DType::kF16;

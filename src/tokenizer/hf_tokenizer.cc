@@ -185,6 +185,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
     vocab.add(std::move(text), 0.0f, kind);
   }
   for (const Strip& s : strips) vocab.set_strip(s.id, s.lstrip, s.rstrip);
+  vocab.set_unicode_strip(true);  // Hugging Face strips any Unicode whitespace around added tokens
 
   Normalizer normalizer;
   add_normalizer(root.value("normalizer", json()), normalizer, path);

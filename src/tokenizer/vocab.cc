@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "core/check.h"
+#include "tokenizer/utf8.h"
 
 namespace frugal {
 namespace {
@@ -13,6 +14,44 @@ constexpr uint8_t kRstrip = 2;
 
 bool is_space_byte(char c) {
   return std::isspace(static_cast<unsigned char>(c)) != 0;
+}
+
+bool is_white_space(uint32_t c) {  // Unicode's White_Space property
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+// Bytes of whitespace at the end / start of `s`: ASCII, or any White_Space character.
+size_t trailing_space(std::string_view s, bool unicode) {
+  size_t end = s.size();
+  while (end > 0) {
+    if (!unicode) {
+      if (!is_space_byte(s[end - 1])) break;
+      --end;
+      continue;
+    }
+    size_t start = end - 1;
+    while (start > 0 && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;  // back to a lead byte
+    size_t pos = start;
+    if (!is_white_space(next_code_point(s, pos)) || pos != end) break;
+    end = start;
+  }
+  return s.size() - end;
+}
+
+size_t leading_space(std::string_view s, bool unicode) {
+  size_t begin = 0;
+  while (begin < s.size()) {
+    if (!unicode) {
+      if (!is_space_byte(s[begin])) break;
+      ++begin;
+      continue;
+    }
+    size_t pos = begin;
+    if (!is_white_space(next_code_point(s, pos))) break;
+    begin = pos;
+  }
+  return begin;
 }
 
 }  // namespace
@@ -68,13 +107,11 @@ std::vector<TextFragment> Vocab::split_special(std::string_view text, bool parse
       std::string_view rest = f.text;
       for (size_t at = rest.find(needle); at != std::string_view::npos; at = rest.find(needle)) {
         std::string_view left = rest.substr(0, at);
-        if (strip & kLstrip)
-          while (!left.empty() && is_space_byte(left.back())) left.remove_suffix(1);
+        if (strip & kLstrip) left.remove_suffix(trailing_space(left, unicode_strip_));
         if (!left.empty()) next.push_back({-1, left});
         next.push_back({id, {}});
         rest.remove_prefix(at + needle.size());
-        if (strip & kRstrip)
-          while (!rest.empty() && is_space_byte(rest.front())) rest.remove_prefix(1);
+        if (strip & kRstrip) rest.remove_prefix(leading_space(rest, unicode_strip_));
       }
       if (!rest.empty()) next.push_back({-1, rest});
     }

@@ -43,6 +43,9 @@ class Vocab {
   // Whitespace a special token swallows on its left / right when matched in text (Hugging Face
   // added tokens' lstrip/rstrip; llama.cpp's Phi-3 special tokens).
   void set_strip(int32_t id, bool lstrip, bool rstrip);
+  // What that whitespace is: ASCII, as llama.cpp strips it (the default), or Unicode's
+  // White_Space, as Hugging Face tokenizers strip it (Rust's char::is_whitespace).
+  void set_unicode_strip(bool unicode) { unicode_strip_ = unicode; }
 
   // The id whose text is exactly `text`, or -1.
   int32_t lookup(std::string_view text) const {
@@ -64,6 +67,7 @@ class Vocab {
   std::vector<float> scores_;
   std::vector<TokenKind> kinds_;
   std::vector<uint8_t> strip_;  // bit 0: lstrip, bit 1: rstrip; empty until set_strip
+  bool unicode_strip_ = false;
   StringIdMap index_;
   std::vector<int32_t> special_;  // longest text first
 };

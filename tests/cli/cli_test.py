@@ -303,6 +303,20 @@ def test_chat_needs_a_template():
     p = run(["chat", "-m", WIKI_HF, "--chat-template", jinja, "-n", "2"], stdin=b"Hi\n")
     ok(p)
     expect(b"does not run Jinja" in p.stderr and b"'chatml'" in p.stderr, f"no warning: {p.stderr!r}")
+    # --no-thinking: Qwen3's switch (its template, wiki-7m's tokenizer counting the text); the
+    # empty <think></think> block makes the prompt longer. Templates without it refuse the flag.
+    with open(f"{SHARED}/tokenizers/qwen3/tokenizer_config.json", encoding="utf-8") as f:
+        qwen3 = json.load(f)["chat_template"]
+
+    def prompt_tokens(extra):
+        p = run(["chat", "-m", WIKI_HF, "--chat-template", qwen3, "-n", "1", "-v"] + extra, stdin=b"Hi\n")
+        ok(p)
+        line = [l for l in p.stderr.decode().splitlines() if l.startswith("prompt: ")][0]
+        return int(line.split()[1])
+
+    expect(prompt_tokens(["--no-thinking"]) > prompt_tokens([]), "--no-thinking did not add the empty think block")
+    expect_user_error(["chat", "-m", WIKI_HF, "--chat-template", "chatml", "--no-thinking"],
+                      ["--no-thinking", "chatml"])
 
 
 # ---- finetune, --lora, lora merge ------------------------------------------------------------

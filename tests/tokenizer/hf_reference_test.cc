@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "tokenizer/tokenizer.h"
 #include "tokenizer_test_util.h"
@@ -127,6 +129,20 @@ TEST(HfTokenizerJson, MongolianVowelSeparatorIsNotWhitespace) {
   EXPECT_EQ(q->encode(text, false, false), (std::vector<int32_t>{64, 86089, 254, 236, 65}));
   // Real whitespace still splits: U+3000 IDEOGRAPHIC SPACE.
   EXPECT_EQ(l->decode(l->encode("a\xE3\x80\x80" "b", false, false)), "a\xE3\x80\x80" "b");
+}
+
+// An added token with lstrip/rstrip swallows Unicode whitespace around it, as Hugging Face's
+// (Rust's char::is_whitespace) does: here U+3000 IDEOGRAPHIC SPACE around <|im_end|>.
+TEST(HfTokenizerJson, AddedTokenStripsUnicodeWhitespace) {
+  nlohmann::json j = nlohmann::json::parse(test::read_file(shared_path("tokenizers/qwen3/tokenizer.json")));
+  for (auto& added : j["added_tokens"])
+    if (added["content"] == "<|im_end|>") added["lstrip"] = added["rstrip"] = true;
+  const std::string path = test::temp_dir("hf_strip") + "/tokenizer.json";
+  std::ofstream(path) << j.dump();
+  const auto t = load_tokenizer_json(path);
+  EXPECT_EQ(t->encode("a\xE3\x80\x80<|im_end|>\xE3\x80\x80" "b", false, true),
+            (std::vector<int32_t>{64, 151645, 65}));
+  EXPECT_EQ(t->encode("a \t<|im_end|>\n b", false, true), (std::vector<int32_t>{64, 151645, 65}));
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ struct ChatFlags {
   int64_t n_predict = -1;
   std::string chat_template;
   std::string system;
+  bool no_thinking = false;
 };
 
 ChatFlags& flags() {
@@ -42,6 +43,9 @@ CLI::App* setup(CLI::App& app) {
                   "Chat template family (chatml, llama3, ...) instead of the model's, or a Jinja template text, whose "
                   "family is detected and rendered (frugal does not run Jinja)");
   sub->add_option("--system", f.system, "System message");
+  sub->add_flag("--no-thinking", f.no_thinking,
+                "Ask for replies without a reasoning block (Qwen3's enable_thinking=false; an error for templates "
+                "without that switch)");
   return sub;
 }
 
@@ -72,7 +76,14 @@ int run() {
   GenerateOptions o;
   o.sampling = sampling_params(f.sampling, static_cast<int32_t>(engine->config().n_vocab));
   o.max_tokens = f.n_predict;
-  ChatSession session(*engine, choose_template(f, *engine), f.system);
+  ChatTemplate chat_template = choose_template(f, *engine);
+  if (f.no_thinking) {
+    if (!chat_template.params().has_thinking_switch)
+      fail("--no-thinking: the '{}' chat template has no thinking switch (Qwen3's enable_thinking)",
+           chat_template.name());
+    chat_template.set_enable_thinking(false);
+  }
+  ChatSession session(*engine, std::move(chat_template), f.system);
   session.set_on_dropped([&](int64_t dropped) {
     std::fflush(stdout);
     log_line(LogLevel::kInfo, fmt::format("note: the conversation outgrew the context of {} tokens: dropped the {} "

@@ -12,39 +12,21 @@ namespace {
 // '<|im_start|>system\n...<|im_end|>' whose body is plain text, not an expression
 // (Qwen2: "You are a helpful assistant.", Qwen2.5: "You are Qwen, created by Alibaba Cloud...").
 std::string read_default_system(std::string_view text) {
-  static constexpr std::string_view kOpen = "<|im_start|>system";
+  static constexpr std::string_view kTurn = "<|im_start|>system";
+  static constexpr std::string_view kOpen = "<|im_start|>system\n";
   static constexpr std::string_view kClose = "<|im_end|>";
-  for (size_t at = text.find(kOpen); at != std::string_view::npos; at = text.find(kOpen, at + 1)) {
-    size_t pos = at + kOpen.size();
-    if (text.substr(pos, 1) == "\n") {
-      pos += 1;
-    } else if (text.substr(pos, 2) == "\\n") {
-      pos += 2;
-    } else {
-      continue;
-    }
-    // The string literal the turn is written in: the nearest quote before it. Only that quote
-    // ends it ("You're a helpful assistant." holds an apostrophe).
+  for (size_t at = text.find(kTurn); at != std::string_view::npos; at = text.find(kTurn, at + 1)) {
+    // The string literal the turn is written in starts at the nearest quote before it.
     const size_t opening = text.find_last_of("'\"", at);
-    const char quote = opening == std::string_view::npos ? '"' : text[opening];
-    std::string body;
-    bool literal = true;
-    while (pos < text.size() && text.substr(pos, kClose.size()) != kClose) {
-      const char ch = text[pos];
-      if (ch == quote) {  // the literal ends here: the body is an expression
-        literal = false;
-        break;
-      }
-      if (ch == '\\' && pos + 1 < text.size()) {
-        const char escaped = text[pos + 1];
-        body += escaped == 'n' ? '\n' : escaped == 't' ? '\t' : escaped;
-        pos += 2;
-        continue;
-      }
-      body += ch;
-      ++pos;
-    }
-    if (literal && pos < text.size() && !body.empty()) return body;
+    if (opening == std::string_view::npos) continue;
+    const std::optional<std::string> literal = read_jinja_string(text, opening);
+    if (!literal) continue;
+    const size_t open = literal->find(kOpen);
+    if (open == std::string::npos) continue;
+    const size_t body = open + kOpen.size();
+    // The turn must end in the same literal; otherwise its body is an expression.
+    const size_t close = literal->find(kClose, body);
+    if (close != std::string::npos && close > body) return literal->substr(body, close - body);
   }
   return {};
 }

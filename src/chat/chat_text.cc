@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <ctime>
 
+#include "tokenizer/utf8.h"
+
 namespace frugal {
 namespace {
 
@@ -40,10 +42,7 @@ size_t decode_at(std::string_view text, size_t pos, uint32_t& cp) {
 
 // Python's str.isspace(): Unicode White_Space plus the ASCII separators \x1c-\x1f.
 bool py_isspace(uint32_t cp) {
-  if (cp == ' ' || (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x1F)) return true;
-  if (cp < 0x80) return false;
-  return cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
-         cp == 0x202F || cp == 0x205F || cp == 0x3000;
+  return is_white_space(cp) || (cp >= 0x1C && cp <= 0x1F);
 }
 
 }  // namespace

@@ -20,14 +20,19 @@ constexpr const char* kPrefix = "base_model.model.";
 constexpr const char* kConfigFile = "adapter_config.json";
 constexpr const char* kWeightsFile = "adapter_model.safetensors";
 
+// `module` is `key` or ends with "." + key: PEFT's match of a target_modules list entry.
+bool is_name_or_suffix(const std::string& module, const std::string& key) {
+  return module == key ||
+         (module.size() > key.size() && module.ends_with(key) && module[module.size() - key.size() - 1] == '.');
+}
+
 // PEFT's rule (peft.tuners.tuners_utils / lora.model): a pattern key applies to a module whose
 // full name matches the regular expression "(.*\.)?" + key + "$".
 bool pattern_matches(const std::string& key, const std::string& module) {
   try {
     return std::regex_match(module, std::regex("(.*\\.)?" + key));
   } catch (const std::regex_error&) {
-    return module == key || (module.size() > key.size() && module.compare(module.size() - key.size(), key.size(), key) == 0 &&
-                             module[module.size() - key.size() - 1] == '.');
+    return is_name_or_suffix(module, key);
   }
 }
 
@@ -159,11 +164,7 @@ bool PeftLoraConfig::targets(const std::string& module) const {
     }
   }
   // A list: a module is targeted when its name is an entry or ends with "." + the entry.
-  for (const std::string& key : target_modules)
-    if (module == key ||
-        (module.size() > key.size() && module.ends_with(key) && module[module.size() - key.size() - 1] == '.'))
-      return true;
-  return false;
+  return std::ranges::any_of(target_modules, [&](const std::string& key) { return is_name_or_suffix(module, key); });
 }
 
 double PeftLoraConfig::scale_for(const std::string& module, int64_t rank) const {

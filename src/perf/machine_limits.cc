@@ -52,6 +52,11 @@ MachineLimits measure_machine_limits(ThreadPool& pool, const kernels::KernelTabl
   return limits;
 }
 
+MachineLimits MachineLimits::best_with(const MachineLimits& o) const {
+  return {std::max(read_bandwidth, o.read_bandwidth), std::max(fma_peak, o.fma_peak),
+          std::max(bf16_dot_peak, o.bf16_dot_peak), std::max(int8_dot_peak, o.int8_dot_peak)};
+}
+
 double MachineLimits::peak_for(DType act) const {
   if (act == DType::kBF16 && bf16_dot_peak > 0) return bf16_dot_peak;
   if (act == DType::kQ8Act && int8_dot_peak > 0) return int8_dot_peak;

@@ -20,6 +20,8 @@ struct MachineLimits {
   // GemmKernel's act: f32 -> FMA, bf16 -> bf16 dot, int8 -> int8 dot), the FMA peak when
   // that unit was not measured.
   double peak_for(DType act) const;
+  // Each figure the higher of this and `other` (two measurements of a drifting machine).
+  MachineLimits best_with(const MachineLimits& other) const;
   const char* unit_name(DType act) const;  // of the peak peak_for(act) gives
 };
 

@@ -38,6 +38,13 @@ inline size_t utf8_valid_length(std::string_view text, size_t pos) {
 
 void append_utf8(std::string& out, uint32_t code_point);
 
+// Unicode's White_Space property (Rust's char::is_whitespace; Python's str.isspace() adds
+// \x1c-\x1f).
+inline bool is_white_space(uint32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
 // Decodes the well-formed sequence at text[pos] and advances pos; an invalid byte decodes to
 // U+FFFD and advances by one (what llama.cpp does).
 uint32_t next_code_point(std::string_view text, size_t& pos);

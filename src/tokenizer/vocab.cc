@@ -12,28 +12,19 @@ namespace {
 constexpr uint8_t kLstrip = 1;
 constexpr uint8_t kRstrip = 2;
 
-bool is_space_byte(char c) {
-  return std::isspace(static_cast<unsigned char>(c)) != 0;
+// Whitespace a special token swallows: ASCII (llama.cpp's isspace) or any White_Space character.
+bool is_strip_space(uint32_t c, bool unicode) {
+  return unicode ? is_white_space(c) : c < 0x80 && std::isspace(static_cast<int>(c)) != 0;
 }
 
-bool is_white_space(uint32_t c) {  // Unicode's White_Space property
-  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
-}
-
-// Bytes of whitespace at the end / start of `s`: ASCII, or any White_Space character.
+// Bytes of such whitespace at the end / start of `s`.
 size_t trailing_space(std::string_view s, bool unicode) {
   size_t end = s.size();
   while (end > 0) {
-    if (!unicode) {
-      if (!is_space_byte(s[end - 1])) break;
-      --end;
-      continue;
-    }
     size_t start = end - 1;
     while (start > 0 && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;  // back to a lead byte
     size_t pos = start;
-    if (!is_white_space(next_code_point(s, pos)) || pos != end) break;
+    if (!is_strip_space(next_code_point(s, pos), unicode) || pos != end) break;
     end = start;
   }
   return s.size() - end;
@@ -42,13 +33,8 @@ size_t trailing_space(std::string_view s, bool unicode) {
 size_t leading_space(std::string_view s, bool unicode) {
   size_t begin = 0;
   while (begin < s.size()) {
-    if (!unicode) {
-      if (!is_space_byte(s[begin])) break;
-      ++begin;
-      continue;
-    }
     size_t pos = begin;
-    if (!is_white_space(next_code_point(s, pos))) break;
+    if (!is_strip_space(next_code_point(s, pos), unicode)) break;
     begin = pos;
   }
   return begin;

@@ -30,11 +30,17 @@ struct BenchFlags {
 };
 
 // What a million tokens cost at `tokens_per_second`: dollars at the hourly price, and
-// kilowatt-hours at the power draw (null where the input is unknown).
-nlohmann::json per_million(double tokens_per_second, double price_per_hour, double watts) {
+// kilowatt-hours at the power draw (0 where the input is unknown).
+struct PerMillion {
+  double usd = 0, kwh = 0;
+};
+PerMillion per_million(double tokens_per_second, double price_per_hour, double watts) {
   const double seconds = tokens_per_second > 0 ? 1e6 / tokens_per_second : 0;
-  return {{"usd", price_per_hour > 0 && seconds > 0 ? nlohmann::json(price_per_hour * seconds / 3600) : nullptr},
-          {"kwh", watts > 0 && seconds > 0 ? nlohmann::json(watts * seconds / 3.6e6) : nullptr}};
+  return {price_per_hour * seconds / 3600, watts * seconds / 3.6e6};
+}
+nlohmann::json per_million_json(double tokens_per_second, double price_per_hour, double watts) {
+  const PerMillion m = per_million(tokens_per_second, price_per_hour, watts);
+  return {{"usd", m.usd > 0 ? nlohmann::json(m.usd) : nullptr}, {"kwh", m.kwh > 0 ? nlohmann::json(m.kwh) : nullptr}};
 }
 
 BenchFlags flags;
@@ -89,11 +95,7 @@ int run() {
   // Re-measure bandwidth after the run too: shared machines drift, and the lower figure would
   // flatter the model, so the higher of the two is the bound.
   const MachineLimits after = measure_machine_limits(engine->pool(), kernels);
-  MachineLimits best = limits;
-  best.read_bandwidth = std::max(limits.read_bandwidth, after.read_bandwidth);
-  best.fma_peak = std::max(limits.fma_peak, after.fma_peak);
-  best.bf16_dot_peak = std::max(limits.bf16_dot_peak, after.bf16_dot_peak);
-  best.int8_dot_peak = std::max(limits.int8_dot_peak, after.int8_dot_peak);
+  const MachineLimits best = limits.best_with(after);
   const double bandwidth = best.read_bandwidth;
 
   const double decode_bw = r.weight_bytes_per_token / r.decode_seconds_per_token;
@@ -135,11 +137,11 @@ int run() {
         {"price_per_hour_usd", flags.price_per_hour > 0 ? nlohmann::json(flags.price_per_hour) : nullptr},
         {"watts", watts > 0 ? nlohmann::json(watts) : nullptr},
         {"watts_source", watts_source},
-        {"per_million_decode_tokens", per_million(r.decode_tokens_per_second, flags.price_per_hour, watts)},
+        {"per_million_decode_tokens", per_million_json(r.decode_tokens_per_second, flags.price_per_hour, watts)},
         {"per_million_batched_tokens",
-         flags.bench.parallel > 1 ? per_million(r.batched_tokens_per_second, flags.price_per_hour, watts)
+         flags.bench.parallel > 1 ? per_million_json(r.batched_tokens_per_second, flags.price_per_hour, watts)
                                   : nlohmann::json(nullptr)},
-        {"per_million_prompt_tokens", per_million(r.prefill_tokens_per_second, flags.price_per_hour, watts)},
+        {"per_million_prompt_tokens", per_million_json(r.prefill_tokens_per_second, flags.price_per_hour, watts)},
         {"kv_cache_bytes", r.kv_cache_bytes},
         {"kv_bytes_per_token", r.kv_bytes_per_token},
         {"kv_capacity_tokens", r.kv_capacity_tokens},
@@ -173,23 +175,22 @@ int run() {
              r.kv_capacity_tokens);
   // Per million tokens: decoded one sequence at a time, decoded --parallel together (a
   // server's rate), and prompt tokens.
-  auto line = [&](const char* what, double price_or_watts, auto format) {
-    std::string text = fmt::format("{} per million tokens decoded", format(price_or_watts, r.decode_tokens_per_second));
+  auto line = [&](const char* what, auto format) {
+    const auto at = [&](double tps) { return format(per_million(tps, flags.price_per_hour, watts)); };
+    std::string text = fmt::format("{} per million tokens decoded", at(r.decode_tokens_per_second));
     if (flags.bench.parallel > 1)
-      text += fmt::format(" ({} with {} together)", format(price_or_watts, r.batched_tokens_per_second),
-                          flags.bench.parallel);
-    text += fmt::format(", {} per million prompt tokens", format(price_or_watts, r.prefill_tokens_per_second));
+      text += fmt::format(" ({} with {} together)", at(r.batched_tokens_per_second), flags.bench.parallel);
+    text += fmt::format(", {} per million prompt tokens", at(r.prefill_tokens_per_second));
     fmt::print("{:<12} {}", what, text);
   };
   if (flags.price_per_hour > 0) {
-    line("cost", flags.price_per_hour,
-         [](double price, double tps) { return fmt::format("${:.4f}", price * 1e6 / tps / 3600); });
+    line("cost", [](const PerMillion& m) { return fmt::format("${:.4f}", m.usd); });
     fmt::print(" (at ${:.2f} an hour)\n", flags.price_per_hour);
   } else {
     fmt::print("cost         give --price-per-hour (the machine's $ an hour) for $ per million tokens\n");
   }
   if (watts > 0) {
-    line("energy", watts, [](double w, double tps) { return fmt::format("{:.3f} kWh", w * 1e6 / tps / 3.6e6); });
+    line("energy", [](const PerMillion& m) { return fmt::format("{:.3f} kWh", m.kwh); });
     fmt::print(" (at {:.0f} W, {})\n", watts, watts_source);
   } else {
     fmt::print("energy       give --watts (no RAPL energy counter readable here) for kWh per million tokens\n");

@@ -1,5 +1,6 @@
 // Machine probes: the best this core can do with AVX2, measured the way the kernels would use it.
 #include "kernels/cpu/avx2/simd_avx2.h"
+#include "kernels/cpu/probe_chains.h"
 
 namespace frugal::kernels::avx2 {
 
@@ -20,46 +21,36 @@ float read_stream(const float* p, int64_t n) {
   return hsum(s);
 }
 
-// 12 independent accumulators cover the FMA latency on two pipes.
+// Each probe: kProbeChains chains of one step (probe_chains.h); returns the FLOPs done.
 double fma_loop(int64_t iterations) {
-  __m256 acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(0.001f * i);
   const __m256 a = _mm256_set1_ps(0.9999999f), b = _mm256_set1_ps(1e-7f);
-  for (int64_t it = 0; it < iterations; ++it) {
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(a, acc[i], b);
-  }
-  __m256 s = acc[0];
-  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, acc[i]);
-  volatile float sink = hsum(s);
-  (void)sink;
-  return 2.0 * 8 * 12 * iterations;
+  run_probe_chains<__m256>(
+      iterations, [](int i) { return _mm256_set1_ps(0.001f * i); },
+      [&](__m256 v) { return _mm256_fmadd_ps(a, v, b); }, _mm256_add_ps, [](__m256 sum) {
+        volatile float sink = hsum(sum);
+        (void)sink;
+      });
+  return 2.0 * 8 * kProbeChains * iterations;
 }
 
 // AVX2 has no int8 dot instruction: the integer kernels multiply u8 by s8 into s16 pairs
 // (vpmaddubsw), widen the pairs to s32 (vpmaddwd with ones) and add; 32 products per three.
-// A step needs two temporaries and two constants besides its chain: 10 chains leave them
-// registers among AVX2's 16 (12 spilled and measured ~25% under the peak).
+// The chain's bytes are the u8 operand, so no product is loop-invariant. A step needs two
+// temporaries and two constants besides its chain: 10 chains leave them registers among
+// AVX2's 16 (12 spilled and measured ~25% under the peak).
+constexpr int kInt8Chains = 10;
 double int8_dot_loop(int64_t iterations) {
-  constexpr int kChains = 10;
-  __m256i acc[kChains];
-#pragma GCC unroll 10
-  for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_epi32(i);
   const __m256i b = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
-  for (int64_t it = 0; it < iterations; ++it) {
-    // The accumulator's bytes are the u8 operand, so no product is loop-invariant.
-#pragma GCC unroll 10
-    for (int i = 0; i < kChains; ++i)
-      acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(acc[i], b), ones));
-  }
-  __m256i s = acc[0];
-#pragma GCC unroll 10
-  for (int i = 1; i < kChains; ++i) s = _mm256_add_epi32(s, acc[i]);
-  alignas(32) int32_t lanes[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
-  volatile int sink = lanes[0] + lanes[7];
-  (void)sink;
-  return 2.0 * 32 * kChains * iterations;
+  run_probe_chains<__m256i, kInt8Chains>(
+      iterations, [](int i) { return _mm256_set1_epi32(i); },
+      [&](__m256i v) { return _mm256_add_epi32(v, _mm256_madd_epi16(_mm256_maddubs_epi16(v, b), ones)); },
+      _mm256_add_epi32, [](__m256i sum) {
+        alignas(32) int32_t lanes[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sum);
+        volatile int sink = lanes[0] + lanes[7];
+        (void)sink;
+      });
+  return 2.0 * 32 * kInt8Chains * iterations;
 }
 
 }  // namespace frugal::kernels::avx2

@@ -1,5 +1,6 @@
 // Machine probes: the best this core can do, measured the way the kernels would use it.
 #include "kernels/cpu/avx512/simd_avx512.h"
+#include "kernels/cpu/probe_chains.h"
 
 namespace frugal::kernels::avx512 {
 
@@ -14,50 +15,41 @@ float read_stream(const float* p, int64_t n) {
   return hsum(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-// 12 independent accumulators cover the FMA latency on two pipes.
-double fma_loop(int64_t iterations) {
-  __m512 acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
-  const __m512 a = _mm512_set1_ps(0.9999999f), b = _mm512_set1_ps(1e-7f);
-  for (int64_t it = 0; it < iterations; ++it) {
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(a, acc[i], b);
-  }
-  __m512 s = acc[0];
-  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, acc[i]);
-  volatile float sink = hsum(s);
+// Each probe: kProbeChains chains of one instruction (probe_chains.h); returns the FLOPs done.
+namespace {
+
+void keep_ps(__m512 sum) {
+  volatile float sink = hsum(sum);
   (void)sink;
-  return 2.0 * 16 * 12 * iterations;
+}
+
+}  // namespace
+
+double fma_loop(int64_t iterations) {
+  const __m512 a = _mm512_set1_ps(0.9999999f), b = _mm512_set1_ps(1e-7f);
+  run_probe_chains<__m512>(
+      iterations, [](int i) { return _mm512_set1_ps(0.001f * i); },
+      [&](__m512 v) { return _mm512_fmadd_ps(a, v, b); }, _mm512_add_ps, keep_ps);
+  return 2.0 * 16 * kProbeChains * iterations;
 }
 
 double bf16_dot_loop(int64_t iterations) {
-  __m512 acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
   const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3400);
-  for (int64_t it = 0; it < iterations; ++it) {
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
-  }
-  __m512 s = acc[0];
-  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, acc[i]);
-  volatile float sink = hsum(s);
-  (void)sink;
-  return 2.0 * 32 * 12 * iterations;
+  run_probe_chains<__m512>(
+      iterations, [](int i) { return _mm512_set1_ps(0.001f * i); },
+      [&](__m512 v) { return _mm512_dpbf16_ps(v, a, b); }, _mm512_add_ps, keep_ps);
+  return 2.0 * 32 * kProbeChains * iterations;
 }
 
 double int8_dot_loop(int64_t iterations) {
-  __m512i acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_epi32(i);
   const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
-  for (int64_t it = 0; it < iterations; ++it) {
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
-  }
-  __m512i s = acc[0];
-  for (int i = 1; i < 12; ++i) s = _mm512_add_epi32(s, acc[i]);
-  volatile int sink = _mm512_reduce_add_epi32(s);
-  (void)sink;
-  return 2.0 * 64 * 12 * iterations;
+  run_probe_chains<__m512i>(
+      iterations, [](int i) { return _mm512_set1_epi32(i); },
+      [&](__m512i v) { return _mm512_dpbusd_epi32(v, a, b); }, _mm512_add_epi32, [](__m512i sum) {
+        volatile int sink = _mm512_reduce_add_epi32(sum);
+        (void)sink;
+      });
+  return 2.0 * 64 * kProbeChains * iterations;
 }
 
 }  // namespace frugal::kernels::avx512

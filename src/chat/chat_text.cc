@@ -13,30 +13,8 @@ namespace {
 
 // Decodes the UTF-8 character starting at text[pos]; returns its length, 0 if malformed.
 size_t decode_at(std::string_view text, size_t pos, uint32_t& cp) {
-  const auto b0 = static_cast<unsigned char>(text[pos]);
-  size_t len = 0;
-  if (b0 < 0x80) {
-    cp = b0;
-    return 1;
-  }
-  if ((b0 & 0xE0) == 0xC0) {
-    len = 2;
-    cp = b0 & 0x1F;
-  } else if ((b0 & 0xF0) == 0xE0) {
-    len = 3;
-    cp = b0 & 0x0F;
-  } else if ((b0 & 0xF8) == 0xF0) {
-    len = 4;
-    cp = b0 & 0x07;
-  } else {
-    return 0;
-  }
-  if (pos + len > text.size()) return 0;
-  for (size_t i = 1; i < len; ++i) {
-    const auto b = static_cast<unsigned char>(text[pos + i]);
-    if ((b & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (b & 0x3F);
-  }
+  const size_t len = utf8_valid_length(text, pos);
+  if (len != 0) cp = next_code_point(text, pos);
   return len;
 }
 

@@ -79,7 +79,7 @@ void release_temporary(int slot) {
 
 }  // namespace
 
-std::string check_output_path(const std::string& path) {
+std::string check_output_path(const std::string& path, const std::vector<std::string>& inputs) {
   namespace fs = std::filesystem;
   if (fs::path(path).filename().empty()) fail("{}: not a file name", path);
   std::error_code ec;
@@ -99,6 +99,23 @@ std::string check_output_path(const std::string& path) {
          path);
   const fs::path dir = dest.has_parent_path() ? dest.parent_path() : fs::path(".");
   if (!fs::is_directory(dir, ec)) fail("{}: the folder '{}' does not exist", path, dir.string());
+  // The temporary is created there at the end; a folder that takes no file (read-only,
+  // immutable, /proc) must fail now, not after hours of quantization.
+  const std::string probe = (dir / (".frugal-probe-" + std::to_string(::getpid()))).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  if (fd < 0 && errno != EEXIST) fail("{}: cannot create a file in '{}': {}", path, dir.string(), errno_text());
+  if (fd >= 0) {
+    ::close(fd);
+    ::unlink(probe.c_str());
+  }
+  if (fs::exists(st)) {
+    for (const std::string& input : inputs) {
+      if (input.empty() || !fs::exists(input, ec)) continue;
+      if (fs::equivalent(dest, input, ec)) fail("{}: is the input '{}' itself; write to another file", path, input);
+      if (fs::is_directory(input, ec) && fs::equivalent(dir, input, ec))
+        fail("{}: is a file of the input folder '{}'; write to another file", path, input);
+    }
+  }
   return dest.string();
 }
 

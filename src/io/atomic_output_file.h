@@ -17,7 +17,10 @@ namespace frugal {
 // folder, device, FIFO or socket. A symbolic link is followed (its target is written, the link
 // kept). Returns the path the file will be renamed to; throws frugal::Error naming `path`.
 // Commands that write after a long computation call it first, so a bad -o fails at once.
-std::string check_output_path(const std::string& path);
+// `inputs` are the files and folders the command reads (a model, a text, adapters): an output
+// that is one of them, or an existing file in one of those folders (a model's own files), is
+// refused, since replacing it would destroy what the command was given.
+std::string check_output_path(const std::string& path, const std::vector<std::string>& inputs = {});
 
 class AtomicOutputFile {
  public:

@@ -39,6 +39,7 @@ DecoderWeights load_decoder_weights(ModelSource& source, const ModelConfig& conf
 class DecoderModel : public Model {
  public:
   std::vector<const Linear*> linears() const override;
+  const Linear& output_head() const override { return weights_.output; }
   size_t weight_bytes_per_token() const override;
   int64_t parameter_count() const override;
   const DecoderWeights& weights() const { return weights_; }

@@ -29,6 +29,9 @@ class Model {
 
   // Every weight matrix, for quantization, LoRA targeting and accounting.
   virtual std::vector<const Linear*> linears() const = 0;
+  // The product that turns the last hidden state into logits (one of linears()); it runs only
+  // for a batch's output rows.
+  virtual const Linear& output_head() const = 0;
   // Bytes of weights a decode step reads (all matrices, the output head, norms); the
   // numerator of the memory-bandwidth bound.
   virtual size_t weight_bytes_per_token() const = 0;

@@ -34,27 +34,34 @@ double attention_flops(const ModelConfig& c, int64_t start, int64_t n) {
   return 2 * 2.0 * c.n_layer * c.n_head * c.head_dim * positions;
 }
 
-}  // namespace
-
-double forward_flops(const ModelConfig& c, int64_t start, int64_t n) {
-  const double d = c.n_embd, q = c.q_dim(), kv = c.kv_dim(), ff = c.n_ff;
-  const double per_token_layer = d * (q + 2 * kv) + q * d + 3 * d * ff;  // multiply-adds
-  const double macs = per_token_layer * c.n_layer * n + d * c.n_vocab;  // one output row
-  return 2 * macs + attention_flops(c, start, n);
+// Calls fn(linear, rows) for every weight product of a prompt of n tokens: the output head
+// runs for the last row only.
+template <typename Fn>
+void for_each_prefill_product(const Model& model, int64_t n, Fn&& fn) {
+  const Linear* head = &model.output_head();
+  for (const Linear* lin : model.linears()) fn(*lin, lin == head ? 1 : n);
 }
 
-double prefill_bound_seconds(const Model& model, const ModelConfig& c, const MachineLimits& limits, int64_t n,
-                             bool w8a8, std::string* unit) {
+double product_flops(const Linear& lin, int64_t rows) { return 2.0 * static_cast<double>(lin.n_in()) * lin.n_out() * rows; }
+
+}  // namespace
+
+double forward_flops(const Model& model, int64_t start, int64_t n) {
+  double flops = attention_flops(model.config(), start, n);
+  for_each_prefill_product(model, n, [&](const Linear& lin, int64_t rows) { flops += product_flops(lin, rows); });
+  return flops;
+}
+
+double prefill_bound_seconds(const Model& model, const MachineLimits& limits, int64_t n, bool w8a8, std::string* unit) {
   const kernels::KernelTable& table = kernels::active();
-  double seconds = attention_flops(c, 0, n) / limits.fma_peak;
+  double seconds = attention_flops(model.config(), 0, n) / limits.fma_peak;
   std::map<std::string, double> by_unit;
-  for (const Linear* lin : model.linears()) {
-    const int64_t rows = lin->n_out() == c.n_vocab ? 1 : n;  // the output head runs for the last row only
-    const DType act = kernels::gemm_for(table, lin->weight.dtype, w8a8).act;
-    const double t = 2.0 * static_cast<double>(lin->n_in()) * lin->n_out() * rows / limits.peak_for(act);
+  for_each_prefill_product(model, n, [&](const Linear& lin, int64_t rows) {
+    const DType act = kernels::gemm_for(table, lin.weight.dtype, w8a8).act;
+    const double t = product_flops(lin, rows) / limits.peak_for(act);
     seconds += t;
     by_unit[limits.unit_name(act)] += t;
-  }
+  });
   if (unit != nullptr && !by_unit.empty())
     *unit = std::max_element(by_unit.begin(), by_unit.end(), [](auto& a, auto& b) {
               return a.second < b.second;
@@ -77,7 +84,7 @@ ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& o) {
   ModelBenchResult r;
   reset_peak_rss();  // the peak of this run, not of what ran before it (bench's bandwidth probe)
   r.weight_bytes_per_token = engine.model().weight_bytes_per_token();
-  r.prefill_flops = forward_flops(c, 0, o.prompt_tokens);
+  r.prefill_flops = forward_flops(engine.model(), 0, o.prompt_tokens);
   std::vector<double> prefill, decode, ttft;
   for (int rep = 0; rep <= o.repetitions; ++rep) {  // repetition 0 warms caches and page tables
     engine.cache().remove(kBenchSeq);

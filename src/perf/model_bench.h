@@ -43,12 +43,12 @@ ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& options);
 // The least time a prompt of n_tokens can take on this machine: every weight product at the
 // peak of the unit its kernel runs on (fp32 FMA, bf16 dot or int8 dot, by the weight type's
 // GemmKernel), attention at the FMA peak. `unit` gets the unit of the products that dominate.
-double prefill_bound_seconds(const Model& model, const ModelConfig& config, const MachineLimits& limits,
-                             int64_t n_tokens, bool w8a8, std::string* unit);
+double prefill_bound_seconds(const Model& model, const MachineLimits& limits, int64_t n_tokens, bool w8a8,
+                             std::string* unit);
 
 // FLOPs of evaluating n_tokens consecutive positions starting at `start` (for one sequence):
 // 2 per multiply-add of every weight matrix (the output head only for the last position) and
-// of attention's two products over the causal positions.
-double forward_flops(const ModelConfig& config, int64_t start, int64_t n_tokens);
+// of attention's two products over the causal positions. The same products as the bound's.
+double forward_flops(const Model& model, int64_t start, int64_t n_tokens);
 
 }  // namespace frugal

@@ -1,6 +1,7 @@
 #include "quant/policy.h"
 
 #include <algorithm>
+#include <cctype>
 
 #include "core/check.h"
 #include "quant/formats/quantize_rows.h"
@@ -12,6 +13,12 @@ std::string trim(std::string s) {
   const size_t b = s.find_first_not_of(" \t");
   const size_t e = s.find_last_not_of(" \t");
   return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+}
+
+// Type names are matched without case, as llama-quantize does (its docs write Q4_K_M).
+std::string lower_case(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
 }
 
 std::string stripped_name(const std::string& name) {
@@ -95,7 +102,8 @@ bool glob_match(const std::string& pattern, const std::string& text) {
   return p == pattern.size();
 }
 
-QuantPolicy parse_type_argument(const std::string& type) {
+QuantPolicy parse_type_argument(const std::string& type_argument) {
+  const std::string type = lower_case(type_argument);
   QuantPolicy p;
   for (const auto& [name, base] : llama_cpp_presets()) {
     if (name == type) {
@@ -131,7 +139,7 @@ std::vector<PolicyRule> parse_policy(const std::string& text) {
     if (item.empty()) continue;
     const size_t eq = item.find('=');
     if (eq == std::string::npos) fail("--policy: '{}' is not pattern=type", item);
-    const std::string pattern = trim(item.substr(0, eq)), type = trim(item.substr(eq + 1));
+    const std::string pattern = trim(item.substr(0, eq)), type = lower_case(trim(item.substr(eq + 1)));
     if (pattern.empty()) fail("--policy: '{}' has an empty pattern", item);
     const QuantPolicy t = parse_type_argument(type);
     if (!t.preset.empty() && !dtype_from_name(type)) fail("--policy: '{}' is a mixture; a rule needs one type", type);
@@ -209,9 +217,11 @@ uint32_t llama_file_type(const QuantPolicy& policy, bool custom) {
     case DType::kQ5_0: return 8;
     case DType::kQ5_1: return 9;
     case DType::kQ2_K: return 10;
-    case DType::kQ3_K: return 12;
-    case DType::kQ4_K: return 15;
-    case DType::kQ5_K: return 17;
+    // One K type for every matrix is llama.cpp's "mostly" _S file type, not the _M mixture
+    // (which gives some matrices a larger type): a Q4_K_M label would promise what is not there.
+    case DType::kQ3_K: return 11;
+    case DType::kQ4_K: return 14;
+    case DType::kQ5_K: return 16;
     case DType::kQ6_K: return 18;
     case DType::kIQ4_NL: return 25;
     default: return kGuessed;

@@ -57,20 +57,15 @@ void check_paths(const QuantizeOptions& o) {
   std::error_code ec;
   if (!fs::exists(o.input, ec)) fail("model '{}' does not exist", o.input);
   // A file name in an existing folder, not a device or FIFO (symbolic links followed).
-  const fs::path out = check_output_path(o.output);
-  if (fs::exists(out, ec) && fs::equivalent(out, fs::path(o.input), ec))
-    fail("output '{}' is the input model; write to another file", o.output);
+  const std::vector<std::string> inputs = {o.input, o.tokenizer, o.calib.path, o.imatrix};
+  check_output_path(o.output, inputs);
   if (!o.calib.path.empty()) {
     if (!fs::exists(o.calib.path, ec)) fail("calibration file '{}' does not exist", o.calib.path);
     if (fs::is_directory(o.calib.path, ec)) fail("calibration file '{}' is a directory, not a text file", o.calib.path);
   }
   if (!o.imatrix.empty() && !fs::exists(o.imatrix, ec)) fail("imatrix file '{}' does not exist", o.imatrix);
-  if (!o.save_imatrix.empty()) {
-    const fs::path p(o.save_imatrix);
-    const fs::path d = p.parent_path().empty() ? fs::path(".") : p.parent_path();
-    if (!fs::is_directory(d, ec)) fail("--save-imatrix: directory '{}' does not exist", d.string());
-  }
-  if (o.target_bpw < 0 || (o.target_bpw > 0 && (o.target_bpw < 1 || o.target_bpw > 32)))
+  if (!o.save_imatrix.empty()) check_output_path(o.save_imatrix, inputs);
+  if (!(o.target_bpw == 0 || (o.target_bpw >= 1 && o.target_bpw <= 32)))  // NaN too
     fail("--bpw {} is out of range (1 to 32 bits per weight)", o.target_bpw);
 }
 

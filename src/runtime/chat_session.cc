@@ -79,6 +79,11 @@ ChatTurn ChatSession::send(const std::string& user_message, const GenerateOption
   if (turn.dropped_messages > 0 && on_dropped_) on_dropped_(turn.dropped_messages);
   GenerateOptions o = options;
   o.truncation = TruncationPolicy::kError;  // fitting is decided here, by whole turns
+  if (o.sampling.seed != SamplingParams::kRandomSeed) {
+    o.sampling.seed += replies_;
+    if (o.sampling.seed == SamplingParams::kRandomSeed) o.sampling.seed = 0;  // wrapped onto "draw one"
+  }
+  ++replies_;
   try {
     turn.generation = generator_.generate(prompt, o, callbacks);
   } catch (...) {

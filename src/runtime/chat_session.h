@@ -30,7 +30,10 @@ class ChatSession {
 
   // Adds the user's message, generates the reply (streamed through callbacks) and adds it to
   // the conversation. Throws frugal::Error, leaving the conversation as it was, when the message
-  // does not fit the context even without earlier turns.
+  // does not fit the context even without earlier turns. With a fixed seed, reply k of the
+  // session (counted across reset()) samples with seed + k, as llama-cli's one sampler carries
+  // its random sequence on: a conversation is reproducible from its seed, and asking again
+  // after a reset does not replay the same draws.
   ChatTurn send(const std::string& user_message, const GenerateOptions& options,
                 const GenerateCallbacks& callbacks = {});
   // Called before generating when old turns had to be dropped (for a note to the user).
@@ -55,6 +58,7 @@ class ChatSession {
   std::string cached_text_;
   std::string bos_, eos_;
   std::function<void(int64_t)> on_dropped_;
+  uint32_t replies_ = 0;  // replies generated so far, reset() included
 };
 
 }  // namespace frugal

@@ -150,7 +150,12 @@ void apply_temperature(Candidates& c, float t) {
     c.data.resize(1);
     return;
   }
-  for (auto& x : c.data) x.logit /= t;
+  // Shifted by the best logit first, so that the best stays 0 and no logit overflows: divided
+  // as they are, a temperature near 1e-38 turned logits into +-inf and the draw took every
+  // token for banned. Softmax does not see the shift.
+  const float max = c.max_logit();
+  if (!std::isfinite(max)) return;  // every token banned: draw's concern
+  for (auto& x : c.data) x.logit = (x.logit - max) / t;
 }
 
 int32_t draw(const Candidates& c, double u) {

@@ -76,7 +76,8 @@ void apply_top_k(Candidates& c, int32_t k);
 void apply_top_p(Candidates& c, float p);
 // Keeps the tokens whose probability is at least p times the best one's (p <= 0: all).
 void apply_min_p(Candidates& c, float p);
-// Divides the logits by t; t <= 0 keeps only the best token.
+// Divides the logits, less the best one, by t (softmax is unchanged by the shift, and a tiny t
+// cannot overflow them); t <= 0 keeps only the best token.
 void apply_temperature(Candidates& c, float t);
 // Draws from the softmax of the candidates with a uniform number u in [0, 1).
 int32_t draw(const Candidates& c, double u);

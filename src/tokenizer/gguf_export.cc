@@ -48,6 +48,20 @@ constexpr const char* kPreferred[] = {"llama-bpe", "qwen2", "smollm", "gpt-2", "
                                       "deepseek-v3", "falcon", "starcoder", "refact", "command-r", "gpt-4o",
                                       "tekken", "default"};
 
+// A llama2.c vocabulary in llama.cpp's "llama" form: '▁' where llama2.c's exporter wrote ' ',
+// and the plain names of <unk>, <s> and </s> (llama2.c has "\n<s>\n"), as llama.cpp's
+// convert-llama2c-to-ggml writes them. Verbatim, no word piece ever matched.
+std::string llama_cpp_text_of_llama2c_token(const Tokenizer& t, const Vocab& vocab, int32_t id) {
+  if (vocab.kind(id) == TokenKind::kUnknown) return "<unk>";
+  if (id == t.bos_id()) return "<s>";
+  if (id == t.eos_id()) return "</s>";
+  std::string text = vocab.text(id);
+  if (vocab.kind(id) != TokenKind::kNormal) return text;
+  std::string out;
+  for (const char c : text) out += c == ' ' ? std::string("\xE2\x96\x81") : std::string(1, c);
+  return out;
+}
+
 }  // namespace
 
 std::string detect_pretokenizer_name(const BpeTokenizer& tokenizer) {
@@ -80,12 +94,14 @@ void add_tokenizer_to_gguf(GgufWriter& w, const Tokenizer& tokenizer, const Toke
   if (vt == nullptr) fail("this tokenizer cannot be stored in GGUF metadata (no vocabulary table)");
   const Vocab& vocab = vt->vocab();
   const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tokenizer);
+  const auto* spm = dynamic_cast<const SpmTokenizer*>(&tokenizer);
+  const bool llama2c = spm != nullptr && spm->flavor() == SpmTokenizer::Flavor::kLlama2c;
   std::vector<std::string> tokens(static_cast<size_t>(vocab.size()));
   std::vector<float> scores(tokens.size());
   std::vector<int32_t> types(tokens.size());
   int32_t unk = -1;
   for (int32_t id = 0; id < vocab.size(); ++id) {
-    tokens[id] = vocab.text(id);
+    tokens[id] = llama2c ? llama_cpp_text_of_llama2c_token(tokenizer, vocab, id) : vocab.text(id);
     scores[id] = vocab.score(id);
     types[id] = static_cast<int32_t>(vocab.kind(id));
     if (unk < 0 && vocab.kind(id) == TokenKind::kUnknown) unk = id;
@@ -102,8 +118,7 @@ void add_tokenizer_to_gguf(GgufWriter& w, const Tokenizer& tokenizer, const Toke
     w.set_string_array("tokenizer.ggml.merges", bpe->merge_rules());
   } else {
     // SentencePiece-style vocabularies (SpmTokenizer, libsentencepiece): llama.cpp's "llama".
-    if (const auto* spm = dynamic_cast<const SpmTokenizer*>(&tokenizer); spm != nullptr && spm->unk_id() >= 0)
-      unk = spm->unk_id();
+    if (spm != nullptr && spm->unk_id() >= 0) unk = spm->unk_id();
     w.set_string("tokenizer.ggml.model", "llama");
     w.set_string("tokenizer.ggml.pre", options.pre.empty() ? "default" : options.pre);
     w.set_string_array("tokenizer.ggml.tokens", tokens);

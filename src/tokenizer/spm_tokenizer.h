@@ -43,6 +43,7 @@ class SpmTokenizer final : public VocabTokenizer {
   // off to run the merges over the whole text, as llama.cpp does.
   void set_cut_text(bool cut) { cut_text_ = cut; }
 
+  Flavor flavor() const { return flavor_; }
   int32_t unk_id() const { return unk_id_; }
   void set_unk(int32_t id) { unk_id_ = vocab_.contains(id) ? id : -1; }
 

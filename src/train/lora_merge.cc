@@ -53,7 +53,11 @@ MergeSummary merge_lora(const MergeOptions& o) {
          "unmerged with --lora",
          o.model);
   const bool to_gguf = ends_with(o.output, ".gguf");
-  if (to_gguf) check_output_path(o.output);
+  if (to_gguf) {
+    std::vector<std::string> inputs = {o.model, o.tokenizer};
+    for (const auto& [dir, scale] : o.adapters) inputs.push_back(dir);
+    check_output_path(o.output, inputs);
+  }
   if (to_gguf && source->format() != ModelFormat::kGguf)
     fail("{}: a GGUF output needs a GGUF base model; merge into a folder (-o DIR) and quantize that", o.output);
   if (!to_gguf && source->format() != ModelFormat::kHuggingFace)

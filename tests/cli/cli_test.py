@@ -6,6 +6,7 @@ usage: cli_test.py FRUGAL SHARED_DIR TEST_NAME
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -401,6 +402,22 @@ def test_flag_limits_and_output_paths():
                        "--save-logits", tempfile.gettempdir()], ["is a folder"])
     expect_user_error(["perplexity", "-m", WIKI_HF, "-f", f"{SHARED}/data/wikitext2/wiki.test.raw", "-c", "128",
                        "--save-logits", "/dev/null"], ["not a regular file"])
+    # An output never replaces an input: the text, the model file, a file of the model folder.
+    with tempfile.TemporaryDirectory() as d:
+        text = f"{d}/text.txt"
+        shutil.copy(f"{SHARED}/data/wikitext2/wiki.test.raw", text)
+        os.mkdir(f"{d}/model")
+        for f in os.listdir(WIKI_HF):
+            os.symlink(f"{WIKI_HF}/{f}", f"{d}/model/{f}")
+        shutil.copy(f"{WIKI_HF}/config.json", f"{d}/model/config.json.copy")
+        gguf = f"{d}/model.gguf"
+        shutil.copy(f"{SHARED}/models/wiki-7m-gguf/wiki-7m-q8_0.gguf", gguf)
+        for model, out, words in ((WIKI_HF, text, ["is the input", text]),
+                                  (gguf, gguf, ["is the input", gguf]),
+                                  (f"{d}/model", f"{d}/model/config.json.copy", ["file of the input folder"])):
+            before = open(out, "rb").read()
+            expect_user_error(["perplexity", "-m", model, "-f", text, "-c", "128", "--save-logits", out], words)
+            expect(open(out, "rb").read() == before, f"{out} changed")
     # A flag given twice: the last one wins, as in llama.cpp; lists still collect every value.
     p = run(["generate", "-m", WIKI_HF, "-p", "x", "-n", "2", "-t", "3", "-t", "1", "-v"])
     ok(p)

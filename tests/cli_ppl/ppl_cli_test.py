@@ -51,7 +51,7 @@ def close(value, reference, rel):
 
 
 def case_ppl_full(r, model, reference):
-    """The whole of wiki.test.raw: llama.cpp's perplexity within 0.1% and the same window count."""
+    """The whole of wiki.test.raw: llama.cpp's perplexity within 0.01% and the same window count."""
     ref = json.load(open(r.path(reference)))
     j = r.run_json("-m", r.path(model), "-f", r.path(WIKI), "-c", str(ref["ctx"]), "-t", "2")
     print(f"frugal PPL {j['ppl']:.4f} +/- {j['ppl_err']:.5f}, llama.cpp {ref['ppl']} +/- {ref['ppl_err']}; "
@@ -60,9 +60,12 @@ def case_ppl_full(r, model, reference):
     check(j["ctx"] == ref["ctx"], "context")
     check(j["tokens_scored"] == ref["chunks"] * (ref["ctx"] - 1 - ref["ctx"] // 2), "tokens scored")
     check(len(j["running_ppl"]) == j["chunks"] and j["running_ppl"][-1] == j["ppl"], "running perplexities")
-    check(close(j["ppl"], ref["ppl"], 1e-3), f"PPL {j['ppl']} is not within 0.1% of llama.cpp's {ref['ppl']}")
+    # 1e-4: frugal is within 3e-5 of llama.cpp for f32, Q8_0 and Q4_0 (2026-11-24), while llama.cpp's
+    # own f32 and Q4_0 figures are 3.1e-4 apart, so the wrong weights or a broken dequantization
+    # fail here (0.1% let them through).
+    check(close(j["ppl"], ref["ppl"], 1e-4), f"PPL {j['ppl']} is not within 0.01% of llama.cpp's {ref['ppl']}")
     # The error estimate is llama.cpp's formula over (nearly) the same NLLs.
-    check(close(j["ppl_err"], ref["ppl_err"], 1e-2), f"PPL error {j['ppl_err']} vs llama.cpp's {ref['ppl_err']}")
+    check(close(j["ppl_err"], ref["ppl_err"], 1e-3), f"PPL error {j['ppl_err']} vs llama.cpp's {ref['ppl_err']}")
 
 
 def case_save_base(r):

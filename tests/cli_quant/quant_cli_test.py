@@ -88,6 +88,12 @@ def case_bad_input(r):
     r.error_of(out, *m, "--type", "q4_0", "--imatrix", r.path(CALIB), expect=(r.path(CALIB),))
     r.error_of(out, *m, "--type", "q4_0", "--bpw", "4", expect=("--calib",))
     r.error_of(out, *m, "--type", "q4_0", "--target-bpw", "40", "--calib", r.path(CALIB), expect=("40", "range"))
+    r.error_of(out, *m, "--bpw", "nan", "--calib", r.path(CALIB), expect=("nan", "range"))
+    # An output that is an input (here the importance matrix) is refused before anything runs.
+    old = r.out("old.dat")
+    open(old, "w").write("old contents\n")
+    r.error_of(old, *m, "--type", "q4_0", "--imatrix", old, expect=("is the input", old))
+    os.remove(old)
     # An existing output is left as it was when quantization fails.
     open(out, "w").write("old contents\n")
     r.error_of(out, *m, "--type", "q4_0", "--method", "gptq", "--calib", short, expect=("too short",))
@@ -159,6 +165,16 @@ def case_llama2c(r):
     print("generated:", p.stdout)
     check(len(p.stdout.strip()) > 60, "generated too little")
     check(reference.startswith(p.stdout.strip()[:60]), "greedy output differs from llama2.c's")
+    # The vocabulary is stored as llama.cpp's "llama" model reads it ('▁' for llama2.c's ' '), so
+    # text tokenizes as with tokenizer.bin: the same windows, and the perplexity of Q8_0 weights.
+    text = r.path("data/tinystories/TinyStories-valid-excerpt.txt")
+    ppl = [json.loads(r.run("-m", *m, "-f", text, "-c", "128", "-t", "2", "--chunks", "40", "--json",
+                            command="perplexity").stdout)
+           for m in ([os.path.join(d, "stories260K.bin"), "--tokenizer", os.path.join(d, "tok512.bin")], [out])]
+    print("perplexity: checkpoint", ppl[0]["ppl"], "GGUF", ppl[1]["ppl"])
+    check(ppl[0]["tokens_scored"] == ppl[1]["tokens_scored"] and ppl[0]["chunks"] == ppl[1]["chunks"],
+          "the GGUF tokenizes the text differently")
+    check(abs(ppl[1]["ppl"] / ppl[0]["ppl"] - 1) < 0.01, "the GGUF's perplexity is not the checkpoint's")
     os.remove(out)
 
 
@@ -178,6 +194,11 @@ def case_policy(r):
     check(types["blk.0.ffn_down.weight"] == "nf4" and types["blk.0.attn_k.weight"] == "int4_g128", "first match wins")
     out_bytes = open(out, "rb").read()
     check(b"frugal.quant.types" in out_bytes, "frugal's own types are not marked in the metadata")
+    # Names match without case, as in llama-quantize; one K type everywhere is labelled as
+    # llama.cpp's "mostly" _S file type (14: MOSTLY_Q4_K_S), not the Q4_K_M mixture (15).
+    j3 = r.quantize_json("-m", r.path(F32), "-o", out, "--type", "Q4_K")
+    check(j3["file_type"] == 14, f"file_type {j3['file_type']} for one Q4_K everywhere")
+    check(r.quantize_json("-m", r.path(F32), "-o", out, "--type", "Q4_K_M")["file_type"] == 15, "Q4_K_M")
     os.remove(out)
 
 

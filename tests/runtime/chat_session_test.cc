@@ -125,6 +125,28 @@ TEST(ChatSession, AMessageTooLongForTheContextLeavesTheConversationAlone) {
   EXPECT_EQ(next.generation.tokens.size(), 4u);
 }
 
+TEST(ChatSession, EachReplyDrawsOnFromTheSeedAndASessionIsReproducible) {
+  auto engine = wiki(512, 1024);
+  GenerateOptions o;
+  o.sampling.temperature = 1.0f;
+  o.sampling.seed = 42;
+  o.max_tokens = 24;
+  o.ignore_eos = true;
+  const auto replies = [&] {
+    ChatSession chat(*engine, ChatTemplate::by_name("chatml"));
+    std::vector<std::vector<int32_t>> out;
+    for (int i = 0; i < 2; ++i) {
+      out.push_back(chat.send("Tell me about France", o).generation.tokens);
+      chat.reset();
+    }
+    return out;
+  };
+  const auto a = replies();
+  // The same question after a reset used to replay the first reply's draws exactly.
+  EXPECT_NE(a[0], a[1]);
+  EXPECT_EQ(replies(), a);  // the same seed gives the same conversation
+}
+
 TEST(ChatSession, ResetKeepsOnlyTheSystemMessage) {
   auto engine = wiki(256);
   ChatSession chat(*engine, ChatTemplate::by_name("chatml"), "Be brief.");

@@ -107,13 +107,23 @@ TEST(SamplerStages, MinPKeepsTheSortedPrefixValid) {
 
 TEST(SamplerStages, TemperatureScalesAndZeroKeepsTheBest) {
   Candidates a = make({2, -4, 6});
-  apply_temperature(a, 2.0f);
-  EXPECT_FLOAT_EQ(a.data[0].logit, 1.0f);
-  EXPECT_FLOAT_EQ(a.data[1].logit, -2.0f);
-  EXPECT_FLOAT_EQ(a.data[2].logit, 3.0f);
+  apply_temperature(a, 2.0f);  // (logit - 6) / 2
+  EXPECT_FLOAT_EQ(a.data[0].logit, -2.0f);
+  EXPECT_FLOAT_EQ(a.data[1].logit, -5.0f);
+  EXPECT_FLOAT_EQ(a.data[2].logit, 0.0f);
   Candidates b = make({2, 6, 6, 1});
   apply_temperature(b, 0.0f);
   EXPECT_EQ(ids(b), (std::vector<int32_t>{1}));
+}
+
+TEST(SamplerStages, ATinyTemperatureIsGreedyNotAnOverflow) {
+  // 6 / 1e-38 overflows a float: the draw used to take the candidates for all banned and
+  // return the first one (token 0), whatever the logits.
+  for (const float t : {1e-38f, 1e-45f}) {
+    Candidates c = make({2, 6, -3, 5.5f});
+    apply_temperature(c, t);
+    for (const double u : {0.0, 0.5, 0.999}) EXPECT_EQ(draw(c, u), 1) << "t " << t << " u " << u;
+  }
 }
 
 TEST(SamplerStages, DrawFollowsTheCumulativeDistribution) {

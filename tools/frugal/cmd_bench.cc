@@ -106,7 +106,7 @@ int run() {
   // a bf16 model's dot products are not bounded by the fp32 FMA peak.
   std::string prefill_unit = "fp32 FMA";
   const double prefill_bound =
-      prefill_bound_seconds(engine->model(), c, best, flags.bench.prompt_tokens, model.w8a8, &prefill_unit);
+      prefill_bound_seconds(engine->model(), best, flags.bench.prompt_tokens, model.w8a8, &prefill_unit);
   const double prefill_pct = 100.0 * prefill_bound / r.prefill_seconds;
 
   if (flags.json) {

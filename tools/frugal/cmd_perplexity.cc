@@ -167,7 +167,11 @@ int run() {
         "compare another model with them");
   if (o.chunks < 0) fail("--chunks must be 0 (every window) or more (got {})", o.chunks);
   // The log-probabilities are written after the whole evaluation: a bad path fails now.
-  if (!o.save_logits.empty()) check_output_path(o.save_logits);
+  if (!o.save_logits.empty()) {
+    std::vector<std::string> inputs = model_input_paths(o.model);
+    inputs.push_back(o.text);
+    check_output_path(o.save_logits, inputs);
+  }
 
   std::unique_ptr<LogProbFile> base;
   PerplexityOptions popts;

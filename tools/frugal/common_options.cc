@@ -57,6 +57,12 @@ EngineOptions engine_options(const ModelFlags& f) {
   return o;
 }
 
+std::vector<std::string> model_input_paths(const ModelFlags& f) {
+  std::vector<std::string> paths = {f.model, f.tokenizer};
+  for (const std::string& spec : f.lora) paths.push_back(parse_adapter_spec(spec).first);
+  return paths;
+}
+
 std::unique_ptr<Engine> load_engine(const ModelFlags& f) {
   EngineOptions o = engine_options(f);
   set_log_level(f.verbose ? LogLevel::kDebug : LogLevel::kWarn);

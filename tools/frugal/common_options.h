@@ -37,6 +37,9 @@ EngineOptions engine_options(const ModelFlags& flags);
 // drop an adapter.
 std::unique_ptr<Engine> load_engine(const ModelFlags& flags);
 std::unique_ptr<Engine> load_engine(const ModelFlags& flags, const EngineOptions& options);
+// The files and folders the model flags read (model, tokenizer, adapters), for
+// check_output_path: no output may replace them.
+std::vector<std::string> model_input_paths(const ModelFlags& flags);
 
 struct SamplingFlags {
   SamplingParams params;  // llama.cpp's defaults

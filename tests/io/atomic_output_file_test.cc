@@ -1,0 +1,75 @@
+// check_output_path and AtomicOutputFile: a bad output fails before any work, an output never
+// replaces an input, and a file is either whole or not there.
+#include "io/atomic_output_file.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "io/io_test_util.h"
+#include "support/test_support.h"
+
+namespace frugal {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_all(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), {}};
+}
+
+void write_all(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+
+TEST(OutputPath, RefusesWhatCannotTakeAFile) {
+  const std::string dir = test::temp_dir("output_path_refuses");
+  EXPECT_IO_ERROR(check_output_path(dir), "is a folder");
+  EXPECT_IO_ERROR(check_output_path(dir + "/missing/x.bin"), "missing", "does not exist");
+  EXPECT_IO_ERROR(check_output_path("/dev/null"), "not a regular file");
+  // A folder that takes no new file fails now, not when the temporary is created at the end.
+  EXPECT_IO_ERROR(check_output_path("/proc/x.gguf"), "cannot create a file in '/proc'");
+  EXPECT_TRUE(fs::directory_iterator(dir) == fs::directory_iterator());  // the probe left nothing
+}
+
+TEST(OutputPath, NeverReplacesAnInput) {
+  const std::string dir = test::temp_dir("output_path_inputs");
+  fs::create_directories(dir + "/model");
+  write_all(dir + "/model/config.json", "{}");
+  write_all(dir + "/text.txt", "text");
+  const std::vector<std::string> inputs = {dir + "/model", dir + "/text.txt"};
+  EXPECT_IO_ERROR(check_output_path(dir + "/text.txt", inputs), "is the input");
+  EXPECT_IO_ERROR(check_output_path(dir + "/./text.txt", inputs), "is the input");
+  EXPECT_IO_ERROR(check_output_path(dir + "/model/config.json", inputs), "file of the input folder");
+  fs::remove(dir + "/link.txt");
+  fs::create_symlink(dir + "/text.txt", dir + "/link.txt");
+  EXPECT_IO_ERROR(check_output_path(dir + "/link.txt", inputs), "is the input");
+  // New files are fine, in the model folder too (saved logits next to the model).
+  EXPECT_EQ(check_output_path(dir + "/model/logits.bin", inputs), dir + "/model/logits.bin");
+  EXPECT_EQ(check_output_path(dir + "/out.txt", inputs), dir + "/out.txt");
+  EXPECT_EQ(read_all(dir + "/text.txt"), "text");
+}
+
+TEST(AtomicOutputFile, IsWholeOrAbsent) {
+  const std::string dir = test::temp_dir("atomic_output_file");
+  const std::string path = dir + "/out.bin";
+  write_all(path, "old");
+  {
+    AtomicOutputFile f(path);
+    f.write("new contents", 12);
+    EXPECT_EQ(read_all(path), "old");  // nothing visible before commit
+  }  // destroyed without commit: the old file stays, the temporary goes
+  EXPECT_EQ(read_all(path), "old");
+  {
+    AtomicOutputFile f(path);
+    f.write("new contents", 12);
+    f.commit();
+  }
+  EXPECT_EQ(read_all(path), "new contents");
+  int files = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++files;
+  EXPECT_EQ(files, 1);
+}
+
+}  // namespace
+}  // namespace frugal

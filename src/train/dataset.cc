@@ -124,6 +124,32 @@ class Builder {
     e.loss.insert(e.loss.end(), ids.size(), counted || o_.train_on_prompt);
   }
 
+  // Tokenizes `text` in one piece, as generation will see it, and gives the loss to the tokens
+  // of the `counted` character spans. Tokenizing each segment alone gave every response
+  // SentencePiece's dummy-prefix '▁' (a reply learnt to start with a space) and split merges
+  // across the boundaries. Without offsets, a boundary's token is found as TRL does: the text
+  // before it, encoded alone, matched against the whole; a token that straddles a boundary
+  // goes to the span after it.
+  void append_spans(Example& e, const std::string& text, const std::vector<std::pair<size_t, size_t>>& counted,
+                    bool parse_special) {
+    const std::vector<int32_t> ids = tok_.encode(text, false, parse_special);
+    const auto tokens_before = [&](size_t offset) -> size_t {
+      if (offset == 0) return 0;
+      if (offset >= text.size()) return ids.size();
+      const std::vector<int32_t> prefix = tok_.encode(text.substr(0, offset), false, parse_special);
+      size_t n = 0;
+      while (n < prefix.size() && n < ids.size() && prefix[n] == ids[n]) ++n;
+      return n;
+    };
+    const size_t first = e.tokens.size();
+    e.tokens.insert(e.tokens.end(), ids.begin(), ids.end());
+    e.loss.insert(e.loss.end(), ids.size(), o_.train_on_prompt);
+    for (const auto& [begin, end] : counted) {
+      const size_t a = tokens_before(begin), b = tokens_before(end);
+      for (size_t i = a; i < b; ++i) e.loss[first + i] = 1;
+    }
+  }
+
   void add_bos(Example& e, const std::string& text) {
     // Templates that write bos_token have it in their text; otherwise BOS goes first when the
     // vocabulary wants one, as for any prompt.
@@ -173,8 +199,7 @@ class Builder {
     Example e;
     const std::string prompt = (system.empty() ? "" : system + "\n\n") + alpaca_prompt(instruction, input);
     add_bos(e, prompt);
-    append(e, prompt, false, false);
-    append(e, output, true, false);
+    append_spans(e, prompt + output, {{prompt.size(), prompt.size() + output.size()}}, false);
     if (tok_.eos_id() >= 0) {
       e.tokens.push_back(tok_.eos_id());
       e.loss.push_back(1);
@@ -199,8 +224,8 @@ class Builder {
     conversation(m, label);
   }
 
-  // The rendered conversation, tokenized in segments so that exactly the assistant turns
-  // (their text and the template's end-of-turn marks) carry the loss.
+  // The rendered conversation, tokenized whole, with the loss on exactly the assistant turns
+  // (their text and the template's end-of-turn marks).
   void conversation(const std::vector<ChatMessage>& m, const std::string& label) {
     if (!chat_)
       fail("{}: chat records need a chat template, and the model has none: give --chat-template NAME (one of: {})",
@@ -228,13 +253,7 @@ class Builder {
     if (!any_assistant) fail("{}: the conversation has no assistant message to train on", label);
     Example e;
     add_bos(e, full);
-    size_t pos = 0;
-    for (auto [begin, end] : spans) {
-      if (begin > pos) append(e, full.substr(pos, begin - pos), false, true);
-      if (end > begin) append(e, full.substr(begin, end - begin), true, true);
-      pos = std::max(pos, end);
-    }
-    if (pos < full.size()) append(e, full.substr(pos), false, true);
+    append_spans(e, full, spans, true);
     finish(std::move(e), label);
   }
 
@@ -288,8 +307,14 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tokenizer, const 
       format = text[first] == '[' ? DataFormat::kJson : text[first] == '{' ? DataFormat::kJsonl : DataFormat::kText;
     }
   }
-  // A .json file holding one object per line is JSONL in all but name.
-  if (format == DataFormat::kJson && text[first] == '{') format = DataFormat::kJsonl;
+  // A .json file holding one object per line is JSONL in all but name; one object over many
+  // lines is a document that is not a list.
+  if (format == DataFormat::kJson && text[first] == '{') {
+    if (nlohmann::json::accept(text) && text.find('\n', first) < text.find_last_not_of(" \t\r\n"))
+      fail("{}: a JSON data file must hold a list of records, not one object (or give one object per line: JSONL)",
+           path);
+    format = DataFormat::kJsonl;
+  }
   Builder b(path, tokenizer, chat, o);
   if (format == DataFormat::kText) {
     b.text_stream(text);

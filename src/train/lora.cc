@@ -1,5 +1,6 @@
 #include "train/lora.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -157,9 +158,14 @@ LoraSet LoraSet::create(const DecoderModel& base, const LoraOptions& o, uint64_t
     for (int64_t l = 0; l < c.n_layer; ++l) layers.push_back(l);
   for (int64_t l : layers)
     if (l < 0 || l >= c.n_layer) fail("LoRA layer {} does not exist: the model has layers 0 to {}", l, c.n_layer - 1);
+  // A layer named twice ("0-2,1") is one layer, as PEFT's layers_to_transform is a set: two
+  // modules on one matrix would train one of them blind and save one tensor twice.
+  std::sort(layers.begin(), layers.end());
+  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
 
   LoraSet set;
   set.options_ = o;
+  if (!o.layers.empty()) set.options_.layers = layers;  // as saved in layers_to_transform
   set.interleaved_rope_ = c.rope.interleaved;
   set.n_head_ = c.n_head;
   set.n_head_kv_ = c.n_head_kv;
@@ -247,6 +253,22 @@ LoraSet LoraSet::from_peft(const DecoderModel& base, const PeftAdapter& adapter,
     if (!known) set.options_.targets.push_back(target);
     set.modules_.push_back(std::move(mod));
   }
+  // Targets in target_modules' order and modules by (layer, target), as create() makes them,
+  // so that a run resumed from a checkpoint saves the bytes of an uninterrupted one.
+  const auto listed_at = [&](LoraTarget t) {
+    const std::string module = info(t).module, suffix = module.substr(module.find('.') + 1);
+    const auto& names = pc.target_modules;
+    return std::find(names.begin(), names.end(), suffix) - names.begin();
+  };
+  if (!pc.target_modules_regex)
+    std::stable_sort(set.options_.targets.begin(), set.options_.targets.end(),
+                     [&](LoraTarget a, LoraTarget b) { return listed_at(a) < listed_at(b); });
+  const auto position = [&](LoraTarget t) {
+    return std::find(set.options_.targets.begin(), set.options_.targets.end(), t) - set.options_.targets.begin();
+  };
+  std::stable_sort(set.modules_.begin(), set.modules_.end(), [&](const LoraModule& a, const LoraModule& b) {
+    return a.layer != b.layer ? a.layer < b.layer : position(a.target) < position(b.target);
+  });
   set.build_index(c.n_layer);
   return set;
 }

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -64,9 +65,13 @@ void check_options(const TrainOptions& o) {
   if (o.seq_len < 2 || o.seq_len > (1 << 20)) fail("--seq must be between 2 and 1048576 (got {})", o.seq_len);
   if (!(o.lr > 0) || !std::isfinite(o.lr)) fail("--lr must be positive (got {})", o.lr);
   if (!(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1)) fail("--min-lr-ratio must be in [0, 1] (got {})", o.min_lr_ratio);
-  if (!(o.warmup >= 0)) fail("--warmup must be 0 or more (got {})", o.warmup);
+  // Below 1 a fraction of the run, else a step count (an int64 must hold it).
+  if (!(o.warmup >= 0 && o.warmup <= 1e15)) fail("--warmup must be between 0 and 1e15 steps (got {})", o.warmup);
   if (!(o.max_grad_norm >= 0)) fail("--max-grad-norm must be 0 (off) or more (got {})", o.max_grad_norm);
-  if (!(o.adamw.weight_decay >= 0)) fail("--weight-decay must be 0 or more");
+  if (!(o.adamw.weight_decay >= 0) || !std::isfinite(o.adamw.weight_decay))
+    fail("--weight-decay must be 0 or more (got {})", o.adamw.weight_decay);
+  if (!(o.lora.scale() <= std::numeric_limits<float>::max()))  // the modules hold it as a float
+    fail("--lora-alpha {} makes the LoRA scale alpha/r overflow", o.lora.alpha);
   if (!(o.adamw.beta1 >= 0 && o.adamw.beta1 < 1) || !(o.adamw.beta2 >= 0 && o.adamw.beta2 < 1))
     fail("Adam betas must be in [0, 1)");
   if (!(o.adamw.eps > 0)) fail("--adam-eps must be positive");
@@ -181,6 +186,9 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   std::error_code ec;
 
   // ---- everything that can fail on user input, before anything is written ----------------
+  // The log is appended to line by line; a path that takes no file is an error now, not a run
+  // that silently logs nothing.
+  if (!o.log_file.empty()) check_output_path(o.log_file, {o.model, o.data, o.val_data});
   std::string resume_dir;
   if (!o.resume.empty()) {
     resume_dir = o.resume == "latest" ? latest_checkpoint(o.output) : o.resume;
@@ -220,6 +228,13 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   data_options.seq_len = o.seq_len;
   data_options.train_on_prompt = o.train_on_prompt;
   Dataset data = load_dataset(o.data, *tokenizer, chat, data_options);
+  const DataStats& ds = data.stats;
+  log_info("finetune: {}: {} records ({}), {} tokens, {} of them trained on", o.data, ds.records, ds.kinds, ds.tokens,
+           ds.counted);
+  if (ds.truncated > 0)
+    log_warn("{}: {} of {} records are longer than --seq {}: their ends (and end-of-sequence tokens) are cut; raise "
+             "--seq to keep them",
+             o.data, ds.truncated, ds.records, o.seq_len);
   const size_t n_read = data.examples.size();
   if (drop_untrainable(data.examples, o.seq_len) == static_cast<int64_t>(n_read))
     fail("{}: no token to train on fits in --seq {}: every example's trained part (the response) lies beyond "
@@ -330,6 +345,12 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
     }
     all_reduce_gradients(*comm, params);
     const double norm = clip_gradients(params, o.max_grad_norm);
+    // A diverged run stops here, before the optimizer spreads NaN into every weight, instead
+    // of training on and writing an adapter no loader accepts.
+    if (!std::isfinite(norm) || !std::isfinite(loss_sum))
+      fail("step {}: training diverged (loss {}, gradient norm {}): lower --lr (now {:g}) or keep --max-grad-norm on; "
+           "no adapter was written (the log is in {})",
+           step + 1, counted > 0 ? loss_sum / counted : 0.0, norm, o.lr, log_path);
     const double lr = lr_at(schedule, step, total, warmup, o.lr, o.lr * o.min_lr_ratio);
     optimizer.step(lr);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -370,6 +391,12 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   progress.finish(result.train_losses.empty() ? "" : fmt::format("final loss {:.4f}", result.train_losses.back()));
   if (result.interrupted) return result;
   if (start < total || result.evals.empty()) run_eval(total);
+  for (const Parameter& p : params)  // the last step's update can still overflow
+    for (int64_t j = 0; j < p.size; ++j)
+      if (!std::isfinite(p.value[j]))
+        fail("training diverged: {} holds a non-finite value after step {}: lower --lr (now {:g}); no adapter was "
+             "written",
+             p.name, total, o.lr);
   result.steps_done = total;
   write_peft_adapter(o.output, lora.to_peft(base_name), o.save_type);
   result.peak_activation_bytes = net.activation_bytes() + net.scratch_bytes();

@@ -63,6 +63,25 @@ TEST(Dataset, AlpacaCountsTheResponseOnly) {
   EXPECT_NE(off.find("In Europe."), std::string::npos) << off;
 }
 
+TEST(Dataset, ARecordIsTokenizedAsOneText) {
+  // The response is not tokenized alone: that gave it SentencePiece's dummy-prefix '▁' ("▁1"
+  // after "Response:\n", where generation sees "1"), so a tuned model began replies with a space.
+  const std::string path = write_file(
+      "alpaca_list.json", "[{\"instruction\": \"List the steps.\", \"input\": \"\", \"output\": \"1. Assemble\"}]");
+  const Dataset d = load_dataset(path, tokenizer(), std::nullopt, {});
+  ASSERT_EQ(d.examples.size(), 1u);
+  const Example& e = d.examples[0];
+  const std::string prompt = alpaca_prompt("List the steps.", "");
+  std::vector<int32_t> want = tokenizer().encode(prompt + "1. Assemble", true, false);
+  want.push_back(tokenizer().eos_id());
+  EXPECT_EQ(e.tokens, want);
+  const auto [on, off] = split_by_loss(e);
+  EXPECT_EQ(on.rfind("1. Assemble", 0), 0u) << on;
+  EXPECT_EQ(off.find("Assemble"), std::string::npos) << off;
+  const size_t n_prompt = tokenizer().encode(prompt, true, false).size();
+  for (size_t i = 0; i < e.loss.size(); ++i) EXPECT_EQ(e.loss[i], i >= n_prompt) << i;
+}
+
 TEST(Dataset, PlainTextCountsEverythingAndJsonlTextToo) {
   const Dataset t = load_dataset(write_file("a.txt", "The river flows to the sea.\nIt is long.\n"), tokenizer(),
                                  std::nullopt, {});
@@ -110,6 +129,17 @@ TEST(Dataset, BadFilesNameTheLine) {
                                        "\"assistant\", \"content\": \"hello\"}]}\n"),
                             tokenizer(), std::nullopt, {}),
                Error);
+  // One pretty-printed object is a document that is not a list, not broken JSONL at line 1.
+  try {
+    load_dataset(write_file("wrapped.json", "{\n  \"data\": [{\"text\": \"hello\"}]\n}\n"), tokenizer(), std::nullopt, {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("must hold a list of records, not one object"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(load_dataset(write_file("lines.json", "{\"text\": \"a b\"}\n{\"text\": \"c d\"}\n"), tokenizer(),
+                         std::nullopt, {})
+                .examples.size(),
+            2u);
 }
 
 }  // namespace

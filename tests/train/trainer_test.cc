@@ -121,6 +121,12 @@ TEST(Trainer, ResumeAfterInterruptionEqualsUninterruptedRun) {
   losses.insert(losses.end(), b3.train_losses.begin(), b3.train_losses.end());
   EXPECT_EQ(losses, a.train_losses);  // bit-identical
   EXPECT_EQ(adapter_values(parts), adapter_values(full));
+  // The same bytes, not only the same values: modules and target_modules in the same order.
+  for (const char* f : {"/adapter_model.safetensors", "/adapter_config.json"}) {
+    std::ifstream x(parts + f, std::ios::binary), y(full + f, std::ios::binary);
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(x), {}), std::string(std::istreambuf_iterator<char>(y), {}))
+        << f;
+  }
   EXPECT_EQ(b3.evals.back().loss, a.evals.back().loss);
 }
 
@@ -176,6 +182,47 @@ TEST(Trainer, BadLoraOptionsAreClearErrorsAndWriteNothing) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("'query'"), std::string::npos) << e.what();
   }
+}
+
+TEST(Trainer, ALayerNamedTwiceIsOneLayer) {
+  // "0-2,1" used to make two modules on layer 1: one trained blind, and the save failed at the
+  // end of the run ("added twice").
+  const std::string out = fresh_dir("dup_layers");
+  TrainOptions o = small_run(out);
+  o.steps = 1;
+  o.val_split = 0;
+  o.lora.layers = {0, 1, 2, 1};
+  const TrainResult r = run_finetune(o);
+  const PeftAdapter a = read_peft_adapter(out);
+  EXPECT_EQ(a.modules.size(), 3u * 4u);
+  int64_t saved = 0;
+  for (const PeftLoraModule& m : a.modules) saved += static_cast<int64_t>(m.a.size() + m.b.size());
+  EXPECT_EQ(r.parameters, saved);
+  ASSERT_TRUE(a.config.layers_to_transform.has_value());
+  EXPECT_EQ(*a.config.layers_to_transform, (std::vector<int64_t>{0, 1, 2}));
+}
+
+TEST(Trainer, ADivergedRunIsAnErrorAndWritesNoAdapter) {
+  // A loss or gradient gone NaN used to train on and write an adapter that no loader accepts,
+  // with exit code 0.
+  const std::string out = fresh_dir("diverged");
+  TrainOptions o = small_run(out);
+  o.lr = 50;
+  o.max_grad_norm = 0;
+  o.schedule = "constant";
+  o.warmup = 0;
+  o.lora.dropout = 0;
+  try {
+    run_finetune(o);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("diverged"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--lr"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(out + "/adapter_model.safetensors"));
+  TrainOptions a = small_run(fresh_dir("huge_alpha"));
+  a.lora.alpha = 1e40;
+  expect_clean_failure(a, {"--lora-alpha", "overflow"});
 }
 
 TEST(Trainer, AdapterConfigMustMatchItsTensors) {

@@ -133,7 +133,7 @@ std::vector<int64_t> parse_layers(const std::string& spec) {
         if (used != item.size()) throw std::invalid_argument(item);
       } else {
         const int64_t a = std::stoll(item.substr(0, dash)), b = std::stoll(item.substr(dash + 1), &used);
-        if (used != item.size() - dash - 1 || b < a) throw std::invalid_argument(item);
+        if (used != item.size() - dash - 1 || b < a || b - a > 100000) throw std::invalid_argument(item);
         for (int64_t l = a; l <= b; ++l) out.push_back(l);
       }
     } catch (const std::exception&) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "core/check.h"
 
@@ -12,6 +13,11 @@ EngineOptions perplexity_engine_options(const PerplexityOptions& o, EngineOption
     fail("a perplexity window of {} tokens scores nothing; use a context of at least {} tokens", o.n_ctx,
          kMinPerplexityContext);
   if (o.n_batch < 1) fail("batch size must be positive (got {})", o.n_batch);
+  // -b sets how many windows share a forward, and the KV cache holds them all.
+  constexpr int64_t kMaxRowsPerForward = int64_t{1} << 20;
+  if (o.n_batch > kMaxRowsPerForward)
+    fail("-b {}: at most {} rows per forward (each window of a forward needs its own KV cache)", o.n_batch,
+         kMaxRowsPerForward);
   const int64_t n_seq = o.windows_per_forward();
   const int64_t block = std::max<int64_t>(1, e.kv_block_size);
   e.n_ctx = o.n_ctx;
@@ -147,6 +153,13 @@ PerplexityResult evaluate_perplexity(Engine& engine, const PerplexityOptions& op
           if (base) kl_tokens[k] = compare_with_base(row, n_vocab, sm, base->row(o.chunk, o.pos - first), next);
         }
       });
+      // llama.cpp prints "PPL = nan" and saves such rows; a base of them then compared as a
+      // perfect match (every KL term dropped). Broken weights are an error instead.
+      for (int64_t k = 0; k < n_out; ++k)
+        if (!std::isfinite(nlls[k]))
+          fail("window {}, position {}: the model's logits are not finite numbers (NaN or inf): its weights are "
+               "broken or overflow; no perplexity{} is given",
+               outputs[k].chunk + 1, outputs[k].pos, writer ? " and no --save-logits file" : "");
       if (writer) writer->append(encoded.data(), n_out);
       for (int64_t k = 0; k < n_out; ++k) {
         result.nll.add(nlls[k]);

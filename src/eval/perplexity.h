@@ -10,6 +10,7 @@
 // on the thread count or the batch size beyond what the forward itself does.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -31,7 +32,11 @@ struct PerplexityOptions {
   int64_t max_chunks = 0;  // windows to evaluate; <= 0: all (with a base: all the base holds)
   int64_t n_batch = 512;   // rows per forward; >= 2*n_ctx puts n_batch/n_ctx windows in one
 
-  int64_t windows_per_forward() const { return n_batch >= n_ctx ? n_batch / n_ctx : 1; }
+  // No more than --chunks asks for: the KV cache is sized for this many windows.
+  int64_t windows_per_forward() const {
+    const int64_t n = n_batch >= n_ctx ? n_batch / n_ctx : 1;
+    return max_chunks > 0 ? std::min(n, max_chunks) : n;
+  }
 };
 
 // The engine settings an evaluation with these options needs (context n_ctx, KV room for the

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -61,17 +62,25 @@ std::string read_text_file(const std::string& path, size_t max_bytes) {
   } closer{fd};
   struct stat st {};
   if (fstat(fd, &st) != 0) fail("cannot stat '{}': {}", path, std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) fail("'{}' is not a regular file", path);
+  if (S_ISDIR(st.st_mode)) fail("'{}' is a folder, not a file", path);
+  // A pipe or a terminal (-f /dev/stdin, a shell's <(...)) is read to its end, as llama.cpp's
+  // streams read it; its size is known only then.
+  const bool stream = S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode);
+  if (!S_ISREG(st.st_mode) && !stream) fail("'{}' is not a regular file, a pipe or a terminal", path);
   if (static_cast<uint64_t>(st.st_size) > max_bytes)
     fail("'{}' is {} bytes, more than the {} expected of this file", path, st.st_size, max_bytes);
-  std::string text(static_cast<size_t>(st.st_size), '\0');
+  std::string text(stream ? size_t{1} << 16 : static_cast<size_t>(st.st_size), '\0');
   size_t done = 0;
   while (done < text.size()) {
     const ssize_t n = ::read(fd, text.data() + done, text.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) fail("cannot read '{}': {}", path, std::strerror(errno));
-    if (n == 0) break;  // the file shrank while we read it
+    if (n == 0) break;  // the end of a stream, or a file that shrank while we read it
     done += static_cast<size_t>(n);
+    if (stream && done == text.size()) {
+      if (done > max_bytes) fail("'{}' holds more than the {} bytes expected of this file", path, max_bytes);
+      text.resize(std::min(text.size() * 2, max_bytes + 1));
+    }
   }
   text.resize(done);
   return text;

@@ -56,6 +56,9 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int32
     tokenizer->set_add_bos(true);  // run.c's generate() always starts with BOS
   }
   tokenizer->finish_special_tokens();
+  // run.c stops when it samples BOS: these models separate their stories with it, so after
+  // one the model only starts another story until the context is full.
+  if (n_vocab > 2) tokenizer->add_end_of_generation(1);
   return tokenizer;
 }
 

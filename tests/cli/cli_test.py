@@ -7,6 +7,7 @@ usage: cli_test.py FRUGAL SHARED_DIR TEST_NAME
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,15 @@ def test_stories260k_matches_llama2c():
     with open(f"{SHARED}/models/stories260K/reference_llama2c_run_t0_n200.txt", "rb") as f:
         ref = f.read()
     expect(out + b"\n" == ref, f"stdout differs from llama2.c:\n{out!r}\n{ref!r}")
+
+
+def test_stories260k_stops_at_the_end_of_a_story():
+    # run.c stops when it samples BOS, which separates the stories these models were trained
+    # on; without that, generation went on into story after story until the context was full.
+    p = run(["generate"] + STORIES + ["-p", "", "--temp", "0", "-v"])
+    out, err = ok(p).decode(), p.stderr.decode()
+    expect("finished: eos" in err, f"not stopped at the end of the story: {err[-300:]!r}")
+    expect(out.count("Once upon a time") == 1, f"more than one story: {out!r}")
 
 
 def wiki_greedy(model):
@@ -295,6 +305,22 @@ def test_chat_context_overflow_drops_turns():
     expect(b"dropped" in p.stderr, f"no note about dropped turns: {p.stderr!r}")
 
 
+def test_chat_ctrl_c_stops_the_reply_not_the_chat():
+    # wiki-7m never writes ChatML's end of turn, so with no -n a reply runs to the full context;
+    # Ctrl-C (SIGINT) stops it and the next message is answered, as in llama-cli.
+    p = subprocess.Popen([FRUGAL, "chat", "-m", WIKI_HF, "--chat-template", "chatml", "-c", "2048", "-t", "1",
+                          "--temp", "0", "-v"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdin.write(b"Tell me about the history of France\n")
+    p.stdin.flush()
+    p.stdout.read(1)  # the reply has started
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(b"And of Spain?\n", timeout=120)
+    err = err.decode(errors="replace")
+    expect(p.returncode == 0, f"exit status {p.returncode}: {err[-500:]}")
+    expect("reply stopped" in err and "finished: cancelled" in err, f"the first reply was not stopped: {err[-800:]}")
+    expect(err.count("finished:") == 2, f"the second message was not answered: {err[-800:]}")
+
+
 def test_chat_needs_a_template():
     expect_user_error(["chat", "-m", WIKI_HF], ["no chat template", "--chat-template", WIKI_HF])
     expect_user_error(["chat", "-m", WIKI_HF, "--chat-template", "no-such-family"], ["no-such-family"])
@@ -428,6 +454,33 @@ def test_flag_limits_and_output_paths():
     # A step holds a row for every --parallel sequence, beyond the default 512 rows.
     out = ok(run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "-r", "1", "--parallel", "600", "--json"]))
     expect(json.loads(out)["batched_decode_tokens_per_second"] > 0, "bench --parallel 600")
+
+
+def test_prompt_from_a_pipe():
+    # -f /dev/stdin (a pipe here) reads the prompt to its end, as llama-cli's -f does.
+    args = ["generate", "-m", WIKI_HF, "-n", "8", "--temp", "0"]
+    piped = ok(run(args + ["-f", "/dev/stdin"], stdin=b"The history of the city"))
+    expect(piped == ok(run(args + ["-p", "The history of the city"])), f"-f /dev/stdin gave {piped!r}")
+
+
+def test_perplexity_of_broken_weights_is_an_error():
+    # A NaN in the final norm: llama.cpp prints "PPL = nan"; a saved base of NaN rows then
+    # compared as a perfect match. frugal names the problem and writes nothing.
+    with tempfile.TemporaryDirectory() as d:
+        for f in os.listdir(WIKI_HF):
+            if f != "model.safetensors":
+                os.symlink(f"{WIKI_HF}/{f}", f"{d}/{f}")
+        data = bytearray(open(f"{WIKI_HF}/model.safetensors", "rb").read())
+        n = int.from_bytes(data[:8], "little")
+        begin = json.loads(data[8:8 + n])["model.norm.weight"]["data_offsets"][0]
+        data[8 + n + begin:8 + n + begin + 4] = b"\x00\x00\xc0\x7f"  # float NaN
+        open(f"{d}/model.safetensors", "wb").write(data)
+        out = f"{d}/base.bin"
+        p = run(["perplexity", "-m", d, "-f", f"{SHARED}/data/wikitext2/wiki.test.raw", "-c", "128", "--chunks", "2",
+                 "--save-logits", out])
+        err = p.stderr.decode()
+        expect(p.returncode == 1 and "frugal: error: window 1" in err and "not finite" in err, f"{p.returncode}: {err}")
+        expect(not os.path.exists(out), "a base of NaN rows was written")
 
 
 def test_truncated_llama2c_checkpoint_says_so():

@@ -71,6 +71,14 @@ TEST(EngineOptions, RoomForTheWindowsOfOneForward) {
   EXPECT_EQ(perplexity_engine_options(o).kv_capacity, 128);
   o.n_batch = 0;
   EXPECT_NE(error_of([&] { perplexity_engine_options(o); }).find("batch"), std::string::npos);
+  // --chunks caps the windows of a forward, so -b does not size the cache for windows that
+  // never come; an absurd -b is named, not reported as a KV cache out of memory.
+  o.n_batch = 5120;
+  o.max_chunks = 2;
+  EXPECT_EQ(o.windows_per_forward(), 2);
+  EXPECT_EQ(perplexity_engine_options(o).kv_capacity, 2 * 128);
+  o.n_batch = 100000000;
+  EXPECT_NE(error_of([&] { perplexity_engine_options(o); }).find("-b 100000000"), std::string::npos);
 }
 
 // wiki-7m with its tokenizer, and the first part of wiki.test.raw tokenized.

@@ -1,10 +1,14 @@
 // parse_json / read_json_file: untrusted JSON gives frugal::Error naming the file, never an
 // nlohmann exception, and is bounded in depth and size before it costs memory.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <csignal>
+#include <unistd.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 
 #include "io/io_test_util.h"
 #include "io/mapped_file.h"
@@ -49,10 +53,28 @@ TEST(JsonFile, ReadJsonFile) {
   std::ofstream(path) << R"({"hidden_size": 64})";
   EXPECT_EQ(read_json_file(path)["hidden_size"], 64);
   EXPECT_IO_ERROR(read_json_file(dir + "/missing.json"), dir + "/missing.json", "No such file");
-  EXPECT_IO_ERROR(read_json_file(dir), dir, "is not a regular file");
+  EXPECT_IO_ERROR(read_json_file(dir), dir, "is a folder");
   std::ofstream(path) << R"({"hidden_size": 64, "hidden_size": 65})";
   EXPECT_IO_ERROR(read_json_file(path), path, "has the key 'hidden_size' twice");
   EXPECT_IO_ERROR(read_text_file(path, 10), path, "more than the 10 expected");
+}
+
+TEST(TextFile, APipeIsReadToItsEnd) {
+  // -f /dev/stdin and a shell's <(...) are pipes: they used to be refused as not regular files.
+  const std::string fifo = test::temp_dir("io/text_pipe") + "/fifo";
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string big(200000, 'x');  // more than one read and one initial buffer
+  std::thread writer([&] { std::ofstream(fifo) << big << "end"; });
+  EXPECT_EQ(read_text_file(fifo), big + "end");
+  writer.join();
+  // The reader stops early and closes the pipe: the writer's next write is EPIPE, not SIGPIPE.
+  const auto old_handler = std::signal(SIGPIPE, SIG_IGN);
+  std::thread writer2([&] { std::ofstream(fifo) << big; });
+  EXPECT_IO_ERROR(read_text_file(fifo, 100000), fifo, "more than the 100000 bytes");
+  writer2.join();
+  std::signal(SIGPIPE, old_handler);
+  EXPECT_EQ(read_text_file("/dev/null"), "");
 }
 
 }  // namespace

@@ -1,9 +1,13 @@
 // frugal chat: a conversation with a chat model, one user message per line of stdin (a
 // terminal or a pipe). "/exit" or end of input ends it, "/reset" starts over. Replies stream to
 // stdout, each followed by a newline; prompts and notes go to stderr, and with -v each reply's
-// timings (a chat is read, so they are not printed by default).
+// timings (a chat is read, so they are not printed by default). Ctrl-C stops the reply being
+// written and returns to the prompt, as in llama-cli; at the prompt, or pressed twice, it ends
+// the chat.
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -30,6 +34,19 @@ struct ChatFlags {
 ChatFlags& flags() {
   static ChatFlags f;
   return f;
+}
+
+std::atomic<bool> g_replying{false};
+std::atomic<bool> g_stop_reply{false};
+
+// Async-signal-safe: only atomics, sigaction and raise.
+void on_interrupt(int sig) {
+  if (g_replying.load() && !g_stop_reply.exchange(true)) return;  // the reply stops at its next piece
+  struct sigaction action = {};
+  action.sa_handler = SIG_DFL;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(sig, &action, nullptr);
+  ::raise(sig);
 }
 
 CLI::App* setup(CLI::App& app) {
@@ -97,10 +114,15 @@ int run() {
                                           f.model.model, session.chat_template().name()));
   GenerateCallbacks callbacks;
   callbacks.on_text = [](std::string_view text) {
+    if (g_stop_reply.load()) return false;
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fflush(stdout);
     return true;
   };
+  struct sigaction action = {};
+  action.sa_handler = on_interrupt;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
   int status = 0;
   std::string line;
   while (true) {
@@ -115,9 +137,18 @@ int run() {
     }
     if (line.empty()) continue;
     try {
+      g_stop_reply = false;
+      g_replying = true;
+      struct Replying {
+        ~Replying() { g_replying = false; }
+      } replying;
       const ChatTurn turn = session.send(line, o, callbacks);
+      g_replying = false;
       std::fputc('\n', stdout);
       std::fflush(stdout);
+      // What was shown stays in the conversation, as llama-cli keeps it.
+      if (turn.generation.finish_reason == FinishReason::kCancelled)
+        log_line(LogLevel::kInfo, "(reply stopped; Ctrl-C at the prompt or Ctrl-D ends the chat)");
       if (f.model.verbose) {
         print_timings(turn.generation.timings);
         log_debug("finished: {}", finish_reason_name(turn.generation.finish_reason));

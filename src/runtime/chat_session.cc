@@ -11,6 +11,16 @@ ChatSession::ChatSession(Engine& engine, ChatTemplate chat_template, std::string
   if (tok.bos_id() >= 0) bos_ = tok.token_text(tok.bos_id());
   if (tok.eos_id() >= 0) eos_ = tok.token_text(tok.eos_id());
   if (!system_prompt.empty()) messages_.push_back({"system", std::move(system_prompt)});
+  // A system prompt that leaves no room for any message is an error now, not at every message.
+  if (!messages_.empty()) {
+    std::vector<ChatMessage> shortest = messages_;
+    shortest.push_back({"user", ""});
+    const int64_t n = static_cast<int64_t>(encode_all(template_.render(shortest, true, bos_, eos_)).size());
+    if (n >= engine_.n_ctx())
+      fail("the system prompt takes {} tokens with the {} template and the context holds {}: no message fits; "
+           "shorten it or raise the context",
+           n, template_.name(), engine_.n_ctx());
+  }
 }
 
 void ChatSession::reset() {

@@ -940,8 +940,10 @@ class Browser:
                 expect("error" not in reply, f"{method}: {reply.get('error')}")
                 return reply["result"]
 
-    def evaluate(self, expression):
-        r = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True}, self.session)
+    def evaluate(self, expression, await_promise=False, timeout=60):
+        r = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                           "awaitPromise": await_promise}, self.session, timeout)
+        expect("exceptionDetails" not in r, f"the page threw: {r.get('exceptionDetails')}")
         return r["result"].get("value")
 
     def close(self):
@@ -989,6 +991,192 @@ def test_chat_page_in_headless_chromium():
         expect(title.startswith("wiki-7m"), f"model line {title!r}")
         m = s.metrics()
         expect(m['frugal_requests_total{endpoint="chat",outcome="success"}'] == 2, "the page's request was not served")
+
+
+# Drives the chat page the way a user does. Records the body of every chat request the page
+# sends (window.sent) by wrapping fetch; window.failNext makes the next one fail as a network
+# error would. say(text) types a message and presses Enter; until(pred) waits for pred() in
+# the page; settled() waits until no reply is streaming.
+PAGE_DRIVER = """
+window.sent = [];
+window.failNext = false;
+const realFetch = window.fetch;
+window.fetch = (url, options) => {
+  if (url === "/v1/chat/completions") {
+    sent.push(JSON.parse(options.body));
+    if (failNext) { failNext = false; return Promise.reject(new TypeError("Failed to fetch")); }
+  }
+  return realFetch(url, options);
+};
+window.byId = (id) => document.getElementById(id);
+window.until = async (pred, what, ms = 20000) => {
+  const t0 = Date.now();
+  while (!pred()) {
+    if (Date.now() - t0 > ms) throw new Error("timed out waiting for " + what);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+};
+window.say = (text) => {
+  byId("input").value = text;
+  byId("input").dispatchEvent(new KeyboardEvent("keydown", {key: "Enter", bubbles: true, cancelable: true}));
+};
+window.settled = () => until(() => document.body.dataset.state === "idle" && byId("stop").hidden, "idle");
+window.shown = () => [...document.querySelectorAll(".message")].map((m) =>
+  [m.classList.contains("user") ? "user" : "assistant", m.firstChild ? m.firstChild.textContent : ""]);
+"""
+
+
+def open_chat_page(s, browser):
+    browser.call("Page.navigate", {"url": f"http://127.0.0.1:{s.port}/"}, browser.session)
+    deadline = time.time() + 30
+    while browser.evaluate("document.body && document.body.dataset.state") != "idle":
+        expect(time.time() < deadline, "the page did not load")
+        time.sleep(0.05)
+    browser.evaluate(PAGE_DRIVER)
+
+
+def run_in_page(browser, script):
+    """Runs an async function body in the page; returns what it returns (JSON-able)."""
+    return browser.evaluate(f"(async () => {{ {script} }})()", await_promise=True, timeout=50)
+
+
+def test_chat_page_new_chat_during_a_reply():
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    expect(executable, "chromium is not installed (scripts/install-deps.sh installs it)")
+    with Server() as s, tempfile.TemporaryDirectory() as profile:
+        browser = Browser(executable, profile)
+        try:
+            open_chat_page(s, browser)
+            r = run_in_page(browser, """
+              const out = {};
+              const replyText = () => { const m = document.querySelector(".message.assistant");
+                                        return m && m.firstChild ? m.firstChild.textContent : ""; };
+              // Sends a message the server answers until the context is full (an empty max-tokens
+              // field is the server's default) and presses "New chat" once its first text shows.
+              const interrupt = async (text) => {
+                byId("max-tokens").value = "";
+                say(text);
+                await until(() => replyText().length > 0, "the reply to " + text);
+                const state = document.body.dataset.state;
+                byId("new-chat").click();
+                byId("max-tokens").value = "8";
+                return state;
+              };
+              const ask = async (text) => {
+                const n = sent.length;
+                say(text);
+                if (sent.length === n) return false;  // the page ignored it
+                await settled();
+                return true;
+              };
+              byId("temperature").value = "";  // the server's default, not 0
+              // The tester's order: "New chat", a pause, then the next message.
+              out.streaming1 = await interrupt("First question");
+              await new Promise((r) => setTimeout(r, 300));
+              out.cleared = shown();
+              out.sent2 = await ask("Second question");
+              out.sent3 = await ask("Third question");
+              out.second = shown();
+              // The next message at once, while the aborted reply is still unwinding.
+              out.streaming4 = await interrupt("Fourth question");
+              out.sent5 = await ask("Fifth question");
+              out.final = shown();
+              out.error = byId("error").textContent;
+              out.sent = sent;
+              return out;
+            """)
+        finally:
+            browser.close()
+        expect(r["streaming1"] == "streaming" and r["streaming4"] == "streaming",
+               f"the reply had ended before New chat was pressed: {r['streaming1']} {r['streaming4']}")
+        expect(r["cleared"] == [], f"the cleared chat shows {r['cleared']}")
+        expect(r["sent2"] and r["sent3"] and r["sent5"], f"the page ignored a message: {r}")
+        sent = r["sent"]
+        expect(len(sent) == 5, f"{len(sent)} requests sent")
+        expect("temperature" not in sent[0] and "max_tokens" not in sent[0], f"empty fields were sent: {sent[0]}")
+        expect(sent[1]["max_tokens"] == 8, f"max_tokens {sent[1].get('max_tokens')}")
+        messages = [m["messages"] for m in sent]
+        expect(messages[1] == [{"role": "user", "content": "Second question"}],
+               f"the request after New chat carries the old chat's reply: {messages[1]}")
+        second = r["second"]
+        expect([role for role, _ in second] == ["user", "assistant"] * 2 and second[0][1] == "Second question",
+               f"the new chat shows {second}")
+        expect(messages[2] == [{"role": "user", "content": "Second question"},
+                               {"role": "assistant", "content": second[1][1]},
+                               {"role": "user", "content": "Third question"}], f"third request: {messages[2]}")
+        expect(messages[4] == [{"role": "user", "content": "Fifth question"}],
+               f"the request right after New chat carries the old chat's reply: {messages[4]}")
+        final = r["final"]
+        expect([role for role, _ in final] == ["user", "assistant"] and final[0][1] == "Fifth question"
+               and final[1][1] != "", f"the last chat shows {final}")
+        expect(r["error"] == "", f"error shown: {r['error']!r}")
+        expect(s.alive(), "the server died")
+
+
+def test_chat_page_failed_request_leaves_the_history():
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    expect(executable, "chromium is not installed (scripts/install-deps.sh installs it)")
+    with tempfile.NamedTemporaryFile("w", suffix=".key") as key:
+        key.write("s3cret\n")
+        key.flush()
+        with Server("--api-key-file", key.name) as s, tempfile.TemporaryDirectory() as profile:
+            browser = Browser(executable, profile)
+            try:
+                open_chat_page(s, browser)
+                r = run_in_page(browser, """
+                  const state = () => ({input: byId("input").value, error: byId("error").hidden ? "" : byId("error").textContent,
+                                        shown: shown(), requests: sent.length, model: byId("model").textContent});
+                  const out = {};
+                  byId("temperature").value = "0"; byId("max-tokens").value = "8";
+                  out.start = state();
+                  say("No key yet"); await settled(); out.unauthorized = state();
+                  byId("api-key").value = "s3cret";
+                  byId("api-key").dispatchEvent(new Event("change"));
+                  await until(() => byId("model").textContent.startsWith("wiki-7m"), "the model line");
+                  const long = "river ".repeat(3000);
+                  say(long); await settled(); out.tooLong = state(); out.tooLongRestored = byId("input").value === long;
+                  failNext = true;
+                  say("Network down"); await settled(); out.network = state();
+                  byId("max-tokens").value = "2.5";
+                  say("Bad setting"); await settled(); out.badSetting = state();
+                  byId("max-tokens").value = "8";
+                  byId("input").value = "Composing";
+                  byId("input").dispatchEvent(new KeyboardEvent("keydown", {key: "Enter", isComposing: true,
+                                                                             bubbles: true, cancelable: true}));
+                  await new Promise((r) => setTimeout(r, 100)); out.composing = state();
+                  say("Hello there"); await settled(); out.ok = state();
+                  say("And again"); await settled(); out.again = state();
+                  out.sent = sent;
+                  return out;
+                """)
+            finally:
+                browser.close()
+        sent = r["sent"]
+        expect(r["start"]["model"].startswith("model unknown"), f"model line without the key: {r['start']['model']!r}")
+        for step, text in [("unauthorized", "No key yet"), ("tooLong", None), ("network", "Network down"),
+                           ("badSetting", "Bad setting"), ("composing", "Composing")]:
+            got = r[step]
+            if text is not None:
+                expect(got["input"] == text, f"{step}: the input box holds {got['input'][:80]!r}")
+            expect(got["shown"] == [], f"{step}: the page shows {got['shown']}")
+        expect(r["tooLongRestored"], "the too-long message was not put back in the input box")
+        expect("API key" in r["unauthorized"]["error"] or "key" in r["unauthorized"]["error"].lower(),
+               f"401 error shown: {r['unauthorized']['error']!r}")
+        expect("maximum context length" in r["tooLong"]["error"], f"400 error shown: {r['tooLong']['error']!r}")
+        expect("Failed to fetch" in r["network"]["error"], f"network error shown: {r['network']['error']!r}")
+        expect("Max tokens" in r["badSetting"]["error"], f"bad setting error: {r['badSetting']['error']!r}")
+        expect(r["badSetting"]["requests"] == 3 and r["composing"]["requests"] == 3,
+               "a request was sent with a bad setting or during an IME composition")
+        expect(len(sent) == 5, f"{len(sent)} requests sent")
+        expect(sent[3]["messages"] == [{"role": "user", "content": "Hello there"}],
+               f"the failed messages stayed in the history: {sent[3]['messages']}")
+        ok = r["ok"]
+        expect(ok["error"] == "" and ok["input"] == "" and [x[0] for x in ok["shown"]] == ["user", "assistant"],
+               f"after a good request: {ok}")
+        expect(sent[4]["messages"] == [{"role": "user", "content": "Hello there"},
+                                       {"role": "assistant", "content": ok["shown"][1][1]},
+                                       {"role": "user", "content": "And again"}], f"{sent[4]['messages']}")
+        expect(len(r["again"]["shown"]) == 4, f"{r['again']['shown']}")
 
 
 TESTS = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("test_")}

@@ -8,14 +8,17 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const autotest = params.get("autotest") === "1";
 const conversation = [];  // {role, content}
+let chat = 0;             // bumped by "New chat": a send() from an older chat must not touch this one
 let controller = null;    // AbortController of the reply being streamed
 let modelId = null;
+let modelRequest = 0;     // the latest loadModel() call: an older answer must not overwrite it
 
 for (const id of ["system", "temperature", "max-tokens", "api-key"]) {
   const saved = localStorage.getItem("frugal." + id);
   if (saved !== null && !autotest) $(id).value = saved;
   $(id).addEventListener("change", () => localStorage.setItem("frugal." + id, $(id).value));
 }
+$("api-key").addEventListener("change", () => loadModel());
 if (autotest) {
   if (params.has("temperature")) $("temperature").value = params.get("temperature");
   if (params.has("max_tokens")) $("max-tokens").value = params.get("max_tokens");
@@ -49,15 +52,40 @@ function setBusy(busy) {
 }
 
 async function loadModel() {
+  const mine = ++modelRequest;
+  let label;
   try {
     const r = await fetch("/v1/models", {headers: headers()});
     const body = await r.json();
     if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);
-    modelId = body.data[0].id;
-    $("model").textContent = modelId + " · context " + body.data[0].max_model_len;
+    if (mine === modelRequest) modelId = body.data[0].id;
+    label = body.data[0].id + " · context " + body.data[0].max_model_len;
   } catch (e) {
-    $("model").textContent = "model unknown (" + e.message + ")";
+    label = "model unknown (" + e.message + ")";
   }
+  if (mine === modelRequest) $("model").textContent = label;
+}
+
+// The sampling fields of a request from the settings: an empty field is left out (the server's
+// default); anything else that is not a valid value throws, and nothing is sent.
+function settings() {
+  const out = {};
+  const temperature = $("temperature"), maxTokens = $("max-tokens");
+  if (temperature.validity.badInput) throw new Error("Temperature must be a number (or empty for the default)");
+  if (temperature.value.trim() !== "") out.temperature = Number(temperature.value);
+  if (maxTokens.validity.badInput) throw new Error("Max tokens must be a whole number (or empty for the default)");
+  if (maxTokens.value.trim() !== "") {
+    const n = Number(maxTokens.value);
+    if (!Number.isInteger(n) || n < 1) throw new Error("Max tokens must be a positive whole number (or empty for the default)");
+    out.max_tokens = n;
+  }
+  return out;
+}
+
+// Gives a message that was not answered back to the input box, to edit and send again.
+function restoreInput(text) {
+  const typed = $("input").value;
+  $("input").value = typed.trim() ? text + "\n" + typed : text;
 }
 
 // Reads server-sent events from a fetch response; calls onEvent with each parsed data payload.
@@ -81,36 +109,42 @@ async function readEvents(response, onEvent) {
 }
 
 async function send(text) {
+  let sampling;
+  try {
+    sampling = settings();
+  } catch (e) {
+    showError(e.message);
+    restoreInput(text);
+    if (autotest) finishAutotest({reply: "", finish: null, usage: null, chunks: 0, error: e.message});
+    return;
+  }
   showError("");
-  conversation.push({role: "user", content: text});
-  addMessage("user", text);
+  const myChat = chat;
+  const turn = {role: "user", content: text};
+  conversation.push(turn);
+  const question = addMessage("user", text);
   const reply = addMessage("assistant", "");
   reply.classList.add("streaming");
   setBusy(true);
-  controller = new AbortController();
+  const myController = controller = new AbortController();
   const messages = [];
   const system = $("system").value.trim();
   if (system) messages.push({role: "system", content: system});
   messages.push(...conversation);
-  const body = {
-    messages,
-    stream: true,
-    stream_options: {include_usage: true},
-    temperature: Number($("temperature").value),
-    max_tokens: Number($("max-tokens").value),
-  };
+  const body = {messages, stream: true, stream_options: {include_usage: true}, ...sampling};
   if (modelId) body.model = modelId;
   let content = "", finish = null, usage = null, chunks = 0, error = null;
   const started = performance.now();
   try {
     const response = await fetch("/v1/chat/completions", {
-      method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal,
+      method: "POST", headers: headers(), body: JSON.stringify(body), signal: myController.signal,
     });
     if (!response.ok) {
       const err = await response.json().catch(() => null);
       throw new Error(err && err.error ? err.error.message : response.status + " " + response.statusText);
     }
     await readEvents(response, (event) => {
+      if (myChat !== chat) return;  // "New chat" was pressed: this reply is no longer shown
       if (event.error) throw new Error(event.error.message);
       if (event.usage) usage = event.usage;
       for (const choice of event.choices || []) {
@@ -125,22 +159,37 @@ async function send(text) {
     });
   } catch (e) {
     error = e.name === "AbortError" ? "stopped" : e.message;
-    if (e.name !== "AbortError") showError(error);
+  }
+  // "New chat" aborted this reply and cleared the page: record nothing, touch nothing.
+  if (myChat !== chat) return;
+  controller = null;
+  setBusy(false);
+  if (error && !(error === "stopped" && content)) {
+    // Failed, or stopped before any text: the question was not answered, so it leaves the
+    // history (or every later request would repeat it) and goes back to the input box.
+    const i = conversation.indexOf(turn);
+    if (i >= 0) conversation.splice(i, 1);
+    question.remove();
+    reply.remove();
+    restoreInput(text);
+    if (error !== "stopped") showError(error);
+    if (autotest) finishAutotest({reply: content, finish, usage, chunks, error});
+    return;
   }
   reply.classList.remove("streaming");
-  if (content || !error) conversation.push({role: "assistant", content});
+  conversation.push({role: "assistant", content});
   const seconds = (performance.now() - started) / 1000;
   const meta = document.createElement("span");
   meta.className = "meta";
   meta.textContent = (usage ? usage.completion_tokens + " tokens · " : "") + seconds.toFixed(1) + " s" +
                      (finish ? " · " + finish : "") + (error ? " · " + error : "");
   reply.appendChild(meta);
-  controller = null;
-  setBusy(false);
-  if (autotest) {
-    $("autotest-result").textContent = JSON.stringify({reply: content, finish, usage, chunks, error});
-    document.body.dataset.state = "done";
-  }
+  if (autotest) finishAutotest({reply: content, finish, usage, chunks, error});
+}
+
+function finishAutotest(result) {
+  $("autotest-result").textContent = JSON.stringify(result);
+  document.body.dataset.state = "done";
 }
 
 $("composer").addEventListener("submit", (e) => {
@@ -151,17 +200,21 @@ $("composer").addEventListener("submit", (e) => {
   send(text);
 });
 $("input").addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && !e.shiftKey) {
+  // Enter while an input method is composing (e.g. picking a CJK candidate) is not a send.
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
     e.preventDefault();
     $("composer").requestSubmit();
   }
 });
 $("stop").addEventListener("click", () => controller && controller.abort());
 $("new-chat").addEventListener("click", () => {
+  chat += 1;
   if (controller) controller.abort();
+  controller = null;
   conversation.length = 0;
   $("messages").replaceChildren();
   showError("");
+  setBusy(false);
 });
 
 loadModel().then(() => {

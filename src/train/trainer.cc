@@ -223,6 +223,11 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
     chat = ChatTemplate::detect(t);
   }
 
+  // The adapter first: a rank or target the model cannot take fails before the data is read.
+  LoraSet lora = LoraSet::create(*decoder, o.lora, mix(o.seed, 0xada));
+  if (!resume_dir.empty())
+    lora = LoraSet::from_peft(*decoder, read_peft_adapter(resume_dir), resume_dir);
+
   DataOptions data_options;
   data_options.format = o.format;
   data_options.seq_len = o.seq_len;
@@ -253,9 +258,6 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   }
   if (train.empty()) fail("{}: no examples left to train on after holding out {}", o.data, o.val_split);
 
-  LoraSet lora = LoraSet::create(*decoder, o.lora, mix(o.seed, 0xada));
-  if (!resume_dir.empty())
-    lora = LoraSet::from_peft(*decoder, read_peft_adapter(resume_dir), resume_dir);
   PackOptions pack;
   pack.seq_len = o.seq_len;
   pack.pack = o.pack;

@@ -94,7 +94,7 @@ int run() {
 CLI::App* setup(CLI::App& app) {
   Options& o = options();
   CLI::App* sub = app.add_subcommand("quantize", "Quantize a model to GGUF (RTN, GPTQ, AWQ; llama.cpp mixtures)");
-  sub->add_option("-m,--model", o.q.input, "Input model: a Hugging Face folder or a GGUF file")->required();
+  sub->add_option("-m,--model", o.q.input, "Input model: a Hugging Face folder, a GGUF file or a llama2.c checkpoint (with --tokenizer)")->required();
   sub->add_option("-o,--output", o.q.output, "Output GGUF file (written atomically)")->required();
   sub->add_option("--tokenizer", o.q.tokenizer, "A llama2.c checkpoint's tokenizer.bin (written into the GGUF)");
   sub->add_option("--type", o.q.type,
@@ -113,7 +113,7 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--bpw,--target-bpw", o.q.target_bpw, "Choose per-tensor types from measured sensitivity for this many bits per weight");
   sub->add_option("--bpw-types", o.q.bpw_types, "Candidate types for --bpw")->capture_default_str();
   sub->add_option("--damp", o.q.gptq.damp, "GPTQ dampening (fraction of the mean Hessian diagonal)")->capture_default_str();
-  sub->add_flag("--no-act-order", o.no_act_order, "GPTQ: columns in order instead of by decreasing activation");
+  sub->add_flag("--no-act-order", o.no_act_order, "GPTQ: columns in order instead of by decreasing activation (better at 2 bits, see DESIGN.md)");
   sub->add_option("-t,--threads", o.q.threads, "Threads (0: one per physical core)")->capture_default_str();
   sub->add_flag("--json", o.json, "Print the summary as one JSON object");
   sub->add_flag("-v,--verbose", o.verbose, "Debug logging (AWQ ratios, ...)");

@@ -128,6 +128,10 @@ void add_tokenizer_to_gguf(GgufWriter& w, const Tokenizer& tokenizer, const Toke
   }
   if (tokenizer.bos_id() >= 0) w.set_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(tokenizer.bos_id()));
   if (tokenizer.eos_id() >= 0) w.set_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(tokenizer.eos_id()));
+  // llama2.c models end a story with BOS (run.c stops on it): the GGUF says so as its
+  // end-of-turn token, which llama.cpp and frugal both stop at.
+  if (llama2c && tokenizer.bos_id() >= 0 && tokenizer.is_end_of_generation(tokenizer.bos_id()))
+    w.set_u32("tokenizer.ggml.eot_token_id", static_cast<uint32_t>(tokenizer.bos_id()));
   // llama.cpp's default unknown id for "llama" vocabularies is 0: written only when it differs.
   if (unk >= 0 && (bpe != nullptr || unk != 0)) w.set_u32("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(unk));
   w.set_bool("tokenizer.ggml.add_bos_token", tokenizer.add_bos_default());

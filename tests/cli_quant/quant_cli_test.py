@@ -175,6 +175,9 @@ def case_llama2c(r):
     check(ppl[0]["tokens_scored"] == ppl[1]["tokens_scored"] and ppl[0]["chunks"] == ppl[1]["chunks"],
           "the GGUF tokenizes the text differently")
     check(abs(ppl[1]["ppl"] / ppl[0]["ppl"] - 1) < 0.01, "the GGUF's perplexity is not the checkpoint's")
+    # BOS ends a story (run.c stops on it); the GGUF carries that as its end-of-turn token.
+    p = r.run("-m", out, "--temp", "0", "-t", "2", "-v", command="generate")
+    check("finished: eos" in p.stderr, f"the GGUF's generation did not stop at the end of the story: {p.stderr[-300:]}")
     os.remove(out)
 
 

@@ -71,7 +71,7 @@ void prime_sampler(Sampler& sampler, const std::vector<int32_t>& prompt, const G
                    const Tokenizer* tokenizer, int32_t n_vocab) {
   const int32_t last_n = sampler.params().repeat_last_n;
   const size_t window = last_n < 0 ? prompt.size() : std::min<size_t>(prompt.size(), last_n);
-  for (size_t i = prompt.size() - window; i < prompt.size(); ++i) sampler.accept(prompt[i]);
+  for (size_t i = prompt.size() - window; i < prompt.size(); ++i) sampler.accept_prompt(prompt[i]);
   if (o.ignore_eos && tokenizer != nullptr)
     for (const int32_t id : tokenizer->end_of_generation_ids())
       if (id < n_vocab) sampler.ban(id);

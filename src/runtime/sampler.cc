@@ -88,19 +88,25 @@ float Candidates::max_logit() const {
 
 // ---- stages --------------------------------------------------------------------------------
 
-void apply_penalties(float* logits, const std::unordered_map<int32_t, int32_t>& counts, float repeat_penalty,
-                     float frequency_penalty, float presence_penalty) {
-  for (const auto& [id, count] : counts) {
-    if (count <= 0) continue;
-    float& l = logits[id];
-    // llama.cpp: a penalty > 1 must make the token less likely whatever the logit's sign.
-    if (l <= 0.0f) {
-      l *= repeat_penalty;
-    } else {
-      l /= repeat_penalty;
+void apply_penalties(float* logits, const std::unordered_map<int32_t, int32_t>& window, float repeat_penalty,
+                     const std::unordered_map<int32_t, int32_t>& counted, float frequency_penalty,
+                     float presence_penalty) {
+  if (repeat_penalty != 1.0f) {
+    for (const auto& [id, count] : window) {
+      if (count <= 0) continue;
+      float& l = logits[id];
+      // llama.cpp: a penalty > 1 must make the token less likely whatever the logit's sign.
+      if (l <= 0.0f) {
+        l *= repeat_penalty;
+      } else {
+        l /= repeat_penalty;
+      }
     }
-    l -= static_cast<float>(count) * frequency_penalty + static_cast<float>(count > 0) * presence_penalty;
   }
+  if (frequency_penalty == 0.0f && presence_penalty == 0.0f) return;
+  for (const auto& [id, count] : counted)
+    if (count > 0)
+      logits[id] -= static_cast<float>(count) * frequency_penalty + static_cast<float>(count > 0) * presence_penalty;
 }
 
 void apply_top_k(Candidates& c, int32_t k) {
@@ -188,6 +194,11 @@ Sampler::Sampler(const SamplingParams& params, int32_t n_vocab) : params_(params
 }
 
 void Sampler::accept(int32_t token) {
+  if (params_.openai_penalties) ++output_counts_[token];
+  accept_prompt(token);
+}
+
+void Sampler::accept_prompt(int32_t token) {
   if (params_.repeat_last_n == 0) return;
   window_.push_back(token);
   ++counts_[token];
@@ -201,6 +212,7 @@ void Sampler::accept(int32_t token) {
 void Sampler::reset() {
   window_.clear();
   counts_.clear();
+  output_counts_.clear();
   rng_.seed(seed_);
 }
 
@@ -211,13 +223,15 @@ void Sampler::ban(int32_t token) {
 
 int32_t Sampler::sample(const float* logits) {
   const float* l = logits;
-  if (!params_.logit_bias.empty() || !banned_.empty() || (params_.has_penalties() && !counts_.empty())) {
+  if (!params_.logit_bias.empty() || !banned_.empty() ||
+      (params_.has_penalties() && (!counts_.empty() || !output_counts_.empty()))) {
     std::copy_n(logits, n_vocab_, scratch_.data());
     float* m = scratch_.data();
     for (const auto& [id, bias] : params_.logit_bias) m[id] += bias;
     for (const int32_t id : banned_) m[id] = -std::numeric_limits<float>::infinity();
     if (params_.has_penalties())
-      apply_penalties(m, counts_, params_.repeat_penalty, params_.frequency_penalty, params_.presence_penalty);
+      apply_penalties(m, counts_, params_.repeat_penalty, params_.openai_penalties ? output_counts_ : counts_,
+                      params_.frequency_penalty, params_.presence_penalty);
     l = m;
   }
 

@@ -33,6 +33,10 @@ struct SamplingParams {
   int32_t repeat_last_n = 64;      // penalty window in tokens; 0: off, -1: the whole context
   float frequency_penalty = 0.0f;  // OpenAI: logit -= count * frequency_penalty
   float presence_penalty = 0.0f;   // OpenAI: logit -= (count > 0) * presence_penalty
+  // Which tokens frequency_penalty and presence_penalty count: false, llama.cpp's window of
+  // repeat_last_n tokens, prompt included (the CLI); true, OpenAI's and vLLM's generated tokens
+  // only, the whole reply (the server's /v1 endpoints). repeat_penalty always uses the window.
+  bool openai_penalties = false;
   uint32_t seed = kRandomSeed;
   // Added to the logits before anything else; -infinity bans a token.
   std::vector<std::pair<int32_t, float>> logit_bias;
@@ -41,7 +45,9 @@ struct SamplingParams {
   void validate(int32_t n_vocab) const;
   bool greedy() const { return temperature <= 0.0f; }
   bool has_penalties() const {
-    return repeat_last_n != 0 && (repeat_penalty != 1.0f || frequency_penalty != 0.0f || presence_penalty != 0.0f);
+    const bool counted = frequency_penalty != 0.0f || presence_penalty != 0.0f;
+    return (repeat_last_n != 0 && (repeat_penalty != 1.0f || (counted && !openai_penalties))) ||
+           (counted && openai_penalties);
   }
 };
 
@@ -67,9 +73,12 @@ struct Candidates {
 
 // ---- the stages, in chain order ----------------------------------------------------------
 // Penalties for the tokens of `counts` (token -> occurrences in the window), applied to the
-// logits in place: llama.cpp's order, repetition first, then frequency and presence.
-void apply_penalties(float* logits, const std::unordered_map<int32_t, int32_t>& counts, float repeat_penalty,
-                     float frequency_penalty, float presence_penalty);
+// logits in place, llama.cpp's order: the repeat penalty on the tokens of `window`, then the
+// frequency and presence penalties by the counts of `counted` (the window, or OpenAI's
+// generated tokens).
+void apply_penalties(float* logits, const std::unordered_map<int32_t, int32_t>& window, float repeat_penalty,
+                     const std::unordered_map<int32_t, int32_t>& counted, float frequency_penalty,
+                     float presence_penalty);
 // Keeps the k best (k <= 0 or k >= size: all). Leaves them sorted.
 void apply_top_k(Candidates& c, int32_t k);
 // Keeps the smallest set of best tokens whose probability adds up to at least p (p >= 1: all).
@@ -96,8 +105,11 @@ class Sampler {
   // The seed in use (drawn from the system when params.seed is kRandomSeed).
   uint32_t seed() const { return seed_; }
 
-  // Adds a token to the penalty window: the prompt's tokens and each generated one.
+  // Adds a generated token to the penalties' counts.
   void accept(int32_t token);
+  // Adds a prompt token: to the repeat penalty's window, and with llama.cpp's penalties to the
+  // frequency and presence counts too.
+  void accept_prompt(int32_t token);
   // Empties the penalty window and restarts the random sequence from the seed.
   void reset();
   // Bans a token (end-of-generation tokens under ignore_eos) on top of params.logit_bias.
@@ -114,7 +126,8 @@ class Sampler {
   std::vector<float> scratch_;  // [n_vocab] the logits after bias and penalties
   Candidates candidates_;
   std::deque<int32_t> window_;
-  std::unordered_map<int32_t, int32_t> counts_;
+  std::unordered_map<int32_t, int32_t> counts_;         // of the window
+  std::unordered_map<int32_t, int32_t> output_counts_;  // of every generated token (openai_penalties)
   std::vector<int32_t> banned_;
 };
 

@@ -208,6 +208,7 @@ void parse_sampling(const json& body, const RequestLimits& limits, SamplingParam
   p.top_k = 0;
   p.top_p = 1.0f;
   p.min_p = 0.0f;
+  p.openai_penalties = true;  // presence and frequency count the reply's tokens, as OpenAI's do
   if (auto t = get_number(body, "temperature", 0.0, 2.0)) p.temperature = static_cast<float>(*t);
   if (auto t = get_number(body, "top_p", 0.0, 1.0)) p.top_p = static_cast<float>(*t);
   if (auto k = get_int(body, "top_k", -1, std::numeric_limits<int32_t>::max())) p.top_k = *k < 0 ? 0 : static_cast<int32_t>(*k);

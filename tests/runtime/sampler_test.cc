@@ -143,7 +143,7 @@ TEST(SamplerStages, DrawFollowsTheCumulativeDistribution) {
 TEST(SamplerStages, PenaltiesFollowLlamaCppArithmetic) {
   std::vector<float> l = {1.0f, 3.0f, 2.0f, -1.0f, 0.0f};
   const std::unordered_map<int32_t, int32_t> counts = {{2, 1}, {3, 2}, {4, 1}};
-  apply_penalties(l.data(), counts, 2.0f, 0.5f, 0.25f);
+  apply_penalties(l.data(), counts, 2.0f, counts, 0.5f, 0.25f);
   EXPECT_FLOAT_EQ(l[0], 1.0f);                      // not in the window
   EXPECT_FLOAT_EQ(l[1], 3.0f);                      // not in the window
   EXPECT_FLOAT_EQ(l[2], 2.0f / 2 - 0.5f - 0.25f);   // positive: divided
@@ -190,6 +190,29 @@ TEST(Sampler, FrequencyAndPresencePenaltiesCountOccurrences) {
   s.accept(1);
   s.accept(1);  // 2 - 2 - 0.5 = -0.5 < 1.5
   EXPECT_EQ(s.sample(logits.data()), 0);
+}
+
+TEST(Sampler, OpenAiPenaltiesCountTheReplyOnly) {
+  // OpenAI and vLLM: presence and frequency penalties count generated tokens, the whole reply;
+  // the prompt's tokens only reach the repeat penalty's window.
+  SamplingParams p = plain(0.0f);
+  p.presence_penalty = 2.0f;
+  p.repeat_last_n = 1;
+  p.openai_penalties = true;
+  const std::vector<float> logits = {3.0f, 2.0f, 0.0f};
+  Sampler s(p, 3);
+  s.accept_prompt(0);
+  EXPECT_EQ(s.sample(logits.data()), 0);  // a prompt token is not penalised
+  s.accept(0);
+  s.accept(2);                            // beyond repeat_last_n, and still counted
+  EXPECT_EQ(s.sample(logits.data()), 1);  // 3 - 2 < 2
+  p.openai_penalties = false;             // llama.cpp: the window of 1 holds only token 2
+  Sampler w(p, 3);
+  w.accept_prompt(0);
+  EXPECT_EQ(w.sample(logits.data()), 1);
+  w.accept(0);
+  w.accept(2);
+  EXPECT_EQ(w.sample(logits.data()), 0);
 }
 
 TEST(Sampler, LogitBiasAndBans) {

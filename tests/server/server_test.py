@@ -872,6 +872,17 @@ def test_sampling_parameters():
         for key, value in [("top_k", 5), ("top_p", 0.5), ("min_p", 0.2), ("frequency_penalty", 1.0),
                            ("presence_penalty", 1.0), ("repetition_penalty", 1.3)]:
             check_response(s.post("/v1/completions", dict(body, **{key: value})), "completions")
+        # OpenAI's presence and frequency penalties count the reply only, so they cannot change a
+        # reply's first token. The prompt ends in 20 copies of a token greedy decoding does not
+        # pick there: a negative frequency penalty that counted the prompt (-2 x 20) would.
+        for other in (100, 200, 300):
+            repeated = ids + [other] * 20
+            base = s.post("/v1/completions", dict(greedy(1), prompt=repeated, return_token_ids=True))["choices"][0]
+            if base["token_ids"][0] != other:
+                break
+        for key in ("presence_penalty", "frequency_penalty"):
+            r = s.post("/v1/completions", dict(greedy(1), prompt=repeated, return_token_ids=True, **{key: -2.0}))
+            expect(r["choices"][0]["token_ids"] == base["token_ids"], f"{key} counted the prompt: {r}")
 
 
 def test_prefix_cache_reuses_a_long_system_prompt():

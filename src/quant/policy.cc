@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "core/check.h"
+#include "core/log.h"
 #include "quant/formats/quantize_rows.h"
 
 namespace frugal {
@@ -169,16 +170,16 @@ bool rule_matches(const PolicyRule& r, const WorkingTensor& t) {
 std::map<std::string, DType> assign_types(const QuantPolicy& policy, WorkingModel& model) {
   std::map<std::string, DType> out;
   const ModelConfig& c = model.config();
+  std::vector<bool> used(policy.rules.size(), false);
   for (WorkingTensor& t : model.tensors()) {
     if (!is_matrix(t.role)) continue;
     DType type = policy.base;
     bool matched = false;
-    for (const PolicyRule& r : policy.rules) {
-      if (rule_matches(r, t)) {
-        type = r.type;
-        matched = true;
-        break;
-      }
+    for (size_t i = 0; i < policy.rules.size(); ++i) {
+      if (!rule_matches(policy.rules[i], t)) continue;
+      used[i] = true;
+      if (!matched) type = policy.rules[i].type;
+      matched = true;
     }
     if (!matched && !policy.pure) {
       if (!policy.preset.empty()) {
@@ -196,6 +197,11 @@ std::map<std::string, DType> assign_types(const QuantPolicy& policy, WorkingMode
     }
     out[t.name] = fallback_type(type, t.cols);
   }
+  // A typo in a pattern would otherwise quantize as if the rule were not there.
+  for (size_t i = 0; i < used.size(); ++i)
+    if (!used[i])
+      log_warn("--policy: '{}' matches no matrix (patterns match names like blk.0.attn_q or roles like ffn_down)",
+               policy.rules[i].pattern);
   return out;
 }
 

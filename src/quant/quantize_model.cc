@@ -330,6 +330,9 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
       fail("--method {} needs calibration text (--calib FILE)", quant_method_name(o.method));
     fail("{} needs calibration text (--calib FILE)", o.target_bpw > 0 ? "--bpw" : "--save-imatrix");
   }
+  if (!needs_calibration && !o.calib.path.empty())
+    log_warn("--calib {} is not used: RTN{} reads no calibration text", o.calib.path,
+             o.imatrix.empty() ? "" : " with --imatrix");
 
   EngineOptions eopts = calibration_engine_options(o.calib.n_ctx);
   eopts.threads = o.threads;

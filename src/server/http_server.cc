@@ -52,6 +52,7 @@ bool body_without_length(const httplib::Request& req) {
 
 bool needs_key(const std::string& path) {
   return path.rfind("/v1/", 0) == 0 || path == "/metrics" || path == "/completions" || path == "/chat/completions" ||
+         path.rfind("/models", 0) == 0 ||
          path == "/tokenize" || path == "/detokenize";
 }
 
@@ -110,7 +111,13 @@ class HttpServer::Impl {
       if (req.method == "OPTIONS") {  // CORS preflight of browser clients on other origins
         res.status = 204;
         res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-        res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+        // The headers the browser asks for: openai-node adds x-stainless-* (and OpenAI-Project),
+        // and a fixed list failed its preflight. Echoed only when they are plain header names.
+        const std::string asked = req.get_header_value("Access-Control-Request-Headers");
+        const bool plain = asked.size() <= 1024 && asked.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
+                                                                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_, ") ==
+                                                       std::string::npos;
+        res.set_header("Access-Control-Allow-Headers", !asked.empty() && plain ? asked : "Authorization, Content-Type");
         res.set_header("Access-Control-Max-Age", "86400");
         return httplib::Server::HandlerResponse::Handled;
       }
@@ -184,17 +191,21 @@ class HttpServer::Impl {
       }
     });
 
-    get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(models_json(options_.model_id, created_, n_ctx_, n_vocab_), "application/json");
-    });
-    get("/v1/models/(.+)", [this](const httplib::Request& req, httplib::Response& res) {
-      if (req.matches[1] != options_.model_id) {
-        respond_error(res, ApiError(404, fmt::format("The model '{}' does not exist", req.matches[1].str()), "model",
-                                    "invalid_request_error", "model_not_found"));
-        return;
-      }
-      res.set_content(model_json(options_.model_id, created_), "application/json");
-    });
+    // Also without /v1, as the generation routes: a client whose base URL is the bare host
+    // (OpenWebUI) lists {base}/models.
+    for (const char* prefix : {"/v1", ""}) {
+      get(std::string(prefix) + "/models", [this](const httplib::Request&, httplib::Response& res) {
+        res.set_content(models_json(options_.model_id, created_, n_ctx_, n_vocab_), "application/json");
+      });
+      get(std::string(prefix) + "/models/(.+)", [this](const httplib::Request& req, httplib::Response& res) {
+        if (req.matches[1] != options_.model_id) {
+          respond_error(res, ApiError(404, fmt::format("The model '{}' does not exist", req.matches[1].str()),
+                                      "model", "invalid_request_error", "model_not_found"));
+          return;
+        }
+        res.set_content(model_json(options_.model_id, created_), "application/json");
+      });
+    }
     get("/health", [this](const httplib::Request&, httplib::Response& res) {
       if (generation_.shutting_down()) {
         res.status = 503;

@@ -151,6 +151,9 @@ std::string message_content(const json& m, size_t index, const std::string& role
       unsupported("messages", fmt::format("'{}[{}]' is of type '{}'; only text parts are supported", where, i, type));
     const json* t = field(part, "text");
     if (t == nullptr || !t->is_string()) bad("messages", fmt::format("'{}[{}].text' must be a string", where, i));
+    // Parts are paragraphs (context, then the question): joined with a newline, as vLLM and
+    // llama.cpp join them, not glued into one word.
+    if (i > 0) text += '\n';
     text += t->get<std::string>();
   }
   return text;
@@ -268,6 +271,27 @@ void reject_unsupported(const json& body, Endpoint endpoint) {
   }
   if (endpoint == Endpoint::kCompletions) {
     if (!get_string(body, "suffix").empty()) unsupported("suffix", "'suffix' (insertion) is not supported");
+  }
+  // vLLM's and llama.cpp's extensions that change what may be generated: ignoring them would
+  // return unconstrained text as if it obeyed, so they are refused by name.
+  for (const char* key : {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
+                          "grammar", "json_schema"}) {
+    const json* v = field(body, key);
+    if (v != nullptr && !v->is_null())
+      unsupported(key, fmt::format("'{}': constrained decoding (grammars, JSON schemas, choices) is not supported", key));
+  }
+  if (const json* v = field(body, "stop_token_ids"); v != nullptr && !v->is_null() && !(v->is_array() && v->empty()))
+    unsupported("stop_token_ids", "'stop_token_ids' is not supported; give 'stop' strings");
+  if (get_bool(body, "include_stop_str_in_output", false))
+    unsupported("include_stop_str_in_output", "'include_stop_str_in_output' is not supported: the text ends before "
+                                              "the stop string");
+  if (const auto m = get_int(body, "min_tokens", 0, std::numeric_limits<int32_t>::max()); m && *m > 0)
+    unsupported("min_tokens", "'min_tokens' is not supported");
+  if (endpoint == Endpoint::kChat) {
+    if (get_bool(body, "continue_final_message", false))
+      unsupported("continue_final_message", "'continue_final_message' is not supported: a reply is a new turn");
+    if (!get_bool(body, "add_generation_prompt", true))
+      unsupported("add_generation_prompt", "'add_generation_prompt': false is not supported: a reply is a new turn");
   }
 }
 

@@ -6,7 +6,10 @@
 // Defaults are OpenAI's: temperature 1, top_p 1, no top-k or min-p, no penalties. The
 // llama.cpp and vLLM extensions that users of those servers send are accepted: top_k, min_p,
 // repeat_penalty / repetition_penalty, repeat_last_n, ignore_eos, return_token_ids. Unknown
-// fields are ignored, as OpenAI-compatible servers do.
+// fields are ignored, as OpenAI-compatible servers do, except the known ones frugal cannot
+// honour and that change what may be generated (tools, response_format json, vLLM's guided_*,
+// llama.cpp's grammar and json_schema, stop_token_ids, min_tokens...): those are refused by
+// name rather than answered with text that only seems to obey them.
 #pragma once
 
 #include <cstdint>

@@ -199,6 +199,8 @@ def case_policy(r):
     check(b"frugal.quant.types" in out_bytes, "frugal's own types are not marked in the metadata")
     # Names match without case, as in llama-quantize; one K type everywhere is labelled as
     # llama.cpp's "mostly" _S file type (14: MOSTLY_Q4_K_S), not the Q4_K_M mixture (15).
+    p = r.run("-m", r.path(F32), "-o", out, "--type", "q4_0", "--policy", "blk.0.atn_q=q8_0", "-t", "2")
+    check("'blk.0.atn_q' matches no matrix" in p.stderr, f"no warning for a pattern that matches nothing: {p.stderr}")
     j3 = r.quantize_json("-m", r.path(F32), "-o", out, "--type", "Q4_K")
     check(j3["file_type"] == 14, f"file_type {j3['file_type']} for one Q4_K everywhere")
     check(r.quantize_json("-m", r.path(F32), "-o", out, "--type", "Q4_K_M")["file_type"] == 15, "Q4_K_M")

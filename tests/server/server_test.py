@@ -402,6 +402,19 @@ def test_endpoints_and_openai_shapes():
         check_error(data)
         status, headers, _ = s.request("OPTIONS", "/v1/chat/completions")
         expect(status == 204 and headers.get("access-control-allow-origin") == "*", "CORS preflight")
+        # openai-node in a browser asks for its x-stainless-* headers; a fixed list failed it.
+        asked = "authorization,content-type,x-stainless-os,x-stainless-lang,openai-project"
+        status, headers, _ = s.request("OPTIONS", "/v1/chat/completions", None,
+                                       {"Origin": "http://x", "Access-Control-Request-Method": "POST",
+                                        "Access-Control-Request-Headers": asked})
+        expect(status == 204 and headers.get("access-control-allow-headers") == asked, f"CORS headers: {headers}")
+        # A base URL without /v1 (OpenWebUI) lists {base}/models.
+        status, _, data = s.request("GET", "/models")
+        expect(status == 200 and json.loads(data)["object"] == "list", f"/models: {status} {data[:200]!r}")
+        # Text parts are paragraphs: joined with a newline, not glued into one word.
+        usage = [s.post("/v1/chat/completions", dict(greedy(1), messages=[{"role": "user", "content": c}]))["usage"]
+                 for c in ([{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}], "Hi\nthere")]
+        expect(usage[0]["prompt_tokens"] == usage[1]["prompt_tokens"], f"text parts: {usage}")
 
 
 def test_greedy_matches_frugal_generate():
@@ -623,6 +636,16 @@ def test_bad_requests_get_4xx_and_the_server_stays_healthy():
             (comp, {"prompt": "hi", "stream_options": {"include_usage": True}}, 400, "stream_options"),
             (chat, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "messages"),
             (chat, {"messages": user, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
+            # vLLM's and llama.cpp's constraints: refused by name, never silently ignored.
+            (chat, {"messages": user, "guided_choice": ["yes", "no"]}, 400, "guided_choice"),
+            (chat, {"messages": user, "guided_json": {"type": "object"}}, 400, "guided_json"),
+            (comp, {"prompt": "hi", "grammar": "root ::= \"yes\""}, 400, "grammar"),
+            (comp, {"prompt": "hi", "json_schema": {"type": "object"}}, 400, "json_schema"),
+            (comp, {"prompt": "hi", "stop_token_ids": [2]}, 400, "stop_token_ids"),
+            (comp, {"prompt": "hi", "min_tokens": 4}, 400, "min_tokens"),
+            (comp, {"prompt": "hi", "include_stop_str_in_output": True}, 400, "include_stop_str_in_output"),
+            (chat, {"messages": user, "continue_final_message": True}, 400, "continue_final_message"),
+            (chat, {"messages": user, "add_generation_prompt": False}, 400, "add_generation_prompt"),
             (comp, b"x" * 70000, 413, None),
         ]
         for path, body, status, param in cases:

@@ -79,7 +79,8 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--chat-template", f.chat_template,
                   "Chat template family (chatml, llama3, ...) instead of the model's, or a Jinja template text, whose "
                   "family is detected and rendered (frugal does not run Jinja)");
-  sub->add_option("--alias", f.alias, "Model name clients use in \"model\" (default: the model's file or folder name)");
+  sub->add_option("--alias", f.alias, "Model name clients use in \"model\" (default: the model's file or folder name without .gguf, .bin or "
+                  ".safetensors)");
   sub->add_option("--timeout", f.timeout, "Seconds to read a request or write a response before giving up")
       ->capture_default_str();
   sub->add_option("--keep-alive", f.keep_alive, "Seconds an idle keep-alive connection stays open")

@@ -15,13 +15,15 @@ deps:
 $(BUILD)/build.ninja:
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DFRUGAL_SHARED_DIR=$(SHARED)
 
+# SHARED is cached by cmake at the first configure; a different one configures again.
 build: $(BUILD)/build.ninja
+	@grep -qx 'FRUGAL_SHARED_DIR:PATH=$(SHARED)' $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) -DFRUGAL_SHARED_DIR=$(SHARED)
 	cmake --build $(BUILD) -j $(JOBS)
 
 # The main job: stream a greedy continuation of a prompt from the default model.
 run: deps
 	@$(MAKE) --no-print-directory build
-	$(BUILD)/frugal generate -m $(MODEL) -p "$(PROMPT)" -n 64
+	$(BUILD)/frugal generate -m $(MODEL) -p "$(PROMPT)" -n 64 --temp 0
 
 test: deps
 	@$(MAKE) --no-print-directory build
@@ -29,7 +31,7 @@ test: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory build
-	bench/run_bench.sh $(BUILD)
+	FRUGAL_SHARED=$(SHARED) bench/run_bench.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

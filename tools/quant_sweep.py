@@ -157,7 +157,8 @@ def svg_plot(rows, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frugal", default="build/frugal")
-    ap.add_argument("--shared", default=os.environ.get("FRUGAL_SHARED", "/work/shared"))
+    ap.add_argument("--shared", default=os.environ.get(
+        "FRUGAL_SHARED", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")))
     ap.add_argument("-m", "--model", default=None, help="full-precision model (default: wiki-7m's Hugging Face folder)")
     ap.add_argument("--base-model", default=None, help="model whose logits are the reference (default: --model)")
     ap.add_argument("--text", default=None, help="evaluation text (default: wikitext-2 test)")

@@ -6,6 +6,8 @@
 #include <random>
 
 #include "core/check.h"
+#include "core/log.h"
+#include "tokenizer/utf8.h"
 #include "io/mapped_file.h"
 
 namespace frugal {
@@ -317,6 +319,9 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tokenizer, const 
   }
   Builder b(path, tokenizer, chat, o);
   if (format == DataFormat::kText) {
+    // JSON refuses invalid UTF-8; plain text is trained on as the tokenizer reads it (bytes
+    // become byte tokens), which is rarely what was meant.
+    if (!is_valid_utf8(text)) log_warn("{}: the text is not valid UTF-8 (a different encoding?)", path);
     b.text_stream(text);
   } else if (format == DataFormat::kJsonl) {
     int64_t line_no = 0;

@@ -114,6 +114,9 @@ def case_kl_self(r):
     check(kl["same_top"] == 1.0, f"same top {kl['same_top']}")
     check(abs(kl["ppl_ratio"] - 1) < 1e-5, f"PPL ratio {kl['ppl_ratio']}")
     check(kl["rms_dp"] < 1e-4, f"RMS dp {kl['rms_dp']}")
+    # Without -f, the text the base was made from (llama-perplexity's KL mode needs none).
+    j2 = r.run_json("-m", r.path("models/wiki-7m"), "--kl-base", r.base_file(), "--chunks", "20", "-t", "2")
+    check(j2["kl"] == kl and j2["text"] == r.path(WIKI), f"--kl-base without -f: {j2['text']}")
 
 
 def case_kl_mismatch(r):
@@ -147,6 +150,8 @@ def case_bad_input(r):
     check(missing in e, "missing-file message names it")
     e = r.error_of("-m", model, "-f", r.path(WIKI), "-c", "2")
     check("at least 3" in e, "tiny context message")
+    e = r.error_of("-m", model)
+    check("-f/--file is required" in e, "no text and no base")
 
 
 def case_plain_output(r):

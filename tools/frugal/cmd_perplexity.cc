@@ -166,6 +166,7 @@ int run() {
         "--save-logits and --kl-base go to different runs: save the base model's log-probabilities first, then "
         "compare another model with them");
   if (o.chunks < 0) fail("--chunks must be 0 (every window) or more (got {})", o.chunks);
+  if (o.text.empty() && o.kl_base.empty()) fail("-f/--file is required: the text to evaluate (e.g. -f wiki.test.raw)");
   // The log-probabilities are written after the whole evaluation: a bad path fails now.
   if (!o.save_logits.empty()) {
     std::vector<std::string> inputs = model_input_paths(o.model);
@@ -178,15 +179,22 @@ int run() {
   popts.max_chunks = o.chunks;
   popts.n_batch = o.n_batch;
   if (!o.kl_base.empty()) base = LogProbFile::open(o.kl_base);
+  // With a base and no -f, the text the base was made from, as llama-perplexity's KL mode.
+  std::string text_path = o.text;
+  if (text_path.empty()) {
+    text_path = base->info().text;
+    if (!std::filesystem::exists(text_path))
+      fail("{} was made from '{}', which is not there from here: give the text with -f", o.kl_base, text_path);
+  }
   // -c: llama.cpp's 512 unless given; with a base and no -c: the base's windows.
   const EngineOptions eopts = engine_options(o.model);
   popts.n_ctx = base && o.ctx_option->count() == 0 ? base->info().plan.n_ctx : o.model.ctx_size;
   if (popts.n_ctx == 0) fail("perplexity needs the window size in tokens: -c N (llama.cpp's default: 512)");
 
-  const std::string text = read_text_arg(o.text, "text (-f)");
+  const std::string text = read_text_arg(text_path, "text (-f)");
   set_log_level(o.model.verbose ? LogLevel::kDebug : LogLevel::kWarn);
   auto engine = load_engine(o.model, perplexity_engine_options(popts, eopts));
-  if (!engine->has_tokenizer()) fail("{}: no tokenizer to turn {} into tokens", o.model.model, o.text);
+  if (!engine->has_tokenizer()) fail("{}: no tokenizer to turn {} into tokens", o.model.model, text_path);
 
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<int32_t> tokens = tokenize_for_perplexity(engine->tokenizer(), text);
@@ -195,19 +203,19 @@ int run() {
   PerplexityInput input;
   input.tokens = tokens;
   input.bos = perplexity_bos(engine->tokenizer());
-  input.text_name = o.text;
+  input.text_name = text_path;
   input.model_name = file_name(o.model.model);
   input.save_path = o.save_logits;
   input.base = base.get();
   // The plan (and the base's fit) are checked again inside; here for the banner and the progress.
   const WindowPlan plan =
       plan_windows(static_cast<int64_t>(tokens.size()), popts.n_ctx,
-                   base && popts.max_chunks <= 0 ? base->info().plan.n_chunks : popts.max_chunks, o.text);
-  if (base) check_base_matches(*base, engine->config().n_vocab, plan, tokens, input.bos, o.text);
+                   base && popts.max_chunks <= 0 ? base->info().plan.n_chunks : popts.max_chunks, text_path);
+  if (base) check_base_matches(*base, engine->config().n_vocab, plan, tokens, input.bos, text_path);
   std::fprintf(stderr,
                "perplexity: %s: %zu tokens (tokenized in %.2f s), %lld windows of %lld tokens, %lld tokens scored, "
                "%lld rows per forward, %d threads\n",
-               o.text.c_str(), tokens.size(), tokenize_seconds, static_cast<long long>(plan.n_chunks),
+               text_path.c_str(), tokens.size(), tokenize_seconds, static_cast<long long>(plan.n_chunks),
                static_cast<long long>(plan.n_ctx), static_cast<long long>(plan.tokens_scored()),
                static_cast<long long>(engine->max_batch_rows()), engine->pool().size());
 
@@ -223,7 +231,7 @@ int run() {
 
   if (o.json) {
     nlohmann::json j = {{"model", o.model.model},
-                        {"text", o.text},
+                        {"text", text_path},
                         {"ctx", r.plan.n_ctx},
                         {"batch", engine->max_batch_rows()},
                         {"threads", engine->pool().size()},
@@ -266,7 +274,9 @@ CLI::App* setup(CLI::App& app) {
   add_model_flags(*sub, o.model);
   o.ctx_option = sub->get_option("-c");
   o.ctx_option->description("Tokens per window (llama.cpp's 512 unless given; with --kl-base: the base's)");
-  sub->add_option("-f,--file", o.text, "Text file to evaluate (e.g. wiki.test.raw)")->required();
+  sub->add_option("-f,--file", o.text,
+                  "Text file to evaluate (e.g. wiki.test.raw); with --kl-base, by default the text the base was made "
+                  "from");
   sub->add_option("--chunks", o.chunks, "Evaluate only the first K windows (0, the default: all)");
   sub->add_option("-b,--batch-size", o.n_batch,
                   "Rows per forward (default 512); at least twice the window evaluates several windows at once");

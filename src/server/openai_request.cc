@@ -227,9 +227,16 @@ void parse_sampling(const json& body, const RequestLimits& limits, SamplingParam
     }
   if (auto n = get_int(body, "repeat_last_n", -1, std::numeric_limits<int32_t>::max()))
     p.repeat_last_n = static_cast<int32_t>(*n);
-  // -1 asks for a random seed, as llama.cpp's server takes it.
-  if (auto s = get_int(body, "seed", -1, SamplingParams::kRandomSeed - 1))
-    p.seed = *s < 0 ? SamplingParams::kRandomSeed : static_cast<uint32_t>(*s);
+  // -1 asks for a random seed, as llama.cpp's server takes it. OpenAI takes any 64-bit
+  // integer: seeds beyond 32 bits are folded into the sampler's 32 (seeds below 2^32 - 1 are
+  // used as they are, so they match the CLI's -s).
+  if (auto s = get_int(body, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max())) {
+    const auto u = static_cast<uint64_t>(*s);
+    uint32_t seed = u < SamplingParams::kRandomSeed ? static_cast<uint32_t>(u)
+                                                    : static_cast<uint32_t>(u ^ (u >> 32)) ^ 0x9E3779B9u;
+    if (seed == SamplingParams::kRandomSeed) seed = 0;
+    p.seed = *s == -1 ? SamplingParams::kRandomSeed : seed;
+  }
   if (const json* bias = field(body, "logit_bias")) {
     if (!bias->is_object()) bad("logit_bias", fmt::format("'logit_bias' must be an object, not {}", kind(*bias)));
     if (bias->size() > static_cast<size_t>(limits.max_logit_bias))

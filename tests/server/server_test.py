@@ -858,6 +858,9 @@ def test_sampling_parameters():
         body = {"prompt": PROMPTS[1], "max_tokens": 20, "temperature": 1.0, "seed": 7, "ignore_eos": True}
         a = s.post("/v1/completions", body)["choices"][0]["text"]
         expect(s.post("/v1/completions", body)["choices"][0]["text"] == a, "same seed, different text")
+        # OpenAI takes any 64-bit seed; a large one is as reproducible as a small one.
+        big = [s.post("/v1/completions", dict(body, seed=seed))["choices"][0]["text"] for seed in (2 ** 40, 2 ** 40)]
+        expect(big[0] == big[1] and big[0] != a, f"a 64-bit seed: {big}")
         texts = {s.post("/v1/completions", dict(body, seed=k))["choices"][0]["text"] for k in range(8, 12)}
         expect(len(texts) > 1, "different seeds, same text")
         three = s.post("/v1/completions", dict(body, n=3))["choices"]

@@ -158,8 +158,11 @@ void attention_rows(OpContext& ctx, KvCache& cache, int64_t layer, const Batch& 
       for (int64_t r = row0; r < item.row1; ++r)
         limits[r - row0] = static_cast<int32_t>(std::min<int64_t>(batch.positions[r], (p + 1) * part_len - 1) - p * part_len);
     };
-    if (item.row1 - item.row0 == 1) {
-      // One row: its group of query heads, over one partition (or the whole context).
+    // One row over one partition: a split decode row's partition, or a row whose context fits
+    // in the first. A prompt run's lone last row past a boundary (a run of 16k + 1 rows) is not
+    // one of them: it goes through every partition below, as the other rows of its run do.
+    if (item.row1 - item.row0 == 1 && (item.part >= 0 || last < part_len)) {
+      // Its group of query heads, as one group of queries.
       const int64_t p = std::max<int64_t>(item.part, 0);
       select(p, item.row0);
       std::fill_n(limits + 1, group - 1, limits[0]);

@@ -483,6 +483,17 @@ def test_perplexity_of_broken_weights_is_an_error():
         expect(not os.path.exists(out), "a base of NaN rows was written")
 
 
+def test_perplexity_does_not_depend_on_the_batch_size_past_a_partition():
+    # -b 17 over windows of 512 leaves a prompt chunk of one row past position 256 (a run of 16k
+    # + 1 rows): that row attended to positions 0-255 only (PPL +4.7%).
+    ppl = []
+    for b in ("512", "17", "33"):
+        out = ok(run(["perplexity", "-m", WIKI_HF, "-f", f"{SHARED}/data/wikitext2/wiki.test.raw", "-c", "512",
+                      "-b", b, "--chunks", "2", "--json", "-t", "2"]))
+        ppl.append(json.loads(out)["ppl"])
+    expect(ppl[1] == ppl[0] and ppl[2] == ppl[0], f"perplexity by -b 512, 17, 33: {ppl}")
+
+
 def test_truncated_llama2c_checkpoint_says_so():
     with tempfile.TemporaryDirectory() as d:
         with open(STORIES[1], "rb") as f:

@@ -125,6 +125,15 @@ TEST_P(AttentionRowsTest, DecodeRowsGiveThePromptsBitsAcrossPartitions) {
         ASSERT_EQ(mixed[2 * kDim + d], all[pos * kDim + d]) << dtype_name(kv_type) << " position " << pos << " batched, element " << d;
       }
     }
+    // Prompt runs whose last 16-row chunk is one row past a partition boundary (273 = 17 x 16
+    // + 1, 529 = 33 x 16 + 1): that row used to take the one-row path of a split decode row and
+    // attend to the first partition only.
+    for (int32_t n : {273, 529}) {
+      const std::vector<float> run = c.run(std::vector<std::pair<int32_t, int32_t>>(prompt.begin(), prompt.begin() + n));
+      for (int64_t i = 0; i < n * kDim; ++i)
+        ASSERT_EQ(run[i], all[i]) << dtype_name(kv_type) << " run of " << n << ", position " << i / kDim << ", element "
+                                  << i % kDim;
+    }
     if (kv_type != DType::kF32) continue;
     // The merged partitions equal one softmax over the whole context.
     for (int32_t pos : {255, 256, 600, 699}) {

@@ -46,7 +46,7 @@ TEST(OpenAiRequest, ChatWithEverything) {
     "repetition_penalty": 1.1, "seed": 42, "stop": ["x", "y"], "logprobs": true, "top_logprobs": 4,
     "logit_bias": {"15": -100, "7": 2.5}, "ignore_eos": true, "user": "u", "unknown_field": {"x": 1}})");
   EXPECT_EQ(r.messages[0].role, "system");
-  EXPECT_EQ(r.messages[0].content, "ab");
+  EXPECT_EQ(r.messages[0].content, "a\nb");  // text parts are paragraphs, as vLLM joins them
   EXPECT_EQ(r.messages[2].content, "");
   EXPECT_TRUE(r.stream);
   EXPECT_TRUE(r.include_usage);
@@ -77,6 +77,14 @@ TEST(OpenAiRequest, CompletionPromptForms) {
   EXPECT_TRUE(many.prompts[1].is_tokens);
   EXPECT_EQ(many.stop, std::vector<std::string>{"z"});
   EXPECT_EQ(completion(R"({"prompt":"a","seed":-1})").sampling.seed, SamplingParams::kRandomSeed);
+  // OpenAI takes any 64-bit seed: folded into 32 bits, never onto "draw one", small ones kept.
+  EXPECT_EQ(completion(R"({"prompt":"a","seed":4294967294})").sampling.seed, 4294967294u);
+  for (const char* big : {R"({"prompt":"a","seed":99999999999})", R"({"prompt":"a","seed":-2})",
+                          R"({"prompt":"a","seed":4294967295})"}) {
+    const uint32_t seed = completion(big).sampling.seed;
+    EXPECT_NE(seed, SamplingParams::kRandomSeed) << big;
+    EXPECT_EQ(completion(big).sampling.seed, seed) << big;
+  }
 }
 
 // Each bad body: status 400 (404 is the server's, for the model) and the field named.
@@ -118,7 +126,7 @@ TEST(OpenAiRequest, BadBodiesNameTheField) {
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"top_p":1.5})", "top_p"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"presence_penalty":3})", "presence_penalty"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"seed":"x"})", "seed"},
-      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"seed":99999999999})", "seed"},
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"seed":1.5})", "seed"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"stop":[1]})", "stop"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"stop":["a","b","c","d","e","f","g","h","i",
                                                                             "j","k","l","m","n","o","p","q"]})",

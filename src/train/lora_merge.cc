@@ -158,8 +158,12 @@ MergeSummary merge_lora(const MergeOptions& o) {
       if (!entry.is_regular_file(ec) || ends_with(name, ".safetensors") || name == "model.safetensors.index.json")
         continue;
       if (ends_with(name, ".json") || ends_with(name, ".model") || ends_with(name, ".txt")) {
-        fs::copy_file(entry.path(), fs::path(o.output) / name, fs::copy_options::overwrite_existing, ec);
+        const fs::path to = fs::path(o.output) / name;
+        fs::copy_file(entry.path(), to, fs::copy_options::overwrite_existing, ec);
         if (ec) fail("{}: cannot copy {}: {}", o.output, name, ec.message());
+        // The merged model is the user's to edit: not the read-only modes of a shared base.
+        fs::permissions(to, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read,
+                        ec);
       }
     }
   }

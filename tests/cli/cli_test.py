@@ -374,6 +374,8 @@ def test_lora_generate_and_merge():
     with tempfile.TemporaryDirectory() as d:
         ok(run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/merged"]))
         expect(greedy(["-m", f"{d}/merged"]) == adapted, "merged model differs from the unmerged adapter")
+        # The copied config is the user's to edit, not read-only like the shared base's.
+        expect(os.stat(f"{d}/merged/config.json").st_mode & 0o200, "the merged config.json is read-only")
         ok(run_merge(["-m", WIKI_GGUF, "--lora", ADAPTER, "-o", f"{d}/merged.gguf"]))
         expect(greedy(["-m", f"{d}/merged.gguf"]) == adapted, "merged GGUF differs from the unmerged adapter")
         p = run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/m2", "--type", "nope"])

@@ -214,11 +214,12 @@ int run() {
   log_line(LogLevel::kInfo,
            fmt::format("frugal serve: listening on http://{}:{} serving '{}' ({}); context {}, {} parallel, queue {}, "
                        "KV {} blocks x {} positions ({}, {:.1f} MiB), prefix cache {}, batch {} rows, chat template "
-                       "{}, {} threads, API key {}; loaded in {:.1f} s",
+                       "{}, {} threads{}, API key {}; loaded in {:.1f} s",
                        f.host, port, opts.model_id, f.model.model, engine->n_ctx(), f.parallel, f.queue, kv.n_blocks(),
                        kv.block_size(), dtype_name(kv.dtype()), static_cast<double>(kv.bytes()) / (1 << 20),
                        so.prefix_cache ? "on" : "off", f.batch_size, template_note, engine->pool().size(),
-                       f.api_key.empty() ? "off" : "on", load_s));
+                       f.model.w8a8 ? ", W8A8 (int8 activations per token)" : "", f.api_key.empty() ? "off" : "on",
+                       load_s));
   std::fflush(stderr);
 
   while (!wait_for_signal(signals, std::chrono::milliseconds(1000))) {

@@ -150,11 +150,20 @@ std::unique_ptr<LogProbFile> LogProbFile::open(const std::string& path) {
   std::memcpy(&h, data, sizeof(h));
   if (h.version != kLogProbFileVersion)
     fail("{}: log-probability file version {}, this frugal reads version {}", path, h.version, kLogProbFileVersion);
-  if (h.n_vocab < 1 || h.n_vocab > kMaxVocab || h.n_ctx < kMinPerplexityContext || h.n_ctx > kMaxCtx ||
-      h.n_chunks < 1 || h.first != h.n_ctx / 2 || h.bos < -1 || h.bos >= h.n_vocab || h.n_text_tokens < 0 ||
-      h.model_bytes > kMaxNameBytes || h.text_bytes > kMaxNameBytes || h.row_bytes != logprob_row_bytes(h.n_vocab))
-    fail("{}: corrupt header (n_vocab {}, n_ctx {}, n_chunks {}, first {}, row of {} bytes)", path, h.n_vocab, h.n_ctx,
-         h.n_chunks, h.first, h.row_bytes);
+  // Each field checked on its own, so that the message names the one that is wrong.
+  const auto corrupt = [&](const char* field, auto value) {
+    fail("{}: corrupt header: {} is {} (n_vocab {}, n_ctx {}, n_chunks {})", path, field, value, h.n_vocab, h.n_ctx,
+         h.n_chunks);
+  };
+  if (h.n_vocab < 1 || h.n_vocab > kMaxVocab) corrupt("n_vocab", h.n_vocab);
+  if (h.n_ctx < kMinPerplexityContext || h.n_ctx > kMaxCtx) corrupt("n_ctx", h.n_ctx);
+  if (h.n_chunks < 1) corrupt("n_chunks", h.n_chunks);
+  if (h.first != h.n_ctx / 2) corrupt("the first scored position", h.first);
+  if (h.bos < -1 || h.bos >= h.n_vocab) corrupt("the BOS id", h.bos);
+  if (h.n_text_tokens < 0) corrupt("the text's token count", h.n_text_tokens);
+  if (h.model_bytes > kMaxNameBytes) corrupt("the model name's length", h.model_bytes);
+  if (h.text_bytes > kMaxNameBytes) corrupt("the text name's length", h.text_bytes);
+  if (h.row_bytes != logprob_row_bytes(h.n_vocab)) corrupt("the row size", h.row_bytes);
   const uint64_t n_tokens = static_cast<uint64_t>(h.n_chunks) * static_cast<uint64_t>(h.n_ctx);
   const uint64_t n_rows = static_cast<uint64_t>(h.n_chunks) * static_cast<uint64_t>(h.n_ctx - 1 - h.first);
   const uint64_t header_bytes = header_size(h.model_bytes, h.text_bytes, n_tokens);

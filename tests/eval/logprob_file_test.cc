@@ -237,7 +237,10 @@ TEST(LogProbFile, RefusesDamagedFiles) {
   e = error_of(copy_with(good, "version.bin", size, 8, {2}));
   EXPECT_NE(e.find("version 2"), std::string::npos) << e;
   e = error_of(copy_with(good, "vocab.bin", size, 20, {0, 0, 0, 0x80}));  // n_vocab < 0
-  EXPECT_NE(e.find("corrupt header"), std::string::npos) << e;
+  EXPECT_NE(e.find("corrupt header: n_vocab is"), std::string::npos) << e;
+  // The message names the field that is wrong, not only the ones that look right.
+  e = error_of(copy_with(good, "bos.bin", size, 36, {0x10, 0x10, 0, 0}));  // BOS id 4112
+  EXPECT_NE(e.find("corrupt header: the BOS id is 4112"), std::string::npos) << e;
   e = error_of(copy_with(good, "empty.bin", 0));
   EXPECT_NE(e.find("empty.bin"), std::string::npos) << e;
   // A token id outside the vocabulary (the first stored token, after the two names).

@@ -212,6 +212,9 @@ int run() {
       plan_windows(static_cast<int64_t>(tokens.size()), popts.n_ctx,
                    base && popts.max_chunks <= 0 ? base->info().plan.n_chunks : popts.max_chunks, text_path);
   if (base) check_base_matches(*base, engine->config().n_vocab, plan, tokens, input.bos, text_path);
+  if (base && popts.max_chunks <= 0 && plan.n_chunks < base->info().plan.n_chunks)
+    log_warn("{} gives {} windows and the base holds {}: comparing the first {} only", text_path, plan.n_chunks,
+             base->info().plan.n_chunks, plan.n_chunks);
   std::fprintf(stderr,
                "perplexity: %s: %zu tokens (tokenized in %.2f s), %lld windows of %lld tokens, %lld tokens scored, "
                "%lld rows per forward, %d threads\n",

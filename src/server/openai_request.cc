@@ -20,6 +20,21 @@ using json = nlohmann::json;
   throw ApiError(400, message, param, "invalid_request_error", "unsupported_parameter");
 }
 
+// Runs f on a nested object: its errors name the field by its path
+// ('stream_options.include_usage'), not by its last key alone.
+template <typename F>
+auto nested(const std::string& path, F&& f) {
+  try {
+    return f();
+  } catch (const ApiError& e) {
+    const std::string full = path + "." + e.param;
+    std::string message = e.what();
+    const std::string quoted = "'" + e.param + "'";
+    if (const size_t at = message.find(quoted); at != std::string::npos) message.replace(at, quoted.size(), "'" + full + "'");
+    throw ApiError(e.status, message, full, e.type, e.code);
+  }
+}
+
 const char* kind(const json& v) {
   switch (v.type()) {
     case json::value_t::null:
@@ -146,7 +161,7 @@ std::string message_content(const json& m, size_t index, const std::string& role
   for (size_t i = 0; i < it->size(); ++i) {
     const json& part = (*it)[i];
     if (!part.is_object()) bad("messages", fmt::format("'{}[{}]' must be an object, not {}", where, i, kind(part)));
-    const std::string type = get_string(part, "type");
+    const std::string type = nested(fmt::format("{}[{}]", where, i), [&] { return get_string(part, "type"); });
     if (type != "text")
       unsupported("messages", fmt::format("'{}[{}]' is of type '{}'; only text parts are supported", where, i, type));
     const json* t = field(part, "text");
@@ -272,7 +287,7 @@ void reject_unsupported(const json& body, Endpoint endpoint) {
   }
   if (const json* rf = field(body, "response_format")) {
     if (!rf->is_object()) bad("response_format", "'response_format' must be an object");
-    const std::string type = get_string(*rf, "type");
+    const std::string type = nested("response_format", [&] { return get_string(*rf, "type"); });
     if (type != "text")
       unsupported("response_format", fmt::format("'response_format' of type '{}' is not supported (only 'text')", type));
   }
@@ -359,7 +374,7 @@ ApiRequest parse_request(Endpoint endpoint, std::string_view text, const Request
   if (const json* so = field(body, "stream_options")) {
     if (!so->is_object()) bad("stream_options", fmt::format("'stream_options' must be an object, not {}", kind(*so)));
     if (!r.stream) bad("stream_options", "'stream_options' is only allowed with \"stream\": true");
-    r.include_usage = get_bool(*so, "include_usage", false);
+    r.include_usage = nested("stream_options", [&] { return get_bool(*so, "include_usage", false); });
   }
   r.n = static_cast<int32_t>(get_int(body, "n", 1, limits.max_n).value_or(1));
   if (auto best_of = get_int(body, "best_of", 1, limits.max_n); best_of && *best_of != r.n)
@@ -383,7 +398,8 @@ ApiRequest parse_request(Endpoint endpoint, std::string_view text, const Request
                                   "template's family is rendered, not its Jinja)",
                                   key));
       }
-      if (kw->contains("enable_thinking")) r.enable_thinking = get_bool(*kw, "enable_thinking", true);
+      if (kw->contains("enable_thinking"))
+        r.enable_thinking = nested("chat_template_kwargs", [&] { return get_bool(*kw, "enable_thinking", true); });
     }
     r.logprobs = get_bool(body, "logprobs", false);
     if (auto top = get_int(body, "top_logprobs", 0, limits.max_top_logprobs)) {

@@ -139,6 +139,12 @@ TEST(OpenAiRequest, BadBodiesNameTheField) {
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"tools":[{"type":"function"}]})", "tools"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"response_format":{"type":"json_object"}})",
        "response_format"},
+      // A nested field is named by its path.
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"stream":true,"stream_options":{"include_usage":"yes"}})",
+       "stream_options.include_usage"},
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"response_format":{"type":1}})",
+       "response_format.type"},
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"guided_choice":["a"]})", "guided_choice"},
       {Endpoint::kCompletions, R"({})", "prompt"},
       {Endpoint::kCompletions, R"({"prompt":[]})", "prompt"},
       {Endpoint::kCompletions, R"({"prompt":5})", "prompt"},

@@ -236,6 +236,7 @@ def case_bpw(r):
     check(bits / n <= 4.5 + 1e-6, f"{bits / n} bits per weight over the 4.5 budget")
     check(bits / n > 4.0, f"{bits / n} bits per weight: the budget is not used")
     check(len(set(t["type"] for t in matrices)) >= 2, "not a mixture")
+    check(j["type"] == "mixed", f"the summary's type is {j['type']}, not 'mixed'")
     os.remove(out)
 
 

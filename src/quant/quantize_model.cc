@@ -330,6 +330,10 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
       fail("--method {} needs calibration text (--calib FILE)", quant_method_name(o.method));
     fail("{} needs calibration text (--calib FILE)", o.target_bpw > 0 ? "--bpw" : "--save-imatrix");
   }
+  if (o.method != QuantMethod::kRtn && is_float_type(policy.base) && policy.preset.empty() && policy.rules.empty() &&
+      o.target_bpw <= 0)
+    log_warn("--method {} changes nothing in a {} file: it only rounds to integer types", quant_method_name(o.method),
+             dtype_name(policy.base));
   if (!needs_calibration && !o.calib.path.empty())
     log_warn("--calib {} is not used: RTN{} reads no calibration text", o.calib.path,
              o.imatrix.empty() ? "" : " with --imatrix");

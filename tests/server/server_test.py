@@ -849,7 +849,7 @@ def test_chat_template_kwargs_enable_thinking():
         expect(off["usage"]["prompt_tokens"] > default, f"enable_thinking false: {off['usage']} vs {default}")
         for kwargs, status in (({"custom_flag": 1}, 400), ([1], 400), ({"enable_thinking": "no"}, 400)):
             got, _, data = s.request("POST", "/v1/chat/completions", dict(body, chat_template_kwargs=kwargs))
-            expect(got == status and check_error(data)["param"] in ("chat_template_kwargs", "enable_thinking"),
+            expect(got == status and check_error(data)["param"] in ("chat_template_kwargs", "chat_template_kwargs.enable_thinking"),
                    f"{kwargs}: {got} {data[:200]!r}")
 
 

@@ -131,7 +131,8 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt_in, cons
   const int64_t room = o.max_tokens == 0 ? 0 : 1;
   if (static_cast<int64_t>(prompt.size()) + room > n_ctx) {
     if (o.truncation == TruncationPolicy::kError)
-      fail("the prompt is {} tokens but the context holds {}{}: use a larger context or truncate the prompt",
+      fail("the prompt is {} tokens but the context holds {}{}: use a larger context (-c) or truncate the prompt "
+           "(--truncate keep-end)",
            prompt.size(), n_ctx, room > 0 ? " (and one position must stay free to generate into)" : "");
     prompt = keep_start_and_end(prompt, n_ctx - generation_room(n_ctx, o.max_tokens), o.n_keep, tokenizer.bos_id());
     r.truncated_tokens = static_cast<int64_t>(prompt_in.size() - prompt.size());

@@ -130,7 +130,10 @@ def test_sampling_seed_reproducible():
 def test_truncate_keep_end():
     long_prompt = "Once upon a time there was a little girl named Lily who loved to play outside"
     args = ["generate"] + STORIES + ["-p", long_prompt, "-c", "12", "-n", "3", "--temp", "0"]
-    expect_user_error(args, ["tokens", "12", "--truncate"])
+    expect_user_error(args, ["tokens", "12", "--truncate", "stay free"])
+    # With -n 0 nothing is generated: the message does not ask for a free position.
+    p = run(["generate"] + STORIES + ["-p", long_prompt, "-c", "12", "-n", "0"])
+    expect(p.returncode == 1 and b"stay free" not in p.stderr and b"--truncate" in p.stderr, f"-n 0: {p.stderr!r}")
     p = run(args + ["--truncate", "keep-end"])
     ok(p)
     expect(b"truncated" in p.stderr, f"no truncation note: {p.stderr!r}")

@@ -92,13 +92,7 @@ int run() {
     log_warn("the prompt starts with two BOS tokens: it writes {} and the tokenizer adds one",
              tokenizer.token_text(bos));
   if (tokens.empty()) fail("the prompt is empty and {} adds no BOS token: give a prompt with -p or -f", f.model.model);
-  // -n 0 only evaluates the prompt: a whole context of it is fine.
-  const int64_t room = o.max_tokens == 0 ? 0 : 1;
-  if (static_cast<int64_t>(tokens.size()) + room > engine->n_ctx() && truncation == TruncationPolicy::kError)
-    fail(
-        "the prompt is {} tokens but the context holds {} (one position must stay free to generate into): "
-        "raise --ctx-size or pass --truncate keep-end",
-        tokens.size(), engine->n_ctx());
+  // A prompt longer than the context is Generator::generate's error (and truncation its job).
   log_debug("prompt: {} tokens; sampling: temp {}, top-k {}, top-p {}, min-p {}", tokens.size(), o.sampling.temperature,
             o.sampling.top_k, o.sampling.top_p, o.sampling.min_p);
 

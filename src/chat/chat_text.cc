@@ -11,13 +11,6 @@
 namespace frugal {
 namespace {
 
-// Decodes the UTF-8 character starting at text[pos]; returns its length, 0 if malformed.
-size_t decode_at(std::string_view text, size_t pos, uint32_t& cp) {
-  const size_t len = utf8_valid_length(text, pos);
-  if (len != 0) cp = next_code_point(text, pos);
-  return len;
-}
-
 // Python's str.isspace(): Unicode White_Space plus the ASCII separators \x1c-\x1f.
 bool py_isspace(uint32_t cp) {
   return is_white_space(cp) || (cp >= 0x1C && cp <= 0x1F);
@@ -26,24 +19,10 @@ bool py_isspace(uint32_t cp) {
 }  // namespace
 
 std::string_view py_strip(std::string_view text) {
-  size_t begin = 0;
-  while (begin < text.size()) {
-    uint32_t cp = 0;
-    const size_t len = decode_at(text, begin, cp);
-    if (len == 0 || !py_isspace(cp)) break;
-    begin += len;
-  }
-  size_t end = text.size();
-  while (end > begin) {
-    // Step back to the start of the last character.
-    size_t start = end - 1;
-    while (start > begin && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80) --start;
-    uint32_t cp = 0;
-    const size_t len = decode_at(text, start, cp);
-    if (len != end - start || !py_isspace(cp)) break;
-    end = start;
-  }
-  return text.substr(begin, end - begin);
+  const size_t begin = utf8_leading_bytes(text, py_isspace);
+  text.remove_prefix(begin);
+  text.remove_suffix(utf8_trailing_bytes(text, py_isspace));
+  return text;
 }
 
 std::string_view lstrip_char(std::string_view text, char c) {
@@ -150,8 +129,7 @@ std::string template_excerpt(std::string_view text, size_t max_chars) {
   size_t chars = 0;
   size_t pos = 0;
   while (pos < text.size() && chars < max_chars) {
-    uint32_t cp = 0;
-    size_t len = decode_at(text, pos, cp);
+    size_t len = utf8_valid_length(text, pos);
     if (len == 0) len = 1;  // a stray byte: copy it as it is
     if (text[pos] == '\n') {
       out += "\\n";

@@ -57,16 +57,10 @@ MachineLimits MachineLimits::best_with(const MachineLimits& o) const {
           std::max(bf16_dot_peak, o.bf16_dot_peak), std::max(int8_dot_peak, o.int8_dot_peak)};
 }
 
-double MachineLimits::peak_for(DType act) const {
-  if (act == DType::kBF16 && bf16_dot_peak > 0) return bf16_dot_peak;
-  if (act == DType::kQ8Act && int8_dot_peak > 0) return int8_dot_peak;
-  return fma_peak;
-}
-
-const char* MachineLimits::unit_name(DType act) const {
-  if (act == DType::kBF16 && bf16_dot_peak > 0) return "bf16 dot";
-  if (act == DType::kQ8Act && int8_dot_peak > 0) return "int8 dot";
-  return "fp32 FMA";
+MachineLimits::Unit MachineLimits::unit_for(DType act) const {
+  if (act == DType::kBF16 && bf16_dot_peak > 0) return {bf16_dot_peak, "bf16 dot"};
+  if (act == DType::kQ8Act && int8_dot_peak > 0) return {int8_dot_peak, "int8 dot"};
+  return {fma_peak, "fp32 FMA"};
 }
 
 }  // namespace frugal

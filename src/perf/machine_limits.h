@@ -16,13 +16,16 @@ struct MachineLimits {
   double bf16_dot_peak = 0;   // FLOP/s of the bf16 dot-product instruction (0 when absent)
   double int8_dot_peak = 0;   // FLOP/s (2 per product) of the integer kernels' int8 products
 
-  // The peak of the unit a product whose activations are converted to `act` runs on (the
-  // GemmKernel's act: f32 -> FMA, bf16 -> bf16 dot, int8 -> int8 dot), the FMA peak when
-  // that unit was not measured.
-  double peak_for(DType act) const;
+  struct Unit {
+    double peak;       // FLOP/s
+    const char* name;  // "fp32 FMA", "bf16 dot", "int8 dot"
+  };
+  // The unit a product whose activations are converted to `act` runs on (the GemmKernel's
+  // act: f32 -> FMA, bf16 -> bf16 dot, int8 -> int8 dot), the FMA when that unit was not
+  // measured.
+  Unit unit_for(DType act) const;
   // Each figure the higher of this and `other` (two measurements of a drifting machine).
   MachineLimits best_with(const MachineLimits& other) const;
-  const char* unit_name(DType act) const;  // of the peak peak_for(act) gives
 };
 
 // Takes about a second. Best of several passes, as a peak should be.

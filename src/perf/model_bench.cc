@@ -57,10 +57,10 @@ double prefill_bound_seconds(const Model& model, const MachineLimits& limits, in
   double seconds = attention_flops(model.config(), 0, n) / limits.fma_peak;
   std::map<std::string, double> by_unit;
   for_each_prefill_product(model, n, [&](const Linear& lin, int64_t rows) {
-    const DType act = kernels::gemm_for(table, lin.weight.dtype, w8a8).act;
-    const double t = product_flops(lin, rows) / limits.peak_for(act);
+    const MachineLimits::Unit u = limits.unit_for(kernels::gemm_for(table, lin.weight.dtype, w8a8).act);
+    const double t = product_flops(lin, rows) / u.peak;
     seconds += t;
-    by_unit[limits.unit_name(act)] += t;
+    by_unit[u.name] += t;
   });
   if (unit != nullptr && !by_unit.empty())
     *unit = std::max_element(by_unit.begin(), by_unit.end(), [](auto& a, auto& b) {

@@ -450,6 +450,8 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
 
   GgufWriter writer;
   summary.file_type = llama_file_type(policy, custom);
+  // --bpw chooses a type per tensor: the file has no one type (the default --type is unused).
+  summary.type = o.target_bpw > 0 ? "mixed" : !policy.preset.empty() ? policy.preset : dtype_name(policy.base);
   add_model_metadata(writer, *model, summary.file_type);
   add_frugal_type_marks(writer, run.types);
   add_model_tensors(writer, *model, [](WorkingTensor& t) -> StoredTensor {

@@ -65,6 +65,7 @@ struct QuantizeSummary {
   double bits_per_weight = 0;   // file bits per parameter
   double seconds = 0;
   uint32_t file_type = 0;
+  std::string type;  // the --type as parsed ("q4_k_m", "q8_0"), or "mixed" for --bpw
 };
 
 // Throws frugal::Error (naming the file, flag or tensor) on bad input; the output file is then

@@ -49,6 +49,33 @@ inline bool is_white_space(uint32_t c) {
 // U+FFFD and advances by one (what llama.cpp does).
 uint32_t next_code_point(std::string_view text, size_t& pos);
 
+// Bytes at the start / the end of `text` made of whole, well-formed characters for which
+// pred(code point) holds (a malformed byte stops the run): the edges str.strip() and a special
+// token's lstrip/rstrip take off.
+template <typename Pred>
+size_t utf8_leading_bytes(std::string_view text, Pred pred) {
+  size_t begin = 0;
+  while (begin < text.size()) {
+    const size_t len = utf8_valid_length(text, begin);
+    size_t pos = begin;
+    if (len == 0 || !pred(next_code_point(text, pos))) break;
+    begin = pos;
+  }
+  return begin;
+}
+template <typename Pred>
+size_t utf8_trailing_bytes(std::string_view text, Pred pred) {
+  size_t end = text.size();
+  while (end > 0) {
+    size_t start = end - 1;
+    while (start > 0 && (static_cast<uint8_t>(text[start]) & 0xC0) == 0x80) --start;  // back to a lead byte
+    size_t pos = start;
+    if (utf8_valid_length(text, start) != end - start || !pred(next_code_point(text, pos))) break;
+    end = start;
+  }
+  return text.size() - end;
+}
+
 bool is_valid_utf8(std::string_view text);
 // Copy of text in which every byte that is not part of a well-formed sequence became U+FFFD.
 std::string repair_utf8(std::string_view text);

@@ -17,29 +17,6 @@ bool is_strip_space(uint32_t c, bool unicode) {
   return unicode ? is_white_space(c) : c < 0x80 && std::isspace(static_cast<int>(c)) != 0;
 }
 
-// Bytes of such whitespace at the end / start of `s`.
-size_t trailing_space(std::string_view s, bool unicode) {
-  size_t end = s.size();
-  while (end > 0) {
-    size_t start = end - 1;
-    while (start > 0 && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;  // back to a lead byte
-    size_t pos = start;
-    if (!is_strip_space(next_code_point(s, pos), unicode) || pos != end) break;
-    end = start;
-  }
-  return s.size() - end;
-}
-
-size_t leading_space(std::string_view s, bool unicode) {
-  size_t begin = 0;
-  while (begin < s.size()) {
-    size_t pos = begin;
-    if (!is_strip_space(next_code_point(s, pos), unicode)) break;
-    begin = pos;
-  }
-  return begin;
-}
-
 }  // namespace
 
 int32_t Vocab::add(std::string text, float score, TokenKind kind) {
@@ -77,6 +54,7 @@ std::vector<TextFragment> Vocab::split_special(std::string_view text, bool parse
   if (text.empty()) return fragments;
   fragments.push_back({-1, text});
   std::vector<TextFragment> next;
+  const auto is_space = [this](uint32_t c) { return is_strip_space(c, unicode_strip_); };
   for (const int32_t id : special_) {
     const TokenKind k = kinds_[id];
     if (!parse_special && (k == TokenKind::kControl || k == TokenKind::kUnknown)) continue;
@@ -93,11 +71,11 @@ std::vector<TextFragment> Vocab::split_special(std::string_view text, bool parse
       std::string_view rest = f.text;
       for (size_t at = rest.find(needle); at != std::string_view::npos; at = rest.find(needle)) {
         std::string_view left = rest.substr(0, at);
-        if (strip & kLstrip) left.remove_suffix(trailing_space(left, unicode_strip_));
+        if (strip & kLstrip) left.remove_suffix(utf8_trailing_bytes(left, is_space));
         if (!left.empty()) next.push_back({-1, left});
         next.push_back({id, {}});
         rest.remove_prefix(at + needle.size());
-        if (strip & kRstrip) rest.remove_prefix(leading_space(rest, unicode_strip_));
+        if (strip & kRstrip) rest.remove_prefix(utf8_leading_bytes(rest, is_space));
       }
       if (!rest.empty()) next.push_back({-1, rest});
     }

@@ -13,10 +13,6 @@
 namespace frugal {
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Line (1-based) of every element of a top-level JSON array, by a scan that skips strings: the
 // JSON parser gives values, not where they were, and errors about a record should name its line.
 std::vector<int64_t> array_element_lines(const std::string& text) {
@@ -120,12 +116,6 @@ class Builder {
     data_.examples.push_back(std::move(e));
   }
 
-  void append(Example& e, const std::string& text, bool counted, bool parse_special) {
-    const std::vector<int32_t> ids = tok_.encode(text, false, parse_special);
-    e.tokens.insert(e.tokens.end(), ids.begin(), ids.end());
-    e.loss.insert(e.loss.end(), ids.size(), counted || o_.train_on_prompt);
-  }
-
   // Tokenizes `text` in one piece, as generation will see it, and gives the loss to the tokens
   // of the `counted` character spans. Tokenizing each segment alone gave every response
   // SentencePiece's dummy-prefix '▁' (a reply learnt to start with a space) and split merges
@@ -176,7 +166,7 @@ class Builder {
       e.tokens.push_back(tok_.bos_id());
       e.loss.push_back(0);
     }
-    append(e, text, true, false);
+    append_spans(e, text, {{0, text.size()}}, false);  // all of it counted
     if (tok_.eos_id() >= 0) {
       e.tokens.push_back(tok_.eos_id());
       e.loss.push_back(1);
@@ -299,11 +289,11 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tokenizer, const 
   if (first == std::string::npos) fail("{}: the file is empty", path);
   DataFormat format = o.format;
   if (format == DataFormat::kAuto) {
-    if (ends_with(path, ".jsonl")) {
+    if (path.ends_with(".jsonl")) {
       format = DataFormat::kJsonl;
-    } else if (ends_with(path, ".json")) {
+    } else if (path.ends_with(".json")) {
       format = DataFormat::kJson;
-    } else if (ends_with(path, ".txt") || ends_with(path, ".md")) {
+    } else if (path.ends_with(".txt") || path.ends_with(".md")) {
       format = DataFormat::kText;
     } else {
       format = text[first] == '[' ? DataFormat::kJson : text[first] == '{' ? DataFormat::kJsonl : DataFormat::kText;

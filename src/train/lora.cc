@@ -30,6 +30,12 @@ constexpr TargetInfo kTargets[kLoraTargetCount] = {
 
 const TargetInfo& info(LoraTarget t) { return kTargets[static_cast<int>(t)]; }
 
+// The module's last name ("q_proj"): PEFT's target_modules entry.
+std::string leaf_of(const TargetInfo& t) {
+  const std::string module = t.module;
+  return module.substr(module.find('.') + 1);
+}
+
 // Row permutation between Hugging Face's rotary layout (a head's dimensions in two halves) and
 // the pairwise one of GGUF Llama / llama2.c weights (llama.cpp's convert_hf_to_gguf permute):
 // row h*D + 2i + j of the pairwise layout is row h*D + j*D/2 + i of the halves layout.
@@ -82,9 +88,7 @@ std::vector<LoraTarget> parse_lora_targets(const std::string& spec) {
     }
     bool found = false;
     for (const TargetInfo& t : kTargets) {
-      const std::string module = t.module;
-      const std::string leaf = module.substr(module.find('.') + 1);  // "q_proj"
-      if (name == t.name || name == leaf || name == module) {
+      if (name == t.name || name == leaf_of(t) || name == t.module) {
         add(t.target);
         found = true;
       }
@@ -256,9 +260,8 @@ LoraSet LoraSet::from_peft(const DecoderModel& base, const PeftAdapter& adapter,
   // Targets in target_modules' order and modules by (layer, target), as create() makes them,
   // so that a run resumed from a checkpoint saves the bytes of an uninterrupted one.
   const auto listed_at = [&](LoraTarget t) {
-    const std::string module = info(t).module, suffix = module.substr(module.find('.') + 1);
     const auto& names = pc.target_modules;
-    return std::find(names.begin(), names.end(), suffix) - names.begin();
+    return std::find(names.begin(), names.end(), leaf_of(info(t))) - names.begin();
   };
   if (!pc.target_modules_regex)
     std::stable_sort(set.options_.targets.begin(), set.options_.targets.end(),
@@ -281,10 +284,7 @@ PeftAdapter LoraSet::to_peft(const std::string& base_name) const {
   pc.lora_dropout = options_.dropout;
   pc.use_rslora = options_.use_rslora;
   pc.base_model_name_or_path = base_name;
-  for (LoraTarget t : options_.targets) {
-    const std::string module = info(t).module;
-    pc.target_modules.push_back(module.substr(module.find('.') + 1));
-  }
+  for (LoraTarget t : options_.targets) pc.target_modules.push_back(leaf_of(info(t)));
   if (!options_.layers.empty()) pc.layers_to_transform = options_.layers;
   for (const LoraModule& m : modules_) {
     PeftLoraModule pm;

@@ -19,10 +19,6 @@ namespace frugal {
 namespace fs = std::filesystem;
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // The bytes of `values` [rows, cols] in `type`.
 std::vector<uint8_t> convert_rows(const std::vector<float>& values, int64_t rows, int64_t cols, DType type) {
   const size_t stride = row_bytes(type, cols);
@@ -52,7 +48,7 @@ MergeSummary merge_lora(const MergeOptions& o) {
     fail("{}: a llama2.c checkpoint cannot be merged into (there is no llama2.c writer); apply the adapter "
          "unmerged with --lora",
          o.model);
-  const bool to_gguf = ends_with(o.output, ".gguf");
+  const bool to_gguf = o.output.ends_with(".gguf");
   if (to_gguf) {
     std::vector<std::string> inputs = {o.model, o.tokenizer};
     for (const auto& [dir, scale] : o.adapters) inputs.push_back(dir);
@@ -146,7 +142,7 @@ MergeSummary merge_lora(const MergeOptions& o) {
     for (const auto& entry : fs::directory_iterator(o.output, ec)) {
       const std::string name = entry.path().filename().string();
       const bool shard = name.starts_with("model-") && name.find("-of-") != std::string::npos &&
-                         ends_with(name, ".safetensors");
+                         name.ends_with(".safetensors");
       if (shard || name == "model.safetensors.index.json") stale.push_back(entry.path());
     }
     for (const fs::path& p : stale)
@@ -155,9 +151,9 @@ MergeSummary merge_lora(const MergeOptions& o) {
     // Everything else a Hugging Face folder carries (config, tokenizer, generation settings).
     for (const auto& entry : fs::directory_iterator(o.model, ec)) {
       const std::string name = entry.path().filename().string();
-      if (!entry.is_regular_file(ec) || ends_with(name, ".safetensors") || name == "model.safetensors.index.json")
+      if (!entry.is_regular_file(ec) || name.ends_with(".safetensors") || name == "model.safetensors.index.json")
         continue;
-      if (ends_with(name, ".json") || ends_with(name, ".model") || ends_with(name, ".txt")) {
+      if (name.ends_with(".json") || name.ends_with(".model") || name.ends_with(".txt")) {
         const fs::path to = fs::path(o.output) / name;
         fs::copy_file(entry.path(), to, fs::copy_options::overwrite_existing, ec);
         if (ec) fail("{}: cannot copy {}: {}", o.output, name, ec.message());

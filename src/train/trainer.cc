@@ -224,9 +224,8 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   }
 
   // The adapter first: a rank or target the model cannot take fails before the data is read.
-  LoraSet lora = LoraSet::create(*decoder, o.lora, mix(o.seed, 0xada));
-  if (!resume_dir.empty())
-    lora = LoraSet::from_peft(*decoder, read_peft_adapter(resume_dir), resume_dir);
+  LoraSet lora = resume_dir.empty() ? LoraSet::create(*decoder, o.lora, mix(o.seed, 0xada))
+                                    : LoraSet::from_peft(*decoder, read_peft_adapter(resume_dir), resume_dir);
 
   DataOptions data_options;
   data_options.format = o.format;

@@ -79,8 +79,7 @@ int run() {
   log_info("measuring the machine's limits ({} threads, {} kernels)...", engine->pool().size(), kernels::isa_name(kernels.isa));
   const MachineLimits limits = measure_machine_limits(engine->pool(), kernels);
   log_info("running the model...");
-  EnergyMeter meter;
-  meter.joules_since_last();
+  EnergyMeter meter;  // counts from here
   const auto t_run = std::chrono::steady_clock::now();
   const ModelBenchResult r = bench_model(*engine, flags.bench);
   const double run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_run).count();

@@ -9,7 +9,6 @@
 // Progress (with an estimate of the time left) goes to stderr; the per-tensor summary (type,
 // bits per weight, relative error) to stdout, or one JSON object with --json.
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -64,12 +63,9 @@ nlohmann::json summary_json(const QuantizeSummary& s, const QuantizeOptions& q, 
     if (t.out_rel_error >= 0) j["out_rel_error"] = t.out_rel_error;
     tensors.push_back(j);
   }
-  // --bpw chooses a type per tensor: the file has no one type (the default --type is unused).
-  std::string type = q.target_bpw > 0 ? "mixed" : q.type;
-  for (char& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return {{"input", q.input},
           {"output", q.output},
-          {"type", type},
+          {"type", s.type},
           {"method", method},
           {"file_bytes", s.file_bytes},
           {"parameters", s.parameters},

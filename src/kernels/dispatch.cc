@@ -71,8 +71,9 @@ const Tables& tables() {
       Isa requested = Isa::kScalar;
       if (want == "avx2") requested = Isa::kAvx2;
       else if (want == "avx512") requested = Isa::kAvx512;
-      else FRUGAL_CHECK(want == "scalar", "FRUGAL_ISA must be scalar, avx2 or avx512, not '{}'", want);
-      FRUGAL_CHECK(cpu_has(requested), "FRUGAL_ISA={} is not supported by this CPU", want);
+      // A user's setting: an error that names it, not an internal check.
+      else if (want != "scalar") fail("FRUGAL_ISA must be scalar, avx2 or avx512, not '{}'", want);
+      if (!cpu_has(requested)) fail("FRUGAL_ISA={} is not supported by this CPU", want);
       t.best = requested;
     }
     return t;

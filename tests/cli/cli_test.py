@@ -6,6 +6,7 @@ usage: cli_test.py FRUGAL SHARED_DIR TEST_NAME
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -152,6 +153,12 @@ def test_bad_input():
     expect_user_error(["generate"] + STORIES + ["-p", "a", "-f", "/etc/hostname"], ["-p", "-f"])
     with tempfile.TemporaryDirectory() as d:
         expect_user_error(["generate"] + STORIES + ["-f", d], [d])  # a folder is not a prompt file
+    # A mistyped FRUGAL_ISA is the user's error, named, not an internal check's abort.
+    os.environ["FRUGAL_ISA"] = "avx5l2"
+    try:
+        expect_user_error(["generate"] + STORIES + ["-n", "1"], ["FRUGAL_ISA", "avx5l2"])
+    finally:
+        del os.environ["FRUGAL_ISA"]
 
 
 # ---- bench ------------------------------------------------------------------------------------
@@ -167,6 +174,7 @@ def test_bench_json_and_batched_decode():
     # wiki-7m is f32: its products run on the FMA units, and the bound is their peak.
     expect(r["prefill_unit"] == "fp32 FMA", f"prefill unit {r['prefill_unit']}")
     expect(r["machine"]["int8_dot_peak_gflops"] > 0 or r["isa"] == "scalar", f"{r['machine']}")
+    expect(r["frugal_version"].startswith("0."), f"frugal_version {r.get('frugal_version')}")
     expect(r["parallel"] == 4 and r["threads"] == 2, f"parallel {r['parallel']}, threads {r['threads']}")
     expect(r["kv_capacity_tokens"] >= 4 * (8 + 4), f"the KV cache holds {r['kv_capacity_tokens']} positions")
     expect(abs(r["batched_decode_tokens_per_second"] * r["batched_decode_ms_per_step"] / 1e3 - 4) < 1e-6,
@@ -281,6 +289,12 @@ def test_help():
         expect(p.returncode == 0, f"{cmd} --help: exit status {p.returncode}")
         for flag in ["--model", "--temp", "--top-k", "--seed", "--ctx-size"]:
             expect(flag.encode() in p.stdout, f"{cmd} --help does not list {flag}")
+    # --version: the version and commit a bug report needs, on stdout, exit 0.
+    p = subprocess.run([FRUGAL, "--version"], capture_output=True, timeout=30)
+    first = p.stdout.decode().splitlines()[0] if p.stdout else ""
+    expect(p.returncode == 0 and re.fullmatch(r"frugal \d+\.\d+\.\d+ \(commit [0-9a-z-]+\)", first),
+           f"--version: exit {p.returncode}, {p.stdout!r}")
+    expect(b"kernels on this CPU: " in p.stdout, f"--version does not name the kernels: {p.stdout!r}")
 
 
 # ---- chat -------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 
 #include "core/check.h"
 #include "core/log.h"
+#include "frugal_version.h"
 #include "kernels/kernels.h"
 #include "perf/energy_meter.h"
 #include "perf/machine_limits.h"
@@ -144,6 +145,7 @@ int run() {
         {"kv_cache_bytes", r.kv_cache_bytes},
         {"kv_bytes_per_token", r.kv_bytes_per_token},
         {"kv_capacity_tokens", r.kv_capacity_tokens},
+        {"frugal_version", std::string(FRUGAL_VERSION) + " " + FRUGAL_COMMIT},
         {"machine",
          {{"read_bandwidth_gb_per_second", bandwidth / 1e9},
           {"fma_peak_gflops", best.fma_peak / 1e9},

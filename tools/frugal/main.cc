@@ -5,12 +5,34 @@
 #include <string>
 
 #include "core/check.h"
+#include "frugal_version.h"
+#include "kernels/kernels.h"
 #include "tools/frugal/commands.h"
+
+namespace {
+
+// What a bug report needs: the version, the commit, the compiler and the kernels this CPU gets.
+std::string version_text() {
+  std::string text = std::string("frugal ") + FRUGAL_VERSION + " (commit " + FRUGAL_COMMIT + ")\n";
+#if defined(__clang__)
+  text += "built with clang " __clang_version__;
+#elif defined(__GNUC__)
+  text += "built with GCC " __VERSION__;
+#endif
+  try {
+    return text + "; kernels on this CPU: " + frugal::kernels::isa_name(frugal::kernels::active().isa);
+  } catch (const frugal::Error& e) {  // a bad FRUGAL_ISA
+    return text + "; kernels: " + e.what();
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"frugal: run, compress and adapt large language models on the hardware you have", "frugal"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Print help for every subcommand");
+  app.set_version_flag("--version", version_text, "Print the version, the commit and the kernels this CPU runs, then exit");
   // A flag given twice: the last one wins, as in llama.cpp (scripts append overrides). Lists
   // (--lora, --stop) still collect every value.
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);

@@ -80,7 +80,8 @@ struct GenerateCallbacks {
 };
 
 // Positions to keep free for the answer when a prompt is truncated or a chat drops old turns:
-// max_tokens when set, else a quarter of the context, never more than half of it.
+// max_tokens when set (none for 0: only the prompt is evaluated), else a quarter of the
+// context, never more than half of it.
 int64_t generation_room(int64_t n_ctx, int64_t max_tokens);
 
 // Cuts `tokens` to `limit` tokens: the first n_keep (-1: the BOS when it starts the prompt),

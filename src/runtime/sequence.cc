@@ -71,7 +71,10 @@ Sequence::Sampled Sequence::sample(const float* logits) {
   tokens_.push_back(s.token);
   if (options_.logprobs) s.logprobs = compute_logprobs(logits, n_vocab_, s.token, options_.top_logprobs);
 
-  // The checks of Generator::generate, in its order.
+  // The checks of Generator::generate, in its order, but for the context: the server's
+  // sequences end when prompt and completion fill it (vLLM's max_model_len, which its 400 for
+  // prompt + max_tokens quotes), where the CLI's, like llama2.c's, may sample one more token
+  // that is never fed.
   FinishReason reason = FinishReason::kLength;
   if (!options_.ignore_eos && tokenizer_ != nullptr && tokenizer_->is_end_of_generation(s.token)) {
     s.finished = true;
@@ -84,8 +87,7 @@ Sequence::Sampled Sequence::sample(const float* logits) {
     } else if (options_.max_tokens > 0 && generated() >= options_.max_tokens) {
       s.finished = true;
       reason = FinishReason::kLength;
-    } else if (static_cast<int64_t>(tokens_.size()) - 1 >= n_ctx_) {
-      // The new token would be fed at position size - 1: no room left.
+    } else if (static_cast<int64_t>(tokens_.size()) >= n_ctx_) {
       s.finished = true;
       reason = FinishReason::kContextFull;
     }

@@ -138,6 +138,9 @@ def test_truncate_keep_end():
     p = run(args + ["--truncate", "keep-end"])
     ok(p)
     expect(b"truncated" in p.stderr, f"no truncation note: {p.stderr!r}")
+    # -n 0 (evaluate only) keeps a whole context of prompt: no room is left for an answer.
+    p = run(["generate"] + STORIES + ["-p", long_prompt, "-c", "12", "-n", "0", "--truncate", "keep-end"])
+    expect(b"prompt: 12 tokens" in ok(p) + p.stderr, f"-n 0 keep-end: {p.stderr!r}")
 
 
 def test_bad_input():

@@ -680,6 +680,14 @@ def test_bad_requests_get_4xx_and_the_server_stays_healthy():
         expect(s.request("GET", "/health")[0] == 200, "health")
         r = s.post(comp, dict(greedy(5), prompt="The history"))
         check_response(r, "completions")
+        # At the limit, as in vLLM: prompt + completion never exceed --ctx. 250 ids leave 6
+        # positions: max_tokens 6 is the most allowed, and an omitted one (16) stops at 6 too.
+        ids = [1] + [300] * 249
+        got, _, data = s.request("POST", comp, dict(greedy(7), prompt=ids))
+        expect(got == 400 and check_error(data)["param"] == "max_tokens", f"250 + 7 at --ctx 256: {got}")
+        for body in (dict(greedy(6), prompt=ids), {"prompt": ids, "temperature": 0, "ignore_eos": True}):
+            u = s.post(comp, body)["usage"]
+            expect(u["completion_tokens"] == 6 and u["total_tokens"] == 256, f"{body.get('max_tokens')}: usage {u}")
         m = s.metrics()
         expect(m['frugal_requests_total{endpoint="chat",outcome="invalid"}'] >= 10, "invalid requests counted")
 

@@ -46,7 +46,8 @@ CLI::App* setup(CLI::App& app) {
   sub->add_flag("--special", f.special, "Print control tokens' text");
   sub->add_option("--truncate", f.truncate,
                   "A prompt longer than the context: 'error', or 'keep-end' (keep --keep tokens at the start and "
-                  "the last ones that fit, leaving room to generate)")
+                  "the last ones that fit, leaving room to generate: -n tokens, or a quarter of the context for -n -1, at "
+                  "most half of it)")
       ->capture_default_str();
   sub->add_option("--keep", f.keep, "With --truncate keep-end: tokens kept at the start (-1: the BOS)")
       ->capture_default_str();

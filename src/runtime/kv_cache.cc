@@ -54,6 +54,16 @@ void KvCache::adopt(int32_t seq, const std::vector<int32_t>& blocks) {
   seqs_[seq] = blocks;
 }
 
+void KvCache::replace_block(int32_t seq, int64_t index, int32_t block) {
+  auto it = seqs_.find(seq);
+  FRUGAL_CHECK(it != seqs_.end() && index >= 0 && index < static_cast<int64_t>(it->second.size()),
+               "sequence {} has no block {}", seq, index);
+  int32_t& slot = it->second[static_cast<size_t>(index)];
+  retain_block(block);
+  release_block(slot);
+  slot = block;
+}
+
 void KvCache::copy_block(int32_t from, int32_t to) {
   // A block is one contiguous stretch: every layer's keys and values.
   std::memcpy(slot(0, 0, to, 0), slot(0, 0, from, 0), bytes_per_token() * block_size_);

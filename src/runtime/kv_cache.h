@@ -67,6 +67,9 @@ class KvCache {
   // reference of its own, and a new sequence can start from blocks that some earlier one filled.
   // Starts `seq` (which must not exist) with `blocks`, each full and never written again.
   void adopt(int32_t seq, const std::vector<int32_t>& blocks);
+  // Points block `index` of `seq` at `block`, a full block in use with the same contents,
+  // and gives the sequence's own copy back.
+  void replace_block(int32_t seq, int64_t index, int32_t block);
   // One more holder of a block in use.
   void retain_block(int32_t block);
   // One holder fewer; the last one returns the block to the pool.

@@ -48,13 +48,15 @@ PrefixCache::Match PrefixCache::match(const int32_t* tokens, int64_t n_tokens, i
   return m;
 }
 
-int32_t PrefixCache::insert(int32_t parent, const int32_t* block_tokens, int32_t block) {
+int32_t PrefixCache::insert(int32_t parent, const int32_t* block_tokens, int32_t seq, int64_t index) {
   const int64_t bs = cache_.block_size();
   FRUGAL_CHECK(parent == kRoot || (parent >= 0 && parent < static_cast<int32_t>(entries_.size()) &&
                                    entries_[parent].live));
+  const int32_t block = cache_.block_table(seq).at(static_cast<size_t>(index));
   const uint64_t hash = hash_block(parent, block_tokens, bs);
   if (const int32_t existing = find(hash, parent, block_tokens); existing != kRoot) {
     lru_.splice(lru_.begin(), lru_, entries_[existing].lru);
+    if (entries_[existing].block != block) cache_.replace_block(seq, index, entries_[existing].block);
     return existing;
   }
   int32_t id;
@@ -80,13 +82,10 @@ int32_t PrefixCache::insert(int32_t parent, const int32_t* block_tokens, int32_t
   return id;
 }
 
-int64_t PrefixCache::remove(int32_t id) {
-  int64_t freed = 0;
-  // Entries that continue this one become unreachable without it.
-  const std::vector<int32_t> children = entries_[id].children;
-  for (const int32_t child : children) freed += remove(child);
+void PrefixCache::remove_leaf(int32_t id) {
   Entry& e = entries_[id];
-  if (cache_.block_refs(e.block) == 1) ++freed;
+  FRUGAL_CHECK(e.live && e.children.empty() && cache_.block_refs(e.block) == 1,
+               "prefix-cache entry {} is continued or in use", id);
   cache_.release_block(e.block);
   const auto [begin, end] = lookup_.equal_range(e.hash);
   for (auto it = begin; it != end; ++it) {
@@ -104,24 +103,24 @@ int64_t PrefixCache::remove(int32_t id) {
   e.tokens = {};
   e.children = {};
   free_ids_.push_back(id);
-  return freed;
 }
 
 int64_t PrefixCache::evict(int64_t n) {
+  // Least recently used first. Under the invariant (header) every evictable entry has an
+  // evictable leaf below it, so taking leaves only can free every evictable block.
   int64_t freed = 0;
-  while (freed < n) {
-    // The least recently used block only the cache holds, a leaf if there is one: a prefix
-    // goes after what continues it, since removing it makes its continuations unreachable.
-    int32_t victim = kRoot;
-    bool leaf = false;
-    for (auto it = lru_.rbegin(); it != lru_.rend() && !leaf; ++it) {
-      const Entry& e = entries_[*it];
-      if (cache_.block_refs(e.block) != 1) continue;
-      if (victim == kRoot || e.children.empty()) victim = *it;
-      leaf = e.children.empty();
+  for (auto it = lru_.rbegin(); it != lru_.rend() && freed < n;) {
+    const int32_t id = *it;
+    const Entry& e = entries_[id];
+    if (!e.children.empty() || cache_.block_refs(e.block) != 1) {
+      ++it;
+      continue;
     }
-    if (victim == kRoot) break;
-    freed += remove(victim);
+    // Its parent may have just become a leaf: scan again from the oldest end, where a parent
+    // that was used before its continuations sits.
+    remove_leaf(id);
+    ++freed;
+    it = lru_.rbegin();
   }
   return freed;
 }

@@ -11,6 +11,12 @@
 // The cache holds one reference to each block it lists (KvCache::retain_block). A block that
 // only the cache holds is "evictable": it counts as free for admission, and evict() gives
 // such blocks back to the pool, least recently used first, when a running sequence needs room.
+//
+// Invariant: a running sequence holds the block of every entry on its chain. insert() keeps it
+// when two sequences compute the same block at once: the second takes the listed copy and gives
+// its own back. So an evictable entry is never continued by one a sequence holds, and eviction,
+// which takes leaves only, never cuts a running sequence's chain (its next insert would name a
+// parent that is gone, or one whose id a newer entry reused).
 // Owned and used by the engine thread only.
 #pragma once
 
@@ -39,15 +45,16 @@ class PrefixCache {
   // The cached blocks that start `tokens` (at most max_blocks of them), marked recently used.
   Match match(const int32_t* tokens, int64_t n_tokens, int64_t max_blocks);
 
-  // Records that `block` holds the block_size tokens `block_tokens` following the prefix of
-  // entry `parent`, and returns the entry of that prefix. When an entry for the same tokens
-  // exists already (another sequence computed them at the same time) it is returned and
-  // `block` is not cached.
-  int32_t insert(int32_t parent, const int32_t* block_tokens, int32_t block);
+  // Records that block `index` of sequence `seq`, full, holds the block_size tokens
+  // `block_tokens` following the prefix of entry `parent`, and returns the entry of that prefix.
+  // When an entry for the same tokens exists already (another sequence computed them at the
+  // same time) it is returned, and the sequence's block table is pointed at the listed block
+  // (the same keys and values, bit for bit: batch invariance) while its own copy goes back.
+  int32_t insert(int32_t parent, const int32_t* block_tokens, int32_t seq, int64_t index);
 
   // Gives back to the pool up to `n` blocks that only the cache holds, least recently used
-  // first and continuations before their prefix (an entry removed takes the entries that
-  // continue it along). Returns the blocks freed.
+  // first, leaves only: a prefix goes after the entries that continue it. Returns the blocks
+  // freed.
   int64_t evict(int64_t n);
   // Blocks that only the cache holds (evict() can free that many).
   int64_t evictable() const;
@@ -69,8 +76,8 @@ class PrefixCache {
 
   static uint64_t hash_block(int32_t parent, const int32_t* tokens, int64_t n);
   int32_t find(uint64_t hash, int32_t parent, const int32_t* tokens) const;
-  // Removes the entry and every entry that continues it; returns the blocks freed.
-  int64_t remove(int32_t id);
+  // Removes an entry that nothing continues and only the cache holds, freeing its block.
+  void remove_leaf(int32_t id);
 
   KvCache& cache_;
   std::vector<Entry> entries_;

@@ -432,10 +432,9 @@ void Scheduler::after_forward(const std::vector<Planned>& plan, const float* log
     Sequence& s = slot->seq;
     s.n_fed += n_rows;
     if (options_.prefix_cache) {
-      const auto& table = cache.block_table(s.kv_id());
       while ((s.registered_blocks + 1) * block_size_ <= s.n_fed) {
-        s.chain_entry =
-            prefix_.insert(s.chain_entry, s.tokens().data() + s.registered_blocks * block_size_, table[s.registered_blocks]);
+        s.chain_entry = prefix_.insert(s.chain_entry, s.tokens().data() + s.registered_blocks * block_size_, s.kv_id(),
+                                       s.registered_blocks);
         ++s.registered_blocks;
       }
     }

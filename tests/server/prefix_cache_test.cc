@@ -25,13 +25,14 @@ std::vector<int32_t> iota(int32_t n, int32_t from = 0) {
   return v;
 }
 
-// Fills `seq` with `tokens` and registers its full blocks, as the scheduler does after a forward.
-void fill(KvCache& kv, PrefixCache& pc, int32_t seq, const std::vector<int32_t>& tokens) {
-  ASSERT_TRUE(kv.reserve(seq, static_cast<int64_t>(tokens.size())));
+// Fills `seq` with `tokens` and registers its full blocks, as the scheduler does after a
+// forward; returns the entry of its last full block (the sequence's chain).
+int32_t fill(KvCache& kv, PrefixCache& pc, int32_t seq, const std::vector<int32_t>& tokens) {
+  EXPECT_TRUE(kv.reserve(seq, static_cast<int64_t>(tokens.size())));
   int32_t parent = PrefixCache::kRoot;
-  const auto& table = kv.block_table(seq);
   for (size_t b = 0; (b + 1) * kBlock <= tokens.size(); ++b)
-    parent = pc.insert(parent, tokens.data() + b * kBlock, table[b]);
+    parent = pc.insert(parent, tokens.data() + b * kBlock, seq, static_cast<int64_t>(b));
+  return parent;
 }
 
 TEST(PrefixCache, MatchesWholeBlocksOfTheSamePrefixOnly) {
@@ -87,9 +88,39 @@ TEST(PrefixCache, InsertingAKnownBlockReturnsTheExistingEntry) {
   fill(kv, pc, 0, tokens);
   fill(kv, pc, 1, tokens);  // computed again by another sequence at the same time
   EXPECT_EQ(pc.size(), 1);
+  // The second sequence now reads the listed copy, and its own went back to the pool.
+  EXPECT_EQ(kv.block_table(1)[0], kv.block_table(0)[0]);
+  EXPECT_EQ(kv.used_blocks(), 1);
+  EXPECT_EQ(kv.block_refs(kv.block_table(0)[0]), 3);  // two sequences and the cache
   kv.remove(0);
   kv.remove(1);
-  EXPECT_EQ(kv.used_blocks(), 1);  // only the first copy is cached; the second went back
+  EXPECT_EQ(kv.used_blocks(), 1);  // held by the cache
+}
+
+TEST(PrefixCache, EvictionNeverCutsTheChainOfARunningSequence) {
+  // Sequence 0 computes P; sequence 1 computes P at the same time and goes on with Q. When 0
+  // ends, P must not count as evictable while 1 runs on it: evicting it took 1's continuation
+  // Q along, and 1's next insert named a dead parent (the server aborted on its check).
+  KvCache kv = small_cache(16);
+  PrefixCache pc(kv);
+  const auto p = iota(4);
+  const auto pq = iota(8);
+  fill(kv, pc, 0, p);
+  const int32_t chain = fill(kv, pc, 1, pq);
+  kv.remove(0);
+  EXPECT_EQ(pc.evictable(), 0);
+  EXPECT_EQ(pc.evict(10), 0);
+  EXPECT_EQ(pc.size(), 2);
+  // Sequence 1 fills its next block on its chain.
+  auto pqr = iota(12);
+  ASSERT_TRUE(kv.reserve(1, 12));
+  const int32_t next = pc.insert(chain, pqr.data() + 8, 1, 2);
+  EXPECT_EQ(pc.match(pqr.data(), 12, 100).blocks, kv.block_table(1));
+  EXPECT_NE(next, chain);
+  kv.remove(1);
+  EXPECT_EQ(pc.evictable(), 3);
+  EXPECT_EQ(pc.evict(100), 3);  // leaves first, then the prefixes they continued
+  EXPECT_EQ(kv.free_blocks(), 16);
 }
 
 TEST(PrefixCache, EvictsTheLeastRecentlyUsedContinuationFirst) {
@@ -108,7 +139,7 @@ TEST(PrefixCache, EvictsTheLeastRecentlyUsedContinuationFirst) {
   EXPECT_EQ(pc.evict(2), 2);
   EXPECT_EQ(pc.match(a.data(), 12, 100).blocks.size(), 3u);
   EXPECT_EQ(pc.match(b.data(), 12, 100).blocks.size(), 1u);
-  // Evicting a prefix takes what continues it along.
+  // The rest goes leaf by leaf, prefixes after what continues them.
   EXPECT_EQ(pc.evict(100), 3);
   EXPECT_EQ(pc.size(), 0);
   EXPECT_EQ(kv.free_blocks(), 16);

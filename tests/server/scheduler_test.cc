@@ -293,6 +293,46 @@ TEST(Scheduler, ThePrefixCacheReusesASharedPromptWithTheSameResult) {
   for (size_t i = 0; i < 2; ++i) EXPECT_EQ(results[1][i].choices[0].tokens, results[0][i].choices[0].tokens);
 }
 
+TEST(Scheduler, EvictionUnderPressureKeepsSequencesThatComputedAPrefixTogether) {
+  // Two requests with the same prompt P admitted in one step both compute P's blocks; the
+  // first ends at once, the second goes on decoding, and a third, long one then needs the
+  // whole pool. Evicting P (the first's copy, cache-only) took the second's continuation along
+  // and the server aborted at its next block (found by a soak with --kv-blocks 16).
+  SchedulerOptions so;
+  so.max_sequences = 2;
+  Harness h(wiki_options(512, 512), so);  // 16 blocks of 32
+  std::string p_text, q_text;
+  for (int i = 0; i < 12; ++i) p_text += kPrompts[i % 4] + ". ";
+  for (int i = 0; i < 40; ++i) q_text += kPrompts[3 - i % 4] + " and then ";
+  const auto p = h.encode(p_text);
+  const auto q = h.encode(q_text);
+  ASSERT_GT(p.size(), 96u);
+  ASSERT_GT(q.size(), 256u);
+  ASSERT_LT(q.size(), 480u);
+  auto reference = wiki(wiki_options(512));
+  Generator generator(*reference);
+  const auto expected_p = generator.generate(p, request(p, 200).options).tokens;
+  generator.truncate(0);
+  const auto expected_q = generator.generate(q, request(q, 20).options).tokens;
+
+  auto blocker = request(h.encode(kPrompts[0]), 30);
+  blocker.n = 2;
+  auto blocking = h.submit(blocker);
+  h.wait_stats([](const SchedulerStats& s) { return s.running_sequences == 2; });
+  auto first = h.submit(request(p, 1));
+  auto second = h.submit(request(p, 200));
+  ASSERT_FALSE(collect(*blocking, 2).failed);
+  ASSERT_FALSE(collect(*first).failed);
+  auto third = h.submit(request(q, 20));
+  const Result r2 = collect(*second);
+  const Result r3 = collect(*third);
+  ASSERT_FALSE(r2.failed);
+  ASSERT_FALSE(r3.failed);
+  EXPECT_EQ(r2.choices[0].tokens, expected_p);
+  EXPECT_EQ(r3.choices[0].tokens, expected_q);
+  h.wait_stats([](const SchedulerStats& s) { return s.kv_blocks_used == 0 && s.running_sequences == 0; });
+}
+
 TEST(Scheduler, ForkedChoicesSampleLikeSeparateRequestsWithConsecutiveSeeds) {
   Harness h;
   const auto prompt = h.encode(kPrompts[1]);

@@ -54,7 +54,7 @@ DecoderWeights load_decoder_weights(ModelSource& src, const ModelConfig& c) {
     L.wq = load_linear(src, name("self_attn.q_proj", "attn_q"), qd, d, c.attn_qkv_bias);
     L.wk = load_linear(src, name("self_attn.k_proj", "attn_k"), kvd, d, c.attn_qkv_bias);
     L.wv = load_linear(src, name("self_attn.v_proj", "attn_v"), kvd, d, c.attn_qkv_bias);
-    L.wo = load_linear(src, name("self_attn.o_proj", "attn_output"), d, qd, false);
+    L.wo = load_linear(src, name("self_attn.o_proj", "attn_output"), d, qd, c.attn_out_bias);
     L.ffn_norm = src.tensor_f32(name("post_attention_layernorm.weight", "ffn_norm.weight"), {d});
     L.gate = load_linear(src, name("mlp.gate_proj", "ffn_gate"), ff, d, false);
     L.up = load_linear(src, name("mlp.up_proj", "ffn_up"), ff, d, false);

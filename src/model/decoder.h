@@ -18,7 +18,7 @@ struct DecoderLayer {
   Linear wq;         // [q_dim, n_embd], bias [q_dim] when attn_qkv_bias
   Linear wk;         // [kv_dim, n_embd]
   Linear wv;         // [kv_dim, n_embd]
-  Linear wo;         // [n_embd, q_dim]
+  Linear wo;         // [n_embd, q_dim], bias [n_embd] when attn_out_bias
   Tensor ffn_norm;   // [n_embd] f32
   Linear gate;       // [n_ff, n_embd]
   Linear up;         // [n_ff, n_embd]

@@ -39,7 +39,8 @@ struct ModelConfig {
   float norm_eps = 1e-5f;    // RMSNorm epsilon
   RopeConfig rope;
   bool tied_embeddings = false;  // output head shares the token embedding matrix
-  bool attn_qkv_bias = false;    // q/k/v projections have biases (Qwen2)
+  bool attn_qkv_bias = false;    // q/k/v projections have biases (Qwen2; Llama's attention_bias)
+  bool attn_out_bias = false;    // the output projection has one (Llama's attention_bias)
 
   int64_t q_dim() const { return n_head * head_dim; }
   int64_t kv_dim() const { return n_head_kv * head_dim; }

@@ -147,7 +147,15 @@ Tensor ModelSource::tensor(const std::string& name, std::initializer_list<int64_
   auto it = tensors_.find(name);
   if (it == tensors_.end()) fail("{}: the model has no tensor '{}'", path_, name);
   check_shape(name, it->second, shape);
+  read_.insert(name);
   return it->second;
+}
+
+std::vector<std::string> ModelSource::unread_tensors() const {
+  std::vector<std::string> out;
+  for (const auto& [name, t] : tensors_)
+    if (!read_.count(name)) out.push_back(name);
+  return out;
 }
 
 std::optional<Tensor> ModelSource::optional_tensor(const std::string& name, std::initializer_list<int64_t> shape) const {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -56,6 +57,9 @@ class ModelSource {
   // As tensor(), converted to f32 (a view when already f32). Used for norms and biases.
   Tensor tensor_f32(const std::string& name, std::initializer_list<int64_t> shape);
   std::vector<std::string> tensor_names() const;
+  // Tensors of the files that no tensor() call has read (after loading: what the architecture
+  // left out, which would otherwise change the model without a word).
+  std::vector<std::string> unread_tensors() const;
 
   // The tokenizer that belongs to this model (tokenizer.json / tokenizer.model in the folder,
   // the GGUF vocabulary, or the llama2.c tokenizer.bin given in the options).
@@ -85,6 +89,7 @@ class ModelSource {
   std::shared_ptr<GgufFile> gguf_;
   std::vector<std::shared_ptr<SafetensorsFile>> safetensors_;
   std::map<std::string, Tensor> tensors_;
+  mutable std::set<std::string> read_;  // names tensor() has handed out
   std::vector<Buffer> owned_;
   std::shared_ptr<void> keep_alive_;
 };

@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "io/gguf.h"
+#include "model/rope_layout.h"
 #include "quant/formats/frugal_blocks.h"
 #include "tokenizer/gguf_export.h"
 #include "tokenizer/tokenizer.h"
@@ -19,12 +20,6 @@ bool is_frugal_metadata(const std::string& key) { return key.rfind("frugal.quant
 bool needs_qk_permutation(WorkingModel& model) {
   const ModelConfig& c = model.config();
   return c.arch == "llama" && !c.rope.interleaved;
-}
-
-int64_t gguf_qk_source_row(int64_t row, int64_t head_dim) {
-  const int64_t head = row / head_dim, within = row % head_dim, half = head_dim / 2;
-  // GGUF row h*hd + 2i + j holds Hugging Face row h*hd + j*(hd/2) + i.
-  return head * head_dim + (within % 2) * half + within / 2;
 }
 
 void add_model_metadata(GgufWriter& w, WorkingModel& model, uint32_t file_type) {
@@ -86,7 +81,7 @@ void add_frugal_type_marks(GgufWriter& w, const std::map<std::string, DType>& ty
 
 void add_model_tensors(GgufWriter& w, WorkingModel& model, const std::function<StoredTensor(WorkingTensor&)>& stored) {
   const bool permute = needs_qk_permutation(model);
-  const int64_t head_dim = model.config().head_dim;
+  const int64_t head_dim = model.config().head_dim, n_rot = model.config().rope.n_rot;
   std::set<std::string> written;
   for (WorkingTensor& t : model.tensors()) {
     const StoredTensor s = stored(t);
@@ -108,10 +103,10 @@ void add_model_tensors(GgufWriter& w, WorkingModel& model, const std::function<S
     w.add_tensor(t.name, s.type, shape, [=](GgufWriter::Sink& out) {
       if (bias) {
         const auto* v = reinterpret_cast<const float*>(data);
-        for (int64_t i = 0; i < cols; ++i) out.write(v + gguf_qk_source_row(i, head_dim), sizeof(float));
+        for (int64_t i = 0; i < cols; ++i) out.write(v + hf_row_of_pairwise(i, head_dim, n_rot), sizeof(float));
         return;
       }
-      for (int64_t r = 0; r < rows; ++r) out.write(data + gguf_qk_source_row(r, head_dim) * stride, stride);
+      for (int64_t r = 0; r < rows; ++r) out.write(data + hf_row_of_pairwise(r, head_dim, n_rot) * stride, stride);
     });
   }
   if (const GgufFile* src = model.source_gguf()) {

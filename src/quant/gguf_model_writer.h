@@ -26,11 +26,8 @@ void add_model_metadata(GgufWriter& writer, WorkingModel& model, uint32_t file_t
 // frugal.quant.types: "name=gguf_id" entries); nothing when all are GGML's.
 void add_frugal_type_marks(GgufWriter& writer, const std::map<std::string, DType>& types);
 
-// True when the q/k rows of this model must be permuted for GGUF.
+// True when the q/k rows of this model must be permuted for GGUF (model/rope_layout.h).
 bool needs_qk_permutation(WorkingModel& model);
-// Output row of a q/k matrix -> row of the Hugging Face matrix it holds, for heads of head_dim
-// rows (llama.cpp's converter: reshape(n_head, 2, head_dim / 2).swapaxes(1, 2)).
-int64_t gguf_qk_source_row(int64_t row, int64_t head_dim);
 
 // Adds every tensor of the model, in GGUF order, streamed from `bytes_of(tensor)`: the stored
 // bytes (quantized, or f32 values) of each row in source order; rows are permuted here.

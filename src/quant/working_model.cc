@@ -65,6 +65,7 @@ std::unique_ptr<WorkingModel> WorkingModel::open(const std::string& path, const 
     m->add(p + "attn_v.weight", TensorRole::kAttnV, l, InputGroup::kAttnIn, &L.wv.weight, &L.wv);
     bias(L.wv, p + "attn_v.bias", l);
     m->add(p + "attn_output.weight", TensorRole::kAttnOutput, l, InputGroup::kAttnOut, &L.wo.weight, &L.wo);
+    bias(L.wo, p + "attn_output.bias", l);
     m->add(p + "ffn_norm.weight", TensorRole::kFfnNorm, l, InputGroup::kNone, &L.ffn_norm, nullptr);
     m->add(p + "ffn_gate.weight", TensorRole::kFfnGate, l, InputGroup::kFfnIn, &L.gate.weight, &L.gate);
     m->add(p + "ffn_up.weight", TensorRole::kFfnUp, l, InputGroup::kFfnIn, &L.up.weight, &L.up);

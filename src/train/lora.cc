@@ -11,6 +11,7 @@
 #include <set>
 
 #include "core/check.h"
+#include "model/rope_layout.h"
 #include "ops/grad/matmul.h"
 
 namespace frugal {
@@ -34,15 +35,6 @@ const TargetInfo& info(LoraTarget t) { return kTargets[static_cast<int>(t)]; }
 std::string leaf_of(const TargetInfo& t) {
   const std::string module = t.module;
   return module.substr(module.find('.') + 1);
-}
-
-// Row permutation between Hugging Face's rotary layout (a head's dimensions in two halves) and
-// the pairwise one of GGUF Llama / llama2.c weights (llama.cpp's convert_hf_to_gguf permute):
-// row h*D + 2i + j of the pairwise layout is row h*D + j*D/2 + i of the halves layout.
-int64_t pairwise_row_from_hf(int64_t row, int64_t head_dim) {
-  const int64_t h = row / head_dim, r = row % head_dim, half = head_dim / 2;
-  const int64_t j = r / half, i = r % half;
-  return h * head_dim + 2 * i + j;
 }
 
 // Uniform in [-bound, bound) from 24 random bits: the same numbers on every platform.
@@ -174,6 +166,7 @@ LoraSet LoraSet::create(const DecoderModel& base, const LoraOptions& o, uint64_t
   set.n_head_ = c.n_head;
   set.n_head_kv_ = c.n_head_kv;
   set.head_dim_ = c.head_dim;
+  set.n_rot_ = c.rope.n_rot;
   std::mt19937_64 rng(seed);
   for (int64_t l : layers)
     for (LoraTarget t : o.targets) {
@@ -210,6 +203,7 @@ LoraSet LoraSet::from_peft(const DecoderModel& base, const PeftAdapter& adapter,
   set.n_head_ = c.n_head;
   set.n_head_kv_ = c.n_head_kv;
   set.head_dim_ = c.head_dim;
+  set.n_rot_ = c.rope.n_rot;
   const PeftLoraConfig& pc = adapter.config;
   set.options_.rank = pc.r;
   set.options_.alpha = pc.lora_alpha;
@@ -248,7 +242,7 @@ LoraSet LoraSet::from_peft(const DecoderModel& base, const PeftAdapter& adapter,
     mod.b = pm.b;
     if (set.interleaved_rope_ && permuted_rows(target)) {
       for (int64_t r = 0; r < mod.n_out; ++r)
-        std::copy_n(pm.b.data() + r * mod.rank, mod.rank, mod.b.data() + pairwise_row_from_hf(r, c.head_dim) * mod.rank);
+        std::copy_n(pm.b.data() + r * mod.rank, mod.rank, mod.b.data() + pairwise_row_of_hf(r, c.head_dim, c.rope.n_rot) * mod.rank);
     }
     mod.grad_a.assign(mod.a.size(), 0.0f);
     mod.grad_b.assign(mod.b.size(), 0.0f);
@@ -296,7 +290,7 @@ PeftAdapter LoraSet::to_peft(const std::string& base_name) const {
     pm.b = m.b;
     if (interleaved_rope_ && permuted_rows(m.target))
       for (int64_t r = 0; r < m.n_out; ++r)
-        std::copy_n(m.b.data() + pairwise_row_from_hf(r, head_dim_) * m.rank, m.rank, pm.b.data() + r * m.rank);
+        std::copy_n(m.b.data() + pairwise_row_of_hf(r, head_dim_, n_rot_) * m.rank, m.rank, pm.b.data() + r * m.rank);
     // A module whose rank differs from the adapter's (a loaded adapter with rank_pattern).
     if (m.rank != options_.rank) pc.rank_pattern[pm.module] = m.rank;
     out.modules.push_back(std::move(pm));

@@ -95,7 +95,7 @@ class LoraSet {
   std::vector<LoraModule> modules_;
   std::vector<int32_t> index_;  // [n_layer * kLoraTargetCount] -> position in modules_, or -1
   bool interleaved_rope_ = false;
-  int64_t n_head_ = 0, n_head_kv_ = 0, head_dim_ = 0;
+  int64_t n_head_ = 0, n_head_kv_ = 0, head_dim_ = 0, n_rot_ = 0;
 
   void build_index(int64_t n_layer);
 };

@@ -241,6 +241,80 @@ def _hf_folder(d, config_edit=None, tokenizer=True, weights=None):
     return d
 
 
+def _tiny_llama(d, config_more, extra_tensors=()):
+    """A 2-layer Llama in d with seeded random f32 weights, wiki-7m's tokenizer, and biases on
+    q, k, v and o when config_more says attention_bias (as transformers builds them)."""
+    import numpy as np
+    rng = np.random.default_rng(7)
+    D, H, KV, HD, FF, V = 64, 4, 2, 16, 128, 4096
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": D,
+              "intermediate_size": FF, "num_hidden_layers": 2, "num_attention_heads": H,
+              "num_key_value_heads": KV, "vocab_size": V, "max_position_embeddings": 256,
+              "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False}
+    config.update(config_more)
+    shapes = {"model.embed_tokens.weight": (V, D), "model.norm.weight": (D,), "lm_head.weight": (V, D)}
+    for l in range(2):
+        p = f"model.layers.{l}."
+        shapes.update({p + "input_layernorm.weight": (D,), p + "post_attention_layernorm.weight": (D,),
+                       p + "self_attn.q_proj.weight": (H * HD, D), p + "self_attn.k_proj.weight": (KV * HD, D),
+                       p + "self_attn.v_proj.weight": (KV * HD, D), p + "self_attn.o_proj.weight": (D, H * HD),
+                       p + "mlp.gate_proj.weight": (FF, D), p + "mlp.up_proj.weight": (FF, D),
+                       p + "mlp.down_proj.weight": (D, FF)})
+        if config.get("attention_bias"):
+            shapes.update({p + "self_attn.q_proj.bias": (H * HD,), p + "self_attn.k_proj.bias": (KV * HD,),
+                           p + "self_attn.v_proj.bias": (KV * HD,), p + "self_attn.o_proj.bias": (D,)})
+    shapes.update({name: shape for name, shape in extra_tensors})
+    tensors = {n: (1.0 + 0.1 * rng.standard_normal(s)) if n.endswith("norm.weight") else 0.2 * rng.standard_normal(s)
+               for n, s in shapes.items()}
+    header, blobs, offset = {}, [], 0
+    for name, a in tensors.items():
+        b = a.astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + len(b)]}
+        blobs.append(b)
+        offset += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    weights = len(h).to_bytes(8, "little") + h + b"".join(blobs)
+    os.makedirs(d)
+    _hf_folder(d, lambda c: (c.clear(), c.update(config)), weights=weights)
+    return d
+
+
+def test_attention_biases_and_partial_rotary_survive_gguf():
+    # Llama's attention_bias gives o_proj a bias too (transformers' LlamaAttention), and GGUF
+    # Llama files carry whatever biases exist. partial_rotary_factor rotates a head's first
+    # dimensions only: the GGUF q/k row order moves only those (model/rope_layout.h). Before,
+    # the o bias was dropped (HF), all biases were (GGUF), and the partial-rotary GGUF ran
+    # 16 nats off. The HF folder and its f32 GGUF must agree, and the o bias must matter.
+    def ppl(model):
+        out = ok(run(["perplexity", "-m", model, "-f", f"{SHARED}/data/wikitext2/wiki.test.raw", "-c", "64",
+                      "--chunks", "2", "--json"]))
+        return json.loads(out)["ppl"]
+
+    with tempfile.TemporaryDirectory() as root:
+        for name, config in (("bias", {"attention_bias": True}), ("rotary", {"partial_rotary_factor": 0.5})):
+            hf = _tiny_llama(f"{root}/{name}", config)
+            gguf = f"{root}/{name}.gguf"
+            ok(run(["quantize", "-m", hf, "-o", gguf, "--type", "f32"]))
+            a, b = ppl(hf), ppl(gguf)
+            expect(abs(a - b) < 1e-4 * a, f"{name}: PPL {a} from the folder, {b} from its GGUF")
+        # Zeroing the o biases in the GGUF's source changes the model: they are read.
+        cut = _tiny_llama(f"{root}/cut", {"attention_bias": True})
+        with open(f"{cut}/model.safetensors", "r+b") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+            for key, info in header.items():
+                if key.endswith("o_proj.bias"):
+                    f.seek(8 + n + info["data_offsets"][0])
+                    f.write(bytes(info["data_offsets"][1] - info["data_offsets"][0]))
+        expect(abs(ppl(cut) - ppl(f"{root}/bias")) > 1e-3 * ppl(cut), "the o_proj biases change nothing")
+        # A tensor no part of the architecture reads is named, not silently left out.
+        extra = _tiny_llama(f"{root}/extra", {}, [("model.layers.1.mlp.gate_proj.bias", (128,))])
+        p = run(["generate", "-m", extra, "-p", "The", "-n", "1"])
+        err = p.stderr.decode()
+        expect(p.returncode == 0 and "model.layers.1.mlp.gate_proj.bias" in err and "not used" in err, err)
+
+
 def test_bad_model_files():
     """Broken models: one error line naming the file and the problem, exit 1, no crash."""
     gen = ["generate", "-p", "Hi", "-n", "2", "-m"]

@@ -25,6 +25,9 @@ ModelConfig parse_config(const ModelSource& src) {
     c.norm_eps = static_cast<float>(g->get_float(a + ".attention.layer_norm_rms_epsilon"));
     c.n_vocab = g->try_int(a + ".vocab_size").value_or(static_cast<int64_t>(g->get_string_array("tokenizer.ggml.tokens").size()));
     c.tied_embeddings = !src.has_tensor("output.weight");
+    // Biases are optional tensors, as llama.cpp loads them (attention_bias models converted).
+    c.attn_qkv_bias = src.has_tensor("blk.0.attn_q.bias");
+    c.attn_out_bias = src.has_tensor("blk.0.attn_output.bias");
     read_rope_config(src, a, c);
     c.rope.interleaved = true;  // llama.cpp's converter permutes q/k rows for pairwise rotation
     return c;
@@ -43,7 +46,8 @@ ModelConfig parse_config(const ModelSource& src) {
   c.n_ctx_train = json_opt_int(j, "max_position_embeddings", label).value_or(4096);
   c.norm_eps = static_cast<float>(json_float(j, "rms_norm_eps", label, 1e-5));
   c.tied_embeddings = json_bool(j, "tie_word_embeddings", label, false);
-  c.attn_qkv_bias = json_bool(j, "attention_bias", label, false);
+  // Transformers' LlamaAttention gives q, k, v and o biases alike.
+  c.attn_qkv_bias = c.attn_out_bias = json_bool(j, "attention_bias", label, false);
   // Mistral's config (mapped here) names its window; null or absent: full attention. (GGUF
   // files do not carry it, and llama.cpp runs them with full attention.)
   c.sliding_window = json_opt_int(j, "sliding_window", label).value_or(0);

@@ -26,29 +26,60 @@ bool is_name_or_suffix(const std::string& module, const std::string& key) {
          (module.size() > key.size() && module.ends_with(key) && module[module.size() - key.size() - 1] == '.');
 }
 
-// PEFT's rule (peft.tuners.tuners_utils / lora.model): a pattern key applies to a module whose
-// full name matches the regular expression "(.*\.)?" + key + "$".
+// PEFT's rule (peft.utils.get_pattern_key): a pattern key applies to a module whose full name
+// matches the regular expression "(.*\.)?(" + key + ")$"; the first such key in the config wins.
 bool pattern_matches(const std::string& key, const std::string& module) {
   try {
-    return std::regex_match(module, std::regex("(.*\\.)?" + key));
+    // The key in a group of its own, as PEFT writes it: an alternation ("q_proj|v_proj") must
+    // not split the prefix off.
+    return std::regex_match(module, std::regex("(.*\\.)?(" + key + ")"));
   } catch (const std::regex_error&) {
     return is_name_or_suffix(module, key);
   }
 }
 
-bool flag(const nlohmann::json& j, const char* key, const std::string& label) {
+// Configs are read keeping their keys' order: PEFT takes the first pattern key that matches.
+using Json = nlohmann::ordered_json;
+
+bool flag(const Json& j, const char* key, const std::string& label) {
   if (!j.contains(key) || j[key].is_null()) return false;
   if (!j[key].is_boolean()) fail("{}: '{}' must be true or false", label, key);
   return j[key].get<bool>();
 }
 
-double number(const nlohmann::json& j, const char* key, const std::string& label, double fallback) {
+double number(const Json& j, const char* key, const std::string& label, double fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (!j[key].is_number()) fail("{}: '{}' must be a number", label, key);
   return j[key].get<double>();
 }
 
-PeftLoraConfig parse_config(const nlohmann::json& j, const std::string& label) {
+// A key whose value, when set, changes what the adapter computes in a way frugal does not
+// implement: refused by name rather than ignored.
+bool is_set(const Json& j, const char* key) {
+  if (!j.contains(key)) return false;
+  const Json& v = j[key];
+  return !(v.is_null() || (v.is_boolean() && !v.get<bool>()) || ((v.is_array() || v.is_object()) && v.empty()));
+}
+
+// A list of module names or one regular expression (PEFT's target_modules and exclude_modules).
+void read_module_names(const Json& j, const char* key, const std::string& label, std::vector<std::string>& names,
+                       bool& regex) {
+  if (!j.contains(key) || j[key].is_null()) return;
+  const auto& t = j[key];
+  if (t.is_string()) {
+    names.push_back(t.get<std::string>());
+    regex = true;
+  } else if (t.is_array()) {
+    for (const auto& m : t) {
+      if (!m.is_string()) fail("{}: {} must hold strings", label, key);
+      names.push_back(m.get<std::string>());
+    }
+  } else {
+    fail("{}: {} must be a list of module names", label, key);
+  }
+}
+
+PeftLoraConfig parse_config(const Json& j, const std::string& label) {
   if (!j.is_object()) fail("{}: not a JSON object", label);
   const std::string type = j.value("peft_type", std::string("LORA"));
   if (type != "LORA") fail("{}: peft_type is '{}'; frugal reads LoRA adapters (LORA) only", label, type);
@@ -62,35 +93,33 @@ PeftLoraConfig parse_config(const nlohmann::json& j, const std::string& label) {
       !(j["modules_to_save"].is_array() && j["modules_to_save"].empty()))
     fail("{}: modules_to_save {} lists fully trained modules; frugal applies LoRA matrices only", label,
          j["modules_to_save"].dump());
+  const std::pair<const char*, const char*> unsupported[] = {
+      {"alora_invocation_tokens", "an activated LoRA (aLoRA) acts only after its invocation tokens"},
+      {"layer_replication", "it rebuilds the base model's layer stack"},
+      {"use_qalora", "QA-LoRA pools the inputs of lora_A by quantization group"},
+      {"lora_bias", "the adapter trains a bias on lora_B"},
+      {"trainable_token_indices", "the adapter trains rows of the embedding"},
+      {"target_parameters", "the adapter targets parameters, not linear modules"},
+  };
+  for (const auto& [key, why] : unsupported)
+    if (is_set(j, key)) fail("{}: {} is set ({}); frugal applies plain LoRA matrices only", label, key, why);
   PeftLoraConfig c;
   c.r = static_cast<int64_t>(number(j, "r", label, 8));
   if (c.r < 1) fail("{}: r must be at least 1", label);
   c.lora_alpha = number(j, "lora_alpha", label, 8);
   c.lora_dropout = number(j, "lora_dropout", label, 0);
   c.use_rslora = flag(j, "use_rslora", label);
-  if (j.contains("target_modules") && !j["target_modules"].is_null()) {
-    const auto& t = j["target_modules"];
-    if (t.is_string()) {
-      c.target_modules.push_back(t.get<std::string>());
-      c.target_modules_regex = true;
-    } else if (t.is_array()) {
-      for (const auto& m : t) {
-        if (!m.is_string()) fail("{}: target_modules must hold strings", label);
-        c.target_modules.push_back(m.get<std::string>());
-      }
-    } else {
-      fail("{}: target_modules must be a list of module names", label);
-    }
-  }
+  read_module_names(j, "target_modules", label, c.target_modules, c.target_modules_regex);
+  read_module_names(j, "exclude_modules", label, c.exclude_modules, c.exclude_modules_regex);
   for (const char* key : {"rank_pattern", "alpha_pattern"}) {
     if (!j.contains(key) || j[key].is_null()) continue;
     if (!j[key].is_object()) fail("{}: '{}' must be an object", label, key);
     for (const auto& [k, v] : j[key].items()) {
       if (!v.is_number()) fail("{}: {}['{}'] must be a number", label, key, k);
       if (std::string(key) == "rank_pattern") {
-        c.rank_pattern[k] = v.get<int64_t>();
+        c.rank_pattern.emplace_back(k, v.get<int64_t>());
       } else {
-        c.alpha_pattern[k] = v.get<double>();
+        c.alpha_pattern.emplace_back(k, v.get<double>());
       }
     }
   }
@@ -152,19 +181,30 @@ double PeftLoraConfig::alpha_for(const std::string& module) const {
   return lora_alpha;
 }
 
-bool PeftLoraConfig::targets(const std::string& module) const {
-  if (target_modules.empty()) return true;  // not given: the tensors say which modules
-  if (target_modules_regex) {
-    // PEFT: a string is matched against the whole module name; "all-linear" means every linear layer.
-    if (target_modules[0] == "all-linear") return true;
+namespace {
+
+// PEFT's match of target_modules / exclude_modules: a string is a regular expression matched
+// against the whole module name; a list names modules (the name or its last components).
+bool names_module(const std::vector<std::string>& names, bool regex, const std::string& module, const char* key) {
+  if (regex) {
     try {
-      return std::regex_match(module, std::regex(target_modules[0]));
+      return std::regex_match(module, std::regex(names[0]));
     } catch (const std::regex_error&) {
-      fail("target_modules '{}' is not a regular expression", target_modules[0]);
+      fail("{} '{}' is not a regular expression", key, names[0]);
     }
   }
-  // A list: a module is targeted when its name is an entry or ends with "." + the entry.
-  return std::ranges::any_of(target_modules, [&](const std::string& key) { return is_name_or_suffix(module, key); });
+  return std::ranges::any_of(names, [&](const std::string& name) { return is_name_or_suffix(module, name); });
+}
+
+}  // namespace
+
+bool PeftLoraConfig::targets(const std::string& module) const {
+  if (!exclude_modules.empty() && names_module(exclude_modules, exclude_modules_regex, module, "exclude_modules"))
+    return false;
+  if (target_modules.empty()) return true;  // not given: the tensors say which modules
+  // "all-linear" means every linear layer.
+  if (target_modules_regex && target_modules[0] == "all-linear") return true;
+  return names_module(target_modules, target_modules_regex, module, "target_modules");
 }
 
 double PeftLoraConfig::scale_for(const std::string& module, int64_t rank) const {
@@ -188,7 +228,9 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
     fail("{}: no {}", dir, kWeightsFile);
   }
   PeftAdapter adapter;
-  adapter.config = parse_config(read_json_file(config_path), config_path);
+  const std::string config_text = read_text_file(config_path);
+  parse_json(config_text, config_path);  // limits, duplicate keys: every problem named
+  adapter.config = parse_config(Json::parse(config_text), config_path);
   auto file = SafetensorsFile::open(weights_path);
 
   std::map<std::string, size_t> index;  // module -> position in adapter.modules
@@ -236,7 +278,8 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
       fail("{}: module '{}' has rank {} but {} gives it r = {}", weights_path, m.module, m.rank, config_path,
            c.rank_for(m.module));
     if (!c.targets(m.module))
-      fail("{}: module '{}' is not among the target_modules of {}", weights_path, m.module, config_path);
+      fail("{}: module '{}' is not among the target_modules of {}{}", weights_path, m.module, config_path,
+           c.exclude_modules.empty() ? "" : " (or is among its exclude_modules)");
     std::smatch layer;
     if (c.layers_to_transform && std::regex_search(m.module, layer, layer_re) &&
         std::ranges::find(*c.layers_to_transform, std::stoll(layer[1].str())) == c.layers_to_transform->end())

@@ -26,11 +26,14 @@ struct PeftLoraConfig {
   double lora_dropout = 0.0;
   std::vector<std::string> target_modules;  // module name suffixes ("q_proj"), or one regex:
   bool target_modules_regex = false;        // the config gave a string (matched against the whole name)
+  std::vector<std::string> exclude_modules;  // modules left out although targeted, given the same way
+  bool exclude_modules_regex = false;
   bool use_rslora = false;                  // scale alpha / sqrt(r) instead of alpha / r
   // Per-module overrides, keyed by PEFT's patterns (a module matches key when its name is key
-  // or ends with "." + key, key read as a regular expression).
-  std::map<std::string, int64_t> rank_pattern;
-  std::map<std::string, double> alpha_pattern;
+  // or ends with "." + key, key read as a regular expression), in the config's order: the first
+  // key that matches applies.
+  std::vector<std::pair<std::string, int64_t>> rank_pattern;
+  std::vector<std::pair<std::string, double>> alpha_pattern;
   std::optional<std::vector<int64_t>> layers_to_transform;
   std::string base_model_name_or_path;
 

@@ -292,7 +292,7 @@ PeftAdapter LoraSet::to_peft(const std::string& base_name) const {
       for (int64_t r = 0; r < m.n_out; ++r)
         std::copy_n(m.b.data() + pairwise_row_of_hf(r, head_dim_, n_rot_) * m.rank, m.rank, pm.b.data() + r * m.rank);
     // A module whose rank differs from the adapter's (a loaded adapter with rank_pattern).
-    if (m.rank != options_.rank) pc.rank_pattern[pm.module] = m.rank;
+    if (m.rank != options_.rank) pc.rank_pattern.emplace_back(pm.module, m.rank);
     out.modules.push_back(std::move(pm));
   }
   return out;

@@ -231,14 +231,14 @@ TEST(Trainer, AdapterConfigMustMatchItsTensors) {
   // tensors, so a config that disagrees with them is an error naming the module.
   const std::string ref = test::reference_dir() + "/wiki7m_lora";
   const nlohmann::json config = nlohmann::json::parse(std::ifstream(ref + "/adapter_config.json"));
-  auto with_config = [&](const std::string& name, const nlohmann::json& c) {
+  auto with_config = [&](const std::string& name, const auto& c) {
     const std::string dir = fresh_dir(name);
     fs::create_directories(dir);
     fs::copy_file(ref + "/adapter_model.safetensors", dir + "/adapter_model.safetensors");
     std::ofstream(dir + "/adapter_config.json") << c.dump();
     return dir;
   };
-  auto expect_refused = [&](const std::string& name, const nlohmann::json& c, const std::vector<std::string>& parts) {
+  auto expect_refused = [&](const std::string& name, const auto& c, const std::vector<std::string>& parts) {
     const std::string dir = with_config(name, c);
     try {
       read_peft_adapter(dir);
@@ -267,6 +267,66 @@ TEST(Trainer, AdapterConfigMustMatchItsTensors) {
   expect_refused("regex_fewer", c, {"mlp.", "target_modules"});
   c["target_modules"] = "all-linear";
   EXPECT_EQ(read_peft_adapter(with_config("all_linear", c)).modules.size(), 21u);
+  // exclude_modules takes modules out of the targets: their tensors are then refused.
+  c = config;
+  c["exclude_modules"] = {"o_proj"};
+  expect_refused("excluded", c, {"o_proj", "exclude_modules"});
+  c["exclude_modules"] = nullptr;
+  EXPECT_EQ(read_peft_adapter(with_config("exclude_null", c)).modules.size(), 21u);
+  // Keys that change what an adapter computes, which frugal does not implement: refused by
+  // name when set, accepted when null or false (as newer PEFT versions write them).
+  for (const char* key : {"alora_invocation_tokens", "layer_replication", "use_qalora", "lora_bias",
+                          "trainable_token_indices", "target_parameters"}) {
+    c = config;
+    c[key] = std::string(key) == "use_qalora" || std::string(key) == "lora_bias" ? nlohmann::json(true)
+                                                                                 : nlohmann::json::array({0, 1});
+    expect_refused(std::string("set_") + key, c, {key});
+    c[key] = std::string(key) == "use_qalora" || std::string(key) == "lora_bias" ? nlohmann::json(false)
+                                                                                 : nlohmann::json(nullptr);
+    EXPECT_EQ(read_peft_adapter(with_config(std::string("unset_") + key, c)).modules.size(), 21u) << key;
+  }
+}
+
+TEST(Trainer, AdapterPatternsFollowPeft) {
+  // peft.utils.get_pattern_key: a key applies to a module whose name fully matches
+  // "(.*\.)?(" + key + ")", and the first matching key in the config's order wins.
+  const std::string ref = test::reference_dir() + "/wiki7m_lora";
+  const auto config = nlohmann::ordered_json::parse(std::ifstream(ref + "/adapter_config.json"));
+  auto read_with = [&](const std::string& name, const nlohmann::ordered_json& c) {
+    const std::string dir = fresh_dir(name);
+    fs::create_directories(dir);
+    fs::copy_file(ref + "/adapter_model.safetensors", dir + "/adapter_model.safetensors");
+    std::ofstream(dir + "/adapter_config.json") << c.dump();
+    return read_peft_adapter(dir).config;
+  };
+  const std::string q0 = "model.layers.0.self_attn.q_proj", v3 = "model.layers.3.self_attn.v_proj";
+  const std::string o0 = "model.layers.0.self_attn.o_proj", o3 = "model.layers.3.self_attn.o_proj";
+  // An alternation applies to every module it names (it applied to the first only: the "|"
+  // split the prefix off the rest).
+  auto c = config;
+  c["alpha_pattern"] = nlohmann::ordered_json::object();
+  c["alpha_pattern"]["q_proj|v_proj"] = 32.0;
+  c["alpha_pattern"]["o_proj"] = 4.0;
+  PeftLoraConfig got = read_with("alternation", c);
+  EXPECT_EQ(got.scale_for(q0, 4), 8.0);
+  EXPECT_EQ(got.scale_for(v3, 4), 8.0);
+  c = config;
+  c["rank_pattern"] = nlohmann::ordered_json::object();
+  c["rank_pattern"]["zzz_proj|down_proj"] = 2;
+  EXPECT_EQ(read_with("rank_alternation", c).rank_for("model.layers.5.mlp.down_proj"), 2);
+  // Overlapping keys: the config's order decides, not the keys' alphabetical order.
+  c = config;
+  c["alpha_pattern"] = nlohmann::ordered_json::object();
+  c["alpha_pattern"]["o_proj"] = 4.0;
+  c["alpha_pattern"]["model.layers.0.self_attn.o_proj"] = 64.0;
+  got = read_with("general_first", c);
+  EXPECT_EQ(got.alpha_for(o0), 4.0);
+  c["alpha_pattern"] = nlohmann::ordered_json::object();
+  c["alpha_pattern"]["model.layers.0.self_attn.o_proj"] = 64.0;
+  c["alpha_pattern"]["o_proj"] = 4.0;
+  got = read_with("specific_first", c);
+  EXPECT_EQ(got.alpha_for(o0), 64.0);
+  EXPECT_EQ(got.alpha_for(o3), 4.0);
 }
 
 TEST(Trainer, AdapterForAnotherBaseIsRefused) {

@@ -119,6 +119,15 @@ std::string check_output_path(const std::string& path, const std::vector<std::st
   return dest.string();
 }
 
+void check_output_folder(const std::string& path, const std::vector<std::string>& inputs) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  for (const std::string& input : inputs)
+    if (!input.empty() && fs::exists(input, ec) && fs::equivalent(path, input, ec))
+      fail("{}: is the input '{}' itself; write to another folder", path, input);
+}
+
 AtomicOutputFile::AtomicOutputFile(const std::string& path) : path_(path) {
   static std::atomic<uint64_t> counter{0};
   target_ = check_output_path(path);

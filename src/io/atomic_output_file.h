@@ -21,6 +21,10 @@ namespace frugal {
 // that is one of them, or an existing file in one of those folders (a model's own files), is
 // refused, since replacing it would destroy what the command was given.
 std::string check_output_path(const std::string& path, const std::vector<std::string>& inputs = {});
+// The same rule for a folder a command writes several files into (an adapter, a merged model):
+// refused when it is one of `inputs` (the base model's folder, an adapter's), whose files the
+// output would replace or mix with.
+void check_output_folder(const std::string& path, const std::vector<std::string>& inputs);
 
 class AtomicOutputFile {
  public:

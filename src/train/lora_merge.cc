@@ -37,6 +37,9 @@ MergeSummary merge_lora(const MergeOptions& o) {
     std::error_code ec;
     if (fs::exists(o.output, ec) && fs::equivalent(o.output, o.model, ec))
       fail("{}: the output is the base model itself; write the merged model elsewhere", o.output);
+    std::vector<std::string> adapters;
+    for (const auto& [dir, scale] : o.adapters) adapters.push_back(dir);
+    check_output_folder(o.output, adapters);
   }
   ModelOpenOptions open;
   open.tokenizer_path = o.tokenizer;

@@ -13,6 +13,7 @@
 #include "core/thread_pool.h"
 #include "dist/communicator.h"
 #include "io/atomic_output_file.h"
+#include "io/mapped_file.h"
 #include "model/architecture.h"
 #include "model/model.h"
 #include "model/model_source.h"
@@ -38,8 +39,18 @@ std::string absolute(const std::string& p) {
   return ec ? p : a.string();
 }
 
+// What identifies a data file's contents: its size and an FNV-1a hash of its bytes, so that a
+// checkpoint does not resume on a file that was rewritten under the same name.
+std::string content_id(const std::string& path) {
+  if (path.empty()) return "";
+  const std::string bytes = read_text_file(path, std::numeric_limits<size_t>::max());
+  uint64_t h = 14695981039346656037ull;
+  for (const unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
+  return fmt::format("{} bytes, fnv1a {:016x}", bytes.size(), h);
+}
+
 // The options that determine a run's trajectory: a checkpoint resumes only the run it came from.
-nlohmann::json fingerprint(const TrainOptions& o) {
+nlohmann::json fingerprint(const TrainOptions& o, const std::string& data_id, const std::string& val_data_id) {
   nlohmann::json targets = nlohmann::json::array();
   for (LoraTarget t : o.lora.targets) targets.push_back(lora_target_name(t));
   return {
@@ -51,6 +62,7 @@ nlohmann::json fingerprint(const TrainOptions& o) {
       {"min_lr_ratio", o.min_lr_ratio}, {"schedule", o.schedule}, {"warmup", o.warmup},
       {"max_grad_norm", o.max_grad_norm}, {"weight_decay", o.adamw.weight_decay}, {"adam_beta1", o.adamw.beta1},
       {"adam_beta2", o.adamw.beta2}, {"adam_eps", o.adamw.eps}, {"val_split", o.val_split}, {"seed", o.seed},
+      {"data_contents", data_id}, {"val_data_contents", val_data_id},
   };
 }
 
@@ -196,11 +208,16 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   } else if (!list_checkpoints(o.output).empty()) {
     fail("{} already holds checkpoints of a training run: pass --resume to continue it, or choose another folder",
          o.output);
+  } else if (fs::exists(fs::path(o.output) / "adapter_config.json", ec)) {
+    fail("{} already holds an adapter (adapter_config.json): choose another folder, or remove it first", o.output);
   }
+  // The adapter's files must not land in the base model's folder (or the data's own path).
+  check_output_folder(o.output, {o.model, o.data, o.val_data});
+  const std::string data_id = content_id(o.data), val_data_id = content_id(o.val_data);
   CheckpointState resumed;
   if (!resume_dir.empty()) {
     resumed = read_checkpoint_state(resume_dir);
-    const nlohmann::json now = fingerprint(o);
+    const nlohmann::json now = fingerprint(o, data_id, val_data_id);
     for (const auto& [key, value] : now.items()) {
       const auto it = resumed.fingerprint.find(key);
       if (it == resumed.fingerprint.end() || *it != value)
@@ -314,7 +331,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
     CheckpointState s;
     s.step = step;
     s.total_steps = total;
-    s.fingerprint = fingerprint(o);
+    s.fingerprint = fingerprint(o, data_id, val_data_id);
     s.history = history;
     return s;
   };

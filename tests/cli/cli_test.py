@@ -475,6 +475,11 @@ def test_lora_generate_and_merge():
         p = run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/m2", "--type", "nope"])
         expect(p.returncode == 1 and b"nope" in p.stderr, f"bad --type: {p.returncode} {p.stderr!r}")
         expect(not os.path.exists(f"{d}/m2"), "a failed merge left output")
+        # Into the adapter's own folder: refused, the adapter's files stay as they were.
+        shutil.copytree(ADAPTER, f"{d}/adapter")
+        p = run_merge(["-m", WIKI_HF, "--lora", f"{d}/adapter", "-o", f"{d}/adapter"])
+        expect(p.returncode == 1 and b"is the input" in p.stderr, f"merge into the adapter: {p.stderr!r}")
+        expect(sorted(os.listdir(f"{d}/adapter")) == sorted(os.listdir(ADAPTER)), "the adapter folder changed")
         # Into a folder that holds a sharded model: its index and shards would be what loaders
         # read, so they go once the merged weights are in place.
         os.makedirs(f"{d}/old")

@@ -145,6 +145,40 @@ TEST(Trainer, ResumeRefusesAnotherRunsCheckpoint) {
   }
   // And a fresh run into a folder with checkpoints is refused rather than mixed in.
   EXPECT_THROW(run_finetune(small_run(out)), Error);
+  // The same data path with other contents: the checkpoint's run trained on other records.
+  const std::string rewritten = fresh_dir("rewritten");
+  TrainOptions first = small_run(rewritten);
+  first.data = write_file("rewritten.json", alpaca_data());
+  run_finetune(first, &stop);
+  write_file("rewritten.json", alpaca_data().replace(alpaca_data().find("rivers"), 6, "forest"));
+  first.resume = "latest";
+  try {
+    run_finetune(first);
+    FAIL() << "resumed on rewritten data";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("data_contents"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trainer, OutputFolderNeverReplacesAnAdapterOrAnInput) {
+  // A finished adapter (no checkpoints left) is not overwritten by a new run, and the base
+  // model's folder does not receive adapter files.
+  const std::string done = fresh_dir("done_adapter");
+  fs::create_directories(done);
+  std::ofstream(done + "/adapter_config.json") << "{}";
+  try {
+    run_finetune(small_run(done));
+    FAIL() << "overwrote an adapter";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("already holds an adapter"), std::string::npos) << e.what();
+  }
+  TrainOptions into_model = small_run(wiki_hf());
+  try {
+    run_finetune(into_model);
+    FAIL() << "wrote into the model folder";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is the input"), std::string::npos) << e.what();
+  }
 }
 
 // Runs `o`, expects an Error whose message contains every one of `parts`, and no output.

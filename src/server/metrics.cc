@@ -70,9 +70,12 @@ Metrics::Metrics()
     : time_to_first_token({0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}),
       inter_token_latency({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}),
       request_duration({0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}) {
-  // The outcomes every client watches appear from the start, at zero.
+  // Every outcome a generation endpoint can have appears from the start, at zero, so that
+  // rate() and alerts see the first one too (a series born at 1 has no increase to show).
   for (const char* endpoint : {"chat", "completions"})
-    for (const char* outcome : {"success", "cancelled", "invalid", "rejected", "error"}) requests_[{endpoint, outcome}] = 0;
+    for (const char* outcome :
+         {"success", "cancelled", "aborted", "invalid", "unauthorized", "not_found", "too_large", "rejected", "error"})
+      requests_[{endpoint, outcome}] = 0;
 }
 
 void Metrics::count_request(const std::string& endpoint, const std::string& outcome) {

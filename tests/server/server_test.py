@@ -391,6 +391,9 @@ def test_endpoints_and_openai_shapes():
                      'frugal_requests_total{endpoint="chat",outcome="success"}']:
             expect(name in m, f"/metrics lacks {name}")
         expect(m['frugal_requests_total{endpoint="chat",outcome="success"}'] == 3, "chat successes")
+        # Every outcome is there from the start, at zero until it happens.
+        for outcome in ["aborted", "unauthorized", "not_found", "too_large", "rejected", "error"]:
+            expect(m.get(f'frugal_requests_total{{endpoint="completions",outcome="{outcome}"}}') == 0, outcome)
         expect(m["frugal_time_to_first_token_seconds_count"] >= 6, "TTFT observations")
         expect("# TYPE frugal_time_to_first_token_seconds histogram" in text, "histogram type")
         status, headers, page = s.request("GET", "/")

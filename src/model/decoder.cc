@@ -181,7 +181,11 @@ void read_rope_config(const ModelSource& src, const std::string& arch, ModelConf
     c.rope.position_scale = static_cast<float>(1.0 / factor);
   } else if (type == "llama3") {
     // Llama 3.1's scaling: long wavelengths are slowed by `factor`, short ones kept, and the
-    // band between them interpolated (transformers' _compute_llama3_parameters).
+    // band between them interpolated (transformers' _compute_llama3_parameters, which needs
+    // every one of these keys: a default would be a guess at the model's training).
+    for (const char* key : {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
+      if (!s.contains(key) || s[key].is_null())
+        fail("{}: rope_scaling of type llama3 needs '{}', which the config does not give", label, key);
     const double low = json_float(s, "low_freq_factor", label, 1.0);
     const double high = json_float(s, "high_freq_factor", label, 4.0);
     const double old_ctx = json_float(s, "original_max_position_embeddings", label, 8192.0);

@@ -334,6 +334,9 @@ def test_bad_model_files():
         expect_user_error(gen + [d], ["unknown architecture", "GPTNeoXForCausalLM", "llama"])
         d = folder("wrong_shape", config_edit=lambda c: c.update(intermediate_size=512))
         expect_user_error(gen + [d], ["mlp.gate_proj.weight", "[768, 256]", "[512, 256]"])
+        d = folder("llama3_rope_without_its_keys",
+                   config_edit=lambda c: c.update(rope_scaling={"rope_type": "llama3", "factor": 8.0}))
+        expect_user_error(gen + [d], ["llama3", "low_freq_factor"])
         d = folder("absurd", config_edit=lambda c: c.update(num_hidden_layers=10**12))
         expect_user_error(gen + [d], ["layer count"])
         d = folder("no_tokenizer", tokenizer=False)

@@ -348,16 +348,21 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
       fail("{}: the model is already quantized ({} is {}); --method {} needs full-precision weights (f32, f16 or "
            "bf16)",
            o.input, t.name, dtype_name(t.source_type), quant_method_name(o.method));
-    // As llama.cpp: the errors of the two roundings add up, and the errors reported here would
-    // be measured against the already rounded weights, understating what the file lost.
-    if (!o.allow_requantize)
-      fail("{}: the model is already quantized ({} is {}): quantizing it again adds a second rounding error that the "
-           "reported errors do not show; start from full-precision weights, or pass --allow-requantize",
-           o.input, t.name, dtype_name(t.source_type));
   }
   Runner run{o, *model};
   policy.has_imatrix = !o.imatrix.empty() || !o.calib.path.empty();
   run.types = assign_types(policy, *model);
+  // As llama.cpp: the errors of the two roundings add up, and the errors reported here would
+  // be measured against the already rounded weights, understating what the file lost. f32
+  // holds every quantized value exactly, so dequantizing is allowed.
+  for (WorkingTensor& t : model->tensors()) {
+    if (!is_matrix(t.role) || is_float_type(t.source_type) || o.allow_requantize) continue;
+    const auto it = run.types.find(t.name);
+    if (it != run.types.end() && it->second != DType::kF32)
+      fail("{}: the model is already quantized ({} is {}): quantizing it again adds a second rounding error that the "
+           "reported errors do not show; start from full-precision weights, pass --allow-requantize, or write f32",
+           o.input, t.name, dtype_name(t.source_type));
+  }
   if (!o.imatrix.empty()) {
     run.imatrix = std::move(loaded);
     run.have_imatrix = true;

@@ -82,6 +82,10 @@ def case_bad_input(r):
     r.run("-m", r.path(Q8), "-o", out, "--type", "q4_0", "--allow-requantize", "-t", "2")
     r.run("-m", out, "-p", "The", "-n", "4", "-t", "2", command="generate")
     os.remove(out)
+    # f32 holds every quantized value exactly: dequantizing needs no --allow-requantize.
+    r.run("-m", r.path(Q8), "-o", out, "--type", "f32", "-t", "2")
+    r.run("-m", out, "-p", "The", "-n", "4", "-t", "2", command="generate")
+    os.remove(out)
     r.error_of(out, "-m", r.out("no-such-model"), "--type", "q4_0", expect=("no-such-model",))
     r.error_of(out, *m, "--type", "q4_0", "--policy", "output", expect=("output",))
     r.error_of(out, *m, "--type", "q4_0", "--policy", "output=q9", expect=("q9",))

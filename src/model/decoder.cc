@@ -42,6 +42,9 @@ DecoderWeights load_decoder_weights(ModelSource& src, const ModelConfig& c) {
   if (c.tied_embeddings || !src.has_tensor(head + ".weight")) {
     w.output.name = head + " (tied to the embedding)";
     w.output.weight = w.token_embd;
+    // Some tied checkpoints store a copy of the head as well; transformers ignores it, and so
+    // do we, without the unread-tensor warning.
+    if (src.has_tensor(head + ".weight")) src.tensor(head + ".weight", {nv, d});
   } else {
     w.output = load_linear(src, head, nv, d, false);
   }

@@ -313,6 +313,10 @@ def test_attention_biases_and_partial_rotary_survive_gguf():
         p = run(["generate", "-m", extra, "-p", "The", "-n", "1"])
         err = p.stderr.decode()
         expect(p.returncode == 0 and "model.layers.1.mlp.gate_proj.bias" in err and "not used" in err, err)
+        # A tied checkpoint that stores the head too: transformers ignores the copy, without a word.
+        tied = _tiny_llama(f"{root}/tied", {"tie_word_embeddings": True})
+        p = run(["generate", "-m", tied, "-p", "The", "-n", "1"])
+        expect(p.returncode == 0 and "not used" not in p.stderr.decode(), p.stderr.decode())
 
 
 def test_bad_model_files():

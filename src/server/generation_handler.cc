@@ -7,6 +7,7 @@
 #include <ctime>
 #include <memory>
 
+#include "core/check.h"
 #include "core/log.h"
 #include "server/connection_watch.h"
 #include "server/openai_response.h"
@@ -137,17 +138,26 @@ void collect(Call& call, httplib::Response& res) {
   for (;;) {
     if (!call.wait(events)) return;  // nobody is left to answer
     for (auto& e : events) {
-      ChoiceResult* c = e.choice >= 0 && e.choice < call.format.n_choices ? &choices[e.choice] : nullptr;
+      // Token and finish events name one of the request's choices (the scheduler's invariant).
+      const auto choice = [&]() -> ChoiceResult& {
+        FRUGAL_CHECK(e.choice >= 0 && e.choice < call.format.n_choices, "an event for choice {} of {}", e.choice,
+                     call.format.n_choices);
+        return choices[static_cast<size_t>(e.choice)];
+      };
       switch (e.kind) {
-        case StreamEvent::Kind::kToken:
-          c->text += e.text;
-          c->tokens.push_back(e.token);
-          if (e.has_logprobs) c->logprobs.push_back(std::move(e.logprobs));
+        case StreamEvent::Kind::kToken: {
+          ChoiceResult& c = choice();
+          c.text += e.text;
+          c.tokens.push_back(e.token);
+          if (e.has_logprobs) c.logprobs.push_back(std::move(e.logprobs));
           break;
-        case StreamEvent::Kind::kFinish:
-          c->text += e.text;
-          c->finish = e.finish;
+        }
+        case StreamEvent::Kind::kFinish: {
+          ChoiceResult& c = choice();
+          c.text += e.text;
+          c.finish = e.finish;
           break;
+        }
         case StreamEvent::Kind::kDone:
           res.status = 200;
           res.set_content(response_json(call.format, choices, e.usage), "application/json");

@@ -65,7 +65,8 @@ TEST(LogProbRow, DecodesToTheLogProbabilitiesWithinHalfAStep) {
 
 TEST(LogProbRow, FlatLogitsGiveZeroScale) {
   const std::vector<float> logits(8, 1.5f);
-  const LogProbRow r = decode_logprob_row(encode(logits, 3).data());
+  const std::vector<uint8_t> encoded = encode(logits, 3);  // the row points into it
+  const LogProbRow r = decode_logprob_row(encoded.data());
   EXPECT_EQ(r.scale, 0.0f);
   EXPECT_NEAR(r.log_prob(2), -std::log(8.0), 1e-6);
   EXPECT_NEAR(r.nll, std::log(8.0), 1e-6);

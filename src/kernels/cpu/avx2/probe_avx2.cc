@@ -26,7 +26,9 @@ double fma_loop(int64_t iterations) {
   const __m256 a = _mm256_set1_ps(0.9999999f), b = _mm256_set1_ps(1e-7f);
   run_probe_chains<__m256>(
       iterations, [](int i) { return _mm256_set1_ps(0.001f * i); },
-      [&](__m256 v) { return _mm256_fmadd_ps(a, v, b); }, _mm256_add_ps, [](__m256 sum) {
+      [&](__m256 v) { return _mm256_fmadd_ps(a, v, b); },
+      // Not the intrinsic itself: it has no out-of-line definition, and only -O2 inlined it.
+      [](__m256 x, __m256 y) { return _mm256_add_ps(x, y); }, [](__m256 sum) {
         volatile float sink = hsum(sum);
         (void)sink;
       });
@@ -44,10 +46,11 @@ double int8_dot_loop(int64_t iterations) {
   run_probe_chains<__m256i, kInt8Chains>(
       iterations, [](int i) { return _mm256_set1_epi32(i); },
       [&](__m256i v) { return _mm256_add_epi32(v, _mm256_madd_epi16(_mm256_maddubs_epi16(v, b), ones)); },
-      _mm256_add_epi32, [](__m256i sum) {
-        alignas(32) int32_t lanes[8];
+      [](__m256i x, __m256i y) { return _mm256_add_epi32(x, y); }, [](__m256i sum) {
+        // Wrapped lanes: summed as unsigned, where wrapping is defined.
+        alignas(32) uint32_t lanes[8];
         _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sum);
-        volatile int sink = lanes[0] + lanes[7];
+        volatile uint32_t sink = lanes[0] + lanes[7];
         (void)sink;
       });
   return 2.0 * 32 * kInt8Chains * iterations;

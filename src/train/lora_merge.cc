@@ -85,6 +85,16 @@ MergeSummary merge_lora(const MergeOptions& o) {
     if (type) return *type;
     return dtype_traits(source_type).is_float ? source_type : DType::kF32;
   };
+  // Quantizing merged weights of a quantized base rounds them a second time (quantize asks for
+  // --allow-requantize there); here --type asked for it, so it is said rather than refused.
+  if (type && !dtype_traits(*type).is_float)
+    for (const auto& [name, entry] : merges)
+      if (!dtype_traits(entry.first->weight.dtype).is_float) {
+        log_warn("--type {}: the base's {} weights are rounded a second time after the merge; the default (f32 "
+                 "for a quantized base) keeps the merge exact",
+                 o.type, dtype_name(entry.first->weight.dtype));
+        break;
+      }
   MergeSummary summary;
   std::vector<std::vector<uint8_t>> buffers;  // merged tensors, alive until written
   buffers.reserve(merges.size());

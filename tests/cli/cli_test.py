@@ -482,6 +482,10 @@ def test_lora_generate_and_merge():
         p = run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/m2", "--type", "nope"])
         expect(p.returncode == 1 and b"nope" in p.stderr, f"bad --type: {p.returncode} {p.stderr!r}")
         expect(not os.path.exists(f"{d}/m2"), "a failed merge left output")
+        # Re-quantizing a quantized base's merged weights is done, and said.
+        p = run_merge(["-m", f"{SHARED}/models/wiki-7m-gguf/wiki-7m-q4_0.gguf", "--lora", ADAPTER, "-o",
+                       f"{d}/q4.gguf", "--type", "q4_0"])
+        expect(p.returncode == 0 and b"rounded a second time" in p.stderr, f"q4_0 onto q4_0: {p.stderr!r}")
         # Into the adapter's own folder: refused, the adapter's files stay as they were.
         shutil.copytree(ADAPTER, f"{d}/adapter")
         p = run_merge(["-m", WIKI_HF, "--lora", f"{d}/adapter", "-o", f"{d}/adapter"])

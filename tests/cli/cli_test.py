@@ -422,8 +422,13 @@ def test_chat_ctrl_c_stops_the_reply_not_the_chat():
     expect(err.count("finished:") == 2, f"the second message was not answered: {err[-800:]}")
 
 
-def test_chat_needs_a_template():
-    expect_user_error(["chat", "-m", WIKI_HF], ["no chat template", "--chat-template", WIKI_HF])
+def test_chat_template_fallback_and_choice():
+    # A model without one gets ChatML, as in llama.cpp and `frugal serve`, with a warning.
+    p = run(["chat", "-m", WIKI_HF, "-n", "2", "--temp", "0"], stdin=b"Hi\n")
+    err = p.stderr.decode()
+    expect(p.returncode == 0 and "no chat template" in err and "chatml" in err, f"{p.returncode}: {err}")
+    expect(p.stdout == ok(run(["chat", "-m", WIKI_HF, "--chat-template", "chatml", "-n", "2", "--temp", "0"],
+                              stdin=b"Hi\n")), "the fallback is not chatml")
     expect_user_error(["chat", "-m", WIKI_HF, "--chat-template", "no-such-family"], ["no-such-family"])
     # A Jinja text is rendered as its family: said on stderr, since frugal does not run Jinja.
     jinja = ("{% for m in messages %}<|im_start|>{{ m.role }}\n[{{ m.role | upper }}] {{ m.content }}<|im_end|>\n"

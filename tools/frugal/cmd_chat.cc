@@ -77,8 +77,12 @@ std::string template_names() {
 
 ChatTemplate choose_template(const ChatFlags& f, const Engine& engine) {
   if (!f.chat_template.empty()) return chat_template_arg(f.chat_template);
-  if (engine.chat_template().empty())
-    fail("{} has no chat template: choose one with --chat-template NAME (one of {})", f.model.model, template_names());
+  if (engine.chat_template().empty()) {
+    // As llama.cpp (and `frugal serve`): a model without a template gets ChatML, said once.
+    log_warn("{} has no chat template: using chatml (choose another with --chat-template NAME, one of {})",
+             f.model.model, template_names());
+    return ChatTemplate::by_name("chatml");
+  }
   try {
     return ChatTemplate::detect(engine.chat_template());
   } catch (const Error& e) {

@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "core/check.h"
+#include "core/log.h"
 #include "io/gguf_writer.h"
 #include "tokenizer/bpe_tokenizer.h"
 #include "tokenizer/pretokenizer.h"
@@ -128,10 +129,18 @@ void add_tokenizer_to_gguf(GgufWriter& w, const Tokenizer& tokenizer, const Toke
   }
   if (tokenizer.bos_id() >= 0) w.set_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(tokenizer.bos_id()));
   if (tokenizer.eos_id() >= 0) w.set_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(tokenizer.eos_id()));
-  // llama2.c models end a story with BOS (run.c stops on it): the GGUF says so as its
-  // end-of-turn token, which llama.cpp and frugal both stop at.
-  if (llama2c && tokenizer.bos_id() >= 0 && tokenizer.is_end_of_generation(tokenizer.bos_id()))
-    w.set_u32("tokenizer.ggml.eot_token_id", static_cast<uint32_t>(tokenizer.bos_id()));
+  // End-of-generation ids that a reader would not find from EOS or by their text: a Llama-3.1
+  // generation_config's list, or llama2.c's BOS (run.c stops a story on it). GGUF has two slots
+  // for them, the end-of-turn and end-of-message ids, which llama.cpp and frugal both stop at.
+  std::vector<int32_t> unnamed;
+  for (const int32_t id : tokenizer.end_of_generation_ids())
+    if (id != tokenizer.eos_id() && !is_end_of_turn_text(vocab.text(id))) unnamed.push_back(id);
+  const char* slots[] = {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"};
+  for (size_t i = 0; i < unnamed.size() && i < 2; ++i) w.set_u32(slots[i], static_cast<uint32_t>(unnamed[i]));
+  if (unnamed.size() > 2)
+    log_warn("the tokenizer ends generation at {} ids that GGUF metadata cannot name; a reader of the file will not "
+             "stop at {} of them",
+             unnamed.size() + 1, unnamed.size() - 2);
   // llama.cpp's default unknown id for "llama" vocabularies is 0: written only when it differs.
   if (unk >= 0 && (bpe != nullptr || unk != 0)) w.set_u32("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(unk));
   w.set_bool("tokenizer.ggml.add_bos_token", tokenizer.add_bos_default());

@@ -119,7 +119,7 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& gguf) {
   for (const char* key : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
     tokenizer->add_end_of_generation(special_id(gguf, key, -1, n_vocab));
   }
-  tokenizer->finish_special_tokens();
+  tokenizer->finish_special_tokens(/*promote_plain=*/true);  // as llama.cpp reads a GGUF
 
   // llama.cpp's Phi-3 rule: its special tokens swallow the whitespace after them, except
   // <unk>, <s> and <|endoftext|>.

@@ -90,8 +90,8 @@ std::optional<int32_t> VocabTokenizer::find_token(std::string_view text) const {
   return id;
 }
 
-void VocabTokenizer::finish_special_tokens() {
-  add_end_of_turn_tokens(*this);
+void VocabTokenizer::finish_special_tokens(bool promote_plain) {
+  add_end_of_turn_tokens(*this, promote_plain);
   vocab_.index_special_tokens(splits_user_defined());
 }
 
@@ -150,9 +150,10 @@ int parse_byte_token(std::string_view text) {
   return value;
 }
 
-void add_end_of_turn_tokens(VocabTokenizer& tokenizer) {
-  // llama.cpp's list (llama-vocab.cpp): the end-of-turn markers of the common chat formats.
-  static constexpr std::string_view kTexts[] = {
+namespace {
+
+// llama.cpp's list (llama-vocab.cpp): the end-of-turn markers of the common chat formats.
+constexpr std::string_view kEndOfTurnTexts[] = {
       "<|eot_id|>",
       "<|im_end|>",
       "<|end|>",
@@ -174,7 +175,15 @@ void add_end_of_turn_tokens(VocabTokenizer& tokenizer) {
       "<end_of_utterance>",
       "<|tool_response>",
       "<｜end▁of▁sentence｜>",
-  };
+};
+
+}  // namespace
+
+bool is_end_of_turn_text(std::string_view text) {
+  return std::find(std::begin(kEndOfTurnTexts), std::end(kEndOfTurnTexts), text) != std::end(kEndOfTurnTexts);
+}
+
+void add_end_of_turn_tokens(VocabTokenizer& tokenizer, bool promote_plain) {
   Vocab& vocab = tokenizer.mutable_vocab();
   const auto has = [&](std::string_view text) { return vocab.lookup(text) >= 0; };
   // gpt-oss (harmony) and solar-open end a message with <|end|> but keep generating after it.
@@ -182,7 +191,7 @@ void add_end_of_turn_tokens(VocabTokenizer& tokenizer) {
   // Gemma 4 uses </s> inside tool responses.
   const bool slash_s_is_text = has("<|tool_response>");
   tokenizer.add_end_of_generation(tokenizer.eos_id());
-  for (const std::string_view text : kTexts) {
+  for (const std::string_view text : kEndOfTurnTexts) {
     const int32_t id = vocab.lookup(text);
     if (id < 0) continue;
     if (end_continues && text == "<|end|>") {
@@ -190,6 +199,7 @@ void add_end_of_turn_tokens(VocabTokenizer& tokenizer) {
       continue;
     }
     if (slash_s_is_text && text == "</s>") continue;
+    if (!promote_plain && vocab.kind(id) != TokenKind::kControl) continue;
     tokenizer.add_end_of_generation(id);
     if (vocab.kind(id) != TokenKind::kControl) vocab.set_kind(id, TokenKind::kControl);
   }

@@ -88,7 +88,8 @@ class VocabTokenizer : public Tokenizer {
 
   // Last step of every loader, once kinds, BOS and EOS are known: adds the end-of-turn tokens
   // (add_end_of_turn_tokens) and indexes the special tokens that encode() matches in text.
-  void finish_special_tokens();
+  // `promote_plain` as for add_end_of_turn_tokens: GGUF vocabularies only.
+  void finish_special_tokens(bool promote_plain = false);
 
  protected:
   // False when the tokenizer matches user-defined tokens itself (libsentencepiece).
@@ -109,8 +110,12 @@ std::string unescape_space_symbol(std::string_view text);
 int parse_byte_token(std::string_view text);
 
 // Adds EOS and the end-of-turn tokens of the chat formats present in the vocabulary
-// (<|eot_id|>, <|im_end|>, <end_of_turn>, ...: llama.cpp's list) to the end-of-generation ids,
-// and makes them control tokens as llama.cpp does, so they are never printed by default.
-void add_end_of_turn_tokens(VocabTokenizer& tokenizer);
+// (<|eot_id|>, <|im_end|>, <end_of_turn>, ...: llama.cpp's list) to the end-of-generation ids.
+// With `promote_plain` (GGUF, as llama.cpp reads it) a listed text that is an ordinary vocabulary
+// entry becomes a control token too; otherwise only special tokens count: Qwen's tokenizer.json
+// has "</s>" as a plain entry, which Hugging Face tokenizes as text (HTML, code) and never stops on.
+void add_end_of_turn_tokens(VocabTokenizer& tokenizer, bool promote_plain);
+// Whether `text` is one of those markers (a GGUF reader finds it by its text alone).
+bool is_end_of_turn_text(std::string_view text);
 
 }  // namespace frugal

@@ -4,10 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "io/gguf.h"
+#include "io/gguf_writer.h"
+#include "tokenizer/gguf_export.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer_test_util.h"
 
@@ -88,6 +93,43 @@ TEST(HfTokenizerJson, Qwen3Folder) {
 }
 
 // Chat-template markers become their ids only with parse_special; otherwise they are text.
+TEST(HfTokenizerJson, QwenPlainSlashSIsText) {
+  // Qwen's vocabulary holds "</s>" as an ordinary entry: Hugging Face tokenizes it as text in
+  // HTML or code and never stops on it. It was promoted to an end-of-generation control token
+  // by llama.cpp's name list, which only a GGUF reader applies.
+  const auto t = load_hf_tokenizer(shared_path("tokenizers/qwen3"));
+  const auto slash_s = t->find_token("</s>");
+  ASSERT_TRUE(slash_s.has_value());
+  EXPECT_FALSE(t->is_end_of_generation(*slash_s));
+  EXPECT_EQ(t->token_kind(*slash_s), TokenKind::kNormal);
+  const auto ids = t->encode("a</s>b", false, /*parse_special=*/true);
+  EXPECT_EQ(ids, t->encode("a</s>b", false, false));
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), *slash_s), 0) << ids_string(ids);
+  EXPECT_EQ(t->decode(ids), "a</s>b");
+}
+
+TEST(HfTokenizerJson, EndIdsOfGenerationConfigSurviveGguf) {
+  // Llama 3.1's generation_config lists three end ids; one of them is a reserved token that no
+  // name gives away. The GGUF keeps the ids a reader cannot find from EOS or by text in its
+  // end-of-turn / end-of-message slots (they were lost: generation ran on past them).
+  namespace fs = std::filesystem;
+  const std::string dir = test::temp_dir("llama3_end_ids");
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(shared_path(std::string("tokenizers/llama3/") + f), dir + "/" + f,
+                  fs::copy_options::overwrite_existing);
+  std::ofstream(dir + "/generation_config.json") << R"({"eos_token_id": [128001, 128008, 128009]})";
+  const auto folder = load_hf_tokenizer(dir);
+  for (const int32_t id : {128001, 128008, 128009}) ASSERT_TRUE(folder->is_end_of_generation(id)) << id;
+  GgufWriter w;
+  w.set_string("general.architecture", "llama");
+  add_tokenizer_to_gguf(w, *folder, {});
+  const std::string path = dir + "/tokenizer.gguf";
+  w.write(path);
+  const auto gguf = load_gguf_tokenizer(*GgufFile::open(path));
+  for (const int32_t id : {128001, 128008, 128009}) EXPECT_TRUE(gguf->is_end_of_generation(id)) << id;
+  EXPECT_FALSE(gguf->is_end_of_generation(128000));
+}
+
 TEST(HfTokenizerJson, SpecialTokensOnlyWithParseSpecial) {
   const auto t = load_tokenizer_json(shared_path("tokenizers/qwen3/tokenizer.json"));
   const auto im_start = t->find_token("<|im_start|>");

@@ -13,6 +13,7 @@ std::vector<Architecture>& registry() {
   static std::vector<Architecture> r;
   return r;
 }
+
 // A tensor the architecture did not read is a part of the model that frugal would leave out
 // (a bias it does not know): said, as transformers says "Some weights ... were not used".
 // Old checkpoints' rotary caches are derived values, not weights.

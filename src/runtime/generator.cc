@@ -47,8 +47,8 @@ double GenerationTimings::generated_tokens_per_second() const {
 }
 
 int64_t generation_room(int64_t n_ctx, int64_t max_tokens) {
-  const int64_t half = std::max<int64_t>(1, n_ctx / 2);
   if (max_tokens == 0) return 0;  // evaluate only: the prompt may fill the context
+  const int64_t half = std::max<int64_t>(1, n_ctx / 2);
   const int64_t wanted = max_tokens > 0 ? max_tokens : std::max<int64_t>(1, n_ctx / 4);
   return std::min(wanted, half);
 }

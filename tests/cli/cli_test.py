@@ -276,7 +276,12 @@ def _tiny_llama(d, config_more, extra_tensors=()):
     h += b" " * (-len(h) % 8)
     weights = len(h).to_bytes(8, "little") + h + b"".join(blobs)
     os.makedirs(d)
-    _hf_folder(d, lambda c: (c.clear(), c.update(config)), weights=weights)
+
+    def replace_config(c):
+        c.clear()
+        c.update(config)
+
+    _hf_folder(d, replace_config, weights=weights)
     return d
 
 

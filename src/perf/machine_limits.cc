@@ -21,15 +21,21 @@ MachineLimits measure_machine_limits(ThreadPool& pool, const kernels::KernelTabl
   const int threads = pool.size();
 
   // Bandwidth: 1 GiB, far beyond the last-level cache, touched once so the pages exist, then
-  // read by every thread in its own contiguous slice.
+  // read in contiguous pieces that the threads take in turn.
   constexpr size_t kBytes = size_t{1} << 30;
   Buffer buffer(kBytes);
   const int64_t n = kBytes / sizeof(float);
   pool.parallel_for(n, [&](int64_t b, int64_t e) { std::memset(buffer.as<float>() + b, 0, (e - b) * sizeof(float)); }, 64);
-  std::vector<float> sinks(threads);
+  // Each piece keeps its sum in its own slot (the pieces go to whichever thread is free, so a
+  // slot per thread would be written by two at once).
+  const int64_t pieces = 4 * static_cast<int64_t>(threads);
+  std::vector<float> sinks(static_cast<size_t>(pieces));
+  const auto piece_start = [&](int64_t p) { return p == pieces ? n : n * p / pieces / 64 * 64; };
   for (int pass = 0; pass < 5; ++pass) {
     const auto t0 = std::chrono::steady_clock::now();
-    pool.parallel_for(n, [&](int64_t b, int64_t e) { sinks[b * threads / n] += k.read_stream(buffer.as<float>() + b, e - b); }, 64);
+    pool.run_items(pieces, [&](int64_t p, int) {
+      sinks[p] = k.read_stream(buffer.as<float>() + piece_start(p), piece_start(p + 1) - piece_start(p));
+    });
     limits.read_bandwidth = std::max(limits.read_bandwidth, kBytes / seconds_since(t0));
   }
 

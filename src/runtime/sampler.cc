@@ -106,7 +106,7 @@ void apply_penalties(float* logits, const std::unordered_map<int32_t, int32_t>& 
   if (frequency_penalty == 0.0f && presence_penalty == 0.0f) return;
   for (const auto& [id, count] : counted)
     if (count > 0)
-      logits[id] -= static_cast<float>(count) * frequency_penalty + static_cast<float>(count > 0) * presence_penalty;
+      logits[id] -= static_cast<float>(count) * frequency_penalty + presence_penalty;
 }
 
 void apply_top_k(Candidates& c, int32_t k) {

@@ -45,9 +45,10 @@ struct SamplingParams {
   void validate(int32_t n_vocab) const;
   bool greedy() const { return temperature <= 0.0f; }
   bool has_penalties() const {
+    const bool repeat = repeat_last_n != 0 && repeat_penalty != 1.0f;
     const bool counted = frequency_penalty != 0.0f || presence_penalty != 0.0f;
-    return (repeat_last_n != 0 && (repeat_penalty != 1.0f || (counted && !openai_penalties))) ||
-           (counted && openai_penalties);
+    // llama.cpp's counted penalties use the window too: nothing to count when it is off.
+    return repeat || (counted && (openai_penalties || repeat_last_n != 0));
   }
 };
 

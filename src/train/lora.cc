@@ -162,11 +162,7 @@ LoraSet LoraSet::create(const DecoderModel& base, const LoraOptions& o, uint64_t
   LoraSet set;
   set.options_ = o;
   if (!o.layers.empty()) set.options_.layers = layers;  // as saved in layers_to_transform
-  set.interleaved_rope_ = c.rope.interleaved;
-  set.n_head_ = c.n_head;
-  set.n_head_kv_ = c.n_head_kv;
-  set.head_dim_ = c.head_dim;
-  set.n_rot_ = c.rope.n_rot;
+  set.take_rope_layout(c);
   std::mt19937_64 rng(seed);
   for (int64_t l : layers)
     for (LoraTarget t : o.targets) {
@@ -199,11 +195,7 @@ LoraSet LoraSet::from_peft(const DecoderModel& base, const PeftAdapter& adapter,
   const ModelConfig& c = base.config();
   static const std::regex re(R"(model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj))");
   LoraSet set;
-  set.interleaved_rope_ = c.rope.interleaved;
-  set.n_head_ = c.n_head;
-  set.n_head_kv_ = c.n_head_kv;
-  set.head_dim_ = c.head_dim;
-  set.n_rot_ = c.rope.n_rot;
+  set.take_rope_layout(c);
   const PeftLoraConfig& pc = adapter.config;
   set.options_.rank = pc.r;
   set.options_.alpha = pc.lora_alpha;
@@ -242,7 +234,8 @@ LoraSet LoraSet::from_peft(const DecoderModel& base, const PeftAdapter& adapter,
     mod.b = pm.b;
     if (set.interleaved_rope_ && permuted_rows(target)) {
       for (int64_t r = 0; r < mod.n_out; ++r)
-        std::copy_n(pm.b.data() + r * mod.rank, mod.rank, mod.b.data() + pairwise_row_of_hf(r, c.head_dim, c.rope.n_rot) * mod.rank);
+        std::copy_n(pm.b.data() + r * mod.rank, mod.rank,
+                    mod.b.data() + pairwise_row_of_hf(r, set.head_dim_, set.n_rot_) * mod.rank);
     }
     mod.grad_a.assign(mod.a.size(), 0.0f);
     mod.grad_b.assign(mod.b.size(), 0.0f);
@@ -268,6 +261,12 @@ LoraSet LoraSet::from_peft(const DecoderModel& base, const PeftAdapter& adapter,
   });
   set.build_index(c.n_layer);
   return set;
+}
+
+void LoraSet::take_rope_layout(const ModelConfig& c) {
+  interleaved_rope_ = c.rope.interleaved;
+  head_dim_ = c.head_dim;
+  n_rot_ = c.rope.n_rot;
 }
 
 PeftAdapter LoraSet::to_peft(const std::string& base_name) const {

@@ -94,9 +94,12 @@ class LoraSet {
   LoraOptions options_;
   std::vector<LoraModule> modules_;
   std::vector<int32_t> index_;  // [n_layer * kLoraTargetCount] -> position in modules_, or -1
+  // The base's rotary layout: a pairwise one (GGUF Llama, llama2.c) stores q/k rows permuted
+  // against PEFT's Hugging Face order (model/rope_layout.h).
   bool interleaved_rope_ = false;
-  int64_t n_head_ = 0, n_head_kv_ = 0, head_dim_ = 0, n_rot_ = 0;
+  int64_t head_dim_ = 0, n_rot_ = 0;
 
+  void take_rope_layout(const ModelConfig& c);
   void build_index(int64_t n_layer);
 };
 

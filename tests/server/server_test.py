@@ -948,6 +948,12 @@ def test_prefix_cache_reuses_a_long_system_prompt():
     expect(answers[False] == answers[True], "the prefix cache changed the answers")
 
 
+def chromium():
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    expect(executable, "chromium is not installed (scripts/install-deps.sh installs it)")
+    return executable
+
+
 class Browser:
     """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe:
     commands on its fd 3, replies on its fd 4, each a JSON message ending in a NUL byte), so
@@ -1008,8 +1014,7 @@ class Browser:
 
 
 def test_chat_page_in_headless_chromium():
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    expect(executable, "chromium is not installed (scripts/install-deps.sh installs it)")
+    executable = chromium()
     with Server() as s, tempfile.TemporaryDirectory() as profile:
         message = "Tell me about the river"
         expected = s.post("/v1/chat/completions", dict(greedy(16), messages=[{"role": "user", "content": message}]))
@@ -1074,10 +1079,12 @@ window.shown = () => [...document.querySelectorAll(".message")].map((m) =>
 """
 
 
-def open_chat_page(s, browser):
+def open_chat_page(s, browser, ready="document.body && document.body.dataset.state === 'idle'"):
+    """Loads the page, waits until `ready` holds in it (by default: its model line arrived),
+    and installs PAGE_DRIVER."""
     browser.call("Page.navigate", {"url": f"http://127.0.0.1:{s.port}/"}, browser.session)
     deadline = time.time() + 30
-    while browser.evaluate("document.body && document.body.dataset.state") != "idle":
+    while not browser.evaluate(ready):
         expect(time.time() < deadline, "the page did not load")
         time.sleep(0.05)
     browser.evaluate(PAGE_DRIVER)
@@ -1089,8 +1096,7 @@ def run_in_page(browser, script):
 
 
 def test_chat_page_new_chat_during_a_reply():
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    expect(executable, "chromium is not installed (scripts/install-deps.sh installs it)")
+    executable = chromium()
     with Server() as s, tempfile.TemporaryDirectory() as profile:
         browser = Browser(executable, profile)
         try:
@@ -1162,8 +1168,7 @@ def test_chat_page_new_chat_during_a_reply():
 
 
 def test_chat_page_failed_request_leaves_the_history():
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    expect(executable, "chromium is not installed (scripts/install-deps.sh installs it)")
+    executable = chromium()
     with tempfile.NamedTemporaryFile("w", suffix=".key") as key:
         key.write("s3cret\n")
         key.flush()
@@ -1225,6 +1230,152 @@ def test_chat_page_failed_request_leaves_the_history():
                                        {"role": "assistant", "content": ok["shown"][1][1]},
                                        {"role": "user", "content": "And again"}], f"{sent[4]['messages']}")
         expect(len(r["again"]["shown"]) == 4, f"{r['again']['shown']}")
+
+
+def test_chat_page_outgrows_the_context():
+    """A conversation longer than --ctx keeps working: the oldest turns leave the requests, as
+    in `frugal chat`. Also the default Max tokens (empty: up to the context) fits any --ctx."""
+    executable = chromium()
+    with Server("--ctx", "128") as s, tempfile.TemporaryDirectory() as profile:
+        browser = Browser(executable, profile)
+        try:
+            open_chat_page(s, browser)
+            r = run_in_page(browser, """
+              const out = {defaultMax: byId("max-tokens").value};
+              byId("temperature").value = "0";
+              out.replies = [];
+              for (const text of ["Tell me about the river", "And the city?", "What came next?"]) {
+                say(text); await settled();
+                out.replies.push({error: byId("error").hidden ? "" : byId("error").textContent,
+                                  dropped: document.querySelectorAll(".message.dropped").length});
+              }
+              byId("max-tokens").value = "12";
+              out.kept = [];
+              for (const text of ["One", "Two", "Three", "Four", "Five", "Six"]) {
+                say(text); await settled();
+                out.kept.push(document.querySelectorAll(".message.dropped").length);
+              }
+              out.error = byId("error").hidden ? "" : byId("error").textContent;
+              out.shown = shown();
+              out.sent = sent.map((b) => [b.messages.map((m) => m.content), b.max_tokens === undefined ? null : b.max_tokens]);
+              return out;
+            """)
+        finally:
+            browser.close()
+        expect(r["defaultMax"] == "", f"the page's default Max tokens is {r['defaultMax']!r}")
+        sent = r["sent"]
+        # The first reply fills the context; each later message is sent once with the history,
+        # refused (context_length_exceeded), and sent again without the oldest turn.
+        expect(sent[0] == [["Tell me about the river"], None], f"first request {sent[0]}")
+        expect(sent[1][0] == ["Tell me about the river", r["shown"][1][1], "And the city?"], f"second {sent[1]}")
+        expect(sent[2] == [["And the city?"], None], f"the retry after the overflow: {sent[2]}")
+        expect(r["replies"][0] == {"error": "", "dropped": 0}, f"first reply {r['replies'][0]}")
+        for got in r["replies"][1:]:
+            expect("left out" in got["error"], f"the page did not say that turns were left out: {got}")
+        expect([x["dropped"] for x in r["replies"]] == [0, 2, 4], f"dropped turns {r['replies']}")
+        # Short replies: turns stay while they fit, then the oldest go, and none fails.
+        expect(all(role for role, _ in r["shown"]) and len(r["shown"]) == 18, f"shown {len(r['shown'])} messages")
+        expect(r["kept"][0] == 6 and r["kept"][-1] > 6 and r["kept"] == sorted(r["kept"]), f"dropped {r['kept']}")
+        last = sent[-1][0]
+        expect(len(last) > 1 and last[-1] == "Six", f"the last request kept no history: {last}")
+        m = s.metrics()
+        expect(m['frugal_requests_total{endpoint="chat",outcome="success"}'] == 9, "every message answered")
+        expect(s.alive(), "the server died")
+
+
+# Chat responses the page receives instead of the server's, for the states a real server
+# rarely produces: each a function of the request body returning a Response.
+FAKE_STREAMS = """
+const sse = (text, status = 200) => new Response(new ReadableStream({start(c) {
+  const bytes = new TextEncoder().encode(text);
+  c.enqueue(bytes.slice(0, 7)); c.enqueue(bytes.slice(7)); c.close();
+}}), {status, headers: {"Content-Type": status === 200 ? "text/event-stream" : "application/json"}});
+const chunk = (content, finish = null) => JSON.stringify({choices: [{index: 0, delta: content ? {content} : {},
+                                                                      finish_reason: finish}]});
+window.fakes = {
+  crlf: () => sse("data:" + chunk("Hello") + "\\r\\n\\r\\ndata: " + chunk(" there", "stop") + "\\r\\n\\r\\ndata: [DONE]\\r\\n\\r\\n"),
+  errorMidway: () => sse("data: " + chunk("Partial answer") + "\\n\\ndata: " +
+                         JSON.stringify({error: {message: "the server shut down before the request finished"}}) +
+                         "\\n\\ndata: [DONE]\\n\\n"),
+  cutOff: () => sse("data: " + chunk("Cut") + "\\n\\n"),
+  unauthorized: () => sse(JSON.stringify({error: {message: "no API key", type: "invalid_request_error",
+                                                  code: "invalid_api_key"}}), 401),
+};
+window.fakeNext = null;
+const pageFetch = window.fetch;
+window.fetch = (url, options) => {
+  if (url === "/v1/chat/completions" && fakeNext) { const f = fakes[fakeNext]; fakeNext = null; return Promise.resolve(f()); }
+  return pageFetch(url, options);
+};
+"""
+
+
+def test_chat_page_broken_streams_and_leaving():
+    executable = chromium()
+    with Server() as s, tempfile.TemporaryDirectory() as profile:
+        browser = Browser(executable, profile)
+        try:
+            # A message sent before /v1/models answers: the page must stay in its streaming
+            # state (Stop shown) when that answer comes.
+            browser.call("Page.addScriptToEvaluateOnNewDocument", {"source": """
+              const early = window.fetch;
+              window.fetch = (url, options) => url === "/v1/models"
+                ? new Promise((r) => setTimeout(r, 1500)).then(() => early(url, options)) : early(url, options);
+            """}, browser.session)
+            open_chat_page(s, browser, ready="document.readyState === 'complete'")
+            early = run_in_page(browser, """
+              byId("temperature").value = "0";
+              say("An early question");
+              await until(() => byId("model").textContent.startsWith("wiki-7m"), "the model line");
+              const during = {state: document.body.dataset.state, stop: !byId("stop").hidden};
+              byId("stop").click(); await settled();
+              return {during, sent: sent.length};
+            """)
+            browser.evaluate(FAKE_STREAMS)
+            r = run_in_page(browser, """
+              byId("new-chat").click();
+              const out = {};
+              const state = () => ({error: byId("error").hidden ? "" : byId("error").textContent, shown: shown(),
+                                    input: byId("input").value, settingsOpen: byId("settings").open});
+              fakeNext = "crlf"; say("First"); await settled(); out.crlf = state();
+              fakeNext = "errorMidway"; say("Second"); await settled(); out.errorMidway = state();
+              fakeNext = "cutOff"; say("Third"); await settled(); out.cutOff = state();
+              fakeNext = "unauthorized"; say("Fourth"); await settled(); out.unauthorized = state();
+              byId("input").value = "";
+              // Leaving the page while a long reply streams ends it on the server.
+              byId("max-tokens").value = "";
+              const n = sent.length;
+              say("Tell me a long story");
+              await until(() => document.querySelector(".message.assistant.streaming") &&
+                                document.querySelector(".message.assistant.streaming").textContent.length > 0, "the reply");
+              window.dispatchEvent(new PageTransitionEvent("pagehide", {persisted: false}));
+              await settled();
+              out.history = sent[sent.length - 1].messages.map((m) => m.content);
+              return out;
+            """)
+            cancelled_by = time.time() + 10
+            while s.metrics().get('frugal_requests_total{endpoint="chat",outcome="cancelled"}', 0) < 2:
+                outcomes = {k: v for k, v in s.metrics().items() if k.startswith('frugal_requests_total{endpoint="chat"')}
+                expect(time.time() < cancelled_by, f"leaving the page did not cancel the reply: {outcomes}")
+                time.sleep(0.05)
+        finally:
+            browser.close()
+        expect(early["during"] == {"state": "streaming", "stop": True},
+               f"the model line's arrival ended the streaming state: {early}")
+        expect(r["crlf"]["error"] == "" and r["crlf"]["shown"][-1] == ["assistant", "Hello there"],
+               f"CRLF events and 'data:' without a space: {r['crlf']}")
+        got = r["errorMidway"]
+        expect(got["shown"][-1] == ["assistant", "Partial answer"] and "shut down" in got["error"],
+               f"an error mid-reply must keep what arrived and say why it stopped: {got}")
+        got = r["cutOff"]
+        expect(got["shown"][-1] == ["assistant", "Cut"] and "before the reply was complete" in got["error"],
+               f"a stream that ends without [DONE] or a finish reason: {got}")
+        got = r["unauthorized"]
+        expect("API key" in got["error"] and "Settings" in got["error"] and got["settingsOpen"] and got["input"] == "Fourth",
+               f"a 401: {got}")
+        expect(r["history"] == ["First", "Hello there", "Second", "Partial answer", "Third", "Cut", "Tell me a long story"],
+               f"history sent after the broken streams: {r['history']}")
+        expect(s.alive(), "the server died")
 
 
 TESTS = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("test_")}

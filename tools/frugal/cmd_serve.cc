@@ -59,7 +59,7 @@ ServeFlags& flags() {
 
 CLI::App* setup(CLI::App& app) {
   ServeFlags& f = flags();
-  CLI::App* sub = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
+  CLI::App* sub = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching, and a chat page at /");
   add_model_flags(*sub, f.model);
   sub->add_option("--ctx", f.model.ctx_size, "Same as --ctx-size: context per sequence in tokens");
   sub->add_option("--host", f.host, "Address to listen on")->capture_default_str();
@@ -214,12 +214,12 @@ int run() {
   log_line(LogLevel::kInfo,
            fmt::format("frugal serve: listening on http://{}:{} serving '{}' ({}); context {}, {} parallel, queue {}, "
                        "KV {} blocks x {} positions ({}, {:.1f} MiB), prefix cache {}, batch {} rows, chat template "
-                       "{}, {} threads{}, API key {}; loaded in {:.1f} s",
+                       "{}, {} threads{}, API key {}; loaded in {:.1f} s; chat page: http://{}:{}/",
                        f.host, port, opts.model_id, f.model.model, engine->n_ctx(), f.parallel, f.queue, kv.n_blocks(),
                        kv.block_size(), dtype_name(kv.dtype()), static_cast<double>(kv.bytes()) / (1 << 20),
                        so.prefix_cache ? "on" : "off", f.batch_size, template_note, engine->pool().size(),
                        f.model.w8a8 ? ", W8A8 (int8 activations per token)" : "", f.api_key.empty() ? "off" : "on",
-                       load_s));
+                       load_s, f.host, port));
   std::fflush(stderr);
 
   while (!wait_for_signal(signals, std::chrono::milliseconds(1000))) {

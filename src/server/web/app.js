@@ -1,22 +1,26 @@
 // The chat page of `frugal serve`: keeps the conversation in the page, sends it to
 // /v1/chat/completions with "stream": true and shows the reply as its server-sent events
-// arrive. With ?autotest=1 it sends one message on load (?message=, ?temperature=,
+// arrive. When the conversation outgrows the context, the oldest turns are left out of the
+// request (the system prompt stays), as `frugal chat` does. With ?autotest=1 it sends one message on load (?message=, ?temperature=,
 // ?max_tokens=) and writes the outcome into #autotest-result, for the headless browser test.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const autotest = params.get("autotest") === "1";
-const conversation = [];  // {role, content}
+const conversation = [];  // {role, content, element}: the turns still sent with each request
 let chat = 0;             // bumped by "New chat": a send() from an older chat must not touch this one
 let controller = null;    // AbortController of the reply being streamed
 let modelId = null;
 let modelRequest = 0;     // the latest loadModel() call: an older answer must not overwrite it
 
+// Settings survive a reload; the API key only for this tab's session (sessionStorage), so
+// that it is not left in the browser's storage for good.
 for (const id of ["system", "temperature", "max-tokens", "api-key"]) {
-  const saved = localStorage.getItem("frugal." + id);
+  const storage = id === "api-key" ? sessionStorage : localStorage;
+  const saved = storage.getItem("frugal." + id);
   if (saved !== null && !autotest) $(id).value = saved;
-  $(id).addEventListener("change", () => localStorage.setItem("frugal." + id, $(id).value));
+  $(id).addEventListener("change", () => storage.setItem("frugal." + id, $(id).value));
 }
 $("api-key").addEventListener("change", () => loadModel());
 if (autotest) {
@@ -89,23 +93,50 @@ function restoreInput(text) {
 }
 
 // Reads server-sent events from a fetch response; calls onEvent with each parsed data payload.
+// Lines may end in LF, CRLF or CR and "data:" may lack its space (the SSE specification allows
+// both; proxies and other servers use them). Returns whether the stream ended with [DONE].
 async function readEvents(response, onEvent) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
   for (;;) {
     const {value, done} = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, {stream: true});
+    if (done) return false;
+    // A CR at the end may be the first half of a CRLF: it waits for the next read.
+    buffer = (buffer + decoder.decode(value, {stream: true})).replace(/\r\n|\r(?!$)/g, "\n");
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const frame = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      const data = frame.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
-      if (data === "[DONE]") return;
+      const data = frame.split("\n").filter((l) => l.startsWith("data:"))
+        .map((l) => l.slice(l.startsWith("data: ") ? 6 : 5)).join("\n");
+      if (data === "[DONE]") return true;
       if (data) onEvent(JSON.parse(data));
     }
   }
+}
+
+// An error response's message, and the Settings field to point at when the fix is there.
+async function responseError(response) {
+  const body = await response.json().catch(() => null);
+  const error = body && body.error ? body.error : {};
+  if (response.status === 401) {
+    return {message: "This server needs an API key: enter it under Settings.", field: "api-key"};
+  }
+  return {message: error.message || response.status + " " + response.statusText, code: error.code};
+}
+
+// Takes the oldest turn (a user message and its reply) out of the requests, and marks it on
+// the page; false when nothing but the new message is left.
+function dropOldestTurn(current) {
+  if (conversation.length === 0 || conversation[0] === current) return false;
+  let end = 1;
+  while (end < conversation.length && conversation[end].role !== "user") end += 1;
+  for (const turn of conversation.splice(0, end)) {
+    turn.element.classList.add("dropped");
+    turn.element.title = "Left out of the requests: the conversation outgrew the context";
+  }
+  return true;
 }
 
 async function send(text) {
@@ -120,43 +151,53 @@ async function send(text) {
   }
   showError("");
   const myChat = chat;
-  const turn = {role: "user", content: text};
-  conversation.push(turn);
   const question = addMessage("user", text);
+  const turn = {role: "user", content: text, element: question};
+  conversation.push(turn);
   const reply = addMessage("assistant", "");
   reply.classList.add("streaming");
   setBusy(true);
   const myController = controller = new AbortController();
-  const messages = [];
-  const system = $("system").value.trim();
-  if (system) messages.push({role: "system", content: system});
-  messages.push(...conversation);
-  const body = {messages, stream: true, stream_options: {include_usage: true}, ...sampling};
-  if (modelId) body.model = modelId;
-  let content = "", finish = null, usage = null, chunks = 0, error = null;
+  let content = "", finish = null, usage = null, chunks = 0, error = null, dropped = 0;
   const started = performance.now();
   try {
-    const response = await fetch("/v1/chat/completions", {
-      method: "POST", headers: headers(), body: JSON.stringify(body), signal: myController.signal,
-    });
-    if (!response.ok) {
-      const err = await response.json().catch(() => null);
-      throw new Error(err && err.error ? err.error.message : response.status + " " + response.statusText);
-    }
-    await readEvents(response, (event) => {
-      if (myChat !== chat) return;  // "New chat" was pressed: this reply is no longer shown
-      if (event.error) throw new Error(event.error.message);
-      if (event.usage) usage = event.usage;
-      for (const choice of event.choices || []) {
-        if (choice.delta && choice.delta.content) {
-          content += choice.delta.content;
-          chunks += 1;
-          reply.textContent = content;
-          reply.scrollIntoView({block: "end"});
+    for (;;) {
+      const messages = [];
+      const system = $("system").value.trim();
+      if (system) messages.push({role: "system", content: system});
+      messages.push(...conversation.map(({role, content}) => ({role, content})));
+      const body = {messages, stream: true, stream_options: {include_usage: true}, ...sampling};
+      if (modelId) body.model = modelId;
+      const response = await fetch("/v1/chat/completions", {
+        method: "POST", headers: headers(), body: JSON.stringify(body), signal: myController.signal,
+      });
+      if (!response.ok) {
+        const e = await responseError(response);
+        // Too long for the context: leave the oldest turn out and ask again.
+        if (e.code === "context_length_exceeded" && myChat === chat && dropOldestTurn(turn)) {
+          dropped += 1;
+          continue;
         }
-        if (choice.finish_reason) finish = choice.finish_reason;
+        if (e.field) $("settings").open = true;
+        throw new Error(e.message);
       }
-    });
+      const complete = await readEvents(response, (event) => {
+        if (myChat !== chat) return;  // "New chat" was pressed: this reply is no longer shown
+        if (event.error) throw new Error(event.error.message);
+        if (event.usage) usage = event.usage;
+        for (const choice of event.choices || []) {
+          if (choice.delta && choice.delta.content) {
+            content += choice.delta.content;
+            chunks += 1;
+            reply.textContent = content;
+            reply.scrollIntoView({block: "end"});
+          }
+          if (choice.finish_reason) finish = choice.finish_reason;
+        }
+      });
+      if (!complete && !finish) throw new Error("the connection closed before the reply was complete");
+      break;
+    }
   } catch (e) {
     error = e.name === "AbortError" ? "stopped" : e.message;
   }
@@ -164,7 +205,11 @@ async function send(text) {
   if (myChat !== chat) return;
   controller = null;
   setBusy(false);
-  if (error && !(error === "stopped" && content)) {
+  if (dropped > 0) {
+    showError(dropped === 1 ? "The oldest turn no longer fits the context: it was left out."
+                            : `The ${dropped} oldest turns no longer fit the context: they were left out.`);
+  }
+  if (error && !content) {
     // Failed, or stopped before any text: the question was not answered, so it leaves the
     // history (or every later request would repeat it) and goes back to the input box.
     const i = conversation.indexOf(turn);
@@ -176,8 +221,10 @@ async function send(text) {
     if (autotest) finishAutotest({reply: content, finish, usage, chunks, error});
     return;
   }
+  // Answered, or cut short (stopped, or an error mid-reply): what arrived stays, as a reply.
   reply.classList.remove("streaming");
-  conversation.push({role: "assistant", content});
+  conversation.push({role: "assistant", content, element: reply});
+  if (error && error !== "stopped") showError(error);
   const seconds = (performance.now() - started) / 1000;
   const meta = document.createElement("span");
   meta.className = "meta";
@@ -207,6 +254,9 @@ $("input").addEventListener("keydown", (e) => {
   }
 });
 $("stop").addEventListener("click", () => controller && controller.abort());
+// Leaving the page ends the reply on the server too: the browser may otherwise read the
+// stream to its end (the connection stays open), holding a slot and its KV blocks.
+window.addEventListener("pagehide", () => controller && controller.abort());
 $("new-chat").addEventListener("click", () => {
   chat += 1;
   if (controller) controller.abort();
@@ -218,6 +268,7 @@ $("new-chat").addEventListener("click", () => {
 });
 
 loadModel().then(() => {
+  if (controller) return;  // a message sent before the model line arrived is streaming
   setBusy(false);
   if (autotest) send(params.get("message") || "Hello");
 });

@@ -336,9 +336,14 @@ void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, h
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");  // proxies must not hold events back
     auto writer = std::make_shared<StreamWriter>(call);
-    res.set_chunked_content_provider(
-        "text/event-stream", [writer, in_flight](size_t, httplib::DataSink& sink) { return writer->pump(sink); },
-        [writer, in_flight](bool success) { writer->release(success); });
+    auto pump = [writer, in_flight](size_t, httplib::DataSink& sink) { return writer->pump(sink); };
+    auto release = [writer, in_flight](bool success) { writer->release(success); };
+    // HTTP/1.0 has no chunked encoding (RFC 9112 6.1): the stream ends where the connection does.
+    if (req.version == "HTTP/1.0") {
+      res.set_content_provider("text/event-stream", pump, release);
+    } else {
+      res.set_chunked_content_provider("text/event-stream", pump, release);
+    }
   } catch (const ApiError& e) {
     respond_error(res, e);
     if (call) {

@@ -77,6 +77,13 @@ int64_t as_int(const json& v, const std::string& what, int64_t lo, int64_t hi, c
     x = static_cast<int64_t>(u);
   } else if (v.is_number_integer()) {
     x = v.get<int64_t>();
+  } else if (v.is_number_float() && v.get<double>() == std::trunc(v.get<double>())) {
+    // A whole number written as a float (Python's json.dumps(4.0)): vLLM (pydantic's lax mode)
+    // and llama.cpp take it, and so do we. The range is checked before the conversion.
+    const double d = v.get<double>();
+    if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi)))
+      bad(param, fmt::format("'{}' must be between {} and {} (got {})", what, lo, hi, d));
+    x = static_cast<int64_t>(d);
   } else {
     bad(param, fmt::format("'{}' must be an integer, not {}", what, kind(v)));
   }
@@ -302,8 +309,26 @@ void reject_unsupported(const json& body, Endpoint endpoint) {
     if (v != nullptr && !v->is_null())
       unsupported(key, fmt::format("'{}': constrained decoding (grammars, JSON schemas, choices) is not supported", key));
   }
+  for (const char* key : {"allowed_token_ids", "bad_words"}) {
+    const json* v = field(body, key);
+    if (v != nullptr && !(v->is_array() && v->empty()))
+      unsupported(key, fmt::format("'{}': restricting or banning tokens is not supported", key));
+  }
+  if (field(body, "structural_tag") != nullptr)
+    unsupported("structural_tag", "'structural_tag': constrained decoding is not supported");
   if (const json* v = field(body, "stop_token_ids"); v != nullptr && !v->is_null() && !(v->is_array() && v->empty()))
     unsupported("stop_token_ids", "'stop_token_ids' is not supported; give 'stop' strings");
+  // Audio output (OpenAI's audio models): a text model must not answer in text as if it had.
+  if (field(body, "audio") != nullptr) unsupported("audio", "'audio' output is not supported: the model writes text");
+  if (const json* m = field(body, "modalities")) {
+    if (!m->is_array()) bad("modalities", fmt::format("'modalities' must be an array, not {}", kind(*m)));
+    for (const auto& x : *m)
+      if (!(x.is_string() && x.get<std::string>() == "text"))
+        unsupported("modalities", fmt::format("'modalities': only \"text\" is supported (got {})", x.dump()));
+  }
+  if (endpoint == Endpoint::kCompletions && field(body, "top_logprobs") != nullptr)
+    unsupported("top_logprobs", "'top_logprobs' belongs to chat completions; on /v1/completions 'logprobs' is the "
+                                "number of alternatives");
   if (get_bool(body, "include_stop_str_in_output", false))
     unsupported("include_stop_str_in_output", "'include_stop_str_in_output' is not supported: the text ends before "
                                               "the stop string");
@@ -382,6 +407,14 @@ ApiRequest parse_request(Endpoint endpoint, std::string_view text, const Request
   const auto max_tokens = get_int(body, "max_tokens", 1, std::numeric_limits<int32_t>::max());
   const auto max_completion = get_int(body, "max_completion_tokens", 1, std::numeric_limits<int32_t>::max());
   r.max_tokens = max_completion ? max_completion : max_tokens;
+  // llama.cpp's name for it (-1: no limit), taken when the OpenAI names are absent; a different
+  // value beside them is a contradiction, not a preference.
+  if (auto n_predict = get_int(body, "n_predict", -1, std::numeric_limits<int32_t>::max())) {
+    if (*n_predict == 0) bad("n_predict", "'n_predict' must be -1 (no limit) or at least 1 (got 0)");
+    if (!max_tokens && !max_completion) r.max_tokens = n_predict;
+    else if (n_predict != r.max_tokens)
+      bad("n_predict", "'n_predict' (llama.cpp's name) differs from 'max_tokens' / 'max_completion_tokens'");
+  }
   parse_sampling(body, limits, r.sampling);
   r.stop = parse_stop(body, limits);
   r.ignore_eos = get_bool(body, "ignore_eos", false);

@@ -39,7 +39,9 @@ struct ApiRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   int32_t n = 1;
-  std::optional<int64_t> max_tokens;  // max_tokens or max_completion_tokens; absent: the endpoint's default
+  // max_completion_tokens, max_tokens or n_predict; absent: the endpoint's default; -1 (n_predict
+  // only): no limit but the context.
+  std::optional<int64_t> max_tokens;
   SamplingParams sampling;
   std::vector<std::string> stop;
   bool logprobs = false;

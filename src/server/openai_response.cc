@@ -48,22 +48,34 @@ json chat_logprobs(const ResponseFormat& f, const std::vector<TokenLogprobs>& lp
   return {{"content", content}, {"refusal", nullptr}};
 }
 
+// A completions token as a JSON string: its text, or, when that is not whole UTF-8 (a byte of
+// a character), "bytes:\\xNN..." as OpenAI's legacy API writes it. Written as text, every such
+// token would become U+FFFD, and the alternatives of top_logprobs, an object keyed by token,
+// would collide: a client's JSON parser keeps one of them.
+std::string completion_token(const ResponseFormat& f, int32_t id) {
+  std::string t = token_text(f, id);
+  if (is_valid_utf8(t)) return t;
+  std::string out = "bytes:";
+  for (const unsigned char c : t) out += fmt::format("\\x{:02x}", c);
+  return out;
+}
+
 // Completions: parallel lists of tokens, their log-probabilities, the alternatives and where
 // each token's text starts in the choice's text.
 json completion_logprobs(const ResponseFormat& f, const std::vector<TokenLogprobs>& lps, int64_t& offset) {
   json tokens = json::array(), values = json::array(), top = json::array(), offsets = json::array();
   for (const auto& lp : lps) {
-    const std::string t = token_text(f, lp.token.id);
+    const std::string t = completion_token(f, lp.token.id);
     tokens.push_back(t);
     values.push_back(lp.token.logprob);
     json alternatives = json::object();
-    for (const auto& alt : lp.top) alternatives[token_text(f, alt.id)] = alt.logprob;
+    for (const auto& alt : lp.top) alternatives[completion_token(f, alt.id)] = alt.logprob;
     // OpenAI: "the API will always return the logprob of the sampled token, so there may be
     // up to logprobs+1 elements".
     if (!alternatives.contains(t)) alternatives[t] = lp.token.logprob;
     top.push_back(alternatives);
     offsets.push_back(offset);
-    offset += static_cast<int64_t>(t.size());
+    offset += static_cast<int64_t>(token_text(f, lp.token.id).size());
   }
   return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", top}, {"text_offset", offsets}};
 }

@@ -92,7 +92,7 @@ BuiltRequest RequestBuilder::build(const ApiRequest& r) const {
                            "(and one position must stay free for the completion). Please reduce the length of the {}.",
                            n_ctx_, param, n, param),
                param);
-    if (r.max_tokens && n + *r.max_tokens > n_ctx_)
+    if (r.max_tokens && *r.max_tokens > 0 && n + *r.max_tokens > n_ctx_)
       too_long(fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens ({} in "
                            "the {}, {} for the completion). Please reduce the length of the {} or the completion.",
                            n_ctx_, n + *r.max_tokens, n, param, *r.max_tokens, param),

@@ -87,6 +87,21 @@ TEST(OpenAiRequest, CompletionPromptForms) {
   }
 }
 
+// What clients of other servers send: whole numbers written as floats (Python's
+// json.dumps(4.0); vLLM and llama.cpp take them), llama.cpp's n_predict, harmless empties.
+TEST(OpenAiRequest, OtherServersSpellings) {
+  const ApiRequest floats = chat(R"({"messages":[{"role":"user","content":"a"}],"max_tokens":4.0,"n":2.0,"seed":42.0})");
+  EXPECT_EQ(floats.max_tokens, 4);
+  EXPECT_EQ(floats.n, 2);
+  EXPECT_EQ(floats.sampling.seed, 42u);
+  EXPECT_EQ(completion(R"({"prompt":[1.0,2]})").prompts[0].tokens, (std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(completion(R"({"prompt":"a","n_predict":5})").max_tokens, 5);
+  EXPECT_EQ(completion(R"({"prompt":"a","n_predict":-1})").max_tokens, -1);  // no limit but the context
+  EXPECT_EQ(completion(R"({"prompt":"a","n_predict":3,"max_tokens":3})").max_tokens, 3);
+  EXPECT_NO_THROW(chat(R"({"messages":[{"role":"user","content":"a"}],"modalities":["text"],"allowed_token_ids":[],
+                           "bad_words":[],"audio":null,"structural_tag":null})"));
+}
+
 // Each bad body: status 400 (404 is the server's, for the model) and the field named.
 TEST(OpenAiRequest, BadBodiesNameTheField) {
   struct Case {
@@ -145,6 +160,19 @@ TEST(OpenAiRequest, BadBodiesNameTheField) {
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"response_format":{"type":1}})",
        "response_format.type"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"guided_choice":["a"]})", "guided_choice"},
+      // vLLM's token constraints and OpenAI's audio output: ignored, they would pass
+      // unconstrained text off as obeying.
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"allowed_token_ids":[5,6]})",
+       "allowed_token_ids"},
+      {Endpoint::kCompletions, R"({"prompt":"a","bad_words":["is"]})", "bad_words"},
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"structural_tag":{"type":"x"}})",
+       "structural_tag"},
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"audio":{"voice":"alloy"}})", "audio"},
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"modalities":["text","audio"]})", "modalities"},
+      {Endpoint::kCompletions, R"({"prompt":"a","top_logprobs":3})", "top_logprobs"},
+      {Endpoint::kCompletions, R"({"prompt":"a","n_predict":0})", "n_predict"},
+      {Endpoint::kCompletions, R"({"prompt":"a","n_predict":5,"max_tokens":3})", "n_predict"},
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"max_tokens":4.5})", "max_tokens"},
       {Endpoint::kCompletions, R"({})", "prompt"},
       {Endpoint::kCompletions, R"({"prompt":[]})", "prompt"},
       {Endpoint::kCompletions, R"({"prompt":5})", "prompt"},

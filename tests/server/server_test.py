@@ -420,6 +420,48 @@ def test_endpoints_and_openai_shapes():
         expect(usage[0]["prompt_tokens"] == usage[1]["prompt_tokens"], f"text parts: {usage}")
 
 
+def test_conventions_of_other_clients():
+    """What clients written for other servers send or expect: llama.cpp's n_predict, whole
+    numbers as floats, HTTP/1.0, and completions logprobs of tokens that are bytes of a
+    character (distinct keys, as OpenAI's legacy "bytes:" and the hex of each byte)."""
+    with Server() as s:
+        r = s.post("/v1/completions", {"prompt": "The history", "n_predict": 3, "temperature": 0})
+        expect(r["usage"]["completion_tokens"] == 3, f"n_predict: {r['usage']}")
+        r = s.post("/v1/completions", {"prompt": "The history", "n_predict": -1, "temperature": 0, "ignore_eos": True})
+        expect(r["usage"]["total_tokens"] == 2048, f"n_predict -1 runs to the context: {r['usage']}")
+        r = s.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4.0,
+                                            "n": 1.0, "seed": 7.0})
+        expect(r["usage"]["completion_tokens"] <= 4, f"whole floats: {r['usage']}")
+        for body, param in (({"prompt": "a", "allowed_token_ids": [5]}, "allowed_token_ids"),
+                            ({"prompt": "a", "top_logprobs": 2}, "top_logprobs")):
+            status, _, data = s.request("POST", "/v1/completions", json.dumps(body).encode())
+            expect(status == 400 and check_error(data)["param"] == param, f"{body}: {status} {data[:200]!r}")
+
+        # The prompt ends on the byte token <0xC3>: the next token is the second byte of a
+        # character, and so are its alternatives.
+        ids = s.post("/tokenize", {"content": "Zürich and Zürich and Z", "add_special": True})["tokens"] + [198]
+        status, _, data = s.request("POST", "/v1/completions", json.dumps(
+            {"prompt": ids, "max_tokens": 1, "temperature": 0, "logprobs": 5}).encode())
+        expect(status == 200, f"logprobs request: {status}")
+        lp = json.loads(data)["choices"][0]["logprobs"]
+        token, top = lp["tokens"][0], lp["top_logprobs"][0]
+        expect(token.startswith("bytes:\\x") and len(top) == 5, f"byte tokens collided: {lp}")
+        expect(top[token] == lp["token_logprobs"][0], f"the sampled token's entry: {lp}")
+
+        # HTTP/1.0 has no chunked encoding: the events end where the connection does.
+        body = json.dumps({"prompt": "The history", "max_tokens": 3, "stream": True}).encode()
+        raw = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+        raw.sendall(b"POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        reply = b""
+        while chunk := raw.recv(65536):
+            reply += chunk
+        raw.close()
+        head, _, events = reply.partition(b"\r\n\r\n")
+        expect(b"chunked" not in head.lower() and events.startswith(b"data: {")
+               and events.endswith(b"data: [DONE]\n\n"), f"HTTP/1.0 stream: {reply[:300]!r} ... {reply[-60:]!r}")
+
+
 def test_greedy_matches_frugal_generate():
     with open(f"{SHARED}/reference/wiki-7m/greedy-f32.jsonl", encoding="utf-8") as f:
         llama_cpp = {r["prompt"]: r["completion_text"] for r in map(json.loads, f)}

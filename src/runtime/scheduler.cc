@@ -14,15 +14,19 @@ int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
-// Choice c of a seeded request samples with seed + c, so choice 0 is what the same request
-// with n = 1 gives, and the other choices differ from it.
+}  // namespace
+
 uint32_t choice_seed(uint32_t seed, int32_t choice) {
-  if (seed == SamplingParams::kRandomSeed) return seed;
-  uint32_t s = seed + static_cast<uint32_t>(choice);
+  if (seed == SamplingParams::kRandomSeed || choice == 0) return seed;
+  // splitmix64's finalizer over (seed, choice): with seed + c, a request with seed s + 1 drew
+  // the same samples as choices 1.. of a request with seed s, so a client sweeping seeds with
+  // n > 1 got mostly duplicates.
+  uint64_t z = (static_cast<uint64_t>(seed) << 32 | static_cast<uint32_t>(choice)) + 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  const auto s = static_cast<uint32_t>(z ^ (z >> 31));
   return s == SamplingParams::kRandomSeed ? 0 : s;
 }
-
-}  // namespace
 
 struct Scheduler::Job {
   GenerationRequest request;

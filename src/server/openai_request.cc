@@ -314,6 +314,22 @@ void reject_unsupported(const json& body, Endpoint endpoint) {
     if (v != nullptr && !(v->is_array() && v->empty()))
       unsupported(key, fmt::format("'{}': restricting or banning tokens is not supported", key));
   }
+  // llama.cpp's samplers that frugal does not have. Its clients send their neutral values with
+  // every request, so those pass; any other value would be sampled without, so it is refused.
+  const std::pair<const char*, double> llama_samplers[] = {
+      {"typical_p", 1.0},     {"tfs_z", 1.0},       {"mirostat", 0.0}, {"xtc_probability", 0.0},
+      {"dry_multiplier", 0.0}, {"dynatemp_range", 0.0}, {"top_a", 0.0},  {"top_n_sigma", -1.0}};
+  for (const auto& [key, neutral] : llama_samplers) {
+    const json* v = field(body, key);
+    if (v != nullptr && !(v->is_number() && v->get<double>() == neutral))
+      unsupported(key, fmt::format("'{}' (llama.cpp's sampler) is not supported: only {} (off) is accepted; "
+                                   "frugal samples with temperature, top_k, top_p, min_p and penalties",
+                                   key, neutral));
+  }
+  if (const json* v = field(body, "n_probs"); v != nullptr && !(v->is_number() && v->get<double>() == 0.0))
+    unsupported("n_probs", "'n_probs' (llama.cpp's) is not supported; ask for 'logprobs' (and 'top_logprobs' in chat)");
+  if (get_bool(body, "use_beam_search", false))
+    unsupported("use_beam_search", "'use_beam_search' is not supported: choices are sampled");
   if (field(body, "structural_tag") != nullptr)
     unsupported("structural_tag", "'structural_tag': constrained decoding is not supported");
   if (const json* v = field(body, "stop_token_ids"); v != nullptr && !v->is_null() && !(v->is_array() && v->empty()))

@@ -126,6 +126,10 @@ def test_sampling_seed_reproducible():
     c = ok(run(args[:-1] + ["124"]))
     expect(a == b, f"same seed, different text:\n{a!r}\n{b!r}")
     expect(a != c, "different seeds gave the same 40 tokens")
+    # llama.cpp's spellings: a negative temperature is greedy, a negative top-k is off.
+    greedy = ["generate"] + STORIES + ["-p", "Once upon a time", "-n", "20"]
+    expect(ok(run(greedy + ["--temp", "-1"])) == ok(run(greedy + ["--temp", "0"])), "--temp -1 is not greedy")
+    expect(ok(run(args + ["--top-k", "-1"])) == ok(run(args + ["--top-k", "0"])), "--top-k -1 is not off")
 
 
 def test_truncate_keep_end():
@@ -151,7 +155,7 @@ def test_bad_input():
     expect_user_error(["generate"] + STORIES + ["--kv-type", "q8"], ["--kv-type", "q8"])
     expect_user_error(["generate"] + STORIES + ["-n", "-5"], ["--n-predict"])
     expect_user_error(["generate"] + STORIES + ["--top-p", "2"], ["top_p"])
-    expect_user_error(["generate"] + STORIES + ["--temp", "-1"], ["temperature"])
+    expect_user_error(["generate"] + STORIES + ["--temp", "nan"], ["temperature"])
     expect_user_error(["generate"] + STORIES + ["--truncate", "middle"], ["--truncate"])
     expect_user_error(["generate"] + STORIES + ["-p", "a", "-f", "/etc/hostname"], ["-p", "-f"])
     with tempfile.TemporaryDirectory() as d:

@@ -100,6 +100,10 @@ TEST(OpenAiRequest, OtherServersSpellings) {
   EXPECT_EQ(completion(R"({"prompt":"a","n_predict":3,"max_tokens":3})").max_tokens, 3);
   EXPECT_NO_THROW(chat(R"({"messages":[{"role":"user","content":"a"}],"modalities":["text"],"allowed_token_ids":[],
                            "bad_words":[],"audio":null,"structural_tag":null})"));
+  // llama.cpp's clients send its samplers' neutral values with every request.
+  EXPECT_NO_THROW(completion(R"({"prompt":"a","typical_p":1.0,"tfs_z":1,"mirostat":0,"xtc_probability":0,
+                                 "xtc_threshold":0.1,"dry_multiplier":0,"dynatemp_range":0,"top_a":0,
+                                 "top_n_sigma":-1,"n_probs":0,"use_beam_search":false})"));
 }
 
 // Each bad body: status 400 (404 is the server's, for the model) and the field named.
@@ -173,6 +177,14 @@ TEST(OpenAiRequest, BadBodiesNameTheField) {
       {Endpoint::kCompletions, R"({"prompt":"a","n_predict":0})", "n_predict"},
       {Endpoint::kCompletions, R"({"prompt":"a","n_predict":5,"max_tokens":3})", "n_predict"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"max_tokens":4.5})", "max_tokens"},
+      // llama.cpp's samplers frugal lacks, set to anything but off.
+      {Endpoint::kCompletions, R"({"prompt":"a","typical_p":0.2})", "typical_p"},
+      {Endpoint::kCompletions, R"({"prompt":"a","mirostat":2})", "mirostat"},
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"xtc_probability":0.5})", "xtc_probability"},
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"a"}],"dry_multiplier":0.8})", "dry_multiplier"},
+      {Endpoint::kCompletions, R"({"prompt":"a","tfs_z":"x"})", "tfs_z"},
+      {Endpoint::kCompletions, R"({"prompt":"a","n_probs":3})", "n_probs"},
+      {Endpoint::kCompletions, R"({"prompt":"a","use_beam_search":true})", "use_beam_search"},
       {Endpoint::kCompletions, R"({})", "prompt"},
       {Endpoint::kCompletions, R"({"prompt":[]})", "prompt"},
       {Endpoint::kCompletions, R"({"prompt":5})", "prompt"},

@@ -343,8 +343,8 @@ TEST(Scheduler, ForkedChoicesSampleLikeSeparateRequestsWithConsecutiveSeeds) {
   ASSERT_FALSE(forked.failed);
   EXPECT_EQ(forked.usage.prompt_tokens, static_cast<int64_t>(prompt.size()));
   EXPECT_EQ(forked.usage.completion_tokens, 90);
-  for (uint32_t c = 0; c < 3; ++c) {
-    auto single = h.submit(request(prompt, 30, 1.0f, 5 + c));
+  for (int32_t c = 0; c < 3; ++c) {
+    auto single = h.submit(request(prompt, 30, 1.0f, choice_seed(5, c)));
     EXPECT_EQ(forked.choices[c].tokens, collect(*single).choices[0].tokens) << "choice " << c;
   }
   EXPECT_NE(forked.choices[0].tokens, forked.choices[1].tokens);
@@ -352,7 +352,7 @@ TEST(Scheduler, ForkedChoicesSampleLikeSeparateRequestsWithConsecutiveSeeds) {
 
 TEST(Scheduler, MoreChoicesThanParallelSequencesRunInGroups) {
   // n = 5 on 2 sequences at once: groups of 2, 2 and 1, each fed (or found in the prefix cache)
-  // and forked; every choice samples with seed + its index, as one group of 5 would.
+  // and forked; every choice samples with its choice_seed, as one group of 5 would.
   SchedulerOptions so;
   so.max_sequences = 2;
   Harness h(wiki_options(), so);
@@ -364,8 +364,8 @@ TEST(Scheduler, MoreChoicesThanParallelSequencesRunInGroups) {
   EXPECT_EQ(got.usage.prompt_tokens, static_cast<int64_t>(prompt.size()));
   EXPECT_EQ(got.usage.completion_tokens, 60);
   EXPECT_LT(got.usage.cached_tokens, static_cast<int64_t>(prompt.size()));  // the prompt counts once
-  for (uint32_t c = 0; c < 5; ++c) {
-    const Result single = collect(*h.submit(request(prompt, 12, 1.0f, 9 + c)));
+  for (int32_t c = 0; c < 5; ++c) {
+    const Result single = collect(*h.submit(request(prompt, 12, 1.0f, choice_seed(9, c))));
     EXPECT_EQ(got.choices[c].tokens, single.choices[0].tokens) << "choice " << c;
   }
   h.wait_stats([](const SchedulerStats& s) { return s.kv_blocks_used == 0 && s.running_sequences == 0; });

@@ -918,8 +918,13 @@ def test_sampling_parameters():
         expect(len(texts) > 1, "different seeds, same text")
         three = s.post("/v1/completions", dict(body, n=3))["choices"]
         expect(three[0]["text"] == a, "choice 0 of n=3 differs from n=1 with the same seed")
-        expect(three[1]["text"] == s.post("/v1/completions", dict(body, seed=8))["choices"][0]["text"],
-               "choice 1 samples with seed + 1")
+        expect([c["text"] for c in s.post("/v1/completions", dict(body, n=3))["choices"]] == [c["text"] for c in three],
+               "n=3 with a seed is not reproducible")
+        # A client sweeping seeds with n > 1 gets new samples: the choices of seed 7 and seed 8
+        # are unrelated (with seed + c for choice c, seed 8's choices were seed 7's shifted).
+        next_three = s.post("/v1/completions", dict(body, seed=8, n=3))["choices"]
+        expect(not {c["text"] for c in three} & {c["text"] for c in next_three},
+               f"seeds 7 and 8 share choices: {three} {next_three}")
         # Token-id prompts give what the same text gives (/tokenize adds the BOS as the server does).
         full = s.post("/v1/completions", dict(greedy(12), prompt=PROMPTS[0], return_token_ids=True))
         ids = s.post("/tokenize", {"content": PROMPTS[0], "add_special": True})["tokens"]

@@ -98,8 +98,8 @@ std::unique_ptr<Engine> load_engine(const ModelFlags& f, const EngineOptions& o)
 
 void add_sampling_flags(CLI::App& app, SamplingFlags& f) {
   SamplingParams& p = f.params;
-  app.add_option("--temp", p.temperature, "Temperature (0: greedy)")->capture_default_str();
-  app.add_option("--top-k", p.top_k, "Top-k sampling (0: off)")->capture_default_str();
+  app.add_option("--temp", p.temperature, "Temperature (0 or less: greedy)")->capture_default_str();
+  app.add_option("--top-k", p.top_k, "Top-k sampling (0 or less: off)")->capture_default_str();
   app.add_option("--top-p", p.top_p, "Top-p sampling (1: off)")->capture_default_str();
   app.add_option("--min-p", p.min_p, "Min-p sampling (0: off)")->capture_default_str();
   app.add_option("--repeat-penalty", p.repeat_penalty,
@@ -117,6 +117,9 @@ SamplingParams sampling_params(const SamplingFlags& f, int32_t n_vocab) {
   if (f.seed < -1 || f.seed >= static_cast<int64_t>(SamplingParams::kRandomSeed))
     fail("--seed must be -1 (random) or between 0 and {} (got {})", SamplingParams::kRandomSeed - 1, f.seed);
   p.seed = static_cast<uint32_t>(f.seed);
+  // llama.cpp's flags: a negative temperature is greedy, a negative top-k is off.
+  if (p.temperature < 0.0f) p.temperature = 0.0f;
+  if (p.top_k < 0) p.top_k = 0;
   if (f.seed == -1) {
     // Drawn here, not in the sampler, so that -v can say which seed reproduces the run.
     p.seed = static_cast<uint32_t>(std::random_device{}() % SamplingParams::kRandomSeed);

@@ -179,6 +179,12 @@ PerplexityResult evaluate_perplexity(Engine& engine, const PerplexityOptions& op
   for (int64_t s = 0; s < n_seq; ++s)
     if (cache.contains(static_cast<int32_t>(s))) cache.remove(static_cast<int32_t>(s));
   result.seconds = seconds_since_start();
+  // Finite but enormous log-probabilities (broken weights whose logits do not overflow) add up
+  // to an infinite perplexity: an error too, not "PPL = inf" as a result.
+  if (result.nll.count() > 0 && !std::isfinite(result.nll.ppl()))
+    fail("the perplexity overflows (mean negative log-likelihood {:.3g} nats): the model's weights are broken; no "
+         "perplexity{} is given",
+         result.nll.mean(), writer ? " and no --save-logits file" : "");
   if (writer) writer->finish();
   if (base) result.kl = kl.summary();
   return result;

@@ -81,6 +81,8 @@ void read_module_names(const Json& j, const char* key, const std::string& label,
 
 PeftLoraConfig parse_config(const Json& j, const std::string& label) {
   if (!j.is_object()) fail("{}: not a JSON object", label);
+  if (j.contains("peft_type") && !j["peft_type"].is_null() && !j["peft_type"].is_string())
+    fail("{}: 'peft_type' must be a string", label);
   const std::string type = j.value("peft_type", std::string("LORA"));
   if (type != "LORA") fail("{}: peft_type is '{}'; frugal reads LoRA adapters (LORA) only", label, type);
   if (flag(j, "use_dora", label)) fail("{}: use_dora is set; DoRA adapters are not supported", label);
@@ -104,9 +106,11 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
   for (const auto& [key, why] : unsupported)
     if (is_set(j, key)) fail("{}: {} is set ({}); frugal applies plain LoRA matrices only", label, key, why);
   PeftLoraConfig c;
-  c.r = static_cast<int64_t>(number(j, "r", label, 8));
-  if (c.r < 1) fail("{}: r must be at least 1", label);
+  const double r = number(j, "r", label, 8);
+  if (!(r >= 1 && r <= 1e6) || r != std::trunc(r)) fail("{}: 'r' must be a whole number of at least 1 (got {})", label, r);
+  c.r = static_cast<int64_t>(r);
   c.lora_alpha = number(j, "lora_alpha", label, 8);
+  if (!std::isfinite(c.lora_alpha)) fail("{}: lora_alpha must be a finite number", label);
   c.lora_dropout = number(j, "lora_dropout", label, 0);
   c.use_rslora = flag(j, "use_rslora", label);
   read_module_names(j, "target_modules", label, c.target_modules, c.target_modules_regex);
@@ -117,6 +121,8 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
     for (const auto& [k, v] : j[key].items()) {
       if (!v.is_number()) fail("{}: {}['{}'] must be a number", label, key, k);
       if (std::string(key) == "rank_pattern") {
+        if (!(v.get<double>() >= 1) || v.get<double>() != std::trunc(v.get<double>()))
+          fail("{}: rank_pattern['{}'] must be a whole number of at least 1", label, k);
         c.rank_pattern.emplace_back(k, v.get<int64_t>());
       } else {
         c.alpha_pattern.emplace_back(k, v.get<double>());

@@ -1,8 +1,10 @@
 #include "model/decoder.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "core/check.h"
+#include "core/log.h"
 #include "io/gguf.h"
 #include "runtime/batch.h"
 #include "runtime/kv_cache.h"
@@ -43,8 +45,18 @@ DecoderWeights load_decoder_weights(ModelSource& src, const ModelConfig& c) {
     w.output.name = head + " (tied to the embedding)";
     w.output.weight = w.token_embd;
     // Some tied checkpoints store a copy of the head as well; transformers ignores it, and so
-    // do we, without the unread-tensor warning.
-    if (src.has_tensor(head + ".weight")) src.tensor(head + ".weight", {nv, d});
+    // do we, without the unread-tensor warning. A stored head that is not a copy (a few rows
+    // compared) means the config's tie is probably wrong: that is worth a warning.
+    if (src.has_tensor(head + ".weight")) {
+      const Tensor stored = src.tensor(head + ".weight", {nv, d});
+      bool copy = stored.dtype == w.token_embd.dtype;
+      for (const int64_t row : {int64_t{0}, nv / 2, nv - 1})
+        copy = copy && std::memcmp(stored.row_ptr(row), w.token_embd.row_ptr(row), stored.row_stride()) == 0;
+      if (!copy)
+        log_warn("{}: '{}.weight' differs from the embedding, but the config ties the output to the embedding "
+                 "(tie_word_embeddings): it is ignored, as transformers does; check the config",
+                 src.path(), head);
+    }
   } else {
     w.output = load_linear(src, head, nv, d, false);
   }
@@ -155,7 +167,8 @@ void read_rope_config(const ModelSource& src, const std::string& arch, ModelConf
     const std::string type = g->try_string(arch + ".rope.scaling.type").value_or("none");
     if (type == "linear") {
       const double factor = g->try_float(arch + ".rope.scaling.factor").value_or(1.0);
-      if (!(factor > 0)) fail("{}: rope scaling factor must be positive", src.config_label());
+      if (!(factor >= 1) || !std::isfinite(factor))
+        fail("{}: rope scaling factor {} must be at least 1 (it divides positions)", src.config_label(), factor);
       c.rope.position_scale = static_cast<float>(1.0 / factor);
     } else if (type != "none" && type != "llama3") {
       fail("{}: rope scaling type '{}' is not supported (none, linear, llama3)", src.config_label(), type);
@@ -176,10 +189,12 @@ void read_rope_config(const ModelSource& src, const std::string& arch, ModelConf
   if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return;
   const auto& s = j["rope_scaling"];
   if (!s.is_object()) fail("{}: rope_scaling must be an object", label);
-  std::string type = s.value("rope_type", s.value("type", std::string("default")));
+  const std::string type = json_string(s, "rope_type", label, json_string(s, "type", label, "default"));
   const double factor = json_float(s, "factor", label, 1.0);
   if (type == "default") return;
-  if (!(factor > 0)) fail("{}: rope_scaling.factor must be positive", label);
+  // transformers' validation asks for factor >= 1 (it stretches the trained context); a tiny
+  // one made positions overflow to inf.
+  if (!(factor >= 1) || !std::isfinite(factor)) fail("{}: rope_scaling.factor {} must be at least 1", label, factor);
   if (type == "linear") {
     c.rope.position_scale = static_cast<float>(1.0 / factor);
   } else if (type == "llama3") {
@@ -193,6 +208,9 @@ void read_rope_config(const ModelSource& src, const std::string& arch, ModelConf
     const double high = json_float(s, "high_freq_factor", label, 4.0);
     const double old_ctx = json_float(s, "original_max_position_embeddings", label, 8192.0);
     if (!(high > low)) fail("{}: rope_scaling high_freq_factor must exceed low_freq_factor", label);
+    if (!(low > 0) || !(old_ctx >= 1) || !std::isfinite(high) || !std::isfinite(old_ctx))
+      fail("{}: rope_scaling needs low_freq_factor > 0 and original_max_position_embeddings >= 1 (got {} and {})", label,
+           low, old_ctx);
     const double low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
     c.rope.freq_factors.resize(c.rope.n_rot / 2);
     for (int64_t i = 0; i < c.rope.n_rot / 2; ++i) {

@@ -39,7 +39,10 @@ void ModelConfig::validate(const std::string& source) const {
     fail("{}: rotary dimension {} must be even and at most the head dimension {}", source, rope.n_rot, head_dim);
   if (!rope.freq_factors.empty() && static_cast<int64_t>(rope.freq_factors.size()) != rope.n_rot / 2)
     fail("{}: {} rope frequency factors for {} rotated pairs", source, rope.freq_factors.size(), rope.n_rot / 2);
-  if (!(rope.theta > 0) || !std::isfinite(rope.theta)) fail("{}: rope theta must be positive", source);
+  // Below 1 the inverse frequencies theta^(-2i/d) grow without bound (1e-40 made them inf and
+  // the logits NaN); real models use 10^4 to 10^6. A value beyond float's range arrives as inf.
+  if (!(rope.theta >= 1) || !std::isfinite(rope.theta))
+    fail("{}: rope theta {} must be a finite number of at least 1", source, rope.theta);
   if (!(norm_eps > 0) || norm_eps > 1) fail("{}: norm epsilon {} is out of range", source, norm_eps);
 }
 

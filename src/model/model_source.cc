@@ -223,7 +223,8 @@ std::string ModelSource::chat_template() const {
       // A list of named templates: the "default" one is the chat template.
       if (t.is_array())
         for (const auto& e : t)
-          if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+          if (e.is_object() && e.contains("name") && e["name"] == "default" && e.contains("template") &&
+              e["template"].is_string())
             return e["template"].get<std::string>();
     }
   }
@@ -250,6 +251,13 @@ double json_float(const nlohmann::json& j, const std::string& key, const std::st
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (!j[key].is_number()) fail("{}: '{}' must be a number", label, key);
   return j[key].get<double>();
+}
+
+std::string json_string(const nlohmann::json& j, const std::string& key, const std::string& label,
+                        const std::string& fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_string()) fail("{}: '{}' must be a string", label, key);
+  return j[key].get<std::string>();
 }
 
 bool json_bool(const nlohmann::json& j, const std::string& key, const std::string& label, bool fallback) {

@@ -99,5 +99,7 @@ int64_t json_int(const nlohmann::json& j, const std::string& key, const std::str
 std::optional<int64_t> json_opt_int(const nlohmann::json& j, const std::string& key, const std::string& label);
 double json_float(const nlohmann::json& j, const std::string& key, const std::string& label, double fallback);
 bool json_bool(const nlohmann::json& j, const std::string& key, const std::string& label, bool fallback);
+std::string json_string(const nlohmann::json& j, const std::string& key, const std::string& label,
+                        const std::string& fallback);
 
 }  // namespace frugal

@@ -61,6 +61,7 @@ void add_model_metadata(GgufWriter& w, WorkingModel& model, uint32_t file_type) 
   const std::unique_ptr<Tokenizer> tokenizer = model.source().load_tokenizer();
   TokenizerGgufOptions options;
   options.chat_template = model.source().chat_template();
+  options.n_vocab = static_cast<int32_t>(c.n_vocab);
   add_tokenizer_to_gguf(w, *tokenizer, options);
   w.set_u32("general.quantization_version", 2);
 }

@@ -58,6 +58,12 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_path, const Engine
   const ModelConfig& c = e->model_->config();
   if (e->tokenizer_ && e->tokenizer_->n_vocab() > c.n_vocab)
     fail("{}: the tokenizer has {} tokens but the model only {}", model_path, e->tokenizer_->n_vocab(), c.n_vocab);
+  // A GGUF file lists one token per embedding row (llama.cpp refuses anything else); a shorter
+  // list is a damaged or hand-edited file. Hugging Face folders may pad the embedding.
+  if (e->tokenizer_ && source->gguf() != nullptr && e->tokenizer_->n_vocab() < c.n_vocab)
+    log_warn("{}: the file lists {} tokens for the model's {} embedding rows: llama.cpp refuses such a file, and the "
+             "tokenization may not be the one the model was trained with",
+             model_path, e->tokenizer_->n_vocab(), c.n_vocab);
   e->n_ctx_ = o.n_ctx > 0 ? o.n_ctx : std::min(c.n_ctx_train, EngineOptions::kDefaultMaxContext);
   if (c.sliding_window > 0 && e->n_ctx_ > c.sliding_window) {
     // Within the window, full attention is what the model computes; past it, it is not.

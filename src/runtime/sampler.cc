@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/check.h"
@@ -17,6 +18,20 @@ bool better(const TokenCandidate& a, const TokenCandidate& b) {
 
 bool finite(float x) {
   return std::isfinite(x);
+}
+
+// A broken model (NaN in its weights, a configuration that overflows) gives NaN or inf logits,
+// on which the stages below would abort (min_p keeps nothing) or pick a token as if they were
+// numbers. Tested on the exponent bits, a loop the compiler vectorizes: ~5 us for 50k logits.
+void check_finite_logits(const float* logits, int32_t n) {
+  uint32_t nonfinite = 0;
+  for (int32_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, logits + i, sizeof bits);
+    nonfinite |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  if (nonfinite != 0)
+    fail("the model's logits are not finite numbers (NaN or inf): its weights are broken or overflow");
 }
 
 }  // namespace
@@ -222,6 +237,7 @@ void Sampler::ban(int32_t token) {
 }
 
 int32_t Sampler::sample(const float* logits) {
+  check_finite_logits(logits, n_vocab_);
   const float* l = logits;
   if (!params_.logit_bias.empty() || !banned_.empty() ||
       (params_.has_penalties() && (!counts_.empty() || !output_counts_.empty()))) {

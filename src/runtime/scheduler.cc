@@ -458,8 +458,22 @@ void Scheduler::after_forward(const std::vector<Planned>& plan, const float* log
       }
     }
   });
+  // A draw that throws (the sampler refuses a broken model's non-finite logits) fails its
+  // request, after this step's bookkeeping; the other requests go on.
+  std::vector<std::pair<Job*, std::string>> failed;
+  const auto fail_job = [&](Job* job, const std::exception_ptr& error) {
+    if (std::any_of(failed.begin(), failed.end(), [&](const auto& f) { return f.first == job; })) return;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      failed.emplace_back(job, e.what());
+    }
+  };
+  const auto has_failed = [&](const Job* job) {
+    return std::any_of(failed.begin(), failed.end(), [&](const auto& f) { return f.first == job; });
+  };
   for (const Draw& d : draws)
-    if (d.error) std::rethrow_exception(d.error);
+    if (d.error) fail_job(d.slot->job.get(), d.error);
 
   std::vector<std::unique_ptr<Slot>> forked;
   size_t next_draw = 0;
@@ -467,9 +481,11 @@ void Scheduler::after_forward(const std::vector<Planned>& plan, const float* log
     if (rows[i] == nullptr) continue;
     Slot* slot = plan[i].slot;
     if (next_draw < draws.size() && draws[next_draw].slot == slot) {
-      emit(*slot, draws[next_draw++].sampled);
+      Draw& d = draws[next_draw++];
+      if (!has_failed(slot->job.get())) emit(*slot, d.sampled);
       continue;
     }
+    if (has_failed(slot->job.get())) continue;
     Sequence& s = slot->seq;
     const float* row = rows[i];
     const size_t first_fork = forked.size();
@@ -488,15 +504,26 @@ void Scheduler::after_forward(const std::vector<Planned>& plan, const float* log
     // The sequence, then its new forks, each draws its first token from the same row.
     const bool evaluate_only = slot->job->request.options.max_tokens == 0;
     const auto sample_into = [&](Slot& target) {
-      Sequence::Sampled sampled =
-          evaluate_only ? target.seq.finish_now(FinishReason::kLength) : target.seq.sample(row);
-      emit(target, sampled);
+      if (has_failed(target.job.get())) return;
+      try {
+        Sequence::Sampled sampled =
+            evaluate_only ? target.seq.finish_now(FinishReason::kLength) : target.seq.sample(row);
+        emit(target, sampled);
+      } catch (...) {
+        fail_job(target.job.get(), std::current_exception());
+      }
     };
     sample_into(*slot);
     for (size_t f = first_fork; f < forked.size(); ++f) sample_into(*forked[f]);
   }
   for (auto& f : forked) running_.push_back(std::move(f));
   std::erase_if(running_, [](const auto& s) { return s->finished; });
+  if (failed.empty()) return;
+  for (const auto& [job, message] : failed) {
+    log_warn("a request failed while sampling: {}", message);
+    end_job(*job, RequestError::kInternal, message);
+  }
+  std::erase_if(jobs_, [](const std::shared_ptr<Job>& j) { return j->done; });
 }
 
 void Scheduler::emit(Slot& slot, Sequence::Sampled& sampled) {

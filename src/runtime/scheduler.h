@@ -184,7 +184,7 @@ class Scheduler {
     Slot* slot;
     const float* row;
     Sequence::Sampled sampled;
-    std::exception_ptr error;  // a draw that threw, rethrown on the engine thread
+    std::exception_ptr error;  // a draw that threw: its request fails
   };
   std::vector<Draw> draws_;
   std::vector<const float*> plan_rows_;  // per plan entry: its logits row, or null

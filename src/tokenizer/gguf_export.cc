@@ -97,7 +97,7 @@ void add_tokenizer_to_gguf(GgufWriter& w, const Tokenizer& tokenizer, const Toke
   const auto* bpe = dynamic_cast<const BpeTokenizer*>(&tokenizer);
   const auto* spm = dynamic_cast<const SpmTokenizer*>(&tokenizer);
   const bool llama2c = spm != nullptr && spm->flavor() == SpmTokenizer::Flavor::kLlama2c;
-  std::vector<std::string> tokens(static_cast<size_t>(vocab.size()));
+  std::vector<std::string> tokens(static_cast<size_t>(std::max(vocab.size(), options.n_vocab)));
   std::vector<float> scores(tokens.size());
   std::vector<int32_t> types(tokens.size());
   int32_t unk = -1;
@@ -106,6 +106,11 @@ void add_tokenizer_to_gguf(GgufWriter& w, const Tokenizer& tokenizer, const Toke
     scores[id] = vocab.score(id);
     types[id] = static_cast<int32_t>(vocab.kind(id));
     if (unk < 0 && vocab.kind(id) == TokenKind::kUnknown) unk = id;
+  }
+  for (size_t id = static_cast<size_t>(vocab.size()); id < tokens.size(); ++id) {
+    tokens[id] = "[PAD" + std::to_string(id) + "]";
+    scores[id] = -1000.0f;  // llama.cpp's converter's score for them
+    types[id] = static_cast<int32_t>(TokenKind::kUnused);
   }
   if (bpe != nullptr) {
     std::string pre = options.pre.empty() ? detect_pretokenizer_name(*bpe) : options.pre;

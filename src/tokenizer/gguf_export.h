@@ -20,6 +20,11 @@ struct TokenizerGgufOptions {
   // tokenizer.ggml.pre for a BPE vocabulary; empty: detect_pretokenizer_name().
   std::string pre;
   std::string chat_template;  // written when not empty
+  // The model's embedding rows. A Hugging Face model may have more than its tokenizer has
+  // tokens (Qwen2.5: 151,936 rows, 151,665 tokens); llama.cpp wants one token per row and
+  // refuses the file otherwise, so the list is padded with unused "[PAD<id>]" entries, as its
+  // converter does. 0: the tokenizer's size.
+  int32_t n_vocab = 0;
 };
 
 // Throws frugal::Error when the tokenizer cannot be represented (a BPE tokenizer whose

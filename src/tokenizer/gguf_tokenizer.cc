@@ -4,6 +4,7 @@
 // add_bos and the end-of-generation tokens follow llama.cpp so that both give the same ids.
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 
 #include "core/check.h"
 #include "core/log.h"
@@ -17,8 +18,7 @@ namespace {
 TokenKind kind_from_gguf(int64_t type) {
   // GGUF token_type: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte; 0 is
   // "undefined", which llama.cpp also treats as an ordinary entry.
-  if (type >= 1 && type <= 6) return static_cast<TokenKind>(type);
-  return TokenKind::kNormal;
+  return type == 0 ? TokenKind::kNormal : static_cast<TokenKind>(type);
 }
 
 Vocab read_vocab(const GgufFile& gguf) {
@@ -36,9 +36,15 @@ Vocab read_vocab(const GgufFile& gguf) {
       scores = gguf.get_float_array("tokenizer.ggml.scores");
     }
     if (scores.size() < n) fail("{}: {} token scores for {} tokens", path, scores.size(), n);
+    // BPE merges by score: a NaN compares false with everything and silently reorders them.
+    for (size_t i = 0; i < n; ++i)
+      if (std::isnan(scores[i])) fail("{}: the score of token {} is not a number", path, i);
   }
   const auto types = gguf.get_int_array("tokenizer.ggml.token_type");
   if (!types.empty() && types.size() < n) fail("{}: {} token types for {} tokens", path, types.size(), n);
+  for (size_t i = 0; i < types.size() && i < n; ++i)
+    if (types[i] < 0 || types[i] > 6)
+      fail("{}: token {} has type {}; GGUF token types are 0 to 6", path, i, types[i]);
 
   Vocab vocab;
   for (size_t i = 0; i < n; ++i) {

@@ -96,7 +96,7 @@ void add_pre_tokenizer(const json& spec, PreTokenizer& pre, bool& byte_level, co
 
 // The BOS a TemplateProcessing post-processor puts before the text, if any.
 std::optional<std::string> template_bos(const json& post, const std::string& path) {
-  if (!post.is_object() || post.value("type", "") != "TemplateProcessing") return std::nullopt;
+  if (!post.is_object() || !post.contains("type") || post["type"] != "TemplateProcessing") return std::nullopt;
   const json& single = member(post, "single", path, "the TemplateProcessing post-processor");
   if (!single.is_array() || single.empty()) return std::nullopt;
   const json& first = single.front();

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -250,12 +251,13 @@ def _tiny_llama(d, config_more, extra_tensors=()):
     q, k, v and o when config_more says attention_bias (as transformers builds them)."""
     import numpy as np
     rng = np.random.default_rng(7)
-    D, H, KV, HD, FF, V = 64, 4, 2, 16, 128, 4096
+    D, H, KV, HD, FF = 64, 4, 2, 16, 128
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": D,
               "intermediate_size": FF, "num_hidden_layers": 2, "num_attention_heads": H,
-              "num_key_value_heads": KV, "vocab_size": V, "max_position_embeddings": 256,
+              "num_key_value_heads": KV, "vocab_size": 4096, "max_position_embeddings": 256,
               "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False}
     config.update(config_more)
+    V = config["vocab_size"]
     shapes = {"model.embed_tokens.weight": (V, D), "model.norm.weight": (D,), "lm_head.weight": (V, D)}
     for l in range(2):
         p = f"model.layers.{l}."
@@ -328,6 +330,57 @@ def test_attention_biases_and_partial_rotary_survive_gguf():
         expect(p.returncode == 0 and "not used" not in p.stderr.decode(), p.stderr.decode())
 
 
+def test_padded_embedding_gets_a_padded_gguf_vocabulary():
+    """More embedding rows than tokens (Qwen2.5 pads to 151,936): the GGUF lists a [PAD<id>]
+    token per extra row, as llama.cpp's converter writes it and its loader demands, and
+    tokenizes and scores as the folder does."""
+    with tempfile.TemporaryDirectory() as root:
+        folder = _tiny_llama(f"{root}/padded", {"vocab_size": 4160})
+        gguf = f"{root}/padded.gguf"
+        ok(run(["quantize", "-m", folder, "-o", gguf, "--type", "f32"]))
+        text = f"{root}/text.txt"
+        with open(text, "w") as f:
+            f.write(open(f"{SHARED}/data/wikitext2/wiki.test.raw", encoding="utf-8").read()[:6000] + " [PAD4100] ")
+        ppl = []
+        for model in (folder, gguf):
+            p = run(["perplexity", "-m", model, "-f", text, "-c", "128", "--json"])
+            expect(p.returncode == 0 and b"embedding rows" not in p.stderr, f"{model}: {p.stderr[-400:]!r}")
+            ppl.append(json.loads(p.stdout)["ppl"])
+        expect(abs(ppl[0] / ppl[1] - 1) < 1e-4, f"folder {ppl[0]} vs GGUF {ppl[1]}")
+        tokens = gguf_metadata(gguf)["tokenizer.ggml.tokens"]
+        expect(len(tokens) == 4160 and tokens[4100] == "[PAD4100]", f"{len(tokens)} tokens, ends {tokens[-2:]}")
+
+
+def gguf_metadata(path):
+    """A GGUF file's metadata (GGUF v3 as the specification lays it out): key -> value."""
+    data = open(path, "rb").read()
+    at = 24  # magic, version, tensor count, key count
+    scalars = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+    def take(fmt):
+        nonlocal at
+        value = struct.unpack_from("<" + fmt, data, at)[0]
+        at += struct.calcsize(fmt)
+        return value
+
+    def value(kind):
+        nonlocal at
+        if kind == 8:
+            n = take("Q")
+            at += n
+            return data[at - n:at].decode("utf-8", "replace")
+        if kind == 9:
+            inner, n = take("I"), take("Q")
+            return [value(inner) for _ in range(n)]
+        return take(scalars[kind])
+
+    out = {}
+    for _ in range(struct.unpack_from("<Q", data, 16)[0]):
+        key = value(8)
+        out[key] = value(take("I"))
+    return out
+
+
 def test_bad_model_files():
     """Broken models: one error line naming the file and the problem, exit 1, no crash."""
     gen = ["generate", "-p", "Hi", "-n", "2", "-m"]
@@ -362,6 +415,33 @@ def test_bad_model_files():
         with open(f"{d}/config.json", "w") as f:
             f.write("{\"hidden_size\": 256,")
         expect_user_error(gen + [d], ["config.json"])
+        # A value of the wrong type where a string belongs: named, not an abort on an uncaught
+        # JSON exception.
+        d = folder("act_number", config_edit=lambda c: c.update(hidden_act=5))
+        expect_user_error(gen + [d], ["config.json", "hidden_act", "string"])
+        d = folder("rope_type_number", config_edit=lambda c: c.update(rope_scaling={"rope_type": 3, "factor": 2.0}))
+        expect_user_error(gen + [d], ["rope_type", "string"])
+        # Values that overflow the rotary angles into NaN: refused by name.
+        for name, edit, words in (
+                ("tiny_theta", {"rope_theta": 1e-40}, ["rope theta", "at least 1"]),
+                ("huge_theta", {"rope_theta": 1e300}, ["rope theta"]),
+                ("tiny_linear", {"rope_scaling": {"type": "linear", "factor": 1e-38}}, ["factor", "at least 1"]),
+                ("llama3_no_context", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                        "high_freq_factor": 4.0,
+                                                        "original_max_position_embeddings": 0}},
+                 ["original_max_position_embeddings"])):
+            d = folder(name, config_edit=lambda c, e=edit: c.update(e))
+            expect_user_error(gen + [d], words)
+        # A tie in the config over a head that is not the embedding: ignored, as transformers
+        # does, but said.
+        d = folder("tied_over_a_head", config_edit=lambda c: c.update(tie_word_embeddings=True))
+        p = run(gen + [d])
+        expect(p.returncode == 0 and b"differs from the embedding" in p.stderr, f"tied over a head: {p.stderr!r}")
+        d = folder("template_list_bad_name")
+        os.unlink(f"{d}/tokenizer_config.json")
+        with open(f"{d}/tokenizer_config.json", "w") as f:
+            json.dump({"chat_template": [{"name": 5, "template": "x"}]}, f)
+        ok(run(gen + [d]))
 
         path = f"{root}/truncated.gguf"
         with open(path, "wb") as f:
@@ -589,9 +669,10 @@ def test_prompt_from_a_pipe():
     expect(piped == ok(run(args + ["-p", "The history of the city"])), f"-f /dev/stdin gave {piped!r}")
 
 
-def test_perplexity_of_broken_weights_is_an_error():
+def test_broken_weights_are_an_error():
     # A NaN in the final norm: llama.cpp prints "PPL = nan"; a saved base of NaN rows then
-    # compared as a perfect match. frugal names the problem and writes nothing.
+    # compared as a perfect match. frugal names the problem and writes nothing. Generation
+    # says the same: min_p's stage kept no candidate (an abort), greedy printed <unk>.
     with tempfile.TemporaryDirectory() as d:
         for f in os.listdir(WIKI_HF):
             if f != "model.safetensors":
@@ -607,6 +688,38 @@ def test_perplexity_of_broken_weights_is_an_error():
         err = p.stderr.decode()
         expect(p.returncode == 1 and "frugal: error: window 1" in err and "not finite" in err, f"{p.returncode}: {err}")
         expect(not os.path.exists(out), "a base of NaN rows was written")
+        for sampling in ([], ["--temp", "0"], ["--min-p", "0.05", "-s", "1"]):
+            expect_user_error(["generate", "-m", d, "-p", "Hello world", "-n", "4"] + sampling, ["not finite"])
+
+        def broken(tensor, edit):
+            weights = bytearray(original)
+            begin, end = json.loads(original[8:8 + n])[tensor]["data_offsets"]
+            values = struct.unpack(f"<{(end - begin) // 4}f", weights[8 + n + begin:8 + n + end])
+            weights[8 + n + begin:8 + n + end] = struct.pack(f"<{len(values)}f", *edit(list(values)))
+            open(f"{d}/model.safetensors", "wb").write(weights)
+
+        original = bytes(open(f"{WIKI_HF}/model.safetensors", "rb").read())
+        ppl = ["perplexity", "-f", f"{SHARED}/data/wikitext2/wiki.test.raw", "-c", "128", "--chunks", "2", "-m"]
+
+        def refused(args, word):
+            p = run(args)
+            expect(p.returncode == 1 and word in p.stderr.decode(), f"{args}: {p.returncode} {p.stderr[-300:]!r}")
+
+        # A NaN in layer 1's norm of a Q4_0 model: the integer products' activations coded it as
+        # finite garbage, and the perplexity came out believable (109). Every kernel set.
+        broken("model.layers.1.input_layernorm.weight", lambda v: [float("nan")] + v[1:])
+        q4 = f"{d}/nan-q4_0.gguf"
+        ok(run(["quantize", "-m", d, "-o", q4, "--type", "q4_0"]))
+        for isa in ("scalar", "avx2", None):  # None: the best this CPU has
+            if isa:
+                os.environ["FRUGAL_ISA"] = isa
+            try:
+                refused(ppl + [q4], "not finite")
+            finally:
+                os.environ.pop("FRUGAL_ISA", None)
+        # Finite but enormous logits: the perplexity overflows; an error, not "PPL = inf".
+        broken("model.norm.weight", lambda v: [x * 1e30 for x in v])
+        refused(ppl + [d], "overflows")
 
 
 def test_perplexity_does_not_depend_on_the_batch_size_past_a_partition():

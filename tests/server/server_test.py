@@ -462,6 +462,27 @@ def test_conventions_of_other_clients():
                and events.endswith(b"data: [DONE]\n\n"), f"HTTP/1.0 stream: {reply[:300]!r} ... {reply[-60:]!r}")
 
 
+def test_broken_weights_fail_requests_not_the_server():
+    """A NaN in the model's final norm: every request gets an error naming it, the server
+    stays up (a sampling error used to escape the engine thread and abort the process)."""
+    with tempfile.TemporaryDirectory() as d:
+        shutil.copytree(WIKI, d, dirs_exist_ok=True, ignore=lambda _, names: ["model.safetensors"])
+        weights = open(f"{WIKI}/model.safetensors", "rb").read()
+        header = int.from_bytes(weights[:8], "little")
+        at = 8 + header + json.loads(weights[8:8 + header])["model.norm.weight"]["data_offsets"][0]
+        with open(f"{d}/model.safetensors", "wb") as f:
+            f.write(weights[:at] + bytes.fromhex("0000c07f") + weights[at + 4:])  # a float NaN
+        with Server(model=d) as s:
+            for body in ({"prompt": "Hello", "max_tokens": 4}, {"prompt": "Hello", "max_tokens": 4, "n": 2},
+                         {"prompt": "Hello", "max_tokens": 4, "temperature": 0, "stream": True}):
+                status, _, data = s.request("POST", "/v1/completions", json.dumps(body).encode())
+                text = data.decode(errors="replace")
+                expect(s.alive(), f"the server died on {body}")
+                expect((status >= 500 or "error" in text) and "not finite" in text, f"{body}: {status} {text[:300]}")
+            m = s.metrics()
+            expect(m["frugal_running_sequences"] == 0 and m["frugal_kv_blocks_used"] == 0, "blocks left held")
+
+
 def test_greedy_matches_frugal_generate():
     with open(f"{SHARED}/reference/wiki-7m/greedy-f32.jsonl", encoding="utf-8") as f:
         llama_cpp = {r["prompt"]: r["completion_text"] for r in map(json.loads, f)}

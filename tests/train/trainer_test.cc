@@ -319,6 +319,14 @@ TEST(Trainer, AdapterConfigMustMatchItsTensors) {
                                                                                  : nlohmann::json(nullptr);
     EXPECT_EQ(read_peft_adapter(with_config(std::string("unset_") + key, c)).modules.size(), 21u) << key;
   }
+  // Values of the wrong kind: named errors (a fractional r was cut to a whole one while the
+  // scale should be alpha over the written r; a number for peft_type aborted on a JSON exception).
+  c = config;
+  c["r"] = 4.5;
+  expect_refused("fractional_r", c, {"'r'", "whole number"});
+  c = config;
+  c["peft_type"] = 5;
+  expect_refused("peft_type_number", c, {"peft_type", "string"});
 }
 
 TEST(Trainer, AdapterPatternsFollowPeft) {

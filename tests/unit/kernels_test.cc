@@ -460,6 +460,30 @@ TEST_P(KernelTest, Q8ActSumIsTheStoredCodesSumWithInfiniteInputs) {
   }
 }
 
+// A block holding a NaN gets a NaN scale (the reference and every kernel), so that products
+// with it are NaN: Q8_0's quantizer alone codes a NaN as -128 or 0, finite garbage that hid
+// broken weights. Every group size of the AVX-512 kernel, and NaNs in either half of a block.
+TEST_P(KernelTest, Q8ActBlockHoldingANaNHasANaNScale) {
+  for (int64_t blocks : {1, 2, 4, 8, 16, 31}) {
+    std::vector<float> x = test::random_floats(blocks * kQK, 10, 2.0f);
+    for (int64_t b = 1; b < blocks; b += 2) x[b * kQK + (b * 7) % kQK] = std::numeric_limits<float>::quiet_NaN();
+    if (blocks == 1) x.assign(kQK, std::numeric_limits<float>::quiet_NaN());  // all NaN: amax 0 before
+    std::vector<BlockQ8Act> got(blocks), want(blocks);
+    table().convert[static_cast<size_t>(DType::kQ8Act)](x.data(), got.data(), blocks * kQK);
+    dtype_traits(DType::kQ8Act).from_float(x.data(), want.data(), blocks * kQK);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const bool nan = blocks == 1 || b % 2 == 1;
+      EXPECT_EQ(std::isnan(f16_to_f32(got[b].d)), nan) << blocks << " blocks, block " << b;
+      EXPECT_EQ(std::isnan(f16_to_f32(want[b].d)), nan) << "reference, " << blocks << " blocks, block " << b;
+      // A NaN-scaled block's codes take no part in any result (the reference codes a NaN 0, the
+      // kernels -128); the others' bytes are the reference's.
+      if (!nan) {
+        EXPECT_EQ(std::memcmp(&got[b], &want[b], sizeof(BlockQ8Act)), 0) << blocks << " blocks, block " << b;
+      }
+    }
+  }
+}
+
 // Attention of the queries (rows head_dim apart) over a paged cache; the caller sets `out`.
 AttentionArgs attention_args(const std::vector<float>& q, const std::vector<int32_t>& limits,
                              const std::vector<const void*>& kp, const std::vector<const void*>& vp, int64_t bs,

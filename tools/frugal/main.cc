@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "core/check.h"
@@ -71,6 +72,12 @@ int main(int argc, char** argv) {
   } catch (const frugal::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "frugal: error: %s\n", e.what());
+    return 1;
+  } catch (const nlohmann::json::exception& e) {
+    // A JSON value of an unexpected type that a reader did not check: still the input's fault,
+    // so an error and exit 1, not an abort.
+    std::fflush(stdout);
+    std::fprintf(stderr, "frugal: error: a JSON file holds a value of an unexpected type (%s)\n", e.what());
     return 1;
   }
   return 0;

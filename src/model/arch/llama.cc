@@ -33,7 +33,7 @@ ModelConfig parse_config(const ModelSource& src) {
     return c;
   }
   const nlohmann::json& j = *src.hf_config();
-  const std::string act = j.value("hidden_act", std::string("silu"));
+  const std::string act = json_string(j, "hidden_act", label, "silu");
   if (act != "silu") fail("{}: hidden_act '{}' is not supported by the llama architecture (silu)", label, act);
   if (json_bool(j, "mlp_bias", label, false)) fail("{}: mlp_bias is not supported", label);
   c.n_embd = json_int(j, "hidden_size", label);

@@ -28,7 +28,7 @@ ModelConfig parse_config(const ModelSource& src) {
     read_rope_config(src, "qwen2", c);
   } else {
     const nlohmann::json& j = *src.hf_config();
-    const std::string act = j.value("hidden_act", std::string("silu"));
+    const std::string act = json_string(j, "hidden_act", label, "silu");
     if (act != "silu") fail("{}: hidden_act '{}' is not supported by the qwen2 architecture (silu)", label, act);
     c.n_embd = json_int(j, "hidden_size", label);
     c.n_layer = json_int(j, "num_hidden_layers", label);

@@ -32,6 +32,12 @@ struct BlockQ8Act {
   int8_t qs[kQK];  // quants, as Q8_0's
 };
 static_assert(sizeof(BlockQ8Act) == 36);
+// The scale of a q8_act block that holds a NaN: Q8_0's quantizer drops NaNs from the maximum
+// and codes them as -128 or 0, which turned a broken model's NaN into plausible numbers (a
+// perplexity of exactly the vocabulary size, or worse, a believable one). A NaN scale makes
+// every product with the block NaN, as an f32 product would be, and the NaN reaches the logits,
+// where it is reported.
+inline constexpr uint16_t kQ8ActNaNScale = 0x7e00;  // f16 quiet NaN
 
 // x = d * q, q in [-127, 127].
 struct BlockQ8_0 {

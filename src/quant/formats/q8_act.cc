@@ -2,6 +2,7 @@
 // weights. Same quants and scale as Q8_0 (so products equal llama.cpp's Q8_0 activations),
 // plus the integer sum of each block's quants. frugal's own; never written to a file.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "core/dtype.h"
@@ -29,6 +30,8 @@ void quantize_q8_act(const float* src, void* dst, int64_t n) {
     blocks[b].d = q.d;
     std::copy(q.qs, q.qs + kQK, blocks[b].qs);
     blocks[b].sum = static_cast<int16_t>(std::accumulate(q.qs, q.qs + kQK, 0));
+    if (std::any_of(src + b * kQK, src + (b + 1) * kQK, [](float x) { return std::isnan(x); }))
+      blocks[b].d = kQ8ActNaNScale;
   }
 }
 

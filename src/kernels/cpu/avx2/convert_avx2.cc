@@ -88,14 +88,15 @@ void convert_q8_act(const float* src, void* dst, int64_t n) {
   for (int64_t b = 0; b < n / kQK; ++b) {
     const float* x = src + b * kQK;
     __m256 v[4];
-    __m256 amax = _mm256_setzero_ps();
+    __m256 amax = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
     for (int c = 0; c < 4; ++c) {
       v[c] = _mm256_loadu_ps(x + 8 * c);
       amax = _mm256_max_ps(_mm256_andnot_ps(sign_bit, v[c]), amax);
+      nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[c], v[c], _CMP_UNORD_Q));
     }
     const float d = hmax(amax) / 127;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    blocks[b].d = f32_to_f16(d);
+    blocks[b].d = _mm256_movemask_ps(nan) != 0 ? kQ8ActNaNScale : f32_to_f16(d);
     const __m256 idv = _mm256_set1_ps(id);
     __m256i q[4];
     for (int c = 0; c < 4; ++c) q[c] = _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v[c], idv)));

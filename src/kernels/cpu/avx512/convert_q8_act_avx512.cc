@@ -64,12 +64,19 @@ void convert_blocks(const float* x, BlockQ8Act* blocks) {
   _mm512_store_ps(inverse, _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(1.0f), d));
   alignas(32) uint16_t half[16];
   _mm256_store_si256(reinterpret_cast<__m256i*>(half), _mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  uint32_t has_nan = 0;  // bit j: block j holds a NaN
+#pragma GCC unroll 16
+  for (int j = 0; j < N; ++j) {
+    const float* b = x + j * kQK;
+    const __m512 lo = _mm512_loadu_ps(b), hi = _mm512_loadu_ps(b + 16);
+    has_nan |= static_cast<uint32_t>((_mm512_cmp_ps_mask(lo, lo, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(hi, hi, _CMP_UNORD_Q)) != 0) << j;
+  }
 #pragma GCC unroll 16
   for (int j = 0; j < N; ++j) v[j] = quantize_block(x + j * kQK, _mm512_set1_ps(inverse[j]), blocks[j].qs);
   hsum16<N>(v, sums);
 #pragma GCC unroll 16
   for (int j = 0; j < N; ++j) {
-    blocks[j].d = half[j];
+    blocks[j].d = (has_nan >> j) & 1 ? kQ8ActNaNScale : half[j];
     blocks[j].sum = static_cast<int16_t>(sums[j]);
   }
 }

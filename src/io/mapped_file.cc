@@ -79,7 +79,9 @@ std::string read_text_file(const std::string& path, size_t max_bytes) {
     done += static_cast<size_t>(n);
     if (stream && done == text.size()) {
       if (done > max_bytes) fail("'{}' holds more than the {} bytes expected of this file", path, max_bytes);
-      text.resize(std::min(text.size() * 2, max_bytes + 1));
+      // Double, but to at most one byte past the limit (that byte says the stream is too
+      // long); written so that max_bytes = SIZE_MAX cannot wrap around to a buffer of 0.
+      text.resize(done + std::min(done, max_bytes - done + 1));
     }
   }
   text.resize(done);

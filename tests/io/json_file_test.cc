@@ -1,11 +1,13 @@
 // parse_json / read_json_file: untrusted JSON gives frugal::Error naming the file, never an
 // nlohmann exception, and is bounded in depth and size before it costs memory.
 #include <gtest/gtest.h>
+
 #include <sys/stat.h>
 #include <csignal>
 #include <unistd.h>
 
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -75,6 +77,20 @@ TEST(TextFile, APipeIsReadToItsEnd) {
   writer2.join();
   std::signal(SIGPIPE, old_handler);
   EXPECT_EQ(read_text_file("/dev/null"), "");
+}
+
+TEST(TextFile, APipeWithoutALimitIsReadToItsEnd) {
+  // No limit (SIZE_MAX) made the buffer's growth wrap around to 0 bytes: the read stopped
+  // after the first 64 KiB and the rest was left in the pipe (finetune --data /dev/stdin).
+  const std::string fifo = test::temp_dir("io/text_pipe_unbounded") + "/fifo";
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string big(200000, 'y');
+  const auto old_handler = std::signal(SIGPIPE, SIG_IGN);  // a reader that stops early fails the writer
+  std::thread writer([&] { std::ofstream(fifo) << big; });
+  EXPECT_EQ(read_text_file(fifo, std::numeric_limits<size_t>::max()).size(), big.size());
+  writer.join();
+  std::signal(SIGPIPE, old_handler);
 }
 
 }  // namespace

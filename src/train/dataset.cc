@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -15,7 +16,7 @@ namespace {
 
 // Line (1-based) of every element of a top-level JSON array, by a scan that skips strings: the
 // JSON parser gives values, not where they were, and errors about a record should name its line.
-std::vector<int64_t> array_element_lines(const std::string& text) {
+std::vector<int64_t> array_element_lines(std::string_view text) {
   std::vector<int64_t> lines;
   int64_t line = 1;
   int depth = 0;
@@ -70,7 +71,7 @@ class Builder {
     if (tok.eos_id() >= 0) eos_ = tok.token_text(tok.eos_id());
   }
 
-  void text_stream(const std::string& text) {
+  void text_stream(std::string_view text) {
     note("text");
     std::vector<int32_t> ids = tok_.encode(text, tok_.add_bos_default(), /*parse_special=*/false);
     if (ids.size() < 2) fail("{}: the text is too short to train on ({} tokens)", path_, ids.size());
@@ -283,8 +284,16 @@ std::string alpaca_prompt(const std::string& instruction, const std::string& inp
 
 Dataset load_dataset(const std::string& path, const Tokenizer& tokenizer, const std::optional<ChatTemplate>& chat,
                      const DataOptions& o) {
+  return load_dataset(path, read_data_file(path), tokenizer, chat, o);
+}
+
+std::string read_data_file(const std::string& path) {
+  return read_text_file(path, std::numeric_limits<size_t>::max());  // not the bound on config files
+}
+
+Dataset load_dataset(const std::string& path, std::string_view text, const Tokenizer& tokenizer,
+                     const std::optional<ChatTemplate>& chat, const DataOptions& o) {
   if (o.seq_len < 2) fail("the sequence length must be at least 2 (got {})", o.seq_len);
-  const std::string text = read_text_file(path);
   size_t first = text.find_first_not_of(" \t\r\n");
   if (first == std::string::npos) fail("{}: the file is empty", path);
   DataFormat format = o.format;

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "chat/chat_template.h"
@@ -59,6 +60,12 @@ struct Dataset {
 // Alpaca prompt.
 Dataset load_dataset(const std::string& path, const Tokenizer& tokenizer, const std::optional<ChatTemplate>& chat,
                      const DataOptions& options);
+// The same over bytes already read (a pipe can be read only once); `path` names them in
+// messages and gives the extension the format is detected by.
+Dataset load_dataset(const std::string& path, std::string_view bytes, const Tokenizer& tokenizer,
+                     const std::optional<ChatTemplate>& chat, const DataOptions& options);
+// A data file's bytes, of any size (memory is the limit): a regular file, a pipe or a terminal.
+std::string read_data_file(const std::string& path);
 
 // The Stanford Alpaca prompt for a record without a chat template.
 std::string alpaca_prompt(const std::string& instruction, const std::string& input);

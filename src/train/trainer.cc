@@ -13,7 +13,6 @@
 #include "core/thread_pool.h"
 #include "dist/communicator.h"
 #include "io/atomic_output_file.h"
-#include "io/mapped_file.h"
 #include "model/architecture.h"
 #include "model/model.h"
 #include "model/model_source.h"
@@ -41,9 +40,7 @@ std::string absolute(const std::string& p) {
 
 // What identifies a data file's contents: its size and an FNV-1a hash of its bytes, so that a
 // checkpoint does not resume on a file that was rewritten under the same name.
-std::string content_id(const std::string& path) {
-  if (path.empty()) return "";
-  const std::string bytes = read_text_file(path, std::numeric_limits<size_t>::max());
+std::string content_id(std::string_view bytes) {
   uint64_t h = 14695981039346656037ull;
   for (const unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
   return fmt::format("{} bytes, fnv1a {:016x}", bytes.size(), h);
@@ -213,7 +210,10 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   }
   // The adapter's files must not land in the base model's folder (or the data's own path).
   check_output_folder(o.output, {o.model, o.data, o.val_data});
-  const std::string data_id = content_id(o.data), val_data_id = content_id(o.val_data);
+  // Each data file is read once, for its fingerprint and for the loader: a pipe has no second reading.
+  const std::string data_bytes = read_data_file(o.data);
+  const std::string val_bytes = o.val_data.empty() ? "" : read_data_file(o.val_data);
+  const std::string data_id = content_id(data_bytes), val_data_id = o.val_data.empty() ? "" : content_id(val_bytes);
   CheckpointState resumed;
   if (!resume_dir.empty()) {
     resumed = read_checkpoint_state(resume_dir);
@@ -248,7 +248,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   data_options.format = o.format;
   data_options.seq_len = o.seq_len;
   data_options.train_on_prompt = o.train_on_prompt;
-  Dataset data = load_dataset(o.data, *tokenizer, chat, data_options);
+  Dataset data = load_dataset(o.data, data_bytes, *tokenizer, chat, data_options);
   const DataStats& ds = data.stats;
   log_info("finetune: {}: {} records ({}), {} tokens, {} of them trained on", o.data, ds.records, ds.kinds, ds.tokens,
            ds.counted);
@@ -265,7 +265,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   std::vector<Example> train, val;
   if (!o.val_data.empty()) {
     train = std::move(data.examples);
-    val = load_dataset(o.val_data, *tokenizer, chat, data_options).examples;
+    val = load_dataset(o.val_data, val_bytes, *tokenizer, chat, data_options).examples;
     const size_t n_val = val.size();
     drop_untrainable(val, o.seq_len);
     warn_dropped(o.val_data, n_val, val.size(), o.seq_len);

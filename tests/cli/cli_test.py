@@ -858,6 +858,40 @@ def test_finetune_cli():
             expect(not os.path.exists(f"{d}/bad_out"), f"{args}: output written")
 
 
+
+def finetune_records(p):
+    """The record count of finetune's "N records" line (a failure ends the test)."""
+    ok(p)
+    m = re.search(rb"(\d+) records", p.stderr)
+    expect(m is not None, f"no record count in: {p.stderr.decode(errors='replace')}")
+    return int(m.group(1))
+
+
+def test_finetune_data_from_a_pipe_and_of_any_size():
+    with tempfile.TemporaryDirectory() as d:
+        # 100 records of 1 KiB: through a pipe, the first 64 KiB used to go to the checkpoint's
+        # fingerprint and never reach the loader; a pipe under 64 KiB reached it empty.
+        for name, records in [("big.jsonl", 100), ("small.jsonl", 10)]:
+            data = f"{d}/{name}"
+            with open(data, "w", encoding="utf-8") as f:
+                for i in range(records):
+                    f.write(json.dumps({"text": f"Record {i:03d} " + "x" * 1000}) + "\n")
+            common = ["finetune", "-m", WIKI_HF, "--steps", "1", "--seq", "32", "--val-split", "0"]
+            from_file = finetune_records(run(common + ["--data", data, "-o", f"{d}/file_{name}"]))
+            with open(data, "rb") as f:
+                piped = finetune_records(run(common + ["--data", "/dev/stdin", "--data-format", "jsonl",
+                                                       "-o", f"{d}/pipe_{name}"], stdin=f.read()))
+            expect(from_file == records and piped == records, f"{name}: {from_file} records from the file, "
+                   f"{piped} from a pipe, expected {records}")
+        # Data is not bounded like a config file (it was refused above 256 MiB): 300 MiB, sparse,
+        # read to the zeros after the last record.
+        with open(f"{d}/huge.jsonl", "wb") as f:
+            f.write(b'{"text": "a record"}\n' * 3)
+            f.truncate(300 << 20)
+        expect_user_error(["finetune", "-m", WIKI_HF, "--data", f"{d}/huge.jsonl", "-o", f"{d}/huge"],
+                          ["huge.jsonl:4", "not valid JSON"])
+
+
 tests = {name[5:]: f for name, f in globals().items() if name.startswith("test_")}
 if NAME == "--list":
     print(";".join(sorted(tests)))

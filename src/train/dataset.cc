@@ -294,6 +294,9 @@ std::string read_data_file(const std::string& path) {
 Dataset load_dataset(const std::string& path, std::string_view text, const Tokenizer& tokenizer,
                      const std::optional<ChatTemplate>& chat, const DataOptions& o) {
   if (o.seq_len < 2) fail("the sequence length must be at least 2 (got {})", o.seq_len);
+  // Editors on Windows start UTF-8 files with a byte order mark; it is not text, and left in
+  // place it hid a JSONL file's '{' from the format detection.
+  if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);
   size_t first = text.find_first_not_of(" \t\r\n");
   if (first == std::string::npos) fail("{}: the file is empty", path);
   DataFormat format = o.format;

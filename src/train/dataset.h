@@ -10,6 +10,7 @@
 //            chat template the record is a user turn and an assistant turn; without one, the
 //            Stanford Alpaca prompt. Only the response counts.
 //   json     a JSON array of any of the record kinds above.
+// A UTF-8 byte order mark at the start of a file is skipped.
 // Errors name the file and the line (or the record and its line): malformed JSON, missing or
 // mistyped fields, unknown roles, an empty file.
 #pragma once

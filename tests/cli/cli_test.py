@@ -892,6 +892,17 @@ def test_finetune_data_from_a_pipe_and_of_any_size():
                           ["huge.jsonl:4", "not valid JSON"])
 
 
+
+def test_finetune_data_with_a_byte_order_mark():
+    # The BOM hid the '{' of a JSONL file without an extension: it was trained on as plain text.
+    with tempfile.TemporaryDirectory() as d:
+        with open(f"{d}/records", "wb") as f:
+            f.write(b"\xef\xbb\xbf" + "\n".join(json.dumps(r) for r in json.loads(TINY_ALPACA)).encode() + b"\n")
+        p = run(["finetune", "-m", WIKI_HF, "--data", f"{d}/records", "-o", f"{d}/out", "--steps", "1", "--seq", "64"])
+        ok(p)
+        expect(b"12 records (alpaca)" in p.stderr, f"not read as 12 Alpaca records: {p.stderr.decode()}")
+
+
 tests = {name[5:]: f for name, f in globals().items() if name.startswith("test_")}
 if NAME == "--list":
     print(";".join(sorted(tests)))

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -143,12 +144,19 @@ LoraModule* LoraSet::find(int64_t layer, LoraTarget t) {
   return const_cast<LoraModule*>(static_cast<const LoraSet*>(this)->find(layer, t));
 }
 
-LoraSet LoraSet::create(const DecoderModel& base, const LoraOptions& o, uint64_t seed) {
-  const ModelConfig& c = base.config();
+void check_lora_options(const LoraOptions& o) {
+  // The rank first: the scale's checks divide by it.
   if (o.rank < 1) fail("the LoRA rank must be at least 1 (got {})", o.rank);
   if (!(o.alpha > 0)) fail("LoRA alpha must be positive (got {})", o.alpha);
+  if (!(o.scale() <= std::numeric_limits<float>::max()))  // the modules hold it as a float
+    fail("LoRA alpha {} makes the scale alpha/r overflow", o.alpha);
   if (!(o.dropout >= 0 && o.dropout < 1)) fail("LoRA dropout must be in [0, 1) (got {})", o.dropout);
   if (o.targets.empty()) fail("no LoRA targets given (choose from q, k, v, o, gate, up, down)");
+}
+
+LoraSet LoraSet::create(const DecoderModel& base, const LoraOptions& o, uint64_t seed) {
+  const ModelConfig& c = base.config();
+  check_lora_options(o);
   std::vector<int64_t> layers = o.layers;
   if (layers.empty())
     for (int64_t l = 0; l < c.n_layer; ++l) layers.push_back(l);

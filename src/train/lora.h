@@ -45,6 +45,8 @@ struct LoraOptions {
 
   double scale() const;
 };
+// Throws frugal::Error naming the first option out of range (rank, alpha, dropout, targets).
+void check_lora_options(const LoraOptions& options);
 
 // A trainable parameter as the optimizer sees it.
 struct Parameter {

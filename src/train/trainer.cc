@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <limits>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -79,8 +78,7 @@ void check_options(const TrainOptions& o) {
   if (!(o.max_grad_norm >= 0)) fail("--max-grad-norm must be 0 (off) or more (got {})", o.max_grad_norm);
   if (!(o.adamw.weight_decay >= 0) || !std::isfinite(o.adamw.weight_decay))
     fail("--weight-decay must be 0 or more (got {})", o.adamw.weight_decay);
-  if (!(o.lora.scale() <= std::numeric_limits<float>::max()))  // the modules hold it as a float
-    fail("--lora-alpha {} makes the LoRA scale alpha/r overflow", o.lora.alpha);
+  check_lora_options(o.lora);
   if (!(o.adamw.beta1 >= 0 && o.adamw.beta1 < 1) || !(o.adamw.beta2 >= 0 && o.adamw.beta2 < 1))
     fail("Adam betas must be in [0, 1)");
   if (!(o.adamw.eps > 0)) fail("--adam-eps must be positive");

@@ -851,6 +851,7 @@ def test_finetune_cli():
         for args, mentions in [
             (["finetune", "-m", WIKI_HF, "--data", f"{d}/bad.jsonl"], ["bad.jsonl:2"]),
             (common + ["--lora-r", "1000"], ["rank 1000"]),
+            (common + ["--lora-r", "0"], ["rank", "at least 1"]),  # not "alpha/r overflows"
             (common + ["--targets", "q,query"], ["'query'"]),
             (common + ["--lora-dropout", "1.5"], ["dropout"]),
         ]:

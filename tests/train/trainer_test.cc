@@ -256,7 +256,7 @@ TEST(Trainer, ADivergedRunIsAnErrorAndWritesNoAdapter) {
   EXPECT_FALSE(fs::exists(out + "/adapter_model.safetensors"));
   TrainOptions a = small_run(fresh_dir("huge_alpha"));
   a.lora.alpha = 1e40;
-  expect_clean_failure(a, {"--lora-alpha", "overflow"});
+  expect_clean_failure(a, {"alpha", "overflow"});
 }
 
 TEST(Trainer, AdapterConfigMustMatchItsTensors) {

@@ -18,6 +18,7 @@
 #include "perf/memory_usage.h"
 #include "train/checkpoint.h"
 #include "train/packing.h"
+#include "train/run_fingerprint.h"
 #include "train/trainable_decoder.h"
 
 namespace frugal {
@@ -29,37 +30,6 @@ uint64_t mix(uint64_t a, uint64_t b) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
-}
-
-std::string absolute(const std::string& p) {
-  std::error_code ec;
-  const fs::path a = fs::weakly_canonical(fs::absolute(p), ec);
-  return ec ? p : a.string();
-}
-
-// What identifies a data file's contents: its size and an FNV-1a hash of its bytes, so that a
-// checkpoint does not resume on a file that was rewritten under the same name.
-std::string content_id(std::string_view bytes) {
-  uint64_t h = 14695981039346656037ull;
-  for (const unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
-  return fmt::format("{} bytes, fnv1a {:016x}", bytes.size(), h);
-}
-
-// The options that determine a run's trajectory: a checkpoint resumes only the run it came from.
-nlohmann::json fingerprint(const TrainOptions& o, const std::string& data_id, const std::string& val_data_id) {
-  nlohmann::json targets = nlohmann::json::array();
-  for (LoraTarget t : o.lora.targets) targets.push_back(lora_target_name(t));
-  return {
-      {"model", absolute(o.model)}, {"data", absolute(o.data)}, {"val_data", o.val_data.empty() ? "" : absolute(o.val_data)},
-      {"format", static_cast<int>(o.format)}, {"chat_template", o.chat_template}, {"train_on_prompt", o.train_on_prompt},
-      {"pack", o.pack}, {"lora_r", o.lora.rank}, {"lora_alpha", o.lora.alpha}, {"lora_dropout", o.lora.dropout},
-      {"targets", targets}, {"rslora", o.lora.use_rslora}, {"layers", o.lora.layers}, {"epochs", o.epochs},
-      {"steps", o.steps}, {"batch", o.batch}, {"grad_accum", o.grad_accum}, {"seq", o.seq_len}, {"lr", o.lr},
-      {"min_lr_ratio", o.min_lr_ratio}, {"schedule", o.schedule}, {"warmup", o.warmup},
-      {"max_grad_norm", o.max_grad_norm}, {"weight_decay", o.adamw.weight_decay}, {"adam_beta1", o.adamw.beta1},
-      {"adam_beta2", o.adamw.beta2}, {"adam_eps", o.adamw.eps}, {"val_split", o.val_split}, {"seed", o.seed},
-      {"data_contents", data_id}, {"val_data_contents", val_data_id},
-  };
 }
 
 void check_options(const TrainOptions& o) {
@@ -211,22 +181,16 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   // Each data file is read once, for its fingerprint and for the loader: a pipe has no second reading.
   const std::string data_bytes = read_data_file(o.data);
   const std::string val_bytes = o.val_data.empty() ? "" : read_data_file(o.val_data);
-  const std::string data_id = content_id(data_bytes), val_data_id = o.val_data.empty() ? "" : content_id(val_bytes);
-  CheckpointState resumed;
-  if (!resume_dir.empty()) {
-    resumed = read_checkpoint_state(resume_dir);
-    const nlohmann::json now = fingerprint(o, data_id, val_data_id);
-    for (const auto& [key, value] : now.items()) {
-      const auto it = resumed.fingerprint.find(key);
-      if (it == resumed.fingerprint.end() || *it != value)
-        fail("--resume: {} was made with {} = {}, this run has {}: a checkpoint continues the same run only",
-             resume_dir, key, it == resumed.fingerprint.end() ? "nothing" : it->dump(), value.dump());
-    }
-  }
 
   ModelOpenOptions open;
   open.tokenizer_path = o.tokenizer;
-  auto source = ModelSource::open(o.model, open);
+  auto source = ModelSource::open(o.model, open);  // before the fingerprint reads it: errors name what is wrong
+  const nlohmann::json run_id = run_fingerprint(o, data_bytes, val_bytes);
+  CheckpointState resumed;
+  if (!resume_dir.empty()) {
+    resumed = read_checkpoint_state(resume_dir);
+    check_same_run(resume_dir, resumed.fingerprint, run_id);
+  }
   std::unique_ptr<Model> model = load_model(*source);
   const auto* decoder = dynamic_cast<const DecoderModel*>(model.get());
   if (decoder == nullptr) fail("{}: fine-tuning supports Llama-family decoders", o.model);
@@ -329,7 +293,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
     CheckpointState s;
     s.step = step;
     s.total_steps = total;
-    s.fingerprint = fingerprint(o, data_id, val_data_id);
+    s.fingerprint = run_id;
     s.history = history;
     return s;
   };

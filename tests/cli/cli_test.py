@@ -904,6 +904,54 @@ def test_finetune_data_with_a_byte_order_mark():
         expect(b"12 records (alpaca)" in p.stderr, f"not read as 12 Alpaca records: {p.stderr.decode()}")
 
 
+
+def test_finetune_resume_checks_contents_not_paths():
+    """A checkpoint resumes on its run's inputs, wherever they are now, and on nothing else."""
+    stories = f"{SHARED}/models/stories260K"
+    failures = []
+    with tempfile.TemporaryDirectory() as d:
+        def run_twice(name, first, then, change):
+            # A whole run with a checkpoint at step 2 of 4; without its adapter it is resumable.
+            out = f"{d}/{name}"
+            common = ["--steps", "4", "--save-every", "2", "--batch", "2", "--seq", "64", "-o", out]
+            ok(run(["finetune"] + first + common))
+            for f in ("adapter_config.json", "adapter_model.safetensors"):
+                os.remove(f"{out}/{f}")
+            change()
+            return run(["finetune"] + then + common + ["--resume"])
+
+        with open(f"{d}/a.json", "w", encoding="utf-8") as f:
+            f.write(TINY_ALPACA)
+        p = run_twice("moved", ["-m", WIKI_HF, "--data", f"{d}/a.json"], ["-m", WIKI_HF, "--data", f"{d}/b.json"],
+                      lambda: os.rename(f"{d}/a.json", f"{d}/b.json"))
+        if p.returncode != 0:
+            failures.append(f"the same data under another name was refused: {p.stderr.decode()}")
+        shutil.copy(f"{SHARED}/models/wiki-7m-gguf/wiki-7m-q8_0.gguf", f"{d}/base.gguf")
+        model = ["-m", f"{d}/base.gguf", "--data", f"{d}/b.json"]
+        p = run_twice("model", model, model,
+                      lambda: shutil.copy(f"{SHARED}/models/wiki-7m-gguf/wiki-7m-q4_0.gguf", f"{d}/base.gguf"))
+        if p.returncode != 1 or b"model_contents" not in p.stderr:
+            failures.append(f"resumed on another base model under the same name: {p.stderr.decode()}")
+        shutil.copy(f"{stories}/tok512.bin", f"{d}/tok.bin")
+        tiny = ["-m", f"{stories}/stories260K.bin", "--tokenizer", f"{d}/tok.bin", "--data",
+                f"{SHARED}/data/tinystories/TinyStories-valid-excerpt.txt"]
+
+        def negate_merge_scores():
+            # The same vocabulary with every merge score negated: other merges, other tokens.
+            with open(f"{d}/tok.bin", "r+b") as f:
+                b = bytearray(f.read())
+                o = 4
+                while o < len(b):
+                    b[o:o + 4] = struct.pack("<f", -struct.unpack_from("<f", b, o)[0])
+                    o += 8 + struct.unpack_from("<i", b, o + 4)[0]
+                f.seek(0)
+                f.write(b)
+        p = run_twice("tokenizer", tiny, tiny, negate_merge_scores)
+        if p.returncode != 1 or b"tokenizer_contents" not in p.stderr:
+            failures.append(f"resumed with another tokenizer: {p.stderr.decode()}")
+    expect(not failures, "\n".join(failures))
+
+
 tests = {name[5:]: f for name, f in globals().items() if name.startswith("test_")}
 if NAME == "--list":
     print(";".join(sorted(tests)))

@@ -1,8 +1,10 @@
 #include "train/checkpoint.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 
 #include "core/check.h"
@@ -26,7 +28,27 @@ int64_t checkpoint_step(const fs::path& p) {
   return std::stoll(digits);
 }
 
+// The process id in the name of a checkpoint's temporary folder (.checkpoint-STEP.tmp-PID), or -1.
+pid_t temp_folder_pid(const fs::path& p) {
+  const std::string name = p.filename().string();
+  const size_t tmp = name.rfind(".tmp-");
+  if (name.rfind(".checkpoint-", 0) != 0 || tmp == std::string::npos) return -1;
+  const std::string digits = name.substr(tmp + 5);
+  if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return static_cast<pid_t>(std::stol(digits));
+}
+
 }  // namespace
+
+void remove_stale_checkpoint_folders(const std::string& output) {
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(output, ec)) {
+    const pid_t pid = temp_folder_pid(entry.path());
+    if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) stale.push_back(entry.path());
+  }
+  for (const fs::path& p : stale) fs::remove_all(p, ec);
+}
 
 std::string write_checkpoint(const std::string& output, const CheckpointState& state, const PeftAdapter& adapter,
                              AdamW& optimizer) {

@@ -2,7 +2,8 @@
 // optimizer's moments (optimizer.safetensors) and trainer_state.json (the step, and the
 // options that determine the run, so that --resume refuses a checkpoint of another run).
 // A checkpoint is written into a hidden folder beside its final name and renamed into place:
-// it exists whole or not at all.
+// it exists whole or not at all. The hidden folder of a writer that was killed is removed when
+// the next run or resume starts in the output folder.
 #pragma once
 
 #include <cstdint>
@@ -36,5 +37,8 @@ void read_checkpoint_optimizer(const std::string& dir, AdamW& optimizer);
 std::vector<std::string> list_checkpoints(const std::string& output);
 // Removes all but the newest `keep` (keep > 0).
 void prune_checkpoints(const std::string& output, int64_t keep);
+// Removes the temporary folders of checkpoints whose writer is no longer running (a process
+// killed while it wrote one leaves a whole adapter and optimizer state behind).
+void remove_stale_checkpoint_folders(const std::string& output);
 
 }  // namespace frugal

@@ -254,6 +254,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   // ---- the run ---------------------------------------------------------------------------
   fs::create_directories(o.output, ec);
   if (ec) fail("{}: cannot create the output folder: {}", o.output, ec.message());
+  remove_stale_checkpoint_folders(o.output);
   const std::string log_path = o.log_file.empty() ? (fs::path(o.output) / "training_log.jsonl").string() : o.log_file;
   ThreadPool pool(o.threads > 0 ? o.threads : ThreadPool::default_threads());
   auto comm = make_single_process_communicator();

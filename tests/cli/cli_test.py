@@ -952,6 +952,29 @@ def test_finetune_resume_checks_contents_not_paths():
     expect(not failures, "\n".join(failures))
 
 
+
+def test_finetune_removes_checkpoints_left_half_written():
+    # A process killed while writing a checkpoint leaves .checkpoint-N.tmp-PID (a whole adapter
+    # and optimizer state); they stayed forever. Those of a live process are left alone.
+    with tempfile.TemporaryDirectory() as d:
+        with open(f"{d}/data.json", "w", encoding="utf-8") as f:
+            f.write(TINY_ALPACA)
+        out = f"{d}/out"
+        dead, live = f"{out}/.checkpoint-3.tmp-999999999", f"{out}/.checkpoint-3.tmp-{os.getpid()}"
+        for folder in (dead, live):
+            os.makedirs(folder)
+            with open(f"{folder}/optimizer.safetensors", "wb") as f:
+                f.write(b"half")
+        common = ["finetune", "-m", WIKI_HF, "--data", f"{d}/data.json", "--steps", "2", "--save-every", "1",
+                  "--seq", "64", "-o", out]
+        ok(run(common))
+        expect(not os.path.exists(dead) and os.path.exists(live), f"a new run left {os.listdir(out)}")
+        os.remove(f"{out}/adapter_config.json")  # unfinished again: resumable from checkpoint-1
+        os.makedirs(dead)
+        ok(run(common + ["--resume"]))
+        expect(not os.path.exists(dead) and os.path.exists(live), f"--resume left {os.listdir(out)}")
+
+
 tests = {name[5:]: f for name, f in globals().items() if name.startswith("test_")}
 if NAME == "--list":
     print(";".join(sorted(tests)))

@@ -19,6 +19,7 @@
 #include "train/checkpoint.h"
 #include "train/packing.h"
 #include "train/run_fingerprint.h"
+#include "train/training_log.h"
 #include "train/trainable_decoder.h"
 
 namespace frugal {
@@ -142,14 +143,6 @@ void warn_dropped(const std::string& path, size_t before, size_t after, int64_t 
            path, before - after, before, seq_len);
 }
 
-void append_log(const std::string& path, const nlohmann::json& j) {
-  std::FILE* f = std::fopen(path.c_str(), "a");
-  if (f == nullptr) return;  // the log is a convenience: training goes on without it
-  const std::string line = j.dump() + "\n";
-  std::fwrite(line.data(), 1, line.size(), f);
-  std::fclose(f);
-}
-
 }  // namespace
 
 std::string latest_checkpoint(const std::string& output) {
@@ -167,13 +160,23 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   // that silently logs nothing.
   if (!o.log_file.empty()) check_output_path(o.log_file, {o.model, o.data, o.val_data});
   std::string resume_dir;
+  // The adapter is written after the last step: a folder that holds one holds a finished run.
+  const bool finished = fs::exists(fs::path(o.output) / "adapter_config.json", ec);
+  if (!o.resume.empty() && finished) {
+    log_info("finetune: {} holds the finished adapter of this run: nothing to resume (remove its adapter_config.json "
+             "to run the steps after the newest checkpoint again)",
+             o.output);
+    TrainResult done;
+    done.already_finished = true;
+    return done;
+  }
   if (!o.resume.empty()) {
     resume_dir = o.resume == "latest" ? latest_checkpoint(o.output) : o.resume;
     if (resume_dir.empty()) fail("--resume: {} holds no checkpoint to resume from", o.output);
   } else if (!list_checkpoints(o.output).empty()) {
     fail("{} already holds checkpoints of a training run: pass --resume to continue it, or choose another folder",
          o.output);
-  } else if (fs::exists(fs::path(o.output) / "adapter_config.json", ec)) {
+  } else if (finished) {
     fail("{} already holds an adapter (adapter_config.json): choose another folder, or remove it first", o.output);
   }
   // The adapter's files must not land in the base model's folder (or the data's own path).
@@ -255,7 +258,6 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   fs::create_directories(o.output, ec);
   if (ec) fail("{}: cannot create the output folder: {}", o.output, ec.message());
   remove_stale_checkpoint_folders(o.output);
-  const std::string log_path = o.log_file.empty() ? (fs::path(o.output) / "training_log.jsonl").string() : o.log_file;
   ThreadPool pool(o.threads > 0 ? o.threads : ThreadPool::default_threads());
   auto comm = make_single_process_communicator();
   TrainableDecoderOptions model_options;
@@ -273,21 +275,22 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   result.parameters = lora.parameter_count();
   nlohmann::json history = resumed.history.is_object() ? resumed.history : nlohmann::json::object();
   const int64_t start = resumed.step;
+  const TrainingLog metrics(o.log_file.empty() ? (fs::path(o.output) / "training_log.jsonl").string() : o.log_file, start);
   log_info("finetune: {} trainable parameters (LoRA r={} alpha={} on {} modules), {} training and {} held-out examples, "
            "{} steps of {} x {} x {} tokens, {} threads, activation checkpointing {}{}",
            lora.parameter_count(), o.lora.rank, o.lora.alpha, lora.modules().size(), train.size(), val.size(), total,
            o.grad_accum, o.batch, o.seq_len, pool.size(), model_options.checkpointing ? "on" : "off",
            start > 0 ? fmt::format(", resuming at step {}", start) : "");
-  append_log(log_path, {{"event", start > 0 ? "resume" : "start"}, {"step", start}, {"total_steps", total},
-                        {"parameters", lora.parameter_count()}, {"train_examples", train.size()},
-                        {"val_examples", val.size()}, {"threads", pool.size()}});
+  metrics.append({{"event", start > 0 ? "resume" : "start"}, {"step", start}, {"total_steps", total},
+                  {"parameters", lora.parameter_count()}, {"train_examples", train.size()},
+                  {"val_examples", val.size()}, {"threads", pool.size()}});
 
   auto run_eval = [&](int64_t step) {
     if (val_rows.empty()) return;
     const Eval e = evaluate(net, pool, val, val_rows, pack, o.batch, o.eval_batches);
     result.evals.push_back({step, e.loss, e.tokens});
     history["evals"].push_back({{"step", step}, {"loss", e.loss}, {"tokens", e.tokens}});
-    append_log(log_path, {{"step", step}, {"eval_loss", e.loss}, {"eval_tokens", e.tokens}});
+    metrics.append({{"step", step}, {"eval_loss", e.loss}, {"eval_tokens", e.tokens}});
     log_info("step {}: held-out loss {:.4f} (perplexity {:.2f}) over {} tokens", step, e.loss, std::exp(e.loss), e.tokens);
   };
   auto make_state = [&](int64_t step) {
@@ -331,7 +334,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
     if (!std::isfinite(norm) || !std::isfinite(loss_sum))
       fail("step {}: training diverged (loss {}, gradient norm {}): lower --lr (now {:g}) or keep --max-grad-norm on; "
            "no adapter was written (the log is in {})",
-           step + 1, counted > 0 ? loss_sum / counted : 0.0, norm, o.lr, log_path);
+           step + 1, counted > 0 ? loss_sum / counted : 0.0, norm, o.lr, metrics.path());
     const double lr = lr_at(schedule, step, total, warmup, o.lr, o.lr * o.min_lr_ratio);
     optimizer.step(lr);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -343,8 +346,8 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
     const int64_t done = step + 1;
     result.steps_done = done;
     history["train_loss"].push_back(loss);
-    append_log(log_path, {{"step", done}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens", tokens},
-                          {"seconds", seconds}, {"epoch", where.epoch}});
+    metrics.append({{"step", done}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens", tokens},
+                    {"seconds", seconds}, {"epoch", where.epoch}});
     const double tps = window_seconds > 0 ? window_tokens / window_seconds : 0;
     progress.update(done - start, fmt::format("step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s", done, total, loss, lr, tps));
     if (!progress.interactive() && o.log_every > 0 && (done % o.log_every == 0 || done == total)) {
@@ -381,8 +384,8 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   result.steps_done = total;
   write_peft_adapter(o.output, lora.to_peft(base_name), o.save_type);
   result.peak_activation_bytes = net.activation_bytes() + net.scratch_bytes();
-  append_log(log_path, {{"event", "done"}, {"step", total}, {"tokens_per_s", result.tokens_per_second},
-                        {"peak_rss_mb", peak_rss_bytes() / 1048576.0}});
+  metrics.append({{"event", "done"}, {"step", total}, {"tokens_per_s", result.tokens_per_second},
+                  {"peak_rss_mb", peak_rss_bytes() / 1048576.0}});
   log_info("finetune: adapter written to {} ({:.0f} training tokens/s, peak memory {:.0f} MB)", o.output,
            result.tokens_per_second, peak_rss_bytes() / 1048576.0);
   return result;

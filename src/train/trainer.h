@@ -61,10 +61,11 @@ struct TrainOptions {
   // more arithmetic, so small jobs keep their activations).
   std::string checkpointing = "auto";
   DType save_type = DType::kF32;  // the final adapter's tensors (checkpoints are always f32)
-  // Resume: "" (no), "latest" (the newest checkpoint in `output`), or a checkpoint folder.
+  // Resume: "" (no), "latest" (the newest checkpoint in `output`), or a checkpoint folder. A
+  // finished run (its adapter written) is not run again: the result says already_finished.
   std::string resume;
   int64_t log_every = 10;   // progress lines when stderr is not a terminal
-  std::string log_file;     // JSON lines of metrics; default OUTPUT/training_log.jsonl
+  std::string log_file;     // JSON lines of metrics (train/training_log.h); default OUTPUT/training_log.jsonl
 };
 
 constexpr size_t kAutoCheckpointBytes = size_t{2} << 30;
@@ -79,6 +80,7 @@ struct TrainResult {
   int64_t steps_done = 0;   // optimizer steps completed in total (resumed ones included)
   int64_t total_steps = 0;
   bool interrupted = false; // stopped by the stop flag; a checkpoint was written
+  bool already_finished = false;  // --resume found the run's adapter written: nothing was done
   std::string checkpoint;   // the checkpoint written on interruption
   std::vector<EvalPoint> evals;
   std::vector<double> train_losses;  // per step run in this call

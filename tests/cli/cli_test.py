@@ -975,6 +975,49 @@ def test_finetune_removes_checkpoints_left_half_written():
         expect(not os.path.exists(dead) and os.path.exists(live), f"--resume left {os.listdir(out)}")
 
 
+
+def test_finetune_log_holds_each_step_once():
+    def log_of(out):
+        # Its events and the steps of its loss lines; a line that is not JSON is an event "broken".
+        def parse(line):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                return {"event": "broken"}
+        with open(f"{out}/training_log.jsonl", encoding="utf-8") as f:
+            lines = [parse(line) for line in f]
+        return [r.get("event") for r in lines if "event" in r], [r["step"] for r in lines if "loss" in r]
+
+    with tempfile.TemporaryDirectory() as d:
+        with open(f"{d}/data.json", "w", encoding="utf-8") as f:
+            f.write(TINY_ALPACA)
+        out = f"{d}/out"
+        # A run killed before its first checkpoint left a log; the next run starts it afresh
+        # (it appended a second "start": steps 1, 2, 1, 2, 3, 4).
+        os.makedirs(out)
+        with open(f"{out}/training_log.jsonl", "w", encoding="utf-8") as f:
+            f.write('{"event": "start", "step": 0}\n{"step": 1, "loss": 5.0}\n{"step": 2, "lo')
+        common = ["finetune", "-m", WIKI_HF, "--data", f"{d}/data.json", "--steps", "4", "--save-every", "2",
+                  "--seq", "64", "-o", out]
+        ok(run(common))
+        expect(log_of(out) == (["start", "done"], [1, 2, 3, 4]), f"a new run's log: {log_of(out)}")
+        # Killed after step 4 (no adapter yet): the resumed run redoes steps 3 and 4 from
+        # checkpoint-2 and logs them once.
+        os.remove(f"{out}/adapter_config.json")
+        ok(run(common + ["--resume"]))
+        expect(log_of(out) == (["start", "resume", "done"], [1, 2, 3, 4]), f"a resumed run's log: {log_of(out)}")
+        # --resume of a finished run trains nothing and says so (it redid the steps after the
+        # newest checkpoint and logged them again).
+        with open(f"{out}/adapter_model.safetensors", "rb") as f:
+            adapter = f.read()
+        p = run(common + ["--resume"])
+        ok(p)
+        expect(b"nothing to resume" in p.stderr, f"no word about the finished run: {p.stderr.decode()}")
+        expect(log_of(out) == (["start", "resume", "done"], [1, 2, 3, 4]), f"the log after that: {log_of(out)}")
+        with open(f"{out}/adapter_model.safetensors", "rb") as f:
+            expect(f.read() == adapter, "the adapter was written again")
+
+
 tests = {name[5:]: f for name, f in globals().items() if name.startswith("test_")}
 if NAME == "--list":
     print(";".join(sorted(tests)))

@@ -100,7 +100,7 @@ CLI::App* setup(CLI::App& app) {
       ->capture_default_str();
   f.resume = sub->add_option("--resume", o.resume,
                   "Continue a run: from the newest checkpoint in the output folder (no value) or from this checkpoint "
-                  "folder")
+                  "folder; a finished run (its adapter written) is left as it is")
       ->expected(0, 1);
   sub->add_option("--save-type", f.save_type, "Type of the saved adapter's tensors: f32, f16 or bf16")
       ->capture_default_str();
@@ -110,7 +110,9 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("-t,--threads", o.threads, "Threads (0: one per physical core)")->capture_default_str();
   sub->add_option("--log-every", o.log_every, "Progress lines every N steps when stderr is not a terminal")
       ->capture_default_str();
-  sub->add_option("--log-file", o.log_file, "Metrics as JSON lines (default: OUTPUT/training_log.jsonl)");
+  sub->add_option("--log-file", o.log_file,
+                  "Metrics as JSON lines (default: OUTPUT/training_log.jsonl); a new run starts it afresh, --resume "
+                  "keeps the lines up to its checkpoint");
   sub->add_flag("-v,--verbose", f.verbose, "Log more on stderr");
   sub->add_flag("-q,--quiet", f.quiet, "Only warnings and errors on stderr");
   return sub;
@@ -163,6 +165,7 @@ int run() {
   const TrainResult r = run_finetune(o, &g_stop);
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
+  if (r.already_finished) return 0;
   if (r.interrupted) {
     log_line(LogLevel::kWarn, fmt::format("interrupted at step {} of {}: checkpoint {} (continue with --resume)",
                                           r.steps_done, r.total_steps, r.checkpoint));

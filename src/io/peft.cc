@@ -339,9 +339,18 @@ void write_peft_adapter(const std::string& dir, const PeftAdapter& adapter, DTyp
   SafetensorsWriter w;
   w.set_metadata("format", "pt");
   const FromFloatFn convert = dtype_traits(tensor_type).from_float;
+  std::vector<float> back;
   auto add = [&](const std::string& name, const std::vector<float>& v, std::vector<int64_t> shape) {
     buffers.emplace_back(row_bytes(tensor_type, static_cast<int64_t>(v.size())));
     if (!v.empty()) convert(v.data(), buffers.back().data(), static_cast<int64_t>(v.size()));
+    // f16 ends at 65504: a larger weight would be written as infinity, which no loader takes
+    // (ours neither). Refused here, before anything is written.
+    back.resize(v.size());
+    if (!v.empty()) dtype_traits(tensor_type).to_float(buffers.back().data(), back.data(), static_cast<int64_t>(v.size()));
+    for (size_t i = 0; i < v.size(); ++i)
+      if (std::isfinite(v[i]) && !std::isfinite(back[i]))
+        fail("{}: {} holds {}, beyond the range of {}: save the adapter as {}", dir, name, v[i], dtype_name(tensor_type),
+             tensor_type == DType::kF16 ? "bf16 or f32" : "f32");
     w.add_tensor(name, tensor_type, shape, buffers.back().data());
   };
   for (const PeftLoraModule& m : adapter.modules) {

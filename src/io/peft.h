@@ -64,7 +64,8 @@ struct PeftAdapter {
 PeftAdapter read_peft_adapter(const std::string& dir);
 
 // Writes the folder (created when missing): adapter_config.json and adapter_model.safetensors,
-// each atomically. tensor_type: f32, f16 or bf16.
+// each atomically. tensor_type: f32, f16 or bf16; a finite value the type would turn into
+// infinity (above 65504 in f16) is an error naming its tensor, and nothing is written.
 void write_peft_adapter(const std::string& dir, const PeftAdapter& adapter, DType tensor_type = DType::kF32);
 
 // The safetensors names of a module's matrices.

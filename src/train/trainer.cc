@@ -374,7 +374,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   result.tokens_per_second = result.seconds > 0 ? result.train_tokens / result.seconds : 0;
   progress.finish(result.train_losses.empty() ? "" : fmt::format("final loss {:.4f}", result.train_losses.back()));
   if (result.interrupted) return result;
-  if (start < total || result.evals.empty()) run_eval(total);
+  if (start < total) run_eval(total);  // a checkpoint of the last step was evaluated before it was written
   for (const Parameter& p : params)  // the last step's update can still overflow
     for (int64_t j = 0; j < p.size; ++j)
       if (!std::isfinite(p.value[j]))
@@ -382,7 +382,17 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
              "written",
              p.name, total, o.lr);
   result.steps_done = total;
-  write_peft_adapter(o.output, lora.to_peft(base_name), o.save_type);
+  const PeftAdapter adapter = lora.to_peft(base_name);
+  try {
+    write_peft_adapter(o.output, adapter, o.save_type);
+  } catch (const Error& e) {
+    // The run's work is not lost to the final write (a weight beyond f16, a full disk): a
+    // checkpoint of the last step lets --resume write the adapter without training again.
+    const std::string path = write_checkpoint(o.output, make_state(total), adapter, optimizer);
+    fail("{}; the trained weights are kept in {}: --resume writes the adapter (with another --save-type if the type "
+         "was the problem)",
+         e.what(), path);
+  }
   result.peak_activation_bytes = net.activation_bytes() + net.scratch_bytes();
   metrics.append({{"event", "done"}, {"step", total}, {"tokens_per_s", result.tokens_per_second},
                   {"peak_rss_mb", peak_rss_bytes() / 1048576.0}});

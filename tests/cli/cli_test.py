@@ -1018,6 +1018,24 @@ def test_finetune_log_holds_each_step_once():
             expect(f.read() == adapter, "the adapter was written again")
 
 
+
+def test_finetune_refuses_f16_overflow_and_keeps_the_weights():
+    # Weights above 65504 (finite in f32) were written as f16 infinities that no loader takes.
+    with tempfile.TemporaryDirectory() as d:
+        with open(f"{d}/data.json", "w", encoding="utf-8") as f:
+            f.write(TINY_ALPACA)
+        out = f"{d}/out"
+        common = ["finetune", "-m", WIKI_HF, "--data", f"{d}/data.json", "--steps", "1", "--seq", "64", "--lr", "1e5",
+                  "--warmup", "0", "--schedule", "constant", "-o", out]
+        p = run(common + ["--save-type", "f16"])
+        err = p.stderr.decode()
+        expect(p.returncode == 1 and "beyond the range of f16" in err and "bf16" in err, f"rc {p.returncode}: {err}")
+        expect(not os.path.exists(f"{out}/adapter_model.safetensors"), "an adapter was written")
+        # The trained weights wait in a checkpoint of the last step: --resume writes them.
+        ok(run(common + ["--save-type", "bf16", "--resume"]))
+        ok(run(["generate", "-m", WIKI_HF, "--lora", out, "-p", "Topic 3", "-n", "2", "--temp", "0"]))
+
+
 tests = {name[5:]: f for name, f in globals().items() if name.startswith("test_")}
 if NAME == "--list":
     print(";".join(sorted(tests)))

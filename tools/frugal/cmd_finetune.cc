@@ -102,7 +102,7 @@ CLI::App* setup(CLI::App& app) {
                   "Continue a run: from the newest checkpoint in the output folder (no value) or from this checkpoint "
                   "folder; a finished run (its adapter written) is left as it is")
       ->expected(0, 1);
-  sub->add_option("--save-type", f.save_type, "Type of the saved adapter's tensors: f32, f16 or bf16")
+  sub->add_option("--save-type", f.save_type, "Type of the saved adapter's tensors: f32, f16 (refused when a weight is beyond its 65504) or bf16")
       ->capture_default_str();
   sub->add_option("--grad-checkpointing", f.checkpointing,
                   "Recompute each layer's activations in the backward pass: on (less memory), off (faster) or auto (on above 2 GB of activations)")

@@ -118,15 +118,21 @@ class Plan {
 struct Eval {
   double loss = 0;
   int64_t tokens = 0;
+  bool interrupted = false;  // stopped part way: the loss is of some batches only
 };
 
 Eval evaluate(TrainableDecoder& model, ThreadPool& pool, const std::vector<Example>& val, const std::vector<Row>& rows,
-              const PackOptions& pack, int64_t batch, int64_t max_batches) {
+              const PackOptions& pack, int64_t batch, int64_t max_batches, const std::atomic<bool>* stop) {
   Eval e;
   double sum = 0;
   int64_t batches = 0;
   for (int64_t r = 0; r < static_cast<int64_t>(rows.size()); r += batch) {
     if (max_batches > 0 && batches++ >= max_batches) break;
+    // A large held-out set takes many seconds: Ctrl-C should not wait for all of it.
+    if (stop != nullptr && stop->load()) {
+      e.interrupted = true;
+      return e;
+    }
     const int64_t count = std::min<int64_t>(batch, static_cast<int64_t>(rows.size()) - r);
     const TrainBatch b = make_batch(val, rows, r, count, pack);
     sum += model.forward_loss(pool, b);
@@ -287,7 +293,11 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
 
   auto run_eval = [&](int64_t step) {
     if (val_rows.empty()) return;
-    const Eval e = evaluate(net, pool, val, val_rows, pack, o.batch, o.eval_batches);
+    const Eval e = evaluate(net, pool, val, val_rows, pack, o.batch, o.eval_batches, stop);
+    if (e.interrupted) {
+      log_info("step {}: held-out evaluation skipped: interrupted", step);
+      return;
+    }
     result.evals.push_back({step, e.loss, e.tokens});
     history["evals"].push_back({{"step", step}, {"loss", e.loss}, {"tokens", e.tokens}});
     metrics.append({{"step", step}, {"eval_loss", e.loss}, {"eval_tokens", e.tokens}});

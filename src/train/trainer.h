@@ -94,7 +94,8 @@ struct TrainResult {
 
 // Runs a fine-tuning job. Everything a user can get wrong (files, data, options) is checked
 // before anything is written: a bad run leaves no output. When `stop` becomes true (Ctrl-C),
-// the current step finishes, a checkpoint is written and the result says so. When the final
+// the current step finishes (a held-out evaluation in progress is dropped), a checkpoint is
+// written and the result says so. When the final
 // adapter cannot be written (a weight beyond f16, a full disk), a checkpoint of the last step
 // keeps the trained weights, and --resume writes the adapter from it without training.
 // Throws frugal::Error naming the problem.

@@ -1036,6 +1036,28 @@ def test_finetune_refuses_f16_overflow_and_keeps_the_weights():
         ok(run(["generate", "-m", WIKI_HF, "--lora", out, "-p", "Topic 3", "-n", "2", "--temp", "0"]))
 
 
+
+def test_finetune_sigterm_during_evaluation():
+    # SIGTERM (or Ctrl-C) during a long held-out evaluation stops it, finishes one step, writes a
+    # checkpoint and exits with 128 + the signal (it evaluated to the end, then exited with 130).
+    with tempfile.TemporaryDirectory() as d:
+        with open(f"{SHARED}/data/wikitext2/wiki.valid.tokens", "rb") as f, open(f"{d}/wiki.txt", "wb") as g:
+            g.write(f.read(200000))
+        out = f"{d}/out"
+        p = subprocess.Popen([FRUGAL, "finetune", "-m", WIKI_HF, "--data", f"{d}/wiki.txt", "--val-split", "0.5",
+                              "--steps", "100", "--batch", "4", "--seq", "64", "-t", "1", "-o", out],
+                             stderr=subprocess.PIPE)
+        for line in p.stderr:
+            if b"trainable parameters" in line:  # the evaluation comes next
+                break
+        p.send_signal(signal.SIGTERM)
+        p.stderr.read()
+        expect(p.wait(timeout=120) == 143, f"exit status {p.returncode}, expected 143")
+        expect(os.path.isdir(f"{out}/checkpoint-1"), f"no checkpoint: {os.listdir(out)}")
+        with open(f"{out}/training_log.jsonl", encoding="utf-8") as f:
+            expect("eval_loss" not in f.read(), "the interrupted evaluation was logged")
+
+
 tests = {name[5:]: f for name, f in globals().items() if name.startswith("test_")}
 if NAME == "--list":
     print(";".join(sorted(tests)))

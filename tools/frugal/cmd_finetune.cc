@@ -33,8 +33,10 @@ FinetuneFlags& flags() {
 }
 
 std::atomic<bool> g_stop{false};
+std::atomic<int> g_signal{0};  // the signal that stopped the run: the exit status is 128 + it
 
-void on_interrupt(int) {
+void on_interrupt(int sig) {
+  g_signal.store(sig);
   g_stop.store(true);
   // A second Ctrl-C ends the process at once.
   signal(SIGINT, SIG_DFL);
@@ -169,7 +171,7 @@ int run() {
   if (r.interrupted) {
     log_line(LogLevel::kWarn, fmt::format("interrupted at step {} of {}: checkpoint {} (continue with --resume)",
                                           r.steps_done, r.total_steps, r.checkpoint));
-    return 130;
+    return 128 + g_signal.load();  // 130 after SIGINT, 143 after SIGTERM, as a shell reports them
   }
   if (r.evals.size() >= 2)
     log_info("held-out loss {:.4f} -> {:.4f}", r.evals.front().loss, r.evals.back().loss);

@@ -53,8 +53,11 @@ enum class LrSchedule { kCosine, kLinear, kConstant };
 // "cosine", "linear", "constant"; throws frugal::Error listing them.
 LrSchedule parse_lr_schedule(const std::string& name);
 
-// Linear warmup from 0 over warmup_steps, then decay to min_lr over the remaining steps.
-// `step` counts from 0 (the learning rate of the first update is lr_at(0)).
+// Linear warmup over warmup_steps, then decay towards min_lr over the remaining steps.
+// `step` counts from 0 (the learning rate of the first update is lr_at(0)). Warmup step s
+// (< w) takes peak * (s + 1) / (w + 1), so the first update is not wasted at 0 as in Hugging
+// Face's schedules (which start at 0). The decay follows theirs: it reaches min_lr at step
+// total, one past the last, so the last update's rate lies just above min_lr.
 double lr_at(LrSchedule schedule, int64_t step, int64_t total_steps, int64_t warmup_steps, double peak_lr, double min_lr);
 
 }  // namespace frugal

@@ -44,7 +44,7 @@ struct TrainOptions {
   int64_t grad_accum = 1;   // micro-batches per optimizer step
   int64_t seq_len = 256;
   double lr = 2e-4;
-  double min_lr_ratio = 0.0;  // the schedule decays to lr * min_lr_ratio
+  double min_lr_ratio = 0.0;  // the decay's floor, lr * min_lr_ratio (train/optimizer.h lr_at)
   std::string schedule = "cosine";
   double warmup = 0.03;     // < 1: a fraction of the steps; >= 1: a number of steps
   double max_grad_norm = 1.0;  // 0: no clipping

@@ -81,8 +81,13 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
   sub->add_option("--schedule", o.schedule, "Learning-rate decay after warmup: cosine, linear or constant")
       ->capture_default_str();
-  sub->add_option("--warmup", o.warmup, "Warmup: a fraction of the steps (< 1) or a number of steps")->capture_default_str();
-  sub->add_option("--min-lr-ratio", o.min_lr_ratio, "The schedule ends at lr * this")->capture_default_str();
+  sub->add_option("--warmup", o.warmup,
+                  "Warmup: a fraction of the steps (< 1) or a number of steps w; its steps rise linearly from "
+                  "lr/(w+1) to lr*w/(w+1)")
+      ->capture_default_str();
+  sub->add_option("--min-lr-ratio", o.min_lr_ratio,
+                  "The decay's floor, lr * this: reached one step after the last (as in Hugging Face's schedules)")
+      ->capture_default_str();
   sub->add_option("--weight-decay", o.adamw.weight_decay, "AdamW weight decay")->capture_default_str();
   sub->add_option("--adam-beta1", o.adamw.beta1, "AdamW beta1")->capture_default_str();
   sub->add_option("--adam-beta2", o.adamw.beta2, "AdamW beta2")->capture_default_str();

@@ -4,6 +4,8 @@
 // for another model) is a clear error that leaves no output behind.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -25,7 +27,11 @@ std::string wiki_hf() { return test::shared_path("models/wiki-7m"); }
 
 std::string write_file(const std::string& name, const std::string& text) {
   const std::string path = test::temp_dir("trainer_data") + "/" + name;
-  std::ofstream(path) << text;
+  // The tests run as parallel processes that write the same files: each writes aside and
+  // renames, so that no run reads a file another one is rewriting.
+  const std::string temp = path + ".tmp-" + std::to_string(::getpid());
+  std::ofstream(temp) << text;
+  fs::rename(temp, path);
   return path;
 }
 

@@ -56,8 +56,15 @@ std::string sampled_content_id(const std::string& path) {
     size = hash_file_samples(path, h);
   } else {
     std::vector<fs::path> files;
+    // The files a model is made of (weights, configs, tokenizers, templates): a README or a
+    // .gitattributes edited between a run and its resume changes nothing it trains on.
+    const auto part_of_the_model = [](const fs::path& p) {
+      const std::string ext = p.extension().string();
+      return ext == ".safetensors" || ext == ".json" || ext == ".model" || ext == ".jinja" || ext == ".bin" ||
+             ext == ".gguf";
+    };
     for (const auto& entry : fs::directory_iterator(path, ec))
-      if (entry.is_regular_file(ec)) files.push_back(entry.path());
+      if (entry.is_regular_file(ec) && part_of_the_model(entry.path())) files.push_back(entry.path());
     std::sort(files.begin(), files.end());
     for (const fs::path& file : files) {
       h = fnv1a(file.filename().string(), h);

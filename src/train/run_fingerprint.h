@@ -24,7 +24,8 @@ void check_same_run(const std::string& checkpoint, const nlohmann::json& saved, 
 // All of the bytes: their count and FNV-1a hash (data files, read in full anyway).
 std::string content_id(std::string_view bytes);
 
-// A cheap id of a file, or of the regular files directly in a folder (a Hugging Face model):
+// A cheap id of a file, or of the model files directly in a folder (a Hugging Face model's
+// .safetensors, .json, .model, .jinja, .bin and .gguf files):
 // sizes, names and an FNV-1a hash of each file's first MiB and of 64 samples of 16 KiB spread
 // through the rest (the whole file below 4 MiB). Hashing gigabytes of weights at every start
 // would take seconds; a different model or quantization differs in its size or its header.

@@ -1033,8 +1033,9 @@ def test_finetune_refuses_f16_overflow_and_keeps_the_weights():
         expect(not os.path.exists(f"{out}/adapter_model.safetensors"), "an adapter was written")
         # The trained weights wait in a checkpoint of the last step: --resume writes them.
         ok(run(common + ["--save-type", "bf16", "--resume"]))
-        ok(run(["generate", "-m", WIKI_HF, "--lora", out, "-p", "Topic 3", "-n", "2", "--temp", "0"]))
-
+        # The adapter loads (its weights at lr 1e5 are too large to give finite logits, which
+        # generation would refuse: reading it is the check).
+        ok(subprocess.run([FRUGAL, "lora", "info", out], capture_output=True, timeout=60))
 
 
 def test_finetune_sigterm_during_evaluation():

@@ -196,6 +196,10 @@ std::map<std::string, DType> assign_types(const QuantPolicy& policy, WorkingMode
       if (type == DType::kQ6_K && t.cols % 256 != 0) type = DType::kQ8_0;  // llama.cpp: nx % qk_k
     }
     out[t.name] = fallback_type(type, t.cols);
+    // llama.cpp says so for every tensor it falls back on (and stops where it has no fallback).
+    if (out[t.name] != type)
+      log_warn("{}: rows of {} do not hold whole {} blocks: written as {}", t.name, t.cols, dtype_name(type),
+               dtype_name(out[t.name]));
   }
   // A typo in a pattern would otherwise quantize as if the rule were not there.
   for (size_t i = 0; i < used.size(); ++i)

@@ -351,6 +351,17 @@ def test_padded_embedding_gets_a_padded_gguf_vocabulary():
         expect(len(tokens) == 4160 and tokens[4100] == "[PAD4100]", f"{len(tokens)} tokens, ends {tokens[-2:]}")
 
 
+def test_quantize_says_which_tensors_fall_back():
+    """Rows that do not hold whole blocks of the asked type (a 128-wide ffn_down for Q4_K's
+    256) take llama.cpp's fallback type, and the log says so for each, as llama.cpp's does."""
+    with tempfile.TemporaryDirectory() as root:
+        folder = _tiny_llama(f"{root}/tiny", {})
+        p = run(["quantize", "-m", folder, "-o", f"{root}/q4_k.gguf", "--type", "q4_k"])
+        ok(p)
+        err = p.stderr.decode()
+        expect("blk.0.ffn_down.weight: rows of 128 do not hold whole q4_k blocks: written as q5_0" in err, err[-800:])
+
+
 def gguf_metadata(path):
     """A GGUF file's metadata (GGUF v3 as the specification lays it out): key -> value."""
     data = open(path, "rb").read()

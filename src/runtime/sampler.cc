@@ -22,7 +22,12 @@ bool finite(float x) {
 
 // A broken model (NaN in its weights, a configuration that overflows) gives NaN or inf logits,
 // on which the stages below would abort (min_p keeps nothing) or pick a token as if they were
-// numbers. Tested on the exponent bits, a loop the compiler vectorizes: ~5 us for 50k logits.
+// numbers. Tested on the exponent bits. It runs for every token of every sequence, and GCC's
+// -O2 does not vectorize: 33 us for 49,152 logits scalar, 6.8 us vectorized (SSE2), so this
+// one loop asks for vectorization (a 16-sequence step spent ~0.5 ms on it scalar).
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("tree-vectorize")))
+#endif
 void check_finite_logits(const float* logits, int32_t n) {
   uint32_t nonfinite = 0;
   for (int32_t i = 0; i < n; ++i) {

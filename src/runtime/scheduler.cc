@@ -461,16 +461,16 @@ void Scheduler::after_forward(const std::vector<Planned>& plan, const float* log
   // A draw that throws (the sampler refuses a broken model's non-finite logits) fails its
   // request, after this step's bookkeeping; the other requests go on.
   std::vector<std::pair<Job*, std::string>> failed;
+  const auto has_failed = [&](const Job* job) {
+    return std::any_of(failed.begin(), failed.end(), [&](const auto& f) { return f.first == job; });
+  };
   const auto fail_job = [&](Job* job, const std::exception_ptr& error) {
-    if (std::any_of(failed.begin(), failed.end(), [&](const auto& f) { return f.first == job; })) return;
+    if (has_failed(job)) return;
     try {
       std::rethrow_exception(error);
     } catch (const std::exception& e) {
       failed.emplace_back(job, e.what());
     }
-  };
-  const auto has_failed = [&](const Job* job) {
-    return std::any_of(failed.begin(), failed.end(), [&](const auto& f) { return f.first == job; });
   };
   for (const Draw& d : draws)
     if (d.error) fail_job(d.slot->job.get(), d.error);

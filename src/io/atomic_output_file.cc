@@ -128,11 +128,41 @@ void check_output_folder(const std::string& path, const std::vector<std::string>
       fail("{}: is the input '{}' itself; write to another folder", path, input);
 }
 
+bool process_has_ended(long pid) { return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH; }
+
+namespace {
+
+// The temporaries of `file` (".FILE.tmp-PID-N") whose writer has ended: a writer killed with
+// SIGKILL leaves its temporary, which would otherwise stay in the folder for good (a fine-tune
+// killed while writing its adapter, a quantization killed half-way). Only regular files of
+// exactly this pattern go; a live writer's temporaries stay.
+void remove_stale_temporaries(const std::filesystem::path& dir, const std::string& file) {
+  const std::string prefix = "." + file + ".tmp-";
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = name.substr(prefix.size());
+    const size_t dash = rest.find('-');
+    const auto digits = [](const std::string& s) {
+      return !s.empty() && s.size() <= 18 && s.find_first_not_of("0123456789") == std::string::npos;
+    };
+    if (dash == std::string::npos || !digits(rest.substr(0, dash)) || !digits(rest.substr(dash + 1))) continue;
+    std::error_code file_ec;
+    if (process_has_ended(std::stol(rest.substr(0, dash))) && it->is_regular_file(file_ec))
+      std::filesystem::remove(it->path(), file_ec);
+  }
+}
+
+}  // namespace
+
 AtomicOutputFile::AtomicOutputFile(const std::string& path) : path_(path) {
   static std::atomic<uint64_t> counter{0};
   target_ = check_output_path(path);
   const std::filesystem::path dest(target_);
   const std::filesystem::path dir = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
+  remove_stale_temporaries(dir, dest.filename().string());
   for (int attempt = 0; attempt < 100; ++attempt) {
     temp_path_ = (dir / ("." + dest.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
                          std::to_string(counter.fetch_add(1))))

@@ -26,9 +26,15 @@ std::string check_output_path(const std::string& path, const std::vector<std::st
 // output would replace or mix with.
 void check_output_folder(const std::string& path, const std::vector<std::string>& inputs);
 
+// Whether process `pid` has ended (no such process). A temporary's name carries its writer's
+// process id, so what a killed writer left (SIGKILL, a power cut: no handler runs) can be told
+// from the files of a writer still at work.
+bool process_has_ended(long pid);
+
 class AtomicOutputFile {
  public:
-  // Throws frugal::Error naming `path` when the temporary cannot be created.
+  // Throws frugal::Error naming `path` when the temporary cannot be created. Temporaries of
+  // the same destination that ended processes left behind are removed first.
   explicit AtomicOutputFile(const std::string& path);
   ~AtomicOutputFile();
   AtomicOutputFile(const AtomicOutputFile&) = delete;

@@ -1,10 +1,8 @@
 #include "train/checkpoint.h"
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <filesystem>
 
 #include "core/check.h"
@@ -45,7 +43,7 @@ void remove_stale_checkpoint_folders(const std::string& output) {
   std::vector<fs::path> stale;
   for (const auto& entry : fs::directory_iterator(output, ec)) {
     const pid_t pid = temp_folder_pid(entry.path());
-    if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) stale.push_back(entry.path());
+    if (process_has_ended(pid)) stale.push_back(entry.path());
   }
   for (const fs::path& p : stale) fs::remove_all(p, ec);
 }

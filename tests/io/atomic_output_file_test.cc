@@ -3,6 +3,8 @@
 #include "io/atomic_output_file.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -69,6 +71,37 @@ TEST(AtomicOutputFile, IsWholeOrAbsent) {
   int files = 0;
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++files;
   EXPECT_EQ(files, 1);
+}
+
+// The id of a process that has ended: a child that exits at once, reaped.
+long ended_process_id() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return child;
+}
+
+TEST(AtomicOutputFile, RemovesWhatKilledWritersLeft) {
+  const std::string dir = test::temp_dir("atomic_output_stale");
+  const long ended = ended_process_id();
+  ASSERT_TRUE(process_has_ended(ended));
+  ASSERT_FALSE(process_has_ended(::getpid()));
+  const std::string killed = dir + "/.out.bin.tmp-" + std::to_string(ended) + "-0";
+  const std::string live = dir + "/.out.bin.tmp-" + std::to_string(::getpid()) + "-99";
+  const std::string other_file = dir + "/.other.bin.tmp-" + std::to_string(ended) + "-0";
+  const std::string not_ours = dir + "/.out.bin.tmp-" + std::to_string(ended) + "-0x";
+  for (const auto& p : {killed, live, other_file, not_ours}) write_all(p, "half");
+  {
+    AtomicOutputFile f(dir + "/out.bin");
+    EXPECT_FALSE(fs::exists(killed));  // an ended writer's temporary of this file goes
+    f.write("x", 1);
+    f.commit();
+  }
+  EXPECT_EQ(read_all(dir + "/out.bin"), "x");
+  EXPECT_TRUE(fs::exists(live));        // a writer at work keeps its temporary
+  EXPECT_TRUE(fs::exists(other_file));  // another destination's temporary is not ours to judge
+  EXPECT_TRUE(fs::exists(not_ours));    // nor a name outside the pattern
 }
 
 }  // namespace

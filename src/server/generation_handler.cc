@@ -338,8 +338,10 @@ void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, h
     auto writer = std::make_shared<StreamWriter>(call);
     auto pump = [writer, in_flight](size_t, httplib::DataSink& sink) { return writer->pump(sink); };
     auto release = [writer, in_flight](bool success) { writer->release(success); };
-    // HTTP/1.0 has no chunked encoding (RFC 9112 6.1): the stream ends where the connection does.
+    // HTTP/1.0 has no chunked encoding (RFC 9112 6.1): the stream ends where the connection
+    // does, which the response says (cpp-httplib 0.11 still adds its Keep-Alive header).
     if (req.version == "HTTP/1.0") {
+      res.set_header("Connection", "close");
       res.set_content_provider("text/event-stream", pump, release);
     } else {
       res.set_chunked_content_provider("text/event-stream", pump, release);

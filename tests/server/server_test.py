@@ -460,6 +460,7 @@ def test_conventions_of_other_clients():
         head, _, events = reply.partition(b"\r\n\r\n")
         expect(b"chunked" not in head.lower() and events.startswith(b"data: {")
                and events.endswith(b"data: [DONE]\n\n"), f"HTTP/1.0 stream: {reply[:300]!r} ... {reply[-60:]!r}")
+        expect(b"\r\nconnection: close" in head.lower(), f"a stream delimited by closing says so: {head!r}")
 
 
 def test_broken_weights_fail_requests_not_the_server():

@@ -10,6 +10,7 @@ run in parallel without colliding. Standard library only.
 usage: server_test.py FRUGAL SHARED_DIR TEST_NAME   (or --list)
 """
 import http.client
+import http.server
 import json
 import os
 import re
@@ -1082,6 +1083,18 @@ class Browser:
         os.close(self.res_r)
 
 
+def run_autotest(browser, url):
+    """Opens the page at `url` (with ?autotest=1, it sends its message on load) and returns the
+    outcome it writes once its reply is done."""
+    browser.call("Page.navigate", {"url": url}, browser.session)
+    deadline = time.time() + 60
+    while browser.evaluate("document.body && document.body.dataset.state") != "done":
+        expect(time.time() < deadline, "the page never finished its reply: " +
+               str(browser.evaluate("document.body && document.body.innerText")))
+        time.sleep(0.1)
+    return json.loads(browser.evaluate("document.getElementById('autotest-result').textContent"))
+
+
 def test_chat_page_in_headless_chromium():
     executable = chromium()
     with Server() as s, tempfile.TemporaryDirectory() as profile:
@@ -1092,13 +1105,7 @@ def test_chat_page_in_headless_chromium():
             {"autotest": 1, "message": message, "temperature": 0, "max_tokens": 16})
         browser = Browser(executable, profile)
         try:
-            browser.call("Page.navigate", {"url": url}, browser.session)
-            deadline = time.time() + 60
-            while browser.evaluate("document.body && document.body.dataset.state") != "done":
-                expect(time.time() < deadline, "the page never finished its reply: " +
-                       str(browser.evaluate("document.body && document.body.innerText")))
-                time.sleep(0.1)
-            result = json.loads(browser.evaluate("document.getElementById('autotest-result').textContent"))
+            result = run_autotest(browser, url)
             shown = browser.evaluate("document.querySelector('.message.assistant').firstChild.textContent")
             user = browser.evaluate("document.querySelector('.message.user').textContent")
             title = browser.evaluate("document.getElementById('model').textContent")
@@ -1115,6 +1122,76 @@ def test_chat_page_in_headless_chromium():
         expect(m['frugal_requests_total{endpoint="chat",outcome="success"}'] == 2, "the page's request was not served")
 
 
+class PrefixProxy:
+    """A reverse proxy serving the server under /llm/, as nginx's `location /llm/ { proxy_pass
+    http://server/; }` does: streams pass through as they come. Records the paths asked for."""
+
+    def __init__(self, port, prefix="/llm/"):
+        self.paths = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def forward(self):
+                proxy.paths.append(self.path)
+                if not self.path.startswith(prefix):
+                    self.send_error(404)
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upstream = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "connection", "content-length")}
+                upstream.request(self.command, "/" + self.path[len(prefix):], body=body or None, headers=headers)
+                r = upstream.getresponse()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "keep-alive", "content-length"):
+                        self.send_header(k, v)
+                self.end_headers()  # HTTP/1.0: the response ends where the connection does
+                while chunk := r.read1(65536):
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                upstream.close()
+
+            do_GET = do_POST = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_chat_page_behind_a_path_prefix():
+    """The page served by a reverse proxy under /llm/ loads its script and style and talks to
+    the API there: every URL it uses is relative."""
+    executable = chromium()
+    with Server() as s, tempfile.TemporaryDirectory() as profile:
+        proxy = PrefixProxy(s.port)
+        url = f"http://127.0.0.1:{proxy.port}/llm/?" + urllib.parse.urlencode(
+            {"autotest": 1, "message": "Tell me about the river", "temperature": 0, "max_tokens": 8})
+        browser = Browser(executable, profile)
+        try:
+            result = run_autotest(browser, url)
+            styled = browser.evaluate("getComputedStyle(document.body).display !== '' && "
+                                      "document.styleSheets.length > 0 && document.styleSheets[0].cssRules.length > 0")
+            title = browser.evaluate("document.getElementById('model').textContent")
+        finally:
+            browser.close()
+            proxy.close()
+        expect(result["error"] is None and result["usage"]["completion_tokens"] == 8, f"through the proxy: {result}")
+        expect(title.startswith("wiki-7m"), f"model line {title!r}")
+        expect(styled, "the style sheet did not load")
+        outside = [p for p in proxy.paths if not p.startswith("/llm/") and p != "/favicon.ico"]
+        expect(not outside, f"the page asked for paths outside its prefix: {outside}")
+        for path in ("/llm/app.js", "/llm/style.css", "/llm/v1/models", "/llm/v1/chat/completions"):
+            expect(path in proxy.paths, f"{path} was not asked for: {proxy.paths}")
+
+
 # Drives the chat page the way a user does. Records the body of every chat request the page
 # sends (window.sent) by wrapping fetch; window.failNext makes the next one fail as a network
 # error would. say(text) types a message and presses Enter; until(pred) waits for pred() in
@@ -1124,7 +1201,7 @@ window.sent = [];
 window.failNext = false;
 const realFetch = window.fetch;
 window.fetch = (url, options) => {
-  if (url === "/v1/chat/completions") {
+  if (url === "v1/chat/completions") {
     sent.push(JSON.parse(options.body));
     if (failNext) { failNext = false; return Promise.reject(new TypeError("Failed to fetch")); }
   }
@@ -1373,7 +1450,7 @@ window.fakes = {
 window.fakeNext = null;
 const pageFetch = window.fetch;
 window.fetch = (url, options) => {
-  if (url === "/v1/chat/completions" && fakeNext) { const f = fakes[fakeNext]; fakeNext = null; return Promise.resolve(f()); }
+  if (url === "v1/chat/completions" && fakeNext) { const f = fakes[fakeNext]; fakeNext = null; return Promise.resolve(f()); }
   return pageFetch(url, options);
 };
 """
@@ -1388,7 +1465,7 @@ def test_chat_page_broken_streams_and_leaving():
             # state (Stop shown) when that answer comes.
             browser.call("Page.addScriptToEvaluateOnNewDocument", {"source": """
               const early = window.fetch;
-              window.fetch = (url, options) => url === "/v1/models"
+              window.fetch = (url, options) => url === "v1/models"
                 ? new Promise((r) => setTimeout(r, 1500)).then(() => early(url, options)) : early(url, options);
             """}, browser.session)
             open_chat_page(s, browser, ready="document.readyState === 'complete'")

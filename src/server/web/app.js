@@ -3,6 +3,8 @@
 // arrive. When the conversation outgrows the context, the oldest turns are left out of the
 // request (the system prompt stays), as `frugal chat` does. With ?autotest=1 it sends one message on load (?message=, ?temperature=,
 // ?max_tokens=) and writes the outcome into #autotest-result, for the headless browser test.
+// Every URL is relative to the page, so a reverse proxy may serve the server under a path
+// prefix (nginx `location /llm/ { proxy_pass http://127.0.0.1:8080/; }`).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -59,7 +61,7 @@ async function loadModel() {
   const mine = ++modelRequest;
   let label;
   try {
-    const r = await fetch("/v1/models", {headers: headers()});
+    const r = await fetch("v1/models", {headers: headers()});
     const body = await r.json();
     if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);
     if (mine === modelRequest) modelId = body.data[0].id;
@@ -168,7 +170,7 @@ async function send(text) {
       messages.push(...conversation.map(({role, content}) => ({role, content})));
       const body = {messages, stream: true, stream_options: {include_usage: true}, ...sampling};
       if (modelId) body.model = modelId;
-      const response = await fetch("/v1/chat/completions", {
+      const response = await fetch("v1/chat/completions", {
         method: "POST", headers: headers(), body: JSON.stringify(body), signal: myController.signal,
       });
       if (!response.ok) {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -121,6 +122,11 @@ struct Runner {
     if (type == DType::kF32) {
       model.use_values(t);
       method_of[t.name] = "f32";
+    } else if (type == t.source_type && t.source_bytes.size() > 0) {
+      Buffer copy(t.source_bytes.size());
+      std::memcpy(copy.data(), t.source_bytes.data(), copy.size());
+      model.set_quantized(t, type, std::move(copy));
+      method_of[t.name] = "copied";
     } else {
       const std::vector<float>* imp = importance_for(t, type);
       model.set_quantized(t, type, rtn_quantize(type, t.f32(), t.rows, t.cols, imp ? imp->data() : nullptr, pool()));
@@ -354,11 +360,12 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   run.types = assign_types(policy, *model);
   // As llama.cpp: the errors of the two roundings add up, and the errors reported here would
   // be measured against the already rounded weights, understating what the file lost. f32
-  // holds every quantized value exactly, so dequantizing is allowed.
+  // holds every quantized value exactly, so dequantizing is allowed, and a tensor asked for in
+  // the type it has is copied as it is (llama.cpp does both without --allow-requantize).
   for (WorkingTensor& t : model->tensors()) {
     if (!is_matrix(t.role) || is_float_type(t.source_type) || o.allow_requantize) continue;
     const auto it = run.types.find(t.name);
-    if (it != run.types.end() && it->second != DType::kF32)
+    if (it != run.types.end() && it->second != DType::kF32 && it->second != t.source_type)
       fail("{}: the model is already quantized ({} is {}): quantizing it again adds a second rounding error that the "
            "reported errors do not show; start from full-precision weights, pass --allow-requantize, or write f32",
            o.input, t.name, dtype_name(t.source_type));

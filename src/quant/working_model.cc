@@ -93,6 +93,12 @@ void WorkingModel::add(std::string name, TensorRole role, int64_t layer, InputGr
   const ToFloatFn to_float = dtype_traits(view->dtype).to_float;
   FRUGAL_CHECK(to_float != nullptr, "{}: type {} has no dequantize", t.name, dtype_name(view->dtype));
   for (int64_t r = 0; r < t.rows; ++r) to_float(view->row_ptr(r), t.f32() + r * n, n);
+  if (view->dtype != DType::kF32 && view->dtype != DType::kF16 && view->dtype != DType::kBF16) {
+    const size_t bytes = row_bytes(view->dtype, n);
+    t.source_bytes = Buffer(bytes * static_cast<size_t>(t.rows));
+    for (int64_t r = 0; r < t.rows; ++r)
+      std::memcpy(static_cast<char*>(t.source_bytes.data()) + static_cast<size_t>(r) * bytes, view->row_ptr(r), bytes);
+  }
   tensors_.push_back(std::move(t));
   views_.push_back({view});
   rebind(tensors_.back());

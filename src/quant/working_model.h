@@ -53,6 +53,9 @@ struct WorkingTensor {
   Buffer values;           // f32 [rows, cols]: the current full-precision values
   DType type = DType::kF32;  // what the model computes with now
   Buffer quantized;        // row_bytes(type, cols) * rows when type is not f32
+  // The stored bytes when source_type is an integer type: a tensor asked for in the type it
+  // already has is copied, not rounded a second time (as llama.cpp's quantize does).
+  Buffer source_bytes;
   const Linear* linear = nullptr;  // the model's linear layer, for matrices used as one
 
   float* f32() { return values.as<float>(); }

@@ -14,6 +14,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import gguf_file  # noqa: E402
+
 FRUGAL, SHARED, NAME = sys.argv[1], sys.argv[2], sys.argv[3]
 STORIES = [
     "-m", f"{SHARED}/models/stories260K/stories260K.bin",
@@ -347,7 +350,7 @@ def test_padded_embedding_gets_a_padded_gguf_vocabulary():
             expect(p.returncode == 0 and b"embedding rows" not in p.stderr, f"{model}: {p.stderr[-400:]!r}")
             ppl.append(json.loads(p.stdout)["ppl"])
         expect(abs(ppl[0] / ppl[1] - 1) < 1e-4, f"folder {ppl[0]} vs GGUF {ppl[1]}")
-        tokens = gguf_metadata(gguf)["tokenizer.ggml.tokens"]
+        tokens = gguf_file.read(gguf, with_tensors=False).metadata["tokenizer.ggml.tokens"]
         expect(len(tokens) == 4160 and tokens[4100] == "[PAD4100]", f"{len(tokens)} tokens, ends {tokens[-2:]}")
 
 
@@ -360,36 +363,6 @@ def test_quantize_says_which_tensors_fall_back():
         ok(p)
         err = p.stderr.decode()
         expect("blk.0.ffn_down.weight: rows of 128 do not hold whole q4_k blocks: written as q5_0" in err, err[-800:])
-
-
-def gguf_metadata(path):
-    """A GGUF file's metadata (GGUF v3 as the specification lays it out): key -> value."""
-    data = open(path, "rb").read()
-    at = 24  # magic, version, tensor count, key count
-    scalars = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-
-    def take(fmt):
-        nonlocal at
-        value = struct.unpack_from("<" + fmt, data, at)[0]
-        at += struct.calcsize(fmt)
-        return value
-
-    def value(kind):
-        nonlocal at
-        if kind == 8:
-            n = take("Q")
-            at += n
-            return data[at - n:at].decode("utf-8", "replace")
-        if kind == 9:
-            inner, n = take("I"), take("Q")
-            return [value(inner) for _ in range(n)]
-        return take(scalars[kind])
-
-    out = {}
-    for _ in range(struct.unpack_from("<Q", data, 16)[0]):
-        key = value(8)
-        out[key] = value(take("I"))
-    return out
 
 
 def test_bad_model_files():

@@ -11,6 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import cli_case  # noqa: E402
+import gguf_file  # noqa: E402
 from cli_case import Failed, check  # noqa: E402
 
 HF = "models/wiki-7m"
@@ -131,6 +132,26 @@ def case_end_to_end(r):
     os.remove(out)
 
 
+def case_same_type_is_copied(r):
+    """A tensor asked for in the type it already has is copied as it is, not rounded a second
+    time, and needs no --allow-requantize (llama.cpp's quantize does the same)."""
+    out = r.out("copied.gguf")
+    p = r.run("-m", r.path(Q8), "-o", out, "--type", "q8_0", "-t", "2")
+    src, got = gguf_file.read(r.path(Q8)), gguf_file.read(out)
+    same = [n for n, t in src.tensors.items() if t.type == gguf_file.Q8_0 and n in got.tensors
+            and got.tensors[n].type == gguf_file.Q8_0]
+    check(len(same) == 2 + 7 * 6, f"{len(same)} q8_0 tensors in both files")
+    for name in same:
+        check(got.tensors[name].data == src.tensors[name].data, f"{name} was rounded again")
+    rows = {l.split()[0]: l.split() for l in p.stdout.splitlines() if l.startswith(("blk.", "token_embd", "output"))}
+    check(all(float(rows[n][5]) == 0 for n in same), "a copied tensor reports an error")
+    r.run("-m", out, "-p", "The", "-n", "4", "-t", "2", command="generate")
+    # A tensor changing type still needs the flag: that is a second rounding.
+    r.error_of(r.out("q4.gguf"), "-m", r.path(Q8), "--type", "q4_0", expect=("already quantized", "--allow-requantize"))
+    check(not r.leftovers(r.tmp), "temporary files left")
+    os.remove(out)
+
+
 def case_w8a8(r):
     """W8A8: int8_row weights with int8 activations per token (--w8a8) on wiki-7m. Its KL-divergence
     to the f32 model is above the default int8_row products' (which quantize activations per 32
@@ -245,7 +266,8 @@ def case_bpw(r):
 
 
 CASES = {"bad_input": case_bad_input, "end_to_end": case_end_to_end, "llama2c": case_llama2c, "policy": case_policy,
-         "imatrix": case_imatrix, "bpw": case_bpw, "w8a8": case_w8a8}
+         "imatrix": case_imatrix, "bpw": case_bpw, "w8a8": case_w8a8,
+         "same_type_is_copied": case_same_type_is_copied}
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--policy", o.q.policy, "Per-tensor types, first match wins: \"output=q8_0,token_embd=q8_0,*=q4_k\"");
   sub->add_flag("--pure", o.q.pure, "No llama.cpp default rules (output head in Q6_K, mixtures)");
   sub->add_flag("--allow-requantize", o.q.allow_requantize,
-                "Quantize a model that is already quantized (RTN only; the second rounding adds error)");
+                "Quantize a model that is already quantized into other types (RTN only; the second rounding adds error). Tensors asked for in the type they have are copied as they are, without this flag");
   sub->add_option("--bpw,--target-bpw", o.q.target_bpw, "Choose per-tensor types from measured sensitivity for this many bits per weight");
   sub->add_option("--bpw-types", o.q.bpw_types, "Candidate types for --bpw")->capture_default_str();
   sub->add_option("--damp", o.q.gptq.damp, "GPTQ dampening (fraction of the mean Hessian diagonal)")->capture_default_str();

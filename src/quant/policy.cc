@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <vector>
 
 #include "core/check.h"
 #include "core/log.h"
@@ -152,15 +153,24 @@ std::vector<PolicyRule> parse_policy(const std::string& text) {
 
 DType fallback_type(DType type, int64_t n_cols) {
   if (row_length_problem(type, n_cols).empty()) return type;
-  DType f;
+  // llama.cpp's fallbacks for its k-quants; frugal's own group types step down to smaller
+  // groups of their kind (and NF4 to the other non-uniform 4-bit grid), so a row of 288 stays
+  // 4-bit rather than jumping to Q8_0; anything else becomes Q8_0, and F16 when even that does
+  // not fit.
+  std::vector<DType> chain;
   switch (type) {
-    case DType::kQ4_K: f = DType::kQ5_0; break;
-    case DType::kQ5_K: f = DType::kQ5_1; break;
-    case DType::kQ6_K: f = DType::kQ8_0; break;
-    case DType::kQ2_K: case DType::kQ3_K: f = DType::kQ4_0; break;
-    default: f = DType::kQ8_0; break;
+    case DType::kQ4_K: chain = {DType::kQ5_0}; break;
+    case DType::kQ5_K: chain = {DType::kQ5_1}; break;
+    case DType::kQ6_K: chain = {DType::kQ8_0}; break;
+    case DType::kQ2_K: case DType::kQ3_K: chain = {DType::kQ4_0}; break;
+    case DType::kInt4G128: chain = {DType::kInt4G64, DType::kInt4G32}; break;
+    case DType::kInt4G64: case DType::kInt3G64: chain = {DType::kInt4G32}; break;
+    case DType::kNF4: chain = {DType::kIQ4_NL}; break;
+    default: chain = {DType::kQ8_0}; break;
   }
-  return row_length_problem(f, n_cols).empty() ? f : DType::kF16;
+  for (DType f : chain)
+    if (row_length_problem(f, n_cols).empty()) return f;
+  return DType::kF16;
 }
 
 bool rule_matches(const PolicyRule& r, const WorkingTensor& t) {

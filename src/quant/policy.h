@@ -58,7 +58,8 @@ std::map<std::string, DType> assign_types(const QuantPolicy& policy, WorkingMode
 // is none of llama.cpp's: frugal's own types, custom rules, a bits-per-weight mixture).
 uint32_t llama_file_type(const QuantPolicy& policy, bool custom);
 
-// Whether rows of n_cols elements can be `type`; if not, llama.cpp's fallback (also checked).
+// `type` when rows of n_cols elements hold whole blocks of it; if not, the nearest type that
+// fits (llama.cpp's fallbacks for its types; smaller groups of frugal's own), F16 at worst.
 DType fallback_type(DType type, int64_t n_cols);
 
 }  // namespace frugal

@@ -26,6 +26,7 @@
 #include "quant/formats/blocks.h"
 #include "quant/formats/frugal_blocks.h"
 #include "quant/formats/quantize_rows.h"
+#include "quant/policy.h"
 #include "quant/quantize_model.h"
 #include "support/test_support.h"
 #include "tokenizer/tokenizer.h"
@@ -62,6 +63,24 @@ std::vector<float> values_of(const GgufFile& f, const GgufTensorInfo& info) {
   std::vector<float> out(static_cast<size_t>(t.numel()));
   dtype_traits(t.dtype).to_float(t.data, out.data(), t.numel());
   return out;
+}
+
+// A row that does not hold whole blocks of the asked type takes the nearest type that fits:
+// llama.cpp's fallbacks for its types, smaller groups of the same kind for frugal's own (a
+// 288-wide row stays 4-bit instead of going to Q8_0), F16 when nothing fits.
+TEST(QuantPolicy, FallsBackToTheNearestTypeThatFits) {
+  EXPECT_EQ(fallback_type(DType::kInt4G128, 512), DType::kInt4G128);
+  EXPECT_EQ(fallback_type(DType::kInt4G128, 320), DType::kInt4G64);
+  EXPECT_EQ(fallback_type(DType::kInt4G128, 288), DType::kInt4G32);
+  EXPECT_EQ(fallback_type(DType::kInt4G64, 288), DType::kInt4G32);
+  EXPECT_EQ(fallback_type(DType::kInt3G64, 288), DType::kInt4G32);
+  EXPECT_EQ(fallback_type(DType::kNF4, 288), DType::kIQ4_NL);
+  EXPECT_EQ(fallback_type(DType::kQ4_K, 576), DType::kQ5_0);
+  EXPECT_EQ(fallback_type(DType::kQ5_K, 576), DType::kQ5_1);
+  EXPECT_EQ(fallback_type(DType::kQ6_K, 576), DType::kQ8_0);
+  EXPECT_EQ(fallback_type(DType::kQ3_K, 576), DType::kQ4_0);
+  EXPECT_EQ(fallback_type(DType::kQ4_0, 48), DType::kF16);
+  EXPECT_EQ(fallback_type(DType::kInt4G128, 48), DType::kF16);
 }
 
 TEST(QuantizeModel, EveryFormatReadsBackAsTheQuantizersBytes) {

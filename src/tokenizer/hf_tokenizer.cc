@@ -94,6 +94,25 @@ void add_pre_tokenizer(const json& spec, PreTokenizer& pre, bool& byte_level, co
   }
 }
 
+// The decoder is not run step by step: decoding follows from the model's alphabet (byte-level,
+// or "▁" for spaces with byte fallback). A decoder of another kind (WordPiece, BPEDecoder, CTC)
+// would decode differently, so it is refused by name, as unknown normalizers are.
+void check_decoder(const json& spec, const std::string& path) {
+  if (spec.is_null()) return;
+  const std::string type = string_member(spec, "type", path, "the decoder");
+  if (type == "Sequence") {
+    const json& list = member(spec, "decoders", path, "the Sequence decoder");
+    if (!list.is_array()) fail("{}: 'decoders' is not an array", path);
+    for (const json& d : list) check_decoder(d, path);
+  } else if (type != "ByteLevel" && type != "Metaspace" && type != "Replace" && type != "ByteFallback" &&
+             type != "Fuse" && type != "Strip") {
+    fail(
+        "{}: decoder '{}' is not supported (frugal reads ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip "
+        "and Sequence)",
+        path, type);
+  }
+}
+
 // The BOS a TemplateProcessing post-processor puts before the text, if any.
 std::optional<std::string> template_bos(const json& post, const std::string& path) {
   if (!post.is_object() || !post.contains("type") || post["type"] != "TemplateProcessing") return std::nullopt;
@@ -193,6 +212,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
   bool byte_level = false;
   add_pre_tokenizer(root.value("pre_tokenizer", json()), pre, byte_level, path);
   options.byte_level = byte_level;
+  check_decoder(root.value("decoder", json()), path);
 
   auto tokenizer = std::make_unique<BpeTokenizer>(std::move(vocab), std::move(pre), std::move(normalizer), options);
   const json& merges = member(model, "merges", path, "the model");

@@ -353,6 +353,35 @@ TEST(TokenizerErrors, MalformedTokenizerJson) {
   expect_error_naming([&] { load_tokenizer_json(bad_id); }, bad_id);
 }
 
+// Decoding follows from the model's alphabet, not from the decoder's steps; a decoder frugal
+// does not reproduce (WordPiece's "##", BPEDecoder's suffix, CTC) is refused, as Hugging Face
+// refuses a type it does not know.
+TEST(TokenizerErrors, DecoderOfAnotherKind) {
+  auto j = small_metaspace_json();
+  // Llama 2's decoder, and the Metaspace one of newer conversions: read.
+  j["decoder"] = {{"type", "Sequence"},
+                  {"decoders",
+                   {{{"type", "Replace"}, {"pattern", {{"String", "\xE2\x96\x81"}}}, {"content", " "}},
+                    {{"type", "ByteFallback"}},
+                    {{"type", "Fuse"}},
+                    {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
+  EXPECT_EQ(load_tokenizer_json(write_tokenizer_json("decoder-llama2", j) + "/tokenizer.json")->decode({264}), "ab");
+  j["decoder"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", "first"}};
+  load_tokenizer_json(write_tokenizer_json("decoder-metaspace", j) + "/tokenizer.json");
+  j["decoder"] = nullptr;
+  load_tokenizer_json(write_tokenizer_json("decoder-null", j) + "/tokenizer.json");
+
+  j["decoder"] = {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", true}};
+  const std::string wordpiece = write_tokenizer_json("decoder-wordpiece", j) + "/tokenizer.json";
+  expect_error_naming([&] { load_tokenizer_json(wordpiece); }, wordpiece, "decoder 'WordPiece'");
+  j["decoder"] = {{"type", "Sequence"}, {"decoders", {{{"type", "ByteFallback"}}, {{"type", "NoSuchDecoder"}}}}};
+  const std::string nested = write_tokenizer_json("decoder-nested", j) + "/tokenizer.json";
+  expect_error_naming([&] { load_tokenizer_json(nested); }, nested, "decoder 'NoSuchDecoder'");
+  j["decoder"] = {{"type", 3}};
+  const std::string number = write_tokenizer_json("decoder-number", j) + "/tokenizer.json";
+  expect_error_naming([&] { load_tokenizer_json(number); }, number, "decoder");
+}
+
 TEST(TokenizerErrors, GgufWithoutTokenizer) {
   const std::string path = test::temp_dir("tokenizer") + "/no-tokenizer.gguf";
   test::GgufBuilder().str("general.architecture", "llama").write(path);

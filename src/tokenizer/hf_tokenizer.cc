@@ -165,18 +165,22 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
   std::vector<std::optional<std::string>> texts;
   std::vector<TokenKind> kinds;
   const size_t max_ids = vocab_json.size() + added.size() + 65536;  // bounds what a bad id can allocate
-  const auto place = [&](int64_t id, std::string text, TokenKind kind) {
+  // An added token may repeat its vocabulary entry (same id, same text); one id for two texts
+  // would lose one of them, so it is refused.
+  const auto place = [&](int64_t id, std::string text, TokenKind kind, const char* where) {
     if (id < 0 || static_cast<size_t>(id) >= max_ids) fail("{}: token id {} for '{}' is out of range", path, id, text);
     if (static_cast<size_t>(id) >= texts.size()) {
       texts.resize(id + 1);
       kinds.resize(id + 1, TokenKind::kUnused);
     }
+    if (texts[id] && *texts[id] != text)
+      fail("{}: token id {} of '{}' in {} is already the id of '{}'", path, id, text, where, *texts[id]);
     texts[id] = std::move(text);
     kinds[id] = kind;
   };
   for (const auto& [text, id] : vocab_json.items()) {
     if (!id.is_number_integer()) fail("{}: the id of '{}' is not an integer", path, text);
-    place(id.get<int64_t>(), text, TokenKind::kNormal);
+    place(id.get<int64_t>(), text, TokenKind::kNormal, "the model's 'vocab'");
   }
   struct Strip {
     int32_t id;
@@ -188,7 +192,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
     if (!id.is_number_integer()) fail("{}: an added token's id is not an integer", path);
     const bool special = bool_member(t, "special", false, path);
     place(id.get<int64_t>(), string_member(t, "content", path, "an added token"),
-          special ? TokenKind::kControl : TokenKind::kUserDefined);
+          special ? TokenKind::kControl : TokenKind::kUserDefined, "'added_tokens'");
     const bool lstrip = bool_member(t, "lstrip", false, path), rstrip = bool_member(t, "rstrip", false, path);
     if (lstrip || rstrip) strips.push_back({id.get<int32_t>(), lstrip, rstrip});
   }

@@ -382,6 +382,35 @@ TEST(TokenizerErrors, DecoderOfAnotherKind) {
   expect_error_naming([&] { load_tokenizer_json(number); }, number, "decoder");
 }
 
+// Two tokens with one id: the loader kept the last and lost the other without a word (Hugging
+// Face only warns, then gives the added token another id than its file says). An added token
+// that repeats its vocabulary entry, same id and same text, is how tokenizer.json files are
+// written and stays accepted.
+TEST(TokenizerErrors, OneIdForTwoTokens) {
+  auto j = small_metaspace_json();
+  j["model"]["vocab"]["c"] = 260;  // "a" is 260
+  const std::string vocab = write_tokenizer_json("dup-vocab-id", j) + "/tokenizer.json";
+  expect_error_naming([&] { load_tokenizer_json(vocab); }, vocab, "token id 260");
+
+  j = small_metaspace_json();
+  j["added_tokens"].push_back({{"id", 261}, {"content", "<extra>"}, {"special", true}});  // "b" is 261
+  const std::string added = write_tokenizer_json("dup-added-id", j) + "/tokenizer.json";
+  expect_error_naming([&] { load_tokenizer_json(added); }, added, "'<extra>' in 'added_tokens'");
+
+  j = small_metaspace_json();
+  j["added_tokens"].push_back({{"id", 265}, {"content", "<tab2>"}, {"special", false}});  // "<tab>" is 265
+  const std::string added_twice = write_tokenizer_json("dup-added-added-id", j) + "/tokenizer.json";
+  expect_error_naming([&] { load_tokenizer_json(added_twice); }, added_twice, "'<tab>'");
+
+  // The same entry twice over (an added token naming a vocabulary token, or listed twice): read.
+  j = small_metaspace_json();
+  j["added_tokens"].push_back({{"id", 260}, {"content", "a"}, {"special", false}});
+  j["added_tokens"].push_back({{"id", 1}, {"content", "<s>"}, {"special", true}});
+  const auto t = load_tokenizer_json(write_tokenizer_json("same-entry-twice", j) + "/tokenizer.json");
+  EXPECT_EQ(t->n_vocab(), 266);
+  EXPECT_EQ(t->find_token("a"), std::optional<int32_t>(260));
+}
+
 TEST(TokenizerErrors, GgufWithoutTokenizer) {
   const std::string path = test::temp_dir("tokenizer") + "/no-tokenizer.gguf";
   test::GgufBuilder().str("general.architecture", "llama").write(path);

@@ -77,7 +77,12 @@ void add_pre_tokenizer(const json& spec, PreTokenizer& pre, bool& byte_level, co
     const SplitBehavior behavior =
         split_behavior(string_member(spec, "behavior", path, "the Split pre-tokenizer"), path);
     if (pattern.contains("Regex")) {
-      pre.add_regex(string_member(pattern, "Regex", path, "the Split pattern"), behavior, RegexDialect::kOniguruma);
+      const std::string regex = string_member(pattern, "Regex", path, "the Split pattern");
+      try {
+        pre.add_regex(regex, behavior, RegexDialect::kOniguruma);
+      } catch (const Error& e) {
+        fail("{}: {}", path, e.what());  // the message names the pattern and PCRE2's complaint
+      }
     } else {
       pre.add_literal(string_member(pattern, "String", path, "the Split pattern"), behavior);
     }

@@ -345,7 +345,7 @@ TEST(TokenizerErrors, MalformedTokenizerJson) {
   j = small_metaspace_json();
   j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
   const std::string bad_regex = write_tokenizer_json("bad-regex", j) + "/tokenizer.json";
-  expect_error_naming([&] { load_tokenizer_json(bad_regex); }, "(unclosed");
+  expect_error_naming([&] { load_tokenizer_json(bad_regex); }, bad_regex, "(unclosed");
 
   j = small_metaspace_json();
   j["model"]["vocab"]["x"] = "seven";

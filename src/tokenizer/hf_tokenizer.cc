@@ -1,6 +1,7 @@
 // Hugging Face tokenizers: tokenizer.json (a BPE model with its normalizer, pre-tokenizer and
 // added tokens), and model folders, where tokenizer_config.json, config.json and
 // generation_config.json say which tokens are BOS and EOS and whether BOS is added.
+#include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -137,15 +138,22 @@ std::optional<std::string> config_token(const json& config, const char* key) {
   return std::nullopt;
 }
 
-// Token ids from a config: an integer or a list of integers.
-std::vector<int32_t> config_ids(const json& config, const char* key) {
-  std::vector<int32_t> ids;
-  if (!config.is_object() || !config.contains(key)) return ids;
+// Token ids from a config: an integer, a list of integers, or null (none). Another value is
+// an error naming the file and key: ignored, a model would run past its end of text.
+std::vector<int64_t> config_ids(const json& config, const char* key, const std::string& path) {
+  std::vector<int64_t> ids;
+  if (!config.is_object() || !config.contains(key) || config.at(key).is_null()) return ids;
   const json& v = config.at(key);
-  if (v.is_number_integer()) ids.push_back(v.get<int32_t>());
-  if (v.is_array())
-    for (const json& e : v)
-      if (e.is_number_integer()) ids.push_back(e.get<int32_t>());
+  // An id past int64 is out of the vocabulary like any other: -1.
+  const auto id = [](const json& e) {
+    return e.is_number_unsigned() && e.get<uint64_t>() > INT64_MAX ? -1 : e.get<int64_t>();
+  };
+  if (v.is_number_integer()) return {id(v)};
+  if (!v.is_array()) fail("{}: '{}' must be a token id or a list of token ids (got {})", path, key, v.dump());
+  for (const json& e : v) {
+    if (!e.is_number_integer()) fail("{}: '{}' must hold token ids only (got {})", path, key, e.dump());
+    ids.push_back(id(e));
+  }
   return ids;
 }
 
@@ -269,14 +277,21 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
     fail("{}: no tokenizer in this folder (expected tokenizer.json or tokenizer.model)", dir);
   }
 
+  // transformers takes each file's keys as keyword arguments: a top level that is no object
+  // (a list, say) is refused there, and here, rather than read as a file that sets nothing.
   const auto read_optional = [&](const char* name) {
     const std::string path = dir + "/" + name;
-    return fs::exists(path) ? read_json_file(path) : json();
+    if (!fs::exists(path)) return json();
+    json j = read_json_file(path);
+    if (!j.is_object()) fail("{}: expected a JSON object at the top level (got {})", path, j.type_name());
+    return j;
   };
   const json tokenizer_config = read_optional("tokenizer_config.json");
   const json config = read_optional("config.json");
   const json generation_config = read_optional("generation_config.json");
-  const auto valid = [&](int32_t id) { return id >= 0 && id < tokenizer->n_vocab(); };
+  const auto valid = [&](int64_t id) { return id >= 0 && id < tokenizer->n_vocab(); };
+  const std::pair<const json*, std::string> id_configs[] = {{&config, dir + "/config.json"},
+                                                            {&generation_config, dir + "/generation_config.json"}};
 
   // BOS: tokenizer_config.json names it (null: the model has none); else the configs' ids.
   const auto bos_text = config_token(tokenizer_config, "bos_token");
@@ -287,10 +302,10 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
              tokenizer_config.at("bos_token").is_null()) {
     tokenizer->set_bos(-1);
   } else {
-    for (const json* c : {&config, &generation_config}) {
-      const auto ids = config_ids(*c, "bos_token_id");
+    for (const auto& [c, path] : id_configs) {
+      const auto ids = config_ids(*c, "bos_token_id", path);
       if (!ids.empty() && valid(ids.front())) {
-        tokenizer->set_bos(ids.front());
+        tokenizer->set_bos(static_cast<int32_t>(ids.front()));
         break;
       }
     }
@@ -309,11 +324,11 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
   // of config.json and generation_config.json ends generation.
   std::optional<int32_t> eos;
   if (const auto text = config_token(tokenizer_config, "eos_token")) eos = tokenizer->find_token(*text);
-  for (const json* c : {&config, &generation_config}) {
-    for (const int32_t id : config_ids(*c, "eos_token_id")) {
+  for (const auto& [c, path] : id_configs) {
+    for (const int64_t id : config_ids(*c, "eos_token_id", path)) {
       if (!valid(id)) continue;
-      if (!eos) eos = id;
-      tokenizer->add_end_of_generation(id);
+      if (!eos) eos = static_cast<int32_t>(id);
+      tokenizer->add_end_of_generation(static_cast<int32_t>(id));
     }
   }
   if (eos) {

@@ -405,6 +405,21 @@ def test_bad_model_files():
         expect_user_error(gen + [d], ["config.json", "hidden_act", "string"])
         d = folder("rope_type_number", config_edit=lambda c: c.update(rope_scaling={"rope_type": 3, "factor": 2.0}))
         expect_user_error(gen + [d], ["rope_type", "string"])
+        # An eos_token_id that is no id or list of ids was skipped (generation would run past the
+        # end of the text), and a generation_config.json holding a list read as one that sets nothing.
+        d = folder("eos_string", config_edit=lambda c: c.update(eos_token_id="</s>"))
+        expect_user_error(gen + [d], [f"{d}/config.json", "eos_token_id"])
+        for name, text, words in (("generation_config_list", '[{"eos_token_id": 2}]', ["object"]),
+                                  ("generation_eos_string", '{"eos_token_id": "x"}', ["eos_token_id"]),
+                                  ("generation_eos_list_of_text", '{"eos_token_id": [2, "x"]}', ["eos_token_id"])):
+            d = folder(name)
+            with open(f"{d}/generation_config.json", "w") as f:
+                f.write(text)
+            expect_user_error(gen + [d], [f"{d}/generation_config.json"] + words)
+        d = folder("generation_eos_list")
+        with open(f"{d}/generation_config.json", "w") as f:
+            f.write('{"eos_token_id": [2, 1], "bos_token_id": null}')
+        ok(run(gen + [d]))
         # Values that overflow the rotary angles into NaN: refused by name.
         for name, edit, words in (
                 ("tiny_theta", {"rope_theta": 1e-40}, ["rope theta", "at least 1"]),

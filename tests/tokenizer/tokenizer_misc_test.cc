@@ -411,6 +411,36 @@ TEST(TokenizerErrors, OneIdForTwoTokens) {
   EXPECT_EQ(t->find_token("a"), std::optional<int32_t>(260));
 }
 
+// The configs beside tokenizer.json: ids of the wrong kind, or a file that is not an object,
+// are errors naming the file and the key (they were skipped, and generation ran past its end).
+TEST(TokenizerErrors, ConfigIdsOfTheWrongKind) {
+  int n = 0;
+  const auto folder = [&](const std::string& file, const std::string& text) {
+    const std::string name = "config-ids-" + std::to_string(n++);
+    std::filesystem::remove_all(test::temp_dir("tokenizer/" + name));
+    const std::string dir = write_tokenizer_json(name, small_metaspace_json());
+    test::write_file(dir + "/" + file, text);
+    return dir;
+  };
+  for (const std::string file : {"config.json", "generation_config.json", "tokenizer_config.json"}) {
+    const std::string list = folder(file, R"([{"eos_token_id": 2}])");
+    expect_error_naming([&] { load_hf_tokenizer(list); }, list + "/" + file, "object");
+    if (file == "tokenizer_config.json") continue;  // names its tokens by their text
+    for (const std::string value : {R"("x")", R"([2, "x"])", R"({"id": 2})", "2.5"}) {
+      const std::string dir = folder(file, R"({"eos_token_id": )" + value + "}");
+      expect_error_naming([&] { load_hf_tokenizer(dir); }, dir + "/" + file, "'eos_token_id'");
+    }
+    const std::string bos = folder(file, R"({"bos_token_id": "<s>"})");
+    expect_error_naming([&] { load_hf_tokenizer(bos); }, bos + "/" + file, "'bos_token_id'");
+  }
+  // What transformers reads: an id, a list of ids, null.
+  for (const std::string value : {"2", "[2, 1]", "null", "[]"}) {
+    const std::string dir = folder("generation_config.json", R"({"eos_token_id": )" + value + "}");
+    const auto t = load_hf_tokenizer(dir);
+    EXPECT_EQ(t->eos_id(), value == "[2, 1]" || value == "2" ? 2 : -1) << value;
+  }
+}
+
 TEST(TokenizerErrors, GgufWithoutTokenizer) {
   const std::string path = test::temp_dir("tokenizer") + "/no-tokenizer.gguf";
   test::GgufBuilder().str("general.architecture", "llama").write(path);

@@ -79,8 +79,10 @@ void ModelSource::open_hf(const std::string& dir) {
   if (hf_config_->contains("architectures") && (*hf_config_)["architectures"].is_array())
     for (const auto& a : (*hf_config_)["architectures"])
       if (a.is_string()) declared_archs_.push_back(a.get<std::string>());
-  if (hf_config_->contains("model_type") && (*hf_config_)["model_type"].is_string())
-    declared_archs_.push_back((*hf_config_)["model_type"].get<std::string>());
+  // transformers picks the config class by model_type: a value of another type is an error
+  // there, not a missing key.
+  if (hf_config_->contains("model_type") && !(*hf_config_)["model_type"].is_null())
+    declared_archs_.push_back(json_string(*hf_config_, "model_type", config_path, ""));
 
   auto files = open_safetensors_dir(dir);
   for (auto& f : files) {

@@ -405,8 +405,11 @@ def test_bad_model_files():
         expect_user_error(gen + [d], ["config.json", "hidden_act", "string"])
         d = folder("rope_type_number", config_edit=lambda c: c.update(rope_scaling={"rope_type": 3, "factor": 2.0}))
         expect_user_error(gen + [d], ["rope_type", "string"])
-        # An eos_token_id that is no id or list of ids was skipped (generation would run past the
-        # end of the text), and a generation_config.json holding a list read as one that sets nothing.
+        # A model_type that is no string was skipped (the architectures named the model), an
+        # eos_token_id that is no id or list of ids too (generation would run past the end of the
+        # text), and a generation_config.json holding a list read as one that sets nothing.
+        d = folder("model_type_number", config_edit=lambda c: c.update(model_type=5))
+        expect_user_error(gen + [d], [f"{d}/config.json", "model_type", "string"])
         d = folder("eos_string", config_edit=lambda c: c.update(eos_token_id="</s>"))
         expect_user_error(gen + [d], [f"{d}/config.json", "eos_token_id"])
         for name, text, words in (("generation_config_list", '[{"eos_token_id": 2}]', ["object"]),

@@ -114,6 +114,10 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
   c.lora_dropout = number(j, "lora_dropout", label, 0);
   c.use_rslora = flag(j, "use_rslora", label);
   read_module_names(j, "target_modules", label, c.target_modules, c.target_modules_regex);
+  // An empty list is not "not given" (null, where the tensors say which modules): PEFT finds
+  // no target module in the model and refuses it.
+  if (j.contains("target_modules") && j["target_modules"].is_array() && c.target_modules.empty())
+    fail("{}: target_modules is an empty list, which names no module to adapt", label);
   read_module_names(j, "exclude_modules", label, c.exclude_modules, c.exclude_modules_regex);
   for (const char* key : {"rank_pattern", "alpha_pattern"}) {
     if (!j.contains(key) || j[key].is_null()) continue;

@@ -308,6 +308,14 @@ TEST(Trainer, AdapterConfigMustMatchItsTensors) {
   expect_refused("regex_fewer", c, {"mlp.", "target_modules"});
   c["target_modules"] = "all-linear";
   EXPECT_EQ(read_peft_adapter(with_config("all_linear", c)).modules.size(), 21u);
+  c["target_modules"] = "";  // a regular expression that matches no module
+  expect_refused("regex_empty", c, {"target_modules"});
+  // An empty list names no module (PEFT finds no target module in the model): it was taken as
+  // "not given", where the tensors say which modules. null still is that.
+  c["target_modules"] = nlohmann::json::array();
+  expect_refused("no_targets", c, {"adapter_config.json", "target_modules", "empty"});
+  c["target_modules"] = nullptr;
+  EXPECT_EQ(read_peft_adapter(with_config("targets_null", c)).modules.size(), 21u);
   // exclude_modules takes modules out of the targets: their tensors are then refused.
   c = config;
   c["exclude_modules"] = {"o_proj"};

@@ -521,6 +521,18 @@ def test_chat_template_fallback_and_choice():
     expect(p.stdout == ok(run(["chat", "-m", WIKI_HF, "--chat-template", "chatml", "-n", "2", "--temp", "0"],
                               stdin=b"Hi\n")), "the fallback is not chatml")
     expect_user_error(["chat", "-m", WIKI_HF, "--chat-template", "no-such-family"], ["no-such-family"])
+    # A model whose template is of no family frugal renders: the error says once how to choose
+    # one (the hint was given twice).
+    with tempfile.TemporaryDirectory() as root:
+        d = _hf_folder(root, tokenizer=False)
+        os.symlink(f"{WIKI_HF}/tokenizer.model", f"{d}/tokenizer.model")
+        with open(f"{d}/tokenizer_config.json", "w") as f:
+            json.dump({"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}, f)
+        for command in (["chat", "-n", "1"], ["serve", "--port", "0"]):
+            p = run(command + ["-m", d], stdin=b"Hi\n")
+            err = p.stderr.decode()
+            expect(p.returncode == 1 and "unsupported chat template" in err and err.count("--chat-template") == 1,
+                   f"{command[0]}: {p.returncode}: {err}")
     # A Jinja text is rendered as its family: said on stderr, since frugal does not run Jinja.
     jinja = ("{% for m in messages %}<|im_start|>{{ m.role }}\n[{{ m.role | upper }}] {{ m.content }}<|im_end|>\n"
              "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

@@ -86,7 +86,7 @@ ChatTemplate choose_template(const ChatFlags& f, const Engine& engine) {
   try {
     return ChatTemplate::detect(engine.chat_template());
   } catch (const Error& e) {
-    fail("{}: {}; choose a family with --chat-template NAME", f.model.model, e.what());
+    fail("{}: {}", f.model.model, e.what());  // detect's message says to choose with --chat-template
   }
 }
 

@@ -127,7 +127,7 @@ std::optional<ChatTemplate> choose_template(const ServeFlags& f, const Engine& e
     note = std::string(t.name());
     return t;
   } catch (const Error& e) {
-    fail("{}: {}; choose a family with --chat-template NAME", f.model.model, e.what());
+    fail("{}: {}", f.model.model, e.what());  // detect's message says to choose with --chat-template
   }
 }
 

@@ -398,7 +398,7 @@ def test_endpoints_and_openai_shapes():
         expect(m["frugal_time_to_first_token_seconds_count"] >= 6, "TTFT observations")
         expect("# TYPE frugal_time_to_first_token_seconds histogram" in text, "histogram type")
         status, headers, page = s.request("GET", "/")
-        expect(status == 200 and headers["content-type"].startswith("text/html") and b"/app.js" in page, "page")
+        expect(status == 200 and headers["content-type"].startswith("text/html") and b"src=\"app.js\"" in page, "page")
         status, headers, _ = s.request("GET", "/app.js")
         expect(status == 200 and "javascript" in headers["content-type"], "app.js")
         status, _, data = s.request("GET", "/nothing-here")

@@ -25,6 +25,12 @@ Linear load_linear(ModelSource& src, const std::string& name, int64_t n_out, int
   return lin;
 }
 
+// A rope scaling factor stretches the trained context: transformers' validation asks for
+// factor >= 1, and a tiny one made positions overflow to inf. `key` is the name the file uses.
+void check_rope_factor(double factor, const std::string& label, const char* key) {
+  if (!(factor >= 1) || !std::isfinite(factor)) fail("{}: {} {} must be at least 1 (it divides positions)", label, key, factor);
+}
+
 }  // namespace
 
 DecoderWeights load_decoder_weights(ModelSource& src, const ModelConfig& c) {
@@ -167,8 +173,7 @@ void read_rope_config(const ModelSource& src, const std::string& arch, ModelConf
     const std::string type = g->try_string(arch + ".rope.scaling.type").value_or("none");
     if (type == "linear") {
       const double factor = g->try_float(arch + ".rope.scaling.factor").value_or(1.0);
-      if (!(factor >= 1) || !std::isfinite(factor))
-        fail("{}: rope scaling factor {} must be at least 1 (it divides positions)", src.config_label(), factor);
+      check_rope_factor(factor, src.config_label(), "rope scaling factor");
       c.rope.position_scale = static_cast<float>(1.0 / factor);
     } else if (type != "none" && type != "llama3") {
       fail("{}: rope scaling type '{}' is not supported (none, linear, llama3)", src.config_label(), type);
@@ -192,9 +197,7 @@ void read_rope_config(const ModelSource& src, const std::string& arch, ModelConf
   const std::string type = json_string(s, "rope_type", label, json_string(s, "type", label, "default"));
   const double factor = json_float(s, "factor", label, 1.0);
   if (type == "default") return;
-  // transformers' validation asks for factor >= 1 (it stretches the trained context); a tiny
-  // one made positions overflow to inf.
-  if (!(factor >= 1) || !std::isfinite(factor)) fail("{}: rope_scaling.factor {} must be at least 1", label, factor);
+  check_rope_factor(factor, label, "rope_scaling.factor");
   if (type == "linear") {
     c.rope.position_scale = static_cast<float>(1.0 / factor);
   } else if (type == "llama3") {

@@ -69,18 +69,20 @@ std::vector<float> values_of(const GgufFile& f, const GgufTensorInfo& info) {
 // llama.cpp's fallbacks for its types, smaller groups of the same kind for frugal's own (a
 // 288-wide row stays 4-bit instead of going to Q8_0), F16 when nothing fits.
 TEST(QuantPolicy, FallsBackToTheNearestTypeThatFits) {
-  EXPECT_EQ(fallback_type(DType::kInt4G128, 512), DType::kInt4G128);
-  EXPECT_EQ(fallback_type(DType::kInt4G128, 320), DType::kInt4G64);
-  EXPECT_EQ(fallback_type(DType::kInt4G128, 288), DType::kInt4G32);
-  EXPECT_EQ(fallback_type(DType::kInt4G64, 288), DType::kInt4G32);
-  EXPECT_EQ(fallback_type(DType::kInt3G64, 288), DType::kInt4G32);
-  EXPECT_EQ(fallback_type(DType::kNF4, 288), DType::kIQ4_NL);
-  EXPECT_EQ(fallback_type(DType::kQ4_K, 576), DType::kQ5_0);
-  EXPECT_EQ(fallback_type(DType::kQ5_K, 576), DType::kQ5_1);
-  EXPECT_EQ(fallback_type(DType::kQ6_K, 576), DType::kQ8_0);
-  EXPECT_EQ(fallback_type(DType::kQ3_K, 576), DType::kQ4_0);
-  EXPECT_EQ(fallback_type(DType::kQ4_0, 48), DType::kF16);
-  EXPECT_EQ(fallback_type(DType::kInt4G128, 48), DType::kF16);
+  const struct {
+    DType asked;
+    int64_t cols;
+    DType written;
+  } cases[] = {
+      {DType::kInt4G128, 512, DType::kInt4G128}, {DType::kInt4G128, 320, DType::kInt4G64},
+      {DType::kInt4G128, 288, DType::kInt4G32},  {DType::kInt4G64, 288, DType::kInt4G32},
+      {DType::kInt3G64, 288, DType::kInt4G32},   {DType::kNF4, 288, DType::kIQ4_NL},
+      {DType::kQ4_K, 576, DType::kQ5_0},         {DType::kQ5_K, 576, DType::kQ5_1},
+      {DType::kQ6_K, 576, DType::kQ8_0},         {DType::kQ3_K, 576, DType::kQ4_0},
+      {DType::kQ4_0, 48, DType::kF16},           {DType::kInt4G128, 48, DType::kF16},
+  };
+  for (const auto& c : cases)
+    EXPECT_EQ(fallback_type(c.asked, c.cols), c.written) << dtype_name(c.asked) << " on rows of " << c.cols;
 }
 
 TEST(QuantizeModel, EveryFormatReadsBackAsTheQuantizersBytes) {

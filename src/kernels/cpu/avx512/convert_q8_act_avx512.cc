@@ -27,9 +27,11 @@ inline __m512 round_half_away(__m512 v) {
 }
 
 // The block's largest magnitude in every lane's place: NaNs dropped (the zero is the second
-// operand of the first max), so any order of the maxima gives the same value.
-inline __m512 block_abs_max(const float* x) {
+// operand of the first max), so any order of the maxima gives the same value. Sets `has_nan`
+// when the block holds a NaN (one unordered compare of its two halves, on the same loads).
+inline __m512 block_abs_max(const float* x, bool& has_nan) {
   const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+  has_nan = _mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q) != 0;
   return _mm512_max_ps(_mm512_abs_ps(v1), _mm512_max_ps(_mm512_abs_ps(v0), _mm512_setzero_ps()));
 }
 
@@ -53,8 +55,9 @@ inline __m512 quantize_block(const float* x, __m512 id, int8_t* qs) {
 template <int N>
 void convert_blocks(const float* x, BlockQ8Act* blocks) {
   __m512 v[N];
+  bool has_nan[N];
 #pragma GCC unroll 16
-  for (int j = 0; j < N; ++j) v[j] = block_abs_max(x + j * kQK);
+  for (int j = 0; j < N; ++j) v[j] = block_abs_max(x + j * kQK, has_nan[j]);
   // Lanes from N on hold maxima of these blocks too (hreduce16): their divisions see no garbage
   // (a denormal's division is slow), and they are never stored.
   const __m512 amax = hreduce16<N>(v, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); });
@@ -64,19 +67,12 @@ void convert_blocks(const float* x, BlockQ8Act* blocks) {
   _mm512_store_ps(inverse, _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(1.0f), d));
   alignas(32) uint16_t half[16];
   _mm256_store_si256(reinterpret_cast<__m256i*>(half), _mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  uint32_t has_nan = 0;  // bit j: block j holds a NaN
-#pragma GCC unroll 16
-  for (int j = 0; j < N; ++j) {
-    const float* b = x + j * kQK;
-    const __m512 lo = _mm512_loadu_ps(b), hi = _mm512_loadu_ps(b + 16);
-    has_nan |= static_cast<uint32_t>((_mm512_cmp_ps_mask(lo, lo, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(hi, hi, _CMP_UNORD_Q)) != 0) << j;
-  }
 #pragma GCC unroll 16
   for (int j = 0; j < N; ++j) v[j] = quantize_block(x + j * kQK, _mm512_set1_ps(inverse[j]), blocks[j].qs);
   hsum16<N>(v, sums);
 #pragma GCC unroll 16
   for (int j = 0; j < N; ++j) {
-    blocks[j].d = (has_nan >> j) & 1 ? kQ8ActNaNScale : half[j];
+    blocks[j].d = has_nan[j] ? kQ8ActNaNScale : half[j];
     blocks[j].sum = static_cast<int16_t>(sums[j]);
   }
 }

@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "core/check.h"
+#include "core/parse_decimal.h"
 
 namespace frugal {
 namespace {
@@ -128,7 +129,11 @@ void check_output_folder(const std::string& path, const std::vector<std::string>
       fail("{}: is the input '{}' itself; write to another folder", path, input);
 }
 
-bool process_has_ended(long pid) { return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH; }
+// A pid beyond pid_t belongs to no process (kill() would take a wrapped one for another).
+bool process_has_ended(long pid) {
+  if (pid > INT32_MAX) return true;
+  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
 
 namespace {
 
@@ -145,12 +150,11 @@ void remove_stale_temporaries(const std::filesystem::path& dir, const std::strin
     if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
     const std::string rest = name.substr(prefix.size());
     const size_t dash = rest.find('-');
-    const auto digits = [](const std::string& s) {
-      return !s.empty() && s.size() <= 18 && s.find_first_not_of("0123456789") == std::string::npos;
-    };
-    if (dash == std::string::npos || !digits(rest.substr(0, dash)) || !digits(rest.substr(dash + 1))) continue;
+    if (dash == std::string::npos) continue;
+    const std::optional<int64_t> pid = parse_decimal(std::string_view(rest).substr(0, dash));
+    if (!pid || !parse_decimal(std::string_view(rest).substr(dash + 1))) continue;
     std::error_code file_ec;
-    if (process_has_ended(std::stol(rest.substr(0, dash))) && it->is_regular_file(file_ec))
+    if (process_has_ended(*pid) && it->is_regular_file(file_ec))
       std::filesystem::remove(it->path(), file_ec);
   }
 }

@@ -9,6 +9,7 @@
 
 #include "core/check.h"
 #include "io/atomic_output_file.h"
+#include "io/json_fields.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
@@ -41,18 +42,6 @@ bool pattern_matches(const std::string& key, const std::string& module) {
 // Configs are read keeping their keys' order: PEFT takes the first pattern key that matches.
 using Json = nlohmann::ordered_json;
 
-bool flag(const Json& j, const char* key, const std::string& label) {
-  if (!j.contains(key) || j[key].is_null()) return false;
-  if (!j[key].is_boolean()) fail("{}: '{}' must be true or false", label, key);
-  return j[key].get<bool>();
-}
-
-double number(const Json& j, const char* key, const std::string& label, double fallback) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_number()) fail("{}: '{}' must be a number", label, key);
-  return j[key].get<double>();
-}
-
 // A key whose value, when set, changes what the adapter computes in a way frugal does not
 // implement: refused by name rather than ignored.
 bool is_set(const Json& j, const char* key) {
@@ -64,7 +53,7 @@ bool is_set(const Json& j, const char* key) {
 // A list of module names or one regular expression (PEFT's target_modules and exclude_modules).
 void read_module_names(const Json& j, const char* key, const std::string& label, std::vector<std::string>& names,
                        bool& regex) {
-  if (!j.contains(key) || j[key].is_null()) return;
+  if (!json_has(j, key)) return;
   const auto& t = j[key];
   if (t.is_string()) {
     names.push_back(t.get<std::string>());
@@ -81,18 +70,15 @@ void read_module_names(const Json& j, const char* key, const std::string& label,
 
 PeftLoraConfig parse_config(const Json& j, const std::string& label) {
   if (!j.is_object()) fail("{}: not a JSON object", label);
-  if (j.contains("peft_type") && !j["peft_type"].is_null() && !j["peft_type"].is_string())
-    fail("{}: 'peft_type' must be a string", label);
-  const std::string type = j.value("peft_type", std::string("LORA"));
+  const std::string type = json_string(j, "peft_type", label, "LORA");
   if (type != "LORA") fail("{}: peft_type is '{}'; frugal reads LoRA adapters (LORA) only", label, type);
-  if (flag(j, "use_dora", label)) fail("{}: use_dora is set; DoRA adapters are not supported", label);
-  if (flag(j, "fan_in_fan_out", label))
+  if (json_bool(j, "use_dora", label, false)) fail("{}: use_dora is set; DoRA adapters are not supported", label);
+  if (json_bool(j, "fan_in_fan_out", label, false))
     fail("{}: fan_in_fan_out is set (GPT-2 style Conv1D weights); frugal's layers are nn.Linear", label);
-  if (j.contains("bias") && !j["bias"].is_null() && j["bias"] != "none")
+  if (json_has(j, "bias") && j["bias"] != "none")
     fail("{}: bias is '{}'; adapters that train biases are not supported (bias must be 'none')", label,
          j["bias"].dump());
-  if (j.contains("modules_to_save") && !j["modules_to_save"].is_null() &&
-      !(j["modules_to_save"].is_array() && j["modules_to_save"].empty()))
+  if (json_has(j, "modules_to_save") && !(j["modules_to_save"].is_array() && j["modules_to_save"].empty()))
     fail("{}: modules_to_save {} lists fully trained modules; frugal applies LoRA matrices only", label,
          j["modules_to_save"].dump());
   const std::pair<const char*, const char*> unsupported[] = {
@@ -106,13 +92,13 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
   for (const auto& [key, why] : unsupported)
     if (is_set(j, key)) fail("{}: {} is set ({}); frugal applies plain LoRA matrices only", label, key, why);
   PeftLoraConfig c;
-  const double r = number(j, "r", label, 8);
+  const double r = json_float(j, "r", label, 8);
   if (!(r >= 1 && r <= 1e6) || r != std::trunc(r)) fail("{}: 'r' must be a whole number of at least 1 (got {})", label, r);
   c.r = static_cast<int64_t>(r);
-  c.lora_alpha = number(j, "lora_alpha", label, 8);
+  c.lora_alpha = json_float(j, "lora_alpha", label, 8);
   if (!std::isfinite(c.lora_alpha)) fail("{}: lora_alpha must be a finite number", label);
-  c.lora_dropout = number(j, "lora_dropout", label, 0);
-  c.use_rslora = flag(j, "use_rslora", label);
+  c.lora_dropout = json_float(j, "lora_dropout", label, 0);
+  c.use_rslora = json_bool(j, "use_rslora", label, false);
   read_module_names(j, "target_modules", label, c.target_modules, c.target_modules_regex);
   // An empty list is not "not given" (null, where the tensors say which modules): PEFT finds
   // no target module in the model and refuses it.
@@ -120,7 +106,7 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
     fail("{}: target_modules is an empty list, which names no module to adapt", label);
   read_module_names(j, "exclude_modules", label, c.exclude_modules, c.exclude_modules_regex);
   for (const char* key : {"rank_pattern", "alpha_pattern"}) {
-    if (!j.contains(key) || j[key].is_null()) continue;
+    if (!json_has(j, key)) continue;
     if (!j[key].is_object()) fail("{}: '{}' must be an object", label, key);
     for (const auto& [k, v] : j[key].items()) {
       if (!v.is_number()) fail("{}: {}['{}'] must be a number", label, key, k);
@@ -133,7 +119,7 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
       }
     }
   }
-  if (j.contains("layers_to_transform") && !j["layers_to_transform"].is_null()) {
+  if (json_has(j, "layers_to_transform")) {
     const auto& l = j["layers_to_transform"];
     std::vector<int64_t> layers;
     if (l.is_number_integer()) {

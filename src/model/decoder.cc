@@ -6,6 +6,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "io/gguf.h"
+#include "io/json_fields.h"
 #include "runtime/batch.h"
 #include "runtime/kv_cache.h"
 

@@ -7,6 +7,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "io/gguf.h"
+#include "io/json_fields.h"
 #include "io/llama2c.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
@@ -233,39 +234,6 @@ std::string ModelSource::chat_template() const {
   const fs::path jinja = fs::path(path_) / "chat_template.jinja";
   if (path_exists(jinja)) return read_text_file(jinja.string());
   return "";
-}
-
-int64_t json_int(const nlohmann::json& j, const std::string& key, const std::string& label) {
-  auto v = json_opt_int(j, key, label);
-  if (!v) fail("{}: required key '{}' is missing", label, key);
-  return *v;
-}
-
-std::optional<int64_t> json_opt_int(const nlohmann::json& j, const std::string& key, const std::string& label) {
-  if (!j.contains(key) || j[key].is_null()) return std::nullopt;
-  if (!j[key].is_number_integer()) fail("{}: '{}' must be an integer", label, key);
-  if (j[key].is_number_unsigned() && j[key].get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
-    fail("{}: '{}' = {} is out of range", label, key, j[key].get<uint64_t>());
-  return j[key].get<int64_t>();
-}
-
-double json_float(const nlohmann::json& j, const std::string& key, const std::string& label, double fallback) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_number()) fail("{}: '{}' must be a number", label, key);
-  return j[key].get<double>();
-}
-
-std::string json_string(const nlohmann::json& j, const std::string& key, const std::string& label,
-                        const std::string& fallback) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_string()) fail("{}: '{}' must be a string", label, key);
-  return j[key].get<std::string>();
-}
-
-bool json_bool(const nlohmann::json& j, const std::string& key, const std::string& label, bool fallback) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_boolean()) fail("{}: '{}' must be true or false", label, key);
-  return j[key].get<bool>();
 }
 
 }  // namespace frugal

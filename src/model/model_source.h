@@ -94,12 +94,4 @@ class ModelSource {
   std::shared_ptr<void> keep_alive_;
 };
 
-// Small helpers for reading config.json with errors that name the key.
-int64_t json_int(const nlohmann::json& j, const std::string& key, const std::string& label);
-std::optional<int64_t> json_opt_int(const nlohmann::json& j, const std::string& key, const std::string& label);
-double json_float(const nlohmann::json& j, const std::string& key, const std::string& label, double fallback);
-bool json_bool(const nlohmann::json& j, const std::string& key, const std::string& label, bool fallback);
-std::string json_string(const nlohmann::json& j, const std::string& key, const std::string& label,
-                        const std::string& fallback);
-
 }  // namespace frugal

@@ -5,8 +5,11 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <unordered_map>
 
 #include "core/check.h"
+#include "core/log.h"
+#include "io/json_fields.h"
 #include "io/mapped_file.h"
 #include "tokenizer/bpe_tokenizer.h"
 
@@ -21,16 +24,10 @@ const json& member(const json& object, const char* key, const std::string& path,
   return object.at(key);
 }
 
+// A required string member; `where` names the object in messages ("the normalizer").
 std::string string_member(const json& object, const char* key, const std::string& path, const char* where) {
-  const json& v = member(object, key, path, where);
-  if (!v.is_string()) fail("{}: '{}' in {} is not a string", path, key, where);
-  return v.get<std::string>();
-}
-
-bool bool_member(const json& object, const char* key, bool fallback, const std::string& path) {
-  if (!object.is_object() || !object.contains(key) || object.at(key).is_null()) return fallback;
-  if (!object.at(key).is_boolean()) fail("{}: '{}' is not true or false", path, key);
-  return object.at(key).get<bool>();
+  member(object, key, path, where);
+  return json_required_string(object, key, fmt::format("{} ({})", path, where));
 }
 
 void add_normalizer(const json& spec, Normalizer& normalizer, const std::string& path) {
@@ -74,7 +71,7 @@ void add_pre_tokenizer(const json& spec, PreTokenizer& pre, bool& byte_level, co
     for (const json& p : list) add_pre_tokenizer(p, pre, byte_level, path);
   } else if (type == "Split") {
     const json& pattern = member(spec, "pattern", path, "the Split pre-tokenizer");
-    if (bool_member(spec, "invert", false, path)) fail("{}: inverted Split pre-tokenizers are not supported", path);
+    if (json_bool(spec, "invert", path, false)) fail("{}: inverted Split pre-tokenizers are not supported", path);
     const SplitBehavior behavior =
         split_behavior(string_member(spec, "behavior", path, "the Split pre-tokenizer"), path);
     if (pattern.contains("Regex")) {
@@ -88,11 +85,11 @@ void add_pre_tokenizer(const json& spec, PreTokenizer& pre, bool& byte_level, co
       pre.add_literal(string_member(pattern, "String", path, "the Split pattern"), behavior);
     }
   } else if (type == "Digits") {
-    pre.add_regex(bool_member(spec, "individual_digits", false, path) ? R"(\p{N})" : R"(\p{N}+)",
+    pre.add_regex(json_bool(spec, "individual_digits", path, false) ? R"(\p{N})" : R"(\p{N}+)",
                   SplitBehavior::kIsolated, RegexDialect::kOniguruma);
   } else if (type == "ByteLevel") {
-    if (bool_member(spec, "add_prefix_space", true, path)) pre.add_prefix_space();
-    if (bool_member(spec, "use_regex", true, path))
+    if (json_bool(spec, "add_prefix_space", path, true)) pre.add_prefix_space();
+    if (json_bool(spec, "use_regex", path, true))
       pre.add_regex(kGpt2Regex, SplitBehavior::kIsolated, RegexDialect::kOniguruma);
     byte_level = true;
   } else {
@@ -142,7 +139,7 @@ std::optional<std::string> config_token(const json& config, const char* key) {
 // an error naming the file and key: ignored, a model would run past its end of text.
 std::vector<int64_t> config_ids(const json& config, const char* key, const std::string& path) {
   std::vector<int64_t> ids;
-  if (!config.is_object() || !config.contains(key) || config.at(key).is_null()) return ids;
+  if (!json_has(config, key)) return ids;
   const json& v = config.at(key);
   // An id past int64 is out of the vocabulary like any other: -1.
   const auto id = [](const json& e) {
@@ -163,7 +160,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
   const json root = read_json_file(path);
   if (!root.is_object()) fail("{}: not a tokenizer.json (the top level is not an object)", path);
   const json& model = member(root, "model", path, "the file");
-  const std::string type = model.contains("type") ? string_member(model, "type", path, "the model") : "BPE";
+  const std::string type = json_string(model, "type", path + " (the model)", "BPE");
   if (type != "BPE") fail("{}: model type '{}' is not supported (frugal reads BPE)", path, type);
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (model.contains(key) && !model.at(key).is_null() && model.at(key) != "")
@@ -200,19 +197,34 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
     bool lstrip, rstrip;
   };
   std::vector<Strip> strips;
+  // An added token whose text already has an id (in the vocabulary, or an earlier added token)
+  // keeps that id, with a warning, as Hugging Face's loader does: encoding its text gives that
+  // id there, so it must here too. What the file gave it stays a hole unless something else is there.
+  std::unordered_map<std::string, int64_t> added_ids;
   for (const json& t : added) {
-    const json& id = member(t, "id", path, "an added token");
-    if (!id.is_number_integer()) fail("{}: an added token's id is not an integer", path);
-    const bool special = bool_member(t, "special", false, path);
-    place(id.get<int64_t>(), string_member(t, "content", path, "an added token"),
-          special ? TokenKind::kControl : TokenKind::kUserDefined, "'added_tokens'");
-    const bool lstrip = bool_member(t, "lstrip", false, path), rstrip = bool_member(t, "rstrip", false, path);
-    if (lstrip || rstrip) strips.push_back({id.get<int32_t>(), lstrip, rstrip});
+    const json& id_json = member(t, "id", path, "an added token");
+    if (!id_json.is_number_integer()) fail("{}: an added token's id is not an integer", path);
+    std::string content = string_member(t, "content", path, "an added token");
+    int64_t id = id_json.get<int64_t>();
+    const auto in_vocab = vocab_json.find(content);
+    const auto earlier = added_ids.find(content);
+    const int64_t known = earlier != added_ids.end() ? earlier->second
+                          : in_vocab != vocab_json.end() ? in_vocab->get<int64_t>() : id;
+    if (known != id) {
+      log_warn("{}: the added token '{}' is given id {} but its text already has id {}; it takes {}, as in Hugging Face",
+               path, content, id, known, known);
+      id = known;
+    }
+    added_ids.emplace(content, id);
+    const bool special = json_bool(t, "special", path, false);
+    place(id, std::move(content), special ? TokenKind::kControl : TokenKind::kUserDefined, "'added_tokens'");
+    const bool lstrip = json_bool(t, "lstrip", path, false), rstrip = json_bool(t, "rstrip", path, false);
+    if (lstrip || rstrip) strips.push_back({static_cast<int32_t>(id), lstrip, rstrip});
   }
 
   BpeTokenizer::Options options;
-  options.ignore_merges = bool_member(model, "ignore_merges", false, path);
-  options.byte_fallback = bool_member(model, "byte_fallback", false, path);
+  options.ignore_merges = json_bool(model, "ignore_merges", path, false);
+  options.byte_fallback = json_bool(model, "byte_fallback", path, false);
   Vocab vocab;
   for (size_t id = 0; id < texts.size(); ++id) {
     TokenKind kind = kinds[id];
@@ -313,8 +325,8 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
   // add_bos: stated in tokenizer_config.json, else what the tokenizer itself does (a
   // TemplateProcessing with BOS, SentencePiece), else yes when a BOS token is configured.
   bool add_bos = tokenizer->add_bos_default();
-  if (tokenizer_config.is_object() && tokenizer_config.contains("add_bos_token")) {
-    add_bos = bool_member(tokenizer_config, "add_bos_token", false, dir + "/tokenizer_config.json");
+  if (json_has(tokenizer_config, "add_bos_token")) {
+    add_bos = json_bool(tokenizer_config, "add_bos_token", dir + "/tokenizer_config.json", false);
   } else if (bos_text) {
     add_bos = true;
   }

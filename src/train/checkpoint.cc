@@ -6,7 +6,9 @@
 #include <filesystem>
 
 #include "core/check.h"
+#include "core/parse_decimal.h"
 #include "io/atomic_output_file.h"
+#include "io/json_fields.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
@@ -21,9 +23,7 @@ constexpr const char* kOptimizer = "optimizer.safetensors";
 int64_t checkpoint_step(const fs::path& p) {
   const std::string name = p.filename().string();
   if (name.rfind("checkpoint-", 0) != 0) return -1;
-  const std::string digits = name.substr(11);
-  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 12) return -1;
-  return std::stoll(digits);
+  return parse_decimal(std::string_view(name).substr(11)).value_or(-1);
 }
 
 // The process id in the name of a checkpoint's temporary folder (.checkpoint-STEP.tmp-PID), or -1.
@@ -31,9 +31,8 @@ pid_t temp_folder_pid(const fs::path& p) {
   const std::string name = p.filename().string();
   const size_t tmp = name.rfind(".tmp-");
   if (name.rfind(".checkpoint-", 0) != 0 || tmp == std::string::npos) return -1;
-  const std::string digits = name.substr(tmp + 5);
-  if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
-  return static_cast<pid_t>(std::stol(digits));
+  const std::optional<int64_t> pid = parse_decimal(std::string_view(name).substr(tmp + 5));
+  return pid && *pid <= INT32_MAX ? static_cast<pid_t>(*pid) : -1;
 }
 
 }  // namespace
@@ -93,10 +92,9 @@ CheckpointState read_checkpoint_state(const std::string& dir) {
   if (!fs::exists(p, ec)) fail("{}: not a training checkpoint (no {})", dir, kState);
   const nlohmann::json j = read_json_file(p.string());
   CheckpointState s;
-  if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer() || !j.contains("fingerprint"))
-    fail("{}: the checkpoint state is incomplete", p.string());
-  s.step = j["step"].get<int64_t>();
-  s.total_steps = j.value("total_steps", int64_t{0});
+  if (!j.is_object() || !j.contains("fingerprint")) fail("{}: the checkpoint state is incomplete", p.string());
+  s.step = json_int(j, "step", p.string());
+  s.total_steps = json_opt_int(j, "total_steps", p.string()).value_or(0);
   s.fingerprint = j["fingerprint"];
   if (j.contains("history")) s.history = j["history"];
   return s;

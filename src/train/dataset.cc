@@ -9,6 +9,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "tokenizer/utf8.h"
+#include "io/json_fields.h"
 #include "io/mapped_file.h"
 
 namespace frugal {
@@ -50,17 +51,6 @@ std::vector<int64_t> array_element_lines(std::string_view text) {
     }
   }
   return lines;
-}
-
-const std::string& string_field(const nlohmann::json& j, const char* key, const std::string& label, bool required,
-                                const std::string& fallback = "") {
-  static const std::string empty;
-  if (!j.contains(key) || j[key].is_null()) {
-    if (required) fail("{}: the record has no '{}'", label, key);
-    return fallback.empty() ? empty : fallback;
-  }
-  if (!j[key].is_string()) fail("{}: '{}' must be a string, not {}", label, key, j[key].type_name());
-  return j[key].get_ref<const std::string&>();
 }
 
 class Builder {
@@ -161,7 +151,7 @@ class Builder {
 
   void text_record(const nlohmann::json& j, const std::string& label) {
     note("text");
-    const std::string& text = string_field(j, "text", label, true);
+    const std::string& text = json_required_string(j, "text", label);
     Example e;
     if (tok_.add_bos_default() && tok_.bos_id() >= 0) {
       e.tokens.push_back(tok_.bos_id());
@@ -178,10 +168,10 @@ class Builder {
 
   void alpaca_record(const nlohmann::json& j, const std::string& label) {
     note("alpaca");
-    const std::string& instruction = string_field(j, "instruction", label, true);
-    const std::string& input = string_field(j, "input", label, false);
-    const std::string& output = string_field(j, "output", label, true);
-    const std::string& system = string_field(j, "system", label, false);
+    const std::string& instruction = json_required_string(j, "instruction", label);
+    const std::string input = json_string(j, "input", label, "");
+    const std::string& output = json_required_string(j, "output", label);
+    const std::string system = json_string(j, "system", label, "");
     if (chat_) {
       std::vector<ChatMessage> m;
       if (!system.empty()) m.push_back({"system", system});
@@ -209,7 +199,7 @@ class Builder {
       const auto& x = msgs[i];
       const std::string where = fmt::format("{} (message {})", label, i + 1);
       if (!x.is_object()) fail("{}: a message must be an object with \"role\" and \"content\"", where);
-      m.push_back({string_field(x, "role", where, true), string_field(x, "content", where, true)});
+      m.push_back({json_required_string(x, "role", where), json_required_string(x, "content", where)});
       const std::string& role = m.back().role;
       if (role != "system" && role != "user" && role != "assistant" && role != "tool")
         fail("{}: unknown role '{}' (system, user, assistant or tool)", where, role);

@@ -87,6 +87,7 @@ TEST(AtomicOutputFile, RemovesWhatKilledWritersLeft) {
   const long ended = ended_process_id();
   ASSERT_TRUE(process_has_ended(ended));
   ASSERT_FALSE(process_has_ended(::getpid()));
+  EXPECT_TRUE(process_has_ended(4294967296L + ::getpid()));  // beyond pid_t: no process, not a wrapped pid
   const std::string killed = dir + "/.out.bin.tmp-" + std::to_string(ended) + "-0";
   const std::string live = dir + "/.out.bin.tmp-" + std::to_string(::getpid()) + "-99";
   const std::string other_file = dir + "/.other.bin.tmp-" + std::to_string(ended) + "-0";

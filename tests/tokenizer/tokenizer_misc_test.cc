@@ -409,6 +409,17 @@ TEST(TokenizerErrors, OneIdForTwoTokens) {
   const auto t = load_tokenizer_json(write_tokenizer_json("same-entry-twice", j) + "/tokenizer.json");
   EXPECT_EQ(t->n_vocab(), 266);
   EXPECT_EQ(t->find_token("a"), std::optional<int32_t>(260));
+
+  // An added token whose text already has another id keeps that id, as Hugging Face's loader
+  // does (with a warning): its own id stays free. Both the vocabulary's and an earlier added token's.
+  j = small_metaspace_json();
+  j["added_tokens"].push_back({{"id", 266}, {"content", "ab"}, {"special", false}});     // "ab" is 263
+  j["added_tokens"].push_back({{"id", 267}, {"content", "<tab>"}, {"special", false}});  // "<tab>" is 265
+  const auto known = load_tokenizer_json(write_tokenizer_json("added-text-known", j) + "/tokenizer.json");
+  EXPECT_EQ(known->n_vocab(), 266);
+  EXPECT_EQ(known->find_token("ab"), std::optional<int32_t>(263));
+  EXPECT_EQ(known->find_token("<tab>"), std::optional<int32_t>(265));
+  EXPECT_EQ(known->token_text(263), "ab");
 }
 
 // The configs beside tokenizer.json: ids of the wrong kind, or a file that is not an object,

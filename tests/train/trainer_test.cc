@@ -15,6 +15,7 @@
 #include "model/architecture.h"
 #include "model/model.h"
 #include "model/model_source.h"
+#include "train/checkpoint.h"
 #include "train/lora.h"
 #include "train/trainer.h"
 #include "train/train_test_util.h"
@@ -164,6 +165,31 @@ TEST(Trainer, ResumeRefusesAnotherRunsCheckpoint) {
     FAIL() << "resumed on rewritten data";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("data_contents"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trainer, DamagedCheckpointStateIsANamedError) {
+  // A state file edited or damaged by hand: an Error naming the file and the key, not an
+  // nlohmann exception ("total_steps" as a string used to end the process).
+  const std::string dir = fresh_dir("damaged_state");
+  fs::create_directories(dir);
+  const auto state_with = [&](const std::string& text) {
+    std::ofstream(dir + "/trainer_state.json") << text;
+    return dir;
+  };
+  EXPECT_EQ(read_checkpoint_state(state_with(R"({"step": 3, "total_steps": 8, "fingerprint": {}})")).total_steps, 8);
+  for (const auto& [text, expected] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"step": 3, "total_steps": "8", "fingerprint": {}})", "'total_steps' must be an integer, not \"8\""},
+           {R"({"step": 2.5, "fingerprint": {}})", "'step' must be an integer, not 2.5"},
+           {R"({"total_steps": 8, "fingerprint": {}})", "required key 'step' is missing"},
+           {R"({"step": 3})", "the checkpoint state is incomplete"}}) {
+    try {
+      read_checkpoint_state(state_with(text));
+      ADD_FAILURE() << "accepted " << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("trainer_state.json"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
   }
 }
 
@@ -342,6 +368,9 @@ TEST(Trainer, AdapterConfigMustMatchItsTensors) {
   c = config;
   c["peft_type"] = 5;
   expect_refused("peft_type_number", c, {"peft_type", "string"});
+  // null is "not given", as for every other key (it threw nlohmann's type_error).
+  c["peft_type"] = nullptr;
+  EXPECT_EQ(read_peft_adapter(with_config("peft_type_null", c)).modules.size(), 21u);
 }
 
 TEST(Trainer, AdapterPatternsFollowPeft) {

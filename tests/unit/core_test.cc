@@ -7,6 +7,7 @@
 
 #include "core/dtype.h"
 #include "core/half.h"
+#include "core/parse_decimal.h"
 #include "core/thread_pool.h"
 
 namespace frugal {
@@ -53,6 +54,14 @@ TEST(DType, TableDescribesBuiltinTypes) {
   EXPECT_EQ(dtype_from_name("f16"), DType::kF16);
   EXPECT_EQ(dtype_from_gguf(30), DType::kBF16);
   EXPECT_FALSE(dtype_from_name("nope").has_value());
+}
+
+TEST(ParseDecimal, DigitsOnlyAndNoOverflow) {
+  EXPECT_EQ(parse_decimal("0"), 0);
+  EXPECT_EQ(parse_decimal("000120"), 120);
+  EXPECT_EQ(parse_decimal("999999999999999999"), 999999999999999999);  // 18 digits
+  for (const char* bad : {"", "-1", "+1", " 1", "1 ", "12a", "0x1f", "1e3", "1.5", "9999999999999999999"})
+    EXPECT_EQ(parse_decimal(bad), std::nullopt) << "'" << bad << "'";
 }
 
 TEST(ThreadPool, ParallelForCoversRangeOnce) {

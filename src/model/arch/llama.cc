@@ -2,6 +2,7 @@
 // Pre-norm decoder blocks (RMSNorm), rotary positions, grouped-query attention, SwiGLU MLP.
 #include "core/check.h"
 #include "io/gguf.h"
+#include "io/json_fields.h"
 #include "model/architecture.h"
 #include "model/decoder.h"
 #include "runtime/batch.h"

@@ -2,6 +2,7 @@
 // positions over halves of each head in both Hugging Face and GGUF files.
 #include "core/check.h"
 #include "io/gguf.h"
+#include "io/json_fields.h"
 #include "model/architecture.h"
 #include "model/decoder.h"
 #include "runtime/batch.h"

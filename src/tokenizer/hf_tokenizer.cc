@@ -107,8 +107,30 @@ void check_decoder(const json& spec, const std::string& path) {
     const json& list = member(spec, "decoders", path, "the Sequence decoder");
     if (!list.is_array()) fail("{}: 'decoders' is not an array", path);
     for (const json& d : list) check_decoder(d, path);
-  } else if (type != "ByteLevel" && type != "Metaspace" && type != "Replace" && type != "ByteFallback" &&
-             type != "Fuse" && type != "Strip") {
+  } else if (type == "Replace") {
+    // Llama's tokenizer.json turns '▁' back into spaces; frugal's decoding does that and nothing else.
+    const json& pattern = member(spec, "pattern", path, "the Replace decoder");
+    const std::string from = json_string(pattern, "String", path + " (the Replace decoder)", "");
+    const std::string to = json_string(spec, "content", path + " (the Replace decoder)", "");
+    if (from != kSpaceSymbol || to != " ")
+      fail("{}: the Replace decoder turns {} into '{}'; frugal decodes only '\u2581' into ' '", path,
+           pattern.dump(), to);
+  } else if (type == "Strip") {
+    // Llama's: the one space SentencePiece put before the text, which frugal drops too.
+    const std::string label = path + " (the Strip decoder)";
+    const std::string content = json_string(spec, "content", label, " ");
+    const int64_t start = json_opt_int(spec, "start", label).value_or(0);
+    const int64_t stop = json_opt_int(spec, "stop", label).value_or(0);
+    if (content != " " || start > 1 || start < 0 || stop != 0)
+      fail("{}: a Strip decoder of '{}' (start {}, stop {}) is not supported: frugal drops at most the one leading "
+           "space SentencePiece adds",
+           path, content, start, stop);
+  } else if (type == "Metaspace") {
+    const std::string replacement = json_string(spec, "replacement", path + " (the Metaspace decoder)", std::string(kSpaceSymbol));
+    if (replacement != kSpaceSymbol)
+      fail("{}: the Metaspace decoder's replacement '{}' is not supported (frugal decodes '\u2581')", path,
+           replacement);
+  } else if (type != "ByteLevel" && type != "ByteFallback" && type != "Fuse") {
     fail(
         "{}: decoder '{}' is not supported (frugal reads ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip "
         "and Sequence)",
@@ -301,7 +323,13 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
   const json tokenizer_config = read_optional("tokenizer_config.json");
   const json config = read_optional("config.json");
   const json generation_config = read_optional("generation_config.json");
-  const auto valid = [&](int64_t id) { return id >= 0 && id < tokenizer->n_vocab(); };
+  // An id outside the tokenizer (a config from another model) can never be generated: said,
+  // then skipped, as the GGUF reader does.
+  const auto valid = [&](int64_t id, const std::string& path, const char* key) {
+    if (id >= 0 && id < tokenizer->n_vocab()) return true;
+    log_warn("{}: {} {} is outside the tokenizer's {} tokens; ignored", path, key, id, tokenizer->n_vocab());
+    return false;
+  };
   const std::pair<const json*, std::string> id_configs[] = {{&config, dir + "/config.json"},
                                                             {&generation_config, dir + "/generation_config.json"}};
 
@@ -316,7 +344,7 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
   } else {
     for (const auto& [c, path] : id_configs) {
       const auto ids = config_ids(*c, "bos_token_id", path);
-      if (!ids.empty() && valid(ids.front())) {
+      if (!ids.empty() && valid(ids.front(), path, "bos_token_id")) {
         tokenizer->set_bos(static_cast<int32_t>(ids.front()));
         break;
       }
@@ -338,7 +366,7 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
   if (const auto text = config_token(tokenizer_config, "eos_token")) eos = tokenizer->find_token(*text);
   for (const auto& [c, path] : id_configs) {
     for (const int64_t id : config_ids(*c, "eos_token_id", path)) {
-      if (!valid(id)) continue;
+      if (!valid(id, path, "eos_token_id")) continue;
       if (!eos) eos = static_cast<int32_t>(id);
       tokenizer->add_end_of_generation(static_cast<int32_t>(id));
     }

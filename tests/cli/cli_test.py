@@ -533,6 +533,13 @@ def test_chat_template_fallback_and_choice():
             err = p.stderr.decode()
             expect(p.returncode == 1 and "unsupported chat template" in err and err.count("--chat-template") == 1,
                    f"{command[0]}: {p.returncode}: {err}")
+        # finetune says whose template it is (the message named no model).
+        with open(f"{root}/a.json", "w") as f:
+            f.write(TINY_ALPACA)
+        p = run(["finetune", "-m", d, "--data", f"{root}/a.json", "--steps", "1", "-o", f"{root}/out"])
+        err = p.stderr.decode()
+        expect(p.returncode == 1 and f"{d}: unsupported chat template" in err and not os.path.exists(f"{root}/out"),
+               f"finetune: {p.returncode}: {err}")
     # A Jinja text is rendered as its family: said on stderr, since frugal does not run Jinja.
     jinja = ("{% for m in messages %}<|im_start|>{{ m.role }}\n[{{ m.role | upper }}] {{ m.content }}<|im_end|>\n"
              "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

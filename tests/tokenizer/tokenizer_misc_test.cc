@@ -380,6 +380,21 @@ TEST(TokenizerErrors, DecoderOfAnotherKind) {
   j["decoder"] = {{"type", 3}};
   const std::string number = write_tokenizer_json("decoder-number", j) + "/tokenizer.json";
   expect_error_naming([&] { load_tokenizer_json(number); }, number, "decoder");
+
+  // Known kinds with settings frugal's decoding does not reproduce: refused too.
+  int n = 0;
+  const auto refused = [&](const nlohmann::json& decoder, const char* expected) {
+    j["decoder"] = decoder;
+    const std::string file = write_tokenizer_json("decoder-settings-" + std::to_string(n++), j) + "/tokenizer.json";
+    expect_error_naming([&] { load_tokenizer_json(file); }, file, expected);
+  };
+  refused({{"type", "Replace"}, {"pattern", {{"String", "_"}}}, {"content", " "}}, "Replace decoder");
+  refused({{"type", "Replace"}, {"pattern", {{"String", "\xE2\x96\x81"}}}, {"content", ""}}, "Replace decoder");
+  refused({{"type", "Replace"}, {"pattern", {{"Regex", "\\s"}}}, {"content", " "}}, "Replace decoder");
+  refused({{"type", "Strip"}, {"content", " "}, {"start", 2}, {"stop", 0}}, "Strip decoder");
+  refused({{"type", "Strip"}, {"content", " "}, {"start", 0}, {"stop", 1}}, "Strip decoder");
+  refused({{"type", "Strip"}, {"content", "x"}, {"start", 1}, {"stop", 0}}, "Strip decoder");
+  refused({{"type", "Metaspace"}, {"replacement", "_"}}, "Metaspace decoder");
 }
 
 // Two tokens with one id: the loader kept the last and lost the other without a word (Hugging
@@ -450,6 +465,17 @@ TEST(TokenizerErrors, ConfigIdsOfTheWrongKind) {
     const auto t = load_hf_tokenizer(dir);
     EXPECT_EQ(t->eos_id(), value == "[2, 1]" || value == "2" ? 2 : -1) << value;
   }
+  // An id outside the tokenizer (266 tokens) is skipped with a warning naming the file.
+  const std::string outside = folder("config.json", R"({"eos_token_id": [70000, 2], "bos_token_id": 266})");
+  ::testing::internal::CaptureStderr();
+  const auto t = load_hf_tokenizer(outside);
+  const std::string said = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(t->eos_id(), 2);
+  EXPECT_TRUE(t->is_end_of_generation(2));
+  EXPECT_FALSE(t->is_end_of_generation(70000));
+  EXPECT_NE(said.find(outside + "/config.json: eos_token_id 70000 is outside the tokenizer's 266 tokens"), std::string::npos)
+      << said;
+  EXPECT_NE(said.find("bos_token_id 266 is outside"), std::string::npos) << said;
 }
 
 TEST(TokenizerErrors, GgufWithoutTokenizer) {

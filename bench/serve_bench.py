@@ -7,7 +7,7 @@
 
 The synthetic models of ../shared/tools/synth_model.py have random weights and no tokenizer, so
 prompts are token ids (the completions endpoint takes a list of ids, as OpenAI's does) drawn
-from a seeded generator, and every request decodes a fixed number of tokens (greedy,
+from a seeded generator, and every request decodes a fixed number of tokens (greedy, or sampled with --temperature,
 ignore_eos; without a tokenizer there is no end-of-text token anyway). Token counts come from
 the streamed `token_ids` (vLLM's return_token_ids), not from text. Latencies are measured by
 the client: TTFT from sending the request to the first chunk carrying a token, ITL between
@@ -17,7 +17,8 @@ token), so no prompt is being fed in that window; all tokens over the wall-clock
 level, prefill and ramp included, are printed next to it.
 
 bench/run_serve_bench.sh runs it on the bf16 synthetic SmolLM2-135M and a Q4_0 copy.
-usage: serve_bench.py FRUGAL MODEL [--threads 2] [--ctx 2048] [--decode 64] [--prompt 32] [--trials 3] [--server-arg=--w8a8]
+usage: serve_bench.py FRUGAL MODEL [--threads 2] [--ctx 2048] [--decode 64] [--prompt 32] [--trials 3]
+       [--temperature T [--top-p P]] [--server-arg=--w8a8]
 Standard library only. The machine is shared: the load average is printed with the figures.
 """
 import argparse
@@ -79,11 +80,13 @@ class Server:
         c.close()
         return n
 
+    sampling = {"temperature": 0}  # greedy unless --temperature / --top-p
+
     def stream(self, prompt, max_tokens):
         """Streams one completion; returns (send time, [(time, n_tokens) per token chunk])."""
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
-                "stream": True, "return_token_ids": True}
+        body = {"prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True,
+                "stream": True, "return_token_ids": True, **self.sampling}
         t0 = time.perf_counter()
         c.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
         r = c.getresponse()
@@ -175,13 +178,20 @@ def main():
     ap.add_argument("--repeats", type=int, default=5, help="requests per prefix-cache run")
     ap.add_argument("--trials", type=int, default=5, help="runs per concurrency level (the median is reported)")
     ap.add_argument("--skip-prefix", action="store_true")
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="sample at this temperature (0: greedy), as an OpenAI client sends it (with a fixed seed)")
+    ap.add_argument("--top-p", type=float, default=None, help="also send top_p (no top_k, as OpenAI clients)")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="an extra argument for `frugal serve` (repeatable), e.g. --server-arg=--w8a8")
     args = ap.parse_args()
     rng = random.Random(1234)
     levels = [int(x) for x in args.levels.split(",") if x]
+    Server.sampling = {"temperature": args.temperature, "seed": 7}
+    if args.top_p is not None:
+        Server.sampling["top_p"] = args.top_p
 
-    print(f"== decode throughput: prompts of {args.prompt} token ids, {args.decode} tokens each, greedy; "
+    how = "greedy" if args.temperature == 0 else f"sampled ({Server.sampling})"
+    print(f"== decode throughput: prompts of {args.prompt} token ids, {args.decode} tokens each, {how}; "
           f"{args.threads} threads; load average before: {load_average()}")
     rows = []
     with Server(args.frugal, args.model, args.threads, args.ctx, max(levels), args.server_arg) as s:

@@ -111,8 +111,9 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
     for (const auto& [k, v] : j[key].items()) {
       if (!v.is_number()) fail("{}: {}['{}'] must be a number", label, key, k);
       if (std::string(key) == "rank_pattern") {
-        if (!(v.get<double>() >= 1) || v.get<double>() != std::trunc(v.get<double>()))
-          fail("{}: rank_pattern['{}'] must be a whole number of at least 1", label, k);
+        // Bounded like 'r': a huge rank would not convert to an integer.
+        if (!(v.get<double>() >= 1 && v.get<double>() <= 1e6) || v.get<double>() != std::trunc(v.get<double>()))
+          fail("{}: rank_pattern['{}'] must be a whole number of at least 1 (got {})", label, k, v.dump());
         c.rank_pattern.emplace_back(k, v.get<int64_t>());
       } else {
         c.alpha_pattern.emplace_back(k, v.get<double>());

@@ -62,6 +62,11 @@ struct TokenCandidate {
 struct Candidates {
   std::vector<TokenCandidate> data;
   size_t sorted = 0;
+  // Scratch of the stages that need every candidate's exp(logit - max): reused from token to
+  // token, so a V-sized draw allocates nothing.
+  mutable std::vector<float> weights;
+  mutable std::vector<double> block_sums;
+  std::vector<TokenCandidate> spare;
 
   void assign(const float* logits, int32_t n_vocab);
   // Only the k best of the logits, sorted: one pass with a k-entry heap, no V-sized copy.

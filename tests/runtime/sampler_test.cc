@@ -1,6 +1,7 @@
 // The sampling chain: each stage on crafted logits, the chain's order, penalties' arithmetic,
 // seeds, and the partial sorting that keeps 150k vocabularies cheap.
 #include "runtime/sampler.h"
+#include "runtime/sampling_exp.h"
 
 #include <gtest/gtest.h>
 
@@ -8,6 +9,8 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <random>
+#include <tuple>
 
 #include "core/check.h"
 #include "support/test_support.h"
@@ -344,6 +347,88 @@ TEST(Logprobs, NormalisedAndSortedWithTheChosenToken) {
   for (size_t i = 1; i < lp.top.size(); ++i) EXPECT_GE(lp.top[i - 1].logprob, lp.top[i].logprob);
   // Differences of log-probabilities are differences of logits.
   EXPECT_NEAR(lp.top[0].logprob - lp.token.logprob, logits[argmax] - logits[17], 1e-4);
+}
+
+}  // namespace
+}  // namespace frugal
+
+namespace frugal {
+namespace {
+
+// The sampler's exp (runtime/sampling_exp.h): within 3 ulp of exp on [-87, 0] (every float of
+// that range, checked once: 2.88 at worst), exactly 1 at 0 and exactly 0 below -87 and for -inf,
+// so a banned token weighs nothing.
+TEST(SamplingExp, CloseToStdExpAndExactAtTheEdges) {
+  std::vector<float> x;
+  for (float v = -87.0f; v <= 0.0f; v += 0.00137f) x.push_back(v);
+  x.push_back(-0.0f);
+  x.push_back(-1e-30f);
+  std::vector<float> w = x;
+  exp_in_place(w.data(), w.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double want = std::exp(static_cast<double>(x[i]));
+    const double ulp = std::nextafter(static_cast<float>(want), kInf) - static_cast<float>(want);
+    ASSERT_LE(std::abs(w[i] - want), 3 * ulp) << "exp(" << x[i] << ") = " << w[i] << ", exactly " << want;
+  }
+  std::vector<float> edges = {0.0f, -87.5f, -100.0f, -1e30f, -kInf};
+  exp_in_place(edges.data(), edges.size());
+  EXPECT_EQ(edges, (std::vector<float>{1.0f, 0.0f, 0.0f, 0.0f, 0.0f}));
+}
+
+// With no truncation stage the sampler draws straight from the logits; its weights must round
+// as the stages' do (apply_temperature, then draw), so that it draws the very same token.
+TEST(Sampler, TheDirectDrawIsTheStagesDraw) {
+  const int32_t n = 49152;
+  const auto logits = test::random_floats(n, 5, 3.0f);
+  for (const float t : {0.7f, 1.0f, 1.9f}) {
+    Candidates staged = make(logits);
+    staged.data[17].logit = -kInf;  // a banned token
+    apply_temperature(staged, t);
+    SamplingParams p = plain(t);
+    for (uint32_t seed = 1; seed <= 200; ++seed) {
+      p.seed = seed;
+      Sampler s(p, n);
+      s.ban(17);
+      std::mt19937_64 rng(seed);
+      const int32_t want = draw(staged, uniform01(rng));
+      ASSERT_EQ(s.sample(logits.data()), want) << "t " << t << " seed " << seed;
+      ASSERT_NE(want, 17);
+    }
+  }
+}
+
+// top_p over many candidates (no top_k before it) goes through buckets instead of a sort; what
+// it keeps, and in which order, is what walking the fully sorted list keeps. A flat distribution
+// (the nucleus is most of the vocabulary), ties at the cut and banned tokens.
+TEST(SamplerStages, TopPOverManyCandidatesMatchesTheSortedWalk) {
+  const auto sorted_walk = [](const std::vector<float>& logits, float p) {
+    std::vector<int32_t> order(logits.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+    std::sort(order.begin(), order.end(),
+              [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    const double mx = logits[order[0]];
+    double total = 0, cum = 0;
+    for (float l : logits) total += std::exp(l - mx);
+    size_t cut = 0;
+    while (cut < order.size()) {
+      cum += std::exp(logits[order[cut++]] - mx);
+      if (cum >= p * total) break;
+    }
+    return std::vector<int32_t>(order.begin(), order.begin() + static_cast<ptrdiff_t>(cut));
+  };
+  auto flat = test::random_floats(20000, 9, 0.5f);
+  for (int i = 0; i < 100; ++i) flat[i * 7] = -kInf;
+  auto ties = std::vector<float>(10000, 0.0f);
+  for (size_t i = 0; i < ties.size(); ++i) ties[i] = -static_cast<float>(i % 5);  // 2000 of each value
+  for (const auto& [name, logits, p] : std::vector<std::tuple<const char*, std::vector<float>, float>>{
+           {"flat", flat, 0.9f}, {"flat", flat, 0.05f}, {"ties", ties, 0.5f}, {"ties", ties, 0.99f}}) {
+    Candidates c = make(logits);
+    apply_top_p(c, p);
+    const auto want = sorted_walk(logits, p);
+    ASSERT_EQ(c.size(), want.size()) << name << " p " << p;
+    EXPECT_EQ(ids(c), want) << name << " p " << p;
+    EXPECT_EQ(c.sorted, c.size());
+  }
 }
 
 }  // namespace

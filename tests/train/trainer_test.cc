@@ -369,6 +369,10 @@ TEST(Trainer, AdapterConfigMustMatchItsTensors) {
   c["peft_type"] = 5;
   expect_refused("peft_type_number", c, {"peft_type", "string"});
   // null is "not given", as for every other key (it threw nlohmann's type_error).
+  c = config;
+  c["rank_pattern"] = {{"down_proj", 1e20}};  // converted to int64 unchecked (undefined behaviour)
+  expect_refused("rank_pattern_huge", c, {"rank_pattern['down_proj']", "whole number", "1e+20"});
+  c = config;
   c["peft_type"] = nullptr;
   EXPECT_EQ(read_peft_adapter(with_config("peft_type_null", c)).modules.size(), 21u);
 }

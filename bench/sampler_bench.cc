@@ -66,5 +66,12 @@ BENCHMARK(BM_SampleOpenAiTemperature);
 void BM_SampleOpenAiTopP(benchmark::State& state) { run(state, openai(1.0f, 0.9f)); }
 BENCHMARK(BM_SampleOpenAiTopP);
 
+// logprobs with 5 alternatives, as an evaluation harness asks for every generated token.
+void BM_Logprobs(benchmark::State& state) {
+  const std::vector<float> logits = model_like_logits(3);
+  for (auto _ : state) benchmark::DoNotOptimize(compute_logprobs(logits.data(), kVocab, 123, 5));
+}
+BENCHMARK(BM_Logprobs);
+
 }  // namespace
 }  // namespace frugal

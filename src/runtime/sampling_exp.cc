@@ -46,4 +46,15 @@ FRUGAL_EVERY_WIDTH void exp_at_temperature(const float* x, size_t n, float max, 
   for (size_t i = 0; i < n; ++i) w[i] = exp_nonpositive((x[i] - max) / t);
 }
 
+FRUGAL_EVERY_WIDTH double fixed_order_sum(const float* w, size_t n) {
+  double lanes[8] = {};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (size_t l = 0; l < 8; ++l) lanes[l] += w[i + l];
+  for (size_t l = 0; i < n; ++i, ++l) lanes[l] += w[i];
+  double total = 0.0;
+  for (double l : lanes) total += l;
+  return total;
+}
+
 }  // namespace frugal

@@ -14,5 +14,8 @@ void exp_in_place(float* x, size_t n);
 // w[i] = exp((x[i] - max) / t) for max >= every x[i] and t > 0: the weights of a softmax at
 // temperature t, rounded as apply_temperature then exp_in_place round them.
 void exp_at_temperature(const float* x, size_t n, float max, float t, float* w);
+// The sum of w[0, n) in a fixed order, the same on every machine and vector width: eight double
+// lanes (entry i to lane i % 8, each in turn), then the lanes in turn.
+double fixed_order_sum(const float* w, size_t n);
 
 }  // namespace frugal

@@ -26,11 +26,20 @@ std::vector<float> model_like_logits(uint64_t seed) {
   return l;
 }
 
-void run(benchmark::State& state, SamplingParams p) {
+// A random model's logits (bench/run_serve_bench.sh's synthetic SmolLM2): nearly flat.
+std::vector<float> flat_logits(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> spread(0.0f, 0.5f);
+  std::vector<float> l(kVocab);
+  for (float& x : l) x = spread(rng);
+  return l;
+}
+
+void run(benchmark::State& state, SamplingParams p, bool flat = false) {
   p.seed = 7;
   Sampler sampler(p, kVocab);
   std::vector<std::vector<float>> logits;
-  for (uint64_t s = 0; s < 8; ++s) logits.push_back(model_like_logits(s));
+  for (uint64_t s = 0; s < 8; ++s) logits.push_back(flat ? flat_logits(s) : model_like_logits(s));
   size_t i = 0;
   for (auto _ : state) {
     benchmark::DoNotOptimize(sampler.sample(logits[i++ % logits.size()].data()));
@@ -62,9 +71,11 @@ SamplingParams openai(float temperature, float top_p) {
 void BM_SampleOpenAiTemperature(benchmark::State& state) { run(state, openai(0.7f, 1.0f)); }
 BENCHMARK(BM_SampleOpenAiTemperature);
 
-// top_p alone over this flat distribution keeps most of the vocabulary: its worst case.
+// top_p alone: a large nucleus here, most of the vocabulary over a random model's logits.
 void BM_SampleOpenAiTopP(benchmark::State& state) { run(state, openai(1.0f, 0.9f)); }
 BENCHMARK(BM_SampleOpenAiTopP);
+void BM_SampleOpenAiTopPFlat(benchmark::State& state) { run(state, openai(1.0f, 0.9f), true); }
+BENCHMARK(BM_SampleOpenAiTopPFlat);
 
 // logprobs with 5 alternatives, as an evaluation harness asks for every generated token.
 void BM_Logprobs(benchmark::State& state) {

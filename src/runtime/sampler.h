@@ -88,6 +88,8 @@ void apply_penalties(float* logits, const std::unordered_map<int32_t, int32_t>& 
 // Keeps the k best (k <= 0 or k >= size: all). Leaves them sorted.
 void apply_top_k(Candidates& c, int32_t k);
 // Keeps the smallest set of best tokens whose probability adds up to at least p (p >= 1: all).
+// Up to 4,096 candidates they are left sorted; over that (no top_k before), in an order close
+// to it but not sorted (the draw needs none).
 void apply_top_p(Candidates& c, float p);
 // Keeps the tokens whose probability is at least p times the best one's (p <= 0: all).
 void apply_min_p(Candidates& c, float p);

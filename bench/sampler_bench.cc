@@ -77,6 +77,14 @@ BENCHMARK(BM_SampleOpenAiTopP);
 void BM_SampleOpenAiTopPFlat(benchmark::State& state) { run(state, openai(1.0f, 0.9f), true); }
 BENCHMARK(BM_SampleOpenAiTopPFlat);
 
+// min_p alone (a llama.cpp server or vLLM client that sets min_p and no top_k).
+void BM_SampleMinP(benchmark::State& state) {
+  SamplingParams p = openai(1.0f, 1.0f);
+  p.min_p = 0.05f;
+  run(state, p);
+}
+BENCHMARK(BM_SampleMinP);
+
 // logprobs with 5 alternatives, as an evaluation harness asks for every generated token.
 void BM_Logprobs(benchmark::State& state) {
   const std::vector<float> logits = model_like_logits(3);

@@ -252,7 +252,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
     TokenKind kind = kinds[id];
     std::string text = texts[id] ? *texts[id] : "[PAD" + std::to_string(id) + "]";
     if (kind == TokenKind::kNormal && options.byte_fallback && parse_byte_token(text) >= 0) kind = TokenKind::kByte;
-    vocab.add(std::move(text), 0.0f, kind);
+    vocab.add(std::move(text), 0.0f, kind, /*findable=*/texts[id].has_value());
   }
   for (const Strip& s : strips) vocab.set_strip(s.id, s.lstrip, s.rstrip);
   vocab.set_unicode_strip(true);  // Hugging Face strips any Unicode whitespace around added tokens

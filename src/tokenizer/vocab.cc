@@ -19,9 +19,9 @@ bool is_strip_space(uint32_t c, bool unicode) {
 
 }  // namespace
 
-int32_t Vocab::add(std::string text, float score, TokenKind kind) {
+int32_t Vocab::add(std::string text, float score, TokenKind kind, bool findable) {
   const int32_t id = size();
-  index_.try_emplace(text, id);
+  if (findable) index_.try_emplace(text, id);
   texts_.push_back(std::move(text));
   scores_.push_back(score);
   kinds_.push_back(kind);

@@ -31,8 +31,10 @@ struct TextFragment {
 class Vocab {
  public:
   // Appends a token; returns its id. When the text is already present, lookup keeps finding
-  // the first id (what every reference does with duplicate entries).
-  int32_t add(std::string text, float score, TokenKind kind);
+  // the first id (what every reference does with duplicate entries). A token that is not
+  // `findable` (a placeholder for an id the file leaves empty) is never found by its text, so
+  // its made-up text cannot shadow a real token's.
+  int32_t add(std::string text, float score, TokenKind kind, bool findable = true);
   int32_t size() const { return static_cast<int32_t>(texts_.size()); }
   bool contains(int32_t id) const { return id >= 0 && id < size(); }
 

@@ -435,6 +435,16 @@ TEST(TokenizerErrors, OneIdForTwoTokens) {
   EXPECT_EQ(known->find_token("ab"), std::optional<int32_t>(263));
   EXPECT_EQ(known->find_token("<tab>"), std::optional<int32_t>(265));
   EXPECT_EQ(known->token_text(263), "ab");
+
+  // A hole's placeholder text never shadows a real token with that text (the first entry of a
+  // text is the one found, and the placeholder for id 266 came first).
+  j = small_metaspace_json();
+  j["added_tokens"].push_back({{"id", 267}, {"content", "[PAD266]"}, {"special", false}});
+  const auto holed = load_tokenizer_json(write_tokenizer_json("hole-named-like-its-placeholder", j) + "/tokenizer.json");
+  EXPECT_EQ(holed->n_vocab(), 268);
+  EXPECT_EQ(holed->token_kind(266), TokenKind::kUnused);
+  EXPECT_EQ(holed->find_token("[PAD266]"), std::optional<int32_t>(267));
+  EXPECT_EQ(holed->encode("[PAD266]", false, false), (std::vector<int32_t>{267}));
 }
 
 // The configs beside tokenizer.json: ids of the wrong kind, or a file that is not an object,

@@ -29,3 +29,8 @@ for model in "$models/smollm2-135m" "$q4"; do
   echo "### $(basename "$model"), $threads threads; $(uptime)"
   /usr/bin/python3 "$here/serve_bench.py" "$build/frugal" "$model" --threads "$threads"
 done
+# Sampled as OpenAI clients send it (a temperature; and with top_p), on the 4-bit copy: the
+# sampler's cost per token is paid by every stream each step, which greedy does not show.
+echo "### $(basename "$q4") sampled, $threads threads; $(uptime)"
+/usr/bin/python3 "$here/serve_bench.py" "$build/frugal" "$q4" --threads "$threads" --levels 1,16 --skip-prefix --temperature 1
+/usr/bin/python3 "$here/serve_bench.py" "$build/frugal" "$q4" --threads "$threads" --levels 1,16 --skip-prefix --temperature 1 --top-p 0.9

@@ -65,9 +65,10 @@ std::vector<std::string_view> ChatTemplate::names() {
   return names;
 }
 
-ChatTemplate ChatTemplate::detect(std::string_view template_text) {
+ChatTemplate ChatTemplate::detect(std::string_view template_text, std::string_view source) {
+  const std::string from = source.empty() ? std::string() : fmt::format("{}: ", source);
   if (py_strip(template_text).empty()) {
-    fail("the model has no chat template; choose one with --chat-template NAME (one of: {})", name_list());
+    fail("{}the model has no chat template; choose one with --chat-template NAME (one of: {})", from, name_list());
   }
   // A bare family name stands for that family, as in llama.cpp.
   for (const ChatFamily* family : families()) {
@@ -81,9 +82,9 @@ ChatTemplate ChatTemplate::detect(std::string_view template_text) {
     return ChatTemplate(family, std::move(params));
   }
   fail(
-      "unsupported chat template \"{}\": it is none of the families frugal renders ({}); choose one with "
+      "{}unsupported chat template \"{}\": it is none of the families frugal renders ({}); choose one with "
       "--chat-template NAME",
-      template_excerpt(template_text, 80), name_list());
+      from, template_excerpt(template_text, 80), name_list());
 }
 
 ChatTemplate ChatTemplate::by_name(std::string_view name) {

@@ -67,8 +67,9 @@ class ChatTemplate {
  public:
   // The family of a Jinja template text (or of a bare family name, as llama.cpp accepts).
   // Throws frugal::Error naming the template (its first 80 characters) and listing the
-  // supported names when no family matches.
-  static ChatTemplate detect(std::string_view template_text);
+  // supported names when no family matches; the message starts with `source` when one is
+  // given (the model the template came from).
+  static ChatTemplate detect(std::string_view template_text, std::string_view source = {});
   // A family by name (--chat-template NAME). Throws frugal::Error listing the valid names.
   static ChatTemplate by_name(std::string_view name);
   // Every family name, in detection order.

@@ -30,14 +30,24 @@ bool json_has(const Json& j, const std::string& key) {
   return j.is_object() && j.contains(key) && !j[key].is_null();
 }
 
+// The member when present and of the kind `is_kind` accepts; nullptr when absent; an error
+// saying it must be `kind` (and what it is) otherwise. Every reader below is this check.
+template <typename Json, typename IsKind>
+const Json* json_member(const Json& j, const std::string& key, const std::string& label, IsKind is_kind,
+                        const char* kind) {
+  if (!json_has(j, key)) return nullptr;
+  const Json& v = j[key];
+  if (!is_kind(v)) fail("{}: '{}' must be {}, not {}", label, key, kind, json_found(v));
+  return &v;
+}
+
 template <typename Json>
 std::optional<int64_t> json_opt_int(const Json& j, const std::string& key, const std::string& label) {
-  if (!json_has(j, key)) return std::nullopt;
-  const Json& v = j[key];
-  if (!v.is_number_integer()) fail("{}: '{}' must be an integer, not {}", label, key, json_found(v));
-  if (v.is_number_unsigned() && v.template get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
-    fail("{}: '{}' = {} is out of range", label, key, v.template get<uint64_t>());
-  return v.template get<int64_t>();
+  const Json* v = json_member(j, key, label, [](const Json& x) { return x.is_number_integer(); }, "an integer");
+  if (v == nullptr) return std::nullopt;
+  if (v->is_number_unsigned() && v->template get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+    fail("{}: '{}' = {} is out of range", label, key, v->template get<uint64_t>());
+  return v->template get<int64_t>();
 }
 
 template <typename Json>
@@ -49,27 +59,21 @@ int64_t json_int(const Json& j, const std::string& key, const std::string& label
 
 template <typename Json>
 double json_float(const Json& j, const std::string& key, const std::string& label, double fallback) {
-  if (!json_has(j, key)) return fallback;
-  const Json& v = j[key];
-  if (!v.is_number()) fail("{}: '{}' must be a number, not {}", label, key, json_found(v));
-  return v.template get<double>();
+  const Json* v = json_member(j, key, label, [](const Json& x) { return x.is_number(); }, "a number");
+  return v != nullptr ? v->template get<double>() : fallback;
 }
 
 template <typename Json>
 bool json_bool(const Json& j, const std::string& key, const std::string& label, bool fallback) {
-  if (!json_has(j, key)) return fallback;
-  const Json& v = j[key];
-  if (!v.is_boolean()) fail("{}: '{}' must be true or false, not {}", label, key, json_found(v));
-  return v.template get<bool>();
+  const Json* v = json_member(j, key, label, [](const Json& x) { return x.is_boolean(); }, "true or false");
+  return v != nullptr ? v->template get<bool>() : fallback;
 }
 
 // The string itself, without a copy (training records read many); nullptr when absent.
 template <typename Json>
 const std::string* json_opt_string(const Json& j, const std::string& key, const std::string& label) {
-  if (!json_has(j, key)) return nullptr;
-  const Json& v = j[key];
-  if (!v.is_string()) fail("{}: '{}' must be a string, not {}", label, key, json_found(v));
-  return &v.template get_ref<const std::string&>();
+  const Json* v = json_member(j, key, label, [](const Json& x) { return x.is_string(); }, "a string");
+  return v != nullptr ? &v->template get_ref<const std::string&>() : nullptr;
 }
 
 template <typename Json>

@@ -112,9 +112,10 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
       if (!v.is_number()) fail("{}: {}['{}'] must be a number", label, key, k);
       if (std::string(key) == "rank_pattern") {
         // Bounded like 'r': a huge rank would not convert to an integer.
-        if (!(v.get<double>() >= 1 && v.get<double>() <= 1e6) || v.get<double>() != std::trunc(v.get<double>()))
+        const double rank = v.get<double>();
+        if (!(rank >= 1 && rank <= 1e6) || rank != std::trunc(rank))
           fail("{}: rank_pattern['{}'] must be a whole number of at least 1 (got {})", label, k, v.dump());
-        c.rank_pattern.emplace_back(k, v.get<int64_t>());
+        c.rank_pattern.emplace_back(k, static_cast<int64_t>(rank));
       } else {
         c.alpha_pattern.emplace_back(k, v.get<double>());
       }

@@ -82,8 +82,8 @@ void ModelSource::open_hf(const std::string& dir) {
       if (a.is_string()) declared_archs_.push_back(a.get<std::string>());
   // transformers picks the config class by model_type: a value of another type is an error
   // there, not a missing key.
-  if (hf_config_->contains("model_type") && !(*hf_config_)["model_type"].is_null())
-    declared_archs_.push_back(json_string(*hf_config_, "model_type", config_path, ""));
+  if (const std::string* type = json_opt_string(*hf_config_, "model_type", config_path))
+    declared_archs_.push_back(*type);
 
   auto files = open_safetensors_dir(dir);
   for (auto& f : files) {

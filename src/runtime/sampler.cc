@@ -1,6 +1,7 @@
 #include "runtime/sampler.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -90,16 +91,17 @@ constexpr int kTopPBuckets = 2048;
 constexpr float kTopPRange = 32.0f;  // nats below the best; the rest share the last bucket
 
 void top_p_by_buckets(Candidates& c, double target, float max) {
-  const std::vector<float>& w = c.weights;  // filled by the caller
+  const std::vector<float>& w = c.weights;  // exp(logit - max) of every candidate, from the caller
   const size_t n = c.size();
-  const float scale = kTopPBuckets / kTopPRange;
-  std::vector<int32_t> bucket(n);
-  std::vector<double> mass(kTopPBuckets, 0.0);
-  std::vector<uint32_t> count(kTopPBuckets + 1, 0);
+  const auto bucket_of = [max](float logit) {
+    const float d = (max - logit) * (kTopPBuckets / kTopPRange);  // >= 0; +inf for a banned token
+    return d < static_cast<float>(kTopPBuckets - 1) ? static_cast<int32_t>(d) : kTopPBuckets - 1;
+  };
+  std::vector<int32_t> bucket(n);  // kept for the scatter below: computing it again was slower
+  std::array<double, kTopPBuckets> mass{};
+  std::array<uint32_t, kTopPBuckets + 1> count{};
   for (size_t i = 0; i < n; ++i) {
-    const float d = (max - c.data[i].logit) * scale;  // >= 0; +inf for a banned token
-    const int32_t b = d < static_cast<float>(kTopPBuckets - 1) ? static_cast<int32_t>(d) : kTopPBuckets - 1;
-    bucket[i] = b;
+    const int32_t b = bucket[i] = bucket_of(c.data[i].logit);
     mass[b] += w[i];
     ++count[b + 1];
   }
@@ -112,40 +114,31 @@ void top_p_by_buckets(Candidates& c, double target, float max) {
     }
     cum += mass[b];
   }
-  // Counting sort of the buckets up to `cross` (ids stay in order inside a bucket), then each
-  // bucket ordered best first.
+  // Counting sort of the buckets up to `cross`, ids in order inside a bucket.
   for (int32_t b = 0; b < kTopPBuckets; ++b) count[b + 1] += count[b];
-  const size_t kept_max = count[cross + 1];
-  c.spare.resize(kept_max);
-  std::vector<float> kept_w(kept_max);
+  const size_t begin = count[cross], end = count[cross + 1];  // the crossing bucket
+  c.spare.resize(end);
   // Plain pointers: through the vectors GCC reloaded their data pointers after every store.
   const TokenCandidate* from = c.data.data();
   TokenCandidate* to = c.spare.data();
-  float* to_w = kept_w.data();
-  uint32_t* next = count.data();
-  for (size_t i = 0; i < n; ++i) {
-    if (bucket[i] > cross) continue;
-    const uint32_t at = next[bucket[i]]++;
-    to[at] = from[i];
-    to_w[at] = w[i];
-  }
-  // count[b] now ends bucket b. Sort the crossing bucket and find the cut inside it.
-  const size_t begin = cross == 0 ? 0 : count[cross - 1];
-  std::vector<size_t> order(kept_max - begin);
-  for (size_t k = 0; k < order.size(); ++k) order[k] = begin + k;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return better(c.spare[a], c.spare[b]); });
-  size_t cut = order.size();
-  for (size_t k = 0; k < order.size(); ++k) {
-    cum += kept_w[order[k]];
+  for (size_t i = 0; i < n; ++i)
+    if (bucket[i] <= cross) to[count[bucket[i]]++] = from[i];
+  // The crossing bucket best first, cut where the mass reaches the target. Its weights are
+  // computed again, as exp_weights computed them (the same bits), for these few entries only.
+  std::sort(c.spare.begin() + static_cast<ptrdiff_t>(begin), c.spare.end(), better);
+  std::vector<float>& cut_w = c.weights;  // the full weights are no longer needed
+  cut_w.resize(end - begin);
+  for (size_t k = begin; k < end; ++k) cut_w[k - begin] = c.spare[k].logit - max;
+  exp_in_place(cut_w.data(), cut_w.size());
+  size_t kept = end;
+  for (size_t k = begin; k < end; ++k) {
+    cum += cut_w[k - begin];
     if (cum >= target) {
-      cut = k + 1;
+      kept = k + 1;
       break;
     }
   }
-  std::vector<TokenCandidate> last(cut);
-  for (size_t k = 0; k < cut; ++k) last[k] = c.spare[order[k]];
-  c.spare.resize(begin);
-  c.spare.insert(c.spare.end(), last.begin(), last.end());
+  c.spare.resize(kept);
   std::swap(c.data, c.spare);
   if (begin == 0) {
     c.sorted = c.data.size();  // the crossing bucket is all of it, and it is sorted
@@ -399,8 +392,9 @@ int32_t Sampler::sample(const float* logits) {
     // No truncation stage (an OpenAI-style request: a temperature alone): the draw straight
     // from the logits, without V candidates to build. The weights are rounded as
     // apply_temperature and draw round them, so the token is the one the stages would draw.
-    const float max = l[kernels::active().argmax(l, n_vocab_)];
-    if (!std::isfinite(max)) return static_cast<int32_t>(kernels::active().argmax(l, n_vocab_));  // all banned
+    const int64_t best = kernels::active().argmax(l, n_vocab_);
+    const float max = l[best];
+    if (!std::isfinite(max)) return static_cast<int32_t>(best);  // every token banned
     candidates_.weights.resize(static_cast<size_t>(n_vocab_));
     exp_at_temperature(l, static_cast<size_t>(n_vocab_), max, params_.temperature, candidates_.weights.data());
     const size_t i =

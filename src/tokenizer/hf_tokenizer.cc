@@ -109,9 +109,10 @@ void check_decoder(const json& spec, const std::string& path) {
     for (const json& d : list) check_decoder(d, path);
   } else if (type == "Replace") {
     // Llama's tokenizer.json turns '▁' back into spaces; frugal's decoding does that and nothing else.
+    const std::string label = path + " (the Replace decoder)";
     const json& pattern = member(spec, "pattern", path, "the Replace decoder");
-    const std::string from = json_string(pattern, "String", path + " (the Replace decoder)", "");
-    const std::string to = json_string(spec, "content", path + " (the Replace decoder)", "");
+    const std::string from = json_string(pattern, "String", label, "");
+    const std::string to = json_string(spec, "content", label, "");
     if (from != kSpaceSymbol || to != " ")
       fail("{}: the Replace decoder turns {} into '{}'; frugal decodes only '\u2581' into ' '", path,
            pattern.dump(), to);
@@ -185,7 +186,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
   const std::string type = json_string(model, "type", path + " (the model)", "BPE");
   if (type != "BPE") fail("{}: model type '{}' is not supported (frugal reads BPE)", path, type);
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
-    if (model.contains(key) && !model.at(key).is_null() && model.at(key) != "")
+    if (json_has(model, key) && model.at(key) != "")
       fail("{}: '{}' in the BPE model is not supported", path, key);
 
   // Ids come from the vocabulary and the added tokens; together they must cover 0..n-1

@@ -208,11 +208,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   if (!o.chat_template.empty()) {
     chat = ChatTemplate::by_name(o.chat_template);
   } else if (const std::string t = source->chat_template(); !t.empty()) {
-    try {
-      chat = ChatTemplate::detect(t);
-    } catch (const Error& e) {
-      fail("{}: {}", o.model, e.what());  // whose template it is
-    }
+    chat = ChatTemplate::detect(t, o.model);
   }
 
   // The adapter first: a rank or target the model cannot take fails before the data is read.

@@ -83,11 +83,7 @@ ChatTemplate choose_template(const ChatFlags& f, const Engine& engine) {
              f.model.model, template_names());
     return ChatTemplate::by_name("chatml");
   }
-  try {
-    return ChatTemplate::detect(engine.chat_template());
-  } catch (const Error& e) {
-    fail("{}: {}", f.model.model, e.what());  // detect's message says to choose with --chat-template
-  }
+  return ChatTemplate::detect(engine.chat_template(), f.model.model);
 }
 
 int run() {

@@ -122,13 +122,9 @@ std::optional<ChatTemplate> choose_template(const ServeFlags& f, const Engine& e
     note = "chatml (the model has none)";
     return t;
   }
-  try {
-    ChatTemplate t = ChatTemplate::detect(engine.chat_template());
-    note = std::string(t.name());
-    return t;
-  } catch (const Error& e) {
-    fail("{}: {}", f.model.model, e.what());  // detect's message says to choose with --chat-template
-  }
+  ChatTemplate t = ChatTemplate::detect(engine.chat_template(), f.model.model);
+  note = std::string(t.name());
+  return t;
 }
 
 // Waits for SIGTERM or SIGINT (blocked in every thread, so they arrive here) for up to

@@ -9,6 +9,7 @@ packages=(
   libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy
   chromium  # tests/server: the chat page is driven headless over the DevTools pipe (no driver needed)
+  qemu-user  # tests/cli: the binary runs under emulated CPUs without AVX-512 and without AVX2
 )
 
 missing=()

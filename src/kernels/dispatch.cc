@@ -58,11 +58,14 @@ const Tables& tables() {
   static const Tables t = [] {
     Tables t;
     ref::fill_table(t.by_isa[0]);
+    // The fill functions are compiled for their ISA, and GCC uses its instructions anywhere in
+    // them (filling the table with AVX-512 stores, say): each runs only on a CPU that has it.
+    // An unsupported ISA's table stays a copy of the one below; for_isa() refuses it.
     t.by_isa[1] = t.by_isa[0];
-    fill_avx2(t.by_isa[1]);
+    if (cpu_has(Isa::kAvx2)) fill_avx2(t.by_isa[1]);
     t.by_isa[1].isa = Isa::kAvx2;
     t.by_isa[2] = t.by_isa[1];
-    fill_avx512(t.by_isa[2]);
+    if (cpu_has(Isa::kAvx512)) fill_avx512(t.by_isa[2]);
     t.by_isa[2].isa = Isa::kAvx512;
     for (Isa isa : {Isa::kAvx2, Isa::kAvx512})
       if (cpu_has(isa)) t.best = isa;

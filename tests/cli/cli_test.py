@@ -103,6 +103,38 @@ def test_wiki7m_gguf_greedy():
     wiki_greedy(WIKI_GGUF)
 
 
+def test_runs_on_cpus_without_avx512():
+    # The kernels are chosen at run time, so one binary must run on every x86-64 CPU. A test on
+    # the build machine only runs its own ISA: under qemu-x86_64 (user mode, Debian's
+    # qemu-user; its TCG has no AVX-512 whatever the host) the binary meets an x86-64 baseline
+    # CPU and an AVX2 one. Until 2026-11-24 every model load on an AVX2 CPU died of SIGILL:
+    # the AVX-512 table was filled, with AVX-512 stores, before the CPU was asked.
+    qemu = shutil.which("qemu-x86_64")
+    expect(qemu is not None, "qemu-x86_64 not found: scripts/install-deps.sh installs qemu-user")
+    with open(f"{SHARED}/models/stories260K/reference_llama2c_run_t0_n200.txt", "rb") as f:
+        stories_ref = f.read()
+    q4 = ["-m", f"{SHARED}/models/wiki-7m-gguf/wiki-7m-q4_0.gguf", "-p", "The history of the city", "--temp", "0",
+          "--ignore-eos", "-n", "24", "-t", "2"]
+    host_isas = ok(run(["--version"])).decode()
+    for cpu, isa in [("qemu64", "scalar"), ("Haswell", "avx2")]:
+        def emulated(args):
+            p = subprocess.run([qemu, "-cpu", cpu, FRUGAL] + args, capture_output=True, timeout=300)
+            expect(p.returncode == 0, f"-cpu {cpu} {args[:3]}: exit status {p.returncode}; stderr:\n"
+                   + p.stderr.decode(errors="replace")[-2000:])
+            return p.stdout
+        version = emulated(["--version"]).decode()
+        expect(f"kernels on this CPU: {isa}" in version, f"-cpu {cpu} should run {isa} kernels: {version!r}")
+        out = emulated(["generate"] + STORIES + ["-p", "", "--temp", "0", "-n", "200"])
+        expect(out + b"\n" == stories_ref, f"-cpu {cpu}: stories260K differs from llama2.c:\n{out!r}")
+        # The quantized kernels too: the same ISA gives the same tokens as on the host.
+        emulated_q4 = emulated(["generate"] + q4)
+        if isa == "scalar" or "avx2" in host_isas or "avx512" in host_isas:
+            env = dict(os.environ, FRUGAL_ISA=isa)
+            native = subprocess.run([FRUGAL, "generate"] + q4, capture_output=True, timeout=120, env=env)
+            expect(ok(native) == emulated_q4, f"-cpu {cpu}: wiki-7m Q4_0 differs from the host's {isa} kernels:\n"
+                   f"{emulated_q4!r}\n{native.stdout!r}")
+
+
 def test_prompt_from_file():
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "prompt.txt")
@@ -184,7 +216,11 @@ def test_bench_json_and_batched_decode():
         expect(r[key] > 0, f"{key} = {r[key]}")
     # wiki-7m is f32: its products run on the FMA units, and the bound is their peak.
     expect(r["prefill_unit"] == "fp32 FMA", f"prefill unit {r['prefill_unit']}")
-    expect(r["machine"]["int8_dot_peak_gflops"] > 0 or r["isa"] == "scalar", f"{r['machine']}")
+    # A unit this CPU lacks has no peak (null), not a peak of 0: AVX2 has no bf16 dot, scalar code
+    # neither kind.
+    for unit, isas in (("int8_dot_peak_gflops", ("avx2", "avx512")), ("bf16_dot_peak_gflops", ("avx512",))):
+        peak = r["machine"][unit]
+        expect(peak > 0 if r["isa"] in isas else peak is None, f"{r['isa']}: {unit} {peak}")
     expect(r["frugal_version"].startswith("0."), f"frugal_version {r.get('frugal_version')}")
     expect(r["parallel"] == 4 and r["threads"] == 2, f"parallel {r['parallel']}, threads {r['threads']}")
     expect(r["kv_capacity_tokens"] >= 4 * (8 + 4), f"the KV cache holds {r['kv_capacity_tokens']} positions")

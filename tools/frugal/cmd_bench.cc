@@ -30,6 +30,10 @@ struct BenchFlags {
   bool json = false;
 };
 
+// A unit's peak in GFLOP/s, or that this CPU has no such unit (a 0 peak was never measured).
+std::string peak_text(double flops) { return flops > 0 ? fmt::format("{:.0f}", flops / 1e9) : "none"; }
+nlohmann::json peak_or_null(double flops) { return flops > 0 ? nlohmann::json(flops / 1e9) : nlohmann::json(); }
+
 // What a million tokens cost at `tokens_per_second`: dollars at the hourly price, and
 // kilowatt-hours at the power draw (0 where the input is unknown).
 struct PerMillion {
@@ -149,8 +153,8 @@ int run() {
         {"machine",
          {{"read_bandwidth_gb_per_second", bandwidth / 1e9},
           {"fma_peak_gflops", best.fma_peak / 1e9},
-          {"bf16_dot_peak_gflops", best.bf16_dot_peak / 1e9},
-          {"int8_dot_peak_gflops", best.int8_dot_peak / 1e9}}},
+          {"bf16_dot_peak_gflops", peak_or_null(best.bf16_dot_peak)},
+          {"int8_dot_peak_gflops", peak_or_null(best.int8_dot_peak)}}},
     };
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
@@ -158,9 +162,9 @@ int run() {
   fmt::print("model        {} ({}, {:.1f}M parameters, {} layers)\n", model.model, c.arch,
              engine->model().parameter_count() / 1e6, c.n_layer);
   fmt::print("machine      {} threads, {} kernels: read bandwidth {:.1f} GB/s, peaks (GFLOP/s) fp32 FMA {:.0f}, "
-             "bf16 dot {:.0f}, int8 dot {:.0f}\n",
+             "bf16 dot {}, int8 dot {}\n",
              engine->pool().size(), kernels::isa_name(kernels.isa), bandwidth / 1e9, best.fma_peak / 1e9,
-             best.bf16_dot_peak / 1e9, best.int8_dot_peak / 1e9);
+             peak_text(best.bf16_dot_peak), peak_text(best.int8_dot_peak));
   fmt::print("prefill      {:8.1f} tokens/s  ({} tokens, {:.0f} GFLOP/s = {:.1f}% of the bound at the peaks of its "
              "units, mostly {})\n",
              r.prefill_tokens_per_second, flags.bench.prompt_tokens, prefill_flops / 1e9, prefill_pct, prefill_unit);

@@ -14,6 +14,7 @@ namespace {
 
 // f32 activations x f32 weights: 8 elements per step.
 struct F32xF32 {
+  static constexpr int64_t kWBytes = 4;  // bytes of a weight element
   static __m256 load_x(const void* p, int64_t k) { return _mm256_loadu_ps(static_cast<const float*>(p) + k); }
   static __m256 load_x(const void* p, int64_t k, int64_t n) { return load_tail(static_cast<const float*>(p) + k, n); }
   static __m256 load_w(const void* p, int64_t k) { return load_x(p, k); }
@@ -22,12 +23,14 @@ struct F32xF32 {
 
 // f32 activations x f16 weights: weights widened with vcvtph2ps.
 struct F32xF16 : F32xF32 {
+  static constexpr int64_t kWBytes = 2;
   static __m256 load_w(const void* p, int64_t k) { return load_f16(static_cast<const uint16_t*>(p) + k); }
   static __m256 load_w(const void* p, int64_t k, int64_t n) { return load_f16(static_cast<const uint16_t*>(p) + k, n); }
 };
 
 // f32 activations x bf16 weights: weights widened by zero extension and a 16-bit shift.
 struct F32xBf16 : F32xF32 {
+  static constexpr int64_t kWBytes = 2;
   static __m256 load_w(const void* p, int64_t k) { return load_bf16(static_cast<const uint16_t*>(p) + k); }
   static __m256 load_w(const void* p, int64_t k, int64_t n) {
     return load_bf16(static_cast<const uint16_t*>(p) + k, n);

@@ -11,6 +11,10 @@
 
 namespace frugal::kernels::avx2 {
 
+// Software prefetch this far ahead in every weight row of a one-row tile (the AVX-512 tile's
+// distance): the hardware prefetchers alone do not keep the row streams in flight.
+inline constexpr int64_t kWeightPrefetchBytes = 16384;
+
 template <typename Dot, int MR, int NR>
 inline void gemm_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
   const auto* xb = static_cast<const uint8_t*>(a.x) + m0 * a.x_stride;
@@ -24,7 +28,17 @@ inline void gemm_tile(const GemmArgs& a, int64_t m0, int64_t n0) {
   // MR * NR + MR + 1 registers, so no accumulator is spilled (a spilled one would chain every
   // step through a store and a reload).
   const int64_t k_full = a.k / 8 * 8;
+  // As the AVX-512 tile: one row a fixed distance ahead; several rows the same row of the next
+  // tile, needed only after MR x NR dot products over the whole of k (farther ahead would evict
+  // the activation rows from L1). A step is 8 elements, a fraction of a line: one request a line.
+  const int64_t prefetch = MR == 1 ? kWeightPrefetchBytes : static_cast<int64_t>(NR * a.w_stride);
+  constexpr int64_t kLineElements = 64 / Dot::kWBytes;
   for (int64_t k = 0; k < k_full; k += 8) {
+    if (k % kLineElements == 0) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j)
+        _mm_prefetch(reinterpret_cast<const char*>(wb + j * a.w_stride + k * Dot::kWBytes + prefetch), _MM_HINT_T0);
+    }
     __m256 x[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) x[i] = Dot::load_x(xb + i * a.x_stride, k);

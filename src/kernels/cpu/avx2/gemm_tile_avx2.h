@@ -11,8 +11,8 @@
 
 namespace frugal::kernels::avx2 {
 
-// Software prefetch this far ahead in every weight row of a one-row tile (the AVX-512 tile's
-// distance): the hardware prefetchers alone do not keep the row streams in flight.
+// Software prefetch this far ahead in every weight row in decode (a product of one row; the
+// AVX-512 tile's distance): the hardware prefetchers alone do not keep the row streams in flight.
 inline constexpr int64_t kWeightPrefetchBytes = 16384;
 
 template <typename Dot, int MR, int NR>

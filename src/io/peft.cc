@@ -42,6 +42,14 @@ bool pattern_matches(const std::string& key, const std::string& module) {
 // Configs are read keeping their keys' order: PEFT takes the first pattern key that matches.
 using Json = nlohmann::ordered_json;
 
+// A rank as JSON gives it (a number): whole and at least 1, and bounded, since a huge one would
+// not convert to an integer.
+int64_t lora_rank(double rank, const std::string& label, const std::string& what) {
+  if (!(rank >= 1 && rank <= 1e6) || rank != std::trunc(rank))
+    fail("{}: {} must be a whole number of at least 1 (got {})", label, what, rank);
+  return static_cast<int64_t>(rank);
+}
+
 // A key whose value, when set, changes what the adapter computes in a way frugal does not
 // implement: refused by name rather than ignored.
 bool is_set(const Json& j, const char* key) {
@@ -92,9 +100,7 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
   for (const auto& [key, why] : unsupported)
     if (is_set(j, key)) fail("{}: {} is set ({}); frugal applies plain LoRA matrices only", label, key, why);
   PeftLoraConfig c;
-  const double r = json_float(j, "r", label, 8);
-  if (!(r >= 1 && r <= 1e6) || r != std::trunc(r)) fail("{}: 'r' must be a whole number of at least 1 (got {})", label, r);
-  c.r = static_cast<int64_t>(r);
+  c.r = lora_rank(json_float(j, "r", label, 8), label, "'r'");
   c.lora_alpha = json_float(j, "lora_alpha", label, 8);
   if (!std::isfinite(c.lora_alpha)) fail("{}: lora_alpha must be a finite number", label);
   c.lora_dropout = json_float(j, "lora_dropout", label, 0);
@@ -111,11 +117,7 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
     for (const auto& [k, v] : j[key].items()) {
       if (!v.is_number()) fail("{}: {}['{}'] must be a number", label, key, k);
       if (std::string(key) == "rank_pattern") {
-        // Bounded like 'r': a huge rank would not convert to an integer.
-        const double rank = v.get<double>();
-        if (!(rank >= 1 && rank <= 1e6) || rank != std::trunc(rank))
-          fail("{}: rank_pattern['{}'] must be a whole number of at least 1 (got {})", label, k, v.dump());
-        c.rank_pattern.emplace_back(k, static_cast<int64_t>(rank));
+        c.rank_pattern.emplace_back(k, lora_rank(v.get<double>(), label, fmt::format("rank_pattern['{}']", k)));
       } else {
         c.alpha_pattern.emplace_back(k, v.get<double>());
       }

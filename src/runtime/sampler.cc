@@ -97,7 +97,8 @@ void top_p_by_buckets(Candidates& c, double target, float max) {
     const float d = (max - logit) * (kTopPBuckets / kTopPRange);  // >= 0; +inf for a banned token
     return d < static_cast<float>(kTopPBuckets - 1) ? static_cast<int32_t>(d) : kTopPBuckets - 1;
   };
-  std::vector<int32_t> bucket(n);  // kept for the scatter below: computing it again was slower
+  c.buckets.resize(n);  // kept for the scatter below: computing them again was slower
+  int32_t* bucket = c.buckets.data();
   std::array<double, kTopPBuckets> mass{};
   std::array<uint32_t, kTopPBuckets + 1> count{};
   for (size_t i = 0; i < n; ++i) {

@@ -67,6 +67,7 @@ struct Candidates {
   mutable std::vector<float> weights;
   mutable std::vector<double> block_sums;
   std::vector<TokenCandidate> spare;
+  std::vector<int32_t> buckets;  // top_p over many candidates: each one's bucket
 
   void assign(const float* logits, int32_t n_vocab);
   // Only the k best of the logits, sorted: one pass with a k-entry heap, no V-sized copy.

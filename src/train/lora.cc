@@ -268,7 +268,13 @@ LoraSet LoraSet::from_peft(const DecoderModel& base, const PeftAdapter& adapter,
     return a.layer != b.layer ? a.layer < b.layer : position(a.target) < position(b.target);
   });
   set.build_index(c.n_layer);
+  set.peft_config_ = pc;
   return set;
+}
+
+void LoraSet::set_dropout(double p) {
+  if (!(p >= 0 && p < 1)) fail("LoRA dropout must be in [0, 1) (got {})", p);
+  options_.dropout = p;
 }
 
 void LoraSet::take_rope_layout(const ModelConfig& c) {
@@ -280,13 +286,17 @@ void LoraSet::take_rope_layout(const ModelConfig& c) {
 PeftAdapter LoraSet::to_peft(const std::string& base_name) const {
   PeftAdapter out;
   PeftLoraConfig& pc = out.config;
-  pc.r = options_.rank;
-  pc.lora_alpha = options_.alpha;
+  if (peft_config_) {
+    pc = *peft_config_;
+  } else {
+    pc.r = options_.rank;
+    pc.lora_alpha = options_.alpha;
+    pc.use_rslora = options_.use_rslora;
+    for (LoraTarget t : options_.targets) pc.target_modules.push_back(leaf_of(info(t)));
+    if (!options_.layers.empty()) pc.layers_to_transform = options_.layers;
+  }
   pc.lora_dropout = options_.dropout;
-  pc.use_rslora = options_.use_rslora;
   pc.base_model_name_or_path = base_name;
-  for (LoraTarget t : options_.targets) pc.target_modules.push_back(leaf_of(info(t)));
-  if (!options_.layers.empty()) pc.layers_to_transform = options_.layers;
   for (const LoraModule& m : modules_) {
     PeftLoraModule pm;
     pm.module = lora_module_path(m.layer, m.target);
@@ -298,8 +308,6 @@ PeftAdapter LoraSet::to_peft(const std::string& base_name) const {
     if (interleaved_rope_ && permuted_rows(m.target))
       for (int64_t r = 0; r < m.n_out; ++r)
         std::copy_n(m.b.data() + pairwise_row_of_hf(r, head_dim_, n_rot_) * m.rank, m.rank, pm.b.data() + r * m.rank);
-    // A module whose rank differs from the adapter's (a loaded adapter with rank_pattern).
-    if (m.rank != options_.rank) pc.rank_pattern.emplace_back(pm.module, m.rank);
     out.modules.push_back(std::move(pm));
   }
   return out;

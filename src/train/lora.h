@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -78,8 +79,16 @@ class LoraSet {
   // linear layer of it with the shapes it has), scaled by user_scale on top of alpha / r.
   static LoraSet from_peft(const DecoderModel& base, const PeftAdapter& adapter, const std::string& label,
                            double user_scale = 1.0);
-  // The PEFT form (Hugging Face row order); `base_name` goes to base_model_name_or_path.
+  // The PEFT form (Hugging Face row order); `base_name` goes to base_model_name_or_path. A set
+  // read from PEFT files keeps that config's choice of modules and ranks (target_modules,
+  // exclude_modules, layers_to_transform, rank_pattern, alpha_pattern, r, lora_alpha,
+  // use_rslora) as it was, so that an adapter trained further (finetune --init-adapter) loads
+  // in PEFT with the modules and scales it was trained with.
   PeftAdapter to_peft(const std::string& base_name) const;
+
+  // The dropout of further training (a training choice, not part of what the adapter computes).
+  // Throws frugal::Error outside [0, 1).
+  void set_dropout(double p);
 
   const LoraOptions& options() const { return options_; }
   std::vector<LoraModule>& modules() { return modules_; }
@@ -96,6 +105,7 @@ class LoraSet {
   LoraOptions options_;
   std::vector<LoraModule> modules_;
   std::vector<int32_t> index_;  // [n_layer * kLoraTargetCount] -> position in modules_, or -1
+  std::optional<PeftLoraConfig> peft_config_;  // from_peft: the config the modules were read with
   // The base's rotary layout: a pairwise one (GGUF Llama, llama2.c) stores q/k rows permuted
   // against PEFT's Hugging Face order (model/rope_layout.h).
   bool interleaved_rope_ = false;

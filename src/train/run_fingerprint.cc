@@ -77,7 +77,7 @@ std::string sampled_content_id(const std::string& path) {
 nlohmann::json run_fingerprint(const TrainOptions& o, std::string_view data, std::string_view val_data) {
   nlohmann::json targets = nlohmann::json::array();
   for (LoraTarget t : o.lora.targets) targets.push_back(lora_target_name(t));
-  return {
+  nlohmann::json id = {
       {"model_contents", sampled_content_id(o.model)},
       {"tokenizer_contents", o.tokenizer.empty() ? "" : sampled_content_id(o.tokenizer)},
       {"data_contents", content_id(data)}, {"val_data_contents", o.val_data.empty() ? "" : content_id(val_data)},
@@ -89,6 +89,9 @@ nlohmann::json run_fingerprint(const TrainOptions& o, std::string_view data, std
       {"max_grad_norm", o.max_grad_norm}, {"weight_decay", o.adamw.weight_decay}, {"adam_beta1", o.adamw.beta1},
       {"adam_beta2", o.adamw.beta2}, {"adam_eps", o.adamw.eps}, {"val_split", o.val_split}, {"seed", o.seed},
   };
+  // Only when given, so that checkpoints of runs without one still resume.
+  if (!o.init_adapter.empty()) id["init_adapter_contents"] = sampled_content_id(o.init_adapter);
+  return id;
 }
 
 void check_same_run(const std::string& checkpoint, const nlohmann::json& saved, const nlohmann::json& now) {

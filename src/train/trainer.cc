@@ -164,7 +164,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   // ---- everything that can fail on user input, before anything is written ----------------
   // The log is appended to line by line; a path that takes no file is an error now, not a run
   // that silently logs nothing.
-  if (!o.log_file.empty()) check_output_path(o.log_file, {o.model, o.data, o.val_data});
+  if (!o.log_file.empty()) check_output_path(o.log_file, {o.model, o.data, o.val_data, o.init_adapter});
   std::string resume_dir;
   // The adapter is written after the last step: a folder that holds one holds a finished run.
   const bool finished = fs::exists(fs::path(o.output) / "adapter_config.json", ec);
@@ -186,7 +186,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
     fail("{} already holds an adapter (adapter_config.json): choose another folder, or remove it first", o.output);
   }
   // The adapter's files must not land in the base model's folder (or the data's own path).
-  check_output_folder(o.output, {o.model, o.data, o.val_data});
+  check_output_folder(o.output, {o.model, o.data, o.val_data, o.init_adapter});
   // Each data file is read once, for its fingerprint and for the loader: a pipe has no second reading.
   const std::string data_bytes = read_data_file(o.data);
   const std::string val_bytes = o.val_data.empty() ? "" : read_data_file(o.val_data);
@@ -212,8 +212,11 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   }
 
   // The adapter first: a rank or target the model cannot take fails before the data is read.
-  LoraSet lora = resume_dir.empty() ? LoraSet::create(*decoder, o.lora, mix(o.seed, 0xada))
-                                    : LoraSet::from_peft(*decoder, read_peft_adapter(resume_dir), resume_dir);
+  LoraSet lora = !resume_dir.empty()       ? LoraSet::from_peft(*decoder, read_peft_adapter(resume_dir), resume_dir)
+                 : !o.init_adapter.empty() ? LoraSet::from_peft(*decoder, read_peft_adapter(o.init_adapter),
+                                                                o.init_adapter)
+                                           : LoraSet::create(*decoder, o.lora, mix(o.seed, 0xada));
+  if (!o.init_adapter.empty()) lora.set_dropout(o.lora.dropout);
 
   DataOptions data_options;
   data_options.format = o.format;
@@ -284,7 +287,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   const TrainingLog metrics(o.log_file.empty() ? (fs::path(o.output) / "training_log.jsonl").string() : o.log_file, start);
   log_info("finetune: {} trainable parameters (LoRA r={} alpha={} on {} modules), {} training and {} held-out examples, "
            "{} steps of {} x {} x {} tokens, {} threads, activation checkpointing {}{}",
-           lora.parameter_count(), o.lora.rank, o.lora.alpha, lora.modules().size(), train.size(), val.size(), total,
+           lora.parameter_count(), lora.options().rank, lora.options().alpha, lora.modules().size(), train.size(), val.size(), total,
            o.grad_accum, o.batch, o.seq_len, pool.size(), model_options.checkpointing ? "on" : "off",
            start > 0 ? fmt::format(", resuming at step {}", start) : "");
   metrics.append({{"event", start > 0 ? "resume" : "start"}, {"step", start}, {"total_steps", total},

@@ -1,8 +1,8 @@
 // LoRA fine-tuning as a library call: `frugal finetune` is a thin main over this.
 //
 // A run: load the base model (any format and type frugal loads: bf16/f32, 8-bit, 4-bit for
-// QLoRA) and the data (train/dataset.h), hold out a fraction, create the adapters (or restore
-// them from a checkpoint), then optimizer steps: each step's rows are split into micro-batches
+// QLoRA) and the data (train/dataset.h), hold out a fraction, create the adapters (or read
+// them from an adapter folder to train further, or restore them from a checkpoint), then optimizer steps: each step's rows are split into micro-batches
 // whose gradients accumulate, are reduced across ranks (dist/), clipped and applied by AdamW at
 // the scheduled learning rate. The held-out loss is measured before training, every
 // eval_every steps and at the end. Checkpoints (adapter, optimizer state, position in the
@@ -38,6 +38,10 @@ struct TrainOptions {
   bool pack = true;
 
   LoraOptions lora;
+  // Warm start: train this PEFT adapter folder further instead of new adapters. Its modules,
+  // ranks and scales are used as they are (lora's rank, alpha, targets, layers and rslora are
+  // not); the dropout is lora.dropout, and the optimizer and schedule start afresh.
+  std::string init_adapter;
   int64_t epochs = 1;       // used when steps == 0
   int64_t steps = 0;        // optimizer steps; 0: epochs over the data
   int64_t batch = 16;       // rows per micro-batch

@@ -887,6 +887,14 @@ def test_finetune_cli():
         expect(sorted(config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"], f"{config}")
         expect(os.path.isdir(f"{d}/out/checkpoint-2"), "no checkpoint at step 2")
         ok(run(["generate", "-m", WIKI_HF, "--lora", f"{d}/out", "-p", "Topic 3", "-n", "4"]))
+        # A warm start: the adapter trained further, with its config as it was.
+        p = run(common + ["--init-adapter", f"{d}/out", "-o", f"{d}/warm", "--steps", "2", "--lora-dropout", "0"])
+        ok(p)
+        with open(f"{d}/warm/adapter_config.json", encoding="utf-8") as f:
+            warm = json.load(f)
+        expect({**warm, "lora_dropout": config["lora_dropout"]} == config, f"warm start config {warm} vs {config}")
+        expect(warm["lora_dropout"] == 0, f"the dropout of the warm start: {warm}")
+        expect(b"LoRA r=4 alpha=32" in p.stderr, f"the warm start's adapter line: {p.stderr.decode()}")
         # Records whose prompt fills --seq are left out with a warning, not trained on as
         # rows without a loss (a NaN loss and a held-out loss over 0 tokens).
         long_prompt = " ".join(["word"] * 200)
@@ -911,6 +919,10 @@ def test_finetune_cli():
             (common + ["--lora-r", "0"], ["rank", "at least 1"]),  # not "alpha/r overflows"
             (common + ["--targets", "q,query"], ["'query'"]),
             (common + ["--lora-dropout", "1.5"], ["dropout"]),
+            # A warm start keeps the adapter's own shape: a flag that would change it is refused.
+            (common + ["--init-adapter", f"{d}/out", "--lora-r", "8"], ["--lora-r", "--init-adapter", f"{d}/out"]),
+            (common + ["--init-adapter", f"{d}/out", "--targets", "q"], ["--targets", "adapter_config.json"]),
+            (common + ["--init-adapter", f"{d}/no_such_adapter"], ["no_such_adapter"]),
         ]:
             expect_user_error(args + ["-o", f"{d}/bad_out"], mentions)
             expect(not os.path.exists(f"{d}/bad_out"), f"{args}: output written")

@@ -138,6 +138,87 @@ TEST(Trainer, ResumeAfterInterruptionEqualsUninterruptedRun) {
   EXPECT_EQ(b3.evals.back().loss, a.evals.back().loss);
 }
 
+std::string file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// A resume that must be refused, with a message naming the fingerprint entry that differs.
+void expect_resume_refused(const TrainOptions& o, const std::string& entry) {
+  try {
+    run_finetune(o);
+    FAIL() << "resumed although " << entry << " differs";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(entry), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trainer, InitAdapterContinuesWhereTheAdapterLeftOff) {
+  const std::string first = fresh_dir("warm_first");
+  const TrainResult a = run_finetune(small_run(first));
+  ASSERT_GE(a.evals.size(), 2u);
+
+  TrainOptions warm = small_run(fresh_dir("warm_second"));
+  warm.init_adapter = first;
+  warm.steps = 3;
+  warm.lora.rank = 8;  // not used: the adapter keeps its own shape
+  const TrainResult b = run_finetune(warm);
+  ASSERT_EQ(b.train_losses.size(), 3u);
+  ASSERT_GE(b.evals.size(), 2u);
+  // The same held-out rows through the same adapter: the loss the first run ended with.
+  EXPECT_EQ(b.evals.front().loss, a.evals.back().loss);
+  EXPECT_NE(b.evals.front().loss, a.evals.front().loss);  // not new adapters (B = 0)
+  EXPECT_NE(adapter_values(warm.output), adapter_values(first));
+  EXPECT_EQ(file_bytes(warm.output + "/adapter_config.json"), file_bytes(first + "/adapter_config.json"));
+
+  // Interrupted and resumed, it ends where the uninterrupted warm start did.
+  TrainOptions parts = warm;
+  parts.output = fresh_dir("warm_parts");
+  std::atomic<bool> stop{true};
+  EXPECT_TRUE(run_finetune(parts, &stop).interrupted);
+  parts.resume = "latest";
+  stop = false;
+  const TrainResult c = run_finetune(parts, &stop);
+  EXPECT_EQ(c.evals.back().loss, b.evals.back().loss);
+  EXPECT_EQ(file_bytes(parts.output + "/adapter_model.safetensors"), file_bytes(warm.output + "/adapter_model.safetensors"));
+
+  // A checkpoint of a warm start continues from the same adapter only.
+  TrainOptions other = warm;
+  other.output = fresh_dir("warm_other");
+  stop = true;
+  EXPECT_TRUE(run_finetune(other, &stop).interrupted);
+  other.resume = "latest";
+  other.init_adapter = test::reference_dir() + "/wiki7m_lora";
+  expect_resume_refused(other, "init_adapter_contents");
+}
+
+TEST(Trainer, InitAdapterKeepsPeftPatterns) {
+  // PEFT's reference adapter: r 4, alpha 8, o_proj at alpha 4, down_proj at rank 2, layers 0, 3, 5.
+  const std::string ref = test::reference_dir() + "/wiki7m_lora";
+  TrainOptions o = small_run(fresh_dir("warm_patterns"));
+  o.init_adapter = ref;
+  o.steps = 2;
+  run_finetune(o);
+  const PeftAdapter in = read_peft_adapter(ref), out = read_peft_adapter(o.output);
+  EXPECT_EQ(out.config.r, 4);
+  EXPECT_EQ(out.config.lora_alpha, 8.0);
+  EXPECT_EQ(out.config.target_modules, in.config.target_modules);
+  EXPECT_EQ(out.config.layers_to_transform, in.config.layers_to_transform);
+  EXPECT_EQ(out.config.rank_pattern, in.config.rank_pattern);
+  EXPECT_EQ(out.config.alpha_pattern, in.config.alpha_pattern);
+  EXPECT_EQ(out.config.lora_dropout, o.lora.dropout);
+  ASSERT_EQ(out.modules.size(), in.modules.size());
+  for (size_t i = 0; i < in.modules.size(); ++i) {
+    const PeftLoraModule &x = in.modules[i], &y = out.modules[i];
+    EXPECT_EQ(y.module, x.module);
+    EXPECT_EQ(y.rank, x.rank) << x.module;
+    EXPECT_EQ(out.config.scale_for(y.module, y.rank), in.config.scale_for(x.module, x.rank)) << x.module;
+  }
+  EXPECT_EQ(out.config.scale_for("model.layers.0.self_attn.o_proj", 4), 1.0);  // alpha 4 / r 4
+  EXPECT_EQ(out.config.rank_for("model.layers.3.mlp.down_proj"), 2);
+  EXPECT_NE(adapter_values(o.output), adapter_values(ref));
+}
+
 TEST(Trainer, ResumeRefusesAnotherRunsCheckpoint) {
   const std::string out = fresh_dir("refuse");
   std::atomic<bool> stop{true};
@@ -145,12 +226,7 @@ TEST(Trainer, ResumeRefusesAnotherRunsCheckpoint) {
   TrainOptions other = small_run(out);
   other.resume = "latest";
   other.lr = 1e-3;
-  try {
-    run_finetune(other);
-    FAIL() << "resumed with another learning rate";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("lr"), std::string::npos) << e.what();
-  }
+  expect_resume_refused(other, "lr");
   // And a fresh run into a folder with checkpoints is refused rather than mixed in.
   EXPECT_THROW(run_finetune(small_run(out)), Error);
   // The same data path with other contents: the checkpoint's run trained on other records.
@@ -160,12 +236,7 @@ TEST(Trainer, ResumeRefusesAnotherRunsCheckpoint) {
   run_finetune(first, &stop);
   write_file("rewritten.json", alpaca_data().replace(alpaca_data().find("rivers"), 6, "forest"));
   first.resume = "latest";
-  try {
-    run_finetune(first);
-    FAIL() << "resumed on rewritten data";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("data_contents"), std::string::npos) << e.what();
-  }
+  expect_resume_refused(first, "data_contents");
 }
 
 TEST(Trainer, DamagedCheckpointStateIsANamedError) {

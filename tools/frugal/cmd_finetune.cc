@@ -25,6 +25,8 @@ struct FinetuneFlags {
   bool quiet = false;
   bool no_pack = false;
   CLI::Option* resume = nullptr;
+  // The flags that shape new adapters, which an --init-adapter's own config decides instead.
+  std::vector<CLI::Option*> adapter_shape;
 };
 
 FinetuneFlags& flags() {
@@ -65,13 +67,19 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--val-data", o.val_data, "Held-out data file (default: hold out --val-split of --data)");
   sub->add_option("--val-split", o.val_split, "Fraction of the examples held out for evaluation")->capture_default_str();
 
-  sub->add_option("--lora-r", o.lora.rank, "LoRA rank")->capture_default_str();
-  sub->add_option("--lora-alpha", o.lora.alpha, "LoRA alpha (the update is scaled by alpha / r)")->capture_default_str();
+  sub->add_option("--init-adapter", o.init_adapter,
+                  "Train this PEFT adapter folder further (a warm start) instead of new adapters: its modules, ranks "
+                  "and alphas are kept; the optimizer and schedule start afresh");
+  f.adapter_shape = {
+      sub->add_option("--lora-r", o.lora.rank, "LoRA rank")->capture_default_str(),
+      sub->add_option("--lora-alpha", o.lora.alpha, "LoRA alpha (the update is scaled by alpha / r)")
+          ->capture_default_str(),
+      sub->add_option("--targets", f.targets, "Adapted layers: any of q,k,v,o,gate,up,down (or attn, mlp, all)")
+          ->capture_default_str(),
+      sub->add_option("--layers", f.layers, "Adapt only these decoder layers (\"0,1,5\" or \"0-3\"; default: all)"),
+      sub->add_flag("--rslora", o.lora.use_rslora, "Rank-stabilised scaling alpha / sqrt(r)"),
+  };
   sub->add_option("--lora-dropout", o.lora.dropout, "Dropout on the adapters' input")->capture_default_str();
-  sub->add_option("--targets", f.targets, "Adapted layers: any of q,k,v,o,gate,up,down (or attn, mlp, all)")
-      ->capture_default_str();
-  sub->add_option("--layers", f.layers, "Adapt only these decoder layers (\"0,1,5\" or \"0-3\"; default: all)");
-  sub->add_flag("--rslora", o.lora.use_rslora, "Rank-stabilised scaling alpha / sqrt(r)");
 
   sub->add_option("--epochs", o.epochs, "Passes over the training data (when --steps is 0)")->capture_default_str();
   sub->add_option("--steps", o.steps, "Optimizer steps (0: --epochs over the data)")->capture_default_str();
@@ -157,6 +165,12 @@ int run() {
   TrainOptions o = f.o;
   set_log_level(f.quiet ? LogLevel::kWarn : f.verbose ? LogLevel::kDebug : LogLevel::kInfo);
   if (f.resume->count() > 0 && o.resume.empty()) o.resume = "latest";
+  if (!o.init_adapter.empty())
+    for (const CLI::Option* opt : f.adapter_shape)
+      if (opt->count() > 0)
+        fail("{}: the adapter given with --init-adapter ({}) keeps its own rank, alpha, targets and layers "
+             "(its adapter_config.json); leave {} out",
+             opt->get_name(), o.init_adapter, opt->get_name());
   o.format = parse_data_format(f.format);
   o.pack = !f.no_pack;
   o.lora.targets = parse_lora_targets(f.targets);

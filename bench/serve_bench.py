@@ -34,7 +34,8 @@ import time
 
 
 class Server:
-    def __init__(self, frugal, model, threads, ctx, parallel, extra=()):
+    def __init__(self, frugal, model, threads, ctx, parallel, extra=(), sampling=None):
+        self.sampling = sampling or {"temperature": 0}  # the request's sampling fields: greedy by default
         cmd = [frugal, "serve", "-m", model, "--port", "0", "-t", str(threads), "--ctx", str(ctx),
                "--parallel", str(parallel), "--queue", "64"] + list(extra)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -79,8 +80,6 @@ class Server:
         n = json.loads(c.getresponse().read())["data"][0]["meta"]["n_vocab"]
         c.close()
         return n
-
-    sampling = {"temperature": 0}  # greedy unless --temperature / --top-p
 
     def stream(self, prompt, max_tokens):
         """Streams one completion; returns (send time, [(time, n_tokens) per token chunk])."""
@@ -186,15 +185,15 @@ def main():
     args = ap.parse_args()
     rng = random.Random(1234)
     levels = [int(x) for x in args.levels.split(",") if x]
-    Server.sampling = {"temperature": args.temperature, "seed": 7}
+    sampling = {"temperature": args.temperature, "seed": 7}
     if args.top_p is not None:
-        Server.sampling["top_p"] = args.top_p
+        sampling["top_p"] = args.top_p
 
-    how = "greedy" if args.temperature == 0 else f"sampled ({Server.sampling})"
+    how = "greedy" if args.temperature == 0 else f"sampled ({sampling})"
     print(f"== decode throughput: prompts of {args.prompt} token ids, {args.decode} tokens each, {how}; "
           f"{args.threads} threads; load average before: {load_average()}")
     rows = []
-    with Server(args.frugal, args.model, args.threads, args.ctx, max(levels), args.server_arg) as s:
+    with Server(args.frugal, args.model, args.threads, args.ctx, max(levels), args.server_arg, sampling) as s:
         vocab = s.n_vocab()
         run_level(s, 1, 1, args.prompt, 8, vocab, rng)  # warm-up: page the weights in
         # Trials go round the levels in turn, so that the load of a shared machine falls on
@@ -227,7 +226,7 @@ def main():
     if args.skip_prefix:
         return
     if not rows:
-        with Server(args.frugal, args.model, args.threads, args.ctx, 1, args.server_arg) as s:
+        with Server(args.frugal, args.model, args.threads, args.ctx, 1, args.server_arg, sampling) as s:
             vocab = s.n_vocab()
     print(f"== TTFT with a shared {args.system}-token system prompt ({args.repeats} requests, each its own "
           f"16-token question, 4 tokens decoded); load average before: {load_average()}")
@@ -235,8 +234,8 @@ def main():
     questions = [[rng.randrange(3, vocab) for _ in range(16)] for _ in range(args.repeats)]
     # Both servers run at once and take the requests in turn, so a busy moment of a shared
     # machine does not fall on one of them only.
-    with Server(args.frugal, args.model, args.threads, args.ctx, 4, args.server_arg) as on, \
-            Server(args.frugal, args.model, args.threads, args.ctx, 4, args.server_arg + ["--no-prefix-cache"]) as off:
+    with Server(args.frugal, args.model, args.threads, args.ctx, 4, args.server_arg, sampling) as on, \
+            Server(args.frugal, args.model, args.threads, args.ctx, 4, args.server_arg + ["--no-prefix-cache"], sampling) as off:
         ttft = {"on": [], "off": []}
         for server in (on, off):
             server.stream(questions[0][:4], 2)  # warm-up with an unrelated prompt

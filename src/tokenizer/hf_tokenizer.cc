@@ -26,8 +26,9 @@ const json& member(const json& object, const char* key, const std::string& path,
 
 // A required string member; `where` names the object in messages ("the normalizer").
 std::string string_member(const json& object, const char* key, const std::string& path, const char* where) {
-  member(object, key, path, where);
-  return json_required_string(object, key, fmt::format("{} ({})", path, where));
+  const std::string* value = json_opt_string(object, key, fmt::format("{} ({})", path, where));
+  if (value == nullptr) fail("{}: {} has no '{}'", path, where, key);
+  return *value;
 }
 
 void add_normalizer(const json& spec, Normalizer& normalizer, const std::string& path) {

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/check.h"
+#include "core/pcre2_pattern.h"
 #include "io/atomic_output_file.h"
 #include "io/json_fields.h"
 #include "io/mapped_file.h"
@@ -29,15 +30,16 @@ bool is_name_or_suffix(const std::string& module, const std::string& key) {
 
 // PEFT's rule (peft.utils.get_pattern_key): a pattern key applies to a module whose full name
 // matches the regular expression "(.*\.)?(" + key + ")$"; the first such key in the config wins.
-bool pattern_matches(const std::string& key, const std::string& module) {
-  try {
-    // The key in a group of its own, as PEFT writes it: an alternation ("q_proj|v_proj") must
-    // not split the prefix off.
-    return std::regex_match(module, std::regex("(.*\\.)?(" + key + ")"));
-  } catch (const std::regex_error&) {
-    return is_name_or_suffix(module, key);
-  }
+// The key in a group of its own, as PEFT writes it: an alternation ("q_proj|v_proj") must not
+// split the prefix off. Python's syntax, so PCRE (a lookbehind or a named group in a key
+// matched nothing under std::regex, which then fell back to a plain suffix match).
+bool pattern_matches(const std::string& key, const std::string& module, const std::string& label) {
+  return pcre2_full_match("(.*\\.)?(" + key + ")", module, label);
 }
+
+// PEFT's default target_modules for the model types frugal adapts (llama, qwen2) when a config
+// gives none (peft.utils.constants TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
+const std::vector<std::string> kDefaultTargets = {"q_proj", "v_proj"};
 
 // Configs are read keeping their keys' order: PEFT takes the first pattern key that matches.
 using Json = nlohmann::ordered_json;
@@ -106,11 +108,18 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
   c.lora_dropout = json_float(j, "lora_dropout", label, 0);
   c.use_rslora = json_bool(j, "use_rslora", label, false);
   read_module_names(j, "target_modules", label, c.target_modules, c.target_modules_regex);
-  // An empty list is not "not given" (null, where the tensors say which modules): PEFT finds
-  // no target module in the model and refuses it.
+  // An empty list names no module: PEFT finds no target module in the model and refuses it.
+  // null (or no key) is PEFT's default for the model type.
   if (j.contains("target_modules") && j["target_modules"].is_array() && c.target_modules.empty())
     fail("{}: target_modules is an empty list, which names no module to adapt", label);
+  if (!json_has(j, "target_modules")) c.target_modules = kDefaultTargets;
   read_module_names(j, "exclude_modules", label, c.exclude_modules, c.exclude_modules_regex);
+  // Patterns are compiled once here, so that a bad one is named with its file.
+  const auto check_pattern = [&](const std::string& what, const std::string& pattern) {
+    pcre2_full_match(pattern, "", fmt::format("{}: {}", label, what));
+  };
+  if (c.target_modules_regex) check_pattern("target_modules", c.target_modules[0]);
+  if (c.exclude_modules_regex) check_pattern("exclude_modules", c.exclude_modules[0]);
   for (const char* key : {"rank_pattern", "alpha_pattern"}) {
     if (!json_has(j, key)) continue;
     if (!j[key].is_object()) fail("{}: '{}' must be an object", label, key);
@@ -121,6 +130,7 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
       } else {
         c.alpha_pattern.emplace_back(k, v.get<double>());
       }
+      check_pattern(fmt::format("{} key '{}'", key, k), "(.*\\.)?(" + k + ")");
     }
   }
   if (json_has(j, "layers_to_transform")) {
@@ -136,7 +146,33 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
     } else {
       fail("{}: layers_to_transform must be a layer number or a list of them", label);
     }
-    c.layers_to_transform = layers;
+    // An empty list transforms every layer, as in PEFT.
+    if (!layers.empty()) c.layers_to_transform = layers;
+  }
+  if (c.layers_to_transform && c.target_modules_regex)
+    fail("{}: layers_to_transform cannot be used when target_modules is a regular expression (a string), as PEFT "
+         "refuses it",
+         label);
+  // layers_pattern names the module list that layers_to_transform counts in; a Llama-family
+  // model's is "layers" (model.layers.N): another name matches no module in PEFT.
+  if (json_has(j, "layers_pattern")) {
+    const auto& p = j["layers_pattern"];
+    std::vector<std::string> names;
+    if (p.is_string()) {
+      names.push_back(p.get<std::string>());
+    } else if (p.is_array() && std::ranges::all_of(p, [](const Json& x) { return x.is_string(); })) {
+      for (const auto& x : p) names.push_back(x.get<std::string>());
+    } else {
+      fail("{}: layers_pattern must be a name or a list of names", label);
+    }
+    if (!names.empty()) {
+      if (std::ranges::find(names, "layers") == names.end())
+        fail("{}: layers_pattern {} names no layer list of this model (its layers are model.layers.N: \"layers\")",
+             label, p.dump());
+      if (!c.layers_to_transform)
+        fail("{}: layers_pattern is given without layers_to_transform, which PEFT refuses", label);
+      c.layers_pattern = "layers";
+    }
   }
   if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
     c.base_model_name_or_path = j["base_model_name_or_path"].get<std::string>();
@@ -171,13 +207,13 @@ std::vector<float> to_f32(const SafetensorsFile& file, const SafetensorsEntry& e
 
 int64_t PeftLoraConfig::rank_for(const std::string& module) const {
   for (const auto& [key, r] : rank_pattern)
-    if (pattern_matches(key, module)) return r;
+    if (pattern_matches(key, module, "rank_pattern")) return r;
   return r;
 }
 
 double PeftLoraConfig::alpha_for(const std::string& module) const {
   for (const auto& [key, a] : alpha_pattern)
-    if (pattern_matches(key, module)) return a;
+    if (pattern_matches(key, module, "alpha_pattern")) return a;
   return lora_alpha;
 }
 
@@ -185,14 +221,9 @@ namespace {
 
 // PEFT's match of target_modules / exclude_modules: a string is a regular expression matched
 // against the whole module name; a list names modules (the name or its last components).
-bool names_module(const std::vector<std::string>& names, bool regex, const std::string& module, const char* key) {
-  if (regex) {
-    try {
-      return std::regex_match(module, std::regex(names[0]));
-    } catch (const std::regex_error&) {
-      fail("{} '{}' is not a regular expression", key, names[0]);
-    }
-  }
+bool names_module(const std::vector<std::string>& names, bool regex, const std::string& module,
+                  const std::string& label) {
+  if (regex) return pcre2_full_match(names[0], module, label);  // re.fullmatch
   return std::ranges::any_of(names, [&](const std::string& name) { return is_name_or_suffix(module, name); });
 }
 
@@ -201,7 +232,6 @@ bool names_module(const std::vector<std::string>& names, bool regex, const std::
 bool PeftLoraConfig::targets(const std::string& module) const {
   if (!exclude_modules.empty() && names_module(exclude_modules, exclude_modules_regex, module, "exclude_modules"))
     return false;
-  if (target_modules.empty()) return true;  // not given: the tensors say which modules
   // "all-linear" means every linear layer.
   if (target_modules_regex && target_modules[0] == "all-linear") return true;
   return names_module(target_modules, target_modules_regex, module, "target_modules");
@@ -278,10 +308,14 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
       fail("{}: module '{}' has rank {} but {} gives it r = {}", weights_path, m.module, m.rank, config_path,
            c.rank_for(m.module));
     if (!c.targets(m.module))
-      fail("{}: module '{}' is not among the target_modules of {}{}", weights_path, m.module, config_path,
+      fail("{}: module '{}' is not among the target_modules ({}) of {}{}", weights_path, m.module,
+           fmt::join(c.target_modules, ", "), config_path,
            c.exclude_modules.empty() ? "" : " (or is among its exclude_modules)");
+    // PEFT applies layers_to_transform to the modules target_modules names by a suffix only:
+    // a module named in full is adapted in whichever layer it is.
+    const bool named_in_full = !c.target_modules_regex && std::ranges::find(c.target_modules, m.module) != c.target_modules.end();
     std::smatch layer;
-    if (c.layers_to_transform && std::regex_search(m.module, layer, layer_re) &&
+    if (c.layers_to_transform && !named_in_full && std::regex_search(m.module, layer, layer_re) &&
         std::ranges::find(*c.layers_to_transform, std::stoll(layer[1].str())) == c.layers_to_transform->end())
       fail("{}: module '{}' is in a layer that layers_to_transform of {} leaves out", weights_path, m.module,
            config_path);
@@ -304,11 +338,15 @@ void write_peft_adapter(const std::string& dir, const PeftAdapter& adapter, DTyp
   for (const auto& [k, v] : c.alpha_pattern) j["alpha_pattern"][k] = v;
   j["auto_mapping"] = nullptr;
   j["base_model_name_or_path"] = c.base_model_name_or_path;
+  if (!c.exclude_modules.empty()) {  // only when set: PEFT versions before 0.14 do not know the key
+    j["exclude_modules"] = c.exclude_modules_regex ? nlohmann::ordered_json(c.exclude_modules.at(0))
+                                                   : nlohmann::ordered_json(c.exclude_modules);
+  }
   j["bias"] = "none";
   j["fan_in_fan_out"] = false;
   j["inference_mode"] = true;
   j["init_lora_weights"] = true;
-  j["layers_pattern"] = nullptr;
+  j["layers_pattern"] = c.layers_pattern.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(c.layers_pattern);
   j["layers_to_transform"] = c.layers_to_transform ? nlohmann::ordered_json(*c.layers_to_transform) : nullptr;
   j["lora_alpha"] = c.lora_alpha;
   j["lora_dropout"] = c.lora_dropout;

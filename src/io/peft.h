@@ -24,7 +24,8 @@ struct PeftLoraConfig {
   int64_t r = 8;
   double lora_alpha = 8.0;
   double lora_dropout = 0.0;
-  std::vector<std::string> target_modules;  // module name suffixes ("q_proj"), or one regex:
+  std::vector<std::string> target_modules;  // module name suffixes ("q_proj"), or one regex
+                                            // (null in the file: PEFT's default, q_proj and v_proj);
   bool target_modules_regex = false;        // the config gave a string (matched against the whole name)
   std::vector<std::string> exclude_modules;  // modules left out although targeted, given the same way
   bool exclude_modules_regex = false;
@@ -34,7 +35,8 @@ struct PeftLoraConfig {
   // key that matches applies.
   std::vector<std::pair<std::string, int64_t>> rank_pattern;
   std::vector<std::pair<std::string, double>> alpha_pattern;
-  std::optional<std::vector<int64_t>> layers_to_transform;
+  std::optional<std::vector<int64_t>> layers_to_transform;  // none (or an empty list): every layer
+  std::string layers_pattern;  // "layers" when the config gives it (the only one a Llama-family model has)
   std::string base_model_name_or_path;
 
   // The rank and alpha PEFT gives `module` (rank_pattern / alpha_pattern first).

@@ -1,36 +1,14 @@
 #include "tokenizer/pretokenizer.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <map>
 
 #include "core/check.h"
+#include "core/pcre2_pattern.h"
 #include "tokenizer/utf8.h"
 
 namespace frugal {
 
 const char* const kGpt2Regex = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-namespace {
-
-std::string pcre2_message(int code) {
-  PCRE2_UCHAR buffer[256];
-  if (pcre2_get_error_message(code, buffer, sizeof(buffer)) < 0) return "error " + std::to_string(code);
-  return reinterpret_cast<const char*>(buffer);
-}
-
-struct MatchData {
-  explicit MatchData(const pcre2_code* code) : data(pcre2_match_data_create_from_pattern(code, nullptr)) {
-    FRUGAL_CHECK(data != nullptr, "out of memory for PCRE2 match data");
-  }
-  ~MatchData() { pcre2_match_data_free(data); }
-  MatchData(const MatchData&) = delete;
-  MatchData& operator=(const MatchData&) = delete;
-  pcre2_match_data* data;
-};
-
-}  // namespace
 
 struct PreTokenizer::Step {
   enum class Kind { kRegex, kPrefixSpace };
@@ -211,7 +189,7 @@ void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& w
         }
       }
     } else {
-      MatchData md(step->code);
+      Pcre2MatchData md(step->code);
       for (const std::string_view p : pieces) step->split(p, md.data, next);
     }
     pieces.swap(next);

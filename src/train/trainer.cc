@@ -194,6 +194,8 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   ModelOpenOptions open;
   open.tokenizer_path = o.tokenizer;
   auto source = ModelSource::open(o.model, open);  // before the fingerprint reads it: errors name what is wrong
+  std::optional<PeftAdapter> init_adapter;  // read first for the same reason
+  if (!o.init_adapter.empty()) init_adapter = read_peft_adapter(o.init_adapter);
   const nlohmann::json run_id = run_fingerprint(o, data_bytes, val_bytes);
   CheckpointState resumed;
   if (!resume_dir.empty()) {
@@ -213,10 +215,9 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
 
   // The adapter first: a rank or target the model cannot take fails before the data is read.
   LoraSet lora = !resume_dir.empty()       ? LoraSet::from_peft(*decoder, read_peft_adapter(resume_dir), resume_dir)
-                 : !o.init_adapter.empty() ? LoraSet::from_peft(*decoder, read_peft_adapter(o.init_adapter),
-                                                                o.init_adapter)
+                 : init_adapter            ? LoraSet::from_peft(*decoder, *init_adapter, o.init_adapter)
                                            : LoraSet::create(*decoder, o.lora, mix(o.seed, 0xada));
-  if (!o.init_adapter.empty()) lora.set_dropout(o.lora.dropout);
+  if (init_adapter) lora.set_dropout(o.lora.dropout);
 
   DataOptions data_options;
   data_options.format = o.format;

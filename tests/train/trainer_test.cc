@@ -217,6 +217,27 @@ TEST(Trainer, InitAdapterKeepsPeftPatterns) {
   EXPECT_EQ(out.config.scale_for("model.layers.0.self_attn.o_proj", 4), 1.0);  // alpha 4 / r 4
   EXPECT_EQ(out.config.rank_for("model.layers.3.mlp.down_proj"), 2);
   EXPECT_NE(adapter_values(o.output), adapter_values(ref));
+
+  // exclude_modules and layers_pattern are written back too (they were dropped, so PEFT would
+  // have added an untrained module where the excluded one is).
+  auto config = nlohmann::ordered_json::parse(std::ifstream(ref + "/adapter_config.json"));
+  config["exclude_modules"] = R"(.*\.5\.self_attn\.q_proj)";
+  config["layers_pattern"] = "layers";
+  const std::string excluding = fresh_dir("warm_exclude_in");
+  fs::create_directories(excluding);
+  const PeftAdapter ref_adapter = read_peft_adapter(ref);
+  PeftAdapter without = ref_adapter;
+  std::erase_if(without.modules, [](const PeftLoraModule& m) { return m.module == "model.layers.5.self_attn.q_proj"; });
+  write_peft_adapter(excluding, without);
+  std::ofstream(excluding + "/adapter_config.json") << config.dump();
+  o.output = fresh_dir("warm_exclude_out");
+  o.init_adapter = excluding;
+  run_finetune(o);
+  const PeftAdapter excluded = read_peft_adapter(o.output);
+  EXPECT_EQ(excluded.config.exclude_modules, std::vector<std::string>{R"(.*\.5\.self_attn\.q_proj)"});
+  EXPECT_TRUE(excluded.config.exclude_modules_regex);
+  EXPECT_EQ(excluded.config.layers_pattern, "layers");
+  EXPECT_EQ(excluded.modules.size(), in.modules.size() - 1);
 }
 
 TEST(Trainer, ResumeRefusesAnotherRunsCheckpoint) {
@@ -397,8 +418,10 @@ TEST(Trainer, AdapterConfigMustMatchItsTensors) {
   c = config;
   c["layers_to_transform"] = {0, 3};
   expect_refused("fewer_layers", c, {"layers.5.", "layers_to_transform"});
-  // PEFT's string forms: a regular expression over the whole name, and "all-linear".
+  // PEFT's string forms: a regular expression over the whole name, and "all-linear" (neither
+  // with layers_to_transform, which PEFT refuses beside a string).
   c = config;
+  c["layers_to_transform"] = nullptr;
   c["target_modules"] = R"(.*\.(q|k|v|o|gate|up|down)_proj)";
   EXPECT_EQ(read_peft_adapter(with_config("regex_targets", c)).modules.size(), 21u);
   c["target_modules"] = R"(.*\.(q|k|v|o)_proj)";
@@ -411,8 +434,37 @@ TEST(Trainer, AdapterConfigMustMatchItsTensors) {
   // "not given", where the tensors say which modules. null still is that.
   c["target_modules"] = nlohmann::json::array();
   expect_refused("no_targets", c, {"adapter_config.json", "target_modules", "empty"});
+  // null is PEFT's default for the model type (q_proj and v_proj for Llama and Qwen2), not "the
+  // tensors decide": PEFT adapts q and v and ignores the other tensors, which frugal refuses.
   c["target_modules"] = nullptr;
-  EXPECT_EQ(read_peft_adapter(with_config("targets_null", c)).modules.size(), 21u);
+  expect_refused("targets_null", c, {"mlp.down_proj", "target_modules (q_proj, v_proj)"});
+  // A regular expression that PEFT (Python's re) reads and std::regex did not, named with its file.
+  c["target_modules"] = R"(.*\.(?P<leaf>q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj))";
+  EXPECT_EQ(read_peft_adapter(with_config("regex_python", c)).modules.size(), 21u);
+  c["target_modules"] = R"(.*\.(q_proj)";
+  expect_refused("regex_broken", c, {"adapter_config.json", "target_modules", "not a regular expression"});
+  // layers_to_transform: an empty list is every layer; beside a regular expression PEFT refuses it;
+  // a module named in full is adapted whatever its layer.
+  c = config;
+  c["layers_to_transform"] = nlohmann::json::array();
+  EXPECT_FALSE(read_peft_adapter(with_config("layers_empty", c)).config.layers_to_transform);
+  c["target_modules"] = R"(.*_proj)";
+  c["layers_to_transform"] = {0, 3, 5};
+  expect_refused("regex_and_layers", c, {"layers_to_transform", "regular expression"});
+  c = config;
+  c["layers_to_transform"] = {0};
+  c["target_modules"] = nlohmann::json::array();
+  for (const char* layer : {"0", "3", "5"})
+    for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
+      c["target_modules"].push_back(fmt::format("model.layers.{}.{}", layer, m));
+  EXPECT_EQ(read_peft_adapter(with_config("full_names", c)).modules.size(), 21u);
+  // layers_pattern: "layers" is a Llama's (kept on the way out); another name matches nothing.
+  c = config;
+  c["layers_pattern"] = "layers";
+  EXPECT_EQ(read_peft_adapter(with_config("layers_pattern", c)).config.layers_pattern, "layers");
+  c["layers_pattern"] = "h";
+  expect_refused("layers_pattern_h", c, {"layers_pattern", "\"h\""});
   // exclude_modules takes modules out of the targets: their tensors are then refused.
   c = config;
   c["exclude_modules"] = {"o_proj"};
@@ -488,6 +540,15 @@ TEST(Trainer, AdapterPatternsFollowPeft) {
   got = read_with("specific_first", c);
   EXPECT_EQ(got.alpha_for(o0), 64.0);
   EXPECT_EQ(got.alpha_for(o3), 4.0);
+  // Python's syntax (a lookbehind, \Z): std::regex could not read these keys and fell back to a
+  // suffix match, which matched nothing, so o_proj kept alpha 4.
+  c["alpha_pattern"] = nlohmann::ordered_json::object();
+  c["alpha_pattern"][R"((?<=layers\.0\.self_attn\.)o_proj)"] = 64.0;
+  c["alpha_pattern"][R"(layers\.3\.self_attn\.o_proj\Z)"] = 16.0;
+  got = read_with("python_syntax", c);
+  EXPECT_EQ(got.alpha_for(o0), 64.0);
+  EXPECT_EQ(got.alpha_for(o3), 16.0);
+  EXPECT_EQ(got.alpha_for(q0), 8.0);
 }
 
 TEST(Trainer, AdapterForAnotherBaseIsRefused) {

@@ -65,7 +65,17 @@ void check_paths(const QuantizeOptions& o) {
     if (fs::is_directory(o.calib.path, ec)) fail("calibration file '{}' is a directory, not a text file", o.calib.path);
   }
   if (!o.imatrix.empty() && !fs::exists(o.imatrix, ec)) fail("imatrix file '{}' does not exist", o.imatrix);
-  if (!o.save_imatrix.empty()) check_output_path(o.save_imatrix, inputs);
+  if (!o.save_imatrix.empty()) {
+    check_output_path(o.save_imatrix, inputs);
+    std::error_code same;
+    if (o.save_imatrix == o.output || (fs::exists(o.output, same) && fs::equivalent(o.save_imatrix, o.output, same)))
+      fail("--save-imatrix {} is the output file (-o) too: one would overwrite the other", o.save_imatrix);
+  }
+  // Checked here, not where a window is cut: the engine's options divide by the window size
+  // before any calibration text is read (--calib-ctx 0 ended in SIGFPE).
+  if (o.calib.n_ctx < 2 || o.calib.n_ctx > (1 << 20))
+    fail("--calib-ctx must be between 2 and 1048576 tokens (got {})", o.calib.n_ctx);
+  if (o.calib.n_windows < 1) fail("--calib-chunks must be at least 1 (got {})", o.calib.n_windows);
   if (!(o.target_bpw == 0 || (o.target_bpw >= 1 && o.target_bpw <= 32)))  // NaN too
     fail("--bpw {} is out of range (1 to 32 bits per weight)", o.target_bpw);
 }
@@ -340,9 +350,9 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
       o.target_bpw <= 0)
     log_warn("--method {} changes nothing in a {} file: it only rounds to integer types", quant_method_name(o.method),
              dtype_name(policy.base));
-  if (!needs_calibration && !o.calib.path.empty())
-    log_warn("--calib {} is not used: RTN{} reads no calibration text", o.calib.path,
-             o.imatrix.empty() ? "" : " with --imatrix");
+  // Without --imatrix, RTN collects an importance matrix from the text (llama-imatrix's job).
+  if (!needs_calibration && !o.calib.path.empty() && !o.imatrix.empty())
+    log_warn("--calib {} is not used: RTN with --imatrix reads no calibration text", o.calib.path);
 
   EngineOptions eopts = calibration_engine_options(o.calib.n_ctx);
   eopts.threads = o.threads;

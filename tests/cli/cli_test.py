@@ -246,6 +246,9 @@ def test_bench_json_and_batched_decode():
     text = ok(run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "-r", "1", "--price-per-hour", "2"])).decode()
     expect("per million tokens decoded" in text and "at $2.00 an hour" in text, text)
     expect_user_error(["bench", "-m", WIKI_HF, "--watts", "-5"], ["--watts"])
+    # Infinite: "$inf" in the text and null ("not given") in the JSON.
+    expect_user_error(["bench", "-m", WIKI_HF, "--watts", "inf"], ["--watts", "finite"])
+    expect_user_error(["bench", "-m", WIKI_HF, "--price-per-hour", "inf"], ["--price-per-hour", "finite"])
     expect_user_error(["bench", "-m", WIKI_HF, "--parallel", "0"], ["--parallel"])
     # Too many contexts for memory: the error comes after the model has loaded (its progress line
     # is on stderr first) and names the KV cache and its size.

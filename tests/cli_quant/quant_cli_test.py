@@ -94,6 +94,11 @@ def case_bad_input(r):
     r.error_of(out, *m, "--type", "q4_0", "--bpw", "4", expect=("--calib",))
     r.error_of(out, *m, "--type", "q4_0", "--target-bpw", "40", "--calib", r.path(CALIB), expect=("40", "range"))
     r.error_of(out, *m, "--bpw", "nan", "--calib", r.path(CALIB), expect=("nan", "range"))
+    # The window size is checked before the engine's options divide by it (SIGFPE), calibration or not.
+    r.error_of(out, *m, "--type", "q4_0", "--calib-ctx", "0", expect=("--calib-ctx", "0"))
+    r.error_of(out, *m, "--type", "q4_0", "--calib-chunks", "0", expect=("--calib-chunks",))
+    r.error_of(out, *m, "--type", "q4_0", "--calib", r.path(CALIB), "--save-imatrix", out,
+               expect=("--save-imatrix", "output file"))
     # An output that is an input (here the importance matrix) is refused before anything runs.
     old = r.out("old.dat")
     open(old, "w").write("old contents\n")
@@ -241,6 +246,12 @@ def case_imatrix(r):
     check(os.path.getsize(im) > 1000, "imatrix file")
     check(any(t["method"] == "rtn+imatrix" for t in ja["tensors"]), "the imatrix was not used")
     jb = r.quantize_json("-m", r.path(F32), "-o", b, "--type", "iq4_nl", "--imatrix", im)
+    # --calib alone collects the matrix and uses it: no warning that it is unused.
+    p = r.run("-m", r.path(F32), "-o", b, "--type", "iq4_nl", *calib, "-t", "2")
+    check("is not used" not in p.stderr, f"--calib is said to be unused where it made the importance matrix: {p.stderr}")
+    check(open(a, "rb").read() == open(b, "rb").read(), "--calib alone gives another file than --save-imatrix")
+    p = r.run("-m", r.path(F32), "-o", b, "--type", "iq4_nl", "--imatrix", im, *calib, "-t", "2")
+    check("is not used" in p.stderr, f"no warning that --calib beside --imatrix is unused: {p.stderr}")
     check(open(a, "rb").read() == open(b, "rb").read(), "quantizing with the saved imatrix gives another file")
     plain = r.out("im-none.gguf")
     r.quantize_json("-m", r.path(F32), "-o", plain, "--type", "iq4_nl")

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <nlohmann/json.hpp>
@@ -74,8 +75,11 @@ int run() {
   EngineOptions options = engine_options(model);
   options.tokenizer_optional = true;
   if (flags.bench.parallel < 1) fail("--parallel must be at least 1, got {}", flags.bench.parallel);
-  if (!(flags.price_per_hour >= 0)) fail("--price-per-hour must be 0 (not given) or more (got {})", flags.price_per_hour);
-  if (!(flags.watts >= 0)) fail("--watts must be 0 (measure) or more (got {})", flags.watts);
+  // Finite too: an infinite price printed "$inf" and became null, "not given", in the JSON.
+  if (!(flags.price_per_hour >= 0 && std::isfinite(flags.price_per_hour)))
+    fail("--price-per-hour must be 0 (not given) or a finite amount (got {})", flags.price_per_hour);
+  if (!(flags.watts >= 0 && std::isfinite(flags.watts)))
+    fail("--watts must be 0 (measure) or a finite power (got {})", flags.watts);
   options.kv_contexts = flags.bench.parallel;
   // One step decodes a row for every sequence: the step must hold them all.
   options.max_batch_rows = std::max<int64_t>(options.max_batch_rows, flags.bench.parallel);

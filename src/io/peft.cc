@@ -33,8 +33,10 @@ bool is_name_or_suffix(const std::string& module, const std::string& key) {
 // The key in a group of its own, as PEFT writes it: an alternation ("q_proj|v_proj") must not
 // split the prefix off. Python's syntax, so PCRE (a lookbehind or a named group in a key
 // matched nothing under std::regex, which then fell back to a plain suffix match).
+std::string pattern_key_regex(const std::string& key) { return "(.*\\.)?(" + key + ")"; }
+
 bool pattern_matches(const std::string& key, const std::string& module, const std::string& label) {
-  return pcre2_full_match("(.*\\.)?(" + key + ")", module, label);
+  return pcre2_full_match(pattern_key_regex(key), module, label);
 }
 
 // PEFT's default target_modules for the model types frugal adapts (llama, qwen2) when a config
@@ -130,7 +132,7 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
       } else {
         c.alpha_pattern.emplace_back(k, v.get<double>());
       }
-      check_pattern(fmt::format("{} key '{}'", key, k), "(.*\\.)?(" + k + ")");
+      check_pattern(fmt::format("{} key '{}'", key, k), pattern_key_regex(k));
     }
   }
   if (json_has(j, "layers_to_transform")) {
@@ -313,7 +315,8 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
            c.exclude_modules.empty() ? "" : " (or is among its exclude_modules)");
     // PEFT applies layers_to_transform to the modules target_modules names by a suffix only:
     // a module named in full is adapted in whichever layer it is.
-    const bool named_in_full = !c.target_modules_regex && std::ranges::find(c.target_modules, m.module) != c.target_modules.end();
+    const bool named_in_full =
+        !c.target_modules_regex && std::ranges::find(c.target_modules, m.module) != c.target_modules.end();
     std::smatch layer;
     if (c.layers_to_transform && !named_in_full && std::regex_search(m.module, layer, layer_re) &&
         std::ranges::find(*c.layers_to_transform, std::stoll(layer[1].str())) == c.layers_to_transform->end())
@@ -346,7 +349,8 @@ void write_peft_adapter(const std::string& dir, const PeftAdapter& adapter, DTyp
   j["fan_in_fan_out"] = false;
   j["inference_mode"] = true;
   j["init_lora_weights"] = true;
-  j["layers_pattern"] = c.layers_pattern.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(c.layers_pattern);
+  j["layers_pattern"] =
+      c.layers_pattern.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(c.layers_pattern);
   j["layers_to_transform"] = c.layers_to_transform ? nlohmann::ordered_json(*c.layers_to_transform) : nullptr;
   j["lora_alpha"] = c.lora_alpha;
   j["lora_dropout"] = c.lora_dropout;

@@ -17,10 +17,15 @@ constexpr int64_t kRowsPerForward = 512;
 
 }  // namespace
 
+void check_calibration_sizes(const CalibrationOptions& o) {
+  if (o.n_ctx < 2 || o.n_ctx > (1 << 20))
+    fail("--calib-ctx must be between 2 and 1048576 tokens (got {})", o.n_ctx);
+  if (o.n_windows < 1) fail("--calib-chunks must be at least 1 (got {})", o.n_windows);
+}
+
 std::vector<std::vector<int32_t>> load_calibration_windows(const Tokenizer& tokenizer, const CalibrationOptions& o) {
   if (o.path.empty()) fail("calibration needs a text file (--calib FILE)");
-  if (o.n_ctx < 2) fail("calibration windows must hold at least 2 tokens (got {})", o.n_ctx);
-  if (o.n_windows < 1) fail("calibration needs at least one window (got {})", o.n_windows);
+  check_calibration_sizes(o);
   std::error_code ec;
   if (!std::filesystem::exists(o.path, ec)) fail("calibration file '{}' does not exist", o.path);
   if (std::filesystem::is_directory(o.path, ec)) fail("calibration file '{}' is a directory, not a text file", o.path);

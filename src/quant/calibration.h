@@ -26,6 +26,10 @@ struct CalibrationOptions {
 // empty, or shorter than n_windows windows of n_ctx tokens (saying how many it holds).
 std::vector<std::vector<int32_t>> load_calibration_windows(const Tokenizer& tokenizer, const CalibrationOptions& options);
 
+// The window size and count within bounds. Throws frugal::Error naming the flag
+// (--calib-ctx, --calib-chunks): calibration_engine_options divides by the size.
+void check_calibration_sizes(const CalibrationOptions& options);
+
 // Engine options for running windows of n_ctx tokens (several per forward), based on `base`.
 EngineOptions calibration_engine_options(int64_t n_ctx, EngineOptions base = {});
 

@@ -71,11 +71,9 @@ void check_paths(const QuantizeOptions& o) {
     if (o.save_imatrix == o.output || (fs::exists(o.output, same) && fs::equivalent(o.save_imatrix, o.output, same)))
       fail("--save-imatrix {} is the output file (-o) too: one would overwrite the other", o.save_imatrix);
   }
-  // Checked here, not where a window is cut: the engine's options divide by the window size
+  // Here too, not only where windows are cut: the engine's options divide by the window size
   // before any calibration text is read (--calib-ctx 0 ended in SIGFPE).
-  if (o.calib.n_ctx < 2 || o.calib.n_ctx > (1 << 20))
-    fail("--calib-ctx must be between 2 and 1048576 tokens (got {})", o.calib.n_ctx);
-  if (o.calib.n_windows < 1) fail("--calib-chunks must be at least 1 (got {})", o.calib.n_windows);
+  check_calibration_sizes(o.calib);
   if (!(o.target_bpw == 0 || (o.target_bpw >= 1 && o.target_bpw <= 32)))  // NaN too
     fail("--bpw {} is out of range (1 to 32 bits per weight)", o.target_bpw);
 }

@@ -144,13 +144,17 @@ LoraModule* LoraSet::find(int64_t layer, LoraTarget t) {
   return const_cast<LoraModule*>(static_cast<const LoraSet*>(this)->find(layer, t));
 }
 
+void check_lora_dropout(double p) {
+  if (!(p >= 0 && p < 1)) fail("LoRA dropout must be in [0, 1) (got {})", p);
+}
+
 void check_lora_options(const LoraOptions& o) {
   // The rank first: the scale's checks divide by it.
   if (o.rank < 1) fail("the LoRA rank must be at least 1 (got {})", o.rank);
   if (!(o.alpha > 0)) fail("LoRA alpha must be positive (got {})", o.alpha);
   if (!(o.scale() <= std::numeric_limits<float>::max()))  // the modules hold it as a float
     fail("LoRA alpha {} makes the scale alpha/r overflow", o.alpha);
-  if (!(o.dropout >= 0 && o.dropout < 1)) fail("LoRA dropout must be in [0, 1) (got {})", o.dropout);
+  check_lora_dropout(o.dropout);
   if (o.targets.empty()) fail("no LoRA targets given (choose from q, k, v, o, gate, up, down)");
 }
 
@@ -273,7 +277,7 @@ LoraSet LoraSet::from_peft(const DecoderModel& base, const PeftAdapter& adapter,
 }
 
 void LoraSet::set_dropout(double p) {
-  if (!(p >= 0 && p < 1)) fail("LoRA dropout must be in [0, 1) (got {})", p);
+  check_lora_dropout(p);
   options_.dropout = p;
 }
 

@@ -48,6 +48,8 @@ struct LoraOptions {
 };
 // Throws frugal::Error naming the first option out of range (rank, alpha, dropout, targets).
 void check_lora_options(const LoraOptions& options);
+// The dropout alone (LoraSet::set_dropout checks it too).
+void check_lora_dropout(double p);
 
 // A trainable parameter as the optimizer sees it.
 struct Parameter {

@@ -288,8 +288,8 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   const TrainingLog metrics(o.log_file.empty() ? (fs::path(o.output) / "training_log.jsonl").string() : o.log_file, start);
   log_info("finetune: {} trainable parameters (LoRA r={} alpha={} on {} modules), {} training and {} held-out examples, "
            "{} steps of {} x {} x {} tokens, {} threads, activation checkpointing {}{}",
-           lora.parameter_count(), lora.options().rank, lora.options().alpha, lora.modules().size(), train.size(), val.size(), total,
-           o.grad_accum, o.batch, o.seq_len, pool.size(), model_options.checkpointing ? "on" : "off",
+           lora.parameter_count(), lora.options().rank, lora.options().alpha, lora.modules().size(), train.size(),
+           val.size(), total, o.grad_accum, o.batch, o.seq_len, pool.size(), model_options.checkpointing ? "on" : "off",
            start > 0 ? fmt::format(", resuming at step {}", start) : "");
   metrics.append({{"event", start > 0 ? "resume" : "start"}, {"step", start}, {"total_steps", total},
                   {"parameters", lora.parameter_count()}, {"train_examples", train.size()},

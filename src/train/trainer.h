@@ -2,15 +2,16 @@
 //
 // A run: load the base model (any format and type frugal loads: bf16/f32, 8-bit, 4-bit for
 // QLoRA) and the data (train/dataset.h), hold out a fraction, create the adapters (or read
-// them from an adapter folder to train further, or restore them from a checkpoint), then optimizer steps: each step's rows are split into micro-batches
-// whose gradients accumulate, are reduced across ranks (dist/), clipped and applied by AdamW at
-// the scheduled learning rate. The held-out loss is measured before training, every
-// eval_every steps and at the end. Checkpoints (adapter, optimizer state, position in the
-// data) are written every save_every steps into OUT/checkpoint-STEP, each one whole or not at
-// all (written aside and renamed), and --resume continues from one exactly: the same seed gives
-// bit-identical weights and losses to a run that was never interrupted, because every kernel
-// and reduction computes in a fixed order whatever the threads, batches are a function of
-// (seed, epoch) and dropout masks of (seed, step, micro-batch).
+// them from an adapter folder to train further, or restore them from a checkpoint), then
+// optimizer steps: each step's rows are split into micro-batches whose gradients accumulate,
+// are reduced across ranks (dist/), clipped and applied by AdamW at the scheduled learning
+// rate. The held-out loss is measured before training, every eval_every steps and at the
+// end. Checkpoints (adapter, optimizer state, position in the data) are written every
+// save_every steps into OUT/checkpoint-STEP, each one whole or not at all (written aside and
+// renamed), and --resume continues from one exactly: the same seed gives bit-identical
+// weights and losses to a run that was never interrupted, because every kernel and reduction
+// computes in a fixed order whatever the threads, batches are a function of (seed, epoch) and
+// dropout masks of (seed, step, micro-batch).
 #pragma once
 
 #include <atomic>

@@ -198,7 +198,22 @@ LogProbRow LogProbFile::row(int64_t chunk, int64_t j) const {
   const WindowPlan& p = info_.plan;
   FRUGAL_CHECK(chunk >= 0 && chunk < p.n_chunks && j >= 0 && j < p.n_scored());
   const uint64_t index = static_cast<uint64_t>(chunk) * p.n_scored() + j;
-  return decode_logprob_row(file_->data() + header_bytes_ + index * row_bytes_);
+  const LogProbRow r = decode_logprob_row(file_->data() + header_bytes_ + index * row_bytes_);
+  // The header's checks cannot see a damaged row, whose NaN would pass into every average
+  // (--kl-base printing "nan" with exit 0) and whose top id would index past the vocabulary.
+  const auto corrupt = [&](const char* field, auto value) {
+    fail("{}: corrupt row {} (window {}, scored position {}): {} is {}", path_, index, chunk + 1, j, field, value);
+  };
+  // A row spans at most kLogitRange nats in 65535 steps; the top token's log-probability lies
+  // between -log(n_vocab) (all equal) and 0; an NLL is never negative.
+  if (!(r.scale >= 0 && r.scale <= kLogitRange / 65535.0f * 1.0001f)) corrupt("the step", r.scale);
+  const float log_vocab = std::log(static_cast<float>(info_.n_vocab));
+  if (!(r.log_p_top <= 1e-4f && r.log_p_top >= -log_vocab - 1e-3f))
+    corrupt("the top token's log-probability", r.log_p_top);
+  if (!(r.nll >= -1e-4f && std::isfinite(r.nll))) corrupt("the NLL", r.nll);
+  if (r.top < 0 || r.top >= info_.n_vocab) corrupt("the top token", r.top);
+  if (r.q[r.top] != 0) corrupt("the top token's step", r.q[r.top]);
+  return r;
 }
 
 }  // namespace frugal

@@ -110,7 +110,8 @@ class LogProbFile {
 
   const LogProbFileInfo& info() const { return info_; }
   const std::string& path() const { return path_; }
-  // Scored position j (0 .. n_scored-1) of window `chunk`.
+  // Scored position j (0 .. n_scored-1) of window `chunk`; throws frugal::Error naming the row
+  // and the field when the row is corrupt (its values could not have been written).
   LogProbRow row(int64_t chunk, int64_t j) const;
 
  private:

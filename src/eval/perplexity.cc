@@ -108,6 +108,7 @@ PerplexityResult evaluate_perplexity(Engine& engine, const PerplexityOptions& op
   std::vector<OutputRow> outputs;
   std::vector<double> nlls;
   std::vector<KlToken> kl_tokens;
+  std::vector<LogProbRow> base_rows;
   std::vector<uint8_t> encoded;
   Batch batch;
   KvCache& cache = engine.cache();
@@ -139,7 +140,12 @@ PerplexityResult evaluate_perplexity(Engine& engine, const PerplexityOptions& op
       if (n_out == 0) continue;
 
       nlls.resize(n_out);
-      if (base) kl_tokens.resize(n_out);
+      if (base) {
+        // Read (and checked) here: an error cannot leave a parallel region.
+        kl_tokens.resize(n_out);
+        base_rows.resize(n_out);
+        for (int64_t k = 0; k < n_out; ++k) base_rows[k] = base->row(outputs[k].chunk, outputs[k].pos - first);
+      }
       if (writer) encoded.resize(n_out * row_bytes);
       engine.pool().parallel_for(n_out, [&](int64_t b, int64_t e) {
         for (int64_t k = b; k < e; ++k) {
@@ -150,7 +156,7 @@ PerplexityResult evaluate_perplexity(Engine& engine, const PerplexityOptions& op
           const RowSoftmax sm = row_softmax(row, n_vocab);
           nlls[k] = sm.nll(row, next);
           if (writer) encode_logprob_row(row, n_vocab, sm, next, encoded.data() + k * row_bytes);
-          if (base) kl_tokens[k] = compare_with_base(row, n_vocab, sm, base->row(o.chunk, o.pos - first), next);
+          if (base) kl_tokens[k] = compare_with_base(row, n_vocab, sm, base_rows[k], next);
         }
       });
       // llama.cpp prints "PPL = nan" and saves such rows; a base of them then compared as a

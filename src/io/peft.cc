@@ -100,6 +100,8 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
       {"lora_bias", "the adapter trains a bias on lora_B"},
       {"trainable_token_indices", "the adapter trains rows of the embedding"},
       {"target_parameters", "the adapter targets parameters, not linear modules"},
+      {"use_bdlora", "BD-LoRA stores block-diagonal factors as their blocks, not as full matrices"},
+      {"arrow_config", "Arrow routes each token among several adapters"},
   };
   for (const auto& [key, why] : unsupported)
     if (is_set(j, key)) fail("{}: {} is set ({}); frugal applies plain LoRA matrices only", label, key, why);

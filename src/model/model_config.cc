@@ -18,6 +18,16 @@ std::vector<float> RopeConfig::inv_freq() const {
   return f;
 }
 
+int64_t implied_head_dim(std::optional<int64_t> given, int64_t n_embd, int64_t n_head, const std::string& source) {
+  if (given) return *given;
+  if (n_head <= 0) return 0;  // validate() names the head count
+  if (n_embd % n_head != 0)
+    fail("{}: the hidden size {} is not a multiple of the {} attention heads, and no head dimension (head_dim) is "
+         "given",
+         source, n_embd, n_head);
+  return n_embd / n_head;
+}
+
 void ModelConfig::validate(const std::string& source) const {
   // Bounds far beyond any real model, so that a corrupt config fails here and not in an
   // allocation sized from it.
@@ -44,6 +54,7 @@ void ModelConfig::validate(const std::string& source) const {
   if (!(rope.theta >= 1) || !std::isfinite(rope.theta))
     fail("{}: rope theta {} must be a finite number of at least 1", source, rope.theta);
   if (!(norm_eps > 0) || norm_eps > 1) fail("{}: norm epsilon {} is out of range", source, norm_eps);
+  if (sliding_window < 0) fail("{}: sliding window {} is negative", source, sliding_window);
 }
 
 }  // namespace frugal

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,5 +48,10 @@ struct ModelConfig {
   // Throws frugal::Error (naming `source`) when the numbers are inconsistent.
   void validate(const std::string& source) const;
 };
+
+// The head dimension: the one the file gives (head_dim, attention.key_length), else the width
+// over the heads, which must then divide it (12 heads over 256 were floored to 21, and the
+// error that followed blamed the rotary dimension). Throws frugal::Error naming `source`.
+int64_t implied_head_dim(std::optional<int64_t> given, int64_t n_embd, int64_t n_head, const std::string& source);
 
 }  // namespace frugal

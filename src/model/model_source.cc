@@ -58,6 +58,8 @@ std::unique_ptr<ModelSource> ModelSource::open(const std::string& path, const Mo
   src->options_ = options;
   std::error_code ec;
   if (!fs::exists(path, ec)) fail("model '{}' does not exist", path);
+  // Before anything opens it: opening a FIFO waits for a writer, forever.
+  if (!fs::is_directory(path, ec) && !fs::is_regular_file(path, ec)) fail("'{}' is not a regular file", path);
   if (fs::is_directory(path, ec)) {
     src->open_hf(path);
   } else if (has_gguf_magic(path)) {
@@ -150,6 +152,12 @@ Tensor ModelSource::tensor(const std::string& name, std::initializer_list<int64_
   auto it = tensors_.find(name);
   if (it == tensors_.end()) fail("{}: the model has no tensor '{}'", path_, name);
   check_shape(name, it->second, shape);
+  // A model's weights are float or quantized blocks; an integer tensor (a GPTQ/AWQ checkpoint's
+  // packed qweight, a mislabelled one) converted to float gave garbage, found only as NaN logits.
+  const DType d = it->second.dtype;
+  if (d == DType::kI8 || d == DType::kI16 || d == DType::kI32)
+    fail("{}: tensor '{}' holds integers ({}); model weights must be float (F32, F16, BF16) or a GGUF quantized type",
+         path_, name, dtype_name(d));
   read_.insert(name);
   return it->second;
 }
@@ -195,11 +203,13 @@ std::vector<std::string> ModelSource::tensor_names() const {
 
 std::unique_ptr<Tokenizer> ModelSource::load_tokenizer() const {
   if (!options_.tokenizer_path.empty()) {
-    if (format_ == ModelFormat::kLlama2c)
-      return load_llama2c_tokenizer(options_.tokenizer_path, static_cast<int32_t>(tensors_.at("token_embd.weight").dim(0)));
     const fs::path p(options_.tokenizer_path);
     std::error_code ec;
     if (!fs::exists(p, ec)) fail("tokenizer '{}' does not exist", options_.tokenizer_path);
+    if (!fs::is_directory(p, ec) && !fs::is_regular_file(p, ec))
+      fail("tokenizer '{}' is not a regular file or a folder", options_.tokenizer_path);
+    if (format_ == ModelFormat::kLlama2c)
+      return load_llama2c_tokenizer(options_.tokenizer_path, static_cast<int32_t>(tensors_.at("token_embd.weight").dim(0)));
     if (fs::is_directory(p, ec)) return load_hf_tokenizer(p.string());
     if (p.extension() == ".json") return load_tokenizer_json(p.string());
     if (has_gguf_magic(p.string())) return load_gguf_tokenizer(*GgufFile::open(p.string()));

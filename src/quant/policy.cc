@@ -104,7 +104,7 @@ bool glob_match(const std::string& pattern, const std::string& text) {
   return p == pattern.size();
 }
 
-QuantPolicy parse_type_argument(const std::string& type_argument) {
+QuantPolicy parse_type_argument(const std::string& type_argument, const char* flag) {
   const std::string type = lower_case(type_argument);
   QuantPolicy p;
   for (const auto& [name, base] : llama_cpp_presets()) {
@@ -124,31 +124,57 @@ QuantPolicy parse_type_argument(const std::string& type_argument) {
     }
     std::string presets;
     for (const auto& [name, base] : llama_cpp_presets()) presets += std::string(presets.empty() ? "" : ", ") + name;
-    fail("unknown quantization type '{}' (types: {}; llama.cpp mixtures: {})", type, names, presets);
+    fail("{}: unknown quantization type '{}' (types: {}; llama.cpp mixtures: {})", flag, type, names, presets);
   }
-  if (dtype_traits(*t).activation_only) fail("'{}' is an activation format, not a weight type", type);
+  if (dtype_traits(*t).activation_only) fail("{}: '{}' is an activation format, not a weight type", flag, type);
   p.base = *t;
   return p;
 }
 
-std::vector<PolicyRule> parse_policy(const std::string& text) {
-  std::vector<PolicyRule> rules;
+namespace {
+
+// "a, b,,c" -> {"a", "b", "c"}: the items of a comma-separated flag, trimmed, empty ones skipped.
+std::vector<std::string> list_items(const std::string& text) {
+  std::vector<std::string> items;
   size_t start = 0;
   while (start <= text.size()) {
     const size_t comma = text.find(',', start);
-    const std::string item = trim(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    std::string item = trim(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
     start = comma == std::string::npos ? text.size() + 1 : comma + 1;
-    if (item.empty()) continue;
+    if (!item.empty()) items.push_back(std::move(item));
+  }
+  return items;
+}
+
+// One type where a single type is meant (a rule, a candidate), not a mixture.
+DType single_type(const std::string& type_argument, const char* flag) {
+  const std::string type = lower_case(type_argument);
+  const QuantPolicy t = parse_type_argument(type, flag);
+  if (!t.preset.empty() && !dtype_from_name(type))
+    fail("{}: '{}' is a mixture; one type is needed here", flag, type);
+  return t.base;
+}
+
+}  // namespace
+
+std::vector<PolicyRule> parse_policy(const std::string& text) {
+  std::vector<PolicyRule> rules;
+  for (const std::string& item : list_items(text)) {
     const size_t eq = item.find('=');
     if (eq == std::string::npos) fail("--policy: '{}' is not pattern=type", item);
-    const std::string pattern = trim(item.substr(0, eq)), type = lower_case(trim(item.substr(eq + 1)));
+    const std::string pattern = trim(item.substr(0, eq));
     if (pattern.empty()) fail("--policy: '{}' has an empty pattern", item);
-    const QuantPolicy t = parse_type_argument(type);
-    if (!t.preset.empty() && !dtype_from_name(type)) fail("--policy: '{}' is a mixture; a rule needs one type", type);
-    rules.push_back({pattern, t.base});
+    rules.push_back({pattern, single_type(trim(item.substr(eq + 1)), "--policy")});
   }
   if (rules.empty()) fail("--policy is empty");
   return rules;
+}
+
+std::vector<DType> parse_type_list(const std::string& text, const char* flag) {
+  std::vector<DType> types;
+  for (const std::string& item : list_items(text)) types.push_back(single_type(item, flag));
+  if (types.empty()) fail("{} is empty", flag);
+  return types;
 }
 
 DType fallback_type(DType type, int64_t n_cols) {
@@ -180,15 +206,23 @@ bool rule_matches(const PolicyRule& r, const WorkingTensor& t) {
 std::map<std::string, DType> assign_types(const QuantPolicy& policy, WorkingModel& model) {
   std::map<std::string, DType> out;
   const ModelConfig& c = model.config();
-  std::vector<bool> used(policy.rules.size(), false);
+  std::vector<bool> used(policy.rules.size(), false), decides(policy.rules.size(), false);
+  std::vector<size_t> taken_by(policy.rules.size(), 0);  // an earlier rule that took one of its matrices
   for (WorkingTensor& t : model.tensors()) {
     if (!is_matrix(t.role)) continue;
     DType type = policy.base;
     bool matched = false;
+    size_t first = 0;
     for (size_t i = 0; i < policy.rules.size(); ++i) {
       if (!rule_matches(policy.rules[i], t)) continue;
       used[i] = true;
-      if (!matched) type = policy.rules[i].type;
+      if (!matched) {
+        type = policy.rules[i].type;
+        decides[i] = true;
+        first = i;
+      } else {
+        taken_by[i] = first;
+      }
       matched = true;
     }
     if (!matched && !policy.pure) {
@@ -212,10 +246,15 @@ std::map<std::string, DType> assign_types(const QuantPolicy& policy, WorkingMode
                dtype_name(out[t.name]));
   }
   // A typo in a pattern would otherwise quantize as if the rule were not there.
-  for (size_t i = 0; i < used.size(); ++i)
+  for (size_t i = 0; i < used.size(); ++i) {
     if (!used[i])
       log_warn("--policy: '{}' matches no matrix (patterns match names like blk.0.attn_q or roles like ffn_down)",
                policy.rules[i].pattern);
+    else if (!decides[i])  // "*=q4_k,output=q8_0": the second rule is dead
+      log_warn("--policy: '{}' decides no matrix: every matrix it matches is taken by an earlier rule (such as '{}'; "
+               "the first match wins)",
+               policy.rules[i].pattern, policy.rules[taken_by[i]].pattern);
+  }
   return out;
 }
 

@@ -42,10 +42,13 @@ struct QuantPolicy {
 // The llama.cpp mixture names --type accepts, with their base types.
 const std::vector<std::pair<std::string, DType>>& llama_cpp_presets();
 
-// Parses --type (a type or preset name); throws frugal::Error listing the accepted names.
-QuantPolicy parse_type_argument(const std::string& type);
+// Parses --type (a type or preset name); throws frugal::Error naming the flag and listing the
+// accepted names.
+QuantPolicy parse_type_argument(const std::string& type, const char* flag = "--type");
 // Parses --policy into rules; throws frugal::Error naming the bad item.
 std::vector<PolicyRule> parse_policy(const std::string& text);
+// Parses a list of single types ("q4_k,q6_k", --bpw-types); throws frugal::Error naming `flag`.
+std::vector<DType> parse_type_list(const std::string& text, const char* flag);
 
 bool glob_match(const std::string& pattern, const std::string& text);
 // Whether the rule's pattern names this tensor (its name without ".weight", or its role).

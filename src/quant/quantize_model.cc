@@ -67,32 +67,17 @@ void check_paths(const QuantizeOptions& o) {
   if (!o.imatrix.empty() && !fs::exists(o.imatrix, ec)) fail("imatrix file '{}' does not exist", o.imatrix);
   if (!o.save_imatrix.empty()) {
     check_output_path(o.save_imatrix, inputs);
-    std::error_code same;
-    if (o.save_imatrix == o.output || (fs::exists(o.output, same) && fs::equivalent(o.save_imatrix, o.output, same)))
+    // By absolute path with links resolved, so that "./x" and "x" are one file before either exists.
+    std::error_code e1, e2;
+    if (fs::weakly_canonical(o.save_imatrix, e1) == fs::weakly_canonical(o.output, e2) && !e1 && !e2)
       fail("--save-imatrix {} is the output file (-o) too: one would overwrite the other", o.save_imatrix);
   }
   // Here too, not only where windows are cut: the engine's options divide by the window size
   // before any calibration text is read (--calib-ctx 0 ended in SIGFPE).
   check_calibration_sizes(o.calib);
-  if (!(o.target_bpw == 0 || (o.target_bpw >= 1 && o.target_bpw <= 32)))  // NaN too
-    fail("--bpw {} is out of range (1 to 32 bits per weight)", o.target_bpw);
-}
-
-std::vector<DType> parse_type_list(const std::string& text) {
-  std::vector<DType> out;
-  for (const PolicyRule& r : parse_policy([&] {
-         std::string s;  // reuse the policy parser: "a,b" -> "x=a,x=b"
-         size_t start = 0;
-         while (start <= text.size()) {
-           const size_t comma = text.find(',', start);
-           const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-           if (!item.empty()) s += "x=" + item + ",";
-           start = comma == std::string::npos ? text.size() + 1 : comma + 1;
-         }
-         return s;
-       }()))
-    out.push_back(r.type);
-  return out;
+  // 0 too: it used to mean "not given", and quantized to the --type without a word.
+  if (o.target_bpw && !(*o.target_bpw >= 1 && *o.target_bpw <= 32))  // NaN too
+    fail("--bpw {} is out of range (1 to 32 bits per weight)", *o.target_bpw);
 }
 
 struct Runner {
@@ -335,17 +320,17 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   policy.pure = o.pure;
   if (!o.policy.empty()) policy.rules = parse_policy(o.policy);
   std::vector<DType> bpw_candidates;
-  if (o.target_bpw > 0) bpw_candidates = parse_type_list(o.bpw_types);
+  if (o.target_bpw) bpw_candidates = parse_type_list(o.bpw_types, "--bpw-types");
   ImportanceMatrix loaded;
   if (!o.imatrix.empty()) loaded = ImportanceMatrix::load(o.imatrix);
-  const bool needs_calibration = o.method != QuantMethod::kRtn || o.target_bpw > 0 || !o.save_imatrix.empty();
+  const bool needs_calibration = o.method != QuantMethod::kRtn || o.target_bpw || !o.save_imatrix.empty();
   if (needs_calibration && o.calib.path.empty()) {
     if (o.method != QuantMethod::kRtn)
       fail("--method {} needs calibration text (--calib FILE)", quant_method_name(o.method));
-    fail("{} needs calibration text (--calib FILE)", o.target_bpw > 0 ? "--bpw" : "--save-imatrix");
+    fail("{} needs calibration text (--calib FILE)", o.target_bpw ? "--bpw" : "--save-imatrix");
   }
   if (o.method != QuantMethod::kRtn && is_float_type(policy.base) && policy.preset.empty() && policy.rules.empty() &&
-      o.target_bpw <= 0)
+      !o.target_bpw)
     log_warn("--method {} changes nothing in a {} file: it only rounds to integer types", quant_method_name(o.method),
              dtype_name(policy.base));
   // Without --imatrix, RTN collects an importance matrix from the text (llama-imatrix's job).
@@ -378,6 +363,21 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
            "reported errors do not show; start from full-precision weights, pass --allow-requantize, or write f32",
            o.input, t.name, dtype_name(t.source_type));
   }
+  // --bpw: matrices a --policy rule names keep their type; the rest are chosen. A target below
+  // the smallest mixture is refused here, before the calibration passes.
+  std::map<std::string, DType> fixed;
+  if (o.target_bpw) {
+    for (WorkingTensor& t : model->tensors()) {
+      if (!is_matrix(t.role)) continue;
+      for (const PolicyRule& r : policy.rules) {
+        if (rule_matches(r, t)) {
+          fixed[t.name] = run.types.at(t.name);
+          break;
+        }
+      }
+    }
+    check_bpw_reachable(*model, bpw_candidates, *o.target_bpw, fixed);
+  }
   if (!o.imatrix.empty()) {
     run.imatrix = std::move(loaded);
     run.have_imatrix = true;
@@ -395,7 +395,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   if (o.method == QuantMethod::kAwq) ++passes;
   if (o.method == QuantMethod::kGptq) passes += model->config().n_layer + 1;
   Progress progress("quantize", weights + passes * pass_tokens +
-                                    (o.target_bpw > 0 ? static_cast<int64_t>(run.types.size()) * pass_tokens : 0),
+                                    (o.target_bpw ? static_cast<int64_t>(run.types.size()) * pass_tokens : 0),
                     "units");
   run.progress = &progress;
 
@@ -412,25 +412,14 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   }
   bool custom = !policy.rules.empty();
   for (const auto& [name, type] : run.types) custom |= is_frugal_gguf_type(dtype_traits(type).gguf_type);
-  if (o.target_bpw > 0) {
-    // Matrices a --policy rule names keep their type; the rest are chosen.
-    std::map<std::string, DType> fixed;
-    for (WorkingTensor& t : model->tensors()) {
-      if (!is_matrix(t.role)) continue;
-      for (const PolicyRule& r : policy.rules) {
-        if (rule_matches(r, t)) {
-          fixed[t.name] = run.types.at(t.name);
-          break;
-        }
-      }
-    }
+  if (o.target_bpw) {
     std::vector<std::vector<int32_t>> few(run.windows.begin(),
                                           run.windows.begin() + std::min<int64_t>(o.sensitivity_windows, run.windows.size()));
-    const BpwPlan plan = plan_bits_per_weight(*model, few, run.imatrix, bpw_candidates, o.target_bpw, fixed,
+    const BpwPlan plan = plan_bits_per_weight(*model, few, run.imatrix, bpw_candidates, *o.target_bpw, fixed,
                                               [&](int64_t, int64_t) { run.advance(pass_tokens, "sensitivity"); });
     run.types = plan.types;
     custom = true;
-    log_info("--bpw {}: mixture of {:.3f} bits per weight, predicted KL divergence {:.5f}", o.target_bpw,
+    log_info("--bpw {}: mixture of {:.3f} bits per weight, predicted KL divergence {:.5f}", *o.target_bpw,
              plan.bits_per_weight, plan.predicted_kld);
   }
 
@@ -471,7 +460,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   GgufWriter writer;
   summary.file_type = llama_file_type(policy, custom);
   // --bpw chooses a type per tensor: the file has no one type (the default --type is unused).
-  summary.type = o.target_bpw > 0 ? "mixed" : !policy.preset.empty() ? policy.preset : dtype_name(policy.base);
+  summary.type = o.target_bpw ? "mixed" : !policy.preset.empty() ? policy.preset : dtype_name(policy.base);
   add_model_metadata(writer, *model, summary.file_type);
   add_frugal_type_marks(writer, run.types);
   add_model_tensors(writer, *model, [](WorkingTensor& t) -> StoredTensor {

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,7 +37,7 @@ struct QuantizeOptions {
   std::string policy;         // "pattern=type,..." overrides
   bool pure = false;          // no llama.cpp default rules (output head, mixtures)
   QuantMethod method = QuantMethod::kRtn;
-  double target_bpw = 0;      // > 0: choose a mixture of bpw_types for this many bits per weight
+  std::optional<double> target_bpw;  // given: choose a mixture of bpw_types for this many bits per weight
   std::string bpw_types = "q2_k,q3_k,q4_k,q5_k,q6_k,q8_0";
   int64_t sensitivity_windows = 8;  // calibration windows the --bpw measurement uses
   CalibrationOptions calib;   // path empty: no calibration text

@@ -101,6 +101,30 @@ std::vector<int> choose_under_budget(const std::vector<std::vector<double>>& cos
   return best;
 }
 
+void check_bpw_reachable(WorkingModel& model, const std::vector<DType>& candidates, double target_bpw,
+                         const std::map<std::string, DType>& fixed) {
+  // The smallest mixture: every matrix not fixed in its smallest candidate that fits its rows
+  // (F16 where none does, as the plan does).
+  double bits = 0, elements = 0;
+  for (const WorkingTensor& t : model.tensors()) {
+    if (!is_matrix(t.role)) continue;
+    const double n = static_cast<double>(t.numel());
+    elements += n;
+    if (auto it = fixed.find(t.name); it != fixed.end()) {
+      bits += bits_per_weight(it->second) * n;
+      continue;
+    }
+    double smallest = bits_per_weight(DType::kF16);
+    for (DType c : candidates)
+      if (row_length_problem(c, t.cols).empty()) smallest = std::min(smallest, bits_per_weight(c));
+    bits += smallest * n;
+  }
+  if (bits > target_bpw * elements * (1 + 1e-12))
+    fail("--bpw {} is below the smallest mixture the candidates allow: {:.3f} bits per weight, with every matrix in "
+         "its smallest --bpw-types type{}",
+         target_bpw, bits / elements, fixed.empty() ? "" : " and the --policy matrices in theirs");
+}
+
 BpwPlan plan_bits_per_weight(WorkingModel& model, const std::vector<std::vector<int32_t>>& windows,
                              const ImportanceMatrix& imatrix, std::vector<DType> candidates, double target_bpw,
                              const std::map<std::string, DType>& fixed,
@@ -150,6 +174,7 @@ BpwPlan plan_bits_per_weight(WorkingModel& model, const std::vector<std::vector<
       free_tensors.push_back(&t);
     }
   }
+  check_bpw_reachable(model, candidates, target_bpw, fixed);
   const int64_t total_passes = static_cast<int64_t>(free_tensors.size());
   int64_t done = 0;
   std::vector<std::vector<double>> cost, loss;

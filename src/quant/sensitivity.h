@@ -36,6 +36,11 @@ struct BpwPlan {
   double predicted_kld = 0;
 };
 
+// Throws frugal::Error naming --bpw when even the smallest mixture (every matrix not in `fixed`
+// in its smallest candidate that fits its rows) has more bits per weight than the target.
+void check_bpw_reachable(WorkingModel& model, const std::vector<DType>& candidates, double target_bpw,
+                         const std::map<std::string, DType>& fixed);
+
 // candidates: types ordered by any rule (sorted here by bits). fixed: matrices whose type is
 // already decided (not re-chosen; they count in the budget). progress(done, total) per pass.
 BpwPlan plan_bits_per_weight(WorkingModel& model, const std::vector<std::vector<int32_t>>& windows,

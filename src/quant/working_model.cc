@@ -1,5 +1,6 @@
 #include "quant/working_model.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "core/check.h"
@@ -93,6 +94,7 @@ void WorkingModel::add(std::string name, TensorRole role, int64_t layer, InputGr
   const ToFloatFn to_float = dtype_traits(view->dtype).to_float;
   FRUGAL_CHECK(to_float != nullptr, "{}: type {} has no dequantize", t.name, dtype_name(view->dtype));
   for (int64_t r = 0; r < t.rows; ++r) to_float(view->row_ptr(r), t.f32() + r * n, n);
+  check_finite(t);
   if (view->dtype != DType::kF32 && view->dtype != DType::kF16 && view->dtype != DType::kBF16) {
     const size_t bytes = row_bytes(view->dtype, n);
     t.source_bytes = Buffer(bytes * static_cast<size_t>(t.rows));
@@ -102,6 +104,18 @@ void WorkingModel::add(std::string name, TensorRole role, int64_t layer, InputGr
   tensors_.push_back(std::move(t));
   views_.push_back({view});
   rebind(tensors_.back());
+}
+
+// A NaN or infinity would be quantized with exit 0 into blocks whose scale is NaN, and every
+// token through them would come out NaN: the weights are refused, as llama-quantize refuses them.
+void WorkingModel::check_finite(const WorkingTensor& t) const {
+  const float* v = t.f32();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (std::isfinite(v[i])) continue;
+    fail("{}: tensor {} holds {} at row {}, column {}: quantization needs finite weights "
+         "(the file is damaged, or training diverged)",
+         path_, t.name, std::isnan(v[i]) ? "NaN" : v[i] > 0 ? "+inf" : "-inf", i / t.cols, i % t.cols);
+  }
 }
 
 void WorkingModel::rebind(WorkingTensor& t) {

@@ -94,6 +94,7 @@ class WorkingModel {
  private:
   WorkingModel() = default;
   void add(std::string name, TensorRole role, int64_t layer, InputGroup group, Tensor* view, const Linear* linear);
+  void check_finite(const WorkingTensor& t) const;
   void rebind(WorkingTensor& t);
 
   std::string path_;

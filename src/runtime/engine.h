@@ -39,6 +39,9 @@ struct EngineOptions {
   bool tokenizer_optional = false;
 
   static constexpr int64_t kDefaultMaxContext = 4096;
+  // Sequences decoded together (serve's and bench's --parallel): more is a mistyped flag, whose
+  // KV cache of full contexts would take the machine's memory before anything ran.
+  static constexpr int kMaxParallel = 4096;
 };
 
 class Engine {

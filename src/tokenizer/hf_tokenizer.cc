@@ -194,6 +194,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
   // (holes are filled with unused placeholders, as in padded vocabularies).
   const json& vocab_json = member(model, "vocab", path, "the model");
   if (!vocab_json.is_object()) fail("{}: the model's 'vocab' is not an object", path);
+  if (vocab_json.empty()) fail("{}: the model's 'vocab' is empty", path);
   const json& added = root.contains("added_tokens") ? root.at("added_tokens") : json::array();
   if (!added.is_array()) fail("{}: 'added_tokens' is not an array", path);
   std::vector<std::optional<std::string>> texts;
@@ -270,6 +271,15 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
   auto tokenizer = std::make_unique<BpeTokenizer>(std::move(vocab), std::move(pre), std::move(normalizer), options);
   const json& merges = member(model, "merges", path, "the model");
   if (!merges.is_array()) fail("{}: the model's 'merges' is not an array", path);
+  // Both parts and their join must be tokens, as Hugging Face's BPE builder requires
+  // (MergeTokenOutOfVocabulary): a merge of unknown text is a damaged or mismatched file.
+  const auto add_merge = [&](std::string_view left, std::string_view right, size_t rank) {
+    for (const std::string& part : {std::string(left), std::string(right), std::string(left) + std::string(right)})
+      if (tokenizer->vocab().lookup(part) < 0)
+        fail("{}: merge {} ('{} {}') makes or uses '{}', which is not in the vocabulary", path, rank, left, right,
+             part);
+    tokenizer->add_merge(left, right, static_cast<int32_t>(rank));
+  };
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const json& m = merges[rank];
     if (m.is_string()) {
@@ -278,10 +288,9 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
       const size_t space = s.find(' ');
       if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos)
         fail("{}: merge {} ('{}') is not two tokens separated by one space", path, rank, s);
-      tokenizer->add_merge(std::string_view(s).substr(0, space), std::string_view(s).substr(space + 1),
-                           static_cast<int32_t>(rank));
+      add_merge(std::string_view(s).substr(0, space), std::string_view(s).substr(space + 1), rank);
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      tokenizer->add_merge(m[0].get<std::string>(), m[1].get<std::string>(), static_cast<int32_t>(rank));
+      add_merge(m[0].get<std::string>(), m[1].get<std::string>(), rank);
     } else {
       fail("{}: merge {} is neither \"left right\" nor [left, right]", path, rank);
     }

@@ -48,6 +48,26 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int32
     vocab.add(std::move(text), score, kind);
   }
 
+  // run.c reads n_vocab tokens and ignores the rest; but a longer file is another model's
+  // tokenizer (Llama 2's 32,000 tokens beside a 512-token checkpoint), which maps every id
+  // to the wrong text without a word.
+  if (pos != data.size()) {
+    size_t end = pos;
+    int64_t more = 0;
+    while (data.size() - end >= 8) {
+      int32_t length;
+      std::memcpy(&length, data.data() + end + 4, 4);
+      if (length < 0 || static_cast<size_t>(length) > data.size() - end - 8) break;
+      end += 8 + static_cast<size_t>(length);
+      ++more;
+    }
+    if (end == data.size())
+      fail("{}: holds {} tokens but the checkpoint's vocabulary has {}: the tokenizer of another model", path,
+           n_vocab + more, n_vocab);
+    fail("{}: {} bytes follow the checkpoint's {} tokens: not this model's tokenizer, or damaged", path,
+         data.size() - pos, n_vocab);
+  }
+
   auto tokenizer = std::make_unique<SpmTokenizer>(std::move(vocab), SpmTokenizer::Flavor::kLlama2c, true);
   tokenizer->set_unk(0);
   if (n_vocab > 2) {

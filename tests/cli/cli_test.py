@@ -250,9 +250,13 @@ def test_bench_json_and_batched_decode():
     expect_user_error(["bench", "-m", WIKI_HF, "--watts", "inf"], ["--watts", "finite"])
     expect_user_error(["bench", "-m", WIKI_HF, "--price-per-hour", "inf"], ["--price-per-hour", "finite"])
     expect_user_error(["bench", "-m", WIKI_HF, "--parallel", "0"], ["--parallel"])
+    # Past serve's bound too: 100,000 contexts took 10 GB of KV cache before the flag's error.
+    expect_user_error(["bench", "-m", WIKI_HF, "--parallel", "4097"], ["--parallel", "between 1 and 4096", "4097"])
+    for flag in ("-p", "-n", "-r"):
+        expect_user_error(["bench", "-m", WIKI_HF, flag, "0"], [flag + "/", "at least 1", "got 0"])
     # Too many contexts for memory: the error comes after the model has loaded (its progress line
     # is on stderr first) and names the KV cache and its size.
-    p = run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "--parallel", "100000000"])
+    p = run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "--parallel", "4096", "-c", "16000000"])
     last = p.stderr.decode(errors="replace").strip().splitlines()[-1]
     expect(p.returncode == 1 and last.startswith("frugal: error: the KV cache does not fit") and "GB" in last,
            f"exit {p.returncode}, last line {last!r}")
@@ -473,6 +477,25 @@ def test_bad_model_files():
                  ["original_max_position_embeddings"])):
             d = folder(name, config_edit=lambda c, e=edit: c.update(e))
             expect_user_error(gen + [d], words)
+        # Heads that do not divide the width (no head_dim): said so, not a floored head dimension
+        # blamed on the rotary one; a negative window; an integer tensor where weights belong.
+        def heads_not_dividing(c):
+            c.update(num_attention_heads=12, num_key_value_heads=4)
+            c.pop("head_dim")
+
+        for name, edit, words in (
+                ("heads_not_dividing", heads_not_dividing,
+                 ["hidden size 256 is not a multiple of the 12 attention heads", "head_dim"]),
+                ("negative_window", lambda c: c.update(sliding_window=-3), ["sliding window -3 is negative"])):
+            d = folder(name, config_edit=edit)
+            expect_user_error(gen + [d], [f"{d}/config.json"] + words)
+        n = int.from_bytes(weights[:8], "little")
+        header = json.loads(weights[8:8 + n])
+        header["model.layers.0.input_layernorm.weight"]["dtype"] = "I32"
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (n - len(text))
+        d = folder("integer_norm", weights=weights[:8] + text + weights[8 + n:])
+        expect_user_error(gen + [d], ["model.layers.0.input_layernorm.weight", "integers (i32)"])
         # A tie in the config over a head that is not the embedding: ignored, as transformers
         # does, but said.
         d = folder("tied_over_a_head", config_edit=lambda c: c.update(tie_word_embeddings=True))
@@ -722,6 +745,82 @@ def test_flag_limits_and_output_paths():
     expect(json.loads(out)["batched_decode_tokens_per_second"] > 0, "bench --parallel 600")
 
 
+def test_output_that_cannot_be_written_is_an_error():
+    # generate > out.txt on a full disk ended with exit 0 and the text lost (/dev/full: ENOSPC).
+    text = f"{SHARED}/data/wikitext2/wiki.test.raw"
+    for args, stdin in ((["generate", "-m", WIKI_HF, "-p", "The history", "-n", "8", "--temp", "0"], None),
+                        (["chat", "-m", WIKI_HF, "-n", "4", "--temp", "0"], b"hello\nagain\n"),
+                        (["perplexity", "-m", WIKI_HF, "-f", text, "-c", "128", "--chunks", "1", "--json"], None)):
+        with open("/dev/full", "wb") as full:
+            p = subprocess.run([FRUGAL] + args + ["-t", "1"], input=stdin or b"", stdout=full,
+                               stderr=subprocess.PIPE, timeout=120)
+        err = p.stderr.decode(errors="replace")
+        expect(p.returncode == 1 and "cannot write to standard output: No space left on device" in err,
+               f"{args[0]} > /dev/full: exit {p.returncode}, stderr {err[-400:]!r}")
+        # The chat ends at the first reply it cannot show, not after every line.
+        expect(err.count("cannot write") == 1, f"{args[0]}: {err!r}")
+
+
+def test_fifo_and_foreign_tokenizer_files_are_refused():
+    with tempfile.TemporaryDirectory() as d:
+        fifo = f"{d}/fifo"
+        os.mkfifo(fifo)
+        # Opening a FIFO waits for a writer: the run hung forever before the regular-file check.
+        for args, words in ((["-m", fifo], [fifo, "not a regular file"]),
+                            (["-m", WIKI_HF, "--tokenizer", fifo], [fifo, "not a regular file"]),
+                            (STORIES[:2] + ["--tokenizer", fifo], [fifo, "not a regular file"])):
+            p = subprocess.run([FRUGAL, "generate", "-p", "x", "-n", "2"] + args, capture_output=True, timeout=30)
+            err = p.stderr.decode(errors="replace")
+            expect(p.returncode == 1 and all(w in err for w in words), f"{args}: {p.returncode} {err!r}")
+        # A llama2.c tokenizer with more tokens than the checkpoint is another model's: its first
+        # 512 tokens were read and every id printed as the wrong text.
+        llama2 = f"{SHARED}/tokenizers/llama2/tokenizer.bin"
+        expect_user_error(["generate"] + STORIES[:2] + ["--tokenizer", llama2, "-p", "Once", "-n", "4"],
+                          [llama2, "holds 32000 tokens", "vocabulary has 512"])
+        longer = f"{d}/tok512-plus.bin"
+        with open(longer, "wb") as f:
+            f.write(open(STORIES[3], "rb").read() + b"abc")
+        expect_user_error(["generate"] + STORIES[:2] + ["--tokenizer", longer, "-p", "Once", "-n", "4"],
+                          [longer, "3 bytes follow the checkpoint's 512 tokens"])
+
+
+def test_generate_says_what_it_did_not_do():
+    # -n 100 in a context of 16 stopped after 14 tokens with exit 0 and no word (only -v said it).
+    p = run(["generate", "-m", WIKI_HF, "-p", "The history", "-c", "16", "-n", "100", "--temp", "0"])
+    ok(p)
+    err = p.stderr.decode()
+    expect("the context of 16 tokens is full: stopped after 14 of the 100 tokens asked for" in err, err)
+    # -n -1 runs to the end of the context by design: nothing to say.
+    p = run(["generate", "-m", WIKI_HF, "-p", "The history", "-c", "16", "-n", "-1", "--temp", "0"])
+    expect(p.returncode == 0 and b"is full" not in p.stderr, f"{p.stderr!r}")
+    # --keep acts only with --truncate keep-end; -p "" beside -f is two prompts.
+    p = run(["generate", "-m", WIKI_HF, "-p", "x", "-n", "2", "--keep", "5"])
+    expect(p.returncode == 0 and b"--keep is not used without --truncate keep-end" in p.stderr, f"{p.stderr!r}")
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+        f.write("The history")
+        f.flush()
+        expect_user_error(["generate", "-m", WIKI_HF, "-p", "", "-f", f.name], ["-p", "-f", "not both"])
+
+
+def test_empty_text_values_are_errors():
+    # An empty value is an unset shell variable ("$KEY"), not "not given": the API key was switched
+    # off, --policy and --save-logits skipped, all with exit 0.
+    text = f"{SHARED}/data/wikitext2/wiki.test.raw"
+    for args, flag in ((["serve", "-m", WIKI_HF, "--api-key", ""], "--api-key"),
+                       (["perplexity", "-m", WIKI_HF, "-f", text, "-c", "128", "--save-logits", ""], "--save-logits"),
+                       (["perplexity", "-m", WIKI_HF, "-f", text, "-c", "128", "--kl-base", ""], "--kl-base"),
+                       (["generate", "-m", "", "-p", "x"], "--model"),
+                       (["generate", "-m", WIKI_HF, "-p", "x", "--lora", ""], "--lora"),
+                       (["finetune", "-m", WIKI_HF, "--data", text, "-o", "out", "--init-adapter", ""],
+                        "--init-adapter"),
+                       (["lora", "merge", "-m", WIKI_HF, "--lora", "", "-o", "out"], "--lora")):
+        expect_user_error(args, [flag, "empty"])
+    # Where empty text means something, it stays allowed: an empty prompt generates from BOS.
+    out = ok(run(["generate", "-m", WIKI_HF, "-p", "", "-n", "4", "--temp", "0"]))
+    expect(len(out) > 0, "an empty prompt generated nothing")
+    ok(run(["generate", "-m", WIKI_HF, "-p", "x", "-n", "2", "--stop", ""]))
+
+
 def test_prompt_from_a_pipe():
     # -f /dev/stdin (a pipe here) reads the prompt to its end, as llama-cli's -f does.
     args = ["generate", "-m", WIKI_HF, "-n", "8", "--temp", "0"]
@@ -767,9 +866,20 @@ def test_broken_weights_are_an_error():
 
         # A NaN in layer 1's norm of a Q4_0 model: the integer products' activations coded it as
         # finite garbage, and the perplexity came out believable (109). Every kernel set.
-        broken("model.layers.1.input_layernorm.weight", lambda v: [float("nan")] + v[1:])
+        # quantize refuses such weights, so the NaN goes into the file it made of the clean ones
+        # (a GGUF keeps a norm's f32 values as they are: found by its bytes).
+        norm = "model.layers.1.input_layernorm.weight"
+        broken(norm, lambda v: [float("nan")] + v[1:])
         q4 = f"{d}/nan-q4_0.gguf"
+        refused(["quantize", "-m", d, "-o", q4, "--type", "q4_0"], "finite")
+        broken(norm, lambda v: v)
         ok(run(["quantize", "-m", d, "-o", q4, "--type", "q4_0"]))
+        begin, end = json.loads(original[8:8 + n])[norm]["data_offsets"]
+        gguf = bytearray(open(q4, "rb").read())
+        at = gguf.find(original[8 + n + begin:8 + n + end])
+        expect(at > 0 and gguf.find(original[8 + n + begin:8 + n + end], at + 1) < 0, "the norm's bytes in the GGUF")
+        gguf[at:at + 4] = b"\x00\x00\xc0\x7f"
+        open(q4, "wb").write(gguf)
         for isa in ("scalar", "avx2", None):  # None: the best this CPU has
             if isa:
                 os.environ["FRUGAL_ISA"] = isa
@@ -854,6 +964,9 @@ def test_qwen2_head_dim_and_sliding_window():
         p = run(["generate", "-m", f"{d}/sw", "-p", "The history", "-n", "2", "-v"])
         ok(p)
         expect(b"sliding window of 64" in p.stderr and b"context 64" in p.stderr, f"{p.stderr!r}")
+        # A window switched on but of no size would mask every key.
+        write_tiny_qwen2(f"{d}/sw0", use_sliding_window=True, sliding_window=0)
+        expect_user_error(["generate", "-m", f"{d}/sw0", "-p", "x"], ["use_sliding_window", "sliding_window is 0"])
         write_tiny_qwen2(f"{d}/off", use_sliding_window=False, sliding_window=64)  # Qwen2's released configs
         ok(run(["generate", "-m", f"{d}/off", "-p", "x", "-c", "128", "-n", "2"]))
 

@@ -7,6 +7,7 @@ Every case exits 0 when it holds and prints why not otherwise."""
 import json
 import os
 import re
+import struct
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
@@ -54,6 +55,15 @@ class Runner(cli_case.Runner):
         return lines[0]
 
 
+def write_with_weight(source, dest, tensor, row, col, value):
+    """Copies an f32 GGUF file with one weight of `tensor` set to `value`."""
+    t = gguf_file.read(source).tensors[tensor]
+    check(t.type == 0, f"{tensor} is not f32")
+    data = bytearray(open(source, "rb").read())
+    struct.pack_into("<f", data, t.file_offset + 4 * (row * t.shape[0] + col), value)
+    open(dest, "wb").write(data)
+
+
 def case_bad_input(r):
     """Every error a user can cause: exit 1, one line naming the problem, nothing written."""
     out = r.out("bad.gguf")
@@ -94,16 +104,41 @@ def case_bad_input(r):
     r.error_of(out, *m, "--type", "q4_0", "--bpw", "4", expect=("--calib",))
     r.error_of(out, *m, "--type", "q4_0", "--target-bpw", "40", "--calib", r.path(CALIB), expect=("40", "range"))
     r.error_of(out, *m, "--bpw", "nan", "--calib", r.path(CALIB), expect=("nan", "range"))
+    # 0 used to mean "not given": the file came out in the --type without a word.
+    r.error_of(out, *m, "--bpw", "0", "--calib", r.path(CALIB), expect=("--bpw 0", "range"))
+    # Below the smallest mixture (every matrix in q2_k, 2.625 bits): refused, not quietly exceeded.
+    r.error_of(out, *m, "--bpw", "1", "--calib", r.path(CALIB), expect=("--bpw 1", "smallest mixture", "2.625"))
+    r.error_of(out, *m, "--bpw", "3", "--bpw-types", "q4_k,q8_0", "--calib", r.path(CALIB),
+               expect=("--bpw 3", "smallest mixture", "4.500"))
+    # --bpw-types errors name --bpw-types (the list reuses the policy's parser).
+    bpw = ["--bpw", "4", "--calib", r.path(CALIB)]
+    r.error_of(out, *m, *bpw, "--bpw-types", "q4_k,q9", expect=("--bpw-types", "q9", "unknown"))
+    r.error_of(out, *m, *bpw, "--bpw-types", "q4_k,q4_k_m", expect=("--bpw-types", "q4_k_m", "mixture"))
+    r.error_of(out, *m, *bpw, "--bpw-types", " , ", expect=("--bpw-types is empty",))
+    # An empty value (an unset shell variable) is an error, not "not given".
+    r.error_of(out, *m, "--type", "q4_0", "--policy", "", expect=("--policy", "empty"))
+    r.error_of(out, *m, "--type", "", expect=("--type", "empty"))
     # The window size is checked before the engine's options divide by it (SIGFPE), calibration or not.
     r.error_of(out, *m, "--type", "q4_0", "--calib-ctx", "0", expect=("--calib-ctx", "0"))
     r.error_of(out, *m, "--type", "q4_0", "--calib-chunks", "0", expect=("--calib-chunks",))
     r.error_of(out, *m, "--type", "q4_0", "--calib", r.path(CALIB), "--save-imatrix", out,
+               expect=("--save-imatrix", "output file"))
+    # The same new file by another path: "dir/./x" against "dir/x".
+    dotted = os.path.join(os.path.dirname(out), ".", os.path.basename(out))
+    r.error_of(out, *m, "--type", "q4_0", "--calib", r.path(CALIB), "--save-imatrix", dotted,
                expect=("--save-imatrix", "output file"))
     # An output that is an input (here the importance matrix) is refused before anything runs.
     old = r.out("old.dat")
     open(old, "w").write("old contents\n")
     r.error_of(old, *m, "--type", "q4_0", "--imatrix", old, expect=("is the input", old))
     os.remove(old)
+    # A NaN or infinity in the weights is named with its place, not quantized into NaN blocks.
+    for bad, word in ((float("nan"), "NaN"), (float("-inf"), "-inf")):
+        damaged = r.out("damaged.gguf")
+        write_with_weight(r.path(F32), damaged, "blk.2.ffn_up.weight", 3, 5, bad)
+        r.error_of(out, "-m", damaged, "--type", "q4_0",
+                   expect=(damaged, "blk.2.ffn_up.weight", word, "row 3, column 5", "finite"))
+        os.remove(damaged)
     # An existing output is left as it was when quantization fails.
     open(out, "w").write("old contents\n")
     r.error_of(out, *m, "--type", "q4_0", "--method", "gptq", "--calib", short, expect=("too short",))
@@ -231,6 +266,14 @@ def case_policy(r):
     # llama.cpp's "mostly" _S file type (14: MOSTLY_Q4_K_S), not the Q4_K_M mixture (15).
     p = r.run("-m", r.path(F32), "-o", out, "--type", "q4_0", "--policy", "blk.0.atn_q=q8_0", "-t", "2")
     check("'blk.0.atn_q' matches no matrix" in p.stderr, f"no warning for a pattern that matches nothing: {p.stderr}")
+    # A rule after one that takes all its matrices is dead: said so, naming the rule that wins.
+    p = r.run("-m", r.path(F32), "-o", out, "--type", "q4_0", "--policy", "*=q4_k,output=q8_0", "-t", "2")
+    check("'output' decides no matrix" in p.stderr and "such as '*'" in p.stderr,
+          f"no warning for a rule an earlier one shadows: {p.stderr}")
+    p = r.run("-m", r.path(F32), "-o", out, "--type", "q4_0", "--policy", "output=q8_0,*=q4_k", "-t", "2")
+    check("decides no matrix" not in p.stderr, f"a warning for rules in the right order: {p.stderr}")
+    p = r.run("-m", r.path(F32), "-o", out, "--type", "q4_0", "--bpw-types", "q4_k", "-t", "2")
+    check("--bpw-types is not used without --bpw" in p.stderr, f"no warning for an unused --bpw-types: {p.stderr}")
     j3 = r.quantize_json("-m", r.path(F32), "-o", out, "--type", "Q4_K")
     check(j3["file_type"] == 14, f"file_type {j3['file_type']} for one Q4_K everywhere")
     check(r.quantize_json("-m", r.path(F32), "-o", out, "--type", "Q4_K_M")["file_type"] == 15, "Q4_K_M")

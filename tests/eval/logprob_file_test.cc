@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <vector>
@@ -249,6 +250,58 @@ TEST(LogProbFile, RefusesDamagedFiles) {
   EXPECT_NE(e.find("corrupt token id 65535"), std::string::npos) << e;
   e = error_of(test::temp_dir("eval_logprob") + "/does-not-exist.bin");
   EXPECT_NE(e.find("does-not-exist.bin"), std::string::npos) << e;
+}
+
+std::string row_error_of(const std::string& path, int64_t chunk, int64_t j) {
+  auto f = LogProbFile::open(path);
+  try {
+    f->row(chunk, j);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::vector<uint8_t> bytes_of(float x) {
+  std::vector<uint8_t> b(4);
+  std::memcpy(b.data(), &x, 4);
+  return b;
+}
+
+// A row's values are checked when it is read: the header cannot vouch for them, and a NaN
+// would pass into every average while an id past the vocabulary would index past the row.
+TEST(LogProbFile, RefusesDamagedRows) {
+  const LogProbFileInfo info = small_info(2, 8, 16);
+  const std::string good = write_small_file("good-rows.bin", info);
+  const size_t size = fs::file_size(good), row_bytes = logprob_row_bytes(16);
+  const int64_t n_scored = info.plan.n_scored();
+  for (int64_t c = 0; c < 2; ++c)
+    for (int64_t j = 0; j < n_scored; ++j) EXPECT_EQ(row_error_of(good, c, j), "") << c << " " << j;
+  // Row 4 of 6: window 2, scored position 1. Fields: scale, log_p_top, nll, top, then q.
+  const size_t row4 = size - 2 * row_bytes;
+  const float nan = std::nanf(""), inf = INFINITY;
+  const struct {
+    size_t offset;
+    std::vector<uint8_t> bytes;
+    const char* says;
+  } cases[] = {
+      {0, bytes_of(inf), "the step is inf"},
+      {0, bytes_of(-1.0f), "the step is -1"},
+      {4, bytes_of(0.5f), "the top token's log-probability is 0.5"},
+      {4, bytes_of(nan), "the top token's log-probability is nan"},
+      {8, bytes_of(nan), "the NLL is nan"},
+      {8, bytes_of(-2.0f), "the NLL is -2"},
+      {12, {16, 0, 0, 0}, "the top token is 16"},
+      {12, {0xff, 0xff, 0xff, 0xff}, "the top token is -1"},
+      {12, {3, 0, 0, 0}, "the top token's step is"},  // q[3] is not 0: 3 is not the top
+  };
+  for (const auto& k : cases) {
+    const std::string bad = copy_with(good, "bad-row.bin", size, row4 + k.offset, k.bytes);
+    EXPECT_EQ(row_error_of(bad, 1, 0), "") << k.says;  // the rows before it are fine
+    const std::string e = row_error_of(bad, 1, 1);
+    EXPECT_NE(e.find("bad-row.bin: corrupt row 4 (window 2, scored position 1): "), std::string::npos) << e;
+    EXPECT_NE(e.find(k.says), std::string::npos) << e;
+  }
 }
 
 }  // namespace

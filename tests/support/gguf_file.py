@@ -16,6 +16,7 @@ class Tensor:
     type: int
     shape: list
     data: bytes
+    file_offset: int = 0  # where data starts in the file
 
 
 @dataclass
@@ -69,5 +70,5 @@ def read(path, with_tensors=True):
         for d in shape:
             elements *= d
         size = elements // block * per_block
-        tensors[name] = Tensor(kind, shape, data[start + offset:start + offset + size])
+        tensors[name] = Tensor(kind, shape, data[start + offset:start + offset + size], start + offset)
     return Gguf(metadata, tensors)

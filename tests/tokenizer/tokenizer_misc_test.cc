@@ -351,6 +351,22 @@ TEST(TokenizerErrors, MalformedTokenizerJson) {
   j["model"]["vocab"]["x"] = "seven";
   const std::string bad_id = write_tokenizer_json("bad-id", j) + "/tokenizer.json";
   expect_error_naming([&] { load_tokenizer_json(bad_id); }, bad_id);
+
+  // A merge must join two tokens into a token, as Hugging Face's BPE builder requires
+  // (MergeTokenOutOfVocabulary): "b a" makes "ba", which the vocabulary does not hold.
+  for (const char* merge : {"a zz", "b a"}) {
+    j = small_metaspace_json();
+    j["model"]["merges"].push_back(merge);
+    const std::string unknown = write_tokenizer_json("merge-out-of-vocab", j) + "/tokenizer.json";
+    expect_error_naming([&] { load_tokenizer_json(unknown); }, unknown,
+                        std::string("merge 3 ('") + merge + "') makes or uses '" + (merge[0] == 'a' ? "zz" : "ba"));
+  }
+  // An empty vocabulary tokenized every prompt to nothing ("the prompt is empty").
+  j = small_metaspace_json();
+  j["model"]["vocab"] = nlohmann::json::object();
+  j["model"]["merges"] = nlohmann::json::array();
+  const std::string empty = write_tokenizer_json("empty-vocab", j) + "/tokenizer.json";
+  expect_error_naming([&] { load_tokenizer_json(empty); }, empty, "'vocab' is empty");
 }
 
 // Decoding follows from the model's alphabet, not from the decoder's steps; a decoder frugal

@@ -473,13 +473,16 @@ TEST(Trainer, AdapterConfigMustMatchItsTensors) {
   // Keys that change what an adapter computes, which frugal does not implement: refused by
   // name when set, accepted when null or false (as newer PEFT versions write them).
   for (const char* key : {"alora_invocation_tokens", "layer_replication", "use_qalora", "lora_bias",
-                          "trainable_token_indices", "target_parameters"}) {
+                          "trainable_token_indices", "target_parameters", "use_bdlora", "arrow_config"}) {
+    const std::string k = key;
+    const bool flag = k == "use_qalora" || k == "lora_bias";
     c = config;
-    c[key] = std::string(key) == "use_qalora" || std::string(key) == "lora_bias" ? nlohmann::json(true)
-                                                                                 : nlohmann::json::array({0, 1});
+    c[key] = flag ? nlohmann::json(true)
+             : k == "use_bdlora" ? nlohmann::json{{"target_modules_bd_a", {"o_proj"}}, {"nblocks", 2}}
+             : k == "arrow_config" ? nlohmann::json{{"top_k", 3}}
+                                   : nlohmann::json::array({0, 1});
     expect_refused(std::string("set_") + key, c, {key});
-    c[key] = std::string(key) == "use_qalora" || std::string(key) == "lora_bias" ? nlohmann::json(false)
-                                                                                 : nlohmann::json(nullptr);
+    c[key] = flag ? nlohmann::json(false) : nlohmann::json(nullptr);
     EXPECT_EQ(read_peft_adapter(with_config(std::string("unset_") + key, c)).modules.size(), 21u) << key;
   }
   // Values of the wrong kind: named errors (a fractional r was cut to a whole one while the

@@ -70,19 +70,24 @@ CLI::App* setup(CLI::App& app) {
 }
 
 int run() {
+  const ModelBenchOptions& b = flags.bench;
+  if (b.prompt_tokens < 1) fail("-p/--n-prompt must be at least 1 (got {})", b.prompt_tokens);
+  if (b.decode_tokens < 1) fail("-n/--n-gen must be at least 1 (got {})", b.decode_tokens);
+  if (b.repetitions < 1) fail("-r/--repetitions must be at least 1 (got {})", b.repetitions);
+  if (b.parallel < 1 || b.parallel > EngineOptions::kMaxParallel)
+    fail("--parallel must be between 1 and {} (got {})", EngineOptions::kMaxParallel, b.parallel);
   ModelFlags model = flags.model;
-  if (model.ctx_size == 0) model.ctx_size = flags.bench.prompt_tokens + flags.bench.decode_tokens + 1;
+  if (model.ctx_size == 0) model.ctx_size = b.prompt_tokens + b.decode_tokens + 1;
   EngineOptions options = engine_options(model);
   options.tokenizer_optional = true;
-  if (flags.bench.parallel < 1) fail("--parallel must be at least 1, got {}", flags.bench.parallel);
   // Finite too: an infinite price printed "$inf" and became null, "not given", in the JSON.
   if (!(flags.price_per_hour >= 0 && std::isfinite(flags.price_per_hour)))
     fail("--price-per-hour must be 0 (not given) or a finite amount (got {})", flags.price_per_hour);
   if (!(flags.watts >= 0 && std::isfinite(flags.watts)))
     fail("--watts must be 0 (measure) or a finite power (got {})", flags.watts);
-  options.kv_contexts = flags.bench.parallel;
+  options.kv_contexts = b.parallel;
   // One step decodes a row for every sequence: the step must hold them all.
-  options.max_batch_rows = std::max<int64_t>(options.max_batch_rows, flags.bench.parallel);
+  options.max_batch_rows = std::max<int64_t>(options.max_batch_rows, b.parallel);
   auto engine = load_engine(model, options);
   const auto& kernels = kernels::active();
   log_info("measuring the machine's limits ({} threads, {} kernels)...", engine->pool().size(), kernels::isa_name(kernels.isa));

@@ -115,8 +115,7 @@ int run() {
   GenerateCallbacks callbacks;
   callbacks.on_text = [](std::string_view text) {
     if (g_stop_reply.load()) return false;
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    std::fflush(stdout);
+    write_stdout(text);
     return true;
   };
   struct sigaction action = {};
@@ -158,6 +157,7 @@ int run() {
       std::fflush(stdout);
       std::fprintf(stderr, "frugal: error: %s\n", e.what());
       status = 1;
+      if (std::ferror(stdout)) break;  // replies can no longer be shown: the chat ends
     }
   }
   if (interactive) std::fputc('\n', stderr);

@@ -25,7 +25,6 @@ struct FinetuneFlags {
   bool quiet = false;
   bool no_pack = false;
   CLI::Option* resume = nullptr;
-  CLI::Option* init_adapter = nullptr;
   // The flags that shape new adapters, which an --init-adapter's own config decides instead.
   std::vector<CLI::Option*> adapter_shape;
 };
@@ -68,7 +67,7 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--val-data", o.val_data, "Held-out data file (default: hold out --val-split of --data)");
   sub->add_option("--val-split", o.val_split, "Fraction of the examples held out for evaluation")->capture_default_str();
 
-  f.init_adapter = sub->add_option("--init-adapter", o.init_adapter,
+  sub->add_option("--init-adapter", o.init_adapter,
                   "Train this PEFT adapter folder further (a warm start) instead of new adapters: its modules, ranks "
                   "and alphas are kept (the dropout is --lora-dropout); the optimizer and schedule start afresh");
   f.adapter_shape = {
@@ -166,8 +165,6 @@ int run() {
   TrainOptions o = f.o;
   set_log_level(f.quiet ? LogLevel::kWarn : f.verbose ? LogLevel::kDebug : LogLevel::kInfo);
   if (f.resume->count() > 0 && o.resume.empty()) o.resume = "latest";
-  // An unset shell variable must not turn a warm start into a run from new adapters.
-  if (f.init_adapter->count() > 0 && o.init_adapter.empty()) fail("--init-adapter: the folder name is empty");
   if (!o.init_adapter.empty())
     for (const CLI::Option* opt : f.adapter_shape)
       if (opt->count() > 0)

@@ -24,6 +24,9 @@ struct GenerateFlags {
   bool special = false;
   std::string truncate = "error";
   int64_t keep = -1;
+  const CLI::Option* prompt_flag = nullptr;
+  const CLI::Option* file_flag = nullptr;
+  const CLI::Option* keep_flag = nullptr;
 };
 
 GenerateFlags& flags() {
@@ -35,8 +38,8 @@ CLI::App* setup(CLI::App& app) {
   GenerateFlags& f = flags();
   CLI::App* sub = app.add_subcommand("generate", "Complete a prompt; the text streams to stdout, timings to stderr");
   add_model_flags(*sub, f.model);
-  sub->add_option("-p,--prompt", f.prompt, "Prompt text (default: empty, BOS only)");
-  sub->add_option("-f,--file", f.file, "Read the prompt from a file (one trailing newline is dropped)");
+  f.prompt_flag = sub->add_option("-p,--prompt", f.prompt, "Prompt text (default: empty, BOS only)");
+  f.file_flag = sub->add_option("-f,--file", f.file, "Read the prompt from a file (one trailing newline is dropped)");
   sub->add_option("-n,--n-predict", f.n_predict,
                   "Tokens to generate (-1: until end of text or a full context; 0: evaluate the prompt only)")
       ->capture_default_str();
@@ -49,7 +52,7 @@ CLI::App* setup(CLI::App& app) {
                   "the last ones that fit, leaving room to generate: -n tokens, or a quarter of the context for -n -1, at "
                   "most half of it)")
       ->capture_default_str();
-  sub->add_option("--keep", f.keep, "With --truncate keep-end: tokens kept at the start (-1: the BOS)")
+  f.keep_flag = sub->add_option("--keep", f.keep, "With --truncate keep-end: tokens kept at the start (-1: the BOS)")
       ->capture_default_str();
   sub->add_flag("--no-display-prompt")
       ->description("The prompt is never printed (always the case; accepted as in llama.cpp)");
@@ -58,7 +61,9 @@ CLI::App* setup(CLI::App& app) {
 
 int run() {
   const GenerateFlags& f = flags();
-  if (!f.prompt.empty() && !f.file.empty()) fail("give the prompt with -p or with -f, not both");
+  if (f.prompt_flag->count() > 0 && f.file_flag->count() > 0) fail("give the prompt with -p or with -f, not both");
+  if (f.keep_flag->count() > 0 && f.truncate != "keep-end")
+    log_warn("--keep is not used without --truncate keep-end (the prompt is otherwise never cut)");
   if (f.n_predict < -1) fail("--n-predict must be -1 (no limit), 0 or more (got {})", f.n_predict);
   if (f.keep < -1) fail("--keep must be -1 (the BOS) or 0 or more (got {})", f.keep);
   TruncationPolicy truncation = TruncationPolicy::kError;
@@ -100,8 +105,7 @@ int run() {
   Generator generator(*engine);
   GenerateCallbacks callbacks;
   callbacks.on_text = [](std::string_view text) {
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    std::fflush(stdout);
+    write_stdout(text);
     return true;
   };
   const GenerationResult r = generator.generate(tokens, o, callbacks);
@@ -109,6 +113,10 @@ int run() {
   if (isatty(STDOUT_FILENO) && !r.text.empty() && r.text.back() != '\n') std::fputc('\n', stdout);
   std::fflush(stdout);
   if (r.truncated_tokens > 0) log_warn("the prompt was truncated: {} tokens dropped", r.truncated_tokens);
+  // -n -1 runs until the context is full by design; a count asked for and not reached is said.
+  if (r.finish_reason == FinishReason::kContextFull && f.n_predict > 0)
+    log_warn("the context of {} tokens is full: stopped after {} of the {} tokens asked for (-c gives a larger one)",
+             engine->n_ctx(), r.tokens.size(), f.n_predict);
   print_timings(r.timings);
   log_debug("finished: {}{}", finish_reason_name(r.finish_reason),
             r.stop_string.empty() ? "" : fmt::format(" (\"{}\")", r.stop_string));

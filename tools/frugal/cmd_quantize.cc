@@ -29,6 +29,7 @@ struct Options {
   bool no_act_order = false;
   bool json = false;
   bool verbose = false;
+  CLI::Option* bpw_types = nullptr;
 };
 
 Options& options() {
@@ -82,6 +83,7 @@ int run() {
   o.q.gptq.act_order = !o.no_act_order;
   ThreadPool::check_threads_flag(o.q.threads);
   if (!(o.q.gptq.damp > 0 && o.q.gptq.damp < 1)) fail("--damp must be between 0 and 1 (got {})", o.q.gptq.damp);
+  if (o.bpw_types->count() > 0 && !o.q.target_bpw) log_warn("--bpw-types is not used without --bpw");
   const QuantizeSummary s = quantize_model(o.q);
   if (o.json) {
     std::printf("%s\n", summary_json(s, o.q, o.method).dump(2).c_str());
@@ -111,7 +113,7 @@ CLI::App* setup(CLI::App& app) {
   sub->add_flag("--allow-requantize", o.q.allow_requantize,
                 "Quantize a model that is already quantized into other types (RTN only; the second rounding adds error). Tensors asked for in the type they have are copied as they are, without this flag");
   sub->add_option("--bpw,--target-bpw", o.q.target_bpw, "Choose per-tensor types from measured sensitivity for this many bits per weight");
-  sub->add_option("--bpw-types", o.q.bpw_types, "Candidate types for --bpw")->capture_default_str();
+  o.bpw_types = sub->add_option("--bpw-types", o.q.bpw_types, "Candidate types for --bpw")->capture_default_str();
   sub->add_option("--damp", o.q.gptq.damp, "GPTQ dampening (fraction of the mean Hessian diagonal)")->capture_default_str();
   sub->add_flag("--no-act-order", o.no_act_order, "GPTQ: columns in order instead of by decreasing activation (better at 2 bits, see DESIGN.md)");
   sub->add_option("-t,--threads", o.q.threads, "Threads (0: one per physical core)")->capture_default_str();

@@ -137,7 +137,8 @@ bool wait_for_signal(const sigset_t& set, std::chrono::milliseconds timeout) {
 int run() {
   ServeFlags f = flags();
   if (f.port < 0 || f.port > 65535) fail("--port must be between 0 and 65535 (got {})", f.port);
-  if (f.parallel < 1 || f.parallel > 4096) fail("--parallel must be between 1 and 4096 (got {})", f.parallel);
+  if (f.parallel < 1 || f.parallel > EngineOptions::kMaxParallel)
+    fail("--parallel must be between 1 and {} (got {})", EngineOptions::kMaxParallel, f.parallel);
   if (f.queue < 0 || f.queue > 100000) fail("--queue must be between 0 and 100000 (got {})", f.queue);
   if (f.kv_blocks < 0) fail("--kv-blocks must be 1 or more (got {})", f.kv_blocks);
   if (f.kv_capacity < 0) fail("--kv-capacity must be 1 or more (got {})", f.kv_capacity);

@@ -1,6 +1,9 @@
 #include "tools/frugal/common_options.h"
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <random>
 
 #include "core/check.h"
@@ -147,6 +150,12 @@ std::string read_text_arg(const std::string& path, const std::string& what) {
   } catch (const Error& e) {
     fail("{}: {}", what, e.what());
   }
+}
+
+void write_stdout(std::string_view text) {
+  errno = 0;
+  if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() || std::fflush(stdout) != 0)
+    fail("cannot write to standard output: {}", errno != 0 ? std::strerror(errno) : "write error");
 }
 
 void print_timings(const GenerationTimings& t) {

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "chat/chat_template.h"
@@ -60,5 +61,9 @@ std::string read_text_arg(const std::string& path, const std::string& what);
 
 // Prompt and generation timings, one line each, on stderr.
 void print_timings(const GenerationTimings& t);
+
+// Streams generated text to stdout at once; throws frugal::Error when it cannot be written (a
+// full disk, a closed descriptor): `generate > out.txt` must not end with exit 0 and the text lost.
+void write_stdout(std::string_view text);
 
 }  // namespace frugal::cli

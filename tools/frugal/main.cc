@@ -1,7 +1,10 @@
 // frugal: one CLI, one subcommand per job. Each subcommand is a thin main over the library.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -27,6 +30,24 @@ std::string version_text() {
   }
 }
 
+// An empty text value is a shell variable that was not set (`--api-key "$KEY"`, `-o "$OUT"`):
+// taken as "not given", it used to switch the API key off, skip --policy and --save-logits, or
+// fall back to a default, all without a word. Every text flag refuses it, except those where
+// empty text means something (an empty prompt generates from BOS alone).
+void refuse_empty_text(CLI::App& app) {
+  static const CLI::Validator non_empty(
+      [](std::string& value) { return value.empty() ? std::string("the value is empty") : std::string(); }, "", "");
+  for (CLI::Option* option : app.get_options()) {
+    const std::vector<std::string>& names = option->get_lnames();
+    const bool may_be_empty = std::any_of(names.begin(), names.end(), [](const std::string& n) {
+      return n == "prompt" || n == "system" || n == "stop";
+    });
+    if (option->get_type_name().rfind("TEXT", 0) != 0 || may_be_empty) continue;
+    option->check(non_empty);
+  }
+  for (CLI::App* sub : app.get_subcommands({})) refuse_empty_text(*sub);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -39,6 +60,7 @@ int main(int argc, char** argv) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::vector<std::pair<CLI::App*, const frugal::cli::Command*>> parsed;
   for (const auto& command : frugal::cli::all_commands()) parsed.emplace_back(command.setup(app), &command);
+  refuse_empty_text(app);
   if (argc < 2) {
     std::fprintf(stderr, "%s", app.help().c_str());
     return 1;
@@ -67,8 +89,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   try {
-    for (auto& [sub, command] : parsed)
-      if (sub->parsed()) return command->run();
+    for (auto& [sub, command] : parsed) {
+      if (!sub->parsed()) continue;
+      const int status = command->run();
+      // What a command printed (a summary, --json) must have reached its file: a full disk is
+      // an error, not exit 0 with the output cut short. (A failed command has said why.)
+      if (status == 0 && (std::fflush(stdout) != 0 || std::ferror(stdout)))
+        throw frugal::Error(std::string("cannot write to standard output: ") + std::strerror(errno));
+      return status;
+    }
   } catch (const frugal::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "frugal: error: %s\n", e.what());

@@ -21,7 +21,7 @@ ModelConfig parse_config(const ModelSource& src) {
     c.n_ff = g->get_int(a + ".feed_forward_length");
     c.n_head = g->get_int(a + ".attention.head_count");
     c.n_head_kv = g->try_int(a + ".attention.head_count_kv").value_or(c.n_head);
-    c.head_dim = g->try_int(a + ".attention.key_length").value_or(c.n_head > 0 ? c.n_embd / c.n_head : 0);
+    c.head_dim = implied_head_dim(g->try_int(a + ".attention.key_length"), c.n_embd, c.n_head, label);
     c.n_ctx_train = g->try_int(a + ".context_length").value_or(4096);
     c.norm_eps = static_cast<float>(g->get_float(a + ".attention.layer_norm_rms_epsilon"));
     c.n_vocab = g->try_int(a + ".vocab_size").value_or(static_cast<int64_t>(g->get_string_array("tokenizer.ggml.tokens").size()));
@@ -42,7 +42,7 @@ ModelConfig parse_config(const ModelSource& src) {
   c.n_ff = json_int(j, "intermediate_size", label);
   c.n_head = json_int(j, "num_attention_heads", label);
   c.n_head_kv = json_opt_int(j, "num_key_value_heads", label).value_or(c.n_head);
-  c.head_dim = json_opt_int(j, "head_dim", label).value_or(c.n_head > 0 ? c.n_embd / c.n_head : 0);
+  c.head_dim = implied_head_dim(json_opt_int(j, "head_dim", label), c.n_embd, c.n_head, label);
   c.n_vocab = json_int(j, "vocab_size", label);
   c.n_ctx_train = json_opt_int(j, "max_position_embeddings", label).value_or(4096);
   c.norm_eps = static_cast<float>(json_float(j, "rms_norm_eps", label, 1e-5));

@@ -21,7 +21,7 @@ ModelConfig parse_config(const ModelSource& src) {
     c.n_ff = g->get_int("qwen2.feed_forward_length");
     c.n_head = g->get_int("qwen2.attention.head_count");
     c.n_head_kv = g->try_int("qwen2.attention.head_count_kv").value_or(c.n_head);
-    c.head_dim = g->try_int("qwen2.attention.key_length").value_or(c.n_head > 0 ? c.n_embd / c.n_head : 0);
+    c.head_dim = implied_head_dim(g->try_int("qwen2.attention.key_length"), c.n_embd, c.n_head, label);
     c.n_ctx_train = g->try_int("qwen2.context_length").value_or(32768);
     c.norm_eps = static_cast<float>(g->get_float("qwen2.attention.layer_norm_rms_epsilon"));
     c.n_vocab = g->try_int("qwen2.vocab_size").value_or(static_cast<int64_t>(g->get_string_array("tokenizer.ggml.tokens").size()));
@@ -36,14 +36,19 @@ ModelConfig parse_config(const ModelSource& src) {
     c.n_ff = json_int(j, "intermediate_size", label);
     c.n_head = json_int(j, "num_attention_heads", label);
     c.n_head_kv = json_opt_int(j, "num_key_value_heads", label).value_or(c.n_head);
-    c.head_dim = json_opt_int(j, "head_dim", label).value_or(c.n_head > 0 ? c.n_embd / c.n_head : 0);
+    c.head_dim = implied_head_dim(json_opt_int(j, "head_dim", label), c.n_embd, c.n_head, label);
     c.n_vocab = json_int(j, "vocab_size", label);
     c.n_ctx_train = json_opt_int(j, "max_position_embeddings", label).value_or(32768);
     c.norm_eps = static_cast<float>(json_float(j, "rms_norm_eps", label, 1e-6));
     c.tied_embeddings = json_bool(j, "tie_word_embeddings", label, false);
     // Qwen2 configs name a window but use it only with use_sliding_window (off in released models).
-    if (json_bool(j, "use_sliding_window", label, false))
+    if (json_bool(j, "use_sliding_window", label, false)) {
       c.sliding_window = json_opt_int(j, "sliding_window", label).value_or(0);
+      // transformers would mask every key: a window must be named and positive.
+      if (c.sliding_window <= 0)
+        fail("{}: use_sliding_window is true but sliding_window is {}: a window of 1 token or more is needed", label,
+             json_has(j, "sliding_window") ? std::to_string(c.sliding_window) : "not given");
+    }
     read_rope_config(src, "qwen2", c);
   }
   c.rope.interleaved = false;

@@ -66,9 +66,15 @@ std::unique_ptr<ModelSource> ModelSource::open(const std::string& path, const Mo
     src->open_gguf(path);
   } else {
     auto file = MappedFile::open(path);
-    if (!has_llama2c_header(*file))
+    if (!has_llama2c_header(*file)) {
+      // A file of a Hugging Face folder: the folder is the model (config.json, tokenizer).
+      const fs::path folder = fs::path(path).parent_path();
+      if (fs::path(path).extension() == ".safetensors" && path_exists(folder / "config.json"))
+        fail("'{}' is one file of a Hugging Face model: pass its folder ({})", path,
+             folder.empty() ? "." : folder.string());
       fail("'{}' is not a model frugal can read (expected a Hugging Face folder, a GGUF file or a llama2.c checkpoint)",
            path);
+    }
     src->open_llama2c(path);
   }
   return src;
@@ -208,8 +214,17 @@ std::unique_ptr<Tokenizer> ModelSource::load_tokenizer() const {
     if (!fs::exists(p, ec)) fail("tokenizer '{}' does not exist", options_.tokenizer_path);
     if (!fs::is_directory(p, ec) && !fs::is_regular_file(p, ec))
       fail("tokenizer '{}' is not a regular file or a folder", options_.tokenizer_path);
-    if (format_ == ModelFormat::kLlama2c)
+    if (format_ == ModelFormat::kLlama2c) {
+      // Other formats parse as nonsense lengths ("token 2 claims 778854770 bytes"): named instead.
+      if (fs::is_directory(p, ec) || has_gguf_magic(p.string()) || p.extension() == ".json" || p.extension() == ".model")
+        fail("tokenizer '{}' is a {}; a llama2.c checkpoint takes its tokenizer.bin (llama2.c's export format)",
+             options_.tokenizer_path,
+             fs::is_directory(p, ec)     ? "folder"
+             : p.extension() == ".json"  ? "tokenizer.json"
+             : p.extension() == ".model" ? "SentencePiece model"
+                                         : "GGUF file");
       return load_llama2c_tokenizer(options_.tokenizer_path, static_cast<int32_t>(tensors_.at("token_embd.weight").dim(0)));
+    }
     if (fs::is_directory(p, ec)) return load_hf_tokenizer(p.string());
     if (p.extension() == ".json") return load_tokenizer_json(p.string());
     if (has_gguf_magic(p.string())) return load_gguf_tokenizer(*GgufFile::open(p.string()));

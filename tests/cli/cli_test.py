@@ -782,6 +782,14 @@ def test_fifo_and_foreign_tokenizer_files_are_refused():
             f.write(open(STORIES[3], "rb").read() + b"abc")
         expect_user_error(["generate"] + STORIES[:2] + ["--tokenizer", longer, "-p", "Once", "-n", "4"],
                           [longer, "3 bytes follow the checkpoint's 512 tokens"])
+        # Another format was parsed as llama2.c's and failed on a nonsense length; it is named.
+        for tokenizer, kind in ((f"{WIKI_HF}/tokenizer.model", "a SentencePiece model"), (WIKI_GGUF, "a GGUF file"),
+                                (WIKI_HF, "a folder")):
+            expect_user_error(["generate"] + STORIES[:2] + ["--tokenizer", tokenizer, "-p", "Once"],
+                              [tokenizer, kind, "tokenizer.bin"])
+        # A file of a Hugging Face folder: the folder is the model.
+        expect_user_error(["generate", "-m", f"{WIKI_HF}/model.safetensors", "-p", "x"],
+                          ["one file of a Hugging Face model", f"pass its folder ({WIKI_HF})"])
 
 
 def test_generate_says_what_it_did_not_do():

@@ -216,14 +216,17 @@ std::unique_ptr<Tokenizer> ModelSource::load_tokenizer() const {
       fail("tokenizer '{}' is not a regular file or a folder", options_.tokenizer_path);
     if (format_ == ModelFormat::kLlama2c) {
       // Other formats parse as nonsense lengths ("token 2 claims 778854770 bytes"): named instead.
-      if (fs::is_directory(p, ec) || has_gguf_magic(p.string()) || p.extension() == ".json" || p.extension() == ".model")
+      const bool foreign =
+          fs::is_directory(p, ec) || has_gguf_magic(p.string()) || p.extension() == ".json" || p.extension() == ".model";
+      if (foreign)
         fail("tokenizer '{}' is a {}; a llama2.c checkpoint takes its tokenizer.bin (llama2.c's export format)",
              options_.tokenizer_path,
              fs::is_directory(p, ec)     ? "folder"
              : p.extension() == ".json"  ? "tokenizer.json"
              : p.extension() == ".model" ? "SentencePiece model"
                                          : "GGUF file");
-      return load_llama2c_tokenizer(options_.tokenizer_path, static_cast<int32_t>(tensors_.at("token_embd.weight").dim(0)));
+      const auto n_vocab = static_cast<int32_t>(tensors_.at("token_embd.weight").dim(0));
+      return load_llama2c_tokenizer(options_.tokenizer_path, n_vocab);
     }
     if (fs::is_directory(p, ec)) return load_hf_tokenizer(p.string());
     if (p.extension() == ".json") return load_tokenizer_json(p.string());

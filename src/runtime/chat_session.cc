@@ -1,9 +1,31 @@
 #include "runtime/chat_session.h"
 
+#include <cctype>
+
 #include "core/check.h"
 #include "runtime/engine.h"
 
 namespace frugal {
+
+std::string end_of_reply_stop(const ChatTemplate& chat_template, const Tokenizer& tok) {
+  const std::string bos = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "";
+  const std::string eos = tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "";
+  const std::string marker = "\x01reply\x01";
+  std::string rendered;
+  try {
+    rendered = chat_template.render({{"user", "x"}, {"assistant", marker}}, false, bos, eos);
+  } catch (const Error&) {  // a template that renders no finished reply: nothing to learn here
+    return "";
+  }
+  const size_t at = rendered.rfind(marker);
+  if (at == std::string::npos) return "";
+  std::string end = rendered.substr(at + marker.size());
+  while (!end.empty() && std::isspace(static_cast<unsigned char>(end.back()))) end.pop_back();
+  while (!end.empty() && std::isspace(static_cast<unsigned char>(end.front()))) end.erase(0, 1);
+  if (end.empty()) return "";
+  const std::vector<int32_t> ids = tok.encode(end, false, /*parse_special=*/true);
+  return ids.size() == 1 && tok.is_end_of_generation(ids[0]) ? "" : end;
+}
 
 ChatSession::ChatSession(Engine& engine, ChatTemplate chat_template, std::string system_prompt, int32_t seq)
     : engine_(engine), template_(std::move(chat_template)), generator_(engine, seq) {
@@ -11,6 +33,7 @@ ChatSession::ChatSession(Engine& engine, ChatTemplate chat_template, std::string
   if (tok.bos_id() >= 0) bos_ = tok.token_text(tok.bos_id());
   if (tok.eos_id() >= 0) eos_ = tok.token_text(tok.eos_id());
   if (!system_prompt.empty()) messages_.push_back({"system", std::move(system_prompt)});
+  end_of_reply_ = end_of_reply_stop(template_, tok);
   // A system prompt that leaves no room for any message is an error now, not at every message.
   if (!messages_.empty()) {
     std::vector<ChatMessage> shortest = messages_;
@@ -89,6 +112,7 @@ ChatTurn ChatSession::send(const std::string& user_message, const GenerateOption
   if (turn.dropped_messages > 0 && on_dropped_) on_dropped_(turn.dropped_messages);
   GenerateOptions o = options;
   o.truncation = TruncationPolicy::kError;  // fitting is decided here, by whole turns
+  if (!end_of_reply_.empty()) o.stop.push_back(end_of_reply_);
   if (o.sampling.seed != SamplingParams::kRandomSeed) {
     o.sampling.seed += replies_;
     if (o.sampling.seed == SamplingParams::kRandomSeed) o.sampling.seed = 0;  // wrapped onto "draw one"

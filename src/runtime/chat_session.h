@@ -23,6 +23,11 @@ struct ChatTurn {
   bool refed = false;            // the conversation was rendered and fed again from its start
 };
 
+// The text a template writes after a reply (chatml's "<|im_end|>") where the tokenizer has no
+// end-of-generation token for it, else "". A stop string for chats: a chatml reply on a
+// vocabulary without <|im_end|> (an adapter trained in that format) ran to the end of the context.
+std::string end_of_reply_stop(const ChatTemplate& chat_template, const Tokenizer& tokenizer);
+
 class ChatSession {
  public:
   // An empty system prompt means none.
@@ -44,6 +49,8 @@ class ChatSession {
   const std::vector<ChatMessage>& messages() const { return messages_; }
   const ChatTemplate& chat_template() const { return template_; }
   const Generator& generator() const { return generator_; }
+  // end_of_reply_stop() of its template: added to every reply's stop strings.
+  const std::string& end_of_reply() const { return end_of_reply_; }
   // The text the cached tokens stand for (special tokens as text).
   const std::string& cached_text() const { return cached_text_; }
 
@@ -57,6 +64,7 @@ class ChatSession {
   std::vector<ChatMessage> cached_;    // the messages behind the cache: last prompt + its reply
   std::string cached_text_;
   std::string bos_, eos_;
+  std::string end_of_reply_;  // the template's end-of-turn text where it is no end-of-generation token
   std::function<void(int64_t)> on_dropped_;
   uint32_t replies_ = 0;  // replies generated so far, reset() included
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "runtime/chat_session.h"
 #include "server/api_error.h"
 
 namespace frugal::server {
@@ -22,6 +23,7 @@ RequestBuilder::RequestBuilder(const Tokenizer* tokenizer, std::optional<ChatTem
   if (tokenizer_ != nullptr) {
     if (tokenizer_->bos_id() >= 0) bos_ = tokenizer_->token_text(tokenizer_->bos_id());
     if (tokenizer_->eos_id() >= 0) eos_ = tokenizer_->token_text(tokenizer_->eos_id());
+    if (template_) end_of_reply_ = end_of_reply_stop(*template_, *tokenizer_);
   }
 }
 
@@ -108,6 +110,7 @@ BuiltRequest RequestBuilder::build(const ApiRequest& r) const {
   o.max_tokens = r.max_tokens ? *r.max_tokens : (r.endpoint == Endpoint::kChat ? -1 : kDefaultCompletionTokens);
   o.sampling = r.sampling;
   o.stop = r.stop;
+  if (r.endpoint == Endpoint::kChat && !end_of_reply_.empty()) o.stop.push_back(end_of_reply_);
   o.ignore_eos = r.ignore_eos;
   o.logprobs = r.logprobs;
   o.top_logprobs = r.top_logprobs;

@@ -44,6 +44,7 @@ class RequestBuilder {
   int64_t n_ctx_;
   int64_t n_vocab_;
   std::string bos_, eos_;
+  std::string end_of_reply_;  // end_of_reply_stop(): a stop string of every chat completion
 };
 
 }  // namespace frugal::server

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <map>
 
 #include "core/check.h"
@@ -26,6 +27,18 @@ std::vector<uint8_t> convert_rows(const std::vector<float>& values, int64_t rows
   const FromFloatFn from = dtype_traits(type).from_float;
   for (int64_t r = 0; r < rows; ++r) from(values.data() + r * cols, out.data() + r * stride, cols);
   return out;
+}
+
+// A scale of 1e40 (finite as a double) or an f16 output past 65504 wrote inf weights with exit
+// 0, found only when the merged model produced NaN logits; refused as finetune's --save-type is.
+void check_merged_values(const std::vector<float>& values, const std::string& name, int64_t cols, DType type) {
+  const float limit = type == DType::kF16 ? 65504.0f : std::numeric_limits<float>::max();
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (std::fabs(values[i]) <= limit) continue;  // NaN fails this too
+    fail("{}: the merged weight at row {}, column {} is {}, which {} cannot hold: the adapter's scale is too large "
+         "for this model",
+         name, static_cast<int64_t>(i) / cols, static_cast<int64_t>(i) % cols, values[i], dtype_name(type));
+  }
 }
 
 }  // namespace
@@ -108,7 +121,9 @@ MergeSummary merge_lora(const MergeOptions& o) {
     if (*cols % dtype_traits(*t).block_size != 0)
       fail("--type {}: rows of {} ({} values) do not hold whole {}-value blocks", dtype_name(*t), name, *cols,
            dtype_traits(*t).block_size);
-    buffers.push_back(convert_rows(merged_weight(lin, it->second.second), *rows, *cols, *t));
+    const std::vector<float> values = merged_weight(lin, it->second.second);
+    check_merged_values(values, name, *cols, *t);
+    buffers.push_back(convert_rows(values, *rows, *cols, *t));
     summary.merged_tensors++;
     summary.type = dtype_name(*t);
     return buffers.back().data();

@@ -52,7 +52,8 @@ void check_options(const TrainOptions& o) {
   check_lora_options(o.lora);
   if (!(o.adamw.beta1 >= 0 && o.adamw.beta1 < 1) || !(o.adamw.beta2 >= 0 && o.adamw.beta2 < 1))
     fail("Adam betas must be in [0, 1)");
-  if (!(o.adamw.eps > 0)) fail("--adam-eps must be positive");
+  if (!(o.adamw.eps > 0) || !std::isfinite(o.adamw.eps))  // inf: every update is 0, an adapter of zeros
+    fail("--adam-eps must be a positive finite number (got {})", o.adamw.eps);
   if (!(o.val_split >= 0 && o.val_split < 1)) fail("--val-split must be in [0, 1) (got {})", o.val_split);
   if (o.eval_every < 0 || o.save_every < 0 || o.eval_batches < 0 || o.keep_checkpoints < 0 || o.log_every < 0)
     fail("--eval-every, --eval-batches, --save-every, --keep-checkpoints and --log-every must be 0 or more");
@@ -142,11 +143,12 @@ Eval evaluate(TrainableDecoder& model, ThreadPool& pool, const std::vector<Examp
   return e;
 }
 
-void warn_dropped(const std::string& path, size_t before, size_t after, int64_t seq_len) {
+// `use`: what the examples' response tokens are for ("trained on", "scored").
+void warn_dropped(const std::string& path, size_t before, size_t after, int64_t seq_len, const char* use) {
   if (after == before) return;
-  log_warn("{}: {} of {} examples left out: their prompt fills --seq {}, so no response token would be trained on "
+  log_warn("{}: {} of {} examples left out: their prompt fills --seq {}, so no response token would be {} "
            "(raise --seq to keep them)",
-           path, before - after, before, seq_len);
+           path, before - after, before, seq_len, use);
 }
 
 }  // namespace
@@ -156,6 +158,31 @@ std::string latest_checkpoint(const std::string& output) {
   return all.empty() ? "" : all.back();
 }
 
+namespace {
+
+std::string log_path(const TrainOptions& o) {
+  return o.log_file.empty() ? (fs::path(o.output) / "training_log.jsonl").string() : o.log_file;
+}
+
+// The log is appended to after the adapter is written: it must be neither an input (the
+// default OUTPUT/training_log.jsonl was overwritten when the data was kept there) nor one of
+// the adapter's own files (a log line appended to adapter_config.json broke the adapter).
+void check_log_path(const std::string& log, const std::vector<std::string>& inputs, const std::string& output) {
+  std::error_code ec;
+  if (fs::exists(log, ec))
+    for (const std::string& input : inputs)
+      if (!input.empty() && fs::exists(input, ec) && fs::equivalent(log, input, ec))
+        fail("the training log {} is the input '{}' itself: give --log-file another file, or train into another "
+             "folder",
+             log, input);
+  const fs::path canonical = fs::weakly_canonical(log, ec);
+  for (const char* own : {"adapter_config.json", "adapter_model.safetensors"})
+    if (canonical == fs::weakly_canonical(fs::path(output) / own, ec))
+      fail("--log-file {} is the adapter's own {}: give the log another file", log, own);
+}
+
+}  // namespace
+
 TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   check_options(o);
   const LrSchedule schedule = parse_lr_schedule(o.schedule);
@@ -164,13 +191,16 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   // ---- everything that can fail on user input, before anything is written ----------------
   // The log is appended to line by line; a path that takes no file is an error now, not a run
   // that silently logs nothing.
-  if (!o.log_file.empty()) check_output_path(o.log_file, {o.model, o.data, o.val_data, o.init_adapter});
+  const std::vector<std::string> inputs = {o.model, o.data, o.val_data, o.init_adapter};
+  if (!o.log_file.empty()) check_output_path(o.log_file, inputs);
+  check_log_path(log_path(o), inputs, o.output);
   std::string resume_dir;
   // The adapter is written after the last step: a folder that holds one holds a finished run.
   const bool finished = fs::exists(fs::path(o.output) / "adapter_config.json", ec);
   if (!o.resume.empty() && finished) {
-    log_info("finetune: {} holds the finished adapter of this run: nothing to resume (remove its adapter_config.json "
-             "to run the steps after the newest checkpoint again)",
+    // Said without claiming it is this run's: a finished run's options are not compared here.
+    log_info("finetune: {} holds a finished adapter: nothing to resume (--resume continues an unfinished run; to "
+             "train with other options, write to another folder)",
              o.output);
     TrainResult done;
     done.already_finished = true;
@@ -236,14 +266,18 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
     fail("{}: no token to train on fits in --seq {}: every example's trained part (the response) lies beyond "
          "the sequence length; raise --seq",
          o.data, o.seq_len);
-  warn_dropped(o.data, n_read, data.examples.size(), o.seq_len);
+  warn_dropped(o.data, n_read, data.examples.size(), o.seq_len, "trained on");
   std::vector<Example> train, val;
   if (!o.val_data.empty()) {
     train = std::move(data.examples);
     val = load_dataset(o.val_data, val_bytes, *tokenizer, chat, data_options).examples;
     const size_t n_val = val.size();
-    drop_untrainable(val, o.seq_len);
-    warn_dropped(o.val_data, n_val, val.size(), o.seq_len);
+    // All of them gone: the run trained with no held-out loss at all, with only a warning.
+    if (drop_untrainable(val, o.seq_len) == static_cast<int64_t>(n_val))
+      fail("{}: no held-out example fits in --seq {}: every example's response lies beyond the sequence length, so "
+           "there is nothing to evaluate; raise --seq",
+           o.val_data, o.seq_len);
+    warn_dropped(o.val_data, n_val, val.size(), o.seq_len, "scored");
   } else {
     split_holdout(data.examples, o.val_split, o.seed, &train, &val);
   }
@@ -285,7 +319,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   result.parameters = lora.parameter_count();
   nlohmann::json history = resumed.history.is_object() ? resumed.history : nlohmann::json::object();
   const int64_t start = resumed.step;
-  const TrainingLog metrics(o.log_file.empty() ? (fs::path(o.output) / "training_log.jsonl").string() : o.log_file, start);
+  const TrainingLog metrics(log_path(o), start);
   log_info("finetune: {} trainable parameters (LoRA r={} alpha={} on {} modules), {} training and {} held-out examples, "
            "{} steps of {} x {} x {} tokens, {} threads, activation checkpointing {}{}",
            lora.parameter_count(), lora.options().rank, lora.options().alpha, lora.modules().size(), train.size(),

@@ -745,6 +745,71 @@ def test_flag_limits_and_output_paths():
     expect(json.loads(out)["batched_decode_tokens_per_second"] > 0, "bench --parallel 600")
 
 
+def test_finetune_and_merge_protect_their_files_and_values():
+    with tempfile.TemporaryDirectory() as d:
+        os.mkdir(f"{d}/run")
+        data = f"{d}/run/training_log.jsonl"  # JSONL data kept in the folder trained into
+        with open(data, "w", encoding="utf-8") as f:
+            for r in json.loads(TINY_ALPACA):
+                f.write(json.dumps(r) + "\n")
+        before = open(data, "rb").read()
+        common = ["finetune", "-m", WIKI_HF, "--batch", "2", "--seq", "64", "--steps", "2"]
+        # The default log OUTPUT/training_log.jsonl replaced the data, exit 0.
+        expect_user_error(common + ["--data", data, "-o", f"{d}/run"], ["training log", "is the input", data])
+        expect(open(data, "rb").read() == before, "the data changed")
+        shutil.copy(data, f"{d}/data.jsonl")
+        data = f"{d}/data.jsonl"
+        # A log appended to the adapter's own file broke the adapter, exit 0.
+        for own in ("adapter_config.json", "adapter_model.safetensors"):
+            expect_user_error(common + ["--data", data, "-o", f"{d}/run", "--log-file", f"{d}/run/{own}"],
+                              ["--log-file", own])
+        expect(not os.path.exists(f"{d}/run/adapter_config.json"), "an adapter was written")
+        # Values that pass as numbers but cannot train: an infinite epsilon gave B = 0 everywhere;
+        # a negative seed wrapped to 2^64-1; an empty value was 0 (a whole epoch for --steps).
+        expect_user_error(common + ["--data", data, "-o", f"{d}/o1", "--adam-eps", "inf"], ["--adam-eps", "finite"])
+        expect_user_error(common + ["--data", data, "-o", f"{d}/o1", "--seed", "-1"], ["--seed", "0 or more"])
+        expect_user_error(common + ["--data", data, "-o", f"{d}/o1", "--steps", ""], ["--steps", "empty"])
+        expect_user_error(["generate", "-m", WIKI_HF, "-p", "x", "-n", ""], ["--n-predict", "empty"])
+        # Held-out data that all falls past --seq trained without any held-out loss, warning only.
+        long_val = f"{d}/long.jsonl"
+        with open(long_val, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"instruction": "history " * 200, "output": "yes"}) + "\n")
+        p = run(common + ["--data", data, "-o", f"{d}/o3", "--val-data", long_val])
+        last = p.stderr.decode().strip().splitlines()[-1]
+        said = f"frugal: error: {long_val}: no held-out example fits in --seq 64"
+        expect(p.returncode == 1 and last.startswith(said), f"exit {p.returncode}: {last}")
+        expect(not os.path.exists(f"{d}/o3/adapter_config.json"), "an adapter was written")
+        p = run(common + ["--data", data, "-o", f"{d}/o2", "--val-data", data, "--val-split", "0.2", "-q"])
+        expect(p.returncode == 0 and b"--val-split is not used beside --val-data" in p.stderr, f"{p.stderr!r}")
+        # A merge whose weights overflow: inf as f32 (1e40 is finite only as a double), past
+        # 65504 as f16. Named, nothing written.
+        for args, words in (([ADAPTER + ":1e40"], ["is inf", "f32 cannot hold"]),
+                            ([ADAPTER + ":1e7", "--type", "f16"], ["f16 cannot hold"])):
+            p = run_merge(["-m", WIKI_HF, "--lora"] + args + ["-o", f"{d}/merged"])
+            err = p.stderr.decode()
+            expect(p.returncode == 1 and all(w in err for w in words + ["merged weight at row"]), f"{args}: {err}")
+            expect(not os.path.exists(f"{d}/merged"), "a failed merge left output")
+
+
+def test_chat_stops_at_an_end_of_turn_the_vocabulary_lacks():
+    # A chatml adapter on wiki-7m, whose vocabulary has no <|im_end|> token: the reply was
+    # "Hi there<|im_end|>" and then ran on to the end of the context (2,013 tokens).
+    with tempfile.TemporaryDirectory() as d:
+        with open(f"{d}/chat.jsonl", "w", encoding="utf-8") as f:
+            for _ in range(64):
+                f.write(json.dumps({"messages": [{"role": "user", "content": "hello"},
+                                                 {"role": "assistant", "content": "Hi there"}]}) + "\n")
+        ok(run(["finetune", "-m", WIKI_HF, "--data", f"{d}/chat.jsonl", "-o", f"{d}/adapter", "--steps", "40",
+                "--batch", "8", "--seq", "64", "-q", "--lr", "1e-2", "--chat-template", "chatml", "--targets", "all",
+                "--val-split", "0"]))
+        p = run(["chat", "-m", WIKI_HF, "--lora", f"{d}/adapter", "--temp", "0", "--chat-template", "chatml", "-v"],
+                b"hello\n")
+        reply = ok(p).decode()
+        err = p.stderr.decode()
+        expect(reply == "Hi there\n", f"reply {reply[:200]!r}")
+        expect("finished: stop" in err, f"{err[-500:]}")
+
+
 def test_output_that_cannot_be_written_is_an_error():
     # generate > out.txt on a full disk ended with exit 0 and the text lost (/dev/full: ENOSPC).
     text = f"{SHARED}/data/wikitext2/wiki.test.raw"

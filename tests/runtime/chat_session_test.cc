@@ -91,6 +91,14 @@ TEST(ChatSession, TheEndOfTurnTokenThatStoppedAReplyIsFedBeforeTheNextTurn) {
   EXPECT_EQ(fresh.generate(prompt, greedy(4)).tokens, second.generation.tokens);
 }
 
+TEST(ChatSession, AnEndOfTurnTheVocabularyLacksIsAStopString) {
+  // wiki-7m has no <|im_end|> token: a chatml adapter's reply ran to the end of the context.
+  auto engine = wiki(512);
+  EXPECT_EQ(ChatSession(*engine, ChatTemplate::by_name("chatml")).end_of_reply(), "<|im_end|>");
+  // Llama 2's reply ends with </s>, wiki-7m's EOS: generation stops on the token itself.
+  EXPECT_EQ(ChatSession(*engine, ChatTemplate::by_name("llama2")).end_of_reply(), "");
+}
+
 TEST(ChatSession, DropsTheOldestTurnsButKeepsTheSystemMessage) {
   auto engine = wiki(160);
   ChatSession chat(*engine, ChatTemplate::by_name("chatml"), "Be brief.");

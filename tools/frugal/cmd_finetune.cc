@@ -24,7 +24,10 @@ struct FinetuneFlags {
   bool verbose = false;
   bool quiet = false;
   bool no_pack = false;
+  // Read signed: an unsigned option took -1 as 2^64-1 (and saturated past it) without a word.
+  int64_t seed = 42;
   CLI::Option* resume = nullptr;
+  CLI::Option* val_split = nullptr;
   // The flags that shape new adapters, which an --init-adapter's own config decides instead.
   std::vector<CLI::Option*> adapter_shape;
 };
@@ -65,7 +68,8 @@ CLI::App* setup(CLI::App& app) {
   sub->add_flag("--train-on-prompt", o.train_on_prompt, "Count prompt and user tokens in the loss too");
   sub->add_flag("--no-pack", f.no_pack, "One example per row (default: pack several, each attending to itself only)");
   sub->add_option("--val-data", o.val_data, "Held-out data file (default: hold out --val-split of --data)");
-  sub->add_option("--val-split", o.val_split, "Fraction of the examples held out for evaluation")->capture_default_str();
+  f.val_split = sub->add_option("--val-split", o.val_split, "Fraction of the examples held out for evaluation")
+                    ->capture_default_str();
 
   sub->add_option("--init-adapter", o.init_adapter,
                   "Train this PEFT adapter folder further (a warm start) instead of new adapters: its modules, ranks "
@@ -102,7 +106,7 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--adam-eps", o.adamw.eps, "AdamW epsilon")->capture_default_str();
   sub->add_option("--max-grad-norm", o.max_grad_norm, "Clip gradients to this global norm (0: no clipping)")
       ->capture_default_str();
-  sub->add_option("--seed", o.seed, "Seed of the adapters' initialisation, the data order and dropout")
+  sub->add_option("--seed", f.seed, "Seed of the adapters' initialisation, the data order and dropout")
       ->capture_default_str();
 
   sub->add_option("--eval-every", o.eval_every, "Held-out loss every N steps (0: before and after training only)")
@@ -171,6 +175,10 @@ int run() {
         fail("{}: the adapter given with --init-adapter ({}) keeps its own rank, alpha, targets and layers "
              "(its adapter_config.json); leave {} out",
              opt->get_name(), o.init_adapter, opt->get_name());
+  if (f.seed < 0) fail("--seed must be 0 or more (got {})", f.seed);
+  o.seed = static_cast<uint64_t>(f.seed);
+  if (!o.val_data.empty() && f.val_split->count() > 0)
+    log_warn("--val-split is not used beside --val-data (the held-out examples come from that file)");
   o.format = parse_data_format(f.format);
   o.pack = !f.no_pack;
   o.lora.targets = parse_lora_targets(f.targets);

@@ -30,11 +30,13 @@ std::string version_text() {
   }
 }
 
-// An empty text value is a shell variable that was not set (`--api-key "$KEY"`, `-o "$OUT"`):
-// taken as "not given", it used to switch the API key off, skip --policy and --save-logits, or
-// fall back to a default, all without a word. Every text flag refuses it, except those where
-// empty text means something (an empty prompt generates from BOS alone).
-void refuse_empty_text(CLI::App& app) {
+// An empty value is a shell variable that was not set (`--api-key "$KEY"`, `--steps "$N"`):
+// taken as "not given" or as 0, it switched the API key off, skipped --policy and
+// --save-logits, trained a whole epoch for --steps and generated nothing for -n, all without a
+// word. Every flag that takes a value refuses it, except those where empty text means
+// something (an empty prompt generates from BOS alone); flags whose value is optional
+// (--resume) are not affected.
+void refuse_empty_values(CLI::App& app) {
   static const CLI::Validator non_empty(
       [](std::string& value) { return value.empty() ? std::string("the value is empty") : std::string(); }, "", "");
   for (CLI::Option* option : app.get_options()) {
@@ -42,10 +44,10 @@ void refuse_empty_text(CLI::App& app) {
     const bool may_be_empty = std::any_of(names.begin(), names.end(), [](const std::string& n) {
       return n == "prompt" || n == "system" || n == "stop";
     });
-    if (option->get_type_name().rfind("TEXT", 0) != 0 || may_be_empty) continue;
+    if (option->get_type_size() == 0 || option->get_items_expected_min() == 0 || may_be_empty) continue;
     option->check(non_empty);
   }
-  for (CLI::App* sub : app.get_subcommands({})) refuse_empty_text(*sub);
+  for (CLI::App* sub : app.get_subcommands({})) refuse_empty_values(*sub);
 }
 
 }  // namespace
@@ -60,7 +62,7 @@ int main(int argc, char** argv) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::vector<std::pair<CLI::App*, const frugal::cli::Command*>> parsed;
   for (const auto& command : frugal::cli::all_commands()) parsed.emplace_back(command.setup(app), &command);
-  refuse_empty_text(app);
+  refuse_empty_values(app);
   if (argc < 2) {
     std::fprintf(stderr, "%s", app.help().c_str());
     return 1;

@@ -58,9 +58,10 @@ std::unique_ptr<ModelSource> ModelSource::open(const std::string& path, const Mo
   src->options_ = options;
   std::error_code ec;
   if (!fs::exists(path, ec)) fail("model '{}' does not exist", path);
+  const bool folder = fs::is_directory(path, ec);
   // Before anything opens it: opening a FIFO waits for a writer, forever.
-  if (!fs::is_directory(path, ec) && !fs::is_regular_file(path, ec)) fail("'{}' is not a regular file", path);
-  if (fs::is_directory(path, ec)) {
+  if (!folder && !fs::is_regular_file(path, ec)) fail("'{}' is not a regular file", path);
+  if (folder) {
     src->open_hf(path);
   } else if (has_gguf_magic(path)) {
     src->open_gguf(path);
@@ -212,23 +213,23 @@ std::unique_ptr<Tokenizer> ModelSource::load_tokenizer() const {
     const fs::path p(options_.tokenizer_path);
     std::error_code ec;
     if (!fs::exists(p, ec)) fail("tokenizer '{}' does not exist", options_.tokenizer_path);
-    if (!fs::is_directory(p, ec) && !fs::is_regular_file(p, ec))
+    const bool folder = fs::is_directory(p, ec);
+    if (!folder && !fs::is_regular_file(p, ec))
       fail("tokenizer '{}' is not a regular file or a folder", options_.tokenizer_path);
     if (format_ == ModelFormat::kLlama2c) {
       // Other formats parse as nonsense lengths ("token 2 claims 778854770 bytes"): named instead.
-      const bool foreign =
-          fs::is_directory(p, ec) || has_gguf_magic(p.string()) || p.extension() == ".json" || p.extension() == ".model";
-      if (foreign)
+      const char* foreign = folder                      ? "folder"
+                            : p.extension() == ".json"  ? "tokenizer.json"
+                            : p.extension() == ".model" ? "SentencePiece model"
+                            : has_gguf_magic(p.string()) ? "GGUF file"
+                                                         : nullptr;
+      if (foreign != nullptr)
         fail("tokenizer '{}' is a {}; a llama2.c checkpoint takes its tokenizer.bin (llama2.c's export format)",
-             options_.tokenizer_path,
-             fs::is_directory(p, ec)     ? "folder"
-             : p.extension() == ".json"  ? "tokenizer.json"
-             : p.extension() == ".model" ? "SentencePiece model"
-                                         : "GGUF file");
+             options_.tokenizer_path, foreign);
       const auto n_vocab = static_cast<int32_t>(tensors_.at("token_embd.weight").dim(0));
       return load_llama2c_tokenizer(options_.tokenizer_path, n_vocab);
     }
-    if (fs::is_directory(p, ec)) return load_hf_tokenizer(p.string());
+    if (folder) return load_hf_tokenizer(p.string());
     if (p.extension() == ".json") return load_tokenizer_json(p.string());
     if (has_gguf_magic(p.string())) return load_gguf_tokenizer(*GgufFile::open(p.string()));
     return load_sentencepiece_tokenizer(p.string());

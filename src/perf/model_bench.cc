@@ -69,10 +69,18 @@ double prefill_bound_seconds(const Model& model, const MachineLimits& limits, in
   return seconds;
 }
 
+void check_bench_options(const ModelBenchOptions& o) {
+  if (o.prompt_tokens < 1) fail("-p/--n-prompt must be at least 1 (got {})", o.prompt_tokens);
+  if (o.decode_tokens < 1) fail("-n/--n-gen must be at least 1 (got {})", o.decode_tokens);
+  if (o.repetitions < 1) fail("-r/--repetitions must be at least 1 (got {})", o.repetitions);
+  // A server's bound too: 100,000 contexts took 10 GB of KV cache before anything ran.
+  if (o.parallel < 1 || o.parallel > EngineOptions::kMaxParallel)
+    fail("--parallel must be between 1 and {} (got {})", EngineOptions::kMaxParallel, o.parallel);
+}
+
 ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& o) {
   const ModelConfig& c = engine.config();
-  if (o.prompt_tokens < 1 || o.decode_tokens < 1 || o.repetitions < 1) fail("bench sizes must be positive");
-  if (o.parallel < 1) fail("bench's parallel sequences must be at least 1");
+  check_bench_options(o);
   if (o.prompt_tokens + o.decode_tokens > engine.n_ctx())
     fail("bench needs {} + {} positions but the context holds {} (raise -c)", o.prompt_tokens, o.decode_tokens, engine.n_ctx());
   std::mt19937 rng(1234);

@@ -38,6 +38,10 @@ struct ModelBenchResult {
 };
 
 // Runs on sequence ids the engine does not otherwise use, and leaves the cache empty.
+// The sizes within bounds; throws frugal::Error naming the flag (-p, -n, -r, --parallel). The
+// CLI checks them before loading the model; bench_model again for other callers.
+void check_bench_options(const ModelBenchOptions& options);
+
 ModelBenchResult bench_model(Engine& engine, const ModelBenchOptions& options);
 
 // The least time a prompt of n_tokens can take on this machine: every weight product at the

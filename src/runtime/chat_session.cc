@@ -7,9 +7,8 @@
 
 namespace frugal {
 
-std::string end_of_reply_stop(const ChatTemplate& chat_template, const Tokenizer& tok) {
-  const std::string bos = tok.bos_id() >= 0 ? tok.token_text(tok.bos_id()) : "";
-  const std::string eos = tok.eos_id() >= 0 ? tok.token_text(tok.eos_id()) : "";
+std::string end_of_reply_stop(const ChatTemplate& chat_template, const Tokenizer& tok, const std::string& bos,
+                              const std::string& eos) {
   const std::string marker = "\x01reply\x01";
   std::string rendered;
   try {
@@ -33,7 +32,7 @@ ChatSession::ChatSession(Engine& engine, ChatTemplate chat_template, std::string
   if (tok.bos_id() >= 0) bos_ = tok.token_text(tok.bos_id());
   if (tok.eos_id() >= 0) eos_ = tok.token_text(tok.eos_id());
   if (!system_prompt.empty()) messages_.push_back({"system", std::move(system_prompt)});
-  end_of_reply_ = end_of_reply_stop(template_, tok);
+  end_of_reply_ = end_of_reply_stop(template_, tok, bos_, eos_);
   // A system prompt that leaves no room for any message is an error now, not at every message.
   if (!messages_.empty()) {
     std::vector<ChatMessage> shortest = messages_;

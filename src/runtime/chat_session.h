@@ -26,7 +26,9 @@ struct ChatTurn {
 // The text a template writes after a reply (chatml's "<|im_end|>") where the tokenizer has no
 // end-of-generation token for it, else "". A stop string for chats: a chatml reply on a
 // vocabulary without <|im_end|> (an adapter trained in that format) ran to the end of the context.
-std::string end_of_reply_stop(const ChatTemplate& chat_template, const Tokenizer& tokenizer);
+// bos, eos: the tokenizer's BOS and EOS texts, which templates write.
+std::string end_of_reply_stop(const ChatTemplate& chat_template, const Tokenizer& tokenizer, const std::string& bos,
+                              const std::string& eos);
 
 class ChatSession {
  public:

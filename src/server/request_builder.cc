@@ -23,7 +23,7 @@ RequestBuilder::RequestBuilder(const Tokenizer* tokenizer, std::optional<ChatTem
   if (tokenizer_ != nullptr) {
     if (tokenizer_->bos_id() >= 0) bos_ = tokenizer_->token_text(tokenizer_->bos_id());
     if (tokenizer_->eos_id() >= 0) eos_ = tokenizer_->token_text(tokenizer_->eos_id());
-    if (template_) end_of_reply_ = end_of_reply_stop(*template_, *tokenizer_);
+    if (template_) end_of_reply_ = end_of_reply_stop(*template_, *tokenizer_, bos_, eos_);
   }
 }
 

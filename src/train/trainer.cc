@@ -151,15 +151,6 @@ void warn_dropped(const std::string& path, size_t before, size_t after, int64_t 
            path, before - after, before, seq_len, use);
 }
 
-}  // namespace
-
-std::string latest_checkpoint(const std::string& output) {
-  const auto all = list_checkpoints(output);
-  return all.empty() ? "" : all.back();
-}
-
-namespace {
-
 std::string log_path(const TrainOptions& o) {
   return o.log_file.empty() ? (fs::path(o.output) / "training_log.jsonl").string() : o.log_file;
 }
@@ -183,6 +174,11 @@ void check_log_path(const std::string& log, const std::vector<std::string>& inpu
 
 }  // namespace
 
+std::string latest_checkpoint(const std::string& output) {
+  const auto all = list_checkpoints(output);
+  return all.empty() ? "" : all.back();
+}
+
 TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   check_options(o);
   const LrSchedule schedule = parse_lr_schedule(o.schedule);
@@ -193,7 +189,8 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   // that silently logs nothing.
   const std::vector<std::string> inputs = {o.model, o.data, o.val_data, o.init_adapter};
   if (!o.log_file.empty()) check_output_path(o.log_file, inputs);
-  check_log_path(log_path(o), inputs, o.output);
+  const std::string metrics_path = log_path(o);
+  check_log_path(metrics_path, inputs, o.output);
   std::string resume_dir;
   // The adapter is written after the last step: a folder that holds one holds a finished run.
   const bool finished = fs::exists(fs::path(o.output) / "adapter_config.json", ec);
@@ -319,7 +316,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   result.parameters = lora.parameter_count();
   nlohmann::json history = resumed.history.is_object() ? resumed.history : nlohmann::json::object();
   const int64_t start = resumed.step;
-  const TrainingLog metrics(log_path(o), start);
+  const TrainingLog metrics(metrics_path, start);
   log_info("finetune: {} trainable parameters (LoRA r={} alpha={} on {} modules), {} training and {} held-out examples, "
            "{} steps of {} x {} x {} tokens, {} threads, activation checkpointing {}{}",
            lora.parameter_count(), lora.options().rank, lora.options().alpha, lora.modules().size(), train.size(),

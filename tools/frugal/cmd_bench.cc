@@ -71,11 +71,7 @@ CLI::App* setup(CLI::App& app) {
 
 int run() {
   const ModelBenchOptions& b = flags.bench;
-  if (b.prompt_tokens < 1) fail("-p/--n-prompt must be at least 1 (got {})", b.prompt_tokens);
-  if (b.decode_tokens < 1) fail("-n/--n-gen must be at least 1 (got {})", b.decode_tokens);
-  if (b.repetitions < 1) fail("-r/--repetitions must be at least 1 (got {})", b.repetitions);
-  if (b.parallel < 1 || b.parallel > EngineOptions::kMaxParallel)
-    fail("--parallel must be between 1 and {} (got {})", EngineOptions::kMaxParallel, b.parallel);
+  check_bench_options(b);  // before the context size is derived from them and the model loads
   ModelFlags model = flags.model;
   if (model.ctx_size == 0) model.ctx_size = b.prompt_tokens + b.decode_tokens + 1;
   EngineOptions options = engine_options(model);

@@ -1,5 +1,5 @@
 // The families with a format of their own: Phi-3, Zephyr (TinyLlama chat), Gemma, Vicuna,
-// DeepSeek (Coder, V2, V3/R1), Command-R, AlphaMonarch, OpenChat.
+// DeepSeek (Coder, V2, V3/R1), Command-R, AlphaMonarch, OpenChat, Alpaca.
 #include <string>
 
 #include "chat/chat_family.h"
@@ -265,6 +265,43 @@ std::string openchat_render(const ChatRender& r) {
   return out;
 }
 
+// ---- alpaca ----------------------------------------------------------------------------------
+
+// The Stanford Alpaca prompt (tatsu-lab/stanford_alpaca), which finetune trains instruction
+// records on when the model has no chat template. No model ships it as a template, so the
+// predicate asks for the prompt's own words: "### Instruction:" alone is DeepSeek Coder's too.
+constexpr std::string_view kAlpacaPreamble =
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n";
+constexpr std::string_view kAlpacaInputPreamble =
+    "Below is an instruction that describes a task, paired with an input that provides further context. Write a "
+    "response that appropriately completes the request.\n\n";
+
+std::string alpaca_turn(const std::string& instruction) {
+  return "### Instruction:\n" + instruction + "\n\n### Response:\n";
+}
+
+bool alpaca_matches(const TemplateText& t) {
+  return t.has("Below is an instruction that describes a task.") && t.has("### Instruction:") &&
+         t.has("### Response:");
+}
+
+// The system prompt (when not empty) goes before the preamble, as finetune writes a record's
+// "system"; each instruction carries its response header, and each reply ends with EOS.
+std::string alpaca_render(const ChatRender& r) {
+  require_roles(r, "alpaca", {"system", "user", "assistant"});
+  require_leading_system(r, "alpaca");
+  const auto& messages = r.messages;
+  const bool has_system = !messages.empty() && messages[0].role == "system";
+  std::string out;
+  if (has_system && !messages[0].content.empty()) out += messages[0].content + "\n\n";
+  out += kAlpacaPreamble;
+  for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    out += m.role == "user" ? alpaca_turn(m.content) : m.content + r.eos + "\n\n";
+  }
+  return out;
+}
+
 }  // namespace
 
 const ChatFamily& phi3_family() {
@@ -315,6 +352,18 @@ const ChatFamily& monarch_family() {
 const ChatFamily& openchat_family() {
   static constexpr ChatFamily kFamily = {"openchat", "OpenChat 3.5", openchat_matches, nullptr, openchat_render};
   return kFamily;
+}
+
+const ChatFamily& alpaca_family() {
+  static constexpr ChatFamily kFamily = {"alpaca", "Stanford Alpaca fine-tunes (frugal finetune's prompt)",
+                                         alpaca_matches, nullptr, alpaca_render};
+  return kFamily;
+}
+
+std::string alpaca_prompt(const std::string& instruction, const std::string& input) {
+  if (input.empty()) return std::string(kAlpacaPreamble) + alpaca_turn(instruction);
+  return std::string(kAlpacaInputPreamble) + "### Instruction:\n" + instruction + "\n\n### Input:\n" + input +
+         "\n\n### Response:\n";
 }
 
 }  // namespace frugal

@@ -81,5 +81,6 @@ const ChatFamily& deepseek_family();
 const ChatFamily& command_r_family();
 const ChatFamily& deepseek2_family();
 const ChatFamily& deepseek3_family();
+const ChatFamily& alpaca_family();
 
 }  // namespace frugal

@@ -15,11 +15,12 @@ namespace {
 
 // Detection order: the first family whose predicate matches the template wins, so the more
 // specific formats come before the ones they resemble (Phi-4 and Qwen before plain ChatML,
-// Llama 3.1 before Llama 3, Mistral's official templates before the Llama 2 family).
+// Llama 3.1 before Llama 3, Mistral's official templates before the Llama 2 family, DeepSeek
+// Coder before Alpaca, whose headers it shares).
 // Adding a family: its predicate, parameters and renderer in a chat_families_*.cc file, and a
 // row here.
-const std::array<const ChatFamily*, 25>& families() {
-  static const std::array<const ChatFamily*, 25> list = {
+const std::array<const ChatFamily*, 26>& families() {
+  static const std::array<const ChatFamily*, 26> list = {
       &phi4_family(),
       &qwen3_family(),
       &qwen25_family(),
@@ -45,6 +46,7 @@ const std::array<const ChatFamily*, 25>& families() {
       &command_r_family(),
       &deepseek2_family(),
       &deepseek3_family(),
+      &alpaca_family(),
   };
   return list;
 }

@@ -113,4 +113,9 @@ class ChatTemplate {
   std::string today_;  // empty: the current local date
 };
 
+// The Stanford Alpaca prompt for one instruction, with its "### Response:" header: what the
+// "alpaca" family renders for a lone user message (the preamble and the instruction), or, with
+// an input, the variant with "### Input:" that finetune trains such records on.
+std::string alpaca_prompt(const std::string& instruction, const std::string& input);
+
 }  // namespace frugal

@@ -262,16 +262,6 @@ DataFormat parse_data_format(const std::string& name) {
   fail("unknown data format '{}' (auto, text, jsonl, json)", name);
 }
 
-std::string alpaca_prompt(const std::string& instruction, const std::string& input) {
-  if (input.empty())
-    return "Below is an instruction that describes a task. Write a response that appropriately completes the "
-           "request.\n\n### Instruction:\n" +
-           instruction + "\n\n### Response:\n";
-  return "Below is an instruction that describes a task, paired with an input that provides further context. Write a "
-         "response that appropriately completes the request.\n\n### Instruction:\n" +
-         instruction + "\n\n### Input:\n" + input + "\n\n### Response:\n";
-}
-
 Dataset load_dataset(const std::string& path, const Tokenizer& tokenizer, const std::optional<ChatTemplate>& chat,
                      const DataOptions& o) {
   return load_dataset(path, read_data_file(path), tokenizer, chat, o);

@@ -8,7 +8,9 @@
 //            or an Alpaca record.
 //   alpaca   a JSON array (or JSONL) of {"instruction", "input", "output"[, "system"]}: with a
 //            chat template the record is a user turn and an assistant turn; without one, the
-//            Stanford Alpaca prompt. Only the response counts.
+//            Stanford Alpaca prompt (alpaca_prompt), which chat templates name "alpaca", so
+//            `chat --chat-template alpaca` talks to the adapter in its own format. Only the
+//            response counts.
 //   json     a JSON array of any of the record kinds above.
 // A UTF-8 byte order mark at the start of a file is skipped.
 // Errors name the file and the line (or the record and its line): malformed JSON, missing or
@@ -67,9 +69,6 @@ Dataset load_dataset(const std::string& path, std::string_view bytes, const Toke
                      const std::optional<ChatTemplate>& chat, const DataOptions& options);
 // A data file's bytes, of any size (memory is the limit): a regular file, a pipe or a terminal.
 std::string read_data_file(const std::string& path);
-
-// The Stanford Alpaca prompt for a record without a chat template.
-std::string alpaca_prompt(const std::string& instruction, const std::string& input);
 
 // Splits examples into training and held-out sets: `fraction` of them (at least one when
 // fraction > 0 and there are two or more), chosen by a seeded shuffle.

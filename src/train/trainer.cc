@@ -443,6 +443,12 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
                   {"peak_rss_mb", peak_rss_bytes() / 1048576.0}});
   log_info("finetune: adapter written to {} ({:.0f} training tokens/s, peak memory {:.0f} MB)", o.output,
            result.tokens_per_second, peak_rss_bytes() / 1048576.0);
+  // The adapter answers in the format its records were rendered in, which chat and serve take
+  // from the model unless told: say so when that is not the model's own template.
+  const bool instructions = ds.kinds.find("alpaca") != std::string::npos || ds.kinds.find("chat") != std::string::npos;
+  if (instructions && (!chat || !o.chat_template.empty()))
+    log_info("finetune: chat with the adapter using --chat-template {}, the format its records were rendered in",
+             chat ? chat->name() : "alpaca");
   return result;
 }
 

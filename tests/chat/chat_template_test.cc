@@ -322,7 +322,7 @@ TEST(ChatTemplate, NamesRoundTripAndUnknownNamesAreListed) {
   }
 
   const std::string error = error_of([] { ChatTemplate::by_name("llama-2"); });
-  EXPECT_NE(error.find("unknown chat template 'llama-2'; valid names: chatml, command-r, deepseek, "),
+  EXPECT_NE(error.find("unknown chat template 'llama-2'; valid names: alpaca, chatml, command-r, deepseek, "),
             std::string::npos)
       << error;
   for (const std::string_view name : names) EXPECT_NE(error.find(name), std::string::npos) << name;

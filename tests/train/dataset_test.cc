@@ -82,6 +82,32 @@ TEST(Dataset, ARecordIsTokenizedAsOneText) {
   for (size_t i = 0; i < e.loss.size(); ++i) EXPECT_EQ(e.loss[i], i >= n_prompt) << i;
 }
 
+TEST(Dataset, AlpacaRecordsWithoutATemplateReadAsTheAlpacaChatTemplate) {
+  // Trained without a chat template, an adapter has seen the Stanford Alpaca prompt; `chat
+  // --chat-template alpaca` must feed it exactly that prompt, system prompt included, or the
+  // replies come from a format it never saw.
+  const std::string path = write_file("alpaca_system.json",
+                                      "[{\"instruction\": \"Name a river.\", \"output\": \"The Danube.\", "
+                                      "\"system\": \"Be brief.\"}, {\"instruction\": \"Count.\", \"output\": \"1 2\"}]");
+  const Dataset d = load_dataset(path, tokenizer(), std::nullopt, {});
+  ASSERT_EQ(d.examples.size(), 2u);
+  const ChatTemplate alpaca = ChatTemplate::by_name("alpaca");
+  const std::string bos = tokenizer().token_text(tokenizer().bos_id());
+  const std::string eos = tokenizer().token_text(tokenizer().eos_id());
+  const std::vector<std::vector<ChatMessage>> prompts = {{{"system", "Be brief."}, {"user", "Name a river."}},
+                                                         {{"user", "Count."}}};
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const std::string rendered = alpaca.render(prompts[i], true, bos, eos);
+    const std::vector<int32_t> prompt = tokenizer().encode(rendered, true, /*parse_special=*/true);
+    const Example& e = d.examples[i];
+    ASSERT_GT(e.tokens.size(), prompt.size());
+    EXPECT_EQ(std::vector<int32_t>(e.tokens.begin(), e.tokens.begin() + prompt.size()), prompt) << rendered;
+    EXPECT_EQ(e.loss[prompt.size() - 1], 0) << "the prompt's last token carries no loss";
+    EXPECT_EQ(e.loss[prompt.size()], 1) << "the response's first token does";
+  }
+  EXPECT_EQ(alpaca.render(prompts[1], true, bos, eos), alpaca_prompt("Count.", ""));
+}
+
 TEST(Dataset, PlainTextCountsEverythingAndJsonlTextToo) {
   const Dataset t = load_dataset(write_file("a.txt", "The river flows to the sea.\nIt is long.\n"), tokenizer(),
                                  std::nullopt, {});

@@ -94,9 +94,19 @@ nlohmann::json parse_json(std::string_view text, const std::string& label, const
   using Event = nlohmann::json::parse_event_t;
   std::vector<std::set<std::string>> open_objects;  // keys seen so far in each open object
   size_t values = 0;
+  bool top_is_list = false;
+  size_t top_items = 0;  // items of a top-level list begun so far
+  // A duplicate key in a list of records names the record, not only the file.
+  auto where = [&] {
+    if (!top_is_list || top_items == 0) return std::string();
+    return limits.name_item ? " in " + limits.name_item(top_items - 1) : fmt::format(" in item {} of the list", top_items);
+  };
   auto check = [&](int depth, Event event, nlohmann::json& parsed) {
     if (++values > limits.max_values)
       fail("{}: {} holds more than {} JSON values", label, limits.what, limits.max_values);
+    if (depth == 0 && event == Event::array_start) top_is_list = true;
+    if (depth == 1 && (event == Event::object_start || event == Event::array_start || event == Event::value))
+      ++top_items;
     switch (event) {
       case Event::object_start:
       case Event::array_start:
@@ -109,7 +119,8 @@ nlohmann::json parse_json(std::string_view text, const std::string& label, const
         break;
       case Event::key: {
         const auto& key = parsed.get_ref<const std::string&>();
-        if (!open_objects.back().insert(key).second) fail("{}: {} has the key '{}' twice", label, limits.what, key);
+        if (!open_objects.back().insert(key).second)
+          fail("{}: {} has the key '{}' twice{}", label, limits.what, key, where());
         break;
       }
       default:

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
@@ -43,6 +44,9 @@ struct JsonLimits {
   int max_depth = 64;                   // containers inside containers
   size_t max_values = size_t{1} << 24;  // values, keys and container ends together
   const char* what = "the file";        // how messages name the text ("the header")
+  // Names item i (from 0) of a top-level list in messages about it ("record 3 (line 17)");
+  // unset: "item 3 of the list".
+  std::function<std::string(size_t)> name_item;
 };
 // Parses untrusted JSON. Unlike a bare nlohmann::json::parse, every problem is a
 // frugal::Error naming `label` and `what` (no nlohmann exception escapes), duplicate keys are

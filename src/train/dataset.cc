@@ -319,11 +319,13 @@ Dataset load_dataset(const std::string& path, std::string_view text, const Token
       b.record(parse_json(line, label, {64, size_t{1} << 20, "the line"}), label);
     }
   } else {
-    const nlohmann::json j = parse_json(text, path);
-    if (!j.is_array()) fail("{}: a JSON data file must hold a list of records, not {}", path, j.type_name());
     const std::vector<int64_t> lines = array_element_lines(text);
-    for (size_t i = 0; i < j.size(); ++i)
-      b.record(j[i], fmt::format("{}: record {} (line {})", path, i + 1, i < lines.size() ? lines[i] : 0));
+    auto record_name = [&](size_t i) { return fmt::format("record {} (line {})", i + 1, i < lines.size() ? lines[i] : 0); };
+    JsonLimits limits;
+    limits.name_item = record_name;
+    const nlohmann::json j = parse_json(text, path, limits);
+    if (!j.is_array()) fail("{}: a JSON data file must hold a list of records, not {}", path, j.type_name());
+    for (size_t i = 0; i < j.size(); ++i) b.record(j[i], fmt::format("{}: {}", path, record_name(i)));
   }
   return b.take();
 }

@@ -149,6 +149,16 @@ TEST(Dataset, BadFilesNameTheLine) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("bad.jsonl:3"), std::string::npos) << e.what();
   }
+  // A duplicate key in a JSON list names its record and line, as JSONL names the line.
+  try {
+    load_dataset(write_file("dup.json", "[\n  {\"text\": \"a\"},\n  {\"text\": \"b\",\n   \"text\": \"c\"}\n]\n"),
+                 tokenizer(), std::nullopt, {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("dup.json: the file has the key 'text' twice in record 2 (line 3)"),
+              std::string::npos)
+        << e.what();
+  }
   EXPECT_THROW(load_dataset(write_file("empty.txt", "  \n"), tokenizer(), std::nullopt, {}), Error);
   EXPECT_THROW(load_dataset(write_file("chat_no_template.jsonl",
                                        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": "

@@ -45,6 +45,7 @@ struct StreamEvent {
   // kToken: the text that became final with this token (may be empty: part of a character, or
   // held back as a possible stop string). kFinish: what the stream still held. kError: message.
   std::string text;
+  int64_t text_offset = 0;    // kToken: where the token's text starts in the choice's text (characters)
   bool has_logprobs = false;  // kToken, when the request asked for log-probabilities
   TokenLogprobs logprobs;
   FinishReason finish = FinishReason::kLength;  // kFinish

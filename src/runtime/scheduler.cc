@@ -195,7 +195,9 @@ void Scheduler::enqueue(const std::shared_ptr<Job>& job) {
     for (int32_t first = 0; first < r.n; first += options_.max_sequences) {
       const int32_t choice = static_cast<int32_t>(p) * r.n + first;
       GenerateOptions o = r.options;
-      o.sampling.seed = choice_seed(o.sampling.seed, choice);
+      // Seeds follow the choice within its prompt: each prompt of a list samples what it would
+      // alone with the request's seed (vLLM's rule), however the list is batched.
+      o.sampling.seed = choice_seed(o.sampling.seed, first);
       auto slot =
           std::make_unique<Slot>(job, Sequence(new_kv_id(), choice, r.prompts[p], o, tokenizer, n_vocab_, n_ctx_));
       for (int32_t j = 1; j < std::min(r.n - first, options_.max_sequences); ++j)
@@ -491,7 +493,8 @@ void Scheduler::after_forward(const std::vector<Planned>& plan, const float* log
     const size_t first_fork = forked.size();
     for (const int32_t choice : s.pending_forks) {
       const GenerateOptions& o = slot->job->request.options;
-      auto f = std::make_unique<Slot>(slot->job, s.fork(new_kv_id(), choice, choice_seed(o.sampling.seed, choice)));
+      const int32_t n = slot->job->request.n;
+      auto f = std::make_unique<Slot>(slot->job, s.fork(new_kv_id(), choice, choice_seed(o.sampling.seed, choice % n)));
       FRUGAL_CHECK(cache.fork(s.kv_id(), f->seq.kv_id(), s.n_fed), "no KV block for a fork");
       f->seq.chain_entry = s.chain_entry;
       f->seq.registered_blocks = s.registered_blocks;
@@ -536,6 +539,7 @@ void Scheduler::emit(Slot& slot, Sequence::Sampled& sampled) {
     e.choice = slot.seq.choice();
     e.token = sampled.token;
     e.text = std::move(sampled.text);
+    e.text_offset = sampled.text_offset;
     if (sampled.logprobs) {
       e.has_logprobs = true;
       e.logprobs = std::move(*sampled.logprobs);

@@ -55,8 +55,8 @@ struct GenerationRequest {
   int32_t n = 1;
   // max_tokens (-1: until end of generation or a full context), sampling, stop strings,
   // ignore_eos, logprobs. A prompt must fit the context: truncation is the caller's business.
-  // Choice c samples with choice_seed(sampling.seed, c) (a random seed each when the seed is
-  // random).
+  // Choice p*n + j samples with choice_seed(sampling.seed, j) (a random seed each when the seed
+  // is random): every prompt of a list draws what it would draw alone (vLLM's rule).
   GenerateOptions options;
   SteadyClock::time_point arrival = SteadyClock::now();
 };

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "core/check.h"
+#include "tokenizer/utf8.h"
 
 namespace frugal {
 namespace {
@@ -80,7 +81,12 @@ Sequence::Sampled Sequence::sample(const float* logits) {
     s.finished = true;
     reason = FinishReason::kEos;
   } else {
-    if (text_) s.text = stops_.push(text_->push(s.token, previous));
+    s.text_offset = chars_released_;
+    if (text_) {
+      const std::string piece = text_->push(s.token, previous);
+      chars_released_ += static_cast<int64_t>(utf8_length(piece));
+      s.text = stops_.push(piece);
+    }
     if (stops_.stopped()) {
       s.finished = true;
       reason = FinishReason::kStop;

@@ -36,6 +36,9 @@ class Sequence {
   struct Sampled {
     int32_t token = -1;
     std::string text;  // final text this token released
+    // Where this token's text starts in the choice's text, in characters (code points), as
+    // completions' text_offset counts: a token inside a character points at its start.
+    int64_t text_offset = 0;
     std::optional<TokenLogprobs> logprobs;
     bool finished = false;
     FinishReason reason = FinishReason::kLength;
@@ -77,6 +80,7 @@ class Sequence {
   std::optional<TokenTextStream> text_;
   StopStrings stops_;
   std::string stop_string_;
+  int64_t chars_released_ = 0;  // characters the text stream has released (before stop strings)
 };
 
 }  // namespace frugal

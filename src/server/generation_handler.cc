@@ -149,7 +149,10 @@ void collect(Call& call, httplib::Response& res) {
           ChoiceResult& c = choice();
           c.text += e.text;
           c.tokens.push_back(e.token);
-          if (e.has_logprobs) c.logprobs.push_back(std::move(e.logprobs));
+          if (e.has_logprobs) {
+            c.logprobs.push_back(std::move(e.logprobs));
+            c.text_offsets.push_back(e.text_offset);
+          }
           break;
         }
         case StreamEvent::Kind::kFinish: {
@@ -178,8 +181,7 @@ void collect(Call& call, httplib::Response& res) {
 // write more, until sink.done().
 class StreamWriter {
  public:
-  explicit StreamWriter(std::shared_ptr<Call> call)
-      : call_(std::move(call)), offsets_(static_cast<size_t>(call_->format.n_choices), 0) {}
+  explicit StreamWriter(std::shared_ptr<Call> call) : call_(std::move(call)) {}
 
   bool pump(httplib::DataSink& sink) {
     if (finished_) {
@@ -194,7 +196,7 @@ class StreamWriter {
       for (int32_t c = 0; c < f.n_choices; ++c) {
         if (f.endpoint == Endpoint::kChat) out += role_chunk(f, c);
         if (static_cast<size_t>(c) < f.echo.size() && !f.echo[c].empty())
-          out += content_chunk(f, c, f.echo[c], {}, {}, offsets_[c]);
+          out += content_chunk(f, c, f.echo[c], {}, {}, {});
       }
       if (!out.empty() && !write(sink, out)) return false;
       out.clear();
@@ -206,11 +208,11 @@ class StreamWriter {
           if (!e.text.empty() || e.has_logprobs || f.return_token_ids) {
             std::vector<TokenLogprobs> lps;
             if (e.has_logprobs) lps.push_back(std::move(e.logprobs));
-            out += content_chunk(f, e.choice, e.text, {e.token}, lps, offsets_[e.choice]);
+            out += content_chunk(f, e.choice, e.text, {e.token}, lps, {e.text_offset});
           }
           break;
         case StreamEvent::Kind::kFinish:
-          if (!e.text.empty()) out += content_chunk(f, e.choice, e.text, {}, {}, offsets_[e.choice]);
+          if (!e.text.empty()) out += content_chunk(f, e.choice, e.text, {}, {}, {});
           out += finish_chunk(f, e.choice, e.finish);
           break;
         case StreamEvent::Kind::kDone:
@@ -246,7 +248,6 @@ class StreamWriter {
   }
 
   std::shared_ptr<Call> call_;
-  std::vector<int64_t> offsets_;  // per choice: completions' text_offset
   std::vector<StreamEvent> events_;
   bool started_ = false;
   bool finished_ = false;

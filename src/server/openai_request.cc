@@ -1,6 +1,10 @@
 #include "server/openai_request.h"
 
+#include <fmt/ranges.h>
+
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -281,6 +285,46 @@ void parse_sampling(const json& body, const RequestLimits& limits, SamplingParam
   }
 }
 
+// llama.cpp's `samplers`: the order of its sampler chain, as names or as one letter each.
+// frugal's chain is fixed (runtime/sampler.h) and is llama.cpp's default, so a list that names
+// its stages in that order passes, whatever samplers that are off it also names (their values
+// are checked apart); another order, or a stage left out, would be sampled differently.
+void check_sampler_order(const json& samplers) {
+  static const std::pair<char, const char*> kNames[] = {
+      {'e', "penalties"}, {'d', "dry"},  {'s', "top_n_sigma"}, {'k', "top_k"}, {'y', "typ_p"},
+      {'p', "top_p"},     {'m', "min_p"}, {'x', "xtc"},        {'t', "temperature"}, {'i', "infill"}};
+  std::vector<std::string> names;
+  if (samplers.is_string()) {
+    for (const char c : samplers.get<std::string>()) {
+      const auto* it = std::find_if(std::begin(kNames), std::end(kNames), [&](const auto& n) { return n.first == c; });
+      if (it == std::end(kNames)) bad("samplers", fmt::format("'samplers': unknown sampler letter '{}'", c));
+      names.push_back(it->second);
+    }
+  } else if (samplers.is_array()) {
+    for (const json& x : samplers) {
+      if (!x.is_string()) bad("samplers", fmt::format("'samplers' must list sampler names, not {}", kind(x)));
+      const std::string name = x.get<std::string>();
+      if (std::none_of(std::begin(kNames), std::end(kNames), [&](const auto& n) { return name == n.second; }))
+        bad("samplers", fmt::format("'samplers': unknown sampler '{}'", name));
+      names.push_back(name);
+    }
+  } else {
+    bad("samplers", fmt::format("'samplers' must be a list of names or a string of letters, not {}", kind(samplers)));
+  }
+  if (std::find(names.begin(), names.end(), "infill") != names.end())
+    unsupported("samplers", "'samplers': the infill sampler is not supported");
+  const std::vector<std::string> chain = {"penalties", "top_k", "top_p", "min_p", "temperature"};
+  std::vector<std::string> ours;
+  for (const std::string& n : names)
+    if (std::find(chain.begin(), chain.end(), n) != chain.end()) ours.push_back(n);
+  // Penalties may go unnamed: llama.cpp applied them before the chain until they joined it.
+  const std::vector<std::string> without_penalties(chain.begin() + 1, chain.end());
+  if (ours != chain && ours != without_penalties)
+    unsupported("samplers", fmt::format("'samplers': frugal samples in llama.cpp's default order ({}), and this list "
+                                        "orders or leaves out some of those ({})",
+                                        fmt::join(chain, ", "), fmt::join(names, ", ")));
+}
+
 void reject_unsupported(const json& body, Endpoint endpoint) {
   for (const char* key : {"tools", "functions"}) {
     const json* v = field(body, key);
@@ -326,6 +370,13 @@ void reject_unsupported(const json& body, Endpoint endpoint) {
                                    "frugal samples with temperature, top_k, top_p, min_p and penalties",
                                    key, neutral));
   }
+  if (const json* v = field(body, "samplers"); v != nullptr && !v->is_null()) check_sampler_order(*v);
+  // Every truncation stage keeps the best token, which is llama.cpp's min_keep 0 or 1.
+  if (const json* v = field(body, "min_keep"); v != nullptr && !v->is_null() && !(v->is_number() && v->get<double>() >= 0 && v->get<double>() <= 1))
+    unsupported("min_keep", "'min_keep' is not supported: top_k, top_p and min_p keep at least the best token (0 or 1)");
+  if (const json* v = field(body, "truncate_prompt_tokens"); v != nullptr && !v->is_null())
+    unsupported("truncate_prompt_tokens", "'truncate_prompt_tokens' is not supported: a prompt that does not fit the "
+                                          "context is refused; shorten it");
   if (const json* v = field(body, "n_probs"); v != nullptr && !(v->is_number() && v->get<double>() == 0.0))
     unsupported("n_probs", "'n_probs' (llama.cpp's) is not supported; ask for 'logprobs' (and 'top_logprobs' in chat)");
   if (get_bool(body, "use_beam_search", false))

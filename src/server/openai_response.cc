@@ -7,7 +7,9 @@
 namespace frugal::server {
 namespace {
 
-using json = nlohmann::json;
+// Insertion-ordered: fields come in OpenAI's order, and completions' top_logprobs objects list
+// their alternatives most likely first, as vLLM writes them (clients read the first key).
+using json = nlohmann::ordered_json;
 
 // Token text can be part of a UTF-8 character: such bytes become U+FFFD in JSON strings
 // (the exact bytes are in the "bytes" fields).
@@ -61,23 +63,29 @@ std::string completion_token(const ResponseFormat& f, int32_t id) {
 }
 
 // Completions: parallel lists of tokens, their log-probabilities, the alternatives and where
-// each token's text starts in the choice's text.
-json completion_logprobs(const ResponseFormat& f, const std::vector<TokenLogprobs>& lps, int64_t& offset) {
-  json tokens = json::array(), values = json::array(), top = json::array(), offsets = json::array();
-  for (const auto& lp : lps) {
+// each token's text starts in the choice's text, in characters as OpenAI counts them (the
+// parser refuses echo with logprobs, so the choice's text is the generated text).
+json completion_logprobs(const ResponseFormat& f, const std::vector<TokenLogprobs>& lps,
+                         const std::vector<int64_t>& offsets) {
+  json tokens = json::array(), values = json::array(), top = json::array(), starts = json::array();
+  for (size_t i = 0; i < lps.size(); ++i) {
+    const TokenLogprobs& lp = lps[i];
     const std::string t = completion_token(f, lp.token.id);
     tokens.push_back(t);
     values.push_back(lp.token.logprob);
     json alternatives = json::object();
-    for (const auto& alt : lp.top) alternatives[completion_token(f, alt.id)] = alt.logprob;
+    for (const auto& alt : lp.top) {
+      // Two tokens can have one text (a piece and its byte-fallback twin): the likelier one stays.
+      const std::string a = completion_token(f, alt.id);
+      if (!alternatives.contains(a)) alternatives[a] = alt.logprob;
+    }
     // OpenAI: "the API will always return the logprob of the sampled token, so there may be
     // up to logprobs+1 elements".
     if (!alternatives.contains(t)) alternatives[t] = lp.token.logprob;
     top.push_back(alternatives);
-    offsets.push_back(offset);
-    offset += static_cast<int64_t>(token_text(f, lp.token.id).size());
+    starts.push_back(i < offsets.size() ? offsets[i] : 0);
   }
-  return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", top}, {"text_offset", offsets}};
+  return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", top}, {"text_offset", starts}};
 }
 
 json chunk_base(const ResponseFormat& f) {
@@ -143,8 +151,7 @@ std::string response_json(const ResponseFormat& f, const std::vector<ChoiceResul
       c["logprobs"] = f.logprobs ? chat_logprobs(f, r.logprobs) : json(nullptr);
     } else {
       c["text"] = echo + r.text;
-      int64_t offset = static_cast<int64_t>(echo.size());
-      c["logprobs"] = f.logprobs ? completion_logprobs(f, r.logprobs, offset) : json(nullptr);
+      c["logprobs"] = f.logprobs ? completion_logprobs(f, r.logprobs, r.text_offsets) : json(nullptr);
     }
     if (f.return_token_ids) c["token_ids"] = r.tokens;
     out["choices"].push_back(std::move(c));
@@ -195,7 +202,7 @@ std::string role_chunk(const ResponseFormat& f, int32_t choice) {
 
 std::string content_chunk(const ResponseFormat& f, int32_t choice, const std::string& text,
                           const std::vector<int32_t>& tokens, const std::vector<TokenLogprobs>& logprobs,
-                          int64_t& text_offset) {
+                          const std::vector<int64_t>& text_offsets) {
   json j = chunk_base(f);
   json c = chunk_choice(f, choice);
   if (f.endpoint == Endpoint::kChat) {
@@ -203,7 +210,7 @@ std::string content_chunk(const ResponseFormat& f, int32_t choice, const std::st
     if (f.logprobs) c["logprobs"] = chat_logprobs(f, logprobs);
   } else {
     c["text"] = text;
-    if (f.logprobs) c["logprobs"] = completion_logprobs(f, logprobs, text_offset);
+    if (f.logprobs) c["logprobs"] = completion_logprobs(f, logprobs, text_offsets);
   }
   if (f.return_token_ids) c["token_ids"] = tokens;
   j["choices"].push_back(std::move(c));

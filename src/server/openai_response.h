@@ -34,6 +34,7 @@ struct ChoiceResult {
   std::string text;
   std::vector<int32_t> tokens;
   std::vector<TokenLogprobs> logprobs;
+  std::vector<int64_t> text_offsets;  // with logprobs: where each token's text starts (characters)
   FinishReason finish = FinishReason::kLength;
 };
 
@@ -55,11 +56,11 @@ std::string detokenize_json(const std::string& content);            // {"content
 std::string sse_frame(const std::string& json_text);
 // Chat: the first chunk of a choice, {"delta": {"role": "assistant", "content": ""}}.
 std::string role_chunk(const ResponseFormat& f, int32_t choice);
-// Text (possibly empty) with the tokens that produced it and their log-probabilities.
-// `text_offset`: completions' running offset of the choice's text (updated).
+// Text (possibly empty) with the tokens that produced it, their log-probabilities and (for
+// completions) where each token's text starts in the generated text, in characters.
 std::string content_chunk(const ResponseFormat& f, int32_t choice, const std::string& text,
                           const std::vector<int32_t>& tokens, const std::vector<TokenLogprobs>& logprobs,
-                          int64_t& text_offset);
+                          const std::vector<int64_t>& text_offsets);
 // The last chunk of a choice: an empty delta and the finish reason.
 std::string finish_chunk(const ResponseFormat& f, int32_t choice, FinishReason reason);
 // With stream_options.include_usage: the chunk after the last choice, no choices, the usage.

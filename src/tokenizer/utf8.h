@@ -77,6 +77,12 @@ size_t utf8_trailing_bytes(std::string_view text, Pred pred) {
 }
 
 bool is_valid_utf8(std::string_view text);
+// Characters (code points) in valid UTF-8 text: the bytes that are not continuation bytes.
+inline size_t utf8_length(std::string_view text) {
+  size_t n = 0;
+  for (const char c : text) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
 // Copy of text in which every byte that is not part of a well-formed sequence became U+FFFD.
 std::string repair_utf8(std::string_view text);
 

@@ -104,6 +104,13 @@ TEST(OpenAiRequest, OtherServersSpellings) {
   EXPECT_NO_THROW(completion(R"({"prompt":"a","typical_p":1.0,"tfs_z":1,"mirostat":0,"xtc_probability":0,
                                  "xtc_threshold":0.1,"dry_multiplier":0,"dynatemp_range":0,"top_a":0,
                                  "top_n_sigma":-1,"n_probs":0,"use_beam_search":false})"));
+  // And its sampler order: the default names frugal's stages in frugal's order (older releases
+  // leave penalties out), as names or as letters; min_keep 0 or 1 is what frugal does.
+  EXPECT_NO_THROW(completion(R"({"prompt":"a","min_keep":0,"samplers":["penalties","dry","top_n_sigma","top_k",
+                                 "typ_p","top_p","min_p","xtc","temperature"]})"));
+  EXPECT_NO_THROW(completion(R"({"prompt":"a","min_keep":1,"samplers":["dry","top_k","typ_p","top_p","min_p","xtc",
+                                 "temperature"]})"));
+  EXPECT_NO_THROW(completion(R"({"prompt":"a","samplers":"edskypmxt","truncate_prompt_tokens":null})"));
 }
 
 // Each bad body: status 400 (404 is the server's, for the model) and the field named.
@@ -185,6 +192,19 @@ TEST(OpenAiRequest, BadBodiesNameTheField) {
       {Endpoint::kCompletions, R"({"prompt":"a","tfs_z":"x"})", "tfs_z"},
       {Endpoint::kCompletions, R"({"prompt":"a","n_probs":3})", "n_probs"},
       {Endpoint::kCompletions, R"({"prompt":"a","use_beam_search":true})", "use_beam_search"},
+      // An order other than frugal's, a stage left out, the infill sampler, a name or letter
+      // llama.cpp does not have: sampled without them, the text would not be what was asked for.
+      {Endpoint::kCompletions, R"({"prompt":"a","samplers":["temperature","top_k","top_p","min_p"]})", "samplers"},
+      {Endpoint::kCompletions, R"({"prompt":"a","samplers":["top_k","top_p","temperature"]})", "samplers"},
+      {Endpoint::kCompletions, R"({"prompt":"a","samplers":["top_k","top_p","min_p","temperature","infill"]})",
+       "samplers"},
+      {Endpoint::kCompletions, R"({"prompt":"a","samplers":["top_k","nucleus","min_p","temperature"]})", "samplers"},
+      {Endpoint::kCompletions, R"({"prompt":"a","samplers":"kpmtz"})", "samplers"},
+      {Endpoint::kCompletions, R"({"prompt":"a","samplers":"tkpm"})", "samplers"},
+      {Endpoint::kCompletions, R"({"prompt":"a","samplers":5})", "samplers"},
+      {Endpoint::kCompletions, R"({"prompt":"a","min_keep":5})", "min_keep"},
+      {Endpoint::kCompletions, R"({"prompt":"a","min_keep":-1})", "min_keep"},
+      {Endpoint::kCompletions, R"({"prompt":"a","truncate_prompt_tokens":8})", "truncate_prompt_tokens"},
       {Endpoint::kCompletions, R"({})", "prompt"},
       {Endpoint::kCompletions, R"({"prompt":[]})", "prompt"},
       {Endpoint::kCompletions, R"({"prompt":5})", "prompt"},

@@ -384,6 +384,23 @@ TEST(Scheduler, SeveralPromptsInOneRequest) {
   }
 }
 
+TEST(Scheduler, EachPromptOfAListSamplesAsItWouldAlone) {
+  // vLLM's rule: the seed applies to every prompt of a list, so prompt 1 with seed 5 draws what
+  // it draws alone with seed 5 (its choice j with choice_seed(5, j)); identical prompts agree.
+  Harness h;
+  GenerationRequest r = request(h.encode(kPrompts[0]), 12, 1.0f, 5);
+  r.prompts.push_back(h.encode(kPrompts[1]));
+  r.prompts.push_back(h.encode(kPrompts[1]));
+  r.n = 2;
+  const Result got = collect(*h.submit(r), 6);
+  ASSERT_FALSE(got.failed);
+  for (int32_t c = 0; c < 6; ++c) {
+    const Result single = collect(*h.submit(request(h.encode(kPrompts[c < 2 ? 0 : 1]), 12, 1.0f, choice_seed(5, c % 2))));
+    EXPECT_EQ(got.choices[c].tokens, single.choices[0].tokens) << "choice " << c;
+  }
+  EXPECT_NE(got.choices[2].tokens, got.choices[3].tokens);  // the choices of one prompt still differ
+}
+
 TEST(Scheduler, CancellingFreesTheBlocks) {
   Harness h;
   auto stream = h.submit(request(h.encode(kPrompts[0]), 400, 1.0f));

@@ -992,6 +992,44 @@ def test_sampling_parameters():
             expect(r["choices"][0]["token_ids"] == base["token_ids"], f"{key} counted the prompt: {r}")
 
 
+def test_completion_logprobs_offsets_and_order():
+    """Completions logprobs as OpenAI and vLLM write them: text_offset counts characters (not
+    UTF-8 bytes) of the text actually written (not of a piece whose leading space the text
+    start dropped), streamed or not; top_logprobs list the likeliest first;
+    each prompt of a seeded list samples what it samples alone."""
+    with Server() as s:
+        def logprobs(body):
+            r = s.post("/v1/completions", body)["choices"][0]
+            return r["text"], r["logprobs"]
+
+        dash = s.post("/tokenize", {"content": "\u2014"})["tokens"]  # "\u2581\u2014": a space and 3 bytes
+        the = s.post("/tokenize", {"content": "the"})["tokens"]
+        expect(len(dash) == 1 and len(the) == 1, f"test tokens: {dash} {the}")
+        cases = [({"prompt": "The history of", "logit_bias": {str(dash[0]): 100}}, " \u2014 \u2014 \u2014", [0, 2, 4]),
+                 ({"prompt": "", "logit_bias": {str(the[0]): 100}}, "the the the", [0, 3, 7])]
+        for extra, want_text, want_offsets in cases:
+            body = dict(extra, max_tokens=3, temperature=0, logprobs=0)
+            text, lp = logprobs(body)
+            expect(text == want_text and lp["text_offset"] == want_offsets,
+                   f"{extra}: text {text!r}, offsets {lp['text_offset']}, expected {want_offsets}")
+            streamed = [o for e in s.stream("/v1/completions", dict(body, stream=True))[:-1] for c in e["choices"]
+                        if c.get("logprobs") for o in c["logprobs"]["text_offset"]]
+            expect(streamed == want_offsets, f"{extra}: streamed offsets {streamed}")
+            for token, start in zip(lp["tokens"][1:], lp["text_offset"][1:]):
+                expect(text[start:].startswith(token), f"{text!r}: {token!r} does not start at {start}")
+
+        _, lp = logprobs({"prompt": "The history of", "max_tokens": 6, "temperature": 1.0, "seed": 3, "logprobs": 5})
+        for token, top in zip(lp["tokens"], lp["top_logprobs"]):
+            values = list(top.values())[:5]
+            expect(values == sorted(values, reverse=True), f"top_logprobs not likeliest first: {top}")
+
+        body = {"max_tokens": 12, "temperature": 1.0, "seed": 7, "ignore_eos": True}
+        both = s.post("/v1/completions", dict(body, prompt=[PROMPTS[0], PROMPTS[1], PROMPTS[1]]))["choices"]
+        for i, p in enumerate((PROMPTS[0], PROMPTS[1], PROMPTS[1])):
+            alone = s.post("/v1/completions", dict(body, prompt=p))["choices"][0]["text"]
+            expect(both[i]["text"] == alone, f"prompt {i} of a list: {both[i]['text']!r}, alone {alone!r}")
+
+
 def test_prefix_cache_reuses_a_long_system_prompt():
     system = " ".join(PROMPTS) * 8
     questions = ["What happened next?", "Where is it?", "Who was there?"]

@@ -112,10 +112,7 @@ ChatTurn ChatSession::send(const std::string& user_message, const GenerateOption
   GenerateOptions o = options;
   o.truncation = TruncationPolicy::kError;  // fitting is decided here, by whole turns
   if (!end_of_reply_.empty()) o.stop.push_back(end_of_reply_);
-  if (o.sampling.seed != SamplingParams::kRandomSeed) {
-    o.sampling.seed += replies_;
-    if (o.sampling.seed == SamplingParams::kRandomSeed) o.sampling.seed = 0;  // wrapped onto "draw one"
-  }
+  o.sampling.seed = nth_seed(o.sampling.seed, static_cast<int32_t>(replies_));
   ++replies_;
   try {
     turn.generation = generator_.generate(prompt, o, callbacks);

@@ -169,6 +169,18 @@ void SamplingParams::validate(int32_t n_vocab) const {
   }
 }
 
+uint32_t nth_seed(uint32_t seed, int32_t k) {
+  if (seed == SamplingParams::kRandomSeed || k == 0) return seed;
+  // splitmix64's finalizer over (seed, k): with seed + k, a request with seed s + 1 drew the
+  // same samples as choices 1.. of a request with seed s, so a client sweeping seeds with n > 1
+  // got mostly duplicates (and a chat's reply k + 1 with seed s was reply k with seed s + 1).
+  uint64_t z = (static_cast<uint64_t>(seed) << 32 | static_cast<uint32_t>(k)) + 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  const auto s = static_cast<uint32_t>(z ^ (z >> 31));
+  return s == SamplingParams::kRandomSeed ? 0 : s;
+}
+
 // ---- Candidates ----------------------------------------------------------------------------
 
 void Candidates::assign(const float* logits, int32_t n_vocab) {

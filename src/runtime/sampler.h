@@ -78,6 +78,11 @@ struct Candidates {
   float max_logit() const;
 };
 
+// The seed of the k-th of several samplings from one seed (choice k of a request with n > 1, a
+// chat's k-th reply): k = 0 keeps it, the others get seeds derived from (seed, k), unrelated to
+// other seeds'; kRandomSeed stays random.
+uint32_t nth_seed(uint32_t seed, int32_t k);
+
 // ---- the stages, in chain order ----------------------------------------------------------
 // Penalties for the tokens of `counts` (token -> occurrences in the window), applied to the
 // logits in place, llama.cpp's order: the repeat penalty on the tokens of `window`, then the

@@ -16,18 +16,6 @@ int64_t ceil_div(int64_t a, int64_t b) {
 
 }  // namespace
 
-uint32_t choice_seed(uint32_t seed, int32_t choice) {
-  if (seed == SamplingParams::kRandomSeed || choice == 0) return seed;
-  // splitmix64's finalizer over (seed, choice): with seed + c, a request with seed s + 1 drew
-  // the same samples as choices 1.. of a request with seed s, so a client sweeping seeds with
-  // n > 1 got mostly duplicates.
-  uint64_t z = (static_cast<uint64_t>(seed) << 32 | static_cast<uint32_t>(choice)) + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  const auto s = static_cast<uint32_t>(z ^ (z >> 31));
-  return s == SamplingParams::kRandomSeed ? 0 : s;
-}
-
 struct Scheduler::Job {
   GenerationRequest request;
   std::shared_ptr<RequestStream> stream;
@@ -197,7 +185,7 @@ void Scheduler::enqueue(const std::shared_ptr<Job>& job) {
       GenerateOptions o = r.options;
       // Seeds follow the choice within its prompt: each prompt of a list samples what it would
       // alone with the request's seed (vLLM's rule), however the list is batched.
-      o.sampling.seed = choice_seed(o.sampling.seed, first);
+      o.sampling.seed = nth_seed(o.sampling.seed, first);
       auto slot =
           std::make_unique<Slot>(job, Sequence(new_kv_id(), choice, r.prompts[p], o, tokenizer, n_vocab_, n_ctx_));
       for (int32_t j = 1; j < std::min(r.n - first, options_.max_sequences); ++j)
@@ -494,7 +482,7 @@ void Scheduler::after_forward(const std::vector<Planned>& plan, const float* log
     for (const int32_t choice : s.pending_forks) {
       const GenerateOptions& o = slot->job->request.options;
       const int32_t n = slot->job->request.n;
-      auto f = std::make_unique<Slot>(slot->job, s.fork(new_kv_id(), choice, choice_seed(o.sampling.seed, choice % n)));
+      auto f = std::make_unique<Slot>(slot->job, s.fork(new_kv_id(), choice, nth_seed(o.sampling.seed, choice % n)));
       FRUGAL_CHECK(cache.fork(s.kv_id(), f->seq.kv_id(), s.n_fed), "no KV block for a fork");
       f->seq.chain_entry = s.chain_entry;
       f->seq.registered_blocks = s.registered_blocks;

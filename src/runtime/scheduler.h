@@ -55,15 +55,12 @@ struct GenerationRequest {
   int32_t n = 1;
   // max_tokens (-1: until end of generation or a full context), sampling, stop strings,
   // ignore_eos, logprobs. A prompt must fit the context: truncation is the caller's business.
-  // Choice p*n + j samples with choice_seed(sampling.seed, j) (a random seed each when the seed
+  // Choice p*n + j samples with nth_seed(sampling.seed, j) (a random seed each when the seed
   // is random): every prompt of a list draws what it would draw alone (vLLM's rule).
   GenerateOptions options;
   SteadyClock::time_point arrival = SteadyClock::now();
 };
 
-// The seed of choice c of a request seeded with `seed`: choice 0 keeps it (what the request
-// with n = 1 gives), the others get seeds derived from (seed, c), unrelated to other seeds'.
-uint32_t choice_seed(uint32_t seed, int32_t choice);
 
 struct SchedulerOptions {
   int32_t max_sequences = 4;  // sequences in the batch at once (--parallel)

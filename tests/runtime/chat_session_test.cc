@@ -153,6 +153,9 @@ TEST(ChatSession, EachReplyDrawsOnFromTheSeedAndASessionIsReproducible) {
   // The same question after a reset used to replay the first reply's draws exactly.
   EXPECT_NE(a[0], a[1]);
   EXPECT_EQ(replies(), a);  // the same seed gives the same conversation
+  // Reply k draws with nth_seed(seed, k): with seed + k, reply 1 of seed 42 was reply 0 of 43.
+  o.sampling.seed = 43;
+  EXPECT_NE(replies()[0], a[1]);
 }
 
 TEST(ChatSession, ResetKeepsOnlyTheSystemMessage) {

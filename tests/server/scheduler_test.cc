@@ -344,7 +344,7 @@ TEST(Scheduler, ForkedChoicesSampleLikeSeparateRequestsWithConsecutiveSeeds) {
   EXPECT_EQ(forked.usage.prompt_tokens, static_cast<int64_t>(prompt.size()));
   EXPECT_EQ(forked.usage.completion_tokens, 90);
   for (int32_t c = 0; c < 3; ++c) {
-    auto single = h.submit(request(prompt, 30, 1.0f, choice_seed(5, c)));
+    auto single = h.submit(request(prompt, 30, 1.0f, nth_seed(5, c)));
     EXPECT_EQ(forked.choices[c].tokens, collect(*single).choices[0].tokens) << "choice " << c;
   }
   EXPECT_NE(forked.choices[0].tokens, forked.choices[1].tokens);
@@ -352,7 +352,7 @@ TEST(Scheduler, ForkedChoicesSampleLikeSeparateRequestsWithConsecutiveSeeds) {
 
 TEST(Scheduler, MoreChoicesThanParallelSequencesRunInGroups) {
   // n = 5 on 2 sequences at once: groups of 2, 2 and 1, each fed (or found in the prefix cache)
-  // and forked; every choice samples with its choice_seed, as one group of 5 would.
+  // and forked; every choice samples with its nth_seed, as one group of 5 would.
   SchedulerOptions so;
   so.max_sequences = 2;
   Harness h(wiki_options(), so);
@@ -365,7 +365,7 @@ TEST(Scheduler, MoreChoicesThanParallelSequencesRunInGroups) {
   EXPECT_EQ(got.usage.completion_tokens, 60);
   EXPECT_LT(got.usage.cached_tokens, static_cast<int64_t>(prompt.size()));  // the prompt counts once
   for (int32_t c = 0; c < 5; ++c) {
-    const Result single = collect(*h.submit(request(prompt, 12, 1.0f, choice_seed(9, c))));
+    const Result single = collect(*h.submit(request(prompt, 12, 1.0f, nth_seed(9, c))));
     EXPECT_EQ(got.choices[c].tokens, single.choices[0].tokens) << "choice " << c;
   }
   h.wait_stats([](const SchedulerStats& s) { return s.kv_blocks_used == 0 && s.running_sequences == 0; });
@@ -386,7 +386,7 @@ TEST(Scheduler, SeveralPromptsInOneRequest) {
 
 TEST(Scheduler, EachPromptOfAListSamplesAsItWouldAlone) {
   // vLLM's rule: the seed applies to every prompt of a list, so prompt 1 with seed 5 draws what
-  // it draws alone with seed 5 (its choice j with choice_seed(5, j)); identical prompts agree.
+  // it draws alone with seed 5 (its choice j with nth_seed(5, j)); identical prompts agree.
   Harness h;
   GenerationRequest r = request(h.encode(kPrompts[0]), 12, 1.0f, 5);
   r.prompts.push_back(h.encode(kPrompts[1]));
@@ -395,7 +395,7 @@ TEST(Scheduler, EachPromptOfAListSamplesAsItWouldAlone) {
   const Result got = collect(*h.submit(r), 6);
   ASSERT_FALSE(got.failed);
   for (int32_t c = 0; c < 6; ++c) {
-    const Result single = collect(*h.submit(request(h.encode(kPrompts[c < 2 ? 0 : 1]), 12, 1.0f, choice_seed(5, c % 2))));
+    const Result single = collect(*h.submit(request(h.encode(kPrompts[c < 2 ? 0 : 1]), 12, 1.0f, nth_seed(5, c % 2))));
     EXPECT_EQ(got.choices[c].tokens, single.choices[0].tokens) << "choice " << c;
   }
   EXPECT_NE(got.choices[2].tokens, got.choices[3].tokens);  // the choices of one prompt still differ

@@ -150,6 +150,7 @@ struct Runner {
       }
     }
     imatrix.dataset = o.calib.path;
+    imatrix.chunk_size = windows.empty() ? 0 : static_cast<int32_t>(windows[0].size());
     have_imatrix = true;
   }
 

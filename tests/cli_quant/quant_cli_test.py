@@ -280,8 +280,49 @@ def case_policy(r):
     os.remove(out)
 
 
+def read_imatrix_dat(path):
+    """llama.cpp's imatrix.dat: {name: (ncall, values as saved, the means times ncall)}."""
+    data = open(path, "rb").read()
+    at, entries = 4, {}
+    for _ in range(struct.unpack_from("<i", data, 0)[0]):
+        n = struct.unpack_from("<i", data, at)[0]
+        name = data[at + 4:at + 4 + n].decode()
+        at += 4 + n
+        ncall, nval = struct.unpack_from("<ii", data, at)
+        entries[name] = (ncall, list(struct.unpack_from(f"<{nval}f", data, at + 8)))
+        at += 8 + 4 * nval
+    return entries
+
+
+def write_imatrix_gguf(path, entries, n_mat=1):
+    """An importance matrix laid out as llama-imatrix writes it (GGUF, tools/imatrix):
+    general.type, imatrix.datasets/chunk_count/chunk_size, NAME.in_sum2 [n_mat][n] and
+    NAME.counts [n_mat][1] F32 tensors. `entries`: {name: (rows seen, sums of x^2)}."""
+    def string(s):
+        b = s.encode()
+        return struct.pack("<Q", len(b)) + b
+    kv = [string("general.type") + struct.pack("<I", 8) + string("imatrix"),
+          string("imatrix.datasets") + struct.pack("<IIQ", 9, 8, 1) + string("calib.txt"),
+          string("imatrix.chunk_count") + struct.pack("<II", 4, 16),
+          string("imatrix.chunk_size") + struct.pack("<II", 4, 256)]
+    infos, blobs, offset = [], [], 0
+    for name, (rows, sums) in entries.items():
+        for tname, ne, values in ((name + ".in_sum2", (len(sums), n_mat), sums * n_mat),
+                                  (name + ".counts", (1, n_mat), [rows] * n_mat)):
+            infos.append(string(tname) + struct.pack("<I", 2) + struct.pack("<QQ", *ne) + struct.pack("<IQ", 0, offset))
+            blob = struct.pack(f"<{len(values)}f", *values)
+            blob += b"\0" * (-len(blob) % 32)
+            blobs.append(blob)
+            offset += len(blob)
+    head = b"GGUF" + struct.pack("<IQQ", 3, 2 * len(entries), len(kv)) + b"".join(kv) + b"".join(infos)
+    head += b"\0" * (-len(head) % 32)
+    with open(path, "wb") as f:
+        f.write(head + b"".join(blobs))
+
+
 def case_imatrix(r):
-    """An importance matrix saved from calibration text and reused gives the same file."""
+    """An importance matrix saved from calibration text and reused gives the same file, in
+    llama.cpp's imatrix.dat layout and in the GGUF one llama-imatrix writes by default."""
     im = r.out("wiki-7m.imatrix")
     a, b = r.out("im-a.gguf"), r.out("im-b.gguf")
     calib = ["--calib", r.path(CALIB), "--calib-chunks", "16"]
@@ -299,7 +340,35 @@ def case_imatrix(r):
     plain = r.out("im-none.gguf")
     r.quantize_json("-m", r.path(F32), "-o", plain, "--type", "iq4_nl")
     check(open(a, "rb").read() != open(plain, "rb").read(), "the imatrix changes nothing")
-    for f in (im, a, b, plain):
+
+    # Saved as GGUF (by the name), it is llama-imatrix's layout and quantizes alike.
+    im_gguf = r.out("wiki-7m.imatrix.gguf")
+    r.quantize_json("-m", r.path(F32), "-o", b, "--type", "iq4_nl", *calib, "--save-imatrix", im_gguf)
+    g, dat = gguf_file.read(im_gguf), read_imatrix_dat(im)
+    check(g.metadata.get("general.type") == "imatrix" and g.metadata.get("imatrix.chunk_count") == 16
+          and g.metadata.get("imatrix.chunk_size", 0) > 0 and g.metadata.get("imatrix.datasets") == [r.path(CALIB)],
+          f"imatrix GGUF metadata: { {k: v for k, v in g.metadata.items() if 'imatrix' in k or 'type' in k} }")
+    check(set(g.tensors) == {n + s for n in dat for s in (".in_sum2", ".counts")}, "imatrix GGUF tensors")
+    for name, (ncall, saved) in dat.items():
+        sums, counts = g.tensors[name + ".in_sum2"], g.tensors[name + ".counts"]
+        check(sums.shape == [len(saved), 1] and counts.shape == [1, 1], f"{name}: shapes {sums.shape} {counts.shape}")
+        rows = struct.unpack("<f", counts.data)[0]
+        means = struct.unpack(f"<{len(saved)}f", sums.data)
+        check(all(abs(m / rows - v / ncall) <= 1e-6 * (v / ncall) for m, v in zip(means, saved)), f"{name}: values")
+    r.quantize_json("-m", r.path(F32), "-o", b, "--type", "iq4_nl", "--imatrix", im_gguf)
+    check(open(a, "rb").read() == open(b, "rb").read(), "quantizing with the GGUF imatrix gives another file")
+    # One written as llama-imatrix does (other row counts, two files' datasets) reads the same.
+    theirs = r.out("llama-imatrix.gguf")
+    write_imatrix_gguf(theirs, {n: (4096.0, [v / ncall * 4096 for v in saved]) for n, (ncall, saved) in dat.items()})
+    r.quantize_json("-m", r.path(F32), "-o", b, "--type", "iq4_nl", "--imatrix", theirs)
+    check(open(a, "rb").read() == open(b, "rb").read(), "llama-imatrix's GGUF layout gives another file")
+    # A mixture of experts' matrices, and a model given as an imatrix, are named as such.
+    write_imatrix_gguf(theirs, {n: (4096.0, [1.0] * len(v)) for n, (_, v) in dat.items()}, n_mat=2)
+    refused = r.out("im-refused.gguf")
+    r.error_of(refused, "-m", r.path(F32), "--type", "iq4_nl", "--imatrix", theirs, expect=("2 experts",))
+    r.error_of(refused, "-m", r.path(F32), "--type", "iq4_nl", "--imatrix", r.path(Q8),
+               expect=("not an importance matrix",))
+    for f in (im, im_gguf, theirs, a, b, plain):
         os.remove(f)
 
 

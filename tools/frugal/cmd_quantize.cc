@@ -106,8 +106,10 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--calib", o.q.calib.path, "Calibration text (not the text you evaluate on)");
   sub->add_option("--calib-ctx", o.q.calib.n_ctx, "Tokens per calibration window")->capture_default_str();
   sub->add_option("--calib-chunks", o.q.calib.n_windows, "Calibration windows")->capture_default_str();
-  sub->add_option("--imatrix", o.q.imatrix, "Importance matrix file (llama.cpp's imatrix.dat layout)");
-  sub->add_option("--save-imatrix", o.q.save_imatrix, "Write the calibration text's importance matrix here");
+  sub->add_option("--imatrix", o.q.imatrix, "Importance matrix file (llama-imatrix's GGUF or imatrix.dat layout)");
+  sub->add_option("--save-imatrix", o.q.save_imatrix,
+                  "Write the calibration text's importance matrix here (GGUF when the name ends in .gguf, else "
+                  "imatrix.dat)");
   sub->add_option("--policy", o.q.policy, "Per-tensor types, first match wins: \"output=q8_0,token_embd=q8_0,*=q4_k\"");
   sub->add_flag("--pure", o.q.pure, "No llama.cpp default rules (output head in Q6_K, mixtures)");
   sub->add_flag("--allow-requantize", o.q.allow_requantize,

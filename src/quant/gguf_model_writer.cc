@@ -13,7 +13,11 @@
 namespace frugal {
 namespace {
 
-bool is_frugal_metadata(const std::string& key) { return key.rfind("frugal.quant.", 0) == 0; }
+// Keys that describe how the source was quantized, not this file: frugal's type marks and
+// llama-quantize's importance-matrix provenance.
+bool describes_source_quantization(const std::string& key) {
+  return key.starts_with("frugal.quant.") || key.starts_with("quantize.imatrix.");
+}
 
 }  // namespace
 
@@ -26,7 +30,8 @@ void add_model_metadata(GgufWriter& w, WorkingModel& model, uint32_t file_type) 
   const ModelConfig& c = model.config();
   if (const GgufFile* src = model.source_gguf()) {
     for (const std::string& key : src->metadata_keys()) {
-      if (key == "general.file_type" || key == "general.quantization_version" || is_frugal_metadata(key)) continue;
+      if (key == "general.file_type" || key == "general.quantization_version" || describes_source_quantization(key))
+        continue;
       w.set_value(key, *src->find(key));
     }
     w.set_u32("general.file_type", file_type);

@@ -6,6 +6,7 @@
 
 #include "core/check.h"
 #include "core/log.h"
+#include "quant/formats/frugal_blocks.h"
 #include "quant/formats/quantize_rows.h"
 
 namespace frugal {
@@ -258,15 +259,13 @@ std::map<std::string, DType> assign_types(const QuantPolicy& policy, WorkingMode
   return out;
 }
 
-uint32_t llama_file_type(const QuantPolicy& policy, bool custom) {
-  constexpr uint32_t kGuessed = 1024;
-  if (custom) return kGuessed;
-  static const std::map<std::string, uint32_t> kPresets = {
-      {"q4_0", 2},    {"q4_1", 3},    {"q8_0", 7},    {"q5_0", 8},    {"q5_1", 9},    {"q2_k", 10},  {"q3_k_s", 11},
-      {"q3_k_m", 12}, {"q3_k_l", 13}, {"q4_k_s", 14}, {"q4_k_m", 15}, {"q5_k_s", 16}, {"q5_k_m", 17}, {"q6_k", 18},
-      {"iq4_nl", 25}};
-  if (!policy.preset.empty()) return kPresets.at(policy.preset);
-  switch (policy.base) {
+namespace {
+
+constexpr uint32_t kGuessedFileType = 1024;
+
+// llama.cpp's "mostly TYPE" file type of one tensor type.
+uint32_t file_type_of(DType type) {
+  switch (type) {
     case DType::kF32: return 0;
     case DType::kF16: return 1;
     case DType::kBF16: return 32;
@@ -283,8 +282,32 @@ uint32_t llama_file_type(const QuantPolicy& policy, bool custom) {
     case DType::kQ5_K: return 16;
     case DType::kQ6_K: return 18;
     case DType::kIQ4_NL: return 25;
-    default: return kGuessed;
+    default: return kGuessedFileType;
   }
+}
+
+}  // namespace
+
+uint32_t llama_file_type(const QuantPolicy& policy) {
+  static const std::map<std::string, uint32_t> kPresets = {
+      {"q4_0", 2},    {"q4_1", 3},    {"q8_0", 7},    {"q5_0", 8},    {"q5_1", 9},    {"q2_k", 10},  {"q3_k_s", 11},
+      {"q3_k_m", 12}, {"q3_k_l", 13}, {"q4_k_s", 14}, {"q4_k_m", 15}, {"q5_k_s", 16}, {"q5_k_m", 17}, {"q6_k", 18},
+      {"iq4_nl", 25}};
+  if (!policy.preset.empty()) return kPresets.at(policy.preset);
+  return file_type_of(policy.base);
+}
+
+uint32_t file_type_of_matrices(const std::map<std::string, DType>& types) {
+  std::map<DType, int64_t> count;
+  for (const auto& [name, type] : types) {
+    if (is_frugal_gguf_type(dtype_traits(type).gguf_type)) return kGuessedFileType;
+    ++count[type];
+  }
+  if (count.empty()) return kGuessedFileType;
+  const auto most = std::max_element(count.begin(), count.end(), [](const auto& a, const auto& b) {
+    return a.second < b.second;
+  });
+  return file_type_of(most->first);
 }
 
 }  // namespace frugal

@@ -57,9 +57,14 @@ bool rule_matches(const PolicyRule& rule, const WorkingTensor& tensor);
 // The type of every matrix of the model (norms and biases are not listed): name -> type.
 std::map<std::string, DType> assign_types(const QuantPolicy& policy, WorkingModel& model);
 
-// llama.cpp's general.file_type for a file made with this policy (LLAMA_FTYPE_GUESSED when it
-// is none of llama.cpp's: frugal's own types, custom rules, a bits-per-weight mixture).
-uint32_t llama_file_type(const QuantPolicy& policy, bool custom);
+// llama.cpp's general.file_type for a file made with this policy: the preset's or the type's,
+// custom rules or not (llama-quantize keeps the asked-for file type under --tensor-type), or
+// LLAMA_FTYPE_GUESSED (1024) for a type llama.cpp does not have.
+uint32_t llama_file_type(const QuantPolicy& policy);
+// The file type of a file whose matrices (name -> type) have no one asked-for type (a --bpw
+// mixture, a merged model): the "mostly" type of most matrices, as llama.cpp's loader guesses
+// one, or LLAMA_FTYPE_GUESSED when any of them is frugal's own (llama.cpp refuses the file).
+uint32_t file_type_of_matrices(const std::map<std::string, DType>& types);
 
 // `type` when rows of n_cols elements hold whole blocks of it; if not, the nearest type that
 // fits (llama.cpp's fallbacks for its types; smaller groups of frugal's own), F16 at worst.

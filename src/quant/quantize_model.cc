@@ -411,15 +411,12 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
       if (!collect_imatrix) std::swap(m, run.imatrix);
     }
   }
-  bool custom = !policy.rules.empty();
-  for (const auto& [name, type] : run.types) custom |= is_frugal_gguf_type(dtype_traits(type).gguf_type);
   if (o.target_bpw) {
     std::vector<std::vector<int32_t>> few(run.windows.begin(),
                                           run.windows.begin() + std::min<int64_t>(o.sensitivity_windows, run.windows.size()));
     const BpwPlan plan = plan_bits_per_weight(*model, few, run.imatrix, bpw_candidates, *o.target_bpw, fixed,
                                               [&](int64_t, int64_t) { run.advance(pass_tokens, "sensitivity"); });
     run.types = plan.types;
-    custom = true;
     log_info("--bpw {}: mixture of {:.3f} bits per weight, predicted KL divergence {:.5f}", *o.target_bpw,
              plan.bits_per_weight, plan.predicted_kld);
   }
@@ -459,7 +456,11 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   }
 
   GgufWriter writer;
-  summary.file_type = llama_file_type(policy, custom);
+  // llama-quantize keeps the asked-for file type under per-tensor overrides; a --bpw mixture
+  // asked for none, and frugal's own types are no file type of llama.cpp's.
+  bool own_types = false;
+  for (const auto& [name, type] : run.types) own_types |= is_frugal_gguf_type(dtype_traits(type).gguf_type);
+  summary.file_type = o.target_bpw || own_types ? file_type_of_matrices(run.types) : llama_file_type(policy);
   // --bpw chooses a type per tensor: the file has no one type (the default --type is unused).
   summary.type = o.target_bpw ? "mixed" : !policy.preset.empty() ? policy.preset : dtype_name(policy.base);
   add_model_metadata(writer, *model, summary.file_type);

@@ -14,6 +14,8 @@
 #include "io/safetensors_writer.h"
 #include "model/architecture.h"
 #include "model/model_source.h"
+#include "quant/gguf_model_writer.h"
+#include "quant/policy.h"
 #include "train/lora.h"
 
 namespace frugal {
@@ -132,7 +134,9 @@ MergeSummary merge_lora(const MergeOptions& o) {
   if (to_gguf) {
     const GgufFile& g = *source->gguf();
     GgufWriter w;
-    for (const std::string& key : g.metadata_keys()) w.set_value(key, g.metadata().at(key));
+    for (const std::string& key : g.metadata_keys())
+      if (!key.starts_with("frugal.quant.")) w.set_value(key, g.metadata().at(key));
+    std::map<std::string, DType> matrix_types;
     for (const GgufTensorInfo& info : g.tensors()) {
       int64_t rows = 0, cols = 0;
       DType t = info.dtype;
@@ -142,7 +146,12 @@ MergeSummary merge_lora(const MergeOptions& o) {
         w.add_tensor(info.name, g.tensor_view(info));
         summary.copied_tensors++;
       }
+      if (info.shape.size() == 2) matrix_types[info.name] = t;
     }
+    // The merged matrices change the file's types: its file type and frugal's marks follow
+    // what is written, as quantize's do, not what the base said.
+    w.set_u32("general.file_type", file_type_of_matrices(matrix_types));
+    add_frugal_type_marks(w, matrix_types);
     w.write(o.output);
   } else {
     const auto files = open_safetensors_dir(o.model);

@@ -663,6 +663,20 @@ def test_lora_generate_and_merge():
         p = run_merge(["-m", f"{SHARED}/models/wiki-7m-gguf/wiki-7m-q4_0.gguf", "--lora", ADAPTER, "-o",
                        f"{d}/q4.gguf", "--type", "q4_0"])
         expect(p.returncode == 0 and b"rounded a second time" in p.stderr, f"q4_0 onto q4_0: {p.stderr!r}")
+        # The file type says what the merge wrote (it copied the base's): an adapter on every
+        # matrix but the embedding and head makes the merged type the file's, llama.cpp's 0
+        # ALL_F32, 2 MOSTLY_Q4_0 or 7 MOSTLY_Q8_0; frugal's own types are marked.
+        ok(run(["finetune", "-m", WIKI_HF, "--data", f"{SHARED}/data/instruct/wiki_demo.txt", "--steps", "1", "--seq",
+                "32", "--targets", "q,k,v,o,gate,up,down", "-o", f"{d}/every"]))
+        q8 = f"{SHARED}/models/wiki-7m-gguf/wiki-7m-q8_0.gguf"
+        for base, args, file_type in ((q8, [], 0), (WIKI_GGUF, ["--type", "q8_0"], 7), (q8, ["--type", "q4_0"], 2)):
+            ok(run_merge(["-m", base, "--lora", f"{d}/every", "-o", f"{d}/ft.gguf"] + args))
+            got = gguf_file.read(f"{d}/ft.gguf", with_tensors=False).metadata
+            expect(got["general.file_type"] == file_type and "frugal.quant.types" not in got,
+                   f"{base} {args}: file type {got['general.file_type']}, expected {file_type}")
+        ok(run_merge(["-m", WIKI_GGUF, "--lora", f"{d}/every", "-o", f"{d}/ft.gguf", "--type", "nf4"]))
+        got = gguf_file.read(f"{d}/ft.gguf", with_tensors=False).metadata
+        expect(got["general.file_type"] == 1024 and "frugal.quant.types" in got, f"nf4 merge: {got}")
         # Into the adapter's own folder: refused, the adapter's files stay as they were.
         shutil.copytree(ADAPTER, f"{d}/adapter")
         p = run_merge(["-m", WIKI_HF, "--lora", f"{d}/adapter", "-o", f"{d}/adapter"])

@@ -186,6 +186,15 @@ def case_same_type_is_copied(r):
     rows = {l.split()[0]: l.split() for l in p.stdout.splitlines() if l.startswith(("blk.", "token_embd", "output"))}
     check(all(float(rows[n][5]) == 0 for n in same), "a copied tensor reports an error")
     r.run("-m", out, "-p", "The", "-n", "4", "-t", "2", command="generate")
+    # llama-quantize's importance-matrix provenance describes how the source was made, not this
+    # file: it is not carried over (other metadata is).
+    marked = r.out("marked.gguf")
+    gguf_file.with_string_key(r.path(Q8), marked, "quantize.imatrix.file", "imatrix.gguf")
+    check(gguf_file.read(marked).metadata["quantize.imatrix.file"] == "imatrix.gguf", "the marked copy")
+    r.run("-m", marked, "-o", out, "--type", "q8_0", "-t", "2")
+    got = gguf_file.read(out).metadata
+    check("quantize.imatrix.file" not in got and got["general.architecture"] == "llama", "the source's provenance")
+    os.remove(marked)
     # A tensor changing type still needs the flag: that is a second rounding.
     r.error_of(r.out("q4.gguf"), "-m", r.path(Q8), "--type", "q4_0", expect=("already quantized", "--allow-requantize"))
     check(not r.leftovers(r.tmp), "temporary files left")
@@ -277,6 +286,11 @@ def case_policy(r):
     j3 = r.quantize_json("-m", r.path(F32), "-o", out, "--type", "Q4_K")
     check(j3["file_type"] == 14, f"file_type {j3['file_type']} for one Q4_K everywhere")
     check(r.quantize_json("-m", r.path(F32), "-o", out, "--type", "Q4_K_M")["file_type"] == 15, "Q4_K_M")
+    # Rules keep the asked-for file type, as llama-quantize's --tensor-type does (it was 1024,
+    # LLAMA_FTYPE_GUESSED, which llama.cpp names "all F32 (guessed)"); frugal's own types are none.
+    check(r.quantize_json("-m", r.path(F32), "-o", out, "--type", "Q4_K_M", "--policy", "output=q8_0")["file_type"]
+          == 15, "Q4_K_M with a rule")
+    check(j2["file_type"] == 1024, f"file_type {j2['file_type']} with frugal's own types")
     os.remove(out)
 
 

@@ -23,6 +23,8 @@ class Tensor:
 class Gguf:
     metadata: dict
     tensors: dict  # name -> Tensor, in file order
+    header_end: int = 0  # where the tensor infos end (the padding before the data starts)
+    data_start: int = 0  # where the tensor data section starts
 
 
 def read(path, with_tensors=True):
@@ -64,6 +66,7 @@ def read(path, with_tensors=True):
         infos.append((name, shape, kind, offset))
     align = metadata.get("general.alignment", 32)
     start = (at + align - 1) // align * align
+    header_end = at
     for name, shape, kind, offset in infos:
         per_block, block = _BLOCKS[kind]
         elements = 1
@@ -71,4 +74,21 @@ def read(path, with_tensors=True):
             elements *= d
         size = elements // block * per_block
         tensors[name] = Tensor(kind, shape, data[start + offset:start + offset + size], start + offset)
-    return Gguf(metadata, tensors)
+    return Gguf(metadata, tensors, header_end, start)
+
+
+def with_string_key(source, dest, key, value):
+    """Copies a GGUF file with one more string metadata key (the first), the data realigned."""
+    data = open(source, "rb").read()
+    g = read(source)
+
+    def string(s):
+        b = s.encode()
+        return struct.pack("<Q", len(b)) + b
+    n_keys = struct.unpack_from("<Q", data, 16)[0]
+    head = data[:16] + struct.pack("<Q", n_keys + 1) + string(key) + struct.pack("<I", 8) + string(value)
+    head += data[24:g.header_end]
+    align = g.metadata.get("general.alignment", 32)
+    head += b"\0" * (-len(head) % align)
+    with open(dest, "wb") as f:
+        f.write(head + data[g.data_start:])

@@ -75,10 +75,8 @@ Submission Scheduler::submit(GenerationRequest request) {
     if (static_cast<int64_t>(prompt.size()) >= n_ctx_)
       fail("the prompt is {} tokens but the context holds {} (and one position must stay free to generate into)",
            prompt.size(), n_ctx_);
-    const int64_t group = std::min(request.n, options_.max_sequences);
-    if (ceil_div(static_cast<int64_t>(prompt.size()) + 1, block_size_) + group - 1 > n_blocks)
-      fail("the prompt of {} tokens with {} choices at once needs more than the {} blocks of the KV cache",
-           prompt.size(), group, n_blocks);
+    if (group_size(static_cast<int64_t>(prompt.size()), request.n) == 0)
+      fail("the prompt of {} tokens needs more than the {} blocks of the KV cache", prompt.size(), n_blocks);
   }
 
   auto job = std::make_shared<Job>();
@@ -91,7 +89,8 @@ Submission Scheduler::submit(GenerationRequest request) {
       s.status = SubmitStatus::kShuttingDown;
       return s;
     }
-    if (queued_ >= options_.max_queued) {
+    const int64_t free_slots = admission_blocked_ ? 0 : std::max<int64_t>(0, options_.max_sequences - slots_taken_);
+    if (queued_ >= options_.max_queued + free_slots) {
       s.status = SubmitStatus::kQueueFull;
       return s;
     }
@@ -171,16 +170,26 @@ void Scheduler::release_kv(Slot& slot) {
   free_kv_ids_.push_back(slot.seq.kv_id());
 }
 
+int32_t Scheduler::group_size(int64_t prompt_size, int32_t n) const {
+  // The group's first sequence holds the prompt and its first generated position; each fork
+  // needs one block of its own to diverge into.
+  const int64_t first = ceil_div(prompt_size + 1, block_size_);
+  const int64_t fit = engine_.cache().n_blocks() - first + 1;
+  return static_cast<int32_t>(std::clamp<int64_t>(std::min<int64_t>({n, options_.max_sequences, fit}), 0, n));
+}
+
 void Scheduler::enqueue(const std::shared_ptr<Job>& job) {
   const GenerationRequest& r = job->request;
   const Tokenizer* tokenizer = engine_.has_tokenizer() ? &engine_.tokenizer() : nullptr;
   job->open_choices = static_cast<int32_t>(r.prompts.size()) * r.n;
   for (size_t p = 0; p < r.prompts.size(); ++p) {
-    // A prompt's choices run in groups of at most max_sequences: the first of a group is fed
-    // the prompt and the others fork from it. A request may so ask for more choices than run
-    // at once (as vLLM allows); a later group waits for room like any other sequence, and finds
-    // the prompt's full blocks in the prefix cache. Seeds follow the choice, not the group.
-    for (int32_t first = 0; first < r.n; first += options_.max_sequences) {
+    // A prompt's choices run in groups of at most max_sequences (and as many as the KV cache
+    // holds at once): the first of a group is fed the prompt and the others fork from it. A
+    // request may so ask for more choices than run at once (as vLLM allows); a later group
+    // waits for room like any other sequence, and finds the prompt's full blocks in the prefix
+    // cache. Seeds follow the choice, not the group.
+    const int32_t group = group_size(static_cast<int64_t>(r.prompts[p].size()), r.n);
+    for (int32_t first = 0; first < r.n; first += group) {
       const int32_t choice = static_cast<int32_t>(p) * r.n + first;
       GenerateOptions o = r.options;
       // Seeds follow the choice within its prompt: each prompt of a list samples what it would
@@ -188,7 +197,7 @@ void Scheduler::enqueue(const std::shared_ptr<Job>& job) {
       o.sampling.seed = nth_seed(o.sampling.seed, first);
       auto slot =
           std::make_unique<Slot>(job, Sequence(new_kv_id(), choice, r.prompts[p], o, tokenizer, n_vocab_, n_ctx_));
-      for (int32_t j = 1; j < std::min(r.n - first, options_.max_sequences); ++j)
+      for (int32_t j = 1; j < std::min(r.n - first, group); ++j)
         slot->seq.pending_forks.push_back(choice + j);
       waiting_.push_back(std::move(slot));
     }
@@ -283,12 +292,13 @@ void Scheduler::admit() {
       break;
     }
     const int64_t hit = static_cast<int64_t>(m.blocks.size()) * block_size_;
-    if (!slot.admitted_once && options_.prefix_cache) {
+    // A prompt is looked up once, by its first group of choices, as it counts once in the
+    // prompt tokens; later groups find it cached (a lookup each made hit rates pass 100%).
+    if (!slot.admitted_once && options_.prefix_cache && s.choice() % slot.job->request.n == 0) {
       ++counts_.prefix_lookups;
       if (hit > 0) ++counts_.prefix_hits;
       counts_.prefix_hit_tokens += hit;
-      // The prompt is counted once, by its first group of choices; later groups find it cached.
-      if (s.choice() % slot.job->request.n == 0) slot.job->usage.cached_tokens += hit;
+      slot.job->usage.cached_tokens += hit;
     }
     s.n_fed = hit;
     s.registered_blocks = static_cast<int64_t>(m.blocks.size());
@@ -297,11 +307,12 @@ void Scheduler::admit() {
     s.running = true;
     slot.admitted_once = true;
     slots_in_use_ += slots;
-    if (!slot.job->admitted) {
-      slot.job->admitted = true;
+    {
       std::lock_guard lock(mutex_);
-      --queued_;
+      slots_taken_ += slots;
+      if (!slot.job->admitted) --queued_;
     }
+    slot.job->admitted = true;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
@@ -582,6 +593,8 @@ void Scheduler::publish_stats() {
     std::lock_guard lock(mutex_);
     s.queued_requests = queued_;
     s.active_requests = static_cast<int64_t>(jobs_.size() + inbox_.size());
+    slots_taken_ = slots_in_use_;
+    admission_blocked_ = !waiting_.empty();
   }
   s.running_sequences = static_cast<int64_t>(running_.size());
   s.waiting_sequences = static_cast<int64_t>(waiting_.size());

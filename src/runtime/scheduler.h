@@ -22,7 +22,9 @@
 // admitted sequence is preempted: its blocks are released (its full ones usually stay in the
 // prefix cache), and it goes back to the front of the queue to be fed again later, prompt and
 // generated tokens, and then continues with the same sampler state. Its stream only pauses.
-// Requests beyond max_queued waiting ones are refused at submit (the server answers 429).
+// Requests beyond max_queued waiting ones are refused at submit (the server answers 429); a
+// request that a free sequence slot will take at once does not wait, so it does not count
+// (with --queue 0, an idle server still serves; a burst of --parallel requests is all served).
 //
 // Batch invariance: the kernels compute each row identically whatever else is in the batch
 // (docs/DESIGN.md), chunk boundaries do not change what a row computes, and each sequence
@@ -137,6 +139,9 @@ class Scheduler {
   void handle_cancellations();
   void end_job(Job& job, RequestError error, const std::string& message);
   void admit();
+  // The choices of a prompt of `prompt_size` tokens that run together: at most n and
+  // max_sequences, and as many as the KV cache holds at once (0: not even one).
+  int32_t group_size(int64_t prompt_size, int32_t n) const;
   // Fills `p` (cleared first) with this step's rows: decode rows first, then prompt chunks.
   void plan(std::vector<Planned>& p);
   int64_t blocks_needed(const std::vector<Planned>& plan) const;
@@ -164,6 +169,11 @@ class Scheduler {
   bool abort_ = false;
   bool shutdown_ = false;
   int64_t queued_ = 0;  // inbox plus jobs waiting for their first admission
+  // What submit needs to tell a request that will wait from one a free slot takes at once: the
+  // slots in use (raised with each admission, synchronised every step) and whether admission
+  // is held up (sequences waiting for slots or KV blocks).
+  int64_t slots_taken_ = 0;
+  bool admission_blocked_ = false;
 
   // Engine thread only.
   std::vector<std::shared_ptr<Job>> jobs_;       // unfinished, in arrival order

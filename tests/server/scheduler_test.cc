@@ -364,8 +364,34 @@ TEST(Scheduler, MoreChoicesThanParallelSequencesRunInGroups) {
   EXPECT_EQ(got.usage.prompt_tokens, static_cast<int64_t>(prompt.size()));
   EXPECT_EQ(got.usage.completion_tokens, 60);
   EXPECT_LT(got.usage.cached_tokens, static_cast<int64_t>(prompt.size()));  // the prompt counts once
+  // And is looked up once: the metrics agree with the usage (a lookup per group gave 3 lookups,
+  // 2 hits and hit tokens beyond the prompt's).
+  h.wait_stats([](const SchedulerStats& s) { return s.running_sequences == 0; });
+  const SchedulerStats stats = h.scheduler->stats();
+  EXPECT_EQ(stats.prefix_lookups, 1);
+  EXPECT_EQ(stats.prefix_hit_tokens, got.usage.cached_tokens);
   for (int32_t c = 0; c < 5; ++c) {
     const Result single = collect(*h.submit(request(prompt, 12, 1.0f, nth_seed(9, c))));
+    EXPECT_EQ(got.choices[c].tokens, single.choices[0].tokens) << "choice " << c;
+  }
+  h.wait_stats([](const SchedulerStats& s) { return s.kv_blocks_used == 0 && s.running_sequences == 0; });
+}
+
+TEST(Scheduler, ChoicesRunInGroupsTheKvCacheHolds) {
+  // 4 blocks of 32 and a 48-token prompt (2 blocks): 4 choices at once need 2 + 3 forks' blocks,
+  // which used to refuse the request under --parallel 4 but serve it under --parallel 1. Now
+  // they run as a group of 3 and one of 1, each choice as it samples alone.
+  Harness h(wiki_options(64, 128));
+  std::vector<int32_t> prompt = h.encode(kPrompts[0] + " " + kPrompts[1] + " " + kPrompts[2] + " " + kPrompts[3] +
+                                         " " + kPrompts[0] + " " + kPrompts[1] + " " + kPrompts[2]);
+  ASSERT_GE(prompt.size(), 48u);
+  prompt.resize(48);
+  auto r = request(prompt, 10, 1.0f, 3);
+  r.n = 4;
+  const Result got = collect(*h.submit(r), 4);
+  ASSERT_FALSE(got.failed);
+  for (int32_t c = 0; c < 4; ++c) {
+    const Result single = collect(*h.submit(request(prompt, 10, 1.0f, nth_seed(3, c))));
     EXPECT_EQ(got.choices[c].tokens, single.choices[0].tokens) << "choice " << c;
   }
   h.wait_stats([](const SchedulerStats& s) { return s.kv_blocks_used == 0 && s.running_sequences == 0; });
@@ -427,6 +453,26 @@ TEST(Scheduler, RefusesBeyondTheQueueAndWhenShuttingDown) {
   EXPECT_EQ(collect(*queued).choices[0].tokens.size(), 10u);
   h.scheduler->stop_accepting();
   EXPECT_EQ(h.scheduler->submit(request(h.encode(kPrompts[2]), 10)).status, SubmitStatus::kShuttingDown);
+}
+
+TEST(Scheduler, ARequestAFreeSlotTakesAtOnceDoesNotCountAgainstTheQueue) {
+  // --queue 0 used to refuse every request, even on an idle server, and a burst of --parallel
+  // requests got 429s although every one had a slot: the bound is on requests that wait.
+  SchedulerOptions so;
+  so.max_sequences = 4;
+  so.max_queued = 0;
+  Harness h(wiki_options(), so);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 4; ++i) {
+    Submission s = h.scheduler->submit(request(h.encode(kPrompts[i]), 200, 1.0f));
+    ASSERT_EQ(s.status, SubmitStatus::kAccepted) << "request " << i;
+    streams.push_back(s.stream);
+  }
+  EXPECT_EQ(h.scheduler->submit(request(h.encode(kPrompts[0]), 10)).status, SubmitStatus::kQueueFull);
+  for (auto& s : streams) s->cancel();
+  for (auto& s : streams) EXPECT_FALSE(collect(*s).failed);
+  h.wait_stats([](const SchedulerStats& s) { return s.active_requests == 0; });
+  EXPECT_EQ(collect(*h.submit(request(h.encode(kPrompts[1]), 5))).choices[0].tokens.size(), 5u);  // idle again
 }
 
 TEST(Scheduler, AbortEndsEveryRequestWithAnError) {

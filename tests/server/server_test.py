@@ -769,6 +769,10 @@ def test_command_line_help_and_bad_flags():
     bad = [(["--parallel", "0"], "--parallel"), (["--port", "70000"], "--port"), (["--queue", "-1"], "--queue"),
            (["--max-body", "0"], "--max-body"), (["--api-key", "a", "--api-key-file", "b"], "not both"),
            (["--batch-size", "2", "--parallel", "4"], "--batch-size"), (["-m", "/nonexistent"], "/nonexistent"),
+           # 0 was taken as "not given" (the default pool) while -1 was refused.
+           (["--kv-blocks", "0"], "--kv-blocks"), (["--kv-capacity", "0"], "--kv-capacity"),
+           # Sizes the vector attention kernels do not read ran the scalar reference, 14x slower.
+           (["--kv-block-size", "12"], "--kv-block-size"), (["--kv-block-size", "8"], "multiple of 16"),
            # A tokenizer the user names must load (only a model's own may be absent).
            (["--tokenizer", f"{SHARED}/tokenizers/llamacpp-vocab/ggml-vocab-bert-bge.gguf"], "'bert'")]
     for args, what in bad:

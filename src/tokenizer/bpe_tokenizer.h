@@ -58,6 +58,7 @@ class BpeTokenizer final : public VocabTokenizer {
   // (defined in gguf_export.cc, its user).
   std::vector<std::string> merge_rules() const;
   void set_unk(int32_t id) { unk_id_ = vocab_.contains(id) ? id : -1; }
+  const PreTokenizer& pre_tokenizer() const { return pre_tokenizer_; }
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const override;
   bool adds_space_prefix() const override { return normalizer_.prepends_space_symbol(); }

@@ -1,6 +1,7 @@
 #include "tokenizer/gguf_export.h"
 
 #include <algorithm>
+#include <deque>
 #include <unordered_map>
 
 #include "core/check.h"
@@ -71,11 +72,24 @@ std::string detect_pretokenizer_name(const BpeTokenizer& tokenizer) {
   std::vector<std::string> names(std::begin(kPreferred), std::end(kPreferred));
   for (const std::string& n : named_pretokenizer_names())
     if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+  // The words each pre-tokenizer cuts the probe into. Tokens alone cannot tell Llama 3's
+  // \p{N}{1,3} from Qwen2's \p{N} on Qwen's vocabulary, which has no multi-digit token, and
+  // the names differ in llama.cpp's detokenizer (clean_spaces).
+  const auto words_of = [](const PreTokenizer& pre) {
+    std::vector<std::string_view> words;
+    std::deque<std::string> storage;
+    pre.split(kProbeText, words, storage);
+    return std::vector<std::string>(words.begin(), words.end());
+  };
+  const std::vector<std::string> own_words = words_of(tokenizer.pre_tokenizer());
+  std::string same_tokens;  // the first name that gives the same tokens, when none cuts the same words
   for (const std::string& name : names) {
     const NamedPreTokenizer* named = find_named_pretokenizer(name);
     if (named == nullptr) continue;
     PreTokenizer pre;
     for (const std::string& regex : named->regexes) pre.add_regex(regex, SplitBehavior::kIsolated, RegexDialect::kEcmaScript);
+    const bool same_words = words_of(pre) == own_words;
+    if (!same_words && !same_tokens.empty()) continue;
     BpeTokenizer::Options options;
     options.ignore_merges = named->ignore_merges;
     BpeTokenizer candidate(tokenizer.vocab(), std::move(pre), Normalizer(), options);
@@ -85,9 +99,11 @@ std::string detect_pretokenizer_name(const BpeTokenizer& tokenizer) {
                           static_cast<int32_t>(i));
     }
     candidate.finish_special_tokens();
-    if (candidate.encode(kProbeText, false, false) == want) return name;
+    if (candidate.encode(kProbeText, false, false) != want) continue;
+    if (same_words) return name;
+    if (same_tokens.empty()) same_tokens = name;
   }
-  return {};
+  return same_tokens;
 }
 
 void add_tokenizer_to_gguf(GgufWriter& w, const Tokenizer& tokenizer, const TokenizerGgufOptions& options) {
@@ -132,7 +148,9 @@ void add_tokenizer_to_gguf(GgufWriter& w, const Tokenizer& tokenizer, const Toke
     w.set_array("tokenizer.ggml.token_type", types);
     if (!tokenizer.adds_space_prefix()) w.set_bool("tokenizer.ggml.add_space_prefix", false);
   }
-  if (tokenizer.bos_id() >= 0) w.set_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(tokenizer.bos_id()));
+  const int32_t bos = tokenizer.bos_id() >= 0 ? tokenizer.bos_id() : options.bos_if_none;
+  if (bos >= 0 && bos < static_cast<int32_t>(tokens.size()))
+    w.set_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(bos));
   if (tokenizer.eos_id() >= 0) w.set_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(tokenizer.eos_id()));
   // End-of-generation ids that a reader would not find from EOS or by their text: a Llama-3.1
   // generation_config's list, or llama2.c's BOS (run.c stops a story on it). GGUF has two slots

@@ -25,6 +25,11 @@ struct TokenizerGgufOptions {
   // refuses the file otherwise, so the list is padded with unused "[PAD<id>]" entries, as its
   // converter does. 0: the tokenizer's size.
   int32_t n_vocab = 0;
+  // The BOS id to name when the tokenizer has none (Qwen: tokenizer_config.json's bos_token is
+  // null, config.json's bos_token_id is <|endoftext|>), as llama.cpp's converter takes it from
+  // config.json. Without the key, llama.cpp and frugal read a "gpt2" vocabulary's BOS as id 11
+  // (',' in Qwen's). -1: none; add_bos_token stays false either way.
+  int32_t bos_if_none = -1;
 };
 
 // Throws frugal::Error when the tokenizer cannot be represented (a BPE tokenizer whose

@@ -1000,13 +1000,14 @@ def test_truncated_llama2c_checkpoint_says_so():
                           ["cut.bin", f"is {len(data) - 1} bytes but its header", f"implies {len(data)}"])
 
 
-def write_tiny_qwen2(d, **config):
-    """A one-layer Qwen2 in f32 with head_dim 32 (not hidden / heads = 16) and wiki-7m's tokenizer."""
+def write_tiny_qwen2(d, tokenizer=None, vocab=4096, **config):
+    """A one-layer Qwen2 in f32 with head_dim 32 (not hidden / heads = 16) and wiki-7m's tokenizer,
+    or the tokenizer.json folder `tokenizer` (its weights zeros: Qwen's vocabulary is 38x larger)."""
     import random
     import shutil
     import struct
     rng = random.Random(5)
-    D, F, H, KV, HD, V = 64, 128, 4, 2, 32, 4096
+    D, F, H, KV, HD, V = 64, 128, 4, 2, 32, vocab
     shapes = [("model.embed_tokens.weight", (V, D)), ("model.norm.weight", (D,))]
     p = "model.layers.0."
     shapes += [(p + "input_layernorm.weight", (D,)), (p + "post_attention_layernorm.weight", (D,)),
@@ -1020,8 +1021,11 @@ def write_tiny_qwen2(d, **config):
         n = 1
         for x in shape:
             n *= x
-        values = [1.0] * n if name.endswith("norm.weight") else [rng.gauss(0, 0.1) for _ in range(n)]
-        blob = struct.pack(f"<{n}f", *values)
+        if tokenizer is not None:
+            blob = bytes(4 * n)
+        else:
+            values = [1.0] * n if name.endswith("norm.weight") else [rng.gauss(0, 0.1) for _ in range(n)]
+            blob = struct.pack(f"<{n}f", *values)
         header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + len(blob)]}
         blobs.append(blob)
         offset += len(blob)
@@ -1036,7 +1040,11 @@ def write_tiny_qwen2(d, **config):
     cfg.update(config)
     with open(f"{d}/config.json", "w") as f:
         json.dump(cfg, f)
-    shutil.copy(f"{WIKI_HF}/tokenizer.model", d)
+    if tokenizer is None:
+        shutil.copy(f"{WIKI_HF}/tokenizer.model", d)
+    else:
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(f"{tokenizer}/{name}", d)
 
 
 def test_qwen2_head_dim_and_sliding_window():
@@ -1056,6 +1064,21 @@ def test_qwen2_head_dim_and_sliding_window():
         expect_user_error(["generate", "-m", f"{d}/sw0", "-p", "x"], ["use_sliding_window", "sliding_window is 0"])
         write_tiny_qwen2(f"{d}/off", use_sliding_window=False, sliding_window=64)  # Qwen2's released configs
         ok(run(["generate", "-m", f"{d}/off", "-p", "x", "-c", "128", "-n", "2"]))
+
+
+def test_qwen_gguf_names_bos_and_pre_tokenizer_as_llama_cpp_does():
+    # Qwen's tokenizer_config.json has no BOS (null) and its config.json names <|endoftext|>: the
+    # GGUF names it, as llama.cpp's converter does (without the key, readers take id 11, ',' in
+    # Qwen's vocabulary), and its pre-tokenizer is qwen2 (it was llama-bpe, whose detokenizer
+    # cleans spaces differently).
+    with tempfile.TemporaryDirectory() as d:
+        write_tiny_qwen2(f"{d}/qwen", tokenizer=f"{SHARED}/tokenizers/qwen3", vocab=151936, bos_token_id=151643,
+                         eos_token_id=151645)
+        ok(run(["quantize", "-m", f"{d}/qwen", "-o", f"{d}/qwen.gguf", "--type", "f16"]))
+        meta = gguf_file.read(f"{d}/qwen.gguf", with_tensors=False).metadata
+        expect(meta.get("tokenizer.ggml.bos_token_id") == 151643 and meta["tokenizer.ggml.add_bos_token"] is False,
+               f"BOS {meta.get('tokenizer.ggml.bos_token_id')}, add {meta.get('tokenizer.ggml.add_bos_token')}")
+        expect(meta["tokenizer.ggml.pre"] == "qwen2", f"pre-tokenizer {meta['tokenizer.ggml.pre']}")
 
 
 def test_prompt_filling_the_context_with_n_0():

@@ -12,6 +12,7 @@
 
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
+#include "tokenizer/bpe_tokenizer.h"
 #include "tokenizer/gguf_export.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer_test_util.h"
@@ -128,6 +129,16 @@ TEST(HfTokenizerJson, EndIdsOfGenerationConfigSurviveGguf) {
   const auto gguf = load_gguf_tokenizer(*GgufFile::open(path));
   for (const int32_t id : {128001, 128008, 128009}) EXPECT_TRUE(gguf->is_end_of_generation(id)) << id;
   EXPECT_FALSE(gguf->is_end_of_generation(128000));
+}
+
+TEST(HfTokenizerJson, GgufNamesThePreTokenizerLlamaCppWouldName) {
+  // Qwen's vocabulary has no multi-digit token, so Llama 3's pre-tokenizer (digits in threes)
+  // gives its tokens too and was named first; llama.cpp's converter names it qwen2, whose
+  // detokenizer keeps spaces that llama-bpe's cleans up.
+  const auto qwen = load_tokenizer_json(shared_path("tokenizers/qwen3/tokenizer.json"));
+  const auto llama = load_tokenizer_json(shared_path("tokenizers/llama3/tokenizer.json"));
+  EXPECT_EQ(detect_pretokenizer_name(dynamic_cast<const BpeTokenizer&>(*qwen)), "qwen2");
+  EXPECT_EQ(detect_pretokenizer_name(dynamic_cast<const BpeTokenizer&>(*llama)), "llama-bpe");
 }
 
 TEST(HfTokenizerJson, SpecialTokensOnlyWithParseSpecial) {

@@ -99,7 +99,8 @@ nlohmann::json parse_json(std::string_view text, const std::string& label, const
   // A duplicate key in a list of records names the record, not only the file.
   auto where = [&] {
     if (!top_is_list || top_items == 0) return std::string();
-    return limits.name_item ? " in " + limits.name_item(top_items - 1) : fmt::format(" in item {} of the list", top_items);
+    if (limits.name_item) return " in " + limits.name_item(top_items - 1);
+    return fmt::format(" in item {} of the list", top_items);
   };
   auto check = [&](int depth, Event event, nlohmann::json& parsed) {
     if (++values > limits.max_values)

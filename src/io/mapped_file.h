@@ -46,7 +46,7 @@ struct JsonLimits {
   const char* what = "the file";        // how messages name the text ("the header")
   // Names item i (from 0) of a top-level list in messages about it ("record 3 (line 17)");
   // unset: "item 3 of the list".
-  std::function<std::string(size_t)> name_item;
+  std::function<std::string(size_t)> name_item = nullptr;
 };
 // Parses untrusted JSON. Unlike a bare nlohmann::json::parse, every problem is a
 // frugal::Error naming `label` and `what` (no nlohmann exception escapes), duplicate keys are

@@ -70,7 +70,8 @@ void add_model_metadata(GgufWriter& w, WorkingModel& model, uint32_t file_type) 
   options.n_vocab = static_cast<int32_t>(c.n_vocab);
   if (const nlohmann::json* hf = model.source().hf_config(); hf != nullptr && hf->contains("bos_token_id")) {
     const nlohmann::json& id = hf->at("bos_token_id");
-    if (id.is_number_integer()) options.bos_if_none = static_cast<int32_t>(std::clamp<int64_t>(id.get<int64_t>(), -1, c.n_vocab));
+    if (id.is_number_integer())
+      options.bos_if_none = static_cast<int32_t>(std::clamp<int64_t>(id.get<int64_t>(), -1, c.n_vocab));
   }
   add_tokenizer_to_gguf(w, *tokenizer, options);
   w.set_u32("general.quantization_version", 2);

@@ -189,6 +189,7 @@ void Scheduler::enqueue(const std::shared_ptr<Job>& job) {
     // waits for room like any other sequence, and finds the prompt's full blocks in the prefix
     // cache. Seeds follow the choice, not the group.
     const int32_t group = group_size(static_cast<int64_t>(r.prompts[p].size()), r.n);
+    FRUGAL_CHECK(group > 0, "submit let through a prompt the KV cache cannot hold");
     for (int32_t first = 0; first < r.n; first += group) {
       const int32_t choice = static_cast<int32_t>(p) * r.n + first;
       GenerateOptions o = r.options;

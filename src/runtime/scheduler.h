@@ -63,7 +63,6 @@ struct GenerationRequest {
   SteadyClock::time_point arrival = SteadyClock::now();
 };
 
-
 struct SchedulerOptions {
   int32_t max_sequences = 4;  // sequences in the batch at once (--parallel)
   int32_t max_queued = 64;    // requests waiting for admission; submit refuses more

@@ -77,11 +77,11 @@ Sequence::Sampled Sequence::sample(const float* logits) {
   // prompt + max_tokens quotes), where the CLI's, like llama2.c's, may sample one more token
   // that is never fed.
   FinishReason reason = FinishReason::kLength;
+  s.text_offset = chars_released_;  // an end-of-generation token (no text) starts where the text ends
   if (!options_.ignore_eos && tokenizer_ != nullptr && tokenizer_->is_end_of_generation(s.token)) {
     s.finished = true;
     reason = FinishReason::kEos;
   } else {
-    s.text_offset = chars_released_;
     if (text_) {
       const std::string piece = text_->push(s.token, previous);
       chars_released_ += static_cast<int64_t>(utf8_length(piece));

@@ -372,8 +372,10 @@ void reject_unsupported(const json& body, Endpoint endpoint) {
   }
   if (const json* v = field(body, "samplers"); v != nullptr && !v->is_null()) check_sampler_order(*v);
   // Every truncation stage keeps the best token, which is llama.cpp's min_keep 0 or 1.
-  if (const json* v = field(body, "min_keep"); v != nullptr && !v->is_null() && !(v->is_number() && v->get<double>() >= 0 && v->get<double>() <= 1))
-    unsupported("min_keep", "'min_keep' is not supported: top_k, top_p and min_p keep at least the best token (0 or 1)");
+  if (const json* v = field(body, "min_keep");
+      v != nullptr && !v->is_null() && !(v->is_number() && v->get<double>() >= 0 && v->get<double>() <= 1))
+    unsupported("min_keep",
+                "'min_keep' is not supported: top_k, top_p and min_p keep at least the best token (0 or 1)");
   if (const json* v = field(body, "truncate_prompt_tokens"); v != nullptr && !v->is_null())
     unsupported("truncate_prompt_tokens", "'truncate_prompt_tokens' is not supported: a prompt that does not fit the "
                                           "context is refused; shorten it");

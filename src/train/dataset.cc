@@ -320,7 +320,9 @@ Dataset load_dataset(const std::string& path, std::string_view text, const Token
     }
   } else {
     const std::vector<int64_t> lines = array_element_lines(text);
-    auto record_name = [&](size_t i) { return fmt::format("record {} (line {})", i + 1, i < lines.size() ? lines[i] : 0); };
+    auto record_name = [&](size_t i) {
+      return fmt::format("record {} (line {})", i + 1, i < lines.size() ? lines[i] : 0);
+    };
     JsonLimits limits;
     limits.name_item = record_name;
     const nlohmann::json j = parse_json(text, path, limits);

@@ -39,10 +39,12 @@ TEST(JsonFile, DuplicateKeysAtAnyDepth) {
   EXPECT_IO_ERROR(parse_json(R"({"a":1,"a":2})", "d.json"), "d.json: the file has the key 'a' twice");
   EXPECT_IO_ERROR(parse_json(R"({"x":[{"k":1},{"k":2,"k":3}]})", "d.json"), "has the key 'k' twice");
   // In a list of records, the record is named: by the caller's name for it, or by its place.
-  EXPECT_IO_ERROR(parse_json(R"([{"k":1},[{"j":0}],7,{"k":2,"k":3}])", "d.json"), "has the key 'k' twice in item 4 of the list");
+  EXPECT_IO_ERROR(parse_json(R"([{"k":1},[{"j":0}],7,{"k":2,"k":3}])", "d.json"),
+                  "has the key 'k' twice in item 4 of the list");
   JsonLimits named;
   named.name_item = [](size_t i) { return "record " + std::to_string(i + 1) + " (line 9)"; };
-  EXPECT_IO_ERROR(parse_json(R"([{"a":{"b":1,"b":2}}])", "d.json", named), "has the key 'b' twice in record 1 (line 9)");
+  EXPECT_IO_ERROR(parse_json(R"([{"a":{"b":1,"b":2}}])", "d.json", named),
+                  "has the key 'b' twice in record 1 (line 9)");
   // The same key in sibling objects is fine.
   EXPECT_EQ(parse_json(R"({"x":{"k":1},"y":{"k":2}})", "d.json")["y"]["k"], 2);
 }

@@ -88,7 +88,8 @@ TEST(Dataset, AlpacaRecordsWithoutATemplateReadAsTheAlpacaChatTemplate) {
   // replies come from a format it never saw.
   const std::string path = write_file("alpaca_system.json",
                                       "[{\"instruction\": \"Name a river.\", \"output\": \"The Danube.\", "
-                                      "\"system\": \"Be brief.\"}, {\"instruction\": \"Count.\", \"output\": \"1 2\"}]");
+                                      "\"system\": \"Be brief.\"}, "
+                                      "{\"instruction\": \"Count.\", \"output\": \"1 2\"}]");
   const Dataset d = load_dataset(path, tokenizer(), std::nullopt, {});
   ASSERT_EQ(d.examples.size(), 2u);
   const ChatTemplate alpaca = ChatTemplate::by_name("alpaca");

@@ -337,7 +337,16 @@ void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, h
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");  // proxies must not hold events back
     auto writer = std::make_shared<StreamWriter>(call);
-    auto pump = [writer, in_flight](size_t, httplib::DataSink& sink) { return writer->pump(sink); };
+    // cpp-httplib calls the provider outside its handler's try/catch: an exception there (out of
+    // memory) would end the process, so it ends this response instead.
+    auto pump = [writer, in_flight](size_t, httplib::DataSink& sink) {
+      try {
+        return writer->pump(sink);
+      } catch (const std::exception& e) {
+        log_warn("a streamed response failed: {}", e.what());
+        return false;
+      }
+    };
     auto release = [writer, in_flight](bool success) { writer->release(success); };
     // HTTP/1.0 has no chunked encoding (RFC 9112 6.1): the stream ends where the connection
     // does, which the response says (cpp-httplib 0.11 still adds its Keep-Alive header).

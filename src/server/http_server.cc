@@ -6,11 +6,13 @@
 #include <algorithm>
 #include <cctype>
 #include <ctime>
+#include <optional>
 #include <regex>
 
 #include "core/check.h"
 #include "core/log.h"
 #include "runtime/engine.h"
+#include "server/connection_watch.h"
 #include "server/generation_handler.h"
 #include "server/openai_response.h"
 #include "server/web_assets.h"
@@ -41,13 +43,44 @@ bool starts_with_ignoring_case(const std::string& s, const std::string& prefix) 
          });
 }
 
-// cpp-httplib reads the body of a POST, PUT, PATCH or DELETE until the connection closes when
-// it has neither a Content-Length nor chunked encoding, so such a request would wait for the
-// read timeout. RFC 9112 gives it an empty body; it is answered at once instead (411).
-bool body_without_length(const httplib::Request& req) {
-  const bool has_body = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" || req.method == "DELETE";
-  return has_body && !req.has_header("Content-Length") &&
-         req.get_header_value("Transfer-Encoding").find("chunked") == std::string::npos;
+bool takes_body(const httplib::Request& req) {
+  return req.method == "POST" || req.method == "PUT" || req.method == "PATCH" || req.method == "DELETE";
+}
+
+// Answers `error` and closes the connection once the answer is sent: for a request refused
+// before its body is read. cpp-httplib 0.11 keeps a connection open whatever the response
+// says (it decides from the request's headers), and the next "request" on it was read from the
+// unread body: a client's next request got the answer to its last body's text, and a body that
+// held "GET /health HTTP/1.1" was served as a request (a proxy that shares connections would
+// hand such answers to other users). The header tells the client; shutting the socket down
+// once the answer is out makes sure.
+void refuse_and_close(const httplib::Request& req, httplib::Response& res, const ApiError& error) {
+  const std::string body = error_json(error);
+  res.status = error.status;
+  res.set_header("Connection", "close");
+  const int fd = find_connection_socket(req.remote_addr, req.remote_port, req.local_port);
+  res.set_content_provider(
+      body.size(), "application/json",
+      [body](size_t offset, size_t length, httplib::DataSink& sink) { return sink.write(body.data() + offset, length); },
+      [fd](bool) {
+        if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+      });
+}
+
+// A body the size limit cannot bound before it is read: cpp-httplib applies --max-body to
+// Content-Length alone, and reads a chunked body, or inflates a compressed one, without
+// limit (a 97 KB gzip body became 100 MB, a chunked one past the limit was served). Such a
+// request is refused naming what to send instead; empty when the body is fine.
+std::optional<ApiError> unbounded_body(const httplib::Request& req) {
+  const std::string encoding = req.get_header_value("Content-Encoding");
+  if (!encoding.empty() && encoding != "identity")
+    return ApiError(415, fmt::format("Content-Encoding '{}' is not accepted: send the JSON body uncompressed", encoding),
+                    "", "invalid_request_error");
+  if (req.has_header("Transfer-Encoding"))
+    return ApiError(411, fmt::format("{} {} has a body in Transfer-Encoding '{}': send it with a Content-Length",
+                                     req.method, req.path, req.get_header_value("Transfer-Encoding")),
+                    "", "invalid_request_error");
+  return std::nullopt;
 }
 
 bool needs_key(const std::string& path) {
@@ -75,8 +108,12 @@ class HttpServer::Impl {
     http_.set_payload_max_length(options_.max_body_bytes);
     http_.set_read_timeout(options_.timeout_seconds, 0);
     http_.set_write_timeout(options_.timeout_seconds, 0);
-    http_.set_keep_alive_timeout(options_.keep_alive_seconds);
-    http_.set_keep_alive_max_count(1000);
+    // cpp-httplib waits the keep-alive time for a connection's first request too: --keep-alive 0
+    // dropped every connection whose request was not there within ~10 ms. 0 is one request per
+    // connection, the first awaited as long as by default.
+    const bool one_request = options_.keep_alive_seconds == 0;
+    http_.set_keep_alive_timeout(one_request ? 5 : options_.keep_alive_seconds);
+    http_.set_keep_alive_max_count(one_request ? 1 : 1000);
     http_.set_tcp_nodelay(true);  // each streamed token goes out at once
     http_.set_default_headers({{"Access-Control-Allow-Origin", "*"}});
     // cpp-httplib's default sets SO_REUSEPORT, which lets a second server bind the same port
@@ -121,17 +158,25 @@ class HttpServer::Impl {
         res.set_header("Access-Control-Max-Age", "86400");
         return httplib::Server::HandlerResponse::Handled;
       }
-      if (body_without_length(req)) {
-        if (allowed_methods(req.path).find(req.method) == std::string::npos) {
-          no_route(req, res);
-        } else {
-          respond_error(res, ApiError(411,
-                                      fmt::format("{} {} has no Content-Length (nor chunked encoding): send the JSON "
-                                                  "body with its length",
-                                                  req.method, req.path),
-                                      "", "invalid_request_error"));
+      if (takes_body(req)) {
+        if (const std::optional<ApiError> refused = unbounded_body(req)) {
+          refuse_and_close(req, res, *refused);
+          return httplib::Server::HandlerResponse::Handled;
         }
-        return httplib::Server::HandlerResponse::Handled;
+        // cpp-httplib reads a body with no Content-Length until the connection closes, so
+        // such a request would wait for the read timeout. RFC 9112 gives it an empty body; it
+        // is answered at once instead (411).
+        if (!req.has_header("Content-Length")) {
+          if (allowed_methods(req.path).find(req.method) == std::string::npos) {
+            no_route(req, res);
+          } else {
+            respond_error(res, ApiError(411,
+                                        fmt::format("{} {} has no Content-Length: send the JSON body with its length",
+                                                    req.method, req.path),
+                                        "", "invalid_request_error"));
+          }
+          return httplib::Server::HandlerResponse::Handled;
+        }
       }
       if (options_.api_key.empty() || !needs_key(req.path)) return httplib::Server::HandlerResponse::Unhandled;
       const std::string auth = req.get_header_value("Authorization");
@@ -140,10 +185,16 @@ class HttpServer::Impl {
           constant_time_equal(auth.substr(prefix.size()), options_.api_key))
         return httplib::Server::HandlerResponse::Unhandled;
       res.set_header("WWW-Authenticate", "Bearer");
-      respond_error(res, ApiError(401,
+      const ApiError unauthorized(401,
                                   auth.empty() ? "no API key: send the header 'Authorization: Bearer KEY'"
                                                : "the API key is not valid",
-                                  "", "authentication_error", "invalid_api_key"));
+                                  "", "authentication_error", "invalid_api_key");
+      // The body is not read for a request refused here: the connection cannot carry another.
+      if (takes_body(req) && req.get_header_value("Content-Length") != "0") {
+        refuse_and_close(req, res, unauthorized);
+      } else {
+        respond_error(res, unauthorized);
+      }
       metrics_.count_request(req.path.find("chat") != std::string::npos ? "chat" : "other", "unauthorized");
       return httplib::Server::HandlerResponse::Handled;
     });
@@ -231,7 +282,8 @@ class HttpServer::Impl {
     // without a body: give them the OpenAI error shape too.
     http_.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
                                                                         httplib::Response& res) {
-      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+      // An answer of ours (a body, or refuse_and_close's provider) is left as it is.
+      if (!res.body.empty() || res.content_length_ > 0) return httplib::Server::HandlerResponse::Unhandled;
       std::string message = fmt::format("{} {}: the request was refused (HTTP {})", req.method, req.path, res.status);
       std::string type = "invalid_request_error";
       if (res.status == 404) {

@@ -84,8 +84,9 @@ int64_t as_int(const json& v, const std::string& what, int64_t lo, int64_t hi, c
   } else if (v.is_number_float() && v.get<double>() == std::trunc(v.get<double>())) {
     // A whole number written as a float (Python's json.dumps(4.0)): vLLM (pydantic's lax mode)
     // and llama.cpp take it, and so do we. The range is checked before the conversion.
+    // INT64_MAX rounds up to 2^63 as a double, which passed "<= hi" and did not fit the cast.
     const double d = v.get<double>();
-    if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi)))
+    if (!(d >= static_cast<double>(lo) && d <= static_cast<double>(hi) && d < 9223372036854775808.0))
       bad(param, fmt::format("'{}' must be between {} and {} (got {})", what, lo, hi, d));
     x = static_cast<int64_t>(d);
   } else {

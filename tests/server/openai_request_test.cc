@@ -205,6 +205,8 @@ TEST(OpenAiRequest, BadBodiesNameTheField) {
       {Endpoint::kCompletions, R"({"prompt":"a","min_keep":5})", "min_keep"},
       {Endpoint::kCompletions, R"({"prompt":"a","min_keep":-1})", "min_keep"},
       {Endpoint::kCompletions, R"({"prompt":"a","truncate_prompt_tokens":8})", "truncate_prompt_tokens"},
+      // 2^63 as a float passed the range check (INT64_MAX is 2^63 as a double) into an overflowing cast.
+      {Endpoint::kCompletions, R"({"prompt":"a","seed":9223372036854775808.0})", "seed"},
       {Endpoint::kCompletions, R"({})", "prompt"},
       {Endpoint::kCompletions, R"({"prompt":[]})", "prompt"},
       {Endpoint::kCompletions, R"({"prompt":5})", "prompt"},

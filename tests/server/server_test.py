@@ -771,6 +771,8 @@ def test_command_line_help_and_bad_flags():
            (["--batch-size", "2", "--parallel", "4"], "--batch-size"), (["-m", "/nonexistent"], "/nonexistent"),
            # 0 was taken as "not given" (the default pool) while -1 was refused.
            (["--kv-blocks", "0"], "--kv-blocks"), (["--kv-capacity", "0"], "--kv-capacity"),
+           # A thread per waiting request: 40,000 aborted the process after it said it listened.
+           (["--queue", "40000"], "--queue"), (["--http-threads", "100000"], "--http-threads"),
            # Sizes the vector attention kernels do not read ran the scalar reference, 14x slower.
            (["--kv-block-size", "12"], "--kv-block-size"), (["--kv-block-size", "8"], "multiple of 16"),
            # A tokenizer the user names must load (only a model's own may be absent).
@@ -808,6 +810,67 @@ def test_api_key():
             # The scheme is case-insensitive (RFC 9110 11.1); the key is not.
             expect(s.request("GET", "/v1/models", headers={"Authorization": "bearer s3cret"})[0] == 200, "bearer")
             expect(s.request("GET", "/v1/models", headers={"Authorization": "Bearer S3CRET"})[0] == 401, "key case")
+            # A 401 does not read the body, so it closes the connection: the next "request" on it
+            # was read from the body (a body holding a GET past cpp-httplib's 4 KB buffer was
+            # served as one, and a client's next request got the answer to its last body).
+            smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            payload = b'{"prompt": "' + b"x" * 5000 + b'"}' + smuggled
+            replies = raw_exchange(s.port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer no\r\n"
+                                   + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload + smuggled)
+            expect(replies.count(b"HTTP/1.1 ") == 1 and replies.startswith(b"HTTP/1.1 401")
+                   and b"connection: close" in replies.lower(), f"after a 401: {replies[:400]!r}")
+
+
+def raw_exchange(port, data, timeout=20):
+    """Sends raw bytes on one connection and returns everything read until the server closes it."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        raw.sendall(data)
+        reply = b""
+        while chunk := raw.recv(65536):
+            reply += chunk
+        return reply
+    finally:
+        raw.close()
+
+
+def test_keep_alive_0_is_one_request_per_connection():
+    # cpp-httplib waits the keep-alive time for a connection's first request too: with 0, a
+    # request sent 50 ms after connecting found the connection closed, without an answer.
+    with Server("--keep-alive", "0") as s:
+        raw = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+        time.sleep(0.3)
+        raw.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while chunk := raw.recv(65536):
+            reply += chunk
+        raw.close()
+        expect(reply.startswith(b"HTTP/1.1 200") and b"connection: close" in reply.lower(), f"{reply[:200]!r}")
+
+
+def test_bodies_the_size_limit_cannot_bound_are_refused():
+    """--max-body bounds Content-Length only in cpp-httplib: a chunked body was read without limit
+    (one past the limit was served) and a gzip body inflated without limit (97 KB became 100 MB).
+    Both are refused naming what to send, and the connection closes (the body stays unread)."""
+    import gzip
+    with Server("--max-body", "10000") as s:
+        body = json.dumps({"prompt": "x " * 20000, "max_tokens": 1}).encode()
+        packed = gzip.compress(body)
+        expect(len(packed) < 10000 < len(body), "test body sizes")
+        head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        reply = raw_exchange(s.port, head + f"Content-Encoding: gzip\r\nContent-Length: {len(packed)}\r\n\r\n".encode()
+                             + packed)
+        expect(reply.startswith(b"HTTP/1.1 415") and b"uncompressed" in reply and reply.count(b"HTTP/1.1 ") == 1,
+               f"gzip body: {reply[:300]!r}")
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 4096]), body[i:i + 4096])
+                           for i in range(0, len(body), 4096)) + b"0\r\n\r\n"
+        reply = raw_exchange(s.port, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+        expect(reply.startswith(b"HTTP/1.1 411") and b"Content-Length" in reply and reply.count(b"HTTP/1.1 ") == 1,
+               f"chunked body: {reply[:300]!r}")
+        expect(s.request("GET", "/health")[0] == 200, "the server is fine")
+        # With a length, the limit holds as before.
+        status, _, _ = s.request("POST", "/v1/completions", body)
+        expect(status == 413, f"a body over --max-body: {status}")
 
 
 def test_client_disconnect_cancels_and_frees_blocks():
@@ -913,6 +976,23 @@ def test_sigterm_drains():
     expect(events[-1] == "[DONE]" and isinstance(events[-2], dict) and "error" in events[-2],
            f"no final error event: {events[-2:]}")
     expect(events[-2]["error"]["code"] == "shutting_down", "error code")
+
+    # A request the signal finds between its submission and the engine's next step is drained
+    # too: counted by the engine's stats alone (published after each step, a long prompt's
+    # prefill away), it was not, and ran to its end whatever --drain-timeout said.
+    s = Server("--drain-timeout", "1")
+    prompt = " ".join(PROMPTS * 60)[:3500]
+    body = json.dumps({"prompt": prompt, "max_tokens": 1000, "n": 16, "temperature": 1, "ignore_eos": True}).encode()
+    raw = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+    raw.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    time.sleep(0.015)
+    s.proc.send_signal(signal.SIGTERM)
+    reply = raw.recv(200)
+    raw.close()
+    expect(s.proc.wait(30) == 0, "exit status after SIGTERM")
+    expect(reply.startswith(b"HTTP/1.1 503"), f"a request just submitted ran past --drain-timeout: {reply[:100]!r}")
+    expect("draining 1 requests" in "".join(s.stderr), f"the drain did not count it: {s.stderr[-3:]}")
 
 
 def test_chat_template_kwargs_enable_thinking():

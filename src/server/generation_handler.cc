@@ -1,6 +1,7 @@
 #include "server/generation_handler.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <cmath>
@@ -46,17 +47,37 @@ ApiError engine_error(const StreamEvent& e) {
   return ApiError(500, fmt::format("generation failed: {}", e.text), "", "server_error");
 }
 
-// Counts a response until it is completely written (a streamed one outlives its handler).
+// Counts a response until it is completely written (a streamed one outlives its handler) and
+// lists its connection meanwhile.
 class InFlight {
  public:
-  explicit InFlight(std::atomic<int>& n) : n_(n) { ++n_; }
-  ~InFlight() { --n_; }
+  explicit InFlight(GenerationHandler& handler) : handler_(handler) { handler_.enter(); }
+  ~InFlight() { handler_.leave(fd_); }
   InFlight(const InFlight&) = delete;
   InFlight& operator=(const InFlight&) = delete;
+  void set_connection(int fd) {
+    fd_ = fd;
+    handler_.watch(fd);
+  }
 
  private:
-  std::atomic<int>& n_;
+  GenerationHandler& handler_;
+  int fd_ = -1;
 };
+
+// A whole response body sent through a provider, so that `in_flight` lasts until it is written
+// (set_content's body is written after the handler returns, uncounted).
+void send_when_written(httplib::Response& res, std::shared_ptr<InFlight> in_flight) {
+  if (res.body.empty()) return;
+  auto body = std::make_shared<std::string>(std::move(res.body));
+  res.body.clear();
+  const std::string type = res.get_header_value("Content-Type");
+  res.headers.erase("Content-Type");
+  res.set_content_provider(
+      body->size(), type,
+      [body](size_t offset, size_t length, httplib::DataSink& sink) { return sink.write(body->data() + offset, length); },
+      [body, in_flight](bool) {});
+}
 
 // One request in flight, as its HTTP thread sees it: the event stream, the connection to
 // watch, the latency bookkeeping and the outcome, recorded once.
@@ -276,7 +297,7 @@ int GenerationHandler::retry_after_seconds() const {
 void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, httplib::Response& res) {
   const auto arrival = SteadyClock::now();
   const std::string name = endpoint == Endpoint::kChat ? "chat" : "completions";
-  auto in_flight = std::make_shared<InFlight>(in_flight_);
+  auto in_flight = std::make_shared<InFlight>(*this);
   std::shared_ptr<Call> call;
   try {
     if (shutting_down_) {
@@ -328,9 +349,11 @@ void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, h
     if (fd < 0)
       log_debug("no socket found for the connection {}:{} -> {}: a client that hangs up is noticed only when a write fails",
                 req.remote_addr, req.remote_port, req.local_port);
+    in_flight->set_connection(fd);
     call = std::make_shared<Call>(sub.stream, std::move(f), arrival, metrics_, name, fd);
     if (!api.stream) {
       collect(*call, res);
+      send_when_written(res, in_flight);
       return;
     }
     res.status = 200;
@@ -370,6 +393,29 @@ void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, h
     respond_error(res, ApiError(500, fmt::format("internal error: {}", e.what()), "", "server_error"));
     metrics_.count_request(name, "error");
   }
+}
+
+void GenerationHandler::enter() {
+  ++in_flight_;
+}
+
+void GenerationHandler::watch(int fd) {
+  if (fd < 0) return;
+  std::lock_guard lock(fds_mutex_);
+  fds_.insert(fd);
+}
+
+void GenerationHandler::leave(int fd) {
+  if (fd >= 0) {
+    std::lock_guard lock(fds_mutex_);
+    if (const auto it = fds_.find(fd); it != fds_.end()) fds_.erase(it);
+  }
+  --in_flight_;
+}
+
+void GenerationHandler::close_connections() {
+  std::lock_guard lock(fds_mutex_);
+  for (const int fd : fds_) ::shutdown(fd, SHUT_RDWR);
 }
 
 }  // namespace frugal::server

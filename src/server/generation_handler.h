@@ -5,6 +5,8 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "runtime/scheduler.h"
@@ -31,6 +33,14 @@ class GenerationHandler {
   bool shutting_down() const { return shutting_down_; }
   // Generation requests whose response is not completely written yet.
   int in_flight() const { return in_flight_.load(); }
+  // Shuts the connections of those requests down (the end of a drain): a client that stopped
+  // reading held its handler in a write for up to twice --timeout, and shutdown with it.
+  void close_connections();
+  // Bookkeeping of a request in flight (internal): counted from enter() to leave(), its
+  // connection listed from watch() on.
+  void enter();
+  void watch(int fd);
+  void leave(int fd);
   const std::string& model_id() const { return model_id_; }
 
  private:
@@ -43,6 +53,8 @@ class GenerationHandler {
   RequestLimits limits_;
   std::atomic<bool> shutting_down_{false};
   std::atomic<int> in_flight_{0};
+  std::mutex fds_mutex_;
+  std::multiset<int> fds_;  // connections of requests in flight (a descriptor stays open while listed)
 };
 
 // Writes an OpenAI-shaped error response (and its status).

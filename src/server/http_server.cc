@@ -139,6 +139,7 @@ class HttpServer::Impl {
   void serve() { http_.listen_after_bind(); }
   void stop() { http_.stop(); }
   void begin_shutdown() { generation_.begin_shutdown(); }
+  void close_connections() { generation_.close_connections(); }
   Metrics& metrics() { return metrics_; }
   int in_flight() const { return generation_.in_flight(); }
 
@@ -380,6 +381,9 @@ Metrics& HttpServer::metrics() {
 }
 int HttpServer::requests_in_flight() const {
   return impl_->in_flight();
+}
+void HttpServer::close_connections() {
+  impl_->close_connections();
 }
 
 }  // namespace frugal::server

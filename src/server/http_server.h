@@ -54,6 +54,9 @@ class HttpServer {
   Metrics& metrics();
   // Generation requests whose response is not completely written yet.
   int requests_in_flight() const;
+  // Shuts down the connections of those requests (a client that stopped reading would hold
+  // stop() for up to twice the write timeout).
+  void close_connections();
 
  private:
   class Impl;

@@ -995,6 +995,29 @@ def test_sigterm_drains():
     expect("draining 1 requests" in "".join(s.stderr), f"the drain did not count it: {s.stderr[-3:]}")
 
 
+def test_sigterm_closes_connections_that_stopped_reading():
+    # A client that stops reading holds its handler in send(): the drain and the 5 s grace
+    # passed, and stop() waited for the write timeout (twice --timeout: 55 s here). The
+    # connections still being written are shut down at the end of the grace instead.
+    s = Server("--timeout", "30", "--drain-timeout", "1")
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1900, "ignore_eos": True,
+                       "stream": True, "n": 4, "logprobs": True, "top_logprobs": 20}).encode()
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", s.port))
+    raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    # The engine finishes the request; its events wait for a writer blocked in send().
+    s.wait_metrics(lambda m: m["frugal_requests_active"] == 0 and m["frugal_generated_tokens_total"] == 4 * 1900,
+                   "the request was generated while its client did not read", timeout=60)
+    t0 = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    expect(s.proc.wait(40) == 0, "exit status after SIGTERM")
+    raw.close()
+    expect(time.time() - t0 < 15, f"the server took {time.time() - t0:.1f} s to exit")
+    expect("closing 1 connections" in "".join(s.stderr), f"{s.stderr[-3:]}")
+
+
 def test_chat_template_kwargs_enable_thinking():
     # Qwen3's template (wiki-7m's tokenizer counts the text): enable_thinking=false adds an empty
     # <think></think> block to the generation prompt, as Hugging Face's template does.

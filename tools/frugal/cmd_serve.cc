@@ -252,8 +252,14 @@ int run() {
   }
   // The handlers write their last events, then the listener stops and joins them.
   const auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (in_flight() > 0 && std::chrono::steady_clock::now() < grace)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (in_flight() > 0 && std::chrono::steady_clock::now() < grace && !again)
+    again = wait_for_signal(signals, std::chrono::milliseconds(10));
+  // A response still being written goes to a client that stopped reading (or reads slowly):
+  // its connection is shut down, or the join below waited up to twice --timeout.
+  if (in_flight() > 0) {
+    log_line(LogLevel::kInfo, fmt::format("frugal serve: closing {} connections still being written", in_flight()));
+    http.close_connections();
+  }
   http.stop();
   http_thread.join();
   scheduler.shutdown();

@@ -370,10 +370,16 @@ void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, h
         return false;
       }
     };
-    auto release = [writer, in_flight](bool success) { writer->release(success); };
     // HTTP/1.0 has no chunked encoding (RFC 9112 6.1): the stream ends where the connection
-    // does, which the response says (cpp-httplib 0.11 still adds its Keep-Alive header).
-    if (req.version == "HTTP/1.0") {
+    // does, which the response says (cpp-httplib 0.11 still adds its Keep-Alive header, and
+    // keeps a connection that asked for Keep-Alive open: the stream ended 5 s late). So the
+    // connection is shut down once the stream is written.
+    const bool close_after = req.version == "HTTP/1.0";
+    auto release = [writer, in_flight, close_after, fd](bool success) {
+      writer->release(success);
+      if (close_after && fd >= 0) ::shutdown(fd, SHUT_RDWR);
+    };
+    if (close_after) {
       res.set_header("Connection", "close");
       res.set_content_provider("text/event-stream", pump, release);
     } else {

@@ -462,6 +462,11 @@ def test_conventions_of_other_clients():
         expect(b"chunked" not in head.lower() and events.startswith(b"data: {")
                and events.endswith(b"data: [DONE]\n\n"), f"HTTP/1.0 stream: {reply[:300]!r} ... {reply[-60:]!r}")
         expect(b"\r\nconnection: close" in head.lower(), f"a stream delimited by closing says so: {head!r}")
+        # Also when the HTTP/1.0 request asked to keep the connection (it closed 5 s late).
+        t0 = time.time()
+        reply = raw_exchange(s.port, b"POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                             + b"Connection: Keep-Alive\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        expect(reply.endswith(b"data: [DONE]\n\n") and time.time() - t0 < 3, f"{time.time() - t0:.1f} s: {reply[-60:]!r}")
 
 
 def test_broken_weights_fail_requests_not_the_server():

@@ -153,19 +153,29 @@ void top_p_by_buckets(Candidates& c, double target, float max) {
 
 }  // namespace
 
-void SamplingParams::validate(int32_t n_vocab) const {
-  if (!finite(temperature) || temperature < 0.0f) fail("temperature must be 0 or more (got {})", temperature);
-  if (top_k < 0) fail("top_k must be 0 (off) or more (got {})", top_k);
-  if (!(top_p >= 0.0f && top_p <= 1.0f)) fail("top_p must be between 0 and 1 (got {})", top_p);
-  if (!(min_p >= 0.0f && min_p <= 1.0f)) fail("min_p must be between 0 and 1 (got {})", min_p);
+void SamplingParams::validate(int32_t n_vocab, FieldName name) const {
+  // NaN passes no range test but would read as out of range ("must be 0 or more (got nan)").
+  for (const auto& [field, value] : {std::pair{"temperature", temperature}, {"top_p", top_p}, {"min_p", min_p},
+                                     {"repeat_penalty", repeat_penalty}, {"frequency_penalty", frequency_penalty},
+                                     {"presence_penalty", presence_penalty}})
+    if (std::isnan(value)) fail("{} must be a number (got nan)", name(field));
+  if (!finite(temperature) || temperature < 0.0f)
+    fail("{} must be 0 or more (got {})", name("temperature"), temperature);
+  if (top_k < 0) fail("{} must be 0 (off) or more (got {})", name("top_k"), top_k);
+  if (!(top_p >= 0.0f && top_p <= 1.0f)) fail("{} must be between 0 and 1 (got {})", name("top_p"), top_p);
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) fail("{} must be between 0 and 1 (got {})", name("min_p"), min_p);
   if (!finite(repeat_penalty) || repeat_penalty <= 0.0f)
-    fail("repeat_penalty must be more than 0 (got {}; 1 is off)", repeat_penalty);
-  if (repeat_last_n < -1) fail("repeat_last_n must be -1 (the whole context), 0 (off) or more (got {})", repeat_last_n);
-  if (!finite(frequency_penalty)) fail("frequency_penalty must be a finite number (got {})", frequency_penalty);
-  if (!finite(presence_penalty)) fail("presence_penalty must be a finite number (got {})", presence_penalty);
+    fail("{} must be more than 0 (got {}; 1 is off)", name("repeat_penalty"), repeat_penalty);
+  if (repeat_last_n < -1)
+    fail("{} must be -1 (the whole context), 0 (off) or more (got {})", name("repeat_last_n"), repeat_last_n);
+  if (!finite(frequency_penalty))
+    fail("{} must be a finite number (got {})", name("frequency_penalty"), frequency_penalty);
+  if (!finite(presence_penalty))
+    fail("{} must be a finite number (got {})", name("presence_penalty"), presence_penalty);
   for (const auto& [id, bias] : logit_bias) {
-    if (id < 0 || id >= n_vocab) fail("logit_bias: token id {} is outside the vocabulary of {} tokens", id, n_vocab);
-    if (std::isnan(bias)) fail("logit_bias: the bias of token {} is not a number", id);
+    if (id < 0 || id >= n_vocab)
+      fail("{}: token id {} is outside the vocabulary of {} tokens", name("logit_bias"), id, n_vocab);
+    if (std::isnan(bias)) fail("{}: the bias of token {} is not a number", name("logit_bias"), id);
   }
 }
 

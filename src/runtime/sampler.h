@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <random>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -41,8 +42,13 @@ struct SamplingParams {
   // Added to the logits before anything else; -infinity bans a token.
   std::vector<std::pair<int32_t, float>> logit_bias;
 
-  // Throws frugal::Error naming the field and the valid range.
-  void validate(int32_t n_vocab) const;
+  // The name an error gives a field, from its JSON name ("top_p"): the server's requests use
+  // those names, the CLI its flags ("--top-p").
+  using FieldName = std::string_view (*)(std::string_view json_name);
+  static std::string_view json_field_name(std::string_view json_name) { return json_name; }
+
+  // Throws frugal::Error naming the field, as `name` calls it, and the valid range.
+  void validate(int32_t n_vocab, FieldName name = json_field_name) const;
   bool greedy() const { return temperature <= 0.0f; }
   bool has_penalties() const {
     const bool repeat = repeat_last_n != 0 && repeat_penalty != 1.0f;

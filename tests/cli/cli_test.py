@@ -64,6 +64,13 @@ def expect_user_error(args, mentions, stdin=b""):
     expect(p.stdout == b"", f"{args}: printed on stdout: {p.stdout!r}")
 
 
+def expect_error_line(args, line, stdin=b""):
+    """Exactly this one line on stderr, nothing on stdout, exit status 1."""
+    p = run(args, stdin)
+    expect(p.returncode == 1 and p.stderr.decode(errors="replace") == line + "\n" and p.stdout == b"",
+           f"{args}: exit status {p.returncode}, stderr {p.stderr!r}, expected {line!r}; stdout {p.stdout[:200]!r}")
+
+
 # ---- generate ---------------------------------------------------------------------------------
 
 def test_stories260k_matches_llama2c():
@@ -190,8 +197,8 @@ def test_bad_input():
     expect_user_error(["generate"] + STORIES + ["--threads", "-2"], ["--threads"])
     expect_user_error(["generate"] + STORIES + ["--kv-type", "q8"], ["--kv-type", "q8"])
     expect_user_error(["generate"] + STORIES + ["-n", "-5"], ["--n-predict"])
-    expect_user_error(["generate"] + STORIES + ["--top-p", "2"], ["top_p"])
-    expect_user_error(["generate"] + STORIES + ["--temp", "nan"], ["temperature"])
+    expect_user_error(["generate"] + STORIES + ["--top-p", "2"], ["--top-p"])
+    expect_user_error(["generate"] + STORIES + ["--temp", "nan"], ["--temp"])
     expect_user_error(["generate"] + STORIES + ["--truncate", "middle"], ["--truncate"])
     expect_user_error(["generate"] + STORIES + ["-p", "a", "-f", "/etc/hostname"], ["-p", "-f"])
     with tempfile.TemporaryDirectory() as d:
@@ -202,6 +209,108 @@ def test_bad_input():
         expect_user_error(["generate"] + STORIES + ["-n", "1"], ["FRUGAL_ISA", "avx5l2"])
     finally:
         del os.environ["FRUGAL_ISA"]
+
+
+def test_prompt_escapes():
+    # As llama.cpp's -e (on by default): -p reads \n, \r, \t, \', \", \\ and \xHH; an unknown escape,
+    # a lone \x and a last backslash stay as written. -p 'The cat\nThe dog' fed a backslash and an 'n'.
+    base = ["generate", "-m", WIKI_HF, "-n", "8", "--temp", "0"]
+    expect(ok(run(base + ["-p", "The cat\\nThe dog"])) == ok(run(base + ["-p", "The cat\nThe dog"])), "\\n is not read")
+    for escaped, text in (("The cat\\nThe dog", "The cat\nThe dog"),
+                          ("A\\x41\\tB\\\\C\\'D\\\"E\\rF", "AA\tB\\C'D\"E\rF"),
+                          ("an \\q, a \\x4 and a \\xZZ stay, and so does a last \\", None)):
+        out = ok(run(base + ["-p", escaped]))
+        expect(out == ok(run(base + ["-e", "-p", escaped])), f"-e changed {escaped!r}")
+        expect(out == ok(run(base + ["--no-escape", "-p", escaped if text is None else text])),
+               f"-p {escaped!r} is not read as {text!r}: {out!r}")
+    expect(ok(run(base + ["-p", "The cat\\nThe dog"])) != ok(run(base + ["-p", "The cat\\nThe dog", "--no-escape"])),
+           "--no-escape still reads the escapes")
+    # --stop too: \x6eamed is "named".
+    greedy = ["generate"] + STORIES + ["-p", "", "--temp", "0", "-n", "60"]
+    full = ok(run(greedy)).decode()
+    expect(ok(run(greedy + ["--stop", "\\x6eamed"])).decode() == full[: full.index("named")], "--stop \\x6eamed")
+    expect(ok(run(greedy + ["--stop", "\\x6eamed", "--no-escape"])).decode() == full, "--no-escape --stop")
+    # A -f file is taken as written (llama.cpp reads escapes there too).
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+        f.write("The cat\\nThe dog")
+        f.flush()
+        expect(ok(run(base + ["-f", f.name])) == ok(run(base + ["--no-escape", "-p", "The cat\\nThe dog"])),
+               "-f read the file's escapes")
+
+
+def test_llama_cpp_single_dash_flags_are_refused():
+    # CLI11 read them as bundled short options: -hf as -h -f (the help, exit 0), -fa as -f a (a
+    # prompt file named 'a'), -ngl 99 as -n gl, -sys as -s ys, -cnv as -c nv.
+    why = "llama.cpp's multi-letter single-dash flags are not read"
+    gpu = "frugal runs on the CPU: it has no GPU offload or flash attention flags"
+    with tempfile.TemporaryDirectory() as d:
+        with open(f"{d}/a", "w") as f:
+            f.write("The history")
+        for args, flag, hint in (
+                (["generate", "-hf", "ggml-org/gemma-3-1b-it-GGUF", "-p", "hi"], "-hf",
+                 "frugal reads models from disk: download one and give it with -m"),
+                (["generate", "-m", WIKI_HF, "-n", "4", "-fa"], "-fa", gpu),
+                (["generate", "-m", WIKI_HF, "-p", "hi", "-ngl", "99"], "-ngl", gpu),
+                (["generate", "-m", WIKI_HF, "-p", "hi", "-cnv"], "-cnv", "frugal chat is the conversation mode"),
+                (["generate", "-m", WIKI_HF, "-p", "hi", "-no-cnv"], "-no-cnv",
+                 "frugal generate never converses: frugal chat does"),
+                (["chat", "-m", WIKI_HF, "-sys", "Be brief"], "-sys", "the system message is frugal chat's --system"),
+                (["serve", "-m", WIKI_HF, "-np", "4"], "-np",
+                 "frugal serve's --parallel or --np sets the sequences served together"),
+                (["generate", "-m", WIKI_HF, "-pHello"], "-pHello", "for -p with the value 'Hello', write -p Hello"),
+                (["lora", "merge", "-m", WIKI_HF, "--lora", d, "-o", f"{d}/out", "-hff", "x"], "-hff",
+                 "frugal reads models from disk: download one and give it with -m"),
+                (["perplexity", "-m", WIKI_HF, "-f", f"{d}/a", "-kvu"], "-kvu", None)):
+            p = subprocess.run([os.path.abspath(FRUGAL)] + args, input=b"hi\n", capture_output=True, timeout=120, cwd=d)
+            line = f"frugal: error: '{flag}' is not a frugal flag: {why} ({hint + '; ' if hint else ''}see --help)\n"
+            expect(p.returncode == 1 and p.stderr.decode() == line and p.stdout == b"",
+                   f"{args}: exit {p.returncode}, stdout {p.stdout[:100]!r}, stderr {p.stderr!r}")
+        expect(not os.path.exists(f"{d}/out"), "lora merge ran")
+    # A short flag with its value joined (-n4, -c64, -s1, -m/path) is read as before, and a value
+    # that looks like a flag is a value: -p -ngl is a prompt, --top-k -1 and -s -1 numbers.
+    spaced = ok(run(["generate", "-m", WIKI_HF, "-n", "4", "-c", "64", "-s", "1", "-p", "hi"]))
+    expect(ok(run(["generate", "-m" + WIKI_HF, "-n4", "-c64", "-s1", "-p", "hi", "-t1"])) == spaced, "joined values")
+    greedy = ["generate", "-m", WIKI_HF, "-n", "4", "--temp", "0", "--top-k", "-1", "-s", "-1"]
+    expect(ok(run(greedy + ["-p", "-ngl"])) == ok(run(greedy + ["--prompt=-ngl"])), "-p -ngl")
+    expect(ok(run(greedy + ["-p", "-ngl"])) != ok(run(greedy + ["-p", "hi"])), "-p -ngl is not the prompt")
+    ok(run(["chat", "-m", WIKI_HF, "-n", "2", "--chat-template", "chatml", "--system", "-sys"], b"hi\n"))
+
+
+def test_sampling_errors_name_the_flags():
+    # The sampler's checks named its fields ("top_p must be ..."); the CLI names the flags. The
+    # server keeps the JSON names (tests/server).
+    for flag, value, message in (
+            ("--temp", "nan", "--temp must be a number (got nan)"),
+            ("--top-p", "1.5", "--top-p must be between 0 and 1 (got 1.5)"),
+            ("--top-p", "nan", "--top-p must be a number (got nan)"),
+            ("--min-p", "-1", "--min-p must be between 0 and 1 (got -1)"),
+            ("--repeat-penalty", "0", "--repeat-penalty must be more than 0 (got 0; 1 is off)"),
+            ("--repeat-last-n", "-2", "--repeat-last-n must be -1 (the whole context), 0 (off) or more (got -2)"),
+            ("--frequency-penalty", "inf", "--frequency-penalty must be a finite number (got inf)"),
+            ("--presence-penalty", "-inf", "--presence-penalty must be a finite number (got -inf)")):
+        expect_error_line(["generate", "-m", WIKI_HF, "-p", "x", "-n", "1", flag, value], "frugal: error: " + message)
+        expect_error_line(["chat", "-m", WIKI_HF, "-n", "1", flag, value], "frugal: error: " + message, b"hi\n")
+
+
+def test_integers_past_64_bits_are_refused():
+    # CLI11 reads integers with strtoll and does not look at ERANGE: -n 99999999999999999999 ran as
+    # -n 9223372036854775807, and -s quoted that number back.
+    big = "99999999999999999999"
+    text = f"{SHARED}/data/wikitext2/wiki.test.raw"
+    for args, flag, value in ((["generate", "-m", WIKI_HF, "-p", "x", "-c", "8", "-n", big], "--n-predict", big),
+                              (["generate", "-m", WIKI_HF, "-p", "x", "-s", big], "--seed", big),
+                              (["generate", "-m", WIKI_HF, "-p", "x", "-c", "-" + big], "--ctx-size", "-" + big),
+                              (["generate", "-m", WIKI_HF, "-p", "x", "-n", "0x10000000000000000"], "--n-predict",
+                               "0x10000000000000000"),
+                              (["chat", "-m", WIKI_HF, "-n", big], "--n-predict", big),
+                              (["serve", "-m", WIKI_HF, "--max-body", big], "--max-body", big),
+                              (["perplexity", "-m", WIKI_HF, "-f", text, "--chunks", big], "--chunks", big)):
+        expect_error_line(args, f"frugal: error: {flag}: {value} is out of the 64-bit integer range (see --help)",
+                          b"hi\n")
+    # The largest 64-bit integer is still one.
+    p = run(["generate", "-m", WIKI_HF, "-p", "x", "-c", "8", "-n", "9223372036854775807", "--temp", "0"])
+    ok(p)
+    expect(b"stopped after 6 of the 9223372036854775807 tokens asked for" in p.stderr, f"{p.stderr!r}")
 
 
 # ---- bench ------------------------------------------------------------------------------------
@@ -549,6 +658,33 @@ def test_chat_piped_turns_and_reset():
     expect(len(out) > 2 * len(first), f"the second turn got no reply: {out!r}")
     # End of input ends it too.
     expect(ok(run(CHAT, b"Hello there")) == first, "a last line without newline was not answered")
+
+
+def test_chat_reads_escapes_in_lines_and_system():
+    # One line of input is one message, so a message of several lines is typed with \n, as in
+    # llama-cli; the reply to "Hello\nthere" is generate's from the same ChatML text.
+    chat = ["chat", "-m", WIKI_HF, "--chat-template", "chatml", "-n", "12", "--temp", "0"]
+    two_lines = ok(run(chat, b"Hello\\nthere\n"))
+    rendered = "<|im_start|>user\nHello\nthere<|im_end|>\n<|im_start|>assistant\n"
+    expected = ok(run(["generate", "-m", WIKI_HF, "-n", "12", "--temp", "0", "-p", rendered])) + b"\n"
+    expect(two_lines == expected, f"chat: {two_lines!r}, generate: {expected!r}")
+    expect(two_lines != ok(run(chat + ["--no-escape"], b"Hello\\nthere\n")), "--no-escape still reads \\n")
+    expect(ok(run(chat, b"Hello\\tthere\n")) == ok(run(chat + ["--no-escape"], b"Hello\tthere\n")), "\\t")
+    expect(ok(run(chat + ["--system", "Be\\nbrief."], b"Hi\n")) ==
+           ok(run(chat + ["--no-escape", "--system", "Be\nbrief."], b"Hi\n")), "--system Be\\nbrief.")
+
+
+def test_chat_says_a_reply_filled_the_context():
+    # generate says it; chat's reply (37 prompt tokens, 28 generated in a context of 64) stopped
+    # without a word.
+    args = ["chat", "-m", WIKI_HF, "--chat-template", "chatml", "-c", "64", "--temp", "0"]
+    for n in ("100", "-1"):
+        p = run(args + ["-n", n], b"Hello there\n")
+        expect(p.returncode == 0 and len(p.stdout) > 1, f"-n {n}: exit {p.returncode}: {p.stderr!r}")
+        expect(p.stderr == b"note: the reply stopped after 28 tokens, at the end of the context of 64 tokens "
+                           b"(-c gives a larger one)\n", f"-n {n}: {p.stderr!r}")
+    p = run(args + ["-n", "6"], b"Hello there\n")  # -n reached first: nothing to say
+    expect(p.returncode == 0 and p.stderr == b"", f"-n 6: {p.stderr!r}")
 
 
 def test_chat_context_overflow_drops_turns():

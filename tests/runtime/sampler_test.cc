@@ -10,6 +10,8 @@
 #include <limits>
 #include <map>
 #include <random>
+#include <string>
+#include <string_view>
 #include <tuple>
 
 #include "core/check.h"
@@ -336,6 +338,30 @@ TEST(Sampler, RejectsOutOfRangeParameters) {
   SamplingParams bad_top_p;
   bad_top_p.top_p = 2.0f;
   EXPECT_THROW(Sampler(bad_top_p, 100), Error);
+}
+
+// The server's errors name the JSON fields; the CLI passes a function that names its flags.
+TEST(Sampler, ValidateNamesFieldsAsTheCallerCallsThem) {
+  const auto message = [](SamplingParams p, SamplingParams::FieldName name) {
+    try {
+      p.validate(100, name);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  SamplingParams p;
+  p.top_p = 1.5f;
+  EXPECT_EQ(message(p, SamplingParams::json_field_name), "top_p must be between 0 and 1 (got 1.5)");
+  const SamplingParams::FieldName flag = [](std::string_view field) -> std::string_view {
+    return field == "top_p" ? "--top-p" : field == "temperature" ? "--temp" : field;
+  };
+  EXPECT_EQ(message(p, flag), "--top-p must be between 0 and 1 (got 1.5)");
+  SamplingParams q;
+  q.temperature = std::nanf("");  // not "must be 0 or more"
+  EXPECT_EQ(message(q, flag), "--temp must be a number (got nan)");
+  q.temperature = -1.0f;
+  EXPECT_EQ(message(q, SamplingParams::json_field_name), "temperature must be 0 or more (got -1)");
 }
 
 TEST(Logprobs, NormalisedAndSortedWithTheChosenToken) {

@@ -1,9 +1,9 @@
 // frugal chat: a conversation with a chat model, one user message per line of stdin (a
-// terminal or a pipe). "/exit" or end of input ends it, "/reset" starts over. Replies stream to
-// stdout, each followed by a newline; prompts and notes go to stderr, and with -v each reply's
-// timings (a chat is read, so they are not printed by default). Ctrl-C stops the reply being
-// written and returns to the prompt, as in llama-cli; at the prompt, or pressed twice, it ends
-// the chat.
+// terminal or a pipe; \n in a line is a line break, as in llama-cli). "/exit" or end of input
+// ends it, "/reset" starts over. Replies stream to stdout, each followed by a newline; prompts
+// and notes go to stderr, and with -v each reply's timings (a chat is read, so they are not
+// printed by default). Ctrl-C stops the reply being written and returns to the prompt, as in
+// llama-cli; at the prompt, or pressed twice, it ends the chat.
 #include <signal.h>
 #include <unistd.h>
 
@@ -29,6 +29,7 @@ struct ChatFlags {
   std::string chat_template;
   std::string system;
   bool no_thinking = false;
+  bool escape = true;
 };
 
 ChatFlags& flags() {
@@ -60,6 +61,7 @@ CLI::App* setup(CLI::App& app) {
                   "Chat template family (chatml, llama3, ...) instead of the model's, or a Jinja template text, whose "
                   "family is detected and rendered (frugal does not run Jinja)");
   sub->add_option("--system", f.system, "System message");
+  add_escape_flag(*sub, f.escape, "--system and in each line read, so a message of several lines is typed with \\n");
   sub->add_flag("--no-thinking", f.no_thinking,
                 "Ask for replies without a reasoning block (Qwen3's enable_thinking=false; an error for templates "
                 "without that switch)");
@@ -100,7 +102,7 @@ int run() {
            chat_template.name());
     chat_template.set_enable_thinking(false);
   }
-  ChatSession session(*engine, std::move(chat_template), f.system);
+  ChatSession session(*engine, std::move(chat_template), f.escape ? process_escapes(f.system) : f.system);
   session.set_on_dropped([&](int64_t dropped) {
     std::fflush(stdout);
     log_line(LogLevel::kInfo, fmt::format("note: the conversation outgrew the context of {} tokens: dropped the {} "
@@ -135,6 +137,8 @@ int run() {
       continue;
     }
     if (line.empty()) continue;
+    // One line is one message, so a message of several lines is written with \n (as in llama-cli).
+    if (f.escape) line = process_escapes(line);
     try {
       g_stop_reply = false;
       g_replying = true;
@@ -148,6 +152,12 @@ int run() {
       // What was shown stays in the conversation, as llama-cli keeps it.
       if (turn.generation.finish_reason == FinishReason::kCancelled)
         log_line(LogLevel::kInfo, "(reply stopped; Ctrl-C at the prompt or Ctrl-D ends the chat)");
+      // A reply cut short is said, as generate says it: with -n, or without, it looks finished.
+      if (turn.generation.finish_reason == FinishReason::kContextFull)
+        log_line(LogLevel::kInfo,
+                 fmt::format("note: the reply stopped after {} tokens, at the end of the context of {} tokens (-c "
+                             "gives a larger one)",
+                             turn.generation.tokens.size(), engine->n_ctx()));
       if (f.model.verbose) {
         print_timings(turn.generation.timings);
         log_debug("finished: {}", finish_reason_name(turn.generation.finish_reason));

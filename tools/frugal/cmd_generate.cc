@@ -24,6 +24,7 @@ struct GenerateFlags {
   bool special = false;
   std::string truncate = "error";
   int64_t keep = -1;
+  bool escape = true;
   const CLI::Option* prompt_flag = nullptr;
   const CLI::Option* file_flag = nullptr;
   const CLI::Option* keep_flag = nullptr;
@@ -39,12 +40,15 @@ CLI::App* setup(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("generate", "Complete a prompt; the text streams to stdout, timings to stderr");
   add_model_flags(*sub, f.model);
   f.prompt_flag = sub->add_option("-p,--prompt", f.prompt, "Prompt text (default: empty, BOS only)");
-  f.file_flag = sub->add_option("-f,--file", f.file, "Read the prompt from a file (one trailing newline is dropped)");
+  f.file_flag = sub->add_option("-f,--file", f.file,
+                                "Read the prompt from a file, taken as written: no escapes (one trailing newline is "
+                                "dropped)");
   sub->add_option("-n,--n-predict", f.n_predict,
                   "Tokens to generate (-1: until end of text or a full context; 0: evaluate the prompt only)")
       ->capture_default_str();
   add_sampling_flags(*sub, f.sampling);
   sub->add_option("--stop", f.stop, "Stop at this text, which is not printed (repeatable)")->allow_extra_args(false);
+  add_escape_flag(*sub, f.escape, "-p and --stop");
   sub->add_flag("--ignore-eos", f.ignore_eos, "Never stop at end-of-generation tokens (they are not sampled)");
   sub->add_flag("--special", f.special, "Print control tokens' text");
   sub->add_option("--truncate", f.truncate,
@@ -73,7 +77,9 @@ int run() {
     fail("--truncate must be 'error' or 'keep-end' (got '{}')", f.truncate);
   }
   engine_options(f.model);  // checks the model flags before the prompt file is read
-  std::string prompt = f.prompt;
+  // -p's escapes are read, as llama.cpp reads them; a file is taken as written (llama.cpp reads
+  // escapes in -f files too, which changes any text that holds backslashes: code, LaTeX, paths).
+  std::string prompt = f.escape ? process_escapes(f.prompt) : f.prompt;
   if (!f.file.empty()) {
     prompt = read_text_arg(f.file, "prompt file");
     if (!prompt.empty() && prompt.back() == '\n') prompt.pop_back();  // as llama.cpp does
@@ -83,7 +89,7 @@ int run() {
   GenerateOptions o;
   o.sampling = sampling_params(f.sampling, static_cast<int32_t>(engine->config().n_vocab));
   o.max_tokens = f.n_predict;
-  o.stop = f.stop;
+  for (const std::string& stop : f.stop) o.stop.push_back(f.escape ? process_escapes(stop) : stop);
   o.ignore_eos = f.ignore_eos;
   o.render_special = f.special;
   o.truncation = truncation;

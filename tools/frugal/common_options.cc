@@ -1,5 +1,6 @@
 #include "tools/frugal/common_options.h"
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -115,6 +116,27 @@ void add_sampling_flags(CLI::App& app, SamplingFlags& f) {
   app.add_option("-s,--seed", f.seed, "Random seed (-1: random)")->capture_default_str();
 }
 
+namespace {
+
+// SamplingParams::validate names JSON fields, as the server's requests spell them; here, the flags.
+std::string_view sampling_flag_name(std::string_view json_name) {
+  static constexpr std::pair<std::string_view, std::string_view> kFlags[] = {
+      {"temperature", "--temp"},
+      {"top_k", "--top-k"},
+      {"top_p", "--top-p"},
+      {"min_p", "--min-p"},
+      {"repeat_penalty", "--repeat-penalty"},
+      {"repeat_last_n", "--repeat-last-n"},
+      {"frequency_penalty", "--frequency-penalty"},
+      {"presence_penalty", "--presence-penalty"},
+  };
+  for (const auto& [field, flag] : kFlags)
+    if (field == json_name) return flag;
+  return json_name;
+}
+
+}  // namespace
+
 SamplingParams sampling_params(const SamplingFlags& f, int32_t n_vocab) {
   SamplingParams p = f.params;
   if (f.seed < -1 || f.seed >= static_cast<int64_t>(SamplingParams::kRandomSeed))
@@ -128,8 +150,56 @@ SamplingParams sampling_params(const SamplingFlags& f, int32_t n_vocab) {
     p.seed = static_cast<uint32_t>(std::random_device{}() % SamplingParams::kRandomSeed);
     log_debug("seed {} (drawn at random; -s {} gives this run again)", p.seed, p.seed);
   }
-  p.validate(n_vocab);
+  p.validate(n_vocab, sampling_flag_name);
   return p;
+}
+
+void add_escape_flag(CLI::App& app, bool& escape, const std::string& what) {
+  escape = true;
+  app.add_flag("-e,--escape,!--no-escape", escape,
+               "Read the escapes \\n, \\r, \\t, \\', \\\", \\\\ and \\xHH in " + what +
+                   "; on by default, as in llama.cpp (--no-escape takes the text as written)");
+}
+
+std::string process_escapes(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '\\' || i + 1 == text.size()) {  // a last backslash stays
+      out += text[i];
+      continue;
+    }
+    const char next = text[i + 1];
+    const auto hex = [&](size_t at) { return at < text.size() && std::isxdigit(static_cast<unsigned char>(text[at])); };
+    switch (next) {
+      case 'n':
+        out += '\n';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case '\'':
+      case '"':
+      case '\\':
+        out += next;
+        break;
+      case 'x':
+        if (hex(i + 2) && hex(i + 3)) {
+          out += static_cast<char>(std::stoi(std::string(text.substr(i + 2, 2)), nullptr, 16));
+          i += 2;
+          break;
+        }
+        [[fallthrough]];
+      default:  // an unknown escape keeps its backslash, as in llama.cpp
+        out += '\\';
+        continue;  // the next character is read as itself
+    }
+    ++i;
+  }
+  return out;
 }
 
 ChatTemplate chat_template_arg(const std::string& value) {

@@ -53,6 +53,13 @@ void add_sampling_flags(CLI::App& app, SamplingFlags& flags);
 // The parameters, checked; throws frugal::Error naming the flag.
 SamplingParams sampling_params(const SamplingFlags& flags, int32_t n_vocab);
 
+// -e/--escape (the default) and --no-escape, as in llama.cpp: whether process_escapes applies
+// to `what` ("-p and --stop", ...).
+void add_escape_flag(CLI::App& app, bool& escape, const std::string& what);
+// llama.cpp's escapes (string_process_escapes): \n, \r, \t, \', \", \\ and \xHH (two hex digits)
+// become the character; a backslash before anything else is kept as written.
+std::string process_escapes(std::string_view text);
+
 // --chat-template's value: Jinja template text (it holds "{%" or "{{") or else a family name.
 ChatTemplate chat_template_arg(const std::string& value);
 

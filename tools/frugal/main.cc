@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -12,6 +13,7 @@
 #include "frugal_version.h"
 #include "kernels/kernels.h"
 #include "tools/frugal/commands.h"
+#include "tools/frugal/single_dash_flags.h"
 
 namespace {
 
@@ -50,6 +52,34 @@ void refuse_empty_values(CLI::App& app) {
   for (CLI::App* sub : app.get_subcommands({})) refuse_empty_values(*sub);
 }
 
+// CLI11 reads integers with strtoll/strtoull and does not look at ERANGE: `-n 99999999999999999999`
+// ran as -n 9223372036854775807 and `-s` quoted that number back as if it had been given. Every
+// integer flag refuses a value past 64 bits (narrower ones already get CLI11's "Could not convert").
+void refuse_out_of_range_integers(CLI::App& app) {
+  const auto in_range = [](bool is_signed) {
+    return CLI::Validator(
+        [is_signed](std::string& value) {
+          errno = 0;  // base 0, as CLI11 reads them (0x1F, 017)
+          if (is_signed) {
+            std::strtoll(value.c_str(), nullptr, 0);
+          } else {
+            std::strtoull(value.c_str(), nullptr, 0);
+          }
+          return errno == ERANGE ? value + " is out of the 64-bit integer range" : std::string();
+        },
+        "", "");
+  };
+  static const CLI::Validator signed_range = in_range(true);
+  static const CLI::Validator unsigned_range = in_range(false);
+  for (CLI::Option* option : app.get_options()) {
+    if (option->get_type_size() == 0) continue;
+    const std::string type = option->get_type_name();
+    if (type == "INT") option->check(signed_range);
+    if (type == "UINT") option->check(unsigned_range);
+  }
+  for (CLI::App* sub : app.get_subcommands({})) refuse_out_of_range_integers(*sub);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,6 +92,7 @@ int main(int argc, char** argv) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::vector<std::pair<CLI::App*, const frugal::cli::Command*>> parsed;
   for (const auto& command : frugal::cli::all_commands()) parsed.emplace_back(command.setup(app), &command);
+  refuse_out_of_range_integers(app);
   refuse_empty_values(app);
   if (argc < 2) {
     std::fprintf(stderr, "%s", app.help().c_str());
@@ -75,6 +106,11 @@ int main(int argc, char** argv) {
   }
   if (argv[1][0] != '-' && !known) {
     std::fprintf(stderr, "frugal: error: unknown command '%s' (commands: %s)\n", argv[1], names.c_str());
+    return 1;
+  }
+  const std::string single_dash = frugal::cli::refused_single_dash_flag(app, argc, argv);
+  if (!single_dash.empty()) {
+    std::fprintf(stderr, "frugal: error: %s\n", single_dash.c_str());
     return 1;
   }
   try {

@@ -65,20 +65,6 @@ class InFlight {
   int fd_ = -1;
 };
 
-// A whole response body sent through a provider, so that `in_flight` lasts until it is written
-// (set_content's body is written after the handler returns, uncounted).
-void send_when_written(httplib::Response& res, std::shared_ptr<InFlight> in_flight) {
-  if (res.body.empty()) return;
-  auto body = std::make_shared<std::string>(std::move(res.body));
-  res.body.clear();
-  const std::string type = res.get_header_value("Content-Type");
-  res.headers.erase("Content-Type");
-  res.set_content_provider(
-      body->size(), type,
-      [body](size_t offset, size_t length, httplib::DataSink& sink) { return sink.write(body->data() + offset, length); },
-      [body, in_flight](bool) {});
-}
-
 // One request in flight, as its HTTP thread sees it: the event stream, the connection to
 // watch, the latency bookkeeping and the outcome, recorded once.
 class Call {
@@ -281,6 +267,18 @@ void respond_error(httplib::Response& res, const ApiError& error) {
   res.set_content(error_json(error), "application/json");
 }
 
+void send_then(httplib::Response& res, std::string body, const std::string& content_type,
+               std::function<void()> after) {
+  auto text = std::make_shared<std::string>(std::move(body));
+  res.body.clear();
+  res.set_content_provider(
+      text->size(), content_type,
+      [text](size_t offset, size_t length, httplib::DataSink& sink) {
+        return sink.write(text->data() + offset, length);
+      },
+      [after = std::move(after)](bool) { after(); });
+}
+
 GenerationHandler::GenerationHandler(Scheduler& scheduler, const RequestBuilder& builder, Metrics& metrics,
                                      std::string model_id, RequestLimits limits)
     : scheduler_(scheduler), builder_(builder), metrics_(metrics), model_id_(std::move(model_id)), limits_(limits) {}
@@ -353,7 +351,12 @@ void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, h
     call = std::make_shared<Call>(sub.stream, std::move(f), arrival, metrics_, name, fd);
     if (!api.stream) {
       collect(*call, res);
-      send_when_written(res, in_flight);
+      // The body is counted in flight until written (the end of a drain looks for it).
+      if (!res.body.empty()) {
+        const std::string type = res.get_header_value("Content-Type");
+        res.headers.erase("Content-Type");
+        send_then(res, std::move(res.body), type, [in_flight] {});
+      }
       return;
     }
     res.status = 200;

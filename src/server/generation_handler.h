@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -59,5 +60,10 @@ class GenerationHandler {
 
 // Writes an OpenAI-shaped error response (and its status).
 void respond_error(httplib::Response& res, const ApiError& error);
+// Sends `body` through a content provider and calls `after` once cpp-httplib is done with the
+// response (written, or given up): what set_content cannot do, as its body is written after the
+// handler returns, with nothing to say when.
+void send_then(httplib::Response& res, std::string body, const std::string& content_type,
+               std::function<void()> after);
 
 }  // namespace frugal::server

@@ -55,16 +55,12 @@ bool takes_body(const httplib::Request& req) {
 // hand such answers to other users). The header tells the client; shutting the socket down
 // once the answer is out makes sure.
 void refuse_and_close(const httplib::Request& req, httplib::Response& res, const ApiError& error) {
-  const std::string body = error_json(error);
   res.status = error.status;
   res.set_header("Connection", "close");
   const int fd = find_connection_socket(req.remote_addr, req.remote_port, req.local_port);
-  res.set_content_provider(
-      body.size(), "application/json",
-      [body](size_t offset, size_t length, httplib::DataSink& sink) { return sink.write(body.data() + offset, length); },
-      [fd](bool) {
-        if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
-      });
+  send_then(res, error_json(error), "application/json", [fd] {
+    if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+  });
 }
 
 // A body the size limit cannot bound before it is read: cpp-httplib applies --max-body to
@@ -74,7 +70,8 @@ void refuse_and_close(const httplib::Request& req, httplib::Response& res, const
 std::optional<ApiError> unbounded_body(const httplib::Request& req) {
   const std::string encoding = req.get_header_value("Content-Encoding");
   if (!encoding.empty() && encoding != "identity")
-    return ApiError(415, fmt::format("Content-Encoding '{}' is not accepted: send the JSON body uncompressed", encoding),
+    return ApiError(415,
+                    fmt::format("Content-Encoding '{}' is not accepted: send the JSON body uncompressed", encoding),
                     "", "invalid_request_error");
   if (req.has_header("Transfer-Encoding"))
     return ApiError(411, fmt::format("{} {} has a body in Transfer-Encoding '{}': send it with a Content-Length",

@@ -12,6 +12,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "runtime/engine.h"
+#include "server/connection_pool.h"
 #include "server/connection_watch.h"
 #include "server/generation_handler.h"
 #include "server/openai_response.h"
@@ -98,10 +99,13 @@ class HttpServer::Impl {
         created_(static_cast<int64_t>(std::time(nullptr))),
         n_ctx_(scheduler.engine().n_ctx()),
         n_vocab_(scheduler.engine().config().n_vocab) {
+    // Threads start as connections need them (each holds one for its keep-alive life), so idle
+    // keep-alive clients cannot leave a new one waiting unanswered; a request that waits for a
+    // slot holds its thread, hence the floor of every running and queued request.
     const int threads = options_.http_threads > 0
                             ? options_.http_threads
-                            : scheduler.options().max_sequences + scheduler.options().max_queued + 32;
-    http_.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+                            : std::max(1024, scheduler.options().max_sequences + scheduler.options().max_queued + 32);
+    http_.new_task_queue = [threads] { return new ConnectionPool(static_cast<size_t>(threads)); };
     http_.set_payload_max_length(options_.max_body_bytes);
     http_.set_read_timeout(options_.timeout_seconds, 0);
     http_.set_write_timeout(options_.timeout_seconds, 0);

@@ -31,7 +31,7 @@ struct ServerOptions {
   size_t max_body_bytes = size_t{4} << 20;  // larger bodies get 413
   int timeout_seconds = 600;                // reading a request, writing a response
   int keep_alive_seconds = 5;               // an idle keep-alive connection is closed after this
-  int http_threads = 0;                     // 0: every running and queued request, plus 32
+  int http_threads = 0;  // most HTTP threads; 0: 1024, or every running and queued request plus 32 if more
   RequestLimits limits;
 };
 

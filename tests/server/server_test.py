@@ -839,6 +839,25 @@ def raw_exchange(port, data, timeout=20):
         raw.close()
 
 
+def test_idle_keep_alive_connections_leave_no_client_waiting():
+    # A connection keeps its HTTP thread for its keep-alive life. With a fixed pool of 100
+    # threads (--parallel 4 + --queue 64 + 32), 110 idle keep-alive clients left 10 unanswered
+    # until others left; threads now start as connections need them.
+    with Server() as s:
+        idle = []
+        for i in range(120):
+            t0 = time.time()
+            c = s.conn(timeout=20)
+            c.request("GET", "/health")
+            r = c.getresponse()
+            r.read()
+            expect(r.status == 200 and time.time() - t0 < 2,
+                   f"client {i} waited {time.time() - t0:.1f} s behind {i} idle keep-alive connections")
+            idle.append(c)
+        for c in idle:
+            c.close()
+
+
 def test_keep_alive_0_is_one_request_per_connection():
     # cpp-httplib waits the keep-alive time for a connection's first request too: with 0, a
     # request sent 50 ms after connecting found the connection closed, without an answer.

@@ -91,7 +91,9 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--drain-timeout", f.drain_timeout,
                   "On SIGTERM, seconds to let requests in flight finish before ending them")
       ->capture_default_str();
-  sub->add_option("--http-threads", f.http_threads, "HTTP threads (0: --parallel + --queue + 32)")
+  sub->add_option("--http-threads", f.http_threads,
+                  "Most HTTP threads, one per open connection, started as needed (0: the larger of 1024 and "
+                  "--parallel + --queue + 32)")
       ->capture_default_str();
   return sub;
 }
@@ -140,8 +142,8 @@ int run() {
   if (f.port < 0 || f.port > 65535) fail("--port must be between 0 and 65535 (got {})", f.port);
   if (f.parallel < 1 || f.parallel > EngineOptions::kMaxParallel)
     fail("--parallel must be between 1 and {} (got {})", EngineOptions::kMaxParallel, f.parallel);
-  // A waiting request holds an HTTP thread, and the thread pool is made at once: 40,000 ran out
-  // of thread stacks (vm.max_map_count) after "listening" was printed, and the process aborted.
+  // A waiting request holds an HTTP thread: 40,000 threads ran out of stacks (vm.max_map_count),
+  // which aborted the process after "listening" was printed (when the pool was made at once).
   if (f.queue < 0 || f.queue > 4096) fail("--queue must be between 0 and 4096 (got {})", f.queue);
   if (f.kv_blocks && *f.kv_blocks < 1) fail("--kv-blocks must be 1 or more (got {})", *f.kv_blocks);
   if (f.kv_capacity && *f.kv_capacity < 1) fail("--kv-capacity must be 1 or more (got {})", *f.kv_capacity);

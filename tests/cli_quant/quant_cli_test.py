@@ -312,9 +312,7 @@ def write_imatrix_gguf(path, entries, n_mat=1):
     """An importance matrix laid out as llama-imatrix writes it (GGUF, tools/imatrix):
     general.type, imatrix.datasets/chunk_count/chunk_size, NAME.in_sum2 [n_mat][n] and
     NAME.counts [n_mat][1] F32 tensors. `entries`: {name: (rows seen, sums of x^2)}."""
-    def string(s):
-        b = s.encode()
-        return struct.pack("<Q", len(b)) + b
+    string = gguf_file.pack_string
     kv = [string("general.type") + struct.pack("<I", 8) + string("imatrix"),
           string("imatrix.datasets") + struct.pack("<IIQ", 9, 8, 1) + string("calib.txt"),
           string("imatrix.chunk_count") + struct.pack("<II", 4, 16),

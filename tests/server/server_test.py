@@ -451,13 +451,8 @@ def test_conventions_of_other_clients():
 
         # HTTP/1.0 has no chunked encoding: the events end where the connection does.
         body = json.dumps({"prompt": "The history", "max_tokens": 3, "stream": True}).encode()
-        raw = socket.create_connection(("127.0.0.1", s.port), timeout=20)
-        raw.sendall(b"POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
-                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        reply = b""
-        while chunk := raw.recv(65536):
-            reply += chunk
-        raw.close()
+        reply = raw_exchange(s.port, b"POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         head, _, events = reply.partition(b"\r\n\r\n")
         expect(b"chunked" not in head.lower() and events.startswith(b"data: {")
                and events.endswith(b"data: [DONE]\n\n"), f"HTTP/1.0 stream: {reply[:300]!r} ... {reply[-60:]!r}")
@@ -826,10 +821,12 @@ def test_api_key():
                    and b"connection: close" in replies.lower(), f"after a 401: {replies[:400]!r}")
 
 
-def raw_exchange(port, data, timeout=20):
-    """Sends raw bytes on one connection and returns everything read until the server closes it."""
+def raw_exchange(port, data, timeout=20, delay=0.0):
+    """Sends raw bytes on one connection (`delay` seconds after connecting) and returns
+    everything read until the server closes it."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
+        time.sleep(delay)
         raw.sendall(data)
         reply = b""
         while chunk := raw.recv(65536):
@@ -862,13 +859,7 @@ def test_keep_alive_0_is_one_request_per_connection():
     # cpp-httplib waits the keep-alive time for a connection's first request too: with 0, a
     # request sent 50 ms after connecting found the connection closed, without an answer.
     with Server("--keep-alive", "0") as s:
-        raw = socket.create_connection(("127.0.0.1", s.port), timeout=20)
-        time.sleep(0.3)
-        raw.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        reply = b""
-        while chunk := raw.recv(65536):
-            reply += chunk
-        raw.close()
+        reply = raw_exchange(s.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", delay=0.3)
         expect(reply.startswith(b"HTTP/1.1 200") and b"connection: close" in reply.lower(), f"{reply[:200]!r}")
 
 

@@ -77,16 +77,18 @@ def read(path, with_tensors=True):
     return Gguf(metadata, tensors, header_end, start)
 
 
+def pack_string(s):
+    """A GGUF string: its UTF-8 length as a u64, then the bytes."""
+    b = s.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
 def with_string_key(source, dest, key, value):
     """Copies a GGUF file with one more string metadata key (the first), the data realigned."""
     data = open(source, "rb").read()
     g = read(source)
-
-    def string(s):
-        b = s.encode()
-        return struct.pack("<Q", len(b)) + b
     n_keys = struct.unpack_from("<Q", data, 16)[0]
-    head = data[:16] + struct.pack("<Q", n_keys + 1) + string(key) + struct.pack("<I", 8) + string(value)
+    head = data[:16] + struct.pack("<Q", n_keys + 1) + pack_string(key) + struct.pack("<I", 8) + pack_string(value)
     head += data[24:g.header_end]
     align = g.metadata.get("general.alignment", 32)
     head += b"\0" * (-len(head) % align)

@@ -32,30 +32,20 @@ std::string version_text() {
   }
 }
 
-// An empty value is a shell variable that was not set (`--api-key "$KEY"`, `--steps "$N"`):
-// taken as "not given" or as 0, it switched the API key off, skipped --policy and
-// --save-logits, trained a whole epoch for --steps and generated nothing for -n, all without a
-// word. Every flag that takes a value refuses it, except those where empty text means
-// something (an empty prompt generates from BOS alone); flags whose value is optional
-// (--resume) are not affected.
-void refuse_empty_values(CLI::App& app) {
+// The checks every flag's value gets, added in one walk over the subcommands' options:
+//  - an empty value is a shell variable that was not set (`--api-key "$KEY"`, `--steps "$N"`):
+//    taken as "not given" or as 0, it switched the API key off, skipped --policy and
+//    --save-logits, trained a whole epoch for --steps and generated nothing for -n, all without
+//    a word. Every flag that takes a value refuses it, except those where empty text means
+//    something (an empty prompt generates from BOS alone); flags whose value is optional
+//    (--resume) are not affected;
+//  - CLI11 reads integers with strtoll/strtoull and does not look at ERANGE: `-n
+//    99999999999999999999` ran as -n 9223372036854775807 and `-s` quoted that number back as if
+//    it had been given. Every integer flag refuses a value past 64 bits (narrower ones already
+//    get CLI11's "Could not convert").
+void check_values(CLI::App& app) {
   static const CLI::Validator non_empty(
       [](std::string& value) { return value.empty() ? std::string("the value is empty") : std::string(); }, "", "");
-  for (CLI::Option* option : app.get_options()) {
-    const std::vector<std::string>& names = option->get_lnames();
-    const bool may_be_empty = std::any_of(names.begin(), names.end(), [](const std::string& n) {
-      return n == "prompt" || n == "system" || n == "stop";
-    });
-    if (option->get_type_size() == 0 || option->get_items_expected_min() == 0 || may_be_empty) continue;
-    option->check(non_empty);
-  }
-  for (CLI::App* sub : app.get_subcommands({})) refuse_empty_values(*sub);
-}
-
-// CLI11 reads integers with strtoll/strtoull and does not look at ERANGE: `-n 99999999999999999999`
-// ran as -n 9223372036854775807 and `-s` quoted that number back as if it had been given. Every
-// integer flag refuses a value past 64 bits (narrower ones already get CLI11's "Could not convert").
-void refuse_out_of_range_integers(CLI::App& app) {
   const auto in_range = [](bool is_signed) {
     return CLI::Validator(
         [is_signed](std::string& value) {
@@ -72,12 +62,17 @@ void refuse_out_of_range_integers(CLI::App& app) {
   static const CLI::Validator signed_range = in_range(true);
   static const CLI::Validator unsigned_range = in_range(false);
   for (CLI::Option* option : app.get_options()) {
-    if (option->get_type_size() == 0) continue;
+    if (option->get_type_size() == 0) continue;  // a flag: no value
     const std::string type = option->get_type_name();
     if (type == "INT") option->check(signed_range);
     if (type == "UINT") option->check(unsigned_range);
+    const std::vector<std::string>& names = option->get_lnames();
+    const bool may_be_empty = std::any_of(names.begin(), names.end(), [](const std::string& n) {
+      return n == "prompt" || n == "system" || n == "stop";
+    });
+    if (option->get_items_expected_min() > 0 && !may_be_empty) option->check(non_empty);
   }
-  for (CLI::App* sub : app.get_subcommands({})) refuse_out_of_range_integers(*sub);
+  for (CLI::App* sub : app.get_subcommands({})) check_values(*sub);
 }
 
 }  // namespace
@@ -92,8 +87,7 @@ int main(int argc, char** argv) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::vector<std::pair<CLI::App*, const frugal::cli::Command*>> parsed;
   for (const auto& command : frugal::cli::all_commands()) parsed.emplace_back(command.setup(app), &command);
-  refuse_out_of_range_integers(app);
-  refuse_empty_values(app);
+  check_values(app);
   if (argc < 2) {
     std::fprintf(stderr, "%s", app.help().c_str());
     return 1;

@@ -1033,6 +1033,30 @@ def test_sigterm_closes_connections_that_stopped_reading():
     expect("closing 1 connections" in "".join(s.stderr), f"{s.stderr[-3:]}")
 
 
+def test_a_signal_during_the_model_load_ends_the_process():
+    """SIGTERM and SIGINT were blocked from before the load (so that the drain could wait for them)
+    and took effect only once the load had finished: a large model kept loading, then served, just
+    to drain. The load is held here by a tokenizer_config.json that is a FIFO with no writer."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with tempfile.TemporaryDirectory() as d:
+            for name in ("config.json", "model.safetensors", "tokenizer.model"):
+                os.symlink(f"{WIKI}/{name}", f"{d}/{name}")
+            os.mkfifo(f"{d}/tokenizer_config.json")
+            proc = subprocess.Popen([FRUGAL, "serve", "-m", d, "--port", "0", "-t", "1"], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(0.5)  # well into the load: the FIFO holds it there
+            proc.send_signal(sig)
+            try:
+                code = proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise AssertionError(f"{sig.name} during the model load was ignored")
+            err = proc.stderr.read().decode()
+            expect(code == -sig, f"{sig.name} during the load: exit {code}, expected death by the signal: {err}")
+            expect("during the model load" in err and "listening" not in err, f"stderr: {err}")
+
+
 def test_chat_template_kwargs_enable_thinking():
     # Qwen3's template (wiki-7m's tokenizer counts the text): enable_thinking=false adds an empty
     # <think></think> block to the generation prompt, as Hugging Face's template does.

@@ -13,6 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
+#include <atomic>
 #include <optional>
 #include <thread>
 
@@ -131,11 +133,46 @@ std::optional<ChatTemplate> choose_template(const ServeFlags& f, const Engine& e
 }
 
 // Waits for SIGTERM or SIGINT (blocked in every thread, so they arrive here) for up to
-// `timeout`; true when one came.
-bool wait_for_signal(const sigset_t& set, std::chrono::milliseconds timeout) {
+// `timeout`; the signal that came, or 0.
+int wait_for_signal(const sigset_t& set, std::chrono::milliseconds timeout) {
   const timespec ts{static_cast<time_t>(timeout.count() / 1000), static_cast<long>(timeout.count() % 1000) * 1000000};
-  return sigtimedwait(&set, nullptr, &ts) > 0;
+  return std::max(sigtimedwait(&set, nullptr, &ts), 0);
 }
+
+// While the model loads (seconds to minutes for a large one), a SIGTERM or SIGINT ends the
+// process as it would without the mask: nothing is served or written yet. Blocked, the signal
+// only took effect once the load had finished, and the server then started just to drain.
+class SignalsEndTheLoad {
+ public:
+  explicit SignalsEndTheLoad(const sigset_t& set) : set_(set), thread_([this] { watch(); }) {}
+  ~SignalsEndTheLoad() {
+    loaded_ = true;
+    thread_.join();
+  }
+  SignalsEndTheLoad(const SignalsEndTheLoad&) = delete;
+  SignalsEndTheLoad& operator=(const SignalsEndTheLoad&) = delete;
+
+ private:
+  void watch() {
+    while (!loaded_) {
+      const int sig = wait_for_signal(set_, std::chrono::milliseconds(50));
+      if (sig == 0) continue;
+      log_line(LogLevel::kInfo, fmt::format("frugal serve: {} during the model load, stopping", strsignal(sig)));
+      std::fflush(stderr);
+      // Die of the signal itself, so a supervisor sees what ended the process.
+      signal(sig, SIG_DFL);
+      sigset_t one;
+      sigemptyset(&one);
+      sigaddset(&one, sig);
+      pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+      raise(sig);
+    }
+  }
+
+  const sigset_t set_;
+  std::atomic<bool> loaded_ = false;
+  std::thread thread_;
+};
 
 int run() {
   ServeFlags f = flags();
@@ -189,11 +226,16 @@ int run() {
   signal(SIGPIPE, SIG_IGN);  // a client that hung up must not kill the server mid-write
 
   const auto t0 = std::chrono::steady_clock::now();
-  auto engine = load_engine(f.model, eo);
-  // Commit the KV cache now: a server takes its memory at startup, not under load.
-  engine->cache().prefault();
+  std::unique_ptr<Engine> engine;
   std::string template_note;
-  const std::optional<ChatTemplate> chat_template = choose_template(f, *engine, template_note);
+  std::optional<ChatTemplate> chat_template;
+  {
+    const SignalsEndTheLoad watch(signals);
+    engine = load_engine(f.model, eo);
+    // Commit the KV cache now: a server takes its memory at startup, not under load.
+    engine->cache().prefault();
+    chat_template = choose_template(f, *engine, template_note);
+  }
 
   SchedulerOptions so;
   so.max_sequences = f.parallel;
@@ -231,7 +273,7 @@ int run() {
                        load_s, f.host, port));
   std::fflush(stderr);
 
-  while (!wait_for_signal(signals, std::chrono::milliseconds(1000))) {
+  while (wait_for_signal(signals, std::chrono::milliseconds(1000)) == 0) {
   }
   // In flight: what the engine's last published stats hold, and the handlers still at work. A
   // request submitted just before the signal is in the handlers only (the stats come after the
@@ -247,7 +289,7 @@ int run() {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(f.drain_timeout);
   bool again = false;
   while (in_flight() > 0 && std::chrono::steady_clock::now() < deadline && !again)
-    again = wait_for_signal(signals, std::chrono::milliseconds(50));
+    again = wait_for_signal(signals, std::chrono::milliseconds(50)) != 0;
   if (in_flight() > 0) {
     log_line(LogLevel::kInfo, fmt::format("frugal serve: ending {} requests", in_flight()));
     scheduler.abort_all();
@@ -255,7 +297,7 @@ int run() {
   // The handlers write their last events, then the listener stops and joins them.
   const auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (in_flight() > 0 && std::chrono::steady_clock::now() < grace && !again)
-    again = wait_for_signal(signals, std::chrono::milliseconds(10));
+    again = wait_for_signal(signals, std::chrono::milliseconds(10)) != 0;
   // A response still being written goes to a client that stopped reading (or reads slowly):
   // its connection is shut down, or the join below waited up to twice --timeout.
   if (in_flight() > 0) {

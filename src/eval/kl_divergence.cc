@@ -9,12 +9,17 @@ KlToken compare_with_base(const float* logits, int64_t n_vocab, const RowSoftmax
                           int32_t next_token) {
   KlToken t;
   const double log_norm = static_cast<double>(softmax.max_logit) + softmax.log_sum_exp;
-  double kld = 0.0;
+  double kld = 0.0, mass = 0.0;
   for (int64_t i = 0; i < n_vocab; ++i) {
     const double log_p_base = base.log_prob(i);
-    if (log_p_base > kKlMinBaseLogProb) kld += std::exp(log_p_base) * (log_p_base - (logits[i] - log_norm));
+    if (log_p_base > kKlMinBaseLogProb) {
+      const double p_base = std::exp(log_p_base);
+      kld += p_base * (log_p_base - (logits[i] - log_norm));
+      mass += p_base;
+    }
   }
   t.kld = kld;
+  t.base_mass = mass;
   t.nll = softmax.nll(logits, next_token);
   t.nll_base = base.nll;
   t.p_diff = std::exp(-t.nll) - std::exp(-t.nll_base);
@@ -98,6 +103,14 @@ KlSummary KlStats::summary(bool with_quantiles) const {
   s.rms_p_diff = {rms, rms > 0 ? 0.5 / rms * mse.error : 0.0};
   const double same = static_cast<double>(n_same_top_) / count_;
   s.same_top = {same, count_ > 1 ? std::sqrt(same * (1 - same) / (count_ - 1)) : 0.0};
+  // Too few values for any uncertainty (see mean_with_error): the ones derived from them are
+  // not known either (the clamps above would have made them 0).
+  if (count_ <= 10) {
+    for (MeanWithError* m : {&s.ppl, &s.ppl_base, &s.ln_ppl_ratio, &s.ppl_ratio, &s.ppl_diff, &s.kld, &s.p_diff,
+                             &s.rms_p_diff, &s.same_top})
+      m->error = std::nan("");
+    s.ln_ppl_correlation = std::nan("");
+  }
   if (with_quantiles) {
     s.kld_quantiles = quantiles(kld_values_);
     s.p_diff_quantiles = quantiles(p_diff_values_);

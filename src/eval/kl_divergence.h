@@ -16,6 +16,9 @@ namespace frugal {
 // Base log-probabilities at or below this are left out of the KL sum (llama.cpp's cut-off;
 // the compression cannot represent them anyway).
 inline constexpr double kKlMinBaseLogProb = -16.0;
+// How far a stored row's probabilities may add up from 1: the terms dropped below the cut-off
+// take at most n_vocab * e^-16 (0.03 for 256k tokens), the 16-bit steps far less.
+inline constexpr double kMaxBaseMassError = 0.1;
 
 struct KlToken {
   double kld = 0.0;       // sum_i p_base,i (log p_base,i - log q_i)
@@ -23,6 +26,10 @@ struct KlToken {
   double nll_base = 0.0;  // -log p_base(next token)
   double p_diff = 0.0;    // q(next) - p_base(next)
   bool same_top = false;  // argmax q == argmax p_base
+  // sum_i p_base,i over the terms kept: 1 within the 16-bit rounding and the dropped tail for
+  // a row that was written; a damaged row (zeroed by a disk hole) passes every field's check
+  // and decodes to probability 1 for every token.
+  double base_mass = 0.0;
 };
 
 // logits [n_vocab] of the model under test with their softmax statistics; `base` the stored row

@@ -104,9 +104,12 @@ LogProbFileWriter::LogProbFileWriter(const std::string& path, const LogProbFileI
   const std::string model = info.model.substr(0, kMaxNameBytes);
   const std::string text = info.text.substr(0, kMaxNameBytes);
   FixedHeader h{};
+  rows_expected_ = p.n_chunks * p.n_scored();
+  const uint64_t header_bytes = header_size(model.size(), text.size(), info.tokens.size());
+  out_.reserve(header_bytes + static_cast<uint64_t>(rows_expected_) * row_bytes_);
   std::memcpy(h.magic, kMagic, sizeof(kMagic));
   h.version = kLogProbFileVersion;
-  h.header_bytes = static_cast<uint32_t>(header_size(model.size(), text.size(), info.tokens.size()));
+  h.header_bytes = static_cast<uint32_t>(header_bytes);
   h.row_bytes = static_cast<uint32_t>(row_bytes_);
   h.n_vocab = info.n_vocab;
   h.n_ctx = static_cast<int32_t>(p.n_ctx);
@@ -122,7 +125,6 @@ LogProbFileWriter::LogProbFileWriter(const std::string& path, const LogProbFileI
   out_.write(info.tokens.data(), info.tokens.size() * sizeof(int32_t));
   static constexpr uint8_t kZeros[8] = {};
   out_.write(kZeros, h.header_bytes - out_.bytes_written());
-  rows_expected_ = p.n_chunks * p.n_scored();
 }
 
 void LogProbFileWriter::append(const uint8_t* rows, int64_t n_rows) {

@@ -8,7 +8,8 @@ MeanWithError mean_with_error(double sum, double sum2, int64_t count) {
   if (count < 1) return {};
   const double mean = sum / count;
   const double variance = sum2 / count - mean * mean;
-  const double error = variance > 0 && count > 10 ? std::sqrt(variance / (count - 1)) : 0.0;
+  if (count <= 10) return {mean, std::nan("")};
+  const double error = variance > 0 ? std::sqrt(variance / (count - 1)) : 0.0;
   return {mean, error};
 }
 
@@ -17,7 +18,7 @@ double NllStats::ppl() const {
 }
 
 double NllStats::ppl_error() const {
-  if (count_ < 2) return 0.0;
+  if (count_ < 2) return std::nan("");
   const double m = mean();
   const double variance = sum2_ / count_ - m * m;
   if (!(variance > 0)) return 0.0;

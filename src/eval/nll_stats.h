@@ -9,8 +9,9 @@
 namespace frugal {
 
 // A mean and its standard error from the sums of x and x^2, as llama.cpp's KL-divergence
-// report computes them (error 0 until more than 10 values, or when the variance is not
-// positive because of rounding).
+// report computes them: no error until more than 10 values (llama.cpp prints 0 there; here it
+// is NaN, printed "n/a" and written null, not an exact figure), 0 when rounding makes the
+// variance non-positive.
 struct MeanWithError {
   double value = 0.0;
   double error = 0.0;
@@ -35,8 +36,8 @@ class NllStats {
   double sum2() const { return sum2_; }
   double mean() const { return count_ > 0 ? sum_ / count_ : 0.0; }
   double ppl() const;
-  // 0 with fewer than two tokens, or when rounding makes the variance non-positive
-  // (llama.cpp prints an error instead of a value then).
+  // NaN (not known) with fewer than two tokens; 0 when rounding makes the variance
+  // non-positive (llama.cpp prints an error instead of a value then).
   double ppl_error() const;
 
  private:

@@ -56,9 +56,9 @@ void check_base_matches(const LogProbFile& base, int64_t n_vocab, const WindowPl
   for (int64_t i = 0; i < n; ++i) {
     if (tokens[i] != b.tokens[i])
       fail(
-          "{}: token {} (window {}) is {} there but {} in {} as tokenized now: made from another text (it says "
+          "{}: token {} of window {} is {} there but {} in {} as tokenized now: made from another text (it says "
           "'{}') or with another tokenizer (model '{}')",
-          path, i, i / plan.n_ctx + 1, b.tokens[i], tokens[i], text_name, b.text, b.model);
+          path, i % plan.n_ctx + 1, i / plan.n_ctx + 1, b.tokens[i], tokens[i], text_name, b.text, b.model);
   }
 }
 
@@ -77,7 +77,7 @@ PerplexityResult evaluate_perplexity(Engine& engine, const PerplexityOptions& op
   const int64_t n_ctx = plan.n_ctx;
   const int64_t first = plan.first;
   const int64_t n_seq = std::min(options.windows_per_forward(), plan.n_chunks);
-  const int64_t rows_per_forward = std::min(options.n_batch, n_seq * n_ctx);
+  const int64_t rows_per_forward = options.rows_per_forward(plan.n_chunks);
   if (engine.n_ctx() < n_ctx || engine.max_batch_rows() < rows_per_forward ||
       engine.cache().capacity_tokens() < n_seq * n_ctx)
     fail(
@@ -166,6 +166,14 @@ PerplexityResult evaluate_perplexity(Engine& engine, const PerplexityOptions& op
           fail("window {}, position {}: the model's logits are not finite numbers (NaN or inf): its weights are "
                "broken or overflow; no perplexity{} is given",
                outputs[k].chunk + 1, outputs[k].pos, writer ? " and no --save-logits file" : "");
+      if (base)
+        for (int64_t k = 0; k < n_out; ++k)
+          if (!(std::abs(kl_tokens[k].base_mass - 1.0) < kMaxBaseMassError)) {
+            const int64_t j = outputs[k].pos - first;
+            fail("{}: corrupt row {} (window {}, scored position {}): its probabilities add up to {:.4g}, not 1",
+                 base->path(), outputs[k].chunk * plan.n_scored() + j, outputs[k].chunk + 1, j,
+                 kl_tokens[k].base_mass);
+          }
       if (writer) writer->append(encoded.data(), n_out);
       for (int64_t k = 0; k < n_out; ++k) {
         result.nll.add(nlls[k]);

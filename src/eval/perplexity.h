@@ -37,6 +37,10 @@ struct PerplexityOptions {
     const int64_t n = n_batch >= n_ctx ? n_batch / n_ctx : 1;
     return max_chunks > 0 ? std::min(n, max_chunks) : n;
   }
+  // Rows of one forward when the text gives n_chunks windows.
+  int64_t rows_per_forward(int64_t n_chunks) const {
+    return std::min(n_batch, std::min(windows_per_forward(), n_chunks) * n_ctx);
+  }
 };
 
 // The engine settings an evaluation with these options needs (context n_ctx, KV room for the

@@ -11,7 +11,8 @@ WindowPlan plan_windows(int64_t n_tokens, int64_t n_ctx, int64_t max_chunks, con
     fail("a perplexity window of {} tokens scores nothing; use a context of at least {} tokens", n_ctx,
          kMinPerplexityContext);
   if (n_tokens < n_ctx)
-    fail("{}: the text is {} tokens long, shorter than one window of {} tokens (-c)", text_name, n_tokens, n_ctx);
+    fail("{}: the text is {} token{} long, shorter than one window of {} tokens (-c)", text_name, n_tokens,
+         n_tokens == 1 ? "" : "s", n_ctx);
   WindowPlan plan;
   plan.n_ctx = n_ctx;
   plan.n_tokens = n_tokens;

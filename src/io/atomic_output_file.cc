@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -221,9 +222,26 @@ void AtomicOutputFile::flush() {
   buffer_.clear();
 }
 
+void AtomicOutputFile::reserve(uint64_t total_bytes) {
+  struct statvfs fs {};
+  if (::fstatvfs(fd_, &fs) == 0) {
+    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    if (total_bytes > written_ + free_bytes)
+      fail("{}: needs {:.1f} MB, but its file system has {:.1f} MB free", path_, total_bytes / 1e6, free_bytes / 1e6);
+  }
+  if (::fallocate(fd_, 0, 0, static_cast<off_t>(total_bytes)) == 0) {
+    reserved_ = total_bytes;
+  } else if (errno == ENOSPC || errno == EFBIG) {
+    fail("{}: cannot take {:.1f} MB on its file system: {}", path_, total_bytes / 1e6, errno_text());
+  }  // else the file system cannot reserve (EOPNOTSUPP): its free space was checked above
+}
+
 void AtomicOutputFile::commit() {
   FRUGAL_CHECK(!committed_, "commit twice");
   flush();
+  // A reservation larger than what was written would leave zeros at the end.
+  if (reserved_ > written_ && ::ftruncate(fd_, static_cast<off_t>(written_)) != 0)
+    fail("{}: cannot set its size: {}", path_, errno_text());
   if (::fsync(fd_) != 0) fail("{}: cannot sync: {}", path_, errno_text());
   const int fd = fd_;
   fd_ = -1;

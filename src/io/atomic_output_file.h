@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,10 @@ class AtomicOutputFile {
   // Buffered; throws frugal::Error naming the destination on a write error (a full disk).
   void write(const void* data, size_t n);
   size_t bytes_written() const { return written_; }
+  // Takes the file's final size from its file system now, when the writer knows it (a file
+  // written after hours of computing): a disk too small fails here, naming both sizes, not when
+  // it fills. A file system that cannot reserve space only has its free space checked.
+  void reserve(uint64_t total_bytes);
   // Flushes, syncs and renames into place. Nothing may be written after.
   void commit();
 
@@ -59,6 +64,7 @@ class AtomicOutputFile {
   int signal_slot_ = -1;  // where the signal handler finds temp_path_ (-1: not registered)
   bool committed_ = false;
   size_t written_ = 0;
+  uint64_t reserved_ = 0;
   std::vector<char> buffer_;
 };
 

@@ -150,6 +150,8 @@ def case_bad_input(r):
     check(missing in e, "missing-file message names it")
     e = r.error_of("-m", model, "-f", r.path(WIKI), "-c", "2")
     check("at least 3" in e, "tiny context message")
+    e = r.error_of("-m", model, "-f", r.path(WIKI), "-c", "0")  # not "0 (the model's)" as elsewhere
+    check("-c 0: a perplexity window needs at least 3 tokens" in e, f"-c 0 message: {e}")
     e = r.error_of("-m", model)
     check("-f/--file is required" in e, "no text and no base")
 
@@ -166,6 +168,15 @@ def case_plain_output(r):
     j = r.run_json(*argv)
     check(lines[1] == f"Final estimate: PPL = {j['ppl']:.4f} +/- {j['ppl_err']:.5f}", "plain and JSON agree")
     check(lines[0].split(",")[3] == f"[4]{j['running_ppl'][3]:.4f}", "running PPL of the 4th window")
+    # What else sets the figures is in the JSON; the batch is the rows a forward ran.
+    check(j["kv_type"] == "f16" and j["w8a8"] is False and j["lora"] == [] and j["tokenizer"] is None,
+          f"configuration fields: {j}")
+    check(j["batch"] == 4 * 128, f"rows per forward {j['batch']}: 4 windows of 128")
+    # One scored token has no uncertainty: null and "n/a", not 0 (which reads as exact).
+    argv = ["-m", model, "-f", r.path(WIKI), "-c", "3", "--chunks", "1", "-t", "1"]
+    j = r.run_json(*argv)
+    check(j["tokens_scored"] == 1 and j["ppl_err"] is None, f"one token's PPL error: {j['ppl_err']}")
+    check("+/- n/a" in r.run(*argv).stdout, "plain output of an unknown error")
 
 
 CASES = {

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 
 #include "core/check.h"
@@ -203,7 +204,7 @@ TEST_F(Wiki7mPerplexity, RefusesAMismatchedBase) {
   const std::string other = text_->substr(5000);
   e = error_of([&] { evaluate(*engine, 256, 0, "", base.get(), &other); });
   EXPECT_NE(e.find("another text"), std::string::npos) << e;
-  EXPECT_NE(e.find("token 1 "), std::string::npos) << e;  // token 0 is BOS in both
+  EXPECT_NE(e.find("token 2 of window 1 "), std::string::npos) << e;  // counted from 1; the first is BOS in both
   // Another context: a base made with windows of 64.
   {
     LogProbFileInfo info = base->info();
@@ -234,6 +235,29 @@ TEST_F(Wiki7mPerplexity, RefusesAMismatchedBase) {
     e = error_of([&] { evaluate(*engine, 256, 0, "", b.get()); });
     EXPECT_NE(e.find(variant == 0 ? "vocabulary of 8000 tokens" : "no BOS"), std::string::npos) << e;
   }
+}
+
+// A zeroed row (a hole in the file, a block lost on disk) passes each field's check when it is
+// read, and decodes to probability 1 for every token: it made a KLD of 190 with exit 0.
+TEST_F(Wiki7mPerplexity, RefusesARowZeroedOnDisk) {
+  const std::string path = test::temp_dir("eval_ppl") + "/wiki7m-zeroed.bin";
+  auto engine = load(256);
+  evaluate(*engine, 256, 2, path);
+  std::string bytes = read_text_file(path);
+  const size_t row_bytes = logprob_row_bytes(engine->config().n_vocab);
+  const size_t n_rows = 2 * 63, row5 = bytes.size() - (n_rows - 5) * row_bytes;
+  std::fill_n(bytes.begin() + static_cast<std::ptrdiff_t>(row5), row_bytes, '\0');
+  const std::string zeroed = test::temp_dir("eval_ppl") + "/wiki7m-zeroed-row5.bin";
+  std::ofstream(zeroed, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  auto base = LogProbFile::open(zeroed);
+  const std::string e = error_of([&] { evaluate(*engine, 256, 0, "", base.get()); });
+  EXPECT_NE(e.find("wiki7m-zeroed-row5.bin: corrupt row 5 (window 1, scored position 5): its probabilities add up "
+                   "to 4096, not 1"),
+            std::string::npos)
+      << e;
+  // The file as written compares cleanly.
+  auto intact = LogProbFile::open(path);
+  EXPECT_EQ(error_of([&] { evaluate(*engine, 256, 0, "", intact.get()); }), "");
 }
 
 TEST_F(Wiki7mPerplexity, TextShorterThanAWindow) {

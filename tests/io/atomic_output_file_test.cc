@@ -73,6 +73,27 @@ TEST(AtomicOutputFile, IsWholeOrAbsent) {
   EXPECT_EQ(files, 1);
 }
 
+// A file whose size is known up front takes its space at once: a disk too small fails before
+// the work (an hour of --save-logits), not when it fills; a reservation larger than what was
+// written leaves no zeros behind.
+TEST(AtomicOutputFile, ReservesItsSizeUpFront) {
+  const std::string dir = test::temp_dir("atomic_output_reserve");
+  const std::string path = dir + "/out.bin";
+  write_all(path, "old");
+  {
+    AtomicOutputFile f(path);
+    EXPECT_IO_ERROR(f.reserve(uint64_t{1} << 52), "out.bin", "MB");  // 4.5 PB: no disk here has it
+  }
+  EXPECT_EQ(read_all(path), "old");
+  {
+    AtomicOutputFile f(path);
+    f.reserve(1 << 20);
+    f.write("twelve bytes", 12);
+    f.commit();
+  }
+  EXPECT_EQ(read_all(path), "twelve bytes");
+}
+
 // The id of a process that has ended: a child that exits at once, reaped.
 long ended_process_id() {
   const pid_t child = ::fork();

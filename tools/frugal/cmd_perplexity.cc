@@ -93,17 +93,30 @@ nlohmann::json quantiles_json(const Quantiles& q) {
           {"p99", q.p99}, {"p99.9", q.p99_9},   {"max", q.max}};
 }
 
+// A figure and its uncertainty; "n/a" where there are too few tokens for one (NaN), so that a
+// handful of tokens does not read as an exact figure.
+std::string plus_minus(double value, double error, int width, int error_width, int precision) {
+  const std::string e = std::isnan(error) ? "n/a" : fmt::format("{:{}.{}f}", error, error_width, precision);
+  return fmt::format("{:{}.{}f} ± {}", value, width, precision, e);
+}
+
 void print_kl_report(const KlSummary& s) {
+  const auto line = [](const char* name, const MeanWithError& m) {
+    std::printf("%s: %s\n", name, plus_minus(m.value, m.error, 10, 10, 6).c_str());
+  };
   std::printf("====== Perplexity statistics ======\n");
-  std::printf("Mean PPL(Q)                   : %10.6f ± %10.6f\n", s.ppl.value, s.ppl.error);
-  std::printf("Mean PPL(base)                : %10.6f ± %10.6f\n", s.ppl_base.value, s.ppl_base.error);
-  std::printf("Cor(ln(PPL(Q)), ln(PPL(base))): %6.2f%%\n", 100.0 * s.ln_ppl_correlation);
-  std::printf("Mean ln(PPL(Q)/PPL(base))     : %10.6f ± %10.6f\n", s.ln_ppl_ratio.value, s.ln_ppl_ratio.error);
-  std::printf("Mean PPL(Q)/PPL(base)         : %10.6f ± %10.6f\n", s.ppl_ratio.value, s.ppl_ratio.error);
-  std::printf("Mean PPL(Q)-PPL(base)         : %10.6f ± %10.6f\n", s.ppl_diff.value, s.ppl_diff.error);
+  line("Mean PPL(Q)                   ", s.ppl);
+  line("Mean PPL(base)                ", s.ppl_base);
+  if (std::isnan(s.ln_ppl_correlation))
+    std::printf("Cor(ln(PPL(Q)), ln(PPL(base))):    n/a (10 tokens or fewer)\n");
+  else
+    std::printf("Cor(ln(PPL(Q)), ln(PPL(base))): %6.2f%%\n", 100.0 * s.ln_ppl_correlation);
+  line("Mean ln(PPL(Q)/PPL(base))     ", s.ln_ppl_ratio);
+  line("Mean PPL(Q)/PPL(base)         ", s.ppl_ratio);
+  line("Mean PPL(Q)-PPL(base)         ", s.ppl_diff);
   std::printf("\n====== KL divergence statistics ======\n");
   const Quantiles& k = s.kld_quantiles;
-  std::printf("Mean    KLD: %10.6f ± %10.6f\n", s.kld.value, s.kld.error);
+  line("Mean    KLD", s.kld);
   std::printf("Maximum KLD: %10.6f\n99.9%%   KLD: %10.6f\n99.0%%   KLD: %10.6f\n95.0%%   KLD: %10.6f\n", k.max, k.p99_9,
               k.p99, k.p95);
   std::printf("90.0%%   KLD: %10.6f\nMedian  KLD: %10.6f\n10.0%%   KLD: %10.6f\n 5.0%%   KLD: %10.6f\n", k.p90,
@@ -118,7 +131,10 @@ void print_kl_report(const KlSummary& s) {
                 8.0 / 65535);
   std::printf("\n====== Token probability statistics ======\n");
   const Quantiles& d = s.p_diff_quantiles;
-  std::printf("Mean    Δp: %6.3f ± %5.3f %%\n", 100.0 * s.p_diff.value, 100.0 * s.p_diff.error);
+  const auto percent = [](const char* name, const MeanWithError& m) {
+    std::printf("%s: %s %%\n", name, plus_minus(100.0 * m.value, 100.0 * m.error, 6, 5, 3).c_str());
+  };
+  percent("Mean    Δp", s.p_diff);
   std::printf("Maximum Δp: %6.3f%%\n99.9%%   Δp: %6.3f%%\n99.0%%   Δp: %6.3f%%\n95.0%%   Δp: %6.3f%%\n", 100.0 * d.max,
               100.0 * d.p99_9, 100.0 * d.p99, 100.0 * d.p95);
   std::printf("90.0%%   Δp: %6.3f%%\n75.0%%   Δp: %6.3f%%\nMedian  Δp: %6.3f%%\n25.0%%   Δp: %6.3f%%\n", 100.0 * d.p90,
@@ -126,8 +142,8 @@ void print_kl_report(const KlSummary& s) {
   std::printf("10.0%%   Δp: %6.3f%%\n 5.0%%   Δp: %6.3f%%\n 1.0%%   Δp: %6.3f%%\n 0.1%%   Δp: %6.3f%%\n", 100.0 * d.p10,
               100.0 * d.p5, 100.0 * d.p1, 100.0 * d.p0_1);
   std::printf("Minimum Δp: %6.3f%%\n", 100.0 * d.min);
-  std::printf("RMS Δp    : %6.3f ± %5.3f %%\n", 100.0 * s.rms_p_diff.value, 100.0 * s.rms_p_diff.error);
-  std::printf("Same top p: %6.3f ± %5.3f %%\n", 100.0 * s.same_top.value, 100.0 * s.same_top.error);
+  percent("RMS Δp    ", s.rms_p_diff);
+  percent("Same top p", s.same_top);
 }
 
 nlohmann::json kl_json(const KlSummary& s, const LogProbFile& base) {
@@ -174,11 +190,18 @@ int run() {
     check_output_path(o.save_logits, inputs);
   }
 
+  // perplexity's windows: -c, not "0 = the model's" as elsewhere.
+  if (o.ctx_option->count() > 0 && o.model.ctx_size < kMinPerplexityContext)
+    fail("-c {}: a perplexity window needs at least {} tokens (llama.cpp's default: 512)", o.model.ctx_size,
+         kMinPerplexityContext);
+
   std::unique_ptr<LogProbFile> base;
   PerplexityOptions popts;
   popts.max_chunks = o.chunks;
   popts.n_batch = o.n_batch;
   if (!o.kl_base.empty()) base = LogProbFile::open(o.kl_base);
+  // No --chunks: as many windows as the base holds (sizes the engine for what runs).
+  if (base && popts.max_chunks <= 0) popts.max_chunks = base->info().plan.n_chunks;
   // With a base and no -f, the text the base was made from, as llama-perplexity's KL mode.
   std::string text_path = o.text;
   if (text_path.empty()) {
@@ -189,7 +212,6 @@ int run() {
   // -c: llama.cpp's 512 unless given; with a base and no -c: the base's windows.
   const EngineOptions eopts = engine_options(o.model);
   popts.n_ctx = base && o.ctx_option->count() == 0 ? base->info().plan.n_ctx : o.model.ctx_size;
-  if (popts.n_ctx == 0) fail("perplexity needs the window size in tokens: -c N (llama.cpp's default: 512)");
 
   const std::string text = read_text_arg(text_path, "text (-f)");
   set_log_level(o.model.verbose ? LogLevel::kDebug : LogLevel::kWarn);
@@ -208,11 +230,9 @@ int run() {
   input.save_path = o.save_logits;
   input.base = base.get();
   // The plan (and the base's fit) are checked again inside; here for the banner and the progress.
-  const WindowPlan plan =
-      plan_windows(static_cast<int64_t>(tokens.size()), popts.n_ctx,
-                   base && popts.max_chunks <= 0 ? base->info().plan.n_chunks : popts.max_chunks, text_path);
+  const WindowPlan plan = plan_windows(static_cast<int64_t>(tokens.size()), popts.n_ctx, popts.max_chunks, text_path);
   if (base) check_base_matches(*base, engine->config().n_vocab, plan, tokens, input.bos, text_path);
-  if (base && popts.max_chunks <= 0 && plan.n_chunks < base->info().plan.n_chunks)
+  if (base && o.chunks <= 0 && plan.n_chunks < base->info().plan.n_chunks)
     log_warn("{} gives {} windows and the base holds {}: comparing the first {} only", text_path, plan.n_chunks,
              base->info().plan.n_chunks, plan.n_chunks);
   std::fprintf(stderr,
@@ -220,7 +240,7 @@ int run() {
                "%lld rows per forward, %d threads\n",
                text_path.c_str(), tokens.size(), tokenize_seconds, static_cast<long long>(plan.n_chunks),
                static_cast<long long>(plan.n_ctx), static_cast<long long>(plan.tokens_scored()),
-               static_cast<long long>(engine->max_batch_rows()), engine->pool().size());
+               static_cast<long long>(popts.rows_per_forward(plan.n_chunks)), engine->pool().size());
 
   PerplexityProgress progress(plan.n_ctx, popts.windows_per_forward());
   std::vector<double> running_ppl;
@@ -235,8 +255,13 @@ int run() {
   if (o.json) {
     nlohmann::json j = {{"model", o.model.model},
                         {"text", text_path},
+                        // What else changes the figures, so that result files can be told apart.
+                        {"kv_type", o.model.kv_type},
+                        {"w8a8", o.model.w8a8},
+                        {"lora", o.model.lora},
+                        {"tokenizer", o.model.tokenizer.empty() ? nlohmann::json() : nlohmann::json(o.model.tokenizer)},
                         {"ctx", r.plan.n_ctx},
-                        {"batch", engine->max_batch_rows()},
+                        {"batch", popts.rows_per_forward(plan.n_chunks)},
                         {"threads", engine->pool().size()},
                         {"chunks", r.plan.n_chunks},
                         {"text_tokens", r.plan.n_tokens},
@@ -256,7 +281,9 @@ int run() {
   std::string list;
   for (size_t i = 0; i < running_ppl.size(); ++i) list += fmt::format("[{}]{:.4f},", i + 1, running_ppl[i]);
   std::printf("%s\n", list.c_str());
-  std::printf("Final estimate: PPL = %.4f +/- %.5f\n", r.nll.ppl(), r.nll.ppl_error());
+  const double ppl_error = r.nll.ppl_error();
+  std::printf("Final estimate: PPL = %.4f +/- %s\n", r.nll.ppl(),
+              std::isnan(ppl_error) ? "n/a (one token scored)" : fmt::format("{:.5f}", ppl_error).c_str());
   std::printf("%lld windows of %lld tokens, %lld tokens scored, %.2f s (%.0f tokens evaluated/s)\n",
               static_cast<long long>(r.plan.n_chunks), static_cast<long long>(r.plan.n_ctx),
               static_cast<long long>(r.plan.tokens_scored()), r.seconds, tokens_per_second);

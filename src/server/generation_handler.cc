@@ -294,7 +294,7 @@ int GenerationHandler::retry_after_seconds() const {
 
 void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, httplib::Response& res) {
   const auto arrival = SteadyClock::now();
-  const std::string name = endpoint == Endpoint::kChat ? "chat" : "completions";
+  const std::string name = endpoint_label(req.path);
   auto in_flight = std::make_shared<InFlight>(*this);
   std::shared_ptr<Call> call;
   try {

@@ -197,7 +197,7 @@ class HttpServer::Impl {
       } else {
         respond_error(res, unauthorized);
       }
-      metrics_.count_request(req.path.find("chat") != std::string::npos ? "chat" : "other", "unauthorized");
+      metrics_.count_request(endpoint_label(req.path), "unauthorized");
       return httplib::Server::HandlerResponse::Handled;
     });
 
@@ -297,7 +297,7 @@ class HttpServer::Impl {
         if (req.get_header_value("Content-Type").starts_with("application/x-www-form-urlencoded"))
           message = "the request body was sent as application/x-www-form-urlencoded (curl -d's default), which is "
                     "limited to 8192 bytes: send it with 'Content-Type: application/json'";
-        metrics_.count_request("other", "too_large");
+        metrics_.count_request(endpoint_label(req.path), "too_large");
       }
       respond_error(res, ApiError(res.status, message, "", type));
       return httplib::Server::HandlerResponse::Handled;

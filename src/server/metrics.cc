@@ -35,6 +35,12 @@ std::string number(double v) {
 
 }  // namespace
 
+std::string endpoint_label(const std::string& path) {
+  if (path == "/v1/chat/completions" || path == "/chat/completions") return "chat";
+  if (path == "/v1/completions" || path == "/completions") return "completions";
+  return "other";
+}
+
 Histogram::Histogram(std::vector<double> upper_bounds)
     : bounds_(std::move(upper_bounds)), counts_(bounds_.size() + 1, 0) {
   std::sort(bounds_.begin(), bounds_.end());
@@ -94,7 +100,9 @@ std::string Metrics::render(const SchedulerStats& s) const {
   std::string out;
   {
     std::lock_guard lock(mutex_);
-    header(out, "frugal_requests_total", "counter", "HTTP generation requests by endpoint and outcome");
+    header(out, "frugal_requests_total", "counter",
+           "HTTP requests by endpoint and outcome: chat and completions (the generation routes, every outcome), "
+           "other (any other route, its refusals only: unauthorized, too_large)");
     for (const auto& [key, n] : requests_)
       out += fmt::format("frugal_requests_total{{endpoint=\"{}\",outcome=\"{}\"}} {}\n", key.first, key.second, n);
     counter(out, "frugal_prompt_tokens_total", prompt_tokens_, "Prompt tokens of finished requests");
@@ -111,7 +119,8 @@ std::string Metrics::render(const SchedulerStats& s) const {
   gauge(out, "frugal_requests_active", s.active_requests, "Requests submitted and not finished");
   gauge(out, "frugal_running_sequences", s.running_sequences, "Sequences in the batch");
   gauge(out, "frugal_waiting_sequences", s.waiting_sequences, "Sequences waiting for admission (new or preempted)");
-  gauge(out, "frugal_kv_blocks_total", s.kv_blocks_total, "KV cache blocks");
+  // Not "_total", which Prometheus reserves for counters (promtool refused the page).
+  gauge(out, "frugal_kv_blocks", s.kv_blocks_total, "KV cache blocks");
   gauge(out, "frugal_kv_blocks_used", s.kv_blocks_used, "KV cache blocks held by sequences");
   gauge(out, "frugal_kv_blocks_cached", s.kv_blocks_cached,
         "KV cache blocks held only by the prefix cache (reusable, freed on demand)");

@@ -16,6 +16,12 @@
 
 namespace frugal::server {
 
+// The endpoint label of a request to `path`: "chat" for /v1/chat/completions and
+// /chat/completions, "completions" for /v1/completions and /completions, "other" for any other
+// path. Every count_request goes through it: the API-key check labelled by "path contains chat"
+// and counted a 401 on /v1/completions as "other", the 413 handler always did.
+std::string endpoint_label(const std::string& path);
+
 class Histogram {
  public:
   explicit Histogram(std::vector<double> upper_bounds);
@@ -36,8 +42,9 @@ class Metrics {
  public:
   Metrics();
 
-  // outcome: success, cancelled, invalid, unauthorized, not_found, too_large, rejected
-  // (queue full or shutting down), aborted (ended by a shutdown), error.
+  // endpoint: endpoint_label's. outcome: success, cancelled, invalid, unauthorized, not_found,
+  // too_large, rejected (queue full or shutting down), aborted (ended by a shutdown), error; a
+  // request to another path is counted only when refused (unauthorized, too_large).
   void count_request(const std::string& endpoint, const std::string& outcome);
   void add_usage(const RequestUsage& usage);
 

@@ -172,10 +172,16 @@ def read_events(response):
 
 
 def parse_metrics(text):
+    """The samples of a /metrics page by name and labels. Checks the exposition format on the way,
+    as promtool does: counters end in _total and nothing else does (a gauge frugal_kv_blocks_total
+    failed `promtool check metrics`)."""
     values = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
             expect(not line or re.match(r"# (HELP|TYPE) frugal_\w+ ", line), f"bad comment line {line!r}")
+            if m := re.fullmatch(r"# TYPE (\w+) (\w+)", line):
+                name, kind = m.groups()
+                expect(name.endswith("_total") == (kind == "counter"), f"a {kind} named {name}")
             continue
         m = re.fullmatch(r'(frugal_\w+(?:\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})?) (\S+)', line)
         expect(m, f"not a Prometheus sample line: {line!r}")
@@ -385,7 +391,7 @@ def test_endpoints_and_openai_shapes():
 
         text = s.request("GET", "/metrics")[2].decode()
         m = parse_metrics(text)
-        for name in ["frugal_queue_length", "frugal_running_sequences", "frugal_kv_blocks_used",
+        for name in ["frugal_queue_length", "frugal_running_sequences", "frugal_kv_blocks", "frugal_kv_blocks_used",
                      "frugal_kv_blocks_free", "frugal_kv_blocks_cached", "frugal_prefix_cache_hits_total",
                      "frugal_time_to_first_token_seconds_count", "frugal_inter_token_latency_seconds_count",
                      "frugal_prompt_tokens_total", "frugal_generation_tokens_total",
@@ -758,6 +764,10 @@ def test_bad_requests_get_4xx_and_the_server_stays_healthy():
             expect(u["completion_tokens"] == 6 and u["total_tokens"] == 256, f"{body.get('max_tokens')}: usage {u}")
         m = s.metrics()
         expect(m['frugal_requests_total{endpoint="chat",outcome="invalid"}'] >= 10, "invalid requests counted")
+        # Both bodies over the limit went to /v1/completions: counted there, not as "other".
+        too_large = {e: m.get(f'frugal_requests_total{{endpoint="{e}",outcome="too_large"}}', 0)
+                     for e in ("completions", "chat", "other")}
+        expect(too_large == {"completions": 2, "chat": 0, "other": 0}, f"413s by endpoint: {too_large}")
 
 
 def test_command_line_help_and_bad_flags():
@@ -810,6 +820,15 @@ def test_api_key():
             # The scheme is case-insensitive (RFC 9110 11.1); the key is not.
             expect(s.request("GET", "/v1/models", headers={"Authorization": "bearer s3cret"})[0] == 200, "bearer")
             expect(s.request("GET", "/v1/models", headers={"Authorization": "Bearer S3CRET"})[0] == 401, "key case")
+            expect(s.request("POST", "/completions", body)[0] == 401, "completions without /v1")
+            expect(s.request("POST", "/chat/completions", {"messages": [{"role": "user", "content": "x"}]})[0] == 401,
+                   "chat without /v1")
+            # Each 401 counted under its route: /v1/completions' were "other" ("chat" was looked for in
+            # the path), and /metrics' and /v1/models' under the generation routes' HELP text.
+            m = s.metrics(ok)
+            unauthorized = {e: m.get(f'frugal_requests_total{{endpoint="{e}",outcome="unauthorized"}}', 0)
+                            for e in ("completions", "chat", "other")}
+            expect(unauthorized == {"completions": 4, "chat": 1, "other": 3}, f"401s by endpoint: {unauthorized}")
             # A 401 does not read the body, so it closes the connection: the next "request" on it
             # was read from the body (a body holding a GET past cpp-httplib's 4 KB buffer was
             # served as one, and a client's next request got the answer to its last body).

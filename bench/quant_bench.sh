@@ -31,7 +31,9 @@ for preset in $presets; do
     /usr/bin/python3 -c "
 import json, sys
 j = json.loads(sys.argv[1])
-print('%-14s %-10s %9.1f %8.1f %8.1f%% %10.1f %8s' % ('$preset', '$type', j['weight_bytes_per_token'] / 1e6,
-      j['decode_tokens_per_second'], j['decode_pct_of_bandwidth'], j['prefill_tokens_per_second'], '$load'))" "$json"
+pct = j['decode_pct_of_bandwidth']  # null: the weights fit in the L3 cache, no bandwidth bound
+print('%-14s %-10s %9.1f %8.1f %9s %10.1f %8s' % ('$preset', '$type', j['weight_bytes_per_token'] / 1e6,
+      j['decode_tokens_per_second'], 'in L3' if pct is None else '%.1f%%' % pct, j['prefill_tokens_per_second'],
+      '$load'))" "$json"
   done
 done

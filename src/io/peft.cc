@@ -11,6 +11,7 @@
 #include "core/pcre2_pattern.h"
 #include "io/atomic_output_file.h"
 #include "io/json_fields.h"
+#include "io/json_text.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
@@ -398,7 +399,7 @@ void write_peft_adapter(const std::string& dir, const PeftAdapter& adapter, DTyp
   }
   // Weights first, then the config: a folder with a config always has its weights.
   w.write((fs::path(dir) / kWeightsFile).string());
-  const std::string text = j.dump(2) + "\n";
+  const std::string text = json_text(j, 2) + "\n";
   AtomicOutputFile out((fs::path(dir) / kConfigFile).string());
   out.write(text.data(), text.size());
   out.commit();

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "core/check.h"
+#include "io/json_text.h"
 
 namespace frugal {
 namespace {
@@ -104,7 +105,7 @@ void SafetensorsFile::parse_all(const uint8_t* data, size_t size) {
     for (const auto& d : shape) {
       if (!d.is_number_unsigned())
         fail("{}: tensor '{}' has a dimension that is not a non-negative integer ({})", label_, name,
-             d.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+             json_text(d));
       const uint64_t n = d.get<uint64_t>();
       if (n > kMaxElements || __builtin_mul_overflow(numel, n, &numel) || numel > kMaxElements)
         fail("{}: tensor '{}' has an absurd shape (more than {} elements)", label_, name, kMaxElements);

@@ -4,6 +4,7 @@
 
 #include "core/check.h"
 #include "io/atomic_output_file.h"
+#include "io/json_text.h"
 
 namespace frugal {
 namespace {
@@ -50,7 +51,7 @@ std::string SafetensorsWriter::header() const {
     h[p.name] = {{"dtype", safetensors_dtype(p.dtype)}, {"shape", p.shape}, {"data_offsets", {offset, offset + p.nbytes}}};
     offset += p.nbytes;
   }
-  std::string text = h.dump();
+  std::string text = json_text(h);
   text.append((8 - text.size() % 8) % 8, ' ');
   return text;
 }

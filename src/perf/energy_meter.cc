@@ -15,11 +15,18 @@ std::optional<uint64_t> read_number(const std::string& path) {
   return v;
 }
 
-// "intel-rapl:0" is a package; "intel-rapl:0:1" one of its parts (cores, uncore, dram), which
-// the package counter already includes.
-bool is_package(const std::string& name) {
+// A package's counter: a top-level domain ("intel-rapl:0"; "intel-rapl:0:1" is one of its parts,
+// cores, uncore or dram, which the package counter already includes) whose `name` says
+// "package-N". Another top-level domain, "psys" on Intel client machines (the whole platform,
+// the packages included), would count the packages twice; it is not counted, also where no
+// package domain exists, as it measures more than the processor (see the header).
+bool is_package(const std::filesystem::path& dir) {
   const std::string prefix = "intel-rapl:";
-  return name.starts_with(prefix) && name.find(':', prefix.size()) == std::string::npos;
+  const std::string folder = dir.filename().string();
+  if (!folder.starts_with(prefix) || folder.find(':', prefix.size()) != std::string::npos) return false;
+  std::ifstream in(dir / "name");
+  std::string name;
+  return static_cast<bool>(in >> name) && name.starts_with("package-");
 }
 
 }  // namespace
@@ -28,7 +35,7 @@ EnergyMeter::EnergyMeter(const std::string& root) {
   namespace fs = std::filesystem;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(root, ec)) {
-    if (!is_package(entry.path().filename().string())) continue;
+    if (!is_package(entry.path())) continue;
     Domain d;
     d.counter = (entry.path() / "energy_uj").string();
     const auto now = read_number(d.counter);

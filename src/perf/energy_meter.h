@@ -1,7 +1,10 @@
 // The energy the processor packages use, from the Linux powercap (RAPL) counters where the
-// kernel exposes them: /sys/class/powercap/intel-rapl:N/energy_uj, one per package (AMD Zen
-// packages appear under the same driver name). Virtual machines usually have none; then the
-// user gives the machine's power draw instead (`frugal bench --watts`).
+// kernel exposes them: /sys/class/powercap/intel-rapl:N/energy_uj of every domain named
+// "package-N" (AMD Zen packages appear under the same driver name). A "psys" domain (the whole
+// platform, packages included) is never summed with them, and not used alone either: where no
+// package counter exists the meter is unavailable, so that bench's "processor packages" figure
+// stays one thing on every machine. Virtual machines usually have none; then the user gives the
+// machine's power draw instead (`frugal bench --watts`).
 #pragma once
 
 #include <cstdint>

@@ -70,8 +70,14 @@ double prefill_bound_seconds(const Model& model, const MachineLimits& limits, in
 }
 
 void check_bench_options(const ModelBenchOptions& o) {
-  if (o.prompt_tokens < 1) fail("-p/--n-prompt must be at least 1 (got {})", o.prompt_tokens);
-  if (o.decode_tokens < 1) fail("-n/--n-gen must be at least 1 (got {})", o.decode_tokens);
+  // Bounded before anything adds them up: the CLI's context is p + n + 1, which overflowed for
+  // -p 9223372036854775807 and came back as a negative --ctx-size the user never gave.
+  const auto tokens = [](const char* flag, int64_t v) {
+    if (v < 1 || v > ModelBenchOptions::kMaxTokens)
+      fail("{} must be between 1 and {} (got {})", flag, ModelBenchOptions::kMaxTokens, v);
+  };
+  tokens("-p/--n-prompt", o.prompt_tokens);
+  tokens("-n/--n-gen", o.decode_tokens);
   if (o.repetitions < 1) fail("-r/--repetitions must be at least 1 (got {})", o.repetitions);
   // A server's bound too: 100,000 contexts took 10 GB of KV cache before anything ran.
   if (o.parallel < 1 || o.parallel > EngineOptions::kMaxParallel)

@@ -19,6 +19,10 @@ struct ModelBenchOptions {
   // per forward, as a server's continuous batching runs them; 1 skips the test. The engine's
   // KV cache must hold this many contexts.
   int64_t parallel = 1;
+
+  // The most tokens -p or -n may ask for: positions are 32-bit, so that p + n + 1 (the context
+  // bench needs) stays a position.
+  static constexpr int64_t kMaxTokens = int64_t{1} << 30;
 };
 
 struct ModelBenchResult {

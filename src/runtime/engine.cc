@@ -17,7 +17,7 @@ void page_in(const ModelSource& source) {
   size_t total = 0;
   for (const MappedFile* f : source.mapped_files()) total += f->size();
   constexpr size_t kStep = size_t{4} << 20;
-  Progress progress("loading", static_cast<int64_t>(total), "MB", 1.0 / (1 << 20));
+  Progress progress("loading", static_cast<int64_t>(total), "MB", 1e-6);  // MB: 10^6 bytes, as everywhere
   size_t done = 0;
   volatile uint8_t sink = 0;
   for (const MappedFile* f : source.mapped_files()) {

@@ -1,4 +1,5 @@
 #include "server/openai_response.h"
+#include "io/json_text.h"
 #include "tokenizer/utf8.h"
 
 #include <nlohmann/json.hpp>
@@ -13,9 +14,7 @@ using json = nlohmann::ordered_json;
 
 // Token text can be part of a UTF-8 character: such bytes become U+FFFD in JSON strings
 // (the exact bytes are in the "bytes" fields).
-std::string dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
+std::string dump(const json& j) { return json_text(j); }
 
 std::string token_text(const ResponseFormat& f, int32_t id) {
   if (f.tokenizer == nullptr || id < 0 || id >= f.tokenizer->n_vocab()) return fmt::format("<{}>", id);

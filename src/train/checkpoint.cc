@@ -9,6 +9,7 @@
 #include "core/parse_decimal.h"
 #include "io/atomic_output_file.h"
 #include "io/json_fields.h"
+#include "io/json_text.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
@@ -72,7 +73,7 @@ std::string write_checkpoint(const std::string& output, const CheckpointState& s
     j["optimizer_steps"] = optimizer.steps();
     j["fingerprint"] = state.fingerprint;
     j["history"] = state.history;
-    const std::string text = j.dump(2) + "\n";
+    const std::string text = json_text(j, 2) + "\n";
     AtomicOutputFile out((temp_dir / kState).string());
     out.write(text.data(), text.size());
     out.commit();

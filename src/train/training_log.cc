@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "io/atomic_output_file.h"
+#include "io/json_text.h"
 #include "io/mapped_file.h"
 
 namespace frugal {
@@ -32,7 +33,7 @@ TrainingLog::TrainingLog(std::string path, int64_t step) : path_(std::move(path)
 void TrainingLog::append(const nlohmann::json& j) const {
   std::FILE* f = std::fopen(path_.c_str(), "a");
   if (f == nullptr) return;
-  const std::string line = j.dump() + "\n";
+  const std::string line = json_text(j) + "\n";
   std::fwrite(line.data(), 1, line.size(), f);
   std::fclose(f);
 }

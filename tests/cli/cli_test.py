@@ -361,14 +361,102 @@ def test_bench_json_and_batched_decode():
     expect_user_error(["bench", "-m", WIKI_HF, "--parallel", "0"], ["--parallel"])
     # Past serve's bound too: 100,000 contexts took 10 GB of KV cache before the flag's error.
     expect_user_error(["bench", "-m", WIKI_HF, "--parallel", "4097"], ["--parallel", "between 1 and 4096", "4097"])
-    for flag in ("-p", "-n", "-r"):
-        expect_user_error(["bench", "-m", WIKI_HF, flag, "0"], [flag + "/", "at least 1", "got 0"])
+    for flag in ("-p", "-n"):
+        expect_user_error(["bench", "-m", WIKI_HF, flag, "0"], [flag + "/", "between 1 and 1073741824", "got 0"])
+    expect_user_error(["bench", "-m", WIKI_HF, "-r", "0"], ["-r/", "at least 1", "got 0"])
     # Too many contexts for memory: the error comes after the model has loaded (its progress line
     # is on stderr first) and names the KV cache and its size.
     p = run(["bench", "-m", WIKI_HF, "-p", "8", "-n", "4", "--parallel", "4096", "-c", "16000000"])
     last = p.stderr.decode(errors="replace").strip().splitlines()[-1]
     expect(p.returncode == 1 and last.startswith("frugal: error: the KV cache does not fit") and "GB" in last,
            f"exit {p.returncode}, last line {last!r}")
+
+
+def test_bench_bounds_its_token_counts():
+    # p + n + 1 (bench's context) overflowed for -p 9223372036854775807, and the error named a
+    # negative --ctx-size the user never gave. Each count is refused by its own flag first.
+    big = "9223372036854775807"
+    for flag in ("-p", "-n"):
+        expect_user_error(["bench"] + STORIES + [flag, big, "-r", "1"], [flag + "/", "between 1 and", big])
+    # Past the model's trained context (stories260K: 512), as generate: a warning, and the run.
+    p = run(["bench"] + STORIES + ["-p", "600", "-n", "8", "-r", "1"])
+    ok(p)
+    expect(b"longer than the 512 positions the model was trained for" in p.stderr, f"{p.stderr!r}")
+
+
+def l3_cache_bytes():
+    """This machine's L3 as sysfs lists it (what bench reads), or 0."""
+    root = "/sys/devices/system/cpu/cpu0/cache"
+    for index in os.listdir(root) if os.path.isdir(root) else []:
+        if not index.startswith("index"):
+            continue
+        with open(f"{root}/{index}/level") as f:
+            if f.read().strip() != "3":
+                continue
+        with open(f"{root}/{index}/size") as f:
+            size = f.read().strip()
+        return int(size[:-1]) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[size[-1]]
+    return 0
+
+
+def test_bench_cache_resident_decode():
+    # Weights that fit in the L3 cache are read from it: a fraction of the memory bandwidth is
+    # no bound there (wiki-7m q8_0: 6.1 MB against a 16 MiB L3 read at 112% of it). Such a run
+    # says so, and its JSON fraction is null; a model larger than the cache keeps its fraction.
+    l3 = l3_cache_bytes()
+    for model in (f"{SHARED}/models/wiki-7m-gguf/wiki-7m-q8_0.gguf", WIKI_HF):
+        r = json.loads(ok(run(["bench", "-m", model, "-p", "8", "-n", "4", "-r", "1", "--json"])))
+        resident = 0 < l3 and r["weight_bytes_per_token"] <= l3
+        expect(r["decode_cache_resident"] == resident, f"{model}: {r['decode_cache_resident']}, L3 {l3}")
+        expect(r["machine"]["l3_cache_bytes"] == (l3 or None), f"L3 {r['machine']['l3_cache_bytes']} != {l3}")
+        pct = r["decode_pct_of_bandwidth"]
+        expect(pct is None if resident else pct > 0, f"{model}: decode_pct_of_bandwidth {pct}")
+        text = ok(run(["bench", "-m", model, "-p", "8", "-n", "4", "-r", "1"])).decode()
+        decode = next(line for line in text.splitlines() if line.startswith("decode"))
+        expect(("cache-resident" in decode and "% of the bandwidth" not in decode) if resident
+               else "% of the bandwidth bound" in decode, decode)
+
+
+def test_bench_reports_the_load_peak():
+    # The peak of loading (interleaving holds two copies of a matrix for a moment) was dropped:
+    # bench measured its peak from after the load. Loading reads the whole file in.
+    model = f"{SHARED}/models/wiki-7m-gguf/wiki-7m-q4_0.gguf"
+    r = json.loads(ok(run(["bench", "-m", model, "-p", "8", "-n", "4", "-r", "1", "--json"])))
+    expect(r["load_peak_rss_bytes"] >= os.path.getsize(model) and r["peak_rss_bytes"] > 0,
+           f"load peak {r['load_peak_rss_bytes']}, run peak {r['peak_rss_bytes']}, file {os.path.getsize(model)}")
+    text = ok(run(["bench", "-m", model, "-p", "8", "-n", "4", "-r", "1"])).decode()
+    expect(re.search(r"peak RSS [0-9.]+ MB loading, [0-9.]+ MB running", text), text)
+
+
+def test_bench_small_figures_keep_their_digits():
+    # Text rounded real figures to zero: "$0.0000", "0.000 kWh", "(at $0.00 an hour)", "(at 0 W".
+    text = ok(run(["bench"] + STORIES + ["-p", "32", "-n", "32", "-r", "1", "--price-per-hour", "0.001",
+                                        "--watts", "0.4"])).decode()
+    expect("(at $0.00100 an hour)" in text and "(at 0.400 W, given)" in text, text)
+    costs = re.findall(r"\$([0-9.]+) per million", text)
+    energies = re.findall(r"([0-9.]+) kWh per million", text)
+    expect(len(costs) == 2 and len(energies) == 2, text)
+    for figure in costs + energies:
+        digits = figure.replace(".", "").lstrip("0")
+        expect(float(figure) > 0 and len(digits) >= 3, f"{figure}: not 3 significant digits in {text}")
+
+
+def test_json_outputs_take_paths_that_are_not_utf8():
+    # bench --json ran the whole benchmark, then failed on the model's path (nlohmann's
+    # type_error 316). Every JSON the CLI prints replaces such bytes with U+FFFD.
+    with tempfile.TemporaryDirectory() as d:
+        odd = os.path.join(d.encode(), b"d\xff")
+        os.makedirs(odd)
+        shutil.copy(f"{SHARED}/models/stories260K/stories260K.bin", odd + b"/m.bin")
+        r = json.loads(ok(run(["bench", "-m", odd + b"/m.bin", "--tokenizer", STORIES[3], "-p", "8", "-n", "8",
+                               "-r", "1", "--json"])))
+        expect(r["model"].endswith("d\ufffd/m.bin") and r["decode_tokens_per_second"] > 0, f"{r['model']}")
+        shutil.copy(f"{SHARED}/data/wikitext2/wiki.test.raw", odd + b"/text.raw")
+        r = json.loads(ok(run(["perplexity", "-m", WIKI_HF, "-f", odd + b"/text.raw", "-c", "128", "--chunks", "1",
+                               "--json"])))
+        expect(r["text"].endswith("d\ufffd/text.raw") and r["ppl"] > 0, f"{r['text']}")
+        r = json.loads(ok(run(["quantize", "-m", WIKI_HF, "-o", odd + b"/q8.gguf", "--type", "q8_0", "--json"])))
+        expect(r["output"].endswith("d\ufffd/q8.gguf") and os.path.exists(odd + b"/q8.gguf"), f"{r['output']}")
 
 
 def test_kv_type_q8_0():
@@ -1289,6 +1377,26 @@ def test_finetune_cli():
             expect_user_error(args + ["-o", f"{d}/bad_out"], mentions)
             expect(not os.path.exists(f"{d}/bad_out"), f"{args}: output written")
 
+
+
+def test_finetune_peak_memory_is_in_mb():
+    # MB is 10^6 bytes in every command (bench's memory line, quantize's file size): finetune's
+    # "peak memory" and its log's peak_rss_mb were MiB, 108 "MB" for a 113.7 MB process.
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.Popen([FRUGAL, "finetune", "-m", WIKI_HF, "--data",
+                                 f"{SHARED}/data/instruct/wiki_demo.txt", "-o", f"{d}/out", "--steps", "2",
+                                 "--batch", "2", "--seq", "64", "-t", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        err = proc.stderr.read().decode()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        expect(proc.returncode == 0, f"finetune: {proc.returncode}: {err}")
+        with open(f"{d}/out/training_log.jsonl", encoding="utf-8") as f:
+            logged = [json.loads(line) for line in f][-1]["peak_rss_mb"]
+        printed = float(re.search(r"peak memory ([0-9.]+) MB", err).group(1))
+        process_mb = usage.ru_maxrss * 1024 / 1e6  # the kernel's peak, in kB
+        expect(0.98 * process_mb <= logged <= process_mb and abs(printed - logged) <= 0.5,
+               f"peak memory printed {printed} MB, logged {logged}, the process's peak {process_mb:.1f} MB")
 
 
 def finetune_records(p):

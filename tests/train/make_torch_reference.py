@@ -433,7 +433,7 @@ def peak_rss_mb():
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+                return int(line.split()[1]) * 1024 / 1e6  # MB: 10^6 bytes, as frugal finetune writes it
     return 0.0
 
 

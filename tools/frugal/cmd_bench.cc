@@ -1,9 +1,11 @@
 // frugal bench: prefill and decode speed of a model, judged against this machine's limits
-// measured in the same run (decode against memory bandwidth, prefill against the peaks of the
-// units its products run on), and what a million tokens cost in money and energy at those
-// speeds (the machine's price per hour and power draw: given, or power from RAPL counters).
+// measured in the same run (decode against memory bandwidth, unless its weights fit in the L3 cache;
+// prefill against the peaks of the units its products run on), and what a million tokens cost in
+// money and energy at those speeds (the machine's price per hour and power draw: given, or power
+// from RAPL counters).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,9 +15,12 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "frugal_version.h"
+#include "io/json_text.h"
 #include "kernels/kernels.h"
+#include "perf/cache_size.h"
 #include "perf/energy_meter.h"
 #include "perf/machine_limits.h"
+#include "perf/memory_usage.h"
 #include "perf/model_bench.h"
 #include "tools/frugal/commands.h"
 #include "tools/frugal/common_options.h"
@@ -34,6 +39,15 @@ struct BenchFlags {
 // A unit's peak in GFLOP/s, or that this CPU has no such unit (a 0 peak was never measured).
 std::string peak_text(double flops) { return flops > 0 ? fmt::format("{:.0f}", flops / 1e9) : "none"; }
 nlohmann::json peak_or_null(double flops) { return flops > 0 ? nlohmann::json(flops / 1e9) : nlohmann::json(); }
+
+// A figure to `digits` significant digits, in plain notation. A fixed count of decimals rounded
+// real figures to zero: a small model's cost and energy per million tokens ("$0.0000",
+// "0.000 kWh"), a price or power given as a fraction ("at $0.00 an hour", "at 0 W").
+std::string significant(double v, int digits = 3) {
+  if (v == 0 || !std::isfinite(v)) return fmt::format("{}", v);
+  const int magnitude = static_cast<int>(std::floor(std::log10(std::fabs(v))));
+  return fmt::format("{:.{}f}", v, std::max(0, digits - 1 - magnitude));
+}
 
 // What a million tokens cost at `tokens_per_second`: dollars at the hourly price, and
 // kilowatt-hours at the power draw (0 where the input is unknown).
@@ -85,6 +99,9 @@ int run() {
   // One step decodes a row for every sequence: the step must hold them all.
   options.max_batch_rows = std::max<int64_t>(options.max_batch_rows, b.parallel);
   auto engine = load_engine(model, options);
+  // Loading is often the process's peak (interleaving the weights holds two copies of a matrix
+  // for a moment) and bench_model measures its own peak from its start, so this one is kept.
+  const size_t load_peak_rss = peak_rss_bytes();
   const auto& kernels = kernels::active();
   log_info("measuring the machine's limits ({} threads, {} kernels)...", engine->pool().size(), kernels::isa_name(kernels.isa));
   const MachineLimits limits = measure_machine_limits(engine->pool(), kernels);
@@ -108,6 +125,12 @@ int run() {
   const double bandwidth = best.read_bandwidth;
 
   const double decode_bw = r.weight_bytes_per_token / r.decode_seconds_per_token;
+  // Weights that fit in the last-level cache stay there from token to token: decode then reads
+  // them at cache speed, and a fraction of the memory bandwidth (wiki-7m q8_0: 112%) would say
+  // nothing. Such a run is named as cache-resident instead. Without a listed L3 the weights are
+  // taken to come from memory, as any model worth benchmarking does.
+  const size_t l3_bytes = l3_cache_bytes();
+  const bool cache_resident = l3_bytes > 0 && r.weight_bytes_per_token <= l3_bytes;
   const double decode_pct = 100.0 * decode_bw / bandwidth;
   const ModelConfig& c = engine->config();
   const double prefill_flops = r.prefill_flops / r.prefill_seconds;
@@ -135,7 +158,8 @@ int run() {
         {"prefill_unit", prefill_unit},
         {"decode_tokens_per_second", r.decode_tokens_per_second},
         {"decode_gb_per_second", decode_bw / 1e9},
-        {"decode_pct_of_bandwidth", decode_pct},
+        {"decode_pct_of_bandwidth", cache_resident ? nlohmann::json() : nlohmann::json(decode_pct)},
+        {"decode_cache_resident", cache_resident},
         {"time_to_first_token_ms", r.time_to_first_token * 1e3},
         {"parallel", flags.bench.parallel},
         {"batched_decode_tokens_per_second",
@@ -143,6 +167,7 @@ int run() {
         {"batched_decode_ms_per_step",
          flags.bench.parallel > 1 ? nlohmann::json(r.batched_seconds_per_step * 1e3) : nlohmann::json(nullptr)},
         {"peak_rss_bytes", r.peak_rss_bytes},
+        {"load_peak_rss_bytes", load_peak_rss},
         {"price_per_hour_usd", flags.price_per_hour > 0 ? nlohmann::json(flags.price_per_hour) : nullptr},
         {"watts", watts > 0 ? nlohmann::json(watts) : nullptr},
         {"watts_source", watts_source},
@@ -157,11 +182,12 @@ int run() {
         {"frugal_version", std::string(FRUGAL_VERSION) + " " + FRUGAL_COMMIT},
         {"machine",
          {{"read_bandwidth_gb_per_second", bandwidth / 1e9},
+          {"l3_cache_bytes", l3_bytes > 0 ? nlohmann::json(l3_bytes) : nlohmann::json()},
           {"fma_peak_gflops", best.fma_peak / 1e9},
           {"bf16_dot_peak_gflops", peak_or_null(best.bf16_dot_peak)},
           {"int8_dot_peak_gflops", peak_or_null(best.int8_dot_peak)}}},
     };
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", json_text(j, 2).c_str());
     return 0;
   }
   fmt::print("model        {} ({}, {:.1f}M parameters, {} layers)\n", model.model, c.arch,
@@ -173,15 +199,22 @@ int run() {
   fmt::print("prefill      {:8.1f} tokens/s  ({} tokens, {:.0f} GFLOP/s = {:.1f}% of the bound at the peaks of its "
              "units, mostly {})\n",
              r.prefill_tokens_per_second, flags.bench.prompt_tokens, prefill_flops / 1e9, prefill_pct, prefill_unit);
-  fmt::print("decode       {:8.1f} tokens/s  ({:.1f} MB of weights a token, {:.1f} GB/s = {:.1f}% of the bandwidth bound)\n",
-             r.decode_tokens_per_second, r.weight_bytes_per_token / 1e6, decode_bw / 1e9, decode_pct);
+  if (cache_resident)
+    fmt::print("decode       {:8.1f} tokens/s  ({:.1f} MB of weights a token, {:.1f} GB/s: cache-resident, the weights "
+               "fit in the {:.1f} MB L3 cache, so memory bandwidth does not bound it)\n",
+               r.decode_tokens_per_second, r.weight_bytes_per_token / 1e6, decode_bw / 1e9, l3_bytes / 1e6);
+  else
+    fmt::print("decode       {:8.1f} tokens/s  ({:.1f} MB of weights a token, {:.1f} GB/s = {:.1f}% of the bandwidth "
+               "bound)\n",
+               r.decode_tokens_per_second, r.weight_bytes_per_token / 1e6, decode_bw / 1e9, decode_pct);
   if (flags.bench.parallel > 1)
     fmt::print("batched      {:8.1f} tokens/s  ({} sequences decoding together: {:.2f} ms a step, {:.1f}x one sequence)\n",
                r.batched_tokens_per_second, flags.bench.parallel, r.batched_seconds_per_step * 1e3,
                r.batched_tokens_per_second / r.decode_tokens_per_second);
   fmt::print("first token  {:8.1f} ms after a {}-token prompt\n", r.time_to_first_token * 1e3, flags.bench.prompt_tokens);
-  fmt::print("memory       peak RSS {:.1f} MB, KV cache {:.2f} MB ({}: {} bytes a token x {} positions)\n",
-             r.peak_rss_bytes / 1e6, r.kv_cache_bytes / 1e6, model.kv_type, r.kv_bytes_per_token,
+  fmt::print("memory       peak RSS {:.1f} MB loading, {:.1f} MB running, KV cache {:.2f} MB ({}: {} bytes a token x "
+             "{} positions)\n",
+             load_peak_rss / 1e6, r.peak_rss_bytes / 1e6, r.kv_cache_bytes / 1e6, model.kv_type, r.kv_bytes_per_token,
              r.kv_capacity_tokens);
   // Per million tokens: decoded one sequence at a time, decoded --parallel together (a
   // server's rate), and prompt tokens.
@@ -194,14 +227,14 @@ int run() {
     fmt::print("{:<12} {}", what, text);
   };
   if (flags.price_per_hour > 0) {
-    line("cost", [](const PerMillion& m) { return fmt::format("${:.4f}", m.usd); });
-    fmt::print(" (at ${:.2f} an hour)\n", flags.price_per_hour);
+    line("cost", [](const PerMillion& m) { return "$" + significant(m.usd); });
+    fmt::print(" (at ${} an hour)\n", significant(flags.price_per_hour));
   } else {
     fmt::print("cost         give --price-per-hour (the machine's $ an hour) for $ per million tokens\n");
   }
   if (watts > 0) {
-    line("energy", [](const PerMillion& m) { return fmt::format("{:.3f} kWh", m.kwh); });
-    fmt::print(" (at {:.0f} W, {})\n", watts, watts_source);
+    line("energy", [](const PerMillion& m) { return significant(m.kwh) + " kWh"; });
+    fmt::print(" (at {} W, {})\n", significant(watts), watts_source);
   } else {
     fmt::print("energy       give --watts (no RAPL energy counter readable here) for kWh per million tokens\n");
   }

@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "eval/perplexity.h"
 #include "io/atomic_output_file.h"
+#include "io/json_text.h"
 #include "tools/frugal/commands.h"
 #include "tools/frugal/common_options.h"
 
@@ -275,7 +276,7 @@ int run() {
                         {"running_ppl", running_ppl}};
     if (!o.save_logits.empty()) j["save_logits"] = o.save_logits;
     if (r.kl) j["kl"] = kl_json(*r.kl, *base);
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", json_text(j, 2).c_str());
     return 0;
   }
   std::string list;

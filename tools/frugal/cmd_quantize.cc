@@ -17,6 +17,7 @@
 #include "core/check.h"
 #include "core/thread_pool.h"
 #include "core/log.h"
+#include "io/json_text.h"
 #include "quant/quantize_model.h"
 #include "tools/frugal/commands.h"
 
@@ -86,7 +87,7 @@ int run() {
   if (o.bpw_types->count() > 0 && !o.q.target_bpw) log_warn("--bpw-types is not used without --bpw");
   const QuantizeSummary s = quantize_model(o.q);
   if (o.json) {
-    std::printf("%s\n", summary_json(s, o.q, o.method).dump(2).c_str());
+    std::printf("%s\n", json_text(summary_json(s, o.q, o.method), 2).c_str());
   } else {
     print_summary(s, o.q);
   }

@@ -264,10 +264,10 @@ int run() {
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log_line(LogLevel::kInfo,
            fmt::format("frugal serve: listening on http://{}:{} serving '{}' ({}); context {}, {} parallel, queue {}, "
-                       "KV {} blocks x {} positions ({}, {:.1f} MiB), prefix cache {}, batch {} rows, chat template "
+                       "KV {} blocks x {} positions ({}, {:.1f} MB), prefix cache {}, batch {} rows, chat template "
                        "{}, {} threads{}, API key {}; loaded in {:.1f} s; chat page: http://{}:{}/",
                        f.host, port, opts.model_id, f.model.model, engine->n_ctx(), f.parallel, f.queue, kv.n_blocks(),
-                       kv.block_size(), dtype_name(kv.dtype()), static_cast<double>(kv.bytes()) / (1 << 20),
+                       kv.block_size(), dtype_name(kv.dtype()), static_cast<double>(kv.bytes()) / 1e6,
                        so.prefix_cache ? "on" : "off", f.batch_size, template_note, engine->pool().size(),
                        f.model.w8a8 ? ", W8A8 (int8 activations per token)" : "", f.api_key.empty() ? "off" : "on",
                        load_s, f.host, port));

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -28,6 +29,15 @@ class Listener : public httplib::Server {
  public:
   void raise_backlog(int backlog) {
     if (::listen(svr_sock_, backlog) != 0) log_warn("could not raise the listen backlog to {}", backlog);
+  }
+  // cpp-httplib's stop() does nothing until listen_after_bind() has marked the server running,
+  // and the server then served for good: a SIGTERM just after "listening" hung the process (2
+  // runs in 6). Closing the socket works at any time: the accept loop ends, or never starts.
+  void stop_listening() {
+    const int sock = svr_sock_.exchange(INVALID_SOCKET);
+    if (sock == INVALID_SOCKET) return;
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
   }
 };
 
@@ -138,7 +148,7 @@ class HttpServer::Impl {
   }
 
   void serve() { http_.listen_after_bind(); }
-  void stop() { http_.stop(); }
+  void stop() { http_.stop_listening(); }
   void begin_shutdown() { generation_.begin_shutdown(); }
   void close_connections() { generation_.close_connections(); }
   Metrics& metrics() { return metrics_; }

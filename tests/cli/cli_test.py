@@ -4,6 +4,7 @@ check stdout byte for byte, stderr and the exit status.
 
 usage: cli_test.py FRUGAL SHARED_DIR TEST_NAME
 """
+import fcntl
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import gguf_file  # noqa: E402
@@ -797,6 +799,47 @@ def test_chat_ctrl_c_stops_the_reply_not_the_chat():
     expect(p.returncode == 0, f"exit status {p.returncode}: {err[-500:]}")
     expect("reply stopped" in err and "finished: cancelled" in err, f"the first reply was not stopped: {err[-800:]}")
     expect(err.count("finished:") == 2, f"the second message was not answered: {err[-800:]}")
+
+
+def test_chat_ctrl_c_while_a_reply_write_blocks():
+    # A reply's write blocked on a slow terminal or a full pipe (`| less`) when Ctrl-C came: the
+    # write failed with EINTR and the chat ended ("cannot write to standard output: Interrupted
+    # system call", exit 1). Now the reply stops and the next message is answered.
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # a reply of 2048 tokens overfills it
+    p = subprocess.Popen([FRUGAL, "chat", "-m", WIKI_HF, "--chat-template", "chatml", "-c", "2048", "-t", "1",
+                          "--temp", "0", "-v"], stdin=subprocess.PIPE, stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    try:
+        p.stdin.write(b"Tell me about the history of France\nAnd of Spain?\n")
+        p.stdin.close()
+        deadline = time.time() + 60
+        while True:  # until the reply waits in write() for the pipe nobody reads yet
+            with open(f"/proc/{p.pid}/wchan") as f:
+                if "pipe_write" in f.read():
+                    break
+            expect(time.time() < deadline and p.poll() is None, "the reply never blocked on the full pipe")
+            time.sleep(0.02)
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.2)  # the handler runs while the write still blocks
+        with os.fdopen(read_end, "rb") as r:
+            out = r.read()
+        err = p.stderr.read().decode(errors="replace")
+        p.wait(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    expect(p.returncode == 0, f"exit status {p.returncode}: {err[-500:]}")
+    expect("finished: cancelled" in err and err.count("finished:") == 2,
+           f"the first reply was not stopped, or the second message not answered: {err[-800:]}")
+    expect(out.count(b"\n") >= 2 and len(out) > 4096, f"stdout: {len(out)} bytes")
+
+
+def test_chat_n_0_is_refused():
+    # -n 0 (generate's "evaluate the prompt only") made every reply silently empty; -1 is no
+    # limit (test_chat_says_a_reply_filled_the_context).
+    for n in ("0", "-2"):
+        expect_user_error(["chat", "-m", WIKI_HF, "-n", n], ["-n/--n-predict", f"got {n}"], stdin=b"Hello\n")
 
 
 def test_chat_template_fallback_and_choice():

@@ -90,7 +90,11 @@ ChatTemplate choose_template(const ChatFlags& f, const Engine& engine) {
 
 int run() {
   const ChatFlags& f = flags();
-  if (f.n_predict < -1) fail("--n-predict must be -1 (no limit), 0 or more (got {})", f.n_predict);
+  // 0 is generate's "evaluate the prompt only"; in a chat it made every reply silently empty.
+  if (f.n_predict == 0 || f.n_predict < -1)
+    fail("-n/--n-predict must be -1 (until the end of the turn or a full context) or 1 or more tokens per reply "
+         "(got {})",
+         f.n_predict);
   auto engine = load_engine(f.model);
   GenerateOptions o;
   o.sampling = sampling_params(f.sampling, static_cast<int32_t>(engine->config().n_vocab));
@@ -122,6 +126,10 @@ int run() {
   };
   struct sigaction action = {};
   action.sa_handler = on_interrupt;
+  // Restarted, not failed with EINTR: a reply's write blocked on a slow terminal or a full pipe
+  // when Ctrl-C came ended the chat ("Interrupted system call"). Nothing waits for the signal to
+  // break a read: at the prompt the handler ends the process.
+  action.sa_flags = SA_RESTART;
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGINT, &action, nullptr);
   int status = 0;
@@ -167,7 +175,7 @@ int run() {
       std::fflush(stdout);
       std::fprintf(stderr, "frugal: error: %s\n", e.what());
       status = 1;
-      if (std::ferror(stdout)) break;  // replies can no longer be shown: the chat ends
+      if (stdout_failed()) break;  // replies can no longer be shown: the chat ends
     }
   }
   if (interactive) std::fputc('\n', stderr);

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <random>
 
+#include <unistd.h>
+
 #include "core/check.h"
 #include "core/thread_pool.h"
 #include "core/log.h"
@@ -222,10 +224,32 @@ std::string read_text_arg(const std::string& path, const std::string& what) {
   }
 }
 
+namespace {
+bool g_stdout_failed = false;
+}  // namespace
+
 void write_stdout(std::string_view text) {
   errno = 0;
-  if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() || std::fflush(stdout) != 0)
+  if (std::fflush(stdout) != 0) {  // what stdio holds goes first
+    g_stdout_failed = true;
     fail("cannot write to standard output: {}", errno != 0 ? std::strerror(errno) : "write error");
+  }
+  // write(2) itself, not stdio: a signal handled while the write blocks (chat's Ctrl-C on a slow
+  // terminal or a full pipe) interrupts it with EINTR, which is no failure; stdio takes it for
+  // one and drops the bytes it held.
+  while (!text.empty()) {
+    const ssize_t n = ::write(STDOUT_FILENO, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      g_stdout_failed = true;
+      fail("cannot write to standard output: {}", n < 0 ? std::strerror(errno) : "write error");
+    }
+    text.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+bool stdout_failed() {
+  return g_stdout_failed || std::ferror(stdout);
 }
 
 void print_timings(const GenerationTimings& t) {

@@ -72,5 +72,7 @@ void print_timings(const GenerationTimings& t);
 // Streams generated text to stdout at once; throws frugal::Error when it cannot be written (a
 // full disk, a closed descriptor): `generate > out.txt` must not end with exit 0 and the text lost.
 void write_stdout(std::string_view text);
+// Whether a write to stdout has failed (through write_stdout or stdio).
+bool stdout_failed();
 
 }  // namespace frugal::cli

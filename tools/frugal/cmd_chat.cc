@@ -26,7 +26,7 @@ struct ChatFlags {
   ModelFlags model;
   SamplingFlags sampling;
   int64_t n_predict = -1;
-  std::string chat_template;
+  ChatTemplateFlags chat_template;
   std::string system;
   bool no_thinking = false;
   bool escape = true;
@@ -57,9 +57,7 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("-n,--n-predict", f.n_predict, "Tokens per reply at most (-1: until end of turn or a full context)")
       ->capture_default_str();
   add_sampling_flags(*sub, f.sampling);
-  sub->add_option("--chat-template", f.chat_template,
-                  "Chat template family (chatml, llama3, ...) instead of the model's, or a Jinja template text, whose "
-                  "family is detected and rendered (frugal does not run Jinja)");
+  add_chat_template_flags(*sub, f.chat_template);
   sub->add_option("--system", f.system, "System message");
   add_escape_flag(*sub, f.escape, "--system and in each line read, so a message of several lines is typed with \\n");
   sub->add_flag("--no-thinking", f.no_thinking,
@@ -77,8 +75,9 @@ std::string template_names() {
   return out;
 }
 
-ChatTemplate choose_template(const ChatFlags& f, const Engine& engine) {
-  if (!f.chat_template.empty()) return chat_template_arg(f.chat_template);
+// `chosen`: the flags' choice, read before the model loads so that a bad one fails at once.
+ChatTemplate choose_template(const ChatFlags& f, std::optional<ChatTemplate> chosen, const Engine& engine) {
+  if (chosen) return std::move(*chosen);
   if (engine.chat_template().empty()) {
     // As llama.cpp (and `frugal serve`): a model without a template gets ChatML, said once.
     log_warn("{} has no chat template: using chatml (choose another with --chat-template NAME, one of {})",
@@ -95,11 +94,12 @@ int run() {
     fail("-n/--n-predict must be -1 (until the end of the turn or a full context) or 1 or more tokens per reply "
          "(got {})",
          f.n_predict);
+  std::optional<ChatTemplate> chosen = chosen_chat_template(f.chat_template);
   auto engine = load_engine(f.model);
   GenerateOptions o;
   o.sampling = sampling_params(f.sampling, static_cast<int32_t>(engine->config().n_vocab));
   o.max_tokens = f.n_predict;
-  ChatTemplate chat_template = choose_template(f, *engine);
+  ChatTemplate chat_template = choose_template(f, std::move(chosen), *engine);
   if (f.no_thinking) {
     if (!chat_template.params().has_thinking_switch)
       fail("--no-thinking: the '{}' chat template has no thinking switch (Qwen3's enable_thinking)",

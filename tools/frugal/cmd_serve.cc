@@ -44,7 +44,7 @@ struct ServeFlags {
   int64_t kv_block_size = 32;
   int64_t batch_size = 0;
   bool no_prefix_cache = false;
-  std::string chat_template;
+  ChatTemplateFlags chat_template;
   std::string alias;
   int timeout = 600;
   int keep_alive = 5;
@@ -79,9 +79,7 @@ CLI::App* setup(CLI::App& app) {
                   "Rows per forward pass: a decode row per running sequence plus prompt chunks (default: 128, at "
                   "least --parallel)");
   sub->add_flag("--no-prefix-cache", f.no_prefix_cache, "Do not reuse the KV blocks of shared prompt prefixes");
-  sub->add_option("--chat-template", f.chat_template,
-                  "Chat template family (chatml, llama3, ...) instead of the model's, or a Jinja template text, whose "
-                  "family is detected and rendered (frugal does not run Jinja)");
+  add_chat_template_flags(*sub, f.chat_template);
   sub->add_option("--alias", f.alias, "Model name clients use in \"model\" (default: the model's file or folder name without .gguf, .bin or "
                   ".safetensors)");
   sub->add_option("--timeout", f.timeout, "Seconds to read a request or write a response before giving up")
@@ -109,15 +107,16 @@ std::string model_name(const std::string& path) {
   return name.empty() ? "model" : name;
 }
 
-std::optional<ChatTemplate> choose_template(const ServeFlags& f, const Engine& engine, std::string& note) {
+// `chosen`: the flags' choice, read before the model loads so that a bad one fails at once.
+std::optional<ChatTemplate> choose_template(const ServeFlags& f, std::optional<ChatTemplate> chosen,
+                                            const Engine& engine, std::string& note) {
   if (!engine.has_tokenizer()) {
     note = "none (no tokenizer: token-id completions only)";
     return std::nullopt;
   }
-  if (!f.chat_template.empty()) {
-    ChatTemplate t = chat_template_arg(f.chat_template);
-    note = std::string(t.name());
-    return t;
+  if (chosen) {
+    note = std::string(chosen->name());
+    return chosen;
   }
   if (engine.chat_template().empty()) {
     // As llama.cpp's server: a model without a template gets ChatML.
@@ -216,6 +215,7 @@ int run() {
   eo.kv_contexts = f.parallel;
   eo.max_batch_rows = f.batch_size;
   set_log_level(f.model.verbose ? LogLevel::kDebug : LogLevel::kWarn);
+  std::optional<ChatTemplate> chosen = chosen_chat_template(f.chat_template);
 
   // Signals go to the main thread only: block them before any other thread exists.
   sigset_t signals;
@@ -234,7 +234,7 @@ int run() {
     engine = load_engine(f.model, eo);
     // Commit the KV cache now: a server takes its memory at startup, not under load.
     engine->cache().prefault();
-    chat_template = choose_template(f, *engine, template_note);
+    chat_template = choose_template(f, std::move(chosen), *engine, template_note);
   }
 
   SchedulerOptions so;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <random>
 
 #include <unistd.h>
@@ -204,16 +205,44 @@ std::string process_escapes(std::string_view text) {
   return out;
 }
 
-ChatTemplate chat_template_arg(const std::string& value) {
-  const bool jinja = value.find("{%") != std::string::npos || value.find("{{") != std::string::npos;
-  if (!jinja) return ChatTemplate::by_name(value);
-  ChatTemplate t = ChatTemplate::detect(value);
-  // frugal renders template families; a hand-written template is not run as Jinja, so what it
-  // writes beyond its family's format would be lost without a word.
-  log_warn("--chat-template: frugal renders template families and does not run Jinja; this template is rendered "
-           "as the '{}' family ({}), so anything it writes beyond that format is not reproduced",
-           t.name(), t.models());
+void add_chat_template_flags(CLI::App& app, ChatTemplateFlags& f) {
+  app.add_option("--chat-template", f.value,
+                 "Chat template family (chatml, llama3, ...) instead of the model's, or a Jinja template text, whose "
+                 "family is detected and rendered (frugal does not run Jinja)");
+  app.add_option("--chat-template-file", f.file,
+                 "A file holding a Jinja chat template, used as --chat-template's text would be");
+}
+
+namespace {
+
+// frugal renders template families; a hand-written template is not run as Jinja, so what it
+// writes beyond its family's format would be lost without a word.
+ChatTemplate detected_family(const std::string& jinja, const std::string& flag, const std::string& source) {
+  ChatTemplate t = ChatTemplate::detect(jinja, source);
+  log_warn("{}: frugal renders template families and does not run Jinja; this template is rendered as the '{}' "
+           "family ({}), so anything it writes beyond that format is not reproduced",
+           flag, t.name(), t.models());
   return t;
+}
+
+}  // namespace
+
+std::optional<ChatTemplate> chosen_chat_template(const ChatTemplateFlags& f) {
+  if (!f.value.empty() && !f.file.empty())
+    fail("--chat-template and --chat-template-file are given together: choose one");
+  if (!f.file.empty())
+    return detected_family(read_text_arg(f.file, "--chat-template-file"), "--chat-template-file", f.file);
+  if (f.value.empty()) return std::nullopt;
+  if (f.value.find("{%") != std::string::npos || f.value.find("{{") != std::string::npos)
+    return detected_family(f.value, "--chat-template", "");
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(f.value, ec)) {
+    // Taken as a family name, a path was "unknown chat template './t.jinja'": say which flag reads files.
+    fail("--chat-template: '{}' is a file, and this flag takes a template family name or Jinja text; "
+         "--chat-template-file {} reads the template from the file",
+         f.value, f.value);
+  }
+  return ChatTemplate::by_name(f.value);
 }
 
 std::string read_text_arg(const std::string& path, const std::string& what) {

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -60,8 +61,17 @@ void add_escape_flag(CLI::App& app, bool& escape, const std::string& what);
 // become the character; a backslash before anything else is kept as written.
 std::string process_escapes(std::string_view text);
 
-// --chat-template's value: Jinja template text (it holds "{%" or "{{") or else a family name.
-ChatTemplate chat_template_arg(const std::string& value);
+struct ChatTemplateFlags {
+  std::string value;  // --chat-template: a family name, or Jinja text (it holds "{%" or "{{")
+  std::string file;   // --chat-template-file: a file of Jinja text
+};
+
+// --chat-template NAME|JINJA and --chat-template-file FILE, as in llama.cpp.
+void add_chat_template_flags(CLI::App& app, ChatTemplateFlags& flags);
+// The template the flags choose (nullopt: neither given, the model's own). A Jinja text is
+// rendered as the family detected from it, with a warning, since frugal does not run Jinja.
+// Throws frugal::Error naming the flag (both given, an unknown name, an unreadable file).
+std::optional<ChatTemplate> chosen_chat_template(const ChatTemplateFlags& flags);
 
 // The whole file as text; throws frugal::Error naming it when it cannot be read.
 std::string read_text_arg(const std::string& path, const std::string& what);

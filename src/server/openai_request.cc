@@ -485,6 +485,7 @@ ApiRequest parse_request(Endpoint endpoint, std::string_view text, const Request
     else if (n_predict != r.max_tokens)
       bad("n_predict", "'n_predict' (llama.cpp's name) differs from 'max_tokens' / 'max_completion_tokens'");
   }
+  r.reply_room = get_int(body, "reply_room", 1, std::numeric_limits<int32_t>::max());
   parse_sampling(body, limits, r.sampling);
   r.stop = parse_stop(body, limits);
   r.ignore_eos = get_bool(body, "ignore_eos", false);

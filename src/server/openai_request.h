@@ -5,7 +5,8 @@
 //
 // Defaults are OpenAI's: temperature 1, top_p 1, no top-k or min-p, no penalties. The
 // llama.cpp and vLLM extensions that users of those servers send are accepted: top_k, min_p,
-// repeat_penalty / repetition_penalty, repeat_last_n, ignore_eos, return_token_ids. Unknown
+// repeat_penalty / repetition_penalty, repeat_last_n, ignore_eos, return_token_ids; and frugal's
+// reply_room (the chat page's: see ApiRequest). Unknown
 // fields are ignored, as OpenAI-compatible servers do, except the known ones frugal cannot
 // honour and that change what may be generated (tools, response_format json, vLLM's guided_*,
 // llama.cpp's grammar and json_schema, stop_token_ids, min_tokens...): those are refused by
@@ -42,6 +43,10 @@ struct ApiRequest {
   // max_completion_tokens, max_tokens or n_predict; absent: the endpoint's default; -1 (n_predict
   // only): no limit but the context.
   std::optional<int64_t> max_tokens;
+  // frugal's reply_room: positions that must stay free after the prompt, else the request is
+  // refused (context_length_exceeded) before anything runs; it does not limit the reply. The
+  // chat page sends it to keep room for the reply, dropping old turns until it fits.
+  std::optional<int64_t> reply_room;
   SamplingParams sampling;
   std::vector<std::string> stop;
   bool logprobs = false;

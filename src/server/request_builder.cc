@@ -99,6 +99,11 @@ BuiltRequest RequestBuilder::build(const ApiRequest& r) const {
                            "the {}, {} for the completion). Please reduce the length of the {} or the completion.",
                            n_ctx_, n + *r.max_tokens, n, param, *r.max_tokens, param),
                "max_tokens");
+    if (r.reply_room && n + *r.reply_room > n_ctx_)
+      too_long(fmt::format("This model's maximum context length is {} tokens. However, your {} resulted in {} tokens "
+                           "and {} must stay free for the reply (reply_room). Please reduce the length of the {}.",
+                           n_ctx_, param, n, *r.reply_room, param),
+               "reply_room");
   }
 
   for (const auto& [id, bias] : r.sampling.logit_bias)

@@ -1467,6 +1467,18 @@ def run_in_page(browser, script):
     return browser.evaluate(f"(async () => {{ {script} }})()", await_promise=True, timeout=50)
 
 
+def in_chat_page(s, script):
+    """Opens the chat page of server `s` in a fresh headless Chromium, runs `script` there as
+    run_in_page does and returns what it returns."""
+    with tempfile.TemporaryDirectory() as profile:
+        browser = Browser(chromium(), profile)
+        try:
+            open_chat_page(s, browser)
+            return run_in_page(browser, script)
+        finally:
+            browser.close()
+
+
 def test_chat_page_new_chat_during_a_reply():
     executable = chromium()
     with Server() as s, tempfile.TemporaryDirectory() as profile:
@@ -1555,6 +1567,10 @@ def test_chat_page_failed_request_leaves_the_history():
                   byId("temperature").value = "0"; byId("max-tokens").value = "8";
                   out.start = state();
                   say("No key yet"); await settled(); out.unauthorized = state();
+                  byId("input").value = "";
+                  byId("api-key").value = "wrong";
+                  byId("api-key").dispatchEvent(new Event("change"));
+                  say("Wrong key"); await settled(); out.wrongKey = state();
                   byId("api-key").value = "s3cret";
                   byId("api-key").dispatchEvent(new Event("change"));
                   await until(() => byId("model").textContent.startsWith("wiki-7m"), "the model line");
@@ -1578,41 +1594,39 @@ def test_chat_page_failed_request_leaves_the_history():
                 browser.close()
         sent = r["sent"]
         expect(r["start"]["model"].startswith("model unknown"), f"model line without the key: {r['start']['model']!r}")
-        for step, text in [("unauthorized", "No key yet"), ("tooLong", None), ("network", "Network down"),
+        for step, text in [("unauthorized", "No key yet"), ("wrongKey", "Wrong key"), ("tooLong", None),
+                           ("network", "Network down"),
                            ("badSetting", "Bad setting"), ("composing", "Composing")]:
             got = r[step]
             if text is not None:
                 expect(got["input"] == text, f"{step}: the input box holds {got['input'][:80]!r}")
             expect(got["shown"] == [], f"{step}: the page shows {got['shown']}")
         expect(r["tooLongRestored"], "the too-long message was not put back in the input box")
-        expect("API key" in r["unauthorized"]["error"] or "key" in r["unauthorized"]["error"].lower(),
-               f"401 error shown: {r['unauthorized']['error']!r}")
+        expect("needs an API key" in r["unauthorized"]["error"], f"401 error shown: {r['unauthorized']['error']!r}")
+        # A wrong key was shown as a missing one.
+        expect("API key is not valid" in r["wrongKey"]["error"], f"wrong key: {r['wrongKey']['error']!r}")
         expect("maximum context length" in r["tooLong"]["error"], f"400 error shown: {r['tooLong']['error']!r}")
         expect("Failed to fetch" in r["network"]["error"], f"network error shown: {r['network']['error']!r}")
         expect("Max tokens" in r["badSetting"]["error"], f"bad setting error: {r['badSetting']['error']!r}")
-        expect(r["badSetting"]["requests"] == 3 and r["composing"]["requests"] == 3,
+        expect(r["badSetting"]["requests"] == 4 and r["composing"]["requests"] == 4,
                "a request was sent with a bad setting or during an IME composition")
-        expect(len(sent) == 5, f"{len(sent)} requests sent")
-        expect(sent[3]["messages"] == [{"role": "user", "content": "Hello there"}],
-               f"the failed messages stayed in the history: {sent[3]['messages']}")
+        expect(len(sent) == 6, f"{len(sent)} requests sent")
+        expect(sent[4]["messages"] == [{"role": "user", "content": "Hello there"}],
+               f"the failed messages stayed in the history: {sent[4]['messages']}")
         ok = r["ok"]
         expect(ok["error"] == "" and ok["input"] == "" and [x[0] for x in ok["shown"]] == ["user", "assistant"],
                f"after a good request: {ok}")
-        expect(sent[4]["messages"] == [{"role": "user", "content": "Hello there"},
+        expect(sent[5]["messages"] == [{"role": "user", "content": "Hello there"},
                                        {"role": "assistant", "content": ok["shown"][1][1]},
-                                       {"role": "user", "content": "And again"}], f"{sent[4]['messages']}")
+                                       {"role": "user", "content": "And again"}], f"{sent[5]['messages']}")
         expect(len(r["again"]["shown"]) == 4, f"{r['again']['shown']}")
 
 
 def test_chat_page_outgrows_the_context():
     """A conversation longer than --ctx keeps working: the oldest turns leave the requests, as
     in `frugal chat`. Also the default Max tokens (empty: up to the context) fits any --ctx."""
-    executable = chromium()
-    with Server("--ctx", "128") as s, tempfile.TemporaryDirectory() as profile:
-        browser = Browser(executable, profile)
-        try:
-            open_chat_page(s, browser)
-            r = run_in_page(browser, """
+    with Server("--ctx", "128") as s:
+        r = in_chat_page(s, """
               const out = {defaultMax: byId("max-tokens").value};
               byId("temperature").value = "0";
               out.replies = [];
@@ -1632,8 +1646,6 @@ def test_chat_page_outgrows_the_context():
               out.sent = sent.map((b) => [b.messages.map((m) => m.content), b.max_tokens === undefined ? null : b.max_tokens]);
               return out;
             """)
-        finally:
-            browser.close()
         expect(r["defaultMax"] == "", f"the page's default Max tokens is {r['defaultMax']!r}")
         sent = r["sent"]
         # The first reply fills the context; each later message is sent once with the history,
@@ -1653,6 +1665,129 @@ def test_chat_page_outgrows_the_context():
         m = s.metrics()
         expect(m['frugal_requests_total{endpoint="chat",outcome="success"}'] == 9, "every message answered")
         expect(s.alive(), "the server died")
+
+def test_chat_page_keeps_the_history_when_a_message_cannot_fit():
+    """A message that fits in no way (longer than the context, Max tokens at least the context,
+    a system prompt that fills it) is an error that says so; the history stays. The page left
+    out every old turn for good before failing, and the next message went without history."""
+    with Server("--ctx", "256") as s:
+        r = in_chat_page(s, """
+              const state = () => ({error: byId("error").hidden ? "" : byId("error").textContent,
+                                    input: byId("input").value, shown: shown().length,
+                                    dropped: document.querySelectorAll(".message.dropped").length,
+                                    settingsOpen: byId("settings").open});
+              const out = {};
+              byId("temperature").value = "0"; byId("max-tokens").value = "8";
+              say("First question"); await settled();
+              say("Second question"); await settled();
+              say("word ".repeat(400)); await settled(); out.tooLong = state();
+              byId("input").value = "";
+              byId("max-tokens").value = "1000"; say("Third question"); await settled(); out.maxTokens = state();
+              byId("input").value = ""; byId("max-tokens").value = "8"; byId("settings").open = false;
+              byId("system").value = "word ".repeat(400); say("Fourth question"); await settled(); out.system = state();
+              byId("input").value = ""; byId("system").value = "";
+              say("Fifth question"); await settled(); out.after = state();
+              out.last = sent[sent.length - 1].messages.map((m) => m.content);
+              return out;
+            """)
+        for step in ("tooLong", "maxTokens", "system"):
+            got = r[step]
+            expect("does not fit the context even without the earlier turns" in got["error"] and
+                   "maximum context length" in got["error"], f"{step}: error {got['error']!r}")
+            expect(got["dropped"] == 0 and got["shown"] == 4, f"{step}: the history changed: {got}")
+        expect(r["maxTokens"]["settingsOpen"], "Max tokens is at fault: the settings stay closed")
+        expect(r["maxTokens"]["input"] == "Third question", f"the message did not go back: {r['maxTokens']}")
+        expect(r["after"]["error"] == "" and r["after"]["shown"] == 6, f"the next message: {r['after']}")
+        expect(len(r["last"]) == 5 and r["last"][0] == "First question" and r["last"][-1] == "Fifth question",
+               f"the next request lost the history: {r['last']}")
+
+
+def test_chat_page_keeps_room_for_the_reply():
+    """With Max tokens empty, old turns leave the request until a quarter of the context is free
+    for the reply, as `frugal chat` keeps it: near the end of the context a reply was cut to a
+    few tokens (finish "length"). reply_room is the server's check behind it."""
+    with Server("--ctx", "256") as s:
+        messages = [{"role": "user", "content": "cat " * 100}]
+        prompt = s.post("/v1/chat/completions", {"messages": messages, "max_tokens": 1})["usage"]["prompt_tokens"]
+        status, _, data = s.request("POST", "/v1/chat/completions", {"messages": messages, "reply_room": 257 - prompt})
+        error = json.loads(data).get("error", {})
+        expect(status == 400 and error.get("code") == "context_length_exceeded" and error.get("param") == "reply_room",
+               f"reply_room {257 - prompt} after {prompt} prompt tokens: {status} {data[:300]!r}")
+        r = s.post("/v1/chat/completions", {"messages": messages, "reply_room": 256 - prompt, "temperature": 0,
+                                            "ignore_eos": True})
+        expect(r["usage"]["total_tokens"] == 256, f"reply_room limited the reply: {r['usage']}")
+        for bad in (0, -1, "8"):
+            status, _, data = s.request("POST", "/v1/chat/completions", {"messages": messages, "reply_room": bad})
+            expect(status == 400 and json.loads(data)["error"]["param"] == "reply_room", f"reply_room {bad}: {status}")
+        r = in_chat_page(s, """
+              byId("temperature").value = "0"; byId("max-tokens").value = "8";
+              say("cat ".repeat(45)); await settled();
+              say("dog ".repeat(45)); await settled();
+              byId("max-tokens").value = "";  // the default: up to the context
+              say("Tell me a long story now"); await settled();
+              const last = [...document.querySelectorAll(".message.assistant")].pop();
+              return {meta: last.querySelector(".meta").textContent, error: byId("error").textContent,
+                      dropped: document.querySelectorAll(".message.dropped").length,
+                      sent: sent.map((b) => [b.messages.length, b.max_tokens === undefined ? null : b.max_tokens,
+                                             b.reply_room === undefined ? null : b.reply_room])};
+            """)
+        tokens = int(r["meta"].split()[0])
+        expect(tokens >= 64, f"the reply got {tokens} tokens of a 256-token context: {r}")
+        expect(r["dropped"] == 2 and "oldest turn no longer fits" in r["error"], f"the first turn stayed: {r}")
+        expect(r["sent"][:2] == [[1, 8, None], [3, 8, None]] and r["sent"][-1] == [3, None, 64],
+               f"requests {r['sent']}")
+
+
+def test_chat_page_after_the_server_restarts_with_another_model():
+    """The page read the model id once and sent it with every message: after a restart with
+    another --alias every message failed (model_not_found) and the model line kept the old one."""
+    executable = chromium()
+    with tempfile.TemporaryDirectory() as profile:
+        browser = Browser(executable, profile)
+        try:
+            with Server("--ctx", "256", "--alias", "model-a") as s:
+                port = s.port
+                open_chat_page(s, browser)
+                before = run_in_page(browser, """
+                  byId("temperature").value = "0"; byId("max-tokens").value = "5";
+                  say("Hello"); await settled(); return byId("model").textContent;""")
+            with Server("--ctx", "512", "--alias", "model-b", "--port", str(port)) as s:
+                after = run_in_page(browser, """
+                  say("Second message"); await settled();
+                  await until(() => byId("model").textContent.startsWith("model-b"), "the new model line");
+                  return {model: byId("model").textContent, error: byId("error").textContent, shown: shown().length,
+                          model_sent: sent.some((b) => "model" in b)};""")
+        finally:
+            browser.close()
+        expect(before == "model-a · context 256", f"model line {before!r}")
+        expect(after == {"model": "model-b · context 512", "error": "", "shown": 4, "model_sent": False},
+               f"after the restart: {after}")
+
+
+def test_chat_page_says_the_server_is_gone():
+    """A server that dies mid-reply: the page says the connection was lost (it showed Chromium's
+    bare "network error") and keeps what arrived."""
+    executable = chromium()
+    with Server() as s, tempfile.TemporaryDirectory() as profile:
+        browser = Browser(executable, profile)
+        try:
+            open_chat_page(s, browser)
+            run_in_page(browser, """
+              byId("max-tokens").value = ""; say("Tell me a long story");
+              await until(() => { const m = document.querySelector(".message.assistant.streaming");
+                                  return m && m.textContent.length > 20; }, "the reply");
+              return 1;""")
+            s.proc.kill()
+            s.proc.wait()
+            r = run_in_page(browser, """
+              await settled();
+              return {error: byId("error").textContent, shown: shown().map(([role, text]) => [role, text.length > 20]),
+                      meta: document.querySelector(".meta").textContent};""")
+        finally:
+            browser.close()
+        expect(r["error"] == "the connection to the server was lost", f"error line {r['error']!r}")
+        expect(r["shown"] == [["user", False], ["assistant", True]], f"the partial reply was not kept: {r['shown']}")
+        expect(r["meta"].endswith("· the connection to the server was lost"), f"meta {r['meta']!r}")
 
 
 # Chat responses the page receives instead of the server's, for the states a real server

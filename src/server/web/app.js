@@ -1,7 +1,8 @@
 // The chat page of `frugal serve`: keeps the conversation in the page, sends it to
 // /v1/chat/completions with "stream": true and shows the reply as its server-sent events
 // arrive. When the conversation outgrows the context, the oldest turns are left out of the
-// request (the system prompt stays), as `frugal chat` does. With ?autotest=1 it sends one message on load (?message=, ?temperature=,
+// request (the system prompt stays), as `frugal chat` does, keeping a quarter of the context
+// free for the reply. With ?autotest=1 it sends one message on load (?message=, ?temperature=,
 // ?max_tokens=) and writes the outcome into #autotest-result, for the headless browser test.
 // Every URL is relative to the page, so a reverse proxy may serve the server under a path
 // prefix (nginx `location /llm/ { proxy_pass http://127.0.0.1:8080/; }`).
@@ -13,7 +14,7 @@ const autotest = params.get("autotest") === "1";
 const conversation = [];  // {role, content, element}: the turns still sent with each request
 let chat = 0;             // bumped by "New chat": a send() from an older chat must not touch this one
 let controller = null;    // AbortController of the reply being streamed
-let modelId = null;
+let contextSize = null;   // the served model's context in tokens, from v1/models
 let modelRequest = 0;     // the latest loadModel() call: an older answer must not overwrite it
 
 // Settings survive a reload; the API key only for this tab's session (sessionStorage), so
@@ -64,7 +65,7 @@ async function loadModel() {
     const r = await fetch("v1/models", {headers: headers()});
     const body = await r.json();
     if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);
-    if (mine === modelRequest) modelId = body.data[0].id;
+    if (mine === modelRequest) contextSize = body.data[0].max_model_len;
     label = body.data[0].id + " · context " + body.data[0].max_model_len;
   } catch (e) {
     label = "model unknown (" + e.message + ")";
@@ -102,7 +103,7 @@ async function readEvents(response, onEvent) {
   const decoder = new TextDecoder();
   let buffer = "";
   for (;;) {
-    const {value, done} = await reader.read();
+    const {value, done} = await readPiece(reader);
     if (done) return false;
     // A CR at the end may be the first half of a CRLF: it waits for the next read.
     buffer = (buffer + decoder.decode(value, {stream: true})).replace(/\r\n|\r(?!$)/g, "\n");
@@ -118,27 +119,55 @@ async function readEvents(response, onEvent) {
   }
 }
 
-// An error response's message, and the Settings field to point at when the fix is there.
-async function responseError(response) {
+// An error response's message, the field it names (param), and the Settings field to point at
+// when the fix is there. keySent: whether the request carried an API key.
+async function responseError(response, keySent) {
   const body = await response.json().catch(() => null);
   const error = body && body.error ? body.error : {};
   if (response.status === 401) {
-    return {message: "This server needs an API key: enter it under Settings.", field: "api-key"};
+    const message = keySent ? "The API key is not valid: check it under Settings."
+                            : "This server needs an API key: enter it under Settings.";
+    return {message, field: "api-key"};
   }
-  return {message: error.message || response.status + " " + response.statusText, code: error.code};
+  return {message: error.message || response.status + " " + response.statusText, code: error.code,
+          param: error.param, field: error.param === "max_tokens" ? "max-tokens" : undefined};
 }
 
-// Takes the oldest turn (a user message and its reply) out of the requests, and marks it on
-// the page; false when nothing but the new message is left.
-function dropOldestTurn(current) {
-  if (conversation.length === 0 || conversation[0] === current) return false;
-  let end = 1;
+// Positions kept free for the reply when Max tokens is empty, by `frugal chat`'s rule
+// (generation_room: a quarter of the context); otherwise a reply near the end of the context
+// was cut to a few tokens. A set Max tokens is kept free by the server's own check.
+function replyRoom(sampling) {
+  if (sampling.max_tokens !== undefined || !contextSize) return 0;
+  return Math.max(1, Math.floor(contextSize / 4));
+}
+
+// The index in `conversation` after the turn (a user message and its reply) that starts at `start`.
+function turnEnd(start) {
+  let end = start + 1;
   while (end < conversation.length && conversation[end].role !== "user") end += 1;
-  for (const turn of conversation.splice(0, end)) {
+  return end;
+}
+
+// Takes the first `count` messages out of the requests for good and marks them on the page;
+// returns how many turns they were.
+function leaveOut(count) {
+  const left = conversation.splice(0, count);
+  for (const turn of left) {
     turn.element.classList.add("dropped");
     turn.element.title = "Left out of the requests: the conversation outgrew the context";
   }
-  return true;
+  return left.filter((turn) => turn.role === "user").length;
+}
+
+// Reads the next piece of a reply's body. A broken connection (the server died or restarted)
+// is Chromium's bare "network error": say what happened.
+async function readPiece(reader) {
+  try {
+    return await reader.read();
+  } catch (e) {
+    if (e.name === "TypeError") throw new Error("the connection to the server was lost");
+    throw e;
+  }
 }
 
 async function send(text) {
@@ -160,25 +189,45 @@ async function send(text) {
   reply.classList.add("streaming");
   setBusy(true);
   const myController = controller = new AbortController();
-  let content = "", finish = null, usage = null, chunks = 0, error = null, dropped = 0;
+  let content = "", finish = null, usage = null, chunks = 0, error = null;
+  // Messages at the start of `conversation` this request leaves out; they leave the history
+  // only once a reply comes, so a message that fits in no way costs no turn.
+  let skip = 0;
   const started = performance.now();
+  // Read again with every message, beside it rather than before it (no request waits): a
+  // restarted server may serve another model (the model line) or context (the room kept for
+  // the replies after this one).
+  loadModel();
   try {
+    let room = replyRoom(sampling);
     for (;;) {
       const messages = [];
       const system = $("system").value.trim();
       if (system) messages.push({role: "system", content: system});
-      messages.push(...conversation.map(({role, content}) => ({role, content})));
+      messages.push(...conversation.slice(skip).map(({role, content}) => ({role, content})));
+      // No "model": the server serves one, and a name read earlier is wrong after a restart
+      // with another model or --alias.
       const body = {messages, stream: true, stream_options: {include_usage: true}, ...sampling};
-      if (modelId) body.model = modelId;
+      if (room > 0) body.reply_room = room;
+      const requestHeaders = headers();
       const response = await fetch("v1/chat/completions", {
-        method: "POST", headers: headers(), body: JSON.stringify(body), signal: myController.signal,
+        method: "POST", headers: requestHeaders, body: JSON.stringify(body), signal: myController.signal,
       });
       if (!response.ok) {
-        const e = await responseError(response);
-        // Too long for the context: leave the oldest turn out and ask again.
-        if (e.code === "context_length_exceeded" && myChat === chat && dropOldestTurn(turn)) {
-          dropped += 1;
-          continue;
+        const e = await responseError(response, "Authorization" in requestHeaders);
+        if (e.code === "context_length_exceeded" && myChat === chat) {
+          // Too long for the context: leave the oldest turn out and ask again. With no turn
+          // left, the message goes with what room there is (as in `frugal chat`), or fails.
+          if (conversation[skip] !== turn) {
+            skip = turnEnd(skip);
+            continue;
+          }
+          if (e.param === "reply_room") {
+            room = 0;
+            continue;
+          }
+          e.message = `This message does not fit the context${skip > 0 ? " even without the earlier turns" : ""}: ` +
+                      e.message;
         }
         if (e.field) $("settings").open = true;
         throw new Error(e.message);
@@ -207,13 +256,10 @@ async function send(text) {
   if (myChat !== chat) return;
   controller = null;
   setBusy(false);
-  if (dropped > 0) {
-    showError(dropped === 1 ? "The oldest turn no longer fits the context: it was left out."
-                            : `The ${dropped} oldest turns no longer fit the context: they were left out.`);
-  }
   if (error && !content) {
     // Failed, or stopped before any text: the question was not answered, so it leaves the
-    // history (or every later request would repeat it) and goes back to the input box.
+    // history (or every later request would repeat it) and goes back to the input box; the
+    // turns the request left out stay.
     const i = conversation.indexOf(turn);
     if (i >= 0) conversation.splice(i, 1);
     question.remove();
@@ -224,9 +270,16 @@ async function send(text) {
     return;
   }
   // Answered, or cut short (stopped, or an error mid-reply): what arrived stays, as a reply.
+  const dropped = leaveOut(skip);
   reply.classList.remove("streaming");
   conversation.push({role: "assistant", content, element: reply});
-  if (error && error !== "stopped") showError(error);
+  const notes = [];
+  if (dropped > 0) {
+    notes.push(dropped === 1 ? "The oldest turn no longer fits the context: it was left out."
+                             : `The ${dropped} oldest turns no longer fit the context: they were left out.`);
+  }
+  if (error && error !== "stopped") notes.push(error);
+  showError(notes.join(" "));
   const seconds = (performance.now() - started) / 1000;
   const meta = document.createElement("span");
   meta.className = "meta";

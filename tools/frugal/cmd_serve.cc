@@ -5,16 +5,17 @@
 // only code that touches the Engine) and the HTTP listener, then waits for SIGTERM/SIGINT.
 // A signal drains: new requests get 503, the ones in flight finish (up to --drain-timeout,
 // or until a second signal), what is left is ended with a final error event, and the process
-// exits with status 0.
+// exits with status 0. A signal during the model load ends the process at once, by that signal.
 #include <signal.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
-#include <atomic>
 #include <optional>
 #include <thread>
 

@@ -364,6 +364,10 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
            "reported errors do not show; start from full-precision weights, pass --allow-requantize, or write f32",
            o.input, t.name, dtype_name(t.source_type));
   }
+  // The metadata first: a tokenizer that GGUF cannot carry is refused before the calibration
+  // passes and the rounding, not after them. The file type is known only once types are chosen.
+  GgufWriter writer;
+  add_model_metadata(writer, *model, 0);
   // --bpw: matrices a --policy rule names keep their type; the rest are chosen. A target below
   // the smallest mixture is refused here, before the calibration passes.
   std::map<std::string, DType> fixed;
@@ -455,7 +459,6 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
     summary.tensors.push_back(std::move(s));
   }
 
-  GgufWriter writer;
   // llama-quantize keeps the asked-for file type under per-tensor overrides; a --bpw mixture
   // asked for none, and frugal's own types are no file type of llama.cpp's.
   bool own_types = false;
@@ -463,7 +466,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   summary.file_type = o.target_bpw || own_types ? file_type_of_matrices(run.types) : llama_file_type(policy);
   // --bpw chooses a type per tensor: the file has no one type (the default --type is unused).
   summary.type = o.target_bpw ? "mixed" : !policy.preset.empty() ? policy.preset : dtype_name(policy.base);
-  add_model_metadata(writer, *model, summary.file_type);
+  writer.set_u32("general.file_type", summary.file_type);  // in the place add_model_metadata gave it
   add_frugal_type_marks(writer, run.types);
   add_model_tensors(writer, *model, [](WorkingTensor& t) -> StoredTensor {
     if (t.type == DType::kF32) return {DType::kF32, static_cast<const uint8_t*>(t.values.data())};

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <fmt/ranges.h>
 #include <unordered_map>
 
 #include "core/check.h"
@@ -9,6 +10,7 @@
 #include "io/gguf_writer.h"
 #include "tokenizer/bpe_tokenizer.h"
 #include "tokenizer/pretokenizer.h"
+#include "tokenizer/sentencepiece_tokenizer.h"
 #include "tokenizer/spm_tokenizer.h"
 
 namespace frugal {
@@ -45,6 +47,13 @@ constexpr const char* kProbeText =
     "sure I'll make it, 'D you like some tea? We'Ve a'lL 你好世界 こんにちは123abc ABC_def foo-bar x=1+2; "
     "$10,000.50 at 9:30pm!!\r\n\r\nEnd.";
 
+// What SentencePiece's normalizers change: full-width letters and digits, ligatures, circled
+// digits and compatibility characters (nmt_nfkc), runs of spaces at the start, inside and at
+// the end (remove_extra_whitespaces).
+constexpr const char* kNormalizerProbeText =
+    "  \xEF\xBD\x86\xEF\xBD\x95\xEF\xBD\x8C\xEF\xBD\x8C \xEF\xBC\x91\xEF\xBC\x92 \xEF\xAC\x81nance "
+    "\xE2\x91\xA0 \xE2\x84\xAB \xE3\x8D\xBF  Hello   world  ";
+
 // Preferred first: the names llama.cpp's converter gives the common model families.
 constexpr const char* kPreferred[] = {"llama-bpe", "qwen2", "smollm", "gpt-2", "deepseek-llm", "deepseek-coder",
                                       "deepseek-v3", "falcon", "starcoder", "refact", "command-r", "gpt-4o",
@@ -62,6 +71,50 @@ std::string llama_cpp_text_of_llama2c_token(const Tokenizer& t, const Vocab& voc
   std::string out;
   for (const char c : text) out += c == ' ' ? std::string("\xE2\x96\x81") : std::string(1, c);
   return out;
+}
+
+std::string pieces_at(const Tokenizer& t, const std::vector<int32_t>& ids, size_t from) {
+  std::string out;
+  for (size_t i = from; i < ids.size() && i < from + 6; ++i)
+    out += fmt::format("{}'{}' ({})", i > from ? ", " : "", t.token_text(ids[i]), ids[i]);
+  return out.empty() ? "the end" : out;
+}
+
+// A GGUF "llama" vocabulary is read (by llama.cpp, and by frugal's SpmTokenizer) as BPE over the
+// pieces' scores, with a '▁' prefix and no normalizer. A tokenizer.model that libsentencepiece
+// reads otherwise (a Unigram model, NFKC, whitespace clean-up, user-defined pieces followed by
+// the prefix) would give the GGUF other tokens than the model was trained on, silently: the
+// export encodes a probe text both ways and refuses the file when they differ, naming why.
+void check_llama_vocabulary_tokenizes_alike(const Tokenizer& source, const SentencePieceSpec& spec,
+                                            const std::vector<std::string>& tokens, const std::vector<float>& scores,
+                                            const std::vector<int32_t>& types, int32_t unk) {
+  Vocab vocab;
+  for (size_t id = 0; id < tokens.size(); ++id) vocab.add(tokens[id], scores[id], static_cast<TokenKind>(types[id]));
+  std::string probe = std::string(kProbeText) + kNormalizerProbeText;
+  // Each user-defined piece inside and after a word, where llama.cpp puts a '▁' after it.
+  for (int32_t id = 0; id < vocab.size(); ++id)
+    if (vocab.kind(id) == TokenKind::kUserDefined) probe += " a" + vocab.text(id) + "b " + vocab.text(id) + " c";
+  SpmTokenizer reader(std::move(vocab), SpmTokenizer::Flavor::kLlamaCpp, source.adds_space_prefix());
+  reader.set_unk(unk >= 0 ? unk : 0);  // llama.cpp's default, written only when it differs
+  reader.finish_special_tokens(/*promote_plain=*/true);
+  const std::vector<int32_t> want = source.encode(probe, false, false);
+  const std::vector<int32_t> got = reader.encode(probe, false, false);
+  if (got == want) return;
+  std::vector<std::string> why;
+  if (spec.model_type != "BPE")
+    why.push_back(fmt::format("it is a {} model (trainer_spec.model_type), not BPE", spec.model_type));
+  if (spec.normalizes)
+    why.push_back(fmt::format("it normalizes text with '{}' (normalizer_spec.name)", spec.normalizer));
+  if (spec.remove_extra_whitespaces)
+    why.push_back("it removes extra whitespace (normalizer_spec.remove_extra_whitespaces)");
+  if (spec.has_user_defined && spec.add_dummy_prefix)
+    why.push_back("GGUF readers put the '\u2581' prefix after its user-defined pieces too, libsentencepiece does not");
+  size_t at = 0;
+  while (at < got.size() && at < want.size() && got[at] == want[at]) ++at;
+  fail("the tokenizer.model cannot be stored in GGUF: llama.cpp and frugal read a GGUF \"llama\" vocabulary as BPE "
+       "over the pieces' scores without normalization, and would tokenize text differently from it{}{}; at token {} "
+       "of a probe text it gives {} where the tokenizer.model gives {}",
+       why.empty() ? "" : ": ", fmt::join(why, "; "), at, pieces_at(reader, got, at), pieces_at(source, want, at));
 }
 
 }  // namespace
@@ -141,6 +194,10 @@ void add_tokenizer_to_gguf(GgufWriter& w, const Tokenizer& tokenizer, const Toke
   } else {
     // SentencePiece-style vocabularies (SpmTokenizer, libsentencepiece): llama.cpp's "llama".
     if (spm != nullptr && spm->unk_id() >= 0) unk = spm->unk_id();
+    // An SpmTokenizer is that reader already (a GGUF's, or llama2.c's as llama.cpp's converter
+    // writes it); a tokenizer.model is read by libsentencepiece, which may cut text otherwise.
+    if (const SentencePieceSpec* spec = sentencepiece_spec(tokenizer))
+      check_llama_vocabulary_tokenizes_alike(tokenizer, *spec, tokens, scores, types, unk);
     w.set_string("tokenizer.ggml.model", "llama");
     w.set_string("tokenizer.ggml.pre", options.pre.empty() ? "default" : options.pre);
     w.set_string_array("tokenizer.ggml.tokens", tokens);

@@ -1,6 +1,8 @@
 // SentencePiece tokenizer.model files, encoded by libsentencepiece itself (the reference for
 // these files). frugal adds what the library does not do the way llama.cpp does: BOS, special
 // tokens written in the text (parse_special), and decoding token by token.
+#include "tokenizer/sentencepiece_tokenizer.h"
+
 #include <sentencepiece_processor.h>
 
 #include <cstring>
@@ -14,7 +16,9 @@ namespace frugal {
 namespace {
 
 // Reads the protobuf wire format, just enough of sentencepiece_model.proto for what the
-// library's API does not expose: which pieces are user-defined, and add_dummy_prefix.
+// library's API does not expose (Debian's libsentencepiece-dev ships no sentencepiece_model.pb.h
+// to read its model_proto() with): which pieces are user-defined, the model type and the
+// normalizer's settings.
 class ProtoReader {
  public:
   ProtoReader(std::string_view data, const std::string& path) : data_(data), path_(path) {}
@@ -78,34 +82,54 @@ class ProtoReader {
 
 struct ModelFacts {
   std::vector<uint32_t> piece_types;  // sentencepiece_model.proto's Type: 1 normal .. 6 byte
-  bool add_dummy_prefix = true;       // the proto's default
+  SentencePieceSpec spec;
 };
 
-ModelFacts read_model_facts(std::string_view proto, const std::string& path) {
-  ModelFacts facts;
-  ProtoReader model(proto, path);
+std::string model_type_name(uint64_t type) {
+  switch (type) {
+    case 1: return "Unigram";
+    case 2: return "BPE";
+    case 3: return "Word";
+    case 4: return "Char";
+    default: return "type " + std::to_string(type);
+  }
+}
+
+// Calls f(field, wire, value, bytes) for each field of a message.
+template <typename F>
+void for_each_field(std::string_view message, const std::string& path, F f) {
+  ProtoReader reader(message, path);
   uint32_t field = 0, wire = 0;
   uint64_t value = 0;
   std::string_view bytes;
-  while (model.next(field, wire, value, bytes)) {
-    if (field == 1 && wire == 2) {  // repeated SentencePiece pieces
+  while (reader.next(field, wire, value, bytes)) f(field, wire, value, bytes);
+}
+
+ModelFacts read_model_facts(std::string_view proto, const std::string& path) {
+  ModelFacts facts;
+  SentencePieceSpec& spec = facts.spec;
+  for_each_field(proto, path, [&](uint32_t field, uint32_t wire, uint64_t, std::string_view bytes) {
+    if (wire != 2) return;
+    if (field == 1) {  // repeated SentencePiece pieces
       uint32_t type = 1;
-      ProtoReader piece(bytes, path);
-      uint32_t f = 0, w = 0;
-      uint64_t v = 0;
-      std::string_view b;
-      while (piece.next(f, w, v, b))
+      for_each_field(bytes, path, [&](uint32_t f, uint32_t w, uint64_t v, std::string_view) {
         if (f == 3 && w == 0) type = static_cast<uint32_t>(v);
+      });
       facts.piece_types.push_back(type);
-    } else if (field == 3 && wire == 2) {  // NormalizerSpec
-      ProtoReader spec(bytes, path);
-      uint32_t f = 0, w = 0;
-      uint64_t v = 0;
-      std::string_view b;
-      while (spec.next(f, w, v, b))
-        if (f == 3 && w == 0) facts.add_dummy_prefix = v != 0;
+      spec.has_user_defined |= type == 4;
+    } else if (field == 2) {  // TrainerSpec
+      for_each_field(bytes, path, [&](uint32_t f, uint32_t w, uint64_t v, std::string_view) {
+        if (f == 3 && w == 0) spec.model_type = model_type_name(v);
+      });
+    } else if (field == 3) {  // NormalizerSpec
+      for_each_field(bytes, path, [&](uint32_t f, uint32_t w, uint64_t v, std::string_view b) {
+        if (f == 1 && w == 2) spec.normalizer = std::string(b);
+        if (f == 2 && w == 2) spec.normalizes = !b.empty();
+        if (f == 3 && w == 0) spec.add_dummy_prefix = v != 0;
+        if (f == 4 && w == 0) spec.remove_extra_whitespaces = v != 0;
+      });
     }
-  }
+  });
   return facts;
 }
 
@@ -120,7 +144,7 @@ class SentencePieceTokenizer final : public VocabTokenizer {
       fail("{}: not a SentencePiece model (a tokenizer.model protobuf): it does not parse", path);
     }
     const ModelFacts facts = read_model_facts(processor_.serialized_model_proto(), path);
-    add_dummy_prefix_ = facts.add_dummy_prefix;
+    spec_ = facts.spec;
     const int n = processor_.GetPieceSize();
     for (int id = 0; id < n; ++id) {
       TokenKind kind = TokenKind::kNormal;
@@ -162,7 +186,8 @@ class SentencePieceTokenizer final : public VocabTokenizer {
     return out;
   }
 
-  bool adds_space_prefix() const override { return add_dummy_prefix_; }
+  bool adds_space_prefix() const override { return spec_.add_dummy_prefix; }
+  const SentencePieceSpec& spec() const { return spec_; }
 
  protected:
   bool splits_user_defined() const override { return false; }  // the library matches them
@@ -172,10 +197,15 @@ class SentencePieceTokenizer final : public VocabTokenizer {
  private:
   std::string path_;
   sentencepiece::SentencePieceProcessor processor_;
-  bool add_dummy_prefix_ = true;
+  SentencePieceSpec spec_;
 };
 
 }  // namespace
+
+const SentencePieceSpec* sentencepiece_spec(const Tokenizer& tokenizer) {
+  const auto* t = dynamic_cast<const SentencePieceTokenizer*>(&tokenizer);
+  return t == nullptr ? nullptr : &t->spec();
+}
 
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& model_path) {
   return std::make_unique<SentencePieceTokenizer>(model_path);

@@ -32,19 +32,6 @@ const ByteAlphabet& alphabet() {
   return a;
 }
 
-std::string replace_all(std::string_view text, std::string_view from, std::string_view to) {
-  if (from.empty()) return std::string(text);
-  std::string out;
-  size_t pos = 0;
-  for (size_t at = text.find(from); at != std::string_view::npos; at = text.find(from, pos)) {
-    out.append(text.substr(pos, at - pos));
-    out.append(to);
-    pos = at + from.size();
-  }
-  out.append(text.substr(pos));
-  return out;
-}
-
 }  // namespace
 
 uint32_t byte_to_unicode(uint8_t byte) {
@@ -150,7 +137,7 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool add_bos, b
     if (pre_tokenizer_.empty()) {
       words.push_back(piece);
     } else {
-      pre_tokenizer_.split(piece, words, storage);
+      pre_tokenizer_.split(piece, words, storage, /*at_text_start=*/f.text.data() == text.data());
     }
     for (const std::string_view w : words) {
       // Text repeats its words: each distinct one is merged once per call.
@@ -273,7 +260,8 @@ void BpeTokenizer::emit_unmerged(std::string_view text, std::vector<int32_t>& ou
 std::string BpeTokenizer::normal_token_bytes(int32_t id) const {
   const std::string& text = vocab_.text(id);
   if (!options_.byte_level) {
-    return normalizer_.replaces_space_with_symbol() ? unescape_space_symbol(text) : text;
+    const bool space_symbol = normalizer_.replaces_space_with_symbol() || pre_tokenizer_.writes_space_symbol();
+    return space_symbol ? unescape_space_symbol(text) : text;
   }
   std::string out;
   out.reserve(text.size());

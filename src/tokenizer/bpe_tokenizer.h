@@ -61,7 +61,9 @@ class BpeTokenizer final : public VocabTokenizer {
   const PreTokenizer& pre_tokenizer() const { return pre_tokenizer_; }
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const override;
-  bool adds_space_prefix() const override { return normalizer_.prepends_space_symbol(); }
+  bool adds_space_prefix() const override {
+    return normalizer_.prepends_space_symbol() || pre_tokenizer_.prepends_space_symbol();
+  }
 
  protected:
   std::string normal_token_bytes(int32_t id) const override;

@@ -60,6 +60,29 @@ SplitBehavior split_behavior(const std::string& name, const std::string& path) {
   fail("{}: split behavior '{}' is not supported", path, name);
 }
 
+// Decoding writes '▁' as a space and nothing else: another replacement is refused.
+std::string metaspace_replacement(const json& spec, const std::string& path, const char* what) {
+  const std::string label = fmt::format("{} (the Metaspace {})", path, what);
+  const std::string replacement = json_string(spec, "replacement", label, std::string(kSpaceSymbol));
+  if (replacement != kSpaceSymbol)
+    fail("{}: the Metaspace {}'s replacement '{}' is not supported (frugal reads '\u2581')", path, what, replacement);
+  return replacement;
+}
+
+// prepend_scheme (default "always"), or in files written before it, add_prefix_space: false
+// for "never". Both given and at odds is Hugging Face's error too.
+MetaspacePrepend metaspace_prepend(const json& spec, const std::string& path) {
+  const std::string label = path + " (the Metaspace pre-tokenizer)";
+  const bool add_prefix_space = json_bool(spec, "add_prefix_space", label, true);
+  const std::string scheme = json_string(spec, "prepend_scheme", label, add_prefix_space ? "always" : "never");
+  if (!add_prefix_space && scheme != "never")
+    fail("{}: add_prefix_space false does not match prepend_scheme '{}'", label, scheme);
+  if (scheme == "always") return MetaspacePrepend::kAlways;
+  if (scheme == "first") return MetaspacePrepend::kFirst;
+  if (scheme == "never") return MetaspacePrepend::kNever;
+  fail("{}: prepend_scheme '{}' is not one of always, first and never", label, scheme);
+}
+
 // Adds the steps of a pre-tokenizer; sets byte_level when it contains ByteLevel, which has to
 // come last (after it the text is in the byte alphabet, not UTF-8 a regex could read).
 void add_pre_tokenizer(const json& spec, PreTokenizer& pre, bool& byte_level, const std::string& path) {
@@ -93,8 +116,12 @@ void add_pre_tokenizer(const json& spec, PreTokenizer& pre, bool& byte_level, co
     if (json_bool(spec, "use_regex", path, true))
       pre.add_regex(kGpt2Regex, SplitBehavior::kIsolated, RegexDialect::kOniguruma);
     byte_level = true;
+  } else if (type == "Metaspace") {
+    pre.add_metaspace(metaspace_replacement(spec, path, "pre-tokenizer"), metaspace_prepend(spec, path),
+                      json_bool(spec, "split", path, true));
   } else {
-    fail("{}: pre-tokenizer '{}' is not supported (frugal reads Split, ByteLevel, Digits and Sequence)", path, type);
+    fail("{}: pre-tokenizer '{}' is not supported (frugal reads Split, ByteLevel, Digits, Metaspace and Sequence)",
+         path, type);
   }
 }
 
@@ -128,10 +155,7 @@ void check_decoder(const json& spec, const std::string& path) {
            "space SentencePiece adds",
            path, content, start, stop);
   } else if (type == "Metaspace") {
-    const std::string replacement = json_string(spec, "replacement", path + " (the Metaspace decoder)", std::string(kSpaceSymbol));
-    if (replacement != kSpaceSymbol)
-      fail("{}: the Metaspace decoder's replacement '{}' is not supported (frugal decodes '\u2581')", path,
-           replacement);
+    metaspace_replacement(spec, path, "decoder");
   } else if (type != "ByteLevel" && type != "ByteFallback" && type != "Fuse") {
     fail(
         "{}: decoder '{}' is not supported (frugal reads ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip "

@@ -5,17 +5,21 @@
 #include "core/check.h"
 #include "core/pcre2_pattern.h"
 #include "tokenizer/utf8.h"
+#include "tokenizer/vocab.h"
 
 namespace frugal {
 
 const char* const kGpt2Regex = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 struct PreTokenizer::Step {
-  enum class Kind { kRegex, kPrefixSpace };
+  enum class Kind { kRegex, kPrefixSpace, kMetaspace };
   Kind kind = Kind::kRegex;
   SplitBehavior behavior = SplitBehavior::kIsolated;
-  pcre2_code* code = nullptr;
+  pcre2_code* code = nullptr;  // kMetaspace: the replacement, to split on
   std::string pattern;  // for error messages
+  std::string replacement;  // kMetaspace
+  MetaspacePrepend prepend = MetaspacePrepend::kAlways;
+  bool split_on_replacement = true;
 
   ~Step() {
     if (code != nullptr) pcre2_code_free(code);
@@ -107,6 +111,18 @@ bool PreTokenizer::empty() const {
   return steps_.empty();
 }
 
+bool PreTokenizer::writes_space_symbol() const {
+  for (const auto& step : steps_)
+    if (step->kind == Step::Kind::kMetaspace && step->replacement == kSpaceSymbol) return true;
+  return false;
+}
+
+bool PreTokenizer::prepends_space_symbol() const {
+  for (const auto& step : steps_)
+    if (step->kind == Step::Kind::kMetaspace && step->prepend != MetaspacePrepend::kNever) return true;
+  return false;
+}
+
 namespace {
 
 // PCRE2 10.42's \s still counts U+180E (MONGOLIAN VOWEL SEPARATOR), which Unicode 6.3 took out
@@ -173,13 +189,38 @@ void PreTokenizer::add_prefix_space() {
   steps_.push_back(std::move(step));
 }
 
+void PreTokenizer::add_metaspace(const std::string& replacement, MetaspacePrepend prepend, bool split) {
+  add_literal(replacement, SplitBehavior::kMergedWithNext);  // the split, done after the rewrite
+  Step& step = *steps_.back();
+  step.kind = Step::Kind::kMetaspace;
+  step.replacement = replacement;
+  step.prepend = prepend;
+  step.split_on_replacement = split;
+}
+
 void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& words,
-                         std::deque<std::string>& storage) const {
+                         std::deque<std::string>& storage, bool at_text_start) const {
   if (text.empty()) return;
   std::vector<std::string_view> pieces{text}, next;
   for (const auto& step : steps_) {
     next.clear();
-    if (step->kind == Step::Kind::kPrefixSpace) {
+    if (step->kind == Step::Kind::kMetaspace) {
+      Pcre2MatchData md(step->code);
+      for (const std::string_view p : pieces) {
+        std::string s = replace_all(p, " ", step->replacement);
+        // Hugging Face's "first" is the piece whose offset in the original text is 0.
+        const bool first = at_text_start && p.data() == text.data();
+        const bool prepend = step->prepend == MetaspacePrepend::kAlways ||
+                             (step->prepend == MetaspacePrepend::kFirst && first);
+        if (prepend && !s.starts_with(step->replacement)) s.insert(0, step->replacement);
+        const std::string_view rewritten = storage.emplace_back(std::move(s));
+        if (step->split_on_replacement) {
+          step->split(rewritten, md.data, next);
+        } else {
+          next.push_back(rewritten);
+        }
+      }
+    } else if (step->kind == Step::Kind::kPrefixSpace) {
       for (const std::string_view p : pieces) {
         if (!p.empty() && p.front() == ' ') {
           next.push_back(p);

@@ -1,8 +1,9 @@
-// Splitting text into the words that byte-level BPE merges within (its "pre-tokenizer").
+// Splitting text into the words that BPE merges within (its "pre-tokenizer").
 //
 // A pre-tokenizer is a list of steps applied in order, each one re-splitting every piece the
 // previous steps produced: regex splits (PCRE2 in UTF + UCP mode, so \p{L}, \s and (?i) follow
-// Unicode), and Hugging Face's ByteLevel add_prefix_space. The regexes come from the
+// Unicode), Hugging Face's ByteLevel add_prefix_space, and its Metaspace (SentencePiece's '▁'
+// for spaces, written by tokenizer.json files of Llama-2-style models). The regexes come from the
 // tokenizer.json itself, or for GGUF files from the table below, which repeats what llama.cpp
 // applies for each tokenizer.ggml.pre value (llama-vocab.cpp; some families use several regexes
 // in sequence).
@@ -29,6 +30,14 @@ enum class SplitBehavior {
 // at line breaks too).
 enum class RegexDialect { kEcmaScript, kOniguruma };
 
+// Where Metaspace puts its replacement in front of a piece that does not start with one
+// (Hugging Face's PrependScheme).
+enum class MetaspacePrepend {
+  kAlways,  // every piece
+  kFirst,   // only the piece at the very start of the text (not one after a special token)
+  kNever,
+};
+
 class PreTokenizer {
  public:
   PreTokenizer();
@@ -42,11 +51,19 @@ class PreTokenizer {
   void add_literal(const std::string& text, SplitBehavior behavior);
   // Prepends ' ' to each piece that does not start with one (ByteLevel add_prefix_space).
   void add_prefix_space();
+  // Hugging Face's Metaspace: ' ' becomes `replacement`, which is put in front of pieces as
+  // `prepend` says; with `split`, pieces are cut before each replacement (kMergedWithNext).
+  void add_metaspace(const std::string& replacement, MetaspacePrepend prepend, bool split);
   bool empty() const;
+  // Whether a Metaspace step writes spaces as '▁', and puts one in front of the text.
+  bool writes_space_symbol() const;
+  bool prepends_space_symbol() const;
 
   // Splits text (valid UTF-8) into words appended to `words`; they point into `text` or into
-  // strings kept in `storage`.
-  void split(std::string_view text, std::vector<std::string_view>& words, std::deque<std::string>& storage) const;
+  // strings kept in `storage`. `at_text_start`: `text` begins the whole input (not a part after a
+  // special token), which Metaspace's kFirst needs to know.
+  void split(std::string_view text, std::vector<std::string_view>& words, std::deque<std::string>& storage,
+             bool at_text_start = true) const;
 
  private:
   struct Step;

@@ -102,4 +102,17 @@ std::string repair_utf8(std::string_view text) {
   return out;
 }
 
+std::string replace_all(std::string_view text, std::string_view from, std::string_view to) {
+  if (from.empty()) return std::string(text);
+  std::string out;
+  size_t pos = 0;
+  for (size_t at = text.find(from); at != std::string_view::npos; at = text.find(from, pos)) {
+    out.append(text.substr(pos, at - pos));
+    out.append(to);
+    pos = at + from.size();
+  }
+  out.append(text.substr(pos));
+  return out;
+}
+
 }  // namespace frugal

@@ -86,4 +86,7 @@ inline size_t utf8_length(std::string_view text) {
 // Copy of text in which every byte that is not part of a well-formed sequence became U+FFFD.
 std::string repair_utf8(std::string_view text);
 
+// The text with every occurrence of `from` replaced by `to` (Hugging Face's Replace).
+std::string replace_all(std::string_view text, std::string_view from, std::string_view to);
+
 }  // namespace frugal

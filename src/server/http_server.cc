@@ -16,6 +16,7 @@
 #include "server/connection_pool.h"
 #include "server/connection_watch.h"
 #include "server/generation_handler.h"
+#include "server/request_builder.h"
 #include "server/openai_response.h"
 #include "server/web_assets.h"
 
@@ -228,6 +229,7 @@ class HttpServer::Impl {
         const TokenizeRequest r = parse_tokenize(req.body, options_.limits);
         const Tokenizer& t = tokenizer_or_throw();
         const std::vector<int32_t> ids = t.encode(r.content, r.add_special && t.add_bos_default(), r.parse_special);
+        if (r.add_special && t.starts_with_two_bos(ids)) warn_two_bos(t, "the content");
         if (!r.with_pieces) {
           res.set_content(tokenize_json(ids), "application/json");
           return;
@@ -243,9 +245,13 @@ class HttpServer::Impl {
       try {
         const std::vector<int32_t> ids = parse_detokenize(req.body, options_.limits);
         const Tokenizer& t = tokenizer_or_throw();
+        // The model's ids, as /v1/completions takes them: an embedding padded past the tokenizer
+        // (Qwen: 151,936 rows, 151,669 tokens) has ids the model can sample, which decode, as in
+        // generation (token_bytes), to no text.
+        const int64_t n_ids = std::max<int64_t>(n_vocab_, t.n_vocab());
         for (const int32_t id : ids)
-          if (id >= t.n_vocab())
-            throw ApiError(400, fmt::format("token id {} is outside the vocabulary of {} tokens", id, t.n_vocab()),
+          if (id >= n_ids)
+            throw ApiError(400, fmt::format("token id {} is outside the vocabulary of {} tokens", id, n_ids),
                            "tokens");
         // As llama.cpp's /detokenize: control tokens are written out.
         res.set_content(detokenize_json(t.decode(ids, /*render_special=*/true)), "application/json");

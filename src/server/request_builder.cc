@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/log.h"
 #include "runtime/chat_session.h"
 #include "server/api_error.h"
 
@@ -16,6 +17,12 @@ constexpr int64_t kDefaultCompletionTokens = 16;
 }
 
 }  // namespace
+
+void warn_two_bos(const Tokenizer& tokenizer, const std::string& what) {
+  // Once per request, in the server's log, as llama.cpp's server does; the tokens stay.
+  log_warn("{} of this request starts with two BOS tokens: it writes {} and the tokenizer adds one", what,
+           tokenizer.token_text(tokenizer.bos_id()));
+}
 
 RequestBuilder::RequestBuilder(const Tokenizer* tokenizer, std::optional<ChatTemplate> chat_template, int64_t n_ctx,
                                int64_t n_vocab)
@@ -59,6 +66,7 @@ BuiltRequest RequestBuilder::build(const ApiRequest& r) const {
     g.prompts.push_back(chat_prompt(r.messages, r.enable_thinking));
     out.prompt_texts.emplace_back();
   } else {
+    int64_t two_bos = 0;  // text prompts that wrote the BOS the tokenizer adds
     for (const PromptInput& p : r.prompts) {
       if (p.is_tokens) {
         for (const int32_t id : p.tokens)
@@ -79,11 +87,13 @@ BuiltRequest RequestBuilder::build(const ApiRequest& r) const {
         // As `frugal generate`: the tokenizer's BOS, control tokens in the text parsed.
         g.prompts.push_back(tokenizer_->encode(p.text, tokenizer_->add_bos_default(), /*parse_special=*/true));
         out.prompt_texts.push_back(p.text);
+        two_bos += tokenizer_->starts_with_two_bos(g.prompts.back());
       }
       if (g.prompts.back().empty())
         throw ApiError(400, "the prompt is empty and the model adds no BOS token: there is no token to start from",
                        "prompt");
     }
+    if (two_bos > 0) warn_two_bos(*tokenizer_, two_bos == 1 ? "a prompt" : fmt::format("{} prompts", two_bos));
   }
 
   const std::string param = r.endpoint == Endpoint::kChat ? "messages" : "prompt";

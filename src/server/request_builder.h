@@ -23,6 +23,9 @@ struct BuiltRequest {
   std::vector<std::string> prompt_texts;
 };
 
+// Logs that `what` ("a prompt", "3 prompts") of a request begins with two BOS tokens.
+void warn_two_bos(const Tokenizer& tokenizer, const std::string& what);
+
 class RequestBuilder {
  public:
   // `tokenizer` may be null (token-id prompts only); without a chat template chat requests fail.

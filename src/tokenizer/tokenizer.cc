@@ -27,6 +27,10 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool render_speci
   return out;
 }
 
+bool Tokenizer::starts_with_two_bos(const std::vector<int32_t>& ids) const {
+  return bos_id_ >= 0 && ids.size() >= 2 && ids[0] == bos_id_ && ids[1] == bos_id_;
+}
+
 bool Tokenizer::is_end_of_generation(int32_t id) const {
   return std::find(eog_ids_.begin(), eog_ids_.end(), id) != eog_ids_.end();
 }

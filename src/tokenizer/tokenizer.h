@@ -59,6 +59,9 @@ class Tokenizer {
   int32_t bos_id() const { return bos_id_; }          // -1 when none
   int32_t eos_id() const { return eos_id_; }          // -1 when none
   bool add_bos_default() const { return add_bos_; }
+  // Whether ids encoded with add_bos begin with two BOS: the text wrote the BOS itself and
+  // encode() added one. Kept, as llama.cpp and Hugging Face do, but rarely meant: callers warn.
+  bool starts_with_two_bos(const std::vector<int32_t>& ids) const;
   // End of generation: EOS and the end-of-turn tokens of chat formats (<|eot_id|>, <|im_end|>...).
   bool is_end_of_generation(int32_t id) const;
   const std::vector<int32_t>& end_of_generation_ids() const { return eog_ids_; }

@@ -1117,6 +1117,42 @@ def test_chat_template_kwargs_enable_thinking():
                    f"{kwargs}: {got} {data[:200]!r}")
 
 
+def test_detokenize_takes_the_ids_of_a_padded_embedding():
+    # A tokenizer of 256 tokens (GPT-2's byte alphabet, no merges) on wiki-7m's 4096 embedding
+    # rows: ids 256..4095 are the model's (it can sample them, /v1/completions takes them as a
+    # prompt) and decode to no text, as in generation; /detokenize refused them.
+    alphabet = [b for b in range(33, 127)] + [b for b in range(161, 173)] + [b for b in range(174, 256)]
+    symbols = {b: chr(b) for b in alphabet}
+    symbols.update({b: chr(256 + i) for i, b in enumerate(b for b in range(256) if b not in symbols)})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tokenizer.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"model": {"type": "BPE", "vocab": {symbols[b]: b for b in range(256)}, "merges": []},
+                       "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False},
+                       "decoder": {"type": "ByteLevel"}}, f)
+        with Server("--tokenizer", path) as s:
+            expect(s.post("/v1/completions", {"prompt": [72, 300], "max_tokens": 1})["choices"], "token-id prompt")
+            expect(s.post("/detokenize", {"tokens": [72, 300, 4095, 105]})["content"] == "Hi", "padded ids")
+            got, _, data = s.request("POST", "/detokenize", {"tokens": [72, 4096]})
+            expect(got == 400 and "4096 tokens" in check_error(data)["message"], f"past the model: {got} {data!r}")
+
+
+def test_a_prompt_that_writes_the_bos_is_logged_once():
+    # As llama.cpp's server: the tokens stay (two BOS), and the log says so once per request.
+    with Server() as s:
+        n = len(s.post("/tokenize", {"content": PROMPTS[0]})["tokens"])
+        r = s.post("/v1/completions", {"prompt": "<s>" + PROMPTS[0], "max_tokens": 1})
+        expect(r["usage"]["prompt_tokens"] == n + 2, f"the tokens changed: {r['usage']}, {n} without BOS")
+        s.post("/v1/completions", {"prompt": ["<s>" + PROMPTS[0]] * 3, "max_tokens": 1})
+        expect(s.post("/tokenize", {"content": "<s>x", "add_special": True})["tokens"][:2] == [1, 1], "tokenize")
+        s.post("/v1/completions", {"prompt": PROMPTS[0], "max_tokens": 1})
+        s.post("/tokenize", {"content": "<s>x"})
+        time.sleep(0.5)
+        lines = [line for line in s.stderr if "two BOS tokens" in line]
+        expect(len(lines) == 3 and "a prompt of" in lines[0] and "<s>" in lines[0] and "3 prompts" in lines[1]
+               and "the content" in lines[2], f"warnings: {lines}")
+
+
 def test_sampling_parameters():
     with Server("--parallel", "4") as s:
         body = {"prompt": PROMPTS[1], "max_tokens": 20, "temperature": 1.0, "seed": 7, "ignore_eos": True}

@@ -97,12 +97,9 @@ int run() {
 
   const Tokenizer& tokenizer = engine->tokenizer();
   const std::vector<int32_t> tokens = tokenizer.encode(prompt, tokenizer.add_bos_default(), /*parse_special=*/true);
-  // As llama.cpp: a prompt that writes the BOS itself gets a second one from the tokenizer.
-  // Kept (Hugging Face's tokenizers do the same), but rarely meant.
-  const int32_t bos = tokenizer.bos_id();
-  if (bos >= 0 && tokens.size() >= 2 && tokens[0] == bos && tokens[1] == bos)
+  if (tokenizer.starts_with_two_bos(tokens))
     log_warn("the prompt starts with two BOS tokens: it writes {} and the tokenizer adds one",
-             tokenizer.token_text(bos));
+             tokenizer.token_text(tokenizer.bos_id()));
   if (tokens.empty()) fail("the prompt is empty and {} adds no BOS token: give a prompt with -p or -f", f.model.model);
   // A prompt longer than the context is Generator::generate's error (and truncation its job).
   log_debug("prompt: {} tokens; sampling: temp {}, top-k {}, top-p {}, min-p {}", tokens.size(), o.sampling.temperature,

@@ -18,7 +18,7 @@ void* allocate(size_t bytes) {
   const size_t alignment = bytes >= kHugePage ? kHugePage : Buffer::kAlignment;
   const size_t rounded = (bytes + alignment - 1) / alignment * alignment;
   void* p = std::aligned_alloc(alignment, rounded);
-  if (p == nullptr) fail("out of memory allocating {} bytes", bytes);
+  if (p == nullptr) fail("out of memory allocating {:.1f} MB", static_cast<double>(bytes) / 1e6);
   if (alignment == kHugePage) madvise(p, rounded, MADV_HUGEPAGE);
   return p;
 }

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/check.h"
+#include "core/log.h"
 #include "kernels/interleave.h"
 #include "model/model.h"
 
@@ -62,7 +64,17 @@ size_t Model::pack_weights(const kernels::KernelTable& table) {
   if (todo.empty()) return 0;
   // One buffer for all: large enough for transparent huge pages, which a stream of many small
   // matrices (SmolLM2's are 200 KB) would not get one by one.
-  Buffer packed(total);
+  Buffer packed;
+  try {
+    packed = Buffer(total);
+  } catch (const Error&) {
+    // Interleaving is a speed-up, not a need: without the memory for it, the weights are used
+    // where they are (as --no-repack), and the model still runs where it fits.
+    log_warn("not enough memory to interleave the weights for this CPU's kernels ({:.1f} MB more): using them from "
+             "the model file as they are (about half the decode speed; --no-repack says so up front)",
+             static_cast<double>(total) / 1e6);
+    return 0;
+  }
   size_t offset = 0;
   for (const auto& [lin, lanes, from_file] : todo) {
     const Tensor& w = lin->weight;

@@ -23,7 +23,8 @@ KvCache::KvCache(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvC
   try {
     storage_ = Buffer(total);
   } catch (const Error&) {
-    fail("the KV cache does not fit in memory: {} positions x {} bytes = {:.1f} GB (lower the context or the parallel sequences)",
+    fail("the KV cache does not fit in memory: {} positions x {} bytes = {:.1f} GB (lower the context -c, the "
+         "parallel sequences --parallel, or --kv-blocks/--kv-capacity where given; --kv-type q8_0 halves it)",
          capacity_tokens(), bytes_per_token(), static_cast<double>(total) / 1e9);
   }
   refs_.assign(n_blocks_, 0);

@@ -20,7 +20,16 @@ void ConnectionPool::enqueue(std::function<void()> task) {
       try {
         threads_.emplace_back([this] { work(); });
       } catch (const std::system_error& e) {
-        log_warn("cannot start another HTTP thread ({} running): {}", threads_.size(), e.what());
+        // The connection waits for a running thread. Said at most once a minute, with a count.
+        ++refused_since_warning_;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_warning_ >= std::chrono::minutes(1)) {
+          log_warn("cannot start another HTTP thread ({} running; {} refused since the last warning): {}; "
+                   "connections wait for a free thread",
+                   threads_.size(), refused_since_warning_, e.what());
+          refused_since_warning_ = 0;
+          last_warning_ = now;
+        }
       }
     }
   }

@@ -8,6 +8,7 @@
 // threads it started (idle ones cost a stack of address space) until shutdown.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -42,6 +43,10 @@ class ConnectionPool : public httplib::TaskQueue {
   std::deque<std::function<void()>> tasks_;
   std::vector<std::thread> threads_;
   size_t idle_ = 0;
+  // Threads the system refused since the last warning, and when that was: a burst of
+  // connections at the system's thread limit logged one line per connection (247 for 300).
+  size_t refused_since_warning_ = 0;
+  std::chrono::steady_clock::time_point last_warning_{};
   bool shutdown_ = false;
 };
 

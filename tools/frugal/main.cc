@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -133,6 +134,14 @@ int main(int argc, char** argv) {
   } catch (const frugal::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "frugal: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    // An allocation of the standard library (a vocabulary, a JSON document) under a memory
+    // limit (ulimit -v): an error and exit 1, not "terminate called" and a core dump.
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "frugal: error: out of memory (a smaller model, context -c, batch or --parallel needs less; "
+                 "--no-repack keeps the weights in the model file)\n");
     return 1;
   } catch (const nlohmann::json::exception& e) {
     // A JSON value of an unexpected type that a reader did not check: still the input's fault,

@@ -16,8 +16,8 @@
 #include "server/connection_pool.h"
 #include "server/connection_watch.h"
 #include "server/generation_handler.h"
-#include "server/request_builder.h"
 #include "server/openai_response.h"
+#include "server/request_builder.h"
 #include "server/web_assets.h"
 
 namespace frugal::server {

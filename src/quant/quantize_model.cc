@@ -88,8 +88,14 @@ struct Runner {
   bool have_imatrix = false;
   std::vector<std::vector<int32_t>> windows{};
   std::map<std::string, std::string> method_of{};
-  std::map<std::string, std::vector<double>> hessian_of{};  // for the summary's output error
-  std::map<std::string, std::vector<float>> original{};   // values before quantization (AWQ changes them)
+  // The summary's errors, measured as each matrix is quantized: its f32 values are then still
+  // the ones it replaced (AWQ changes them before), and neither a copy of them nor its
+  // Hessian has to be kept to the end (they were: 4 bytes per weight more at the peak).
+  struct Errors {
+    double rel = 0;
+    double out_rel = -1;
+  };
+  std::map<std::string, Errors> errors_of{};
   Progress* progress = nullptr;
   int64_t work_done = 0;
 
@@ -109,9 +115,30 @@ struct Runner {
     return v;
   }
 
+  // Measures t against its f32 values, once t.quantized holds its final bytes (f32: no error).
+  void measure(const WorkingTensor& t, const std::vector<double>* hessian) {
+    const float* w = t.f32();
+    const size_t n = static_cast<size_t>(t.numel());
+    std::vector<float> dequantized;
+    if (t.type != DType::kF32) dequantized = dequantize_matrix(t.type, t.quantized.data(), t.rows, t.cols, pool());
+    const float* q = t.type == DType::kF32 ? w : dequantized.data();
+    Errors& e = errors_of[t.name];
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; ++i) {
+      num += (static_cast<double>(w[i]) - q[i]) * (static_cast<double>(w[i]) - q[i]);
+      den += static_cast<double>(w[i]) * w[i];
+    }
+    e.rel = den > 0 ? std::sqrt(num / den) : 0.0;
+    if (hessian == nullptr) return;
+    std::vector<float> d(n);
+    for (size_t i = 0; i < n; ++i) d[i] = w[i] - q[i];
+    const double out_num = linalg::quadratic_form_rows(d.data(), t.rows, t.cols, hessian->data());
+    const double out_den = linalg::quadratic_form_rows(w, t.rows, t.cols, hessian->data());
+    e.out_rel = out_den > 0 ? std::sqrt(out_num / out_den) : 0.0;
+  }
+
   void quantize_rtn(WorkingTensor& t) {
     const DType type = types.at(t.name);
-    original[t.name].assign(t.f32(), t.f32() + t.numel());
     if (type == DType::kF32) {
       model.use_values(t);
       method_of[t.name] = "f32";
@@ -125,6 +152,7 @@ struct Runner {
       model.set_quantized(t, type, rtn_quantize(type, t.f32(), t.rows, t.cols, imp ? imp->data() : nullptr, pool()));
       method_of[t.name] = imp != nullptr ? "rtn+imatrix" : "rtn";
     }
+    measure(t, nullptr);
     advance(t.numel(), t.name);
   }
 
@@ -184,7 +212,6 @@ struct Runner {
           quantize_rtn(*t);
           continue;
         }
-        original[t->name].assign(t->f32(), t->f32() + t->numel());
         Buffer out(row_bytes(type, t->cols) * static_cast<size_t>(t->rows));
         const GptqResult r = gptq_quantize(t->f32(), t->rows, t->cols, s->hessian.data(), type, o.gptq, pool(),
                                            out.as<uint8_t>());
@@ -192,7 +219,7 @@ struct Runner {
           log_warn("{}: GPTQ needed {} times the dampening to invert the Hessian", t->name, std::pow(10, r.dampening_retries));
         model.set_quantized(*t, type, std::move(out));
         method_of[t->name] = "gptq";
-        hessian_of[t->name] = s->hessian;
+        measure(*t, &s->hessian);
         advance(t->numel(), t->name);
       }
     }
@@ -280,7 +307,6 @@ struct Runner {
         InputStats* s = stats->find(g, l);
         for (WorkingTensor* t : model.group_members(g, l)) {
           const DType type = types.at(t->name);
-          original[t->name].assign(t->f32(), t->f32() + t->numel());
           std::vector<float> imp;
           if (s != nullptr && o.awq_importance && uses_importance(type)) {
             imp.resize(static_cast<size_t>(s->n_in));
@@ -292,7 +318,7 @@ struct Runner {
             model.set_quantized(*t, type, rtn_quantize(type, t->f32(), t->rows, t->cols, imp.empty() ? nullptr : imp.data(), pool()));
           }
           method_of[t->name] = "awq";
-          if (s != nullptr) hessian_of[t->name] = s->hessian;
+          measure(*t, s != nullptr ? &s->hessian : nullptr);
           advance(t->numel(), t->name);
         }
       }
@@ -302,15 +328,6 @@ struct Runner {
       if (is_matrix(t.role) && method_of.count(t.name) == 0) quantize_rtn(t);
   }
 };
-
-double rel_error(const std::vector<float>& w, const std::vector<float>& q) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    num += (static_cast<double>(w[i]) - q[i]) * (static_cast<double>(w[i]) - q[i]);
-    den += static_cast<double>(w[i]) * w[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : 0.0;
-}
 
 }  // namespace
 
@@ -435,7 +452,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   }
   progress.finish("done");
 
-  // The summary: each matrix against the values it replaced.
+  // The summary: each matrix against the values it replaced (measured as it was quantized).
   QuantizeSummary summary;
   for (WorkingTensor& t : model->tensors()) {
     if (!is_matrix(t.role)) continue;
@@ -446,16 +463,8 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
     s.type = t.type;
     s.method = run.method_of[t.name];
     s.bytes = row_bytes(t.type, t.cols) * static_cast<size_t>(t.rows);
-    const std::vector<float>& w = run.original[t.name];
-    const std::vector<float> q = t.type == DType::kF32 ? w : dequantize_matrix(t.type, t.quantized.data(), t.rows, t.cols, run.pool());
-    s.rel_error = rel_error(w, q);
-    if (auto it = run.hessian_of.find(t.name); it != run.hessian_of.end()) {
-      std::vector<float> d(w.size());
-      for (size_t i = 0; i < w.size(); ++i) d[i] = w[i] - q[i];
-      const double num = linalg::quadratic_form_rows(d.data(), t.rows, t.cols, it->second.data());
-      const double den = linalg::quadratic_form_rows(w.data(), t.rows, t.cols, it->second.data());
-      s.out_rel_error = den > 0 ? std::sqrt(num / den) : 0.0;
-    }
+    s.rel_error = run.errors_of[t.name].rel;
+    s.out_rel_error = run.errors_of[t.name].out_rel;
     summary.tensors.push_back(std::move(s));
   }
 

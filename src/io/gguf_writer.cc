@@ -272,7 +272,7 @@ void GgufWriter::add_tensor(std::string_view name, DType dtype, const std::vecto
 
 // ---- writing --------------------------------------------------------------------------------
 
-void GgufWriter::emit(Output& out, const std::string& label) const {
+std::vector<uint8_t> GgufWriter::header_bytes() const {
   std::vector<uint8_t> header;
   put_le(header, kMagic);
   put_le(header, kVersion);
@@ -291,8 +291,22 @@ void GgufWriter::emit(Output& out, const std::string& label) const {
     put_le<uint64_t>(header, offset);
     offset += (t.nbytes + alignment_ - 1) / alignment_ * alignment_;
   }
-  out.write(header.data(), header.size());
-  header = {};
+  return header;
+}
+
+uint64_t GgufWriter::file_size() const {
+  const uint64_t head = header_bytes().size();
+  if (tensors_.empty()) return head;
+  uint64_t size = (head + alignment_ - 1) / alignment_ * alignment_;
+  for (const PendingTensor& t : tensors_) size += (t.nbytes + alignment_ - 1) / alignment_ * alignment_;
+  return size;
+}
+
+void GgufWriter::emit(Output& out, const std::string& label) const {
+  {
+    const std::vector<uint8_t> head = header_bytes();  // freed before the tensors are written
+    out.write(head.data(), head.size());
+  }
   // A file of metadata only ends with its last value, as llama.cpp's vocabulary files do.
   if (tensors_.empty()) return;
   out.pad_to(alignment_);
@@ -340,8 +354,12 @@ void GgufWriter::write(const std::string& path) const {
   const std::string base = dest.filename().string();
   if (base.empty() || base == "." || base == "..") fail("{}: not a file name to write a GGUF file to", path);
   AtomicOutputFile file(path);
+  write(file);
+}
+
+void GgufWriter::write(AtomicOutputFile& file) const {
   FileOutput out(file);
-  emit(out, path);
+  emit(out, file.path());
   file.commit();
 }
 

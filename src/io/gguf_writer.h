@@ -26,6 +26,8 @@
 
 namespace frugal {
 
+class AtomicOutputFile;
+
 class GgufWriter {
  public:
   // Receives a streamed tensor's bytes in order, in pieces of any size. Writing more than the
@@ -85,6 +87,12 @@ class GgufWriter {
 
   // Writes the file atomically (see the top of this file). Throws frugal::Error naming `path`.
   void write(const std::string& path) const;
+  // The same into a file opened earlier, then committed: a writer that knows the file's size
+  // long before it has the bytes (a model being quantized) opens and reserves it first.
+  void write(AtomicOutputFile& file) const;
+  // The size in bytes write() would give the file now, from the metadata and the tensors'
+  // types and shapes (no tensor's bytes are read or produced).
+  uint64_t file_size() const;
   // The same image in memory (tests, fuzzing seeds, small files).
   std::vector<uint8_t> to_bytes() const;
 
@@ -132,6 +140,8 @@ class GgufWriter {
   // Stores the encoded value (type id and payload) under `key`.
   void set_encoded(std::string_view key, std::vector<uint8_t> encoded);
   PendingTensor& new_tensor(std::string_view name, DType dtype, const std::vector<int64_t>& shape);
+  // Header, metadata and tensor infos: everything before the first tensor's padding.
+  std::vector<uint8_t> header_bytes() const;
   void emit(Output& out, const std::string& label) const;
 
   std::vector<std::pair<std::string, std::vector<uint8_t>>> kv_;  // key, encoded type + value

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "core/check.h"
@@ -400,6 +401,27 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
     }
     check_bpw_reachable(*model, bpw_candidates, *o.target_bpw, fixed);
   }
+  // The keys that depend on the chosen types, and the tensors; `stored` gives each one's bytes.
+  const auto add_typed_part = [&](GgufWriter& w, uint32_t file_type,
+                                  const std::function<StoredTensor(WorkingTensor&)>& stored) {
+    w.set_u32("general.file_type", file_type);  // in the place add_model_metadata gave it
+    add_frugal_type_marks(w, run.types);
+    add_model_tensors(w, *model, stored);
+  };
+  // The file's size is known once the types are chosen: it is reserved then, so a disk too
+  // small fails before the calibration passes and the rounding, not when the file is written
+  // (a GPTQ run ended after minutes with "No space left on device").
+  std::optional<AtomicOutputFile> output;
+  const auto reserve_output = [&] {
+    GgufWriter sized = writer;  // never written: only its size is read, so no tensor needs its bytes yet
+    add_typed_part(sized, 0, [&](WorkingTensor& t) -> StoredTensor {
+      const DType type = is_matrix(t.role) ? run.types.at(t.name) : t.type;
+      return {type, static_cast<const uint8_t*>(t.values.data())};
+    });
+    output.emplace(o.output);
+    output->reserve(sized.file_size());
+  };
+  if (!o.target_bpw) reserve_output();
   if (!o.imatrix.empty()) {
     run.imatrix = std::move(loaded);
     run.have_imatrix = true;
@@ -440,6 +462,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
     run.types = plan.types;
     log_info("--bpw {}: mixture of {:.3f} bits per weight, predicted KL divergence {:.5f}", *o.target_bpw,
              plan.bits_per_weight, plan.predicted_kld);
+    reserve_output();
   }
 
   switch (o.method) {
@@ -475,13 +498,11 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   summary.file_type = o.target_bpw || own_types ? file_type_of_matrices(run.types) : llama_file_type(policy);
   // --bpw chooses a type per tensor: the file has no one type (the default --type is unused).
   summary.type = o.target_bpw ? "mixed" : !policy.preset.empty() ? policy.preset : dtype_name(policy.base);
-  writer.set_u32("general.file_type", summary.file_type);  // in the place add_model_metadata gave it
-  add_frugal_type_marks(writer, run.types);
-  add_model_tensors(writer, *model, [](WorkingTensor& t) -> StoredTensor {
+  add_typed_part(writer, summary.file_type, [](WorkingTensor& t) -> StoredTensor {
     if (t.type == DType::kF32) return {DType::kF32, static_cast<const uint8_t*>(t.values.data())};
     return {t.type, static_cast<const uint8_t*>(t.quantized.data())};
   });
-  writer.write(o.output);
+  writer.write(*output);
 
   std::error_code ec;
   summary.file_bytes = fs::file_size(o.output, ec);

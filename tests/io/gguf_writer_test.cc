@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "io/atomic_output_file.h"
 #include "io/gguf.h"
 #include "io/io_test_util.h"
 #include "io/mapped_file.h"
@@ -205,7 +206,32 @@ TEST(GgufWriter, HonoursEveryAlignment) {
     EXPECT_EQ(g->data_offset() % alignment, 0u);
     everything.check(*g);
     EXPECT_EQ(image.size() % alignment, 0u);
+    EXPECT_EQ(w.file_size(), image.size());
   }
+}
+
+// The size is known before any tensor's bytes exist (a model being quantized reserves its file
+// with it), and a file opened and reserved first takes the same bytes.
+TEST(GgufWriter, KnowsItsSizeBeforeWriting) {
+  GgufWriter w;
+  w.set_string("general.architecture", "llama");
+  EXPECT_EQ(w.file_size(), w.to_bytes().size());  // metadata only: no padding at the end
+  const std::vector<float> small(3, 1.0f);
+  w.add_tensor("small", DType::kF32, {3}, small.data());
+  w.add_tensor("streamed", DType::kF32, {5}, [](GgufWriter::Sink&) { FAIL() << "file_size produced a tensor"; });
+  const uint64_t size = w.file_size();
+  w.add_tensor("last", DType::kF32, {1}, small.data());
+  GgufWriter same;
+  same.set_string("general.architecture", "llama");
+  same.add_tensor("small", DType::kF32, {3}, small.data());
+  const std::vector<float> five(5, 2.0f);
+  same.add_tensor("streamed", DType::kF32, {5}, five.data());
+  EXPECT_EQ(size, same.to_bytes().size());
+  const std::string path = fresh_dir("known_size") + "/model.gguf";
+  AtomicOutputFile file(path);
+  file.reserve(same.file_size() + 4096);
+  same.write(file);
+  EXPECT_EQ(read_all(path), same.to_bytes());
 }
 
 TEST(GgufWriter, SettingAKeyAgainReplacesItInPlace) {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/check.h"
 #include "core/dtype.h"
 #include "core/half.h"
 #include "io/gguf.h"
@@ -63,6 +64,31 @@ std::vector<float> values_of(const GgufFile& f, const GgufTensorInfo& info) {
   std::vector<float> out(static_cast<size_t>(t.numel()));
   dtype_traits(t.dtype).to_float(t.data, out.data(), t.numel());
   return out;
+}
+
+// The output's size is reserved once the types are chosen: a disk too small fails before the
+// calibration pass (here the imatrix it saves is never written), not after all the work. A
+// file size limit (RLIMIT_FSIZE) stands in for a small disk: fallocate then fails with EFBIG.
+TEST(QuantizeModel, ReservesTheOutputBeforeTheWork) {
+  QuantizeOptions o;
+  o.input = hf_folder();
+  o.output = out_path("reserved_q4_k.gguf");
+  o.save_imatrix = out_path("reserved.imatrix");
+  o.type = "q4_k";
+  o.threads = 2;
+  o.calib.path = calib_text();
+  o.calib.n_windows = 2;
+  fs::remove(o.save_imatrix);
+  std::string error;
+  try {
+    const test::FileSizeLimit full_disk(256 << 10);  // the imatrix fits, the model does not
+    quantize_model(o);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  EXPECT_NE(error.find("cannot take"), std::string::npos) << error;
+  EXPECT_FALSE(fs::exists(o.save_imatrix));
+  EXPECT_FALSE(fs::exists(o.output));
 }
 
 // A row that does not hold whole blocks of the asked type takes the nearest type that fits:

@@ -1,6 +1,7 @@
 #include "support/test_support.h"
 
 #include <cmath>
+#include <csignal>
 
 #include <cstdlib>
 #include <filesystem>
@@ -52,6 +53,19 @@ double rms(const std::vector<float>& x) {
   double s = 0;
   for (float v : x) s += static_cast<double>(v) * v;
   return std::sqrt(s / static_cast<double>(x.size()));
+}
+
+FileSizeLimit::FileSizeLimit(uint64_t bytes) {
+  if (::getrlimit(RLIMIT_FSIZE, &old_) != 0) throw std::runtime_error("getrlimit(RLIMIT_FSIZE) failed");
+  struct rlimit lower = old_;
+  lower.rlim_cur = bytes;
+  old_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+  if (::setrlimit(RLIMIT_FSIZE, &lower) != 0) throw std::runtime_error("setrlimit(RLIMIT_FSIZE) failed");
+}
+
+FileSizeLimit::~FileSizeLimit() {
+  ::setrlimit(RLIMIT_FSIZE, &old_);
+  std::signal(SIGXFSZ, old_handler_);
 }
 
 }  // namespace frugal::test

@@ -2,6 +2,8 @@
 // scratch directory, random data.
 #pragma once
 
+#include <sys/resource.h>
+
 #include <cstdint>
 #include <random>
 #include <string>
@@ -23,5 +25,20 @@ std::string synth_model(const std::string& preset, int seed, const std::string& 
 std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f);
 // Root mean square, accumulated in double (error budgets are fractions of the data's RMS).
 double rms(const std::vector<float>& x);
+
+// A full disk for the scope's lifetime: the process's file size limit (RLIMIT_FSIZE) lowered
+// to `bytes`, SIGXFSZ ignored, so that writing or reserving past it fails with EFBIG. CI cannot
+// mount a small file system; this fails the same write calls.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(uint64_t bytes);
+  ~FileSizeLimit();
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+
+ private:
+  struct rlimit old_ {};
+  void (*old_handler_)(int) = nullptr;
+};
 
 }  // namespace frugal::test

@@ -169,9 +169,17 @@ MergeSummary merge_lora(const MergeOptions& o) {
         }
       }
     std::error_code ec;
+    const bool created = !fs::exists(o.output, ec);
     fs::create_directories(o.output, ec);
     if (ec) fail("{}: cannot create the folder: {}", o.output, ec.message());
-    w.write((fs::path(o.output) / "model.safetensors").string());
+    try {
+      w.write((fs::path(o.output) / "model.safetensors").string());
+    } catch (const Error&) {
+      // A folder this merge created holds nothing else: a failed write (a full disk) must not
+      // leave it behind empty. A folder that was there stays as it was.
+      if (created) fs::remove(o.output, ec);
+      throw;
+    }
     // A sharded model left in the folder by an earlier write would be what loaders read (the
     // index comes first): its index and shards go, as transformers' save_pretrained removes
     // them. Only after the new weights are in place, so a failed merge loses nothing.

@@ -12,6 +12,7 @@
 
 #include <filesystem>
 
+#include "core/check.h"
 #include "io/peft.h"
 #include "model/architecture.h"
 #include "model/model.h"
@@ -239,6 +240,25 @@ TEST(LoraModel, MergedEqualsUnmerged) {
     EXPECT_CLOSE(lm, lu, 2e-5);
     auto plain = Engine::load(base, engine_options());
     EXPECT_GT(test::relative_max_error(engine_logits(*plain, b), lu), 1e-3) << "the adapter changes the logits";
+  }
+}
+
+// A merge whose write fails (a full disk: here a file size limit, RLIMIT_FSIZE) removes the
+// folder it created for the model, and leaves a folder that was there.
+TEST(LoraModel, FailedMergeLeavesNoFolderItCreated) {
+  for (const bool existed : {false, true}) {
+    SCOPED_TRACE(existed);
+    const MergeOptions mo = merge_options(wiki_hf(), 1.0, "merged-full-disk");
+    if (existed) std::filesystem::create_directories(mo.output);
+    bool failed = false;
+    try {
+      const test::FileSizeLimit full_disk(64 << 10);
+      merge_lora(mo);
+    } catch (const Error&) {
+      failed = true;
+    }
+    EXPECT_TRUE(failed);
+    EXPECT_EQ(std::filesystem::exists(mo.output), existed);
   }
 }
 

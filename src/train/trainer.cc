@@ -433,7 +433,13 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   } catch (const Error& e) {
     // The run's work is not lost to the final write (a weight beyond f16, a full disk): a
     // checkpoint of the last step lets --resume write the adapter without training again.
-    const std::string path = write_checkpoint(o.output, make_state(total), adapter, optimizer);
+    std::string path;
+    try {
+      path = write_checkpoint(o.output, make_state(total), adapter, optimizer);
+    } catch (const Error& c) {
+      // A full disk fails the larger checkpoint too: the adapter's error comes first, as the cause.
+      fail("{}; the checkpoint of the last step could not be written either: {}", e.what(), c.what());
+    }
     fail("{}; the trained weights are kept in {}: --resume writes the adapter (with another --save-type if the type "
          "was the problem)",
          e.what(), path);

@@ -153,6 +153,25 @@ void expect_resume_refused(const TrainOptions& o, const std::string& entry) {
   }
 }
 
+// At a full disk (here a file size limit, RLIMIT_FSIZE) the adapter's write fails, and so does
+// the larger checkpoint written in its place: the adapter's error is the one shown first.
+TEST(Trainer, AFullDiskShowsTheAdaptersErrorFirst) {
+  const std::string out = fresh_dir("full_disk");
+  TrainOptions o = small_run(out);
+  o.steps = 1;
+  std::string error;
+  try {
+    const test::FileSizeLimit full_disk(4 << 10);
+    run_finetune(o);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  const size_t adapter = error.find("adapter_"), checkpoint = error.find("checkpoint");
+  ASSERT_NE(adapter, std::string::npos) << error;
+  ASSERT_NE(checkpoint, std::string::npos) << error;
+  EXPECT_LT(adapter, checkpoint) << error;
+}
+
 TEST(Trainer, InitAdapterContinuesWhereTheAdapterLeftOff) {
   const std::string first = fresh_dir("warm_first");
   const TrainResult a = run_finetune(small_run(first));

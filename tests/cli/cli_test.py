@@ -1502,7 +1502,10 @@ def test_finetune_peak_memory_is_in_mb():
             logged = [json.loads(line) for line in f][-1]["peak_rss_mb"]
         printed = float(re.search(r"peak memory ([0-9.]+) MB", err).group(1))
         process_mb = usage.ru_maxrss * 1024 / 1e6  # the kernel's peak, in kB
-        expect(0.98 * process_mb <= logged <= process_mb and abs(printed - logged) <= 0.5,
+        # VmHWM (what finetune reads) and ru_maxrss are two readings of the same peak that differ
+        # by the kernel's per-thread RSS batching (132.0 against 131.9 MB once in CI): 2% either
+        # way, while MiB under the name MB reads 4.6% low.
+        expect(0.98 * process_mb <= logged <= 1.02 * process_mb and abs(printed - logged) <= 0.5,
                f"peak memory printed {printed} MB, logged {logged}, the process's peak {process_mb:.1f} MB")
 
 

@@ -13,6 +13,7 @@
 
 #include "core/check.h"
 #include "core/parse_decimal.h"
+#include "io/write_all.h"
 
 namespace frugal {
 namespace {
@@ -205,16 +206,8 @@ void AtomicOutputFile::write(const void* data, size_t n) {
   }
 }
 
-void AtomicOutputFile::write_direct(const char* p, size_t left) {
-  while (left > 0) {
-    const ssize_t w = ::write(fd_, p, std::min<size_t>(left, size_t{1} << 30));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("{}: cannot write: {}", path_, errno_text());
-    }
-    p += w;
-    left -= static_cast<size_t>(w);
-  }
+void AtomicOutputFile::write_direct(const char* p, size_t n) {
+  if (!write_all(fd_, p, n)) fail("{}: cannot write: {}", path_, errno_text());
 }
 
 void AtomicOutputFile::flush() {

@@ -12,9 +12,6 @@ namespace {
 // their alternatives most likely first, as vLLM writes them (clients read the first key).
 using json = nlohmann::ordered_json;
 
-// Token text can be part of a UTF-8 character: such bytes become U+FFFD in JSON strings
-// (the exact bytes are in the "bytes" fields).
-std::string dump(const json& j) { return json_text(j); }
 
 std::string token_text(const ResponseFormat& f, int32_t id) {
   if (f.tokenizer == nullptr || id < 0 || id >= f.tokenizer->n_vocab()) return fmt::format("<{}>", id);
@@ -126,7 +123,7 @@ const char* openai_finish_reason(FinishReason reason) {
 }
 
 std::string error_json(const ApiError& e) {
-  return dump({{"error",
+  return json_text(json{{"error",
                 {{"message", e.what()},
                  {"type", e.type},
                  {"param", e.param.empty() ? json(nullptr) : json(e.param)},
@@ -155,22 +152,22 @@ std::string response_json(const ResponseFormat& f, const std::vector<ChoiceResul
     if (f.return_token_ids) c["token_ids"] = r.tokens;
     out["choices"].push_back(std::move(c));
   }
-  return dump(out);
+  return json_text(out);
 }
 
 std::string models_json(const std::string& model_id, int64_t created, int64_t n_ctx, int64_t n_vocab) {
   json m = json::parse(model_json(model_id, created));
   m["max_model_len"] = n_ctx;  // vLLM's field: what clients read the context size from
   m["meta"] = {{"n_ctx", n_ctx}, {"n_vocab", n_vocab}};
-  return dump({{"object", "list"}, {"data", json::array({m})}});
+  return json_text(json{{"object", "list"}, {"data", json::array({m})}});
 }
 
 std::string model_json(const std::string& model_id, int64_t created) {
-  return dump({{"id", model_id}, {"object", "model"}, {"created", created}, {"owned_by", "frugal"}});
+  return json_text(json{{"id", model_id}, {"object", "model"}, {"created", created}, {"owned_by", "frugal"}});
 }
 
 std::string tokenize_json(const std::vector<int32_t>& tokens) {
-  return dump({{"tokens", tokens}});
+  return json_text(json{{"tokens", tokens}});
 }
 
 std::string tokenize_json(const std::vector<int32_t>& tokens, const std::vector<std::string>& pieces) {
@@ -180,11 +177,11 @@ std::string tokenize_json(const std::vector<int32_t>& tokens, const std::vector<
     const std::string& p = pieces[i];
     list.push_back({{"id", tokens[i]}, {"piece", is_valid_utf8(p) ? json(p) : bytes_of(p)}});
   }
-  return dump({{"tokens", list}});
+  return json_text(json{{"tokens", list}});
 }
 
 std::string detokenize_json(const std::string& content) {
-  return dump({{"content", content}});
+  return json_text(json{{"content", content}});
 }
 
 std::string sse_frame(const std::string& json_text) {
@@ -196,7 +193,7 @@ std::string role_chunk(const ResponseFormat& f, int32_t choice) {
   json c = chunk_choice(f, choice);
   c["delta"] = {{"role", "assistant"}, {"content", ""}};
   j["choices"].push_back(std::move(c));
-  return sse_frame(dump(j));
+  return sse_frame(json_text(j));
 }
 
 std::string content_chunk(const ResponseFormat& f, int32_t choice, const std::string& text,
@@ -213,7 +210,7 @@ std::string content_chunk(const ResponseFormat& f, int32_t choice, const std::st
   }
   if (f.return_token_ids) c["token_ids"] = tokens;
   j["choices"].push_back(std::move(c));
-  return sse_frame(dump(j));
+  return sse_frame(json_text(j));
 }
 
 std::string finish_chunk(const ResponseFormat& f, int32_t choice, FinishReason reason) {
@@ -222,13 +219,13 @@ std::string finish_chunk(const ResponseFormat& f, int32_t choice, FinishReason r
   if (f.endpoint == Endpoint::kCompletions) c["text"] = "";
   c["finish_reason"] = openai_finish_reason(reason);
   j["choices"].push_back(std::move(c));
-  return sse_frame(dump(j));
+  return sse_frame(json_text(j));
 }
 
 std::string usage_chunk(const ResponseFormat& f, const RequestUsage& usage) {
   json j = chunk_base(f);
   j["usage"] = usage_json(usage);
-  return sse_frame(dump(j));
+  return sse_frame(json_text(j));
 }
 
 std::string error_frame(const ApiError& error) {

@@ -12,6 +12,7 @@
 
 #include "core/check.h"
 #include "core/thread_pool.h"
+#include "io/write_all.h"
 #include "core/log.h"
 #include "io/mapped_file.h"
 #include "io/peft.h"
@@ -266,14 +267,9 @@ void write_stdout(std::string_view text) {
   // write(2) itself, not stdio: a signal handled while the write blocks (chat's Ctrl-C on a slow
   // terminal or a full pipe) interrupts it with EINTR, which is no failure; stdio takes it for
   // one and drops the bytes it held.
-  while (!text.empty()) {
-    const ssize_t n = ::write(STDOUT_FILENO, text.data(), text.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      g_stdout_failed = true;
-      fail("cannot write to standard output: {}", n < 0 ? std::strerror(errno) : "write error");
-    }
-    text.remove_prefix(static_cast<size_t>(n));
+  if (!write_all(STDOUT_FILENO, text.data(), text.size())) {
+    g_stdout_failed = true;
+    fail("cannot write to standard output: {}", std::strerror(errno));
   }
 }
 

@@ -166,7 +166,8 @@ struct KernelTable {
   // The same with the widest bf16 dot-product instruction (0 when the ISA has none).
   double (*bf16_dot_loop)(int64_t iterations) = nullptr;
   // The same with the int8 products of the integer kernels (activations quantized to int8):
-  // VNNI's vpdpbusd, or AVX2's vpmaddubsw + vpmaddwd + vpaddd. FLOPs count 2 per product.
+  // VNNI's vpdpbusd, or AVX2's vpmaddubsw + vpaddw (the least any AVX2 layout spends on 32
+  // products; kernels that also widen with vpmaddwd stay under it). FLOPs count 2 per product.
   double (*int8_dot_loop)(int64_t iterations) = nullptr;
 };
 

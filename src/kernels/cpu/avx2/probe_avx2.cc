@@ -35,25 +35,26 @@ double fma_loop(int64_t iterations) {
   return 2.0 * 8 * kProbeChains * iterations;
 }
 
-// AVX2 has no int8 dot instruction: the integer kernels multiply u8 by s8 into s16 pairs
-// (vpmaddubsw), widen the pairs to s32 (vpmaddwd with ones) and add; 32 products per three.
-// The chain's bytes are the u8 operand, so no product is loop-invariant. A step needs two
-// temporaries and two constants besides its chain: 10 chains leave them registers among
-// AVX2's 16 (12 spilled and measured ~25% under the peak).
-constexpr int kInt8Chains = 10;
+// AVX2 has no int8 dot instruction: every integer kernel multiplies u8 by s8 and adds
+// neighbouring products into s16 pairs (vpmaddubsw, 32 products), then adds those to a running
+// sum. That pair is the least any layout can spend on 32 products, so it is the peak: the
+// packed 4-bit tiles come near it (one vpmaddwd widens eight registers' sums to s32), while
+// the row kernels, Q8_0 and the signed grids also spend a vpmaddwd per 32 products and stay
+// under it. (The probe once measured that row mix, and 4-bit prefill read 104% of its bound.)
+// The chain's bytes are the u8 operand, so no product is loop-invariant.
 double int8_dot_loop(int64_t iterations) {
-  const __m256i b = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
-  run_probe_chains<__m256i, kInt8Chains>(
+  const __m256i b = _mm256_set1_epi8(-2);
+  run_probe_chains<__m256i>(
       iterations, [](int i) { return _mm256_set1_epi32(i); },
-      [&](__m256i v) { return _mm256_add_epi32(v, _mm256_madd_epi16(_mm256_maddubs_epi16(v, b), ones)); },
-      [](__m256i x, __m256i y) { return _mm256_add_epi32(x, y); }, [](__m256i sum) {
+      [&](__m256i v) { return _mm256_add_epi16(v, _mm256_maddubs_epi16(v, b)); },
+      [](__m256i x, __m256i y) { return _mm256_add_epi16(x, y); }, [](__m256i sum) {
         // Wrapped lanes: summed as unsigned, where wrapping is defined.
-        alignas(32) uint32_t lanes[8];
+        alignas(32) uint16_t lanes[16];
         _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sum);
-        volatile uint32_t sink = lanes[0] + lanes[7];
+        volatile uint32_t sink = lanes[0] + lanes[15];
         (void)sink;
       });
-  return 2.0 * 32 * kInt8Chains * iterations;
+  return 2.0 * 32 * kProbeChains * iterations;
 }
 
 }  // namespace frugal::kernels::avx2

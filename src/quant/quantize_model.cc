@@ -4,17 +4,17 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <set>
 
 #include "core/check.h"
-#include "io/atomic_output_file.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include "io/atomic_output_file.h"
 #include "io/gguf_writer.h"
+#include "perf/memory_usage.h"
 #include "quant/calibration_stats.h"
 #include "quant/formats/frugal_blocks.h"
 #include "quant/formats/quantize_rows.h"
@@ -116,45 +116,63 @@ struct Runner {
     return v;
   }
 
+  // t holds its final type: its errors are measured, and a quantized matrix's f32 values are
+  // freed (kept to the end, they made the peak 4 bytes a weight higher than the output needs).
+  void finish(WorkingTensor& t, const std::vector<double>* hessian) {
+    measure(t, hessian);
+    if (t.type != DType::kF32) model.release_values(t);
+    advance(t.numel(), t.name);
+  }
+
   // Measures t against its f32 values, once t.quantized holds its final bytes (f32: no error).
+  // The quantized rows are dequantized a block at a time, not as a whole f32 copy: that copy
+  // doubled an RTN run's peak (the matrix's values and their rounded image at once). The sums
+  // run in element and row order whatever the block, so the figures do not depend on it.
   void measure(const WorkingTensor& t, const std::vector<double>* hessian) {
-    const float* w = t.f32();
-    const size_t n = static_cast<size_t>(t.numel());
-    std::vector<float> dequantized;
-    if (t.type != DType::kF32) dequantized = dequantize_matrix(t.type, t.quantized.data(), t.rows, t.cols, pool());
-    const float* q = t.type == DType::kF32 ? w : dequantized.data();
-    Errors& e = errors_of[t.name];
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; ++i) {
-      num += (static_cast<double>(w[i]) - q[i]) * (static_cast<double>(w[i]) - q[i]);
-      den += static_cast<double>(w[i]) * w[i];
+    constexpr int64_t kRowsPerBlock = 256;
+    const size_t stride = row_bytes(t.type, t.cols);
+    double num = 0, den = 0, out_num = 0, out_den = 0;
+    std::vector<float> d;
+    for (int64_t r0 = 0; r0 < t.rows; r0 += kRowsPerBlock) {
+      const int64_t rows = std::min(kRowsPerBlock, t.rows - r0);
+      const size_t n = static_cast<size_t>(rows * t.cols);
+      const float* w = t.f32() + r0 * t.cols;
+      std::vector<float> dequantized;
+      if (t.type != DType::kF32)
+        dequantized = dequantize_matrix(t.type, t.quantized.as<uint8_t>() + r0 * stride, rows, t.cols, pool());
+      const float* q = t.type == DType::kF32 ? w : dequantized.data();
+      for (size_t i = 0; i < n; ++i) {
+        num += (static_cast<double>(w[i]) - q[i]) * (static_cast<double>(w[i]) - q[i]);
+        den += static_cast<double>(w[i]) * w[i];
+      }
+      if (hessian == nullptr) continue;
+      d.resize(n);
+      for (size_t i = 0; i < n; ++i) d[i] = w[i] - q[i];
+      for (int64_t r = 0; r < rows; ++r) {
+        out_num += linalg::quadratic_form_rows(d.data() + r * t.cols, 1, t.cols, hessian->data());
+        out_den += linalg::quadratic_form_rows(w + r * t.cols, 1, t.cols, hessian->data());
+      }
     }
+    Errors& e = errors_of[t.name];
     e.rel = den > 0 ? std::sqrt(num / den) : 0.0;
-    if (hessian == nullptr) return;
-    std::vector<float> d(n);
-    for (size_t i = 0; i < n; ++i) d[i] = w[i] - q[i];
-    const double out_num = linalg::quadratic_form_rows(d.data(), t.rows, t.cols, hessian->data());
-    const double out_den = linalg::quadratic_form_rows(w, t.rows, t.cols, hessian->data());
-    e.out_rel = out_den > 0 ? std::sqrt(out_num / out_den) : 0.0;
+    if (hessian != nullptr) e.out_rel = out_den > 0 ? std::sqrt(out_num / out_den) : 0.0;
   }
 
   void quantize_rtn(WorkingTensor& t) {
     const DType type = types.at(t.name);
+    model.load_values(t);
     if (type == DType::kF32) {
       model.use_values(t);
       method_of[t.name] = "f32";
-    } else if (type == t.source_type && t.source_bytes.size() > 0) {
-      Buffer copy(t.source_bytes.size());
-      std::memcpy(copy.data(), t.source_bytes.data(), copy.size());
-      model.set_quantized(t, type, std::move(copy));
+    } else if (type == t.source_type && !is_float_type(t.source_type)) {
+      model.set_quantized(t, type, model.source_bytes(t));
       method_of[t.name] = "copied";
     } else {
       const std::vector<float>* imp = importance_for(t, type);
       model.set_quantized(t, type, rtn_quantize(type, t.f32(), t.rows, t.cols, imp ? imp->data() : nullptr, pool()));
       method_of[t.name] = imp != nullptr ? "rtn+imatrix" : "rtn";
     }
-    measure(t, nullptr);
-    advance(t.numel(), t.name);
+    finish(t, nullptr);
   }
 
   // One calibration pass with a collector; returns it.
@@ -220,8 +238,7 @@ struct Runner {
           log_warn("{}: GPTQ needed {} times the dampening to invert the Hessian", t->name, std::pow(10, r.dampening_retries));
         model.set_quantized(*t, type, std::move(out));
         method_of[t->name] = "gptq";
-        measure(*t, &s->hessian);
-        advance(t->numel(), t->name);
+        finish(*t, &s->hessian);
       }
     }
     // The embedding (when not the head): round-to-nearest.
@@ -319,8 +336,7 @@ struct Runner {
             model.set_quantized(*t, type, rtn_quantize(type, t->f32(), t->rows, t->cols, imp.empty() ? nullptr : imp.data(), pool()));
           }
           method_of[t->name] = "awq";
-          measure(*t, s != nullptr ? &s->hessian : nullptr);
-          advance(t->numel(), t->name);
+          finish(*t, s != nullptr ? &s->hessian : nullptr);
         }
       }
     }
@@ -367,6 +383,11 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
            "bf16)",
            o.input, t.name, dtype_name(t.source_type), quant_method_name(o.method));
   }
+  // Forward passes before a matrix is quantized (calibration, --bpw's sensitivity) must see the
+  // f32 values the methods work on; RTN alone makes each matrix's values when it rounds it and
+  // frees them after, so its peak is the source and one matrix in f32, not the whole model.
+  if (!o.calib.path.empty() || !o.save_imatrix.empty() || o.target_bpw || o.method != QuantMethod::kRtn)
+    model->load_all_values();
   Runner run{o, *model};
   policy.has_imatrix = !o.imatrix.empty() || !o.calib.path.empty();
   run.types = assign_types(policy, *model);
@@ -416,7 +437,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
     GgufWriter sized = writer;  // never written: only its size is read, so no tensor needs its bytes yet
     add_typed_part(sized, 0, [&](WorkingTensor& t) -> StoredTensor {
       const DType type = is_matrix(t.role) ? run.types.at(t.name) : t.type;
-      return {type, static_cast<const uint8_t*>(t.values.data())};
+      return {type, static_cast<const uint8_t*>(t.source.data)};  // any bytes: none is read
     });
     output.emplace(o.output);
     output->reserve(sized.file_size());
@@ -509,6 +530,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   for (WorkingTensor& t : model->tensors()) summary.parameters += t.numel();
   summary.bits_per_weight = summary.parameters > 0 ? 8.0 * summary.file_bytes / summary.parameters : 0;
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  summary.peak_rss_bytes = peak_rss_bytes();
   return summary;
 }
 

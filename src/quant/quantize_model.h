@@ -65,6 +65,7 @@ struct QuantizeSummary {
   int64_t parameters = 0;       // elements of every tensor written
   double bits_per_weight = 0;   // file bits per parameter
   double seconds = 0;
+  size_t peak_rss_bytes = 0;    // the process's peak resident memory, the run's memory cost
   uint32_t file_type = 0;
   std::string type;  // the --type as parsed ("q4_k_m", "q8_0"), or "mixed" for --bpw
 };

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/check.h"
 #include "io/gguf.h"
@@ -89,33 +90,53 @@ void WorkingModel::add(std::string name, TensorRole role, int64_t layer, InputGr
   t.rows = view->ndim >= 2 ? view->rows() : 1;
   t.cols = view->cols();
   t.source_type = view->dtype;
-  t.values = Buffer(static_cast<size_t>(t.numel()) * sizeof(float));
-  const int64_t n = t.cols;
-  const ToFloatFn to_float = dtype_traits(view->dtype).to_float;
-  FRUGAL_CHECK(to_float != nullptr, "{}: type {} has no dequantize", t.name, dtype_name(view->dtype));
-  for (int64_t r = 0; r < t.rows; ++r) to_float(view->row_ptr(r), t.f32() + r * n, n);
+  t.source = *view;
+  t.type = view->dtype;
+  FRUGAL_CHECK(dtype_traits(view->dtype).to_float != nullptr, "{}: type {} has no dequantize", t.name,
+               dtype_name(view->dtype));
   check_finite(t);
-  if (view->dtype != DType::kF32 && view->dtype != DType::kF16 && view->dtype != DType::kBF16) {
-    const size_t bytes = row_bytes(view->dtype, n);
-    t.source_bytes = Buffer(bytes * static_cast<size_t>(t.rows));
-    for (int64_t r = 0; r < t.rows; ++r)
-      std::memcpy(static_cast<char*>(t.source_bytes.data()) + static_cast<size_t>(r) * bytes, view->row_ptr(r), bytes);
-  }
   tensors_.push_back(std::move(t));
   views_.push_back({view});
-  rebind(tensors_.back());
+  if (!is_matrix(role)) load_values(tensors_.back());
 }
 
 // A NaN or infinity would be quantized with exit 0 into blocks whose scale is NaN, and every
 // token through them would come out NaN: the weights are refused, as llama-quantize refuses them.
+// A NaN or infinity would be quantized with exit 0 into blocks whose scale is NaN, and every
+// token through them would come out NaN: the weights are refused, as llama-quantize refuses them.
+// Row by row from the source, so that checking every weight at the start costs no f32 copy.
 void WorkingModel::check_finite(const WorkingTensor& t) const {
-  const float* v = t.f32();
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    if (std::isfinite(v[i])) continue;
-    fail("{}: tensor {} holds {} at row {}, column {}: quantization needs finite weights "
-         "(the file is damaged, or training diverged)",
-         path_, t.name, std::isnan(v[i]) ? "NaN" : v[i] > 0 ? "+inf" : "-inf", i / t.cols, i % t.cols);
+  const ToFloatFn to_float = dtype_traits(t.source_type).to_float;
+  std::vector<float> row(static_cast<size_t>(t.cols));
+  for (int64_t r = 0; r < t.rows; ++r) {
+    to_float(t.source.row_ptr(r), row.data(), t.cols);
+    for (int64_t j = 0; j < t.cols; ++j) {
+      if (std::isfinite(row[j])) continue;
+      fail("{}: tensor {} holds {} at row {}, column {}: quantization needs finite weights "
+           "(the file is damaged, or training diverged)",
+           path_, t.name, std::isnan(row[j]) ? "NaN" : row[j] > 0 ? "+inf" : "-inf", r, j);
+    }
   }
+}
+
+void WorkingModel::load_values(WorkingTensor& t) {
+  if (t.has_values()) return;
+  t.values = Buffer(static_cast<size_t>(t.numel()) * sizeof(float));
+  const ToFloatFn to_float = dtype_traits(t.source_type).to_float;
+  engine_->pool().parallel_for(t.rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) to_float(t.source.row_ptr(r), t.f32() + r * t.cols, t.cols);
+  });
+  use_values(t);
+}
+
+void WorkingModel::load_all_values() {
+  for (WorkingTensor& t : tensors_) load_values(t);
+}
+
+Buffer WorkingModel::source_bytes(const WorkingTensor& t) const {
+  Buffer out(t.source.nbytes());
+  std::memcpy(out.data(), t.source.data, out.size());
+  return out;
 }
 
 void WorkingModel::rebind(WorkingTensor& t) {
@@ -153,8 +174,14 @@ void WorkingModel::set_quantized(WorkingTensor& t, DType type, Buffer bytes) {
 }
 
 void WorkingModel::use_values(WorkingTensor& t) {
+  FRUGAL_CHECK(t.has_values(), "{}: use_values without f32 values (not loaded, or released)", t.name);
   t.type = DType::kF32;
   rebind(t);
+}
+
+void WorkingModel::release_values(WorkingTensor& t) {
+  FRUGAL_CHECK(t.type != DType::kF32, "{}: the model computes with its f32 values", t.name);
+  t.values = Buffer();
 }
 
 }  // namespace frugal

@@ -50,14 +50,19 @@ struct WorkingTensor {
   InputGroup group = InputGroup::kNone;
   int64_t rows = 0, cols = 0;  // [rows, cols]; a 1-D tensor is [1, n]
   DType source_type = DType::kF32;  // as stored in the input model
-  Buffer values;           // f32 [rows, cols]: the current full-precision values
-  DType type = DType::kF32;  // what the model computes with now
+  // The input model's own rows (mapped or loaded by the engine, alive as long as it is): a
+  // tensor asked for in the type it already has is copied from them, not rounded a second time
+  // (as llama.cpp's quantize does), and its f32 values are made from them when needed.
+  Tensor source;
+  // f32 [rows, cols]: the current full-precision values. A matrix has them only between
+  // WorkingModel::load_values and release_values (norms and biases always): a whole model's
+  // f32 copy is 4 bytes a weight, twice a bf16 model's file, which RTN never needs at once.
+  Buffer values;
+  DType type = DType::kF32;  // what the model computes with now (source_type before any change)
   Buffer quantized;        // row_bytes(type, cols) * rows when type is not f32
-  // The stored bytes when source_type is an integer type: a tensor asked for in the type it
-  // already has is copied, not rounded a second time (as llama.cpp's quantize does).
-  Buffer source_bytes;
   const Linear* linear = nullptr;  // the model's linear layer, for matrices used as one
 
+  bool has_values() const { return values.size() > 0 || numel() == 0; }
   float* f32() { return values.as<float>(); }
   const float* f32() const { return values.as<float>(); }
   int64_t numel() const { return rows * cols; }
@@ -65,7 +70,8 @@ struct WorkingTensor {
 
 class WorkingModel {
  public:
-  // Loads with the engine (throws frugal::Error naming the problem).
+  // Loads with the engine (throws frugal::Error naming the problem). Every weight is checked
+  // to be finite; matrices keep computing with the source's rows until load_values.
   static std::unique_ptr<WorkingModel> open(const std::string& path, const EngineOptions& options);
   ~WorkingModel();
 
@@ -86,10 +92,21 @@ class WorkingModel {
   // The matrices reading `group` of `layer`, and the norm that precedes them (AWQ).
   std::vector<WorkingTensor*> group_members(InputGroup group, int64_t layer);
 
+  // t.values made from the source (no-op when t has them), and the model computing with them.
+  void load_values(WorkingTensor& t);
+  // load_values of every tensor: what calibration needs, whose forward passes must see the f32
+  // values of the matrices not yet quantized (as a quantization method changes them).
+  void load_all_values();
+  // A copy of the source's rows.
+  Buffer source_bytes(const WorkingTensor& t) const;
+
   // The model now computes with these quantized rows (row_bytes(type, cols) each).
   void set_quantized(WorkingTensor& t, DType type, Buffer bytes);
   // The model computes with t.values again (after they changed, or instead of a quantized form).
   void use_values(WorkingTensor& t);
+  // t is final in its quantized type: its f32 values are freed, 4 bytes a weight that nothing
+  // reads again. use_values is not allowed after it.
+  void release_values(WorkingTensor& t);
 
  private:
   WorkingModel() = default;

@@ -7,6 +7,7 @@ Every case exits 0 when it holds and prints why not otherwise."""
 import json
 import os
 import re
+import shutil
 import struct
 import sys
 
@@ -400,9 +401,63 @@ def case_bpw(r):
     os.remove(out)
 
 
+def write_large_llama(folder, shared):
+    """A one-layer Llama whose every matrix is larger than glibc's largest dynamic mmap threshold
+    (32 MiB), so memory a run frees goes back to the system and its peak is what it held at once:
+    hidden 3072, 24 heads, no GQA, FFN 3072, wiki-7m's 4096-token tokenizer. Returns its bytes."""
+    os.makedirs(folder, exist_ok=True)
+    h, ffn, vocab = 3072, 3072, 4096
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": h,
+              "intermediate_size": ffn, "num_hidden_layers": 1, "num_attention_heads": 24,
+              "num_key_value_heads": 24, "vocab_size": vocab, "max_position_embeddings": 256,
+              "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False, "torch_dtype": "float32"}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+    shutil.copy(os.path.join(shared, HF, "tokenizer.model"), folder)
+    p = "model.layers.0."
+    shapes = {"model.embed_tokens.weight": [vocab, h], "lm_head.weight": [vocab, h], "model.norm.weight": [h],
+              p + "input_layernorm.weight": [h], p + "post_attention_layernorm.weight": [h],
+              p + "mlp.down_proj.weight": [h, ffn], p + "mlp.gate_proj.weight": [ffn, h], p + "mlp.up_proj.weight": [ffn, h]}
+    for m in "qkvo":
+        shapes[p + f"self_attn.{m}_proj.weight"] = [h, h]
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        n = 4 * shape[0] * (shape[1] if len(shape) > 1 else 1)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + n]}
+        offset += n
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    pattern = struct.pack("<8f", 0.02, -0.01, 0.03, -0.025, 0.005, -0.04, 0.015, -0.002)
+    path = os.path.join(folder, "model.safetensors")
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        for meta in header.values():
+            n = meta["data_offsets"][1] - meta["data_offsets"][0]
+            f.write(pattern * (n // len(pattern)))
+    return os.path.getsize(path)
+
+
+def case_rtn_memory(r):
+    """Round-to-nearest holds one matrix in f32 at a time: every matrix was made f32 at the start
+    and kept to the end, 4 bytes a weight beside the source (a 135M-parameter bf16 model peaked
+    at 1,009 MB, now 424)."""
+    folder = r.out("large-llama")
+    source = write_large_llama(folder, r.shared)
+    out = r.out("large-q4_0.gguf")
+    j = r.quantize_json("-m", folder, "-o", out, "--type", "q4_0")
+    # The source is mapped and read whole (counted once), the largest matrix in f32, the output
+    # (4.5 bits a weight) and the process's own ~20 MB: 1.36 times the source here, 2.3 before.
+    print(f"peak RSS {j['peak_rss_bytes'] / 1e6:.1f} MB for a {source / 1e6:.1f} MB f32 source")
+    check(j["peak_rss_bytes"] < 1.6 * source,
+          f"peak RSS {j['peak_rss_bytes'] / 1e6:.1f} MB, over 1.6 times the {source / 1e6:.1f} MB source")
+    check(all(t["type"] == "q4_0" or t["name"] == "output.weight" for t in j["tensors"]), "not q4_0")
+    shutil.rmtree(folder)
+    os.remove(out)
+
+
 CASES = {"bad_input": case_bad_input, "end_to_end": case_end_to_end, "llama2c": case_llama2c, "policy": case_policy,
          "imatrix": case_imatrix, "bpw": case_bpw, "w8a8": case_w8a8,
-         "same_type_is_copied": case_same_type_is_copied}
+         "same_type_is_copied": case_same_type_is_copied, "rtn_memory": case_rtn_memory}
 
 
 if __name__ == "__main__":

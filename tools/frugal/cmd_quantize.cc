@@ -50,8 +50,9 @@ void print_summary(const QuantizeSummary& s, const QuantizeOptions& q) {
     std::printf("%-28s %-12s %-10s %6.3f %-12s %9.5f %s\n", t.name.c_str(), shape.c_str(), dtype_name(t.type),
                 bits_per_weight(t.type), t.method.c_str(), t.rel_error, out.c_str());
   }
-  std::printf("\n%s: %.2f MB, %lld parameters, %.3f bits per weight (file), %.1f s\n", q.output.c_str(),
-              s.file_bytes / 1e6, static_cast<long long>(s.parameters), s.bits_per_weight, s.seconds);
+  std::printf("\n%s: %.2f MB, %lld parameters, %.3f bits per weight (file), %.1f s, peak RSS %.1f MB\n",
+              q.output.c_str(), s.file_bytes / 1e6, static_cast<long long>(s.parameters), s.bits_per_weight,
+              s.seconds, s.peak_rss_bytes / 1e6);
   std::printf("rel.err: ||W - Q|| / ||W||%s\n",
               calibrated ? "; out.err: the same for the layer's outputs on the calibration inputs" : "");
 }
@@ -74,6 +75,7 @@ nlohmann::json summary_json(const QuantizeSummary& s, const QuantizeOptions& q, 
           {"bits_per_weight", s.bits_per_weight},
           {"file_type", s.file_type},
           {"seconds", s.seconds},
+          {"peak_rss_bytes", s.peak_rss_bytes},
           {"tensors", tensors}};
 }
 

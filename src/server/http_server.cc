@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <ctime>
+#include <memory>
 #include <optional>
 #include <regex>
 
@@ -14,7 +15,6 @@
 #include "core/log.h"
 #include "runtime/engine.h"
 #include "server/connection_pool.h"
-#include "server/connection_watch.h"
 #include "server/generation_handler.h"
 #include "server/openai_response.h"
 #include "server/request_builder.h"
@@ -60,19 +60,41 @@ bool takes_body(const httplib::Request& req) {
 }
 
 // Answers `error` and closes the connection once the answer is sent: for a request refused
-// before its body is read. cpp-httplib 0.11 keeps a connection open whatever the response
-// says (it decides from the request's headers), and the next "request" on it was read from the
-// unread body: a client's next request got the answer to its last body's text, and a body that
-// held "GET /health HTTP/1.1" was served as a request (a proxy that shares connections would
-// hand such answers to other users). The header tells the client; shutting the socket down
-// once the answer is out makes sure.
-void refuse_and_close(const httplib::Request& req, httplib::Response& res, const ApiError& error) {
+// before its body is read, or one cpp-httplib could not parse. cpp-httplib 0.11 keeps a
+// connection open whatever the response says (it decides from the request's headers), and the
+// next "request" on it was read from the unread body: a client's next request got the answer
+// to its last body's text, and a body that held "GET /health HTTP/1.1" was served as a request
+// (a proxy that shares connections would hand such answers to other users). The header tells
+// the client; the body's provider then reports failure once it has written everything, which
+// ends cpp-httplib's keep-alive loop and closes the socket. (Shutting the socket down by its
+// descriptor needed the client's address, which a request whose headers did not parse lacks.)
+void refuse_and_close(httplib::Response& res, const ApiError& error) {
   res.status = error.status;
   res.set_header("Connection", "close");
-  const int fd = find_connection_socket(req.remote_addr, req.remote_port, req.local_port);
-  send_then(res, error_json(error), "application/json", [fd] {
-    if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
-  });
+  auto body = std::make_shared<std::string>(error_json(error));
+  res.body.clear();
+  res.set_content_provider(body->size(), "application/json",
+                           [body](size_t offset, size_t length, httplib::DataSink& sink) {
+                             sink.write(body->data() + offset, length);
+                             return false;  // written: now close
+                           });
+}
+
+// A Content-Length that is not one decimal number: cpp-httplib reads "abc" as 0 and leaves the
+// body's bytes to be read as the next request; two different lengths are the classic request
+// smuggling. Refused before the body is read, naming the header.
+std::optional<ApiError> bad_content_length(const httplib::Request& req) {
+  const size_t count = req.get_header_value_count("Content-Length");
+  if (count == 0) return std::nullopt;
+  if (count > 1)
+    return ApiError(400, fmt::format("{} {} has {} Content-Length headers: send one", req.method, req.path, count),
+                    "", "invalid_request_error");
+  const std::string v = req.get_header_value("Content-Length");
+  if (v.empty() || v.size() > 19 || v.find_first_not_of("0123456789") != std::string::npos)
+    return ApiError(400, fmt::format("{} {} has Content-Length '{}': expected the body's size in bytes", req.method,
+                                     req.path, v.substr(0, 64)),
+                    "", "invalid_request_error");
+  return std::nullopt;
 }
 
 // A body the size limit cannot bound before it is read: cpp-httplib applies --max-body to
@@ -172,8 +194,10 @@ class HttpServer::Impl {
         return httplib::Server::HandlerResponse::Handled;
       }
       if (takes_body(req)) {
-        if (const std::optional<ApiError> refused = unbounded_body(req)) {
-          refuse_and_close(req, res, *refused);
+        std::optional<ApiError> refused = bad_content_length(req);
+        if (!refused) refused = unbounded_body(req);
+        if (refused) {
+          refuse_and_close(res, *refused);
           return httplib::Server::HandlerResponse::Handled;
         }
         // cpp-httplib reads a body with no Content-Length until the connection closes, so
@@ -204,7 +228,7 @@ class HttpServer::Impl {
                                   "", "authentication_error", "invalid_api_key");
       // The body is not read for a request refused here: the connection cannot carry another.
       if (takes_body(req) && req.get_header_value("Content-Length") != "0") {
-        refuse_and_close(req, res, unauthorized);
+        refuse_and_close(res, unauthorized);
       } else {
         respond_error(res, unauthorized);
       }
@@ -306,6 +330,15 @@ class HttpServer::Impl {
       std::string type = "invalid_request_error";
       if (res.status == 404) {
         no_route(req, res);
+        return httplib::Server::HandlerResponse::Handled;
+      } else if (res.status == 400 || res.status == 414) {
+        // The request line or headers did not parse: where the request ends is unknown, and
+        // what follows on the connection cannot be trusted to be a request.
+        refuse_and_close(res, ApiError(res.status, res.status == 414 ? "the request line is longer than 8192 bytes"
+                                                                     : "the request could not be parsed: a malformed "
+                                                                       "request line or header, or a header line "
+                                                                       "longer than 8192 bytes",
+                                       "", type));
         return httplib::Server::HandlerResponse::Handled;
       } else if (res.status == 413) {
         message = fmt::format("the request body is larger than the limit of {} bytes", options_.max_body_bytes);

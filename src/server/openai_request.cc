@@ -204,7 +204,8 @@ std::vector<ChatMessage> parse_messages(const json& body, const RequestLimits& l
     if (role != "system" && role != "user" && role != "assistant" && role != "tool")
       bad("messages", fmt::format("'messages[{}].role' is '{}'; expected system, developer, user, assistant or tool",
                                   i, role));
-    if (field(m, "tool_calls") != nullptr)
+    // An empty list is no tool call: frameworks send the assistant turns back with one.
+    if (const json* calls = field(m, "tool_calls"); calls != nullptr && !(calls->is_array() && calls->empty()))
       unsupported("messages", fmt::format("'messages[{}].tool_calls': tool calls are not supported", i));
     messages.push_back({role, message_content(m, i, role)});
   }

@@ -439,6 +439,12 @@ def test_conventions_of_other_clients():
         r = s.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4.0,
                                             "n": 1.0, "seed": 7.0})
         expect(r["usage"]["completion_tokens"] <= 4, f"whole floats: {r['usage']}")
+        # Frameworks send earlier assistant turns back with an empty tool_calls list (no call):
+        # it was refused as a tool call.
+        history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello", "tool_calls": []},
+                   {"role": "user", "content": "and?"}]
+        r = s.post("/v1/chat/completions", {"messages": history, "max_tokens": 2})
+        expect(r["usage"]["completion_tokens"] <= 2, f"an empty tool_calls list: {r}")
         for body, param in (({"prompt": "a", "allowed_token_ids": [5]}, "allowed_token_ids"),
                             ({"prompt": "a", "top_logprobs": 2}, "top_logprobs")):
             status, _, data = s.request("POST", "/v1/completions", json.dumps(body).encode())
@@ -905,6 +911,28 @@ def test_bodies_the_size_limit_cannot_bound_are_refused():
         # With a length, the limit holds as before.
         status, _, _ = s.request("POST", "/v1/completions", body)
         expect(status == 413, f"a body over --max-body: {status}")
+
+
+def test_requests_that_do_not_parse_close_the_connection():
+    """A request whose headers cpp-httplib could not parse (a 9 KB header line) got a bare 400 and
+    the connection stayed open, its next bytes read as a request; a Content-Length of 'abc' was
+    read as 0, the body left for the next request. Each gets an OpenAI error naming the problem,
+    and the server closes the connection after it (raw_exchange returns only when it does)."""
+    with Server() as s:
+        reply = raw_exchange(s.port, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+                             timeout=4)
+        expect(reply.startswith(b"HTTP/1.1 400") and b"8192 bytes" in reply and b"connection: close" in reply.lower()
+               and b'"error"' in reply, f"a 9 KB header: {reply[:400]!r}")
+        # After the refusal nothing more on the connection is served: "GET /health" in the
+        # body would have been answered as a second request.
+        smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        for lengths, says in (([b"abc"], b"Content-Length 'abc'"), ([b"5", b"38"], b"2 Content-Length headers")):
+            fields = b"".join(b"Content-Length: " + v + b"\r\n" for v in lengths)
+            reply = raw_exchange(s.port, head + fields + b"\r\n" + smuggled, timeout=4)
+            expect(reply.startswith(b"HTTP/1.1 400") and says in reply and reply.count(b"HTTP/1.1 ") == 1,
+                   f"Content-Length {lengths}: {reply[:400]!r}")
+        expect(s.request("GET", "/health")[0] == 200, "the server is fine")
 
 
 def test_client_disconnect_cancels_and_frees_blocks():

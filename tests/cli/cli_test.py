@@ -476,6 +476,14 @@ def test_json_outputs_take_paths_that_are_not_utf8():
         expect(r["output"].endswith("d\ufffd/q8.gguf") and os.path.exists(odd + b"/q8.gguf"), f"{r['output']}")
 
 
+def test_perplexity_of_one_window_says_window():
+    # "1 windows of 128 tokens" in the banner and the result line.
+    p = run(["perplexity", "-m", WIKI_HF, "-f", f"{SHARED}/data/wikitext2/wiki.test.raw", "-c", "128", "--chunks", "1"])
+    out, err = ok(p).decode(), p.stderr.decode()
+    expect("1 window of 128 tokens" in out and "1 window of 128 tokens" in err and "1 windows" not in out + err,
+           f"stdout: {out}\nstderr: {err}")
+
+
 def test_kv_type_q8_0():
     # A q8_0 KV cache on wiki-7m (head_dim 32) generates; its greedy text starts as the f16
     # cache's does (the first tokens see a short context, where the rounding cannot change the

@@ -237,10 +237,10 @@ int run() {
     log_warn("{} gives {} windows and the base holds {}: comparing the first {} only", text_path, plan.n_chunks,
              base->info().plan.n_chunks, plan.n_chunks);
   std::fprintf(stderr,
-               "perplexity: %s: %zu tokens (tokenized in %.2f s), %lld windows of %lld tokens, %lld tokens scored, "
+               "perplexity: %s: %zu tokens (tokenized in %.2f s), %lld %s of %lld tokens, %lld tokens scored, "
                "%lld rows per forward, %d threads\n",
                text_path.c_str(), tokens.size(), tokenize_seconds, static_cast<long long>(plan.n_chunks),
-               static_cast<long long>(plan.n_ctx), static_cast<long long>(plan.tokens_scored()),
+               plan.n_chunks == 1 ? "window" : "windows", static_cast<long long>(plan.n_ctx), static_cast<long long>(plan.tokens_scored()),
                static_cast<long long>(popts.rows_per_forward(plan.n_chunks)), engine->pool().size());
 
   PerplexityProgress progress(plan.n_ctx, popts.windows_per_forward());
@@ -285,8 +285,9 @@ int run() {
   const double ppl_error = r.nll.ppl_error();
   std::printf("Final estimate: PPL = %.4f +/- %s\n", r.nll.ppl(),
               std::isnan(ppl_error) ? "n/a (one token scored)" : fmt::format("{:.5f}", ppl_error).c_str());
-  std::printf("%lld windows of %lld tokens, %lld tokens scored, %.2f s (%.0f tokens evaluated/s)\n",
-              static_cast<long long>(r.plan.n_chunks), static_cast<long long>(r.plan.n_ctx),
+  std::printf("%lld %s of %lld tokens, %lld tokens scored, %.2f s (%.0f tokens evaluated/s)\n",
+              static_cast<long long>(r.plan.n_chunks), r.plan.n_chunks == 1 ? "window" : "windows",
+              static_cast<long long>(r.plan.n_ctx),
               static_cast<long long>(r.plan.tokens_scored()), r.seconds, tokens_per_second);
   if (!o.save_logits.empty()) std::printf("log-probabilities saved to %s\n", o.save_logits.c_str());
   if (r.kl) {

@@ -28,6 +28,8 @@ size_t status_field_bytes(const char* name) {
 }  // namespace
 
 size_t current_rss_bytes() { return status_field_bytes("VmRSS"); }
+size_t anonymous_rss_bytes() { return status_field_bytes("RssAnon"); }
+size_t file_rss_bytes() { return status_field_bytes("RssFile"); }
 
 size_t peak_rss_bytes() {
   if (size_t hwm = status_field_bytes("VmHWM"); hwm > 0) return hwm;

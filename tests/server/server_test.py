@@ -806,6 +806,56 @@ def test_command_line_help_and_bad_flags():
         expect(s.request("GET", "/health")[0] == 200, "the first server is fine")
 
 
+def limited_memory_cgroup(limit):
+    """A new child of this process's memory cgroup limited to `limit` bytes, as (folder,
+    remove), or None where none can be made (not root, no memory controller, a read-only
+    cgroup mount, cgroup v2 without delegation)."""
+    for line in open("/proc/self/cgroup"):
+        hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
+        if "memory" in controllers.split(","):
+            parent, limit_file = "/sys/fs/cgroup/memory" + path, "memory.limit_in_bytes"
+        elif hierarchy == "0" and not controllers and os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            parent, limit_file = "/sys/fs/cgroup" + path, "memory.max"
+        else:
+            continue
+        folder = os.path.join(parent, f"frugal-test-{os.getpid()}")
+        try:
+            os.mkdir(folder)
+        except OSError:
+            continue
+        try:
+            with open(os.path.join(folder, limit_file), "w") as f:
+                f.write(str(limit))
+            return folder, lambda: os.rmdir(folder)
+        except OSError:
+            os.rmdir(folder)
+    return None
+
+
+def test_kv_cache_over_the_memory_limit_is_refused():
+    """Under a container's memory limit the server committed a KV cache the limit could not
+    hold, and the kernel killed it at startup without a word (exit -9). It now says so and
+    names what to lower. Needs a memory cgroup the test can make (root, cgroup v1 or a
+    delegated v2); where there is none the unit tests (CgroupMemoryLimit.*) are the check."""
+    made = limited_memory_cgroup(100_000_000)
+    if made is None:
+        print("skipped: no memory cgroup can be made here")
+        return
+    folder, remove = made
+    try:
+        def enter():
+            with open(os.path.join(folder, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        # 8 x 8192 positions of wiki-7m in f16: 201 MB of KV cache against a 100 MB limit.
+        p = subprocess.run([FRUGAL, "serve", "-m", WIKI, "--port", "0", "--parallel", "8", "--ctx", "8192", "-t", "1"],
+                           capture_output=True, timeout=120, stdin=subprocess.DEVNULL, preexec_fn=enter)
+        err = p.stderr.decode()
+        expect(p.returncode == 1 and "control group allows" in err and "--kv-type q8_0" in err,
+               f"exit {p.returncode}: {err!r}")
+    finally:
+        remove()
+
+
 def test_api_key():
     with tempfile.NamedTemporaryFile("w", suffix=".key") as key:
         key.write("s3cret\n")

@@ -22,6 +22,8 @@
 #include "chat/chat_template.h"
 #include "core/check.h"
 #include "core/log.h"
+#include "perf/memory_limit.h"
+#include "perf/memory_usage.h"
 #include "runtime/engine.h"
 #include "runtime/scheduler.h"
 #include "server/http_server.h"
@@ -233,7 +235,12 @@ int run() {
   {
     const SignalsEndTheLoad watch(signals);
     engine = load_engine(f.model, eo);
-    // Commit the KV cache now: a server takes its memory at startup, not under load.
+    // Commit the KV cache now: a server takes its memory at startup, not under load. Under a
+    // container's memory limit too much of it is a kill without a word: checked first.
+    check_memory_limit(engine->cache().bytes(),
+                       fmt::format("the KV cache ({} positions)", engine->cache().capacity_tokens()),
+                       "--parallel, --ctx or --kv-blocks, or use --kv-type q8_0", cgroup_memory_limit(),
+                       anonymous_rss_bytes(), file_rss_bytes());
     engine->cache().prefault();
     chat_template = choose_template(f, std::move(chosen), *engine, template_note);
   }

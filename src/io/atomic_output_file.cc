@@ -1,7 +1,9 @@
 #include "io/atomic_output_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -33,13 +35,36 @@ constexpr size_t kPathBytes = 4096;
 enum SlotState : int { kFree, kClaimed, kReady };
 struct TempSlot {
   std::atomic<int> state{kFree};
+  bool folder = false;  // an AtomicOutputFolder's temporary: its files go, then the folder
   char path[kPathBytes];
 };
 TempSlot g_temps[kSlots];
 
+// A temporary folder holds plain files only (an AtomicOutputFolder writes no subfolder). The
+// handler cannot use opendir (it allocates): getdents64 and unlinkat are bare system calls.
+// Entries removed while listing may shift the listing, so it is read again until empty.
+void remove_folder_in_handler(const char* path) {
+  for (int pass = 0; pass < 8 && ::rmdir(path) != 0 && errno == ENOTEMPTY; ++pass) {
+    const int fd = ::open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    alignas(8) char buf[4096];
+    for (ssize_t n; (n = ::getdents64(fd, buf, sizeof buf)) > 0;)
+      for (ssize_t off = 0; off < n;) {
+        const auto* d = reinterpret_cast<const struct dirent64*>(buf + off);
+        off += d->d_reclen;
+        const char* name = d->d_name;
+        if (!(name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))) ::unlinkat(fd, name, 0);
+      }
+    ::close(fd);
+  }
+}
+
 extern "C" void remove_temporaries_and_reraise(int sig) {
+  // Files first: a folder's own temporaries (a file being written into it) are among them.
   for (TempSlot& slot : g_temps)
-    if (slot.state.load(std::memory_order_acquire) == kReady) ::unlink(slot.path);
+    if (slot.state.load(std::memory_order_acquire) == kReady && !slot.folder) ::unlink(slot.path);
+  for (TempSlot& slot : g_temps)
+    if (slot.state.load(std::memory_order_acquire) == kReady && slot.folder) remove_folder_in_handler(slot.path);
   ::signal(sig, SIG_DFL);
   ::raise(sig);
 }
@@ -63,13 +88,14 @@ void install_signal_cleanup() {
 
 // The slot holding `path`, or -1 when all are taken or the path is too long (the temporary is
 // then only removed by the destructor).
-int register_temporary(const std::string& path) {
+int register_temporary(const std::string& path, bool folder = false) {
   if (path.size() >= kPathBytes) return -1;
   install_signal_cleanup();
   for (int i = 0; i < kSlots; ++i) {
     int expected = kFree;
     if (!g_temps[i].state.compare_exchange_strong(expected, kClaimed, std::memory_order_acq_rel)) continue;
     std::memcpy(g_temps[i].path, path.c_str(), path.size() + 1);
+    g_temps[i].folder = folder;
     g_temps[i].state.store(kReady, std::memory_order_release);
     return i;
   }
@@ -78,6 +104,18 @@ int register_temporary(const std::string& path) {
 
 void release_temporary(int slot) {
   if (slot >= 0) g_temps[slot].state.store(kFree, std::memory_order_release);
+}
+
+// Makes a rename into `path`'s folder durable. Some file systems cannot sync a directory; the
+// file is in place either way, so that is not an error.
+void sync_parent_folder(const std::string& path) {
+  const std::filesystem::path dest(path);
+  const std::string dir = dest.has_parent_path() ? dest.parent_path().string() : ".";
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
 }
 
 }  // namespace
@@ -141,8 +179,8 @@ namespace {
 
 // The temporaries of `file` (".FILE.tmp-PID-N") whose writer has ended: a writer killed with
 // SIGKILL leaves its temporary, which would otherwise stay in the folder for good (a fine-tune
-// killed while writing its adapter, a quantization killed half-way). Only regular files of
-// exactly this pattern go; a live writer's temporaries stay.
+// killed while writing its adapter, a quantization killed half-way, a merge's temporary
+// folder). Only regular files and folders of exactly this pattern go; a live writer's stay.
 void remove_stale_temporaries(const std::filesystem::path& dir, const std::string& file) {
   const std::string prefix = "." + file + ".tmp-";
   std::error_code ec;
@@ -156,23 +194,52 @@ void remove_stale_temporaries(const std::filesystem::path& dir, const std::strin
     const std::optional<int64_t> pid = parse_decimal(std::string_view(rest).substr(0, dash));
     if (!pid || !parse_decimal(std::string_view(rest).substr(dash + 1))) continue;
     std::error_code file_ec;
-    if (process_has_ended(*pid) && it->is_regular_file(file_ec))
+    if (!process_has_ended(*pid)) continue;
+    if (it->is_regular_file(file_ec)) {
       std::filesystem::remove(it->path(), file_ec);
+    } else if (it->is_directory(file_ec) && !it->is_symlink(file_ec)) {
+      std::filesystem::remove_all(it->path(), file_ec);
+    }
   }
+}
+
+// SIGINT and SIGTERM wait while this lives, for steps that must not be cut in two.
+class DeferTermination {
+ public:
+  DeferTermination() {
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    ::pthread_sigmask(SIG_BLOCK, &block, &previous_);
+  }
+  ~DeferTermination() { ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+  DeferTermination(const DeferTermination&) = delete;
+  DeferTermination& operator=(const DeferTermination&) = delete;
+
+ private:
+  sigset_t previous_{};
+};
+
+// A fresh name for a temporary of `dest` in its folder: ".NAME.tmp-PID-N", or ".NAME.old-PID-N"
+// for a folder being replaced.
+std::string temporary_name(const std::filesystem::path& dest, const char* kind = "tmp") {
+  static std::atomic<uint64_t> counter{0};
+  const std::filesystem::path dir = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
+  return (dir / ("." + dest.filename().string() + "." + kind + "-" + std::to_string(::getpid()) + "-" +
+                 std::to_string(counter.fetch_add(1))))
+      .string();
 }
 
 }  // namespace
 
 AtomicOutputFile::AtomicOutputFile(const std::string& path) : path_(path) {
-  static std::atomic<uint64_t> counter{0};
   target_ = check_output_path(path);
   const std::filesystem::path dest(target_);
   const std::filesystem::path dir = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
   remove_stale_temporaries(dir, dest.filename().string());
   for (int attempt = 0; attempt < 100; ++attempt) {
-    temp_path_ = (dir / ("." + dest.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
-                         std::to_string(counter.fetch_add(1))))
-                     .string();
+    temp_path_ = temporary_name(dest);
     fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd_ >= 0 || errno != EEXIST) break;
   }
@@ -244,14 +311,71 @@ void AtomicOutputFile::commit() {
   committed_ = true;
   release_temporary(signal_slot_);  // the name is the destination's now: a signal must not remove it
   signal_slot_ = -1;
-  // Make the rename itself durable. Some file systems cannot sync a directory; the file is in
-  // place either way, so that is not an error.
-  const std::filesystem::path dest(target_);
-  const std::string dir = dest.has_parent_path() ? dest.parent_path().string() : ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
+  sync_parent_folder(target_);
+}
+
+AtomicOutputFolder::AtomicOutputFolder(const std::string& path) : path_(path) {
+  namespace fs = std::filesystem;
+  fs::path dest(path);
+  if (dest.filename().empty()) dest = dest.parent_path();  // "out/" names the folder "out"
+  target_ = dest.string();
+  const fs::path dir = dest.has_parent_path() ? dest.parent_path() : fs::path(".");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail("{}: the folder '{}' does not exist", path_, dir.string());
+  remove_stale_temporaries(dir, dest.filename().string());
+  const DeferTermination defer;  // a signal between mkdir and its registration would leave the folder
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    temp_path_ = temporary_name(dest);
+    if (::mkdir(temp_path_.c_str(), 0777) == 0) break;
+    if (errno != EEXIST) fail("{}: cannot create a temporary folder in '{}': {}", path_, dir.string(), errno_text());
+    temp_path_.clear();
+  }
+  if (temp_path_.empty()) fail("{}: cannot create a temporary folder in '{}'", path_, dir.string());
+  signal_slot_ = register_temporary(temp_path_, /*folder=*/true);
+}
+
+AtomicOutputFolder::~AtomicOutputFolder() {
+  if (!committed_) {
+    std::error_code ec;
+    std::filesystem::remove_all(temp_path_, ec);
+  }
+  release_temporary(signal_slot_);
+}
+
+std::string AtomicOutputFolder::file(const std::string& name) const {
+  return (std::filesystem::path(temp_path_) / name).string();
+}
+
+void AtomicOutputFolder::commit() {
+  namespace fs = std::filesystem;
+  FRUGAL_CHECK(!committed_, "commit twice");
+  // SIGINT or SIGTERM between the renames would remove the new folder with the old one set
+  // aside: they wait until the folder is in place (and then remove nothing of it).
+  const DeferTermination defer;
+  // rename() replaces an empty folder itself; a folder with files is renamed aside first and
+  // put back when the new one cannot take its place.
+  std::string aside;
+  if (::rename(temp_path_.c_str(), target_.c_str()) != 0) {
+    if (errno != ENOTEMPTY && errno != EEXIST)
+      fail("{}: cannot rename the temporary folder into place: {}", path_, errno_text());
+    aside = temporary_name(target_, "old");
+    if (::rename(target_.c_str(), aside.c_str()) != 0)
+      fail("{}: cannot move the existing folder aside: {}", path_, errno_text());
+    if (::rename(temp_path_.c_str(), target_.c_str()) != 0) {
+      const std::string why = errno_text();
+      ::rename(aside.c_str(), target_.c_str());
+      fail("{}: cannot rename the temporary folder into place: {}", path_, why);
+    }
+  }
+  committed_ = true;
+  release_temporary(signal_slot_);
+  signal_slot_ = -1;
+  sync_parent_folder(target_);
+  if (!aside.empty()) {
+    std::error_code ec;
+    fs::remove_all(aside, ec);
+    if (ec) fail("{}: the new folder is in place, but the old one could not be removed from {}: {}", path_, aside,
+                 ec.message());
   }
 }
 

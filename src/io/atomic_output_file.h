@@ -4,7 +4,8 @@
 // so a reader never sees half a file and an old file stays intact until the new one is whole.
 // SIGINT and SIGTERM remove the temporaries too, where the command has not installed its own
 // handling of them. Every file frugal writes goes through this class (GGUF, saved logits,
-// adapters, checkpoints).
+// adapters, checkpoints); a folder written as a whole (a merged model) through
+// AtomicOutputFolder, the same rules for a folder.
 #pragma once
 
 #include <cstddef>
@@ -66,6 +67,33 @@ class AtomicOutputFile {
   size_t written_ = 0;
   uint64_t reserved_ = 0;
   std::vector<char> buffer_;
+};
+
+// A folder written file by file and put in place as a whole: the files go into a temporary
+// folder next to the destination (".NAME.tmp-PID-N"), commit() renames it into place, and a
+// writer destroyed without commit() removes it with what it holds, as SIGINT and SIGTERM do
+// (through the same slots as AtomicOutputFile's temporaries). An existing folder at the
+// destination is replaced at commit() only: renamed aside, the new one renamed in, the old
+// removed, so that a failure before then leaves it as it was. Whether the destination may be
+// replaced is the caller's to decide, before the work. The folder holds plain files only.
+class AtomicOutputFolder {
+ public:
+  // Throws frugal::Error naming `path` when the temporary folder cannot be created.
+  explicit AtomicOutputFolder(const std::string& path);
+  ~AtomicOutputFolder();
+  AtomicOutputFolder(const AtomicOutputFolder&) = delete;
+  AtomicOutputFolder& operator=(const AtomicOutputFolder&) = delete;
+
+  // Where file `name` of the folder is written (in the temporary folder until commit()).
+  std::string file(const std::string& name) const;
+  void commit();
+
+ private:
+  std::string path_;    // as given, for messages
+  std::string target_;  // path_ without a trailing slash
+  std::string temp_path_;
+  int signal_slot_ = -1;
+  bool committed_ = false;
 };
 
 }  // namespace frugal

@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 
@@ -124,6 +126,79 @@ TEST(AtomicOutputFile, RemovesWhatKilledWritersLeft) {
   EXPECT_TRUE(fs::exists(live));        // a writer at work keeps its temporary
   EXPECT_TRUE(fs::exists(other_file));  // another destination's temporary is not ours to judge
   EXPECT_TRUE(fs::exists(not_ours));    // nor a name outside the pattern
+}
+
+std::vector<std::string> names_in(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::ranges::sort(names);
+  return names;
+}
+
+// A merged model's folder: whole or absent, and a folder it replaces stays as it was until
+// the new one is complete (a merge that failed half-way left a half-written folder).
+TEST(AtomicOutputFolder, IsWholeOrAbsent) {
+  const std::string dir = test::temp_dir("atomic_output_folder");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string out = dir + "/out";
+  {
+    AtomicOutputFolder f(out);
+    write_all(f.file("a.txt"), "new");
+    EXPECT_FALSE(fs::exists(out));
+  }  // not committed: nothing stays
+  EXPECT_TRUE(names_in(dir).empty());
+  fs::create_directories(out);  // an empty folder is taken
+  {
+    AtomicOutputFolder f(out);
+    write_all(f.file("a.txt"), "new");
+    f.commit();
+  }
+  EXPECT_EQ(names_in(out), std::vector<std::string>{"a.txt"});
+  write_all(out + "/old.txt", "old");
+  {
+    AtomicOutputFolder f(out);
+    write_all(f.file("b.txt"), "newer");
+    EXPECT_EQ(names_in(out), (std::vector<std::string>{"a.txt", "old.txt"}));  // intact until commit
+    f.commit();
+  }
+  EXPECT_EQ(names_in(out), std::vector<std::string>{"b.txt"});  // replaced as a whole
+  EXPECT_EQ(names_in(dir), std::vector<std::string>{"out"});    // the old one is gone, no temporary stays
+}
+
+// SIGINT or SIGTERM while the folder is written removes it with its files (Ctrl-C left an
+// empty output folder behind).
+TEST(AtomicOutputFolder, SignalRemovesIt) {
+  for (const int sig : {SIGINT, SIGTERM}) {
+    const std::string dir = test::temp_dir("atomic_output_folder_signal");
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    const pid_t child = ::fork();
+    if (child == 0) {
+      AtomicOutputFolder f(dir + "/out");
+      AtomicOutputFile done(f.file("a.bin"));
+      done.write("a", 1);
+      done.commit();
+      AtomicOutputFile half(f.file("b.bin"));
+      half.write("b", 1);
+      ::raise(sig);
+      ::_exit(0);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == sig) << status;
+    EXPECT_EQ(names_in(dir), std::vector<std::string>{});
+  }
+}
+
+TEST(AtomicOutputFolder, RemovesWhatKilledWritersLeft) {
+  const std::string dir = test::temp_dir("atomic_output_folder_stale");
+  fs::remove_all(dir);
+  const std::string killed = dir + "/.out.tmp-" + std::to_string(ended_process_id()) + "-0";
+  fs::create_directories(killed);
+  write_all(killed + "/model.safetensors", "half");
+  AtomicOutputFolder f(dir + "/out");
+  EXPECT_FALSE(fs::exists(killed));
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "train/lora_merge.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -10,6 +11,7 @@
 #include "io/atomic_output_file.h"
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
+#include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "model/architecture.h"
@@ -43,10 +45,52 @@ void check_merged_values(const std::vector<float>& values, const std::string& na
   }
 }
 
+// A file of the base's folder copied into the merged one, through AtomicOutputFile: a full
+// disk is named as such ("No space left on device"; fs::copy_file said "Input/output error"),
+// and the copy is the user's to edit, not read-only like a shared base's files.
+void copy_into(const std::string& from, const std::string& to, const std::string& output) {
+  const std::string name = fs::path(from).filename().string();
+  try {
+    const std::string bytes = read_text_file(from);
+    AtomicOutputFile out(to);
+    out.reserve(bytes.size());
+    out.write(bytes.data(), bytes.size());
+    out.commit();
+  } catch (const Error& e) {
+    fail("{}: cannot copy {}: {}", output, name, e.what());
+  }
+}
+
+// What an existing output folder may hold: nothing (an empty folder), or a model written
+// before (config.json and safetensors weights, no adapter), which the merged model replaces
+// as a whole. Anything else is refused before the work: files left beside the merged model
+// would be read with it (a foreign tokenizer.json broke or silently changed it), and a model
+// beside adapter_config.json is read as an adapter by PEFT and transformers.
+void check_merge_folder(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  if (!fs::is_directory(path, ec))
+    fail("{}: exists and is not a folder; a Hugging Face base merges into a folder", path);
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(path, ec)) names.push_back(entry.path().filename().string());
+  if (ec) fail("{}: cannot list the folder: {}", path, ec.message());
+  if (names.empty()) return;
+  const auto has = [&](const std::string& n) { return std::ranges::find(names, n) != names.end(); };
+  if (has("adapter_config.json"))
+    fail("{}: holds an adapter (adapter_config.json); write the merged model to another folder", path);
+  const bool weights = std::ranges::any_of(names, [](const std::string& n) { return n.ends_with(".safetensors"); });
+  if (has("config.json") && weights) return;
+  std::ranges::sort(names);
+  const size_t shown = std::min<size_t>(names.size(), 5);
+  fail("{}: is not empty and holds no model (config.json and .safetensors): {}{}; write to a new or empty folder",
+       path, fmt::join(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(shown), ", "),
+       names.size() > shown ? ", ..." : "");
+}
+
 }  // namespace
 
 MergeSummary merge_lora(const MergeOptions& o) {
-  if (o.adapters.empty()) fail("no adapter to merge (--lora DIR[:SCALE])");
+  if (o.adapters.empty()) fail("no adapter to merge (--lora DIR[:SCALE] or --lora-scaled DIR SCALE)");
   if (o.output.empty()) fail("no output given (-o FOLDER or -o FILE.gguf)");
   {
     std::error_code ec;
@@ -55,6 +99,7 @@ MergeSummary merge_lora(const MergeOptions& o) {
     std::vector<std::string> adapters;
     for (const auto& [dir, scale] : o.adapters) adapters.push_back(dir);
     check_output_folder(o.output, adapters);
+    if (!o.output.ends_with(".gguf")) check_merge_folder(o.output);
   }
   ModelOpenOptions open;
   open.tokenizer_path = o.tokenizer;
@@ -152,63 +197,41 @@ MergeSummary merge_lora(const MergeOptions& o) {
     // what is written, as quantize's do, not what the base said.
     w.set_u32("general.file_type", file_type_of_matrices(matrix_types));
     add_frugal_type_marks(w, matrix_types);
+    if (summary.merged_tensors == 0) fail("the adapters changed no tensor of {}", o.model);
     w.write(o.output);
-  } else {
-    const auto files = open_safetensors_dir(o.model);
-    SafetensorsWriter w;
-    w.set_metadata("format", "pt");
-    for (const auto& file : files)
-      for (const SafetensorsEntry& e : file->entries()) {
-        int64_t rows = 0, cols = 0;
-        DType t = e.dtype;
-        if (const uint8_t* data = merged(e.name, &rows, &cols, &t)) {
-          w.add_tensor(e.name, t, e.shape, data);
-        } else {
-          w.add_tensor(e.name, e.dtype, e.shape, file->tensor_view(e).data);
-          summary.copied_tensors++;
-        }
-      }
-    std::error_code ec;
-    const bool created = !fs::exists(o.output, ec);
-    fs::create_directories(o.output, ec);
-    if (ec) fail("{}: cannot create the folder: {}", o.output, ec.message());
-    try {
-      w.write((fs::path(o.output) / "model.safetensors").string());
-    } catch (const Error&) {
-      // A folder this merge created holds nothing else: a failed write (a full disk) must not
-      // leave it behind empty. A folder that was there stays as it was.
-      if (created) fs::remove(o.output, ec);
-      throw;
-    }
-    // A sharded model left in the folder by an earlier write would be what loaders read (the
-    // index comes first): its index and shards go, as transformers' save_pretrained removes
-    // them. Only after the new weights are in place, so a failed merge loses nothing.
-    std::vector<fs::path> stale;
-    for (const auto& entry : fs::directory_iterator(o.output, ec)) {
-      const std::string name = entry.path().filename().string();
-      const bool shard = name.starts_with("model-") && name.find("-of-") != std::string::npos &&
-                         name.ends_with(".safetensors");
-      if (shard || name == "model.safetensors.index.json") stale.push_back(entry.path());
-    }
-    for (const fs::path& p : stale)
-      if (!fs::remove(p, ec) && ec)
-        fail("{}: cannot remove the stale {}: {}", o.output, p.filename().string(), ec.message());
-    // Everything else a Hugging Face folder carries (config, tokenizer, generation settings).
-    for (const auto& entry : fs::directory_iterator(o.model, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (!entry.is_regular_file(ec) || name.ends_with(".safetensors") || name == "model.safetensors.index.json")
-        continue;
-      if (name.ends_with(".json") || name.ends_with(".model") || name.ends_with(".txt")) {
-        const fs::path to = fs::path(o.output) / name;
-        fs::copy_file(entry.path(), to, fs::copy_options::overwrite_existing, ec);
-        if (ec) fail("{}: cannot copy {}: {}", o.output, name, ec.message());
-        // The merged model is the user's to edit: not the read-only modes of a shared base.
-        fs::permissions(to, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read,
-                        ec);
-      }
-    }
+    return summary;
   }
+  const auto files = open_safetensors_dir(o.model);
+  SafetensorsWriter w;
+  w.set_metadata("format", "pt");
+  for (const auto& file : files)
+    for (const SafetensorsEntry& e : file->entries()) {
+      int64_t rows = 0, cols = 0;
+      DType t = e.dtype;
+      if (const uint8_t* data = merged(e.name, &rows, &cols, &t)) {
+        w.add_tensor(e.name, t, e.shape, data);
+      } else {
+        w.add_tensor(e.name, e.dtype, e.shape, file->tensor_view(e).data);
+        summary.copied_tensors++;
+      }
+    }
   if (summary.merged_tensors == 0) fail("the adapters changed no tensor of {}", o.model);
+  // The whole folder is written aside and put in place at the end: a failure half-way (a full
+  // disk while copying the tokenizer) or Ctrl-C leaves neither a half-written folder nor an
+  // empty one, and a model folder being replaced stays whole until then.
+  AtomicOutputFolder out(o.output);
+  w.write(out.file("model.safetensors"));
+  // Everything else a Hugging Face folder carries (config, tokenizer, generation settings).
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(o.model, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file(ec) || name.ends_with(".safetensors") || name == "model.safetensors.index.json")
+      continue;
+    if (name.ends_with(".json") || name.ends_with(".model") || name.ends_with(".txt"))
+      copy_into(entry.path().string(), out.file(name), o.output);
+  }
+  if (ec) fail("{}: cannot list the folder: {}", o.model, ec.message());
+  out.commit();
   return summary;
 }
 

@@ -214,6 +214,14 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   }
   // The adapter's files must not land in the base model's folder (or the data's own path).
   check_output_folder(o.output, {o.model, o.data, o.val_data, o.init_adapter});
+  // Nor in a model's folder (a merged model's): PEFT and transformers read a folder with
+  // adapter_config.json as an adapter, and the model beside it would be lost to them.
+  std::error_code list_ec;  // a folder that is not there yet holds nothing
+  for (const auto& entry : fs::directory_iterator(o.output, list_ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "config.json" || (name.starts_with("model") && name.ends_with(".safetensors")))
+      fail("{} holds a model ({}): write the adapter to another folder", o.output, name);
+  }
   // Each data file is read once, for its fingerprint and for the loader: a pipe has no second reading.
   const std::string data_bytes = read_data_file(o.data);
   const std::string val_bytes = o.val_data.empty() ? "" : read_data_file(o.val_data);

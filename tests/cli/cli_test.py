@@ -31,7 +31,7 @@ WIKI_GGUF = f"{SHARED}/models/wiki-7m-gguf/wiki-7m-f32.gguf"
 
 def run(args, stdin=b""):
     # One thread: the tests share a small machine, and a spinning pool slows everything down.
-    threads = [] if "-t" in args or "--threads" in args else ["-t", "1"]
+    threads = [] if "-t" in args or "--threads" in args or args[0] == "lora" else ["-t", "1"]
     return subprocess.run([FRUGAL] + args + threads, input=stdin, capture_output=True, timeout=120)
 
 
@@ -1024,6 +1024,7 @@ def test_lora_generate_and_merge():
         # Into a folder that holds a sharded model: its index and shards would be what loaders
         # read, so they go once the merged weights are in place.
         os.makedirs(f"{d}/old")
+        shutil.copy(f"{WIKI_HF}/config.json", f"{d}/old/config.json")
         with open(f"{d}/old/model.safetensors.index.json", "w") as f:
             f.write('{"weight_map": {}}')
         with open(f"{d}/old/model-00001-of-00002.safetensors", "w") as f:
@@ -1031,6 +1032,7 @@ def test_lora_generate_and_merge():
         ok(run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/old"]))
         expect(sorted(n for n in os.listdir(f"{d}/old") if "safetensors" in n) == ["model.safetensors"],
                f"stale shards left: {os.listdir(d + '/old')}")
+        expect(sorted(os.listdir(f"{d}/old")) == sorted(os.listdir(f"{d}/merged")), "the old folder was not replaced")
         expect(greedy(["-m", f"{d}/old"]) == adapted, "merged over a sharded folder differs")
         # A llama2.c base: one error saying what to do instead (not two that send each other on).
         for out in (f"{d}/st", f"{d}/st.gguf"):
@@ -1142,6 +1144,81 @@ def test_finetune_and_merge_protect_their_files_and_values():
             err = p.stderr.decode()
             expect(p.returncode == 1 and all(w in err for w in words + ["merged weight at row"]), f"{args}: {err}")
             expect(not os.path.exists(f"{d}/merged"), "a failed merge left output")
+
+
+def test_lora_merge_output_is_all_or_nothing():
+    # A merge that failed after model.safetensors was written (a full disk while copying the
+    # tokenizer) left a half-written folder; Ctrl-C left an empty folder behind. A model folder
+    # being replaced stays as it was when the merge fails.
+    import resource
+    with tempfile.TemporaryDirectory() as d:
+        base = f"{d}/base"
+        os.mkdir(base)
+        for f in os.listdir(WIKI_HF):
+            os.symlink(f"{WIKI_HF}/{f}", f"{base}/{f}")
+        size = os.path.getsize(f"{WIKI_HF}/model.safetensors")
+        with open(f"{base}/notes.txt", "wb") as f:  # copied after the weights, larger than them
+            f.write(b"x" * (size + (4 << 20)))
+
+        def full_disk():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size + (2 << 20), resource.RLIM_INFINITY))
+
+        ok(run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/kept"]))
+        before = {n: open(f"{d}/kept/{n}", "rb").read() for n in os.listdir(f"{d}/kept")}
+        for out in (f"{d}/new", f"{d}/kept"):
+            p = subprocess.run([FRUGAL, "lora", "merge", "-m", base, "--lora", ADAPTER, "-o", out],
+                               capture_output=True, timeout=120, preexec_fn=full_disk)
+            err = p.stderr.decode()
+            expect(p.returncode == 1 and "cannot copy notes.txt" in err and "File too large" in err, f"{out}: {err}")
+            expect(sorted(os.listdir(d)) == ["base", "kept"], f"{out}: left {os.listdir(d)}")
+            expect({n: open(f"{d}/kept/{n}", "rb").read() for n in os.listdir(f"{d}/kept")} == before,
+                   "the model folder was changed by a failed merge")
+        # SIGINT at any moment: the output is whole or absent, no temporary stays.
+        for i, delay in enumerate((0.02, 0.05, 0.08, 0.11, 0.15, 0.2)):
+            out = f"{d}/int{i}"
+            p = subprocess.Popen([FRUGAL, "lora", "merge", "-m", WIKI_HF, "--lora", ADAPTER, "-o", out],
+                                 stderr=subprocess.DEVNULL)
+            time.sleep(delay)
+            p.send_signal(signal.SIGINT)
+            code = p.wait(timeout=120)
+            left = [n for n in os.listdir(d) if "int" in n]
+            whole = left == [f"int{i}"] and sorted(os.listdir(out)) == sorted(before)
+            expect(left == [] or whole, f"SIGINT after {delay}s (exit {code}): {left}")
+            expect(code != 0 or whole, f"{out}: exit 0 without the whole model")
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def test_lora_merge_output_folder_rules():
+    # Merging into a folder kept its files (a foreign tokenizer.json broke the merged model), and
+    # adapter and model folders got mixed (merge into an adapter's folder, finetune into a merged
+    # model's). Now: new or empty folder, or a model written before (replaced whole); else refused.
+    with tempfile.TemporaryDirectory() as d:
+        os.mkdir(f"{d}/stale")
+        with open(f"{d}/stale/tokenizer.json", "w") as f:
+            f.write('{"garbage": 1}')
+        expect_error_line(["lora", "merge", "-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/stale"],
+                          f"frugal: error: {d}/stale: is not empty and holds no model (config.json and .safetensors): "
+                          "tokenizer.json; write to a new or empty folder")
+        expect(os.listdir(f"{d}/stale") == ["tokenizer.json"], "the refused folder changed")
+        shutil.copytree(ADAPTER, f"{d}/adapter")
+        expect_user_error(["lora", "merge", "-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/adapter"],
+                          [f"{d}/adapter", "holds an adapter (adapter_config.json)"])
+        expect(sorted(os.listdir(f"{d}/adapter")) == sorted(os.listdir(ADAPTER)), "the adapter folder changed")
+        os.mkdir(f"{d}/empty")
+        ok(run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/empty"]))
+        ok(run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/merged"]))
+        with open(f"{d}/merged/extra.txt", "w") as f:
+            f.write("from before")
+        ok(run_merge(["-m", WIKI_HF, "--lora", ADAPTER + ":0.5", "-o", f"{d}/merged"]))
+        expect(sorted(os.listdir(f"{d}/merged")) == sorted(os.listdir(f"{d}/empty")), f"{os.listdir(d + '/merged')}")
+        expect(greedy(["-m", f"{d}/merged"]) == greedy(["-m", WIKI_HF, "--lora", ADAPTER + ":0.5"]),
+               "the replaced model is not the new merge")
+        expect(sorted(os.listdir(d)) == ["adapter", "empty", "merged", "stale"], f"temporaries left: {os.listdir(d)}")
+        # An adapter written into a model's folder: refused before training.
+        expect_user_error(["finetune", "-m", WIKI_HF, "--data", f"{SHARED}/data/instruct/wiki_demo.txt", "--steps",
+                           "1", "--seq", "32", "-o", f"{d}/merged"], [f"{d}/merged", "holds a model"])
+        expect(not os.path.exists(f"{d}/merged/adapter_config.json"), "an adapter was written into the model")
 
 
 def test_chat_stops_at_an_end_of_turn_the_vocabulary_lacks():

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 
 #include "core/check.h"
+#include "core/log.h"
 #include "core/pcre2_pattern.h"
 #include "io/atomic_output_file.h"
 #include "io/json_fields.h"
@@ -106,6 +108,23 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
   };
   for (const auto& [key, why] : unsupported)
     if (is_set(j, key)) fail("{}: {} is set ({}); frugal applies plain LoRA matrices only", label, key, why);
+  // An unconverted PiSSA, OLoRA or CorDA adapter is the difference to a base that PEFT changed
+  // (it moved the adapter's principal part out of the weights): on the original base it gives
+  // another model. PEFT's conversion makes it a plain adapter of the original base.
+  if (json_has(j, "init_lora_weights") && j["init_lora_weights"].is_string()) {
+    const std::string init = j["init_lora_weights"].get<std::string>();
+    if (init == "pissa" || init.starts_with("pissa_niter_") || init == "olora" || init == "corda")
+      fail("{}: init_lora_weights is '{}': the adapter applies to the residual base model PEFT modified, not to "
+           "the original; convert it with PEFT first (save_pretrained(..., "
+           "path_initial_model_for_weight_conversion=...))",
+           label, init);
+    // LoftQ's base is the quantized one it was initialised against: on another base (the
+    // float one, another quantization) the adapter does not correct what it was trained to.
+    if (init == "loftq")
+      log_warn("{}: init_lora_weights is 'loftq': the adapter was trained against LoftQ's modified (quantized) "
+               "base; applied to another base it gives another model",
+               label);
+  }
   PeftLoraConfig c;
   c.r = lora_rank(json_float(j, "r", label, 8), label, "'r'");
   c.lora_alpha = json_float(j, "lora_alpha", label, 8);
@@ -187,14 +206,15 @@ PeftLoraConfig parse_config(const Json& j, const std::string& label) {
 // Splits "base_model.model.<module>.lora_A[.<adapter>].weight" into module and matrix.
 struct TensorName {
   std::string module;
-  char matrix = 0;  // 'A' or 'B'
+  char matrix = 0;      // 'A' or 'B'
+  std::string adapter;  // PEFT's adapter name ("default"), empty when the name has none
 };
 
 std::optional<TensorName> parse_tensor_name(const std::string& name) {
   static const std::regex re(R"(base_model\.model\.(.+)\.lora_([AB])(\.[A-Za-z0-9_\-]+)?\.weight)");
   std::smatch m;
   if (!std::regex_match(name, m, re)) return std::nullopt;
-  return TensorName{m[1].str(), m[2].str()[0]};
+  return TensorName{m[1].str(), m[2].str()[0], m[3].matched ? m[3].str().substr(1) : ""};
 }
 
 std::vector<float> to_f32(const SafetensorsFile& file, const SafetensorsEntry& e) {
@@ -253,7 +273,16 @@ std::string peft_tensor_name_b(const std::string& module) { return kPrefix + mod
 PeftAdapter read_peft_adapter(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) fail("{}: not a folder (a PEFT adapter is a folder with {} and {})", dir, kConfigFile, kWeightsFile);
+  if (!fs::is_directory(dir, ec)) {
+    char magic[4] = {};
+    const bool file = fs::is_regular_file(dir, ec);
+    if (file) std::ifstream(dir, std::ios::binary).read(magic, sizeof magic);
+    if (file && (dir.ends_with(".gguf") || std::string_view(magic, sizeof magic) == "GGUF"))
+      fail("{}: GGUF LoRA adapters (llama.cpp's convert_lora_to_gguf.py) are not read: give the PEFT folder (with {} "
+           "and {})",
+           dir, kConfigFile, kWeightsFile);
+    fail("{}: not a folder (a PEFT adapter is a folder with {} and {})", dir, kConfigFile, kWeightsFile);
+  }
   const std::string config_path = (fs::path(dir) / kConfigFile).string();
   const std::string weights_path = (fs::path(dir) / kWeightsFile).string();
   if (!fs::exists(config_path, ec)) fail("{}: no {} (not a PEFT adapter folder)", dir, kConfigFile);
@@ -269,6 +298,8 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
   auto file = SafetensorsFile::open(weights_path);
 
   std::map<std::string, size_t> index;  // module -> position in adapter.modules
+  std::vector<std::pair<bool, bool>> seen;  // per module: lora_A, lora_B read (a rank-0 one holds no value)
+  std::optional<std::pair<std::string, std::string>> first_name;  // adapter name, the tensor that gave it
   for (const SafetensorsEntry& e : file->entries()) {
     const auto name = parse_tensor_name(e.name);
     if (!name) {
@@ -278,12 +309,23 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
            weights_path, e.name);
     }
     if (e.shape.size() != 2) fail("{}: tensor '{}' has shape of {} dimensions, expected 2", weights_path, e.name, e.shape.size());
+    // A file of one adapter names it once: lora_A of "default" with lora_B of "other" are two
+    // adapters' halves, which no PEFT model pairs.
+    if (!first_name) first_name.emplace(name->adapter, e.name);
+    if (name->adapter != first_name->first)
+      fail("{}: tensors of two adapters: '{}' (adapter {}) and '{}' (adapter {}); give a file of one adapter",
+           weights_path, first_name->second, first_name->first.empty() ? "unnamed" : "'" + first_name->first + "'",
+           e.name, name->adapter.empty() ? "unnamed" : "'" + name->adapter + "'");
     auto [it, added] = index.try_emplace(name->module, adapter.modules.size());
-    if (added) adapter.modules.push_back({name->module, 0, 0, 0, {}, {}});
+    if (added) {
+      adapter.modules.push_back({name->module, 0, 0, 0, {}, {}});
+      seen.emplace_back(false, false);
+    }
     PeftLoraModule& m = adapter.modules[it->second];
-    std::vector<float>& dst = name->matrix == 'A' ? m.a : m.b;
-    if (!dst.empty()) fail("{}: module '{}' has two lora_{} tensors", weights_path, name->module, name->matrix);
-    dst = to_f32(*file, e);
+    bool& read = name->matrix == 'A' ? seen[it->second].first : seen[it->second].second;
+    if (read) fail("{}: module '{}' has two lora_{} tensors", weights_path, name->module, name->matrix);
+    read = true;
+    (name->matrix == 'A' ? m.a : m.b) = to_f32(*file, e);
     if (name->matrix == 'A') {
       m.rank = e.shape[0];
       m.n_in = e.shape[1];
@@ -295,12 +337,16 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
       if (m.rank == 0) m.rank = e.shape[1];
     }
   }
-  for (PeftLoraModule& m : adapter.modules) {
-    if (m.a.empty() || m.b.empty())
-      fail("{}: module '{}' has lora_{} but no lora_{}", weights_path, m.module, m.a.empty() ? 'B' : 'A', m.a.empty() ? 'A' : 'B');
+  for (size_t i = 0; i < adapter.modules.size(); ++i) {
+    const PeftLoraModule& m = adapter.modules[i];
+    const auto [has_a, has_b] = seen[i];
+    if (!has_a || !has_b)
+      fail("{}: module '{}' has lora_{} but no lora_{}", weights_path, m.module, has_a ? 'A' : 'B', has_a ? 'B' : 'A');
+    if (m.rank < 1)
+      fail("{}: module '{}' has rank 0 (lora_A [0, {}], lora_B [{}, 0]): a LoRA rank is at least 1", weights_path,
+           m.module, m.n_in, m.n_out);
     if (static_cast<int64_t>(m.b.size()) != m.n_out * m.rank || static_cast<int64_t>(m.a.size()) != m.rank * m.n_in)
       fail("{}: module '{}': lora_A and lora_B ranks differ", weights_path, m.module);
-    if (m.rank < 1) fail("{}: module '{}' has rank 0", weights_path, m.module);
   }
   if (adapter.modules.empty()) fail("{}: the adapter holds no LoRA matrices", weights_path);
   // The tensors must be what the config declares: PEFT builds the modules from the config and

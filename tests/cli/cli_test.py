@@ -1146,6 +1146,30 @@ def test_finetune_and_merge_protect_their_files_and_values():
             expect(not os.path.exists(f"{d}/merged"), "a failed merge left output")
 
 
+def write_safetensors(path, tensors):
+    """A safetensors file of F32 tensors: {name: (shape, values)}."""
+    header, data = {}, b""
+    for name, (shape, values) in tensors.items():
+        raw = struct.pack(f"<{len(values)}f", *values)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + data)
+
+
+def small_adapter(d, config, a="lora_A", b="lora_B", rank=4):
+    """An adapter of q_proj in layer 0 of wiki-7m (256 wide), tensors named with `a` and `b`."""
+    os.makedirs(d)
+    with open(f"{d}/adapter_config.json", "w") as f:
+        json.dump({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]} | config, f)
+    m = "base_model.model.model.layers.0.self_attn.q_proj"
+    write_safetensors(f"{d}/adapter_model.safetensors", {f"{m}.{a}.weight": ([rank, 256], [0.01] * (rank * 256)),
+                                                          f"{m}.{b}.weight": ([256, rank], [0.01] * (rank * 256))})
+    return d
+
+
 def test_lora_merge_output_is_all_or_nothing():
     # A merge that failed after model.safetensors was written (a full disk while copying the
     # tokenizer) left a half-written folder; Ctrl-C left an empty folder behind. A model folder
@@ -1219,6 +1243,25 @@ def test_lora_merge_output_folder_rules():
         expect_user_error(["finetune", "-m", WIKI_HF, "--data", f"{SHARED}/data/instruct/wiki_demo.txt", "--steps",
                            "1", "--seq", "32", "-o", f"{d}/merged"], [f"{d}/merged", "holds a model"])
         expect(not os.path.exists(f"{d}/merged/adapter_config.json"), "an adapter was written into the model")
+
+
+def test_peft_adapter_names_rank_and_init():
+    with tempfile.TemporaryDirectory() as d:
+        # lora_A of adapter "default" and lora_B of "other" were paired silently.
+        two = small_adapter(f"{d}/two", {}, "lora_A.default", "lora_B.other")
+        expect_user_error(["lora", "info", two], ["two adapters", "'default'", "'other'"])
+        ok(run(["lora", "info", small_adapter(f"{d}/named", {}, "lora_A.default", "lora_B.default")]))
+        # Rank 0 was reported as "has lora_B but no lora_A".
+        rank0 = small_adapter(f"{d}/rank0", {}, rank=0)
+        expect_user_error(["lora", "info", rank0], ["q_proj", "rank 0"])
+        # An unconverted PiSSA/OLoRA/CorDA adapter applies to a base PEFT modified: refused.
+        for init in ("pissa", "pissa_niter_4", "olora", "corda"):
+            a = small_adapter(f"{d}/{init}", {"init_lora_weights": init})
+            expect_user_error(["lora", "info", a], [init, "path_initial_model_for_weight_conversion"])
+        p = run(["lora", "info", small_adapter(f"{d}/loftq", {"init_lora_weights": "loftq"})])
+        expect(p.returncode == 0 and b"LoftQ" in p.stderr, f"loftq: {p.returncode} {p.stderr!r}")
+        for i, init in enumerate((True, False, "gaussian", "eva")):
+            ok(run(["lora", "info", small_adapter(f"{d}/init{i}", {"init_lora_weights": init})]))
 
 
 def test_chat_stops_at_an_end_of_turn_the_vocabulary_lacks():

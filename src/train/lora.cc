@@ -393,6 +393,9 @@ std::vector<float> merged_weight(const Linear& layer, const std::vector<LoraAdap
 }
 
 std::pair<std::string, double> parse_adapter_spec(const std::string& spec) {
+  // A path that is there is the folder, whatever its name: "ad:500" is not "ad" at scale 500.
+  std::error_code ec;
+  if (!spec.empty() && std::filesystem::exists(spec, ec)) return {spec, 1.0};
   const size_t colon = spec.rfind(':');
   if (colon != std::string::npos && colon + 1 < spec.size()) {
     const std::string tail = spec.substr(colon + 1);
@@ -402,8 +405,7 @@ std::pair<std::string, double> parse_adapter_spec(const std::string& spec) {
       if (!std::isfinite(scale)) fail("--lora {}: the scale must be a finite number", spec);
       return {spec.substr(0, colon), scale};
     }
-    std::error_code ec;
-    if (!std::filesystem::exists(spec, ec)) fail("--lora {}: '{}' is not a number (DIR or DIR:SCALE)", spec, tail);
+    fail("--lora {}: '{}' is not a number (DIR or DIR:SCALE), and no file or folder has that name", spec, tail);
   }
   if (spec.empty()) fail("--lora needs an adapter folder (DIR or DIR:SCALE)");
   return {spec, 1.0};

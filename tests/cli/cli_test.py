@@ -1264,6 +1264,36 @@ def test_peft_adapter_names_rank_and_init():
             ok(run(["lora", "info", small_adapter(f"{d}/init{i}", {"init_lora_weights": init})]))
 
 
+def test_lora_flags_llama_cpp_forms():
+    plain = greedy(["-m", WIKI_HF])
+    adapted = greedy(["-m", WIKI_HF, "--lora", ADAPTER])
+    with tempfile.TemporaryDirectory() as d:
+        # A folder named like DIR:SCALE was read as DIR at that scale.
+        shutil.copytree(ADAPTER, f"{d}/ad:500")
+        expect(greedy(["-m", WIKI_HF, "--lora", f"{d}/ad:500"]) == adapted, "--lora ad:500 (a folder)")
+        # llama.cpp's --lora-scaled FOLDER SCALE, repeatable, beside --lora.
+        expect(greedy(["-m", WIKI_HF, "--lora-scaled", ADAPTER, "0"]) == plain, "--lora-scaled DIR 0")
+        expect(greedy(["-m", WIKI_HF, "--lora-scaled", ADAPTER, "0.5", "--lora", ADAPTER + ":0.5"]) == adapted,
+               "--lora-scaled 0.5 with --lora :0.5")
+        expect_user_error(["perplexity", "-m", WIKI_HF, "-f", f"{SHARED}/data/wikitext2/wiki.test.raw",
+                           "--lora-scaled", "/nonexistent-adapter", "1"], ["/nonexistent-adapter"])
+        expect_user_error(["generate", "-m", WIKI_HF, "-p", "x", "--lora-scaled", ADAPTER, "half"],
+                          ["--lora-scaled", "half", "finite number"])
+        ok(run_merge(["-m", WIKI_HF, "--lora-scaled", ADAPTER, "1", "-o", f"{d}/merged"]))
+        expect(greedy(["-m", f"{d}/merged"]) == adapted, "lora merge --lora-scaled")
+        # A GGUF LoRA file: said what it is, not "not a folder".
+        expect_user_error(["generate", "-m", WIKI_HF, "--lora", WIKI_GGUF, "-p", "x"],
+                          ["GGUF LoRA adapters", "convert_lora_to_gguf.py", "PEFT folder"])
+    # The help shows one value per flag, as parsed (it showed "TEXT ...", and `--lora a b` is refused).
+    helps = ok(run(["generate", "--help"])).decode()
+    lora_lines = [l for l in helps.splitlines() if l.startswith("  --lora")]
+    expect(len(lora_lines) == 2 and lora_lines[0].startswith("  --lora FOLDER[:SCALE] ") and
+           lora_lines[1].startswith("  --lora-scaled FOLDER SCALE ") and "..." not in "".join(lora_lines), helps)
+    # `lora show` is `lora info`, as the group's help says.
+    expect(ok(run(["lora", "show", ADAPTER])) == ok(run(["lora", "info", ADAPTER])), "lora show")
+    expect(b"info" in ok(run(["lora", "--help"])), "lora --help does not name info")
+
+
 def test_chat_stops_at_an_end_of_turn_the_vocabulary_lacks():
     # A chatml adapter on wiki-7m, whose vocabulary has no <|im_end|> token: the reply was
     # "Hi there<|im_end|>" and then ran on to the end of the context (2,013 tokens).

@@ -1,8 +1,8 @@
 // frugal lora: work with LoRA adapters (PEFT folders).
-//   frugal lora merge -m BASE --lora DIR[:SCALE] ... -o OUT [--type TYPE]
+//   frugal lora merge -m BASE --lora DIR[:SCALE] ... [--lora-scaled DIR SCALE ...] -o OUT [--type TYPE]
 //       merges the adapters into the base's weights: a Hugging Face base into a folder, a GGUF
 //       base into a GGUF file; --type re-quantizes the merged matrices.
-//   frugal lora info DIR
+//   frugal lora info DIR (or lora show DIR)
 //       prints an adapter's configuration and modules.
 // (Adapters are applied unmerged with --lora on generate, chat, perplexity, bench.)
 #include <cstdio>
@@ -13,6 +13,7 @@
 #include "train/lora.h"
 #include "train/lora_merge.h"
 #include "tools/frugal/commands.h"
+#include "tools/frugal/common_options.h"
 
 namespace frugal::cli {
 namespace {
@@ -20,6 +21,7 @@ namespace {
 struct LoraFlags {
   MergeOptions merge;
   std::vector<std::string> adapters;
+  LoraScaledFlags scaled;
   std::string info_dir;
   CLI::App* merge_cmd = nullptr;
   CLI::App* info_cmd = nullptr;
@@ -32,21 +34,20 @@ LoraFlags& flags() {
 
 CLI::App* setup(CLI::App& app) {
   LoraFlags& f = flags();
-  CLI::App* sub = app.add_subcommand("lora", "LoRA adapters: merge into a base model, show an adapter");
+  CLI::App* sub = app.add_subcommand("lora", "LoRA adapters: merge into a base model (merge), print one (info, show)");
   sub->require_subcommand(1);
   f.merge_cmd = sub->add_subcommand("merge", "Merge adapters into the base weights and write the model");
   f.merge_cmd->add_option("-m,--model", f.merge.model, "Base model: a Hugging Face folder or a GGUF file")->required();
   f.merge_cmd->add_option("--tokenizer", f.merge.tokenizer, "Tokenizer (llama2.c checkpoints)");
-  f.merge_cmd->add_option("--lora", f.adapters, "Adapter folder, optionally scaled: DIR or DIR:SCALE (repeatable)")
-      ->required()
-      ->allow_extra_args(false);
+  add_lora_flags(*f.merge_cmd, f.adapters, f.scaled, "Adapter folder");
   f.merge_cmd->add_option("-o,--output", f.merge.output,
                           "Output: a folder (Hugging Face base) or a .gguf file (GGUF base)")
       ->required();
   f.merge_cmd->add_option("--type", f.merge.type,
                           "Type of the merged matrices (f32, f16, bf16; GGUF also q8_0, q4_0, ...; default: the base's "
                           "float type, f32 for a quantized base)");
-  f.info_cmd = sub->add_subcommand("info", "Print an adapter's configuration and modules");
+  f.info_cmd = sub->add_subcommand("info", "Print an adapter's configuration and modules (also: show)");
+  f.info_cmd->alias("show");
   f.info_cmd->add_option("adapter", f.info_dir, "Adapter folder")->required();
   return sub;
 }
@@ -54,7 +55,7 @@ CLI::App* setup(CLI::App& app) {
 int run_merge() {
   LoraFlags& f = flags();
   MergeOptions o = f.merge;
-  for (const std::string& spec : f.adapters) o.adapters.push_back(parse_adapter_spec(spec));
+  o.adapters = lora_adapters(f.adapters, f.scaled);
   set_log_level(LogLevel::kInfo);
   const MergeSummary s = merge_lora(o);
   log_info("merged {} adapter(s) into {} tensors ({}), {} copied: {}", o.adapters.size(), s.merged_tensors, s.type,

@@ -260,6 +260,7 @@ int run() {
                         {"kv_type", o.model.kv_type},
                         {"w8a8", o.model.w8a8},
                         {"lora", o.model.lora},
+                        {"lora_scaled", o.model.lora_scaled},
                         {"tokenizer", o.model.tokenizer.empty() ? nlohmann::json() : nlohmann::json(o.model.tokenizer)},
                         {"ctx", r.plan.n_ctx},
                         {"batch", popts.rows_per_forward(plan.n_chunks)},

@@ -3,7 +3,9 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -36,11 +38,42 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
                "Use the weights where they are instead of interleaving them at load for this CPU's faster "
                "kernels (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, NF4, Q8_0, int4_g*, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K with AVX-512 or AVX2) and copying the rest "
                "of a mapped file's matrices into huge pages");
-  app.add_option("--lora", f.lora,
-                 "LoRA adapter (a PEFT folder) applied unmerged, optionally scaled: DIR or DIR:SCALE (repeatable: "
-                 "adapters add up)")
-      ->allow_extra_args(false);
+  add_lora_flags(app, f.lora, f.lora_scaled, "LoRA adapter (a PEFT folder) applied unmerged");
   app.add_flag("-v,--verbose", f.verbose, "Log more on stderr (chat: also each reply's timings)");
+}
+
+void add_lora_flags(CLI::App& app, std::vector<std::string>& lora, LoraScaledFlags& lora_scaled,
+                    const std::string& what) {
+  // One value per flag, repeated for more (the help showed "TEXT ...", but `--lora a b` is refused).
+  app.add_option("--lora", lora,
+                 what + ", optionally scaled: FOLDER or FOLDER:SCALE (a folder whose name is FOLDER:SCALE is that "
+                        "folder); repeatable, adapters add up")
+      ->type_name("FOLDER[:SCALE]")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--lora-scaled", lora_scaled, what + " at SCALE, as in llama.cpp (repeatable, beside --lora)")
+      ->type_name("FOLDER SCALE")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+}
+
+std::vector<std::pair<std::string, double>> lora_adapters(const std::vector<std::string>& lora,
+                                                          const LoraScaledFlags& scaled) {
+  std::vector<std::pair<std::string, double>> out;
+  for (const std::string& spec : lora) out.push_back(parse_adapter_spec(spec));
+  // The scale is parsed here, not by CLI11: its pair<string, double> conversion reads an
+  // uninitialised double (GCC warns), and a message can name the flag and both values.
+  for (const auto& [dir, text] : scaled) {
+    if (dir.empty()) fail("--lora-scaled needs an adapter folder");
+    char* end = nullptr;
+    const double scale = std::strtod(text.c_str(), &end);
+    if (text.empty() || end == nullptr || *end != '\0' || !std::isfinite(scale))
+      fail("--lora-scaled {} {}: the scale must be a finite number", dir, text);
+    out.emplace_back(dir, scale);
+  }
+  return out;
 }
 
 EngineOptions engine_options(const ModelFlags& f) {
@@ -56,7 +89,7 @@ EngineOptions engine_options(const ModelFlags& f) {
   } else {
     fail("--kv-type must be f16, q8_0 or f32 (got '{}')", f.kv_type);
   }
-  for (const std::string& spec : f.lora) parse_adapter_spec(spec);  // a bad spec fails before loading
+  lora_adapters(f.lora, f.lora_scaled);  // a bad spec fails before loading
   o.threads = f.threads;
   o.n_ctx = f.ctx_size;
   o.w8a8 = f.w8a8;
@@ -67,7 +100,7 @@ EngineOptions engine_options(const ModelFlags& f) {
 
 std::vector<std::string> model_input_paths(const ModelFlags& f) {
   std::vector<std::string> paths = {f.model, f.tokenizer};
-  for (const std::string& spec : f.lora) paths.push_back(parse_adapter_spec(spec).first);
+  for (const auto& [dir, scale] : lora_adapters(f.lora, f.lora_scaled)) paths.push_back(dir);
   return paths;
 }
 
@@ -86,10 +119,8 @@ std::unique_ptr<Engine> load_engine(const ModelFlags& f, const EngineOptions& o)
     PeftAdapter peft;
   };
   std::vector<Adapter> adapters;
-  for (const std::string& spec : f.lora) {
-    const auto [dir, scale] = parse_adapter_spec(spec);
+  for (const auto& [dir, scale] : lora_adapters(f.lora, f.lora_scaled))
     adapters.push_back({dir, scale, read_peft_adapter(dir)});
-  }
   auto engine = Engine::load(f.model, o);
   for (const Adapter& a : adapters) {
     const auto* decoder = dynamic_cast<const DecoderModel*>(&engine->model());

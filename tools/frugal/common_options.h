@@ -16,6 +16,9 @@
 
 namespace frugal::cli {
 
+// --lora-scaled's (FOLDER, SCALE) pairs, as given (the scale is parsed by lora_adapters).
+using LoraScaledFlags = std::vector<std::pair<std::string, std::string>>;
+
 struct ModelFlags {
   std::string model;
   std::string tokenizer;
@@ -25,12 +28,19 @@ struct ModelFlags {
   bool w8a8 = false;
   bool no_repack = false;
   std::vector<std::string> lora;  // LoRA adapters applied unmerged: DIR or DIR:SCALE each
+  LoraScaledFlags lora_scaled;    // --lora-scaled DIR SCALE (llama.cpp's form)
   bool verbose = false;
 };
 
-// -m/--model (required), --tokenizer, -t/--threads, -c/--ctx-size, --kv-type, --lora (repeatable),
-// -v/--verbose.
+// -m/--model (required), --tokenizer, -t/--threads, -c/--ctx-size, --kv-type, --lora and
+// --lora-scaled (repeatable), -v/--verbose.
 void add_model_flags(CLI::App& app, ModelFlags& flags);
+// --lora FOLDER[:SCALE] and --lora-scaled FOLDER SCALE, each repeatable (also `lora merge`'s).
+void add_lora_flags(CLI::App& app, std::vector<std::string>& lora, LoraScaledFlags& lora_scaled,
+                    const std::string& what);
+// The adapters both flags give, as (folder, scale); throws frugal::Error naming a bad one.
+std::vector<std::pair<std::string, double>> lora_adapters(const std::vector<std::string>& lora,
+                                                          const LoraScaledFlags& scaled);
 // Checks the values; throws frugal::Error naming the flag.
 EngineOptions engine_options(const ModelFlags& flags);
 // Loads with engine_options(flags) (and sets the log level: warnings, or debug with -v), or with

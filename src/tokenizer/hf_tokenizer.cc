@@ -338,9 +338,23 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(dir)) fail("{}: not a model folder (no such directory)", dir);
   std::unique_ptr<Tokenizer> tokenizer;
+  const bool has_model = fs::exists(dir + "/tokenizer.model");
   if (fs::exists(dir + "/tokenizer.json")) {
-    tokenizer = load_tokenizer_json(dir + "/tokenizer.json");
-  } else if (fs::exists(dir + "/tokenizer.model")) {
+    try {
+      tokenizer = load_tokenizer_json(dir + "/tokenizer.json");
+    } catch (const Error& json_error) {
+      // The SentencePiece model beside it is the same tokenizer in the form transformers'
+      // slow tokenizer reads (Llama, Mistral and Gemma folders ship both): a tokenizer.json
+      // frugal cannot read falls back to it, saying why, as use_fast=False would.
+      if (!has_model) throw;
+      try {
+        tokenizer = load_sentencepiece_tokenizer(dir + "/tokenizer.model");
+      } catch (const Error& model_error) {
+        fail("{}; and the tokenizer.model beside it: {}", json_error.what(), model_error.what());
+      }
+      log_warn("{}; using the tokenizer.model beside it", json_error.what());
+    }
+  } else if (has_model) {
     tokenizer = load_sentencepiece_tokenizer(dir + "/tokenizer.model");
   } else {
     fail("{}: no tokenizer in this folder (expected tokenizer.json or tokenizer.model)", dir);

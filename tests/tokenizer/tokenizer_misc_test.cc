@@ -321,6 +321,26 @@ TEST(TokenizerErrors, MissingFiles) {
   expect_error_naming([&] { load_hf_tokenizer(empty); }, empty, "tokenizer.json");
 }
 
+// Llama, Mistral and Gemma folders ship tokenizer.json and tokenizer.model: one frugal cannot
+// read (here a WordPiece model) fell through to a hard error with the SentencePiece model
+// beside it; it is used instead, as transformers' slow tokenizer would, and both failing is
+// said of both.
+TEST(HfFolder, FallsBackToTheTokenizerModelBesideAnUnreadableJson) {
+  auto j = small_metaspace_json();
+  j["model"]["type"] = "WordPiece";
+  const std::string dir = write_tokenizer_json("json-and-model", j);
+  const std::string spm = shared_path("models/wiki-7m/tokenizer.model");
+  std::filesystem::copy_file(spm, dir + "/tokenizer.model", std::filesystem::copy_options::overwrite_existing);
+  const auto t = load_hf_tokenizer(dir);
+  const auto reference = load_sentencepiece_tokenizer(spm);
+  EXPECT_EQ(t->n_vocab(), reference->n_vocab());
+  EXPECT_EQ(t->encode("The history of the city", true, false), reference->encode("The history of the city", true, false));
+
+  test::write_file(dir + "/tokenizer.model", "not a protobuf");
+  expect_error_naming([&] { load_hf_tokenizer(dir); }, dir + "/tokenizer.json", "WordPiece");
+  expect_error_naming([&] { load_hf_tokenizer(dir); }, dir + "/tokenizer.json", "the tokenizer.model beside it");
+}
+
 TEST(TokenizerErrors, NotASentencePieceModel) {
   const std::string path = shared_path("models/stories260K/tok512.bin");
   expect_error_naming([&] { load_sentencepiece_tokenizer(path); }, path);

@@ -63,6 +63,11 @@ struct ChatDelta {
   std::string text;
 };
 
+// Whether a --chat-template value is Jinja text (it holds "{%" or "{{") rather than a family name.
+inline bool is_jinja_template(std::string_view text) {
+  return text.find("{%") != std::string_view::npos || text.find("{{") != std::string_view::npos;
+}
+
 class ChatTemplate {
  public:
   // The family of a Jinja template text (or of a bare family name, as llama.cpp accepts).

@@ -243,7 +243,10 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   const std::unique_ptr<Tokenizer> tokenizer = source->load_tokenizer();
   std::optional<ChatTemplate> chat;
   if (!o.chat_template.empty()) {
-    chat = ChatTemplate::by_name(o.chat_template);
+    // A Jinja text (--chat-template-file's) is rendered as the family detected from it, with
+    // what detection reads besides (a default system prompt, ...), as chat and serve do.
+    chat = is_jinja_template(o.chat_template) ? ChatTemplate::detect(o.chat_template, "--chat-template")
+                                              : ChatTemplate::by_name(o.chat_template);
   } else if (const std::string t = source->chat_template(); !t.empty()) {
     chat = ChatTemplate::detect(t, o.model);
   }

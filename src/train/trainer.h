@@ -34,7 +34,7 @@ struct TrainOptions {
   std::string val_data;     // held-out data file (instead of val_split)
   std::string output;       // adapter folder (checkpoints go inside)
   DataFormat format = DataFormat::kAuto;
-  std::string chat_template;  // family name; empty: the model's own template
+  std::string chat_template;  // family name or Jinja text; empty: the model's own template
   bool train_on_prompt = false;
   bool pack = true;
 

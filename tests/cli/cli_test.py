@@ -1644,6 +1644,28 @@ def test_finetune_cli():
 
 
 
+def test_finetune_chat_template_file():
+    # finetune took family names only: llama.cpp's --chat-template-file (and Jinja text given to
+    # --chat-template) now render records as the detected family, as chat and serve do.
+    jinja = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+             "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    with tempfile.TemporaryDirectory() as d:
+        data, template = f"{d}/data.json", f"{d}/t.jinja"
+        with open(data, "w", encoding="utf-8") as f:
+            f.write(TINY_ALPACA)
+        with open(template, "w", encoding="utf-8") as f:
+            f.write(jinja)
+        common = ["finetune", "-m", WIKI_HF, "--data", data, "--batch", "2", "--seq", "64", "--lora-r", "2",
+                  "--steps", "1"]
+        for flags in (["--chat-template-file", template], ["--chat-template", jinja]):
+            p = run(common + flags + ["-o", f"{d}/out-{len(flags[1])}"])
+            ok(p)
+            err = p.stderr.decode()
+            expect("using --chat-template chatml" in err and "renders template families" in err, f"{flags[0]}: {err}")
+        expect_user_error(common + ["-o", f"{d}/x", "--chat-template-file", f"{d}/none.jinja"],
+                          ["--chat-template-file", f"{d}/none.jinja"])
+
+
 def test_finetune_peak_memory_is_in_mb():
     # MB is 10^6 bytes in every command (bench's memory line, quantize's file size): finetune's
     # "peak memory" and its log's peak_rss_mb were MiB, 108 "MB" for a 113.7 MB process.

@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "train/trainer.h"
 #include "tools/frugal/commands.h"
+#include "tools/frugal/common_options.h"
 
 namespace frugal::cli {
 namespace {
@@ -17,6 +18,7 @@ namespace {
 struct FinetuneFlags {
   TrainOptions o;
   std::string format = "auto";
+  ChatTemplateFlags chat_template;
   std::string targets = "q,k,v,o";
   std::string layers;
   std::string save_type = "f32";
@@ -63,8 +65,9 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("-o,--output", o.output, "Output folder: adapter_config.json + adapter_model.safetensors, checkpoints")
       ->required();
   sub->add_option("--data-format", f.format, "auto, text, jsonl or json")->capture_default_str();
-  sub->add_option("--chat-template", o.chat_template,
-                  "Chat template family for conversations and instruction records (default: the model's own)");
+  // llama.cpp's two forms: a family name or Jinja text, or a file of Jinja text (read as the
+  // family detected from it, as chat and serve read it).
+  add_chat_template_flags(*sub, f.chat_template);
   sub->add_flag("--train-on-prompt", o.train_on_prompt, "Count prompt and user tokens in the loss too");
   sub->add_flag("--no-pack", f.no_pack, "One example per row (default: pack several, each attending to itself only)");
   sub->add_option("--val-data", o.val_data, "Held-out data file (default: hold out --val-split of --data)");
@@ -180,6 +183,10 @@ int run() {
   if (!o.val_data.empty() && f.val_split->count() > 0)
     log_warn("--val-split is not used beside --val-data (the held-out examples come from that file)");
   o.format = parse_data_format(f.format);
+  // Checked (and a Jinja text's family named) here; the trainer renders the text itself.
+  if (chosen_chat_template(f.chat_template))
+    o.chat_template = f.chat_template.file.empty() ? f.chat_template.value
+                                                   : read_text_arg(f.chat_template.file, "--chat-template-file");
   o.pack = !f.no_pack;
   o.lora.targets = parse_lora_targets(f.targets);
   o.lora.layers = parse_layers(f.layers);

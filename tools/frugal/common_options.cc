@@ -265,8 +265,7 @@ std::optional<ChatTemplate> chosen_chat_template(const ChatTemplateFlags& f) {
   if (!f.file.empty())
     return detected_family(read_text_arg(f.file, "--chat-template-file"), "--chat-template-file", f.file);
   if (f.value.empty()) return std::nullopt;
-  if (f.value.find("{%") != std::string::npos || f.value.find("{{") != std::string::npos)
-    return detected_family(f.value, "--chat-template", "");
+  if (is_jinja_template(f.value)) return detected_family(f.value, "--chat-template", "");
   std::error_code ec;
   if (std::filesystem::is_regular_file(f.value, ec)) {
     // Taken as a family name, a path was "unknown chat template './t.jinja'": say which flag reads files.

@@ -76,10 +76,13 @@ BuiltRequest RequestBuilder::build(const ApiRequest& r) const {
         g.prompts.push_back(p.tokens);
         std::string text;
         // A model's embedding may be padded past its tokenizer's vocabulary: ids the tokenizer
-        // does not know echo as no text.
-        const auto known = [&](int32_t id) { return id < tokenizer_->n_vocab(); };
-        if (r.echo && tokenizer_ != nullptr && std::all_of(p.tokens.begin(), p.tokens.end(), known))
-          text = tokenizer_->decode(p.tokens);
+        // does not know have no text, and the others echo theirs (one such id emptied the echo).
+        if (r.echo && tokenizer_ != nullptr) {
+          std::vector<int32_t> known;
+          std::copy_if(p.tokens.begin(), p.tokens.end(), std::back_inserter(known),
+                       [&](int32_t id) { return id < tokenizer_->n_vocab(); });
+          text = tokenizer_->decode(known);
+        }
         out.prompt_texts.push_back(std::move(text));
       } else {
         if (tokenizer_ == nullptr)

@@ -1211,6 +1211,9 @@ def test_detokenize_takes_the_ids_of_a_padded_embedding():
         with Server("--tokenizer", path) as s:
             expect(s.post("/v1/completions", {"prompt": [72, 300], "max_tokens": 1})["choices"], "token-id prompt")
             expect(s.post("/detokenize", {"tokens": [72, 300, 4095, 105]})["content"] == "Hi", "padded ids")
+            # echo gives the known ids' text (one padded id emptied it).
+            r = s.post("/v1/completions", {"prompt": [72, 300, 105], "max_tokens": 1, "echo": True})
+            expect(r["choices"][0]["text"].startswith("Hi"), f"echo of padded ids: {r['choices'][0]['text']!r}")
             got, _, data = s.request("POST", "/detokenize", {"tokens": [72, 4096]})
             expect(got == 400 and "4096 tokens" in check_error(data)["message"], f"past the model: {got} {data!r}")
 

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 
 #include <fstream>
 #include <set>
@@ -136,6 +137,14 @@ void ThreadPool::run_impl(Task task, void* ctx, int64_t n_items) {
 }
 
 void ThreadPool::worker_loop(int index) {
+  // SIGINT and SIGTERM go to other threads: a handler run on a worker could not be held off by
+  // the main thread blocking them around a step that must not be cut in two (the renames that
+  // put an AtomicOutputFolder in place).
+  sigset_t termination;
+  sigemptyset(&termination);
+  sigaddset(&termination, SIGINT);
+  sigaddset(&termination, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &termination, nullptr);
   Region& r = region_;
   uint32_t seen = 0;
   for (;;) {

@@ -159,6 +159,18 @@ bool checked_mul(uint64_t a, uint64_t b, uint64_t* out) {
   return !__builtin_mul_overflow(a, b, out);
 }
 
+// ggml's names for its type ids (ggml.h's enum ggml_type), so that a file of a type frugal
+// cannot read says which one it is; nullptr for ids ggml never had or has removed (4, 5: the
+// old Q4_2/Q4_3; 31-33, 36-38: the Q4_0_4_4-style repacked layouts, now done at load time).
+const char* ggml_type_name(uint32_t id) {
+  static const char* const names[] = {"F32",     "F16",    "Q4_0",    "Q4_1",  nullptr,  nullptr, "Q5_0",  "Q5_1",
+                                      "Q8_0",    "Q8_1",   "Q2_K",    "Q3_K",  "Q4_K",   "Q5_K",  "Q6_K",  "Q8_K",
+                                      "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
+                                      "I8",      "I16",    "I32",     "I64",   "F64",    "IQ1_M", "BF16",  nullptr,
+                                      nullptr,   nullptr,  "TQ1_0",   "TQ2_0", nullptr,  nullptr, nullptr, "MXFP4"};
+  return id < std::size(names) ? names[id] : nullptr;
+}
+
 }  // namespace
 
 const char* gguf_type_name(GgufType type) {
@@ -315,7 +327,11 @@ void GgufFile::parse_all(const uint8_t* data, size_t size) {
     const auto dtype = ggml_type <= static_cast<uint32_t>(std::numeric_limits<int32_t>::max())
                            ? dtype_from_gguf(static_cast<int>(ggml_type))
                            : std::nullopt;
-    if (!dtype) fail("{}: tensor '{}' has GGML type {}, which frugal does not support", label_, info.name, ggml_type);
+    if (!dtype) {
+      const char* name = ggml_type_name(ggml_type);
+      fail("{}: tensor '{}' has {}, which frugal does not support", label_, info.name,
+           name != nullptr ? fmt::format("type {} ({})", name, ggml_type) : fmt::format("GGML type {}", ggml_type));
+    }
     info.ggml_type = static_cast<int>(ggml_type);
     info.dtype = *dtype;
     const DTypeTraits& tr = dtype_traits(info.dtype);

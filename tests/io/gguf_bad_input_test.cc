@@ -259,6 +259,24 @@ TEST(GgufBadInput, UnknownGgmlTypes) {
   }
 }
 
+// A type ggml has but frugal does not read is named as ggml names it, with its id.
+TEST(GgufBadInput, UnsupportedGgmlTypesAreNamed) {
+  const auto image = small_gguf();
+  const std::pair<uint32_t, const char*> known[] = {{16, "IQ2_XXS"}, {23, "IQ4_XS"}, {28, "F64"},
+                                                    {29, "IQ1_M"},   {35, "TQ2_0"},  {39, "MXFP4"}};
+  for (const auto& [type, name] : known) {
+    auto bad = image;
+    poke<uint32_t>(bad, info_fields(bad, "tensor.bb").type, type);
+    EXPECT_IO_ERROR(parse(bad), kLabel,
+                    fmt::format("tensor 'tensor.bb' has type {} ({}), which frugal does not support", name, type));
+  }
+  for (uint32_t removed : {4u, 31u, 36u, 40u}) {  // ids ggml dropped or never used are numbers
+    auto bad = image;
+    poke<uint32_t>(bad, info_fields(bad, "tensor.bb").type, removed);
+    EXPECT_IO_ERROR(parse(bad), kLabel, fmt::format("has GGML type {}, which", removed));
+  }
+}
+
 TEST(GgufBadInput, RowsOfPartialBlocks) {
   const std::vector<uint8_t> data(64);
   GgufWriter w;

@@ -171,12 +171,19 @@ void read_rope_config(const ModelSource& src, const std::string& arch, ModelConf
   if (const GgufFile* g = src.gguf()) {
     c.rope.theta = static_cast<float>(g->try_float(arch + ".rope.freq_base").value_or(10000.0));
     c.rope.n_rot = g->try_int(arch + ".rope.dimension_count").value_or(c.head_dim);
-    const std::string type = g->try_string(arch + ".rope.scaling.type").value_or("none");
-    if (type == "linear") {
-      const double factor = g->try_float(arch + ".rope.scaling.factor").value_or(1.0);
-      check_rope_factor(factor, src.config_label(), "rope scaling factor");
-      c.rope.position_scale = static_cast<float>(1.0 / factor);
-    } else if (type != "none" && type != "llama3") {
+    // llama.cpp's load_hparams: the type defaults to linear, the factor is rope.scaling.factor
+    // or the older rope.scale_linear, and a factor of 0 (or none) means no scaling. Any other
+    // positive factor is taken, below 1 too (positions then spread out), as llama.cpp does.
+    const std::string type = g->try_string(arch + ".rope.scaling.type").value_or("linear");
+    std::string key = arch + ".rope.scaling.factor";
+    if (!g->has(key)) key = arch + ".rope.scale_linear";
+    const double factor = g->try_float(key).value_or(0.0);
+    if (type == "linear" && factor != 0) {
+      const auto scale = static_cast<float>(1.0 / factor);
+      if (!(factor > 0) || !std::isfinite(scale) || scale == 0)
+        fail("{}: {} is {}; a linear rope scaling factor must be positive and finite", src.config_label(), key, factor);
+      c.rope.position_scale = scale;
+    } else if (type != "linear" && type != "none" && type != "llama3") {
       fail("{}: rope scaling type '{}' is not supported (none, linear, llama3)", src.config_label(), type);
     }
     // Llama 3 files carry their per-frequency divisors as a tensor.

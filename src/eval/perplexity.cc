@@ -27,7 +27,10 @@ EngineOptions perplexity_engine_options(const PerplexityOptions& o, EngineOption
 }
 
 std::vector<int32_t> tokenize_for_perplexity(const Tokenizer& tokenizer, std::string_view text) {
-  return tokenizer.encode(text, tokenizer.add_bos_default(), /*parse_special=*/false);
+  // As llama-perplexity tokenizes: with the vocabulary's specials (an EOS at the very end too).
+  std::vector<int32_t> ids = tokenizer.encode(text, tokenizer.add_bos_default(), /*parse_special=*/false);
+  tokenizer.append_eos_if_default(ids);
+  return ids;
 }
 
 int32_t perplexity_bos(const Tokenizer& tokenizer) {

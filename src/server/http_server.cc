@@ -252,7 +252,8 @@ class HttpServer::Impl {
       try {
         const TokenizeRequest r = parse_tokenize(req.body, options_.limits);
         const Tokenizer& t = tokenizer_or_throw();
-        const std::vector<int32_t> ids = t.encode(r.content, r.add_special && t.add_bos_default(), r.parse_special);
+        std::vector<int32_t> ids = t.encode(r.content, r.add_special && t.add_bos_default(), r.parse_special);
+        if (r.add_special) t.append_eos_if_default(ids);
         if (r.add_special && t.starts_with_two_bos(ids)) warn_two_bos(t, "the content");
         if (!r.with_pieces) {
           res.set_content(tokenize_json(ids), "application/json");

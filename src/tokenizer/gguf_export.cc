@@ -224,7 +224,7 @@ void add_tokenizer_to_gguf(GgufWriter& w, const Tokenizer& tokenizer, const Toke
   // llama.cpp's default unknown id for "llama" vocabularies is 0: written only when it differs.
   if (unk >= 0 && (bpe != nullptr || unk != 0)) w.set_u32("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(unk));
   w.set_bool("tokenizer.ggml.add_bos_token", tokenizer.add_bos_default());
-  w.set_bool("tokenizer.ggml.add_eos_token", false);
+  w.set_bool("tokenizer.ggml.add_eos_token", tokenizer.add_eos_default());
   if (!options.chat_template.empty()) w.set_string("tokenizer.chat_template", options.chat_template);
 }
 

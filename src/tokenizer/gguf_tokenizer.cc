@@ -122,6 +122,8 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& gguf) {
   tokenizer->set_bos(special_id(gguf, "tokenizer.ggml.bos_token_id", bos, n_vocab));
   tokenizer->set_eos(special_id(gguf, "tokenizer.ggml.eos_token_id", eos, n_vocab));
   tokenizer->set_add_bos(gguf.try_bool("tokenizer.ggml.add_bos_token").value_or(add_bos) && tokenizer->bos_id() >= 0);
+  // llama.cpp's default is false for both SPM and BPE vocabularies.
+  tokenizer->set_add_eos(gguf.try_bool("tokenizer.ggml.add_eos_token").value_or(false) && tokenizer->eos_id() >= 0);
   for (const char* key : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
     tokenizer->add_end_of_generation(special_id(gguf, key, -1, n_vocab));
   }

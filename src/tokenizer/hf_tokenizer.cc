@@ -424,6 +424,11 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
     tokenizer->set_eos(*eos);
     tokenizer->add_end_of_generation(*eos);
   }
+  // transformers' LlamaTokenizer appends EOS when add_eos_token is set, as llama.cpp does with
+  // tokenizer.ggml.add_eos_token (which convert_hf_to_gguf copies from this key).
+  const bool add_eos = json_has(tokenizer_config, "add_eos_token") &&
+                       json_bool(tokenizer_config, "add_eos_token", dir + "/tokenizer_config.json", false);
+  tokenizer->set_add_eos(add_eos && tokenizer->eos_id() >= 0);
   return tokenizer;
 }
 

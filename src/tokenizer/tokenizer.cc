@@ -31,6 +31,10 @@ bool Tokenizer::starts_with_two_bos(const std::vector<int32_t>& ids) const {
   return bos_id_ >= 0 && ids.size() >= 2 && ids[0] == bos_id_ && ids[1] == bos_id_;
 }
 
+void Tokenizer::append_eos_if_default(std::vector<int32_t>& ids) const {
+  if (add_eos_ && eos_id_ >= 0) ids.push_back(eos_id_);
+}
+
 bool Tokenizer::is_end_of_generation(int32_t id) const {
   return std::find(eog_ids_.begin(), eog_ids_.end(), id) != eog_ids_.end();
 }

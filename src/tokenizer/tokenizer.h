@@ -59,6 +59,12 @@ class Tokenizer {
   int32_t bos_id() const { return bos_id_; }          // -1 when none
   int32_t eos_id() const { return eos_id_; }          // -1 when none
   bool add_bos_default() const { return add_bos_; }
+  // Whether text encoded with its specials (llama.cpp's add_special: /tokenize, perplexity)
+  // ends with EOS: tokenizer.ggml.add_eos_token, tokenizer_config.json's add_eos_token. A prompt
+  // to be continued (generate, chat, completions) never gets one: it would end the document.
+  bool add_eos_default() const { return add_eos_; }
+  // Appends EOS to ids encoded with add_bos_default() when add_eos_default() asks for it.
+  void append_eos_if_default(std::vector<int32_t>& ids) const;
   // Whether ids encoded with add_bos begin with two BOS: the text wrote the BOS itself and
   // encode() added one. Kept, as llama.cpp and Hugging Face do, but rarely meant: callers warn.
   bool starts_with_two_bos(const std::vector<int32_t>& ids) const;
@@ -70,12 +76,14 @@ class Tokenizer {
   void set_bos(int32_t id) { bos_id_ = id; }
   void set_eos(int32_t id) { eos_id_ = id; }
   void set_add_bos(bool add) { add_bos_ = add; }
+  void set_add_eos(bool add) { add_eos_ = add; }
   void add_end_of_generation(int32_t id);
 
  private:
   int32_t bos_id_ = -1;
   int32_t eos_id_ = -1;
   bool add_bos_ = false;
+  bool add_eos_ = false;
   std::vector<int32_t> eog_ids_;
 };
 

@@ -108,5 +108,25 @@ TEST(GgufVariants, LinearRopeScalingAsLlamaCppReadsIt) {
       {"llama.rope.scaling.factor is -2", "positive and finite"});
 }
 
+// llama.cpp appends EOS where it adds specials (llama-perplexity, the server's /tokenize).
+TEST(GgufVariants, AddEosTokenAppendsEos) {
+  const auto with =
+      GgufFile::open(write_variant("add_eos", [](GgufWriter& w) { w.set_bool("tokenizer.ggml.add_eos_token", true); }));
+  const auto tokenizer = load_gguf_tokenizer(*with);
+  const std::vector<int32_t> ids = tokenize_for_perplexity(*tokenizer, "Hello world");
+  ASSERT_GE(ids.size(), 3u);
+  EXPECT_EQ(ids.front(), tokenizer->bos_id());
+  EXPECT_EQ(ids.back(), tokenizer->eos_id());
+  const auto plain = load_gguf_tokenizer(*GgufFile::open(base_path()));
+  const std::vector<int32_t> plain_ids = tokenize_for_perplexity(*plain, "Hello world");
+  EXPECT_EQ(plain_ids, std::vector<int32_t>(ids.begin(), ids.end() - 1));
+  // A GGUF written from it (quantize, merge) keeps the flag.
+  GgufWriter w;
+  add_tokenizer_to_gguf(w, *tokenizer);
+  const std::vector<uint8_t> image = w.to_bytes();
+  EXPECT_TRUE(
+      GgufFile::parse_bytes(image.data(), image.size(), "written.gguf")->get_bool("tokenizer.ggml.add_eos_token"));
+}
+
 }  // namespace
 }  // namespace frugal

@@ -4,10 +4,13 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "core/check.h"
+#include "eval/perplexity.h"
 #include "io/gguf.h"
+#include "support/test_support.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode_nfc.h"
@@ -189,6 +192,22 @@ TEST(HfSmall, MetaspaceByteFallbackAndAddedTokens) {
   // <s> in the text only with parse_special.
   EXPECT_EQ(t->encode("<s>", false, true), std::vector<int32_t>{1});
   EXPECT_NE(t->encode("<s>", false, false), std::vector<int32_t>{1});
+}
+
+// transformers' LlamaTokenizer appends EOS with add_eos_token, as a GGUF's
+// tokenizer.ggml.add_eos_token does: where specials are added to a whole text.
+TEST(HfSmall, AddEosTokenFromTokenizerConfig) {
+  const std::string dir = test::temp_dir("hf_add_eos");
+  std::filesystem::copy_file(shared_path("models/wiki-7m/tokenizer.model"), dir + "/tokenizer.model",
+                             std::filesystem::copy_options::overwrite_existing);
+  std::ofstream(dir + "/tokenizer_config.json")
+      << R"({"add_bos_token": true, "add_eos_token": true, "bos_token": "<s>", "eos_token": "</s>"})";
+  const auto t = load_hf_tokenizer(dir);
+  const std::vector<int32_t> ids = tokenize_for_perplexity(*t, "Hello world");
+  ASSERT_GE(ids.size(), 3u);
+  EXPECT_EQ(ids.front(), t->bos_id());
+  EXPECT_EQ(ids.back(), t->eos_id());
+  EXPECT_NE(t->eos_id(), -1);
 }
 
 TEST(HfSmall, SplitBehaviorsAndDigits) {

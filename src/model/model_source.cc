@@ -108,6 +108,13 @@ void ModelSource::open_hf(const std::string& dir) {
 void ModelSource::open_gguf(const std::string& file) {
   format_ = ModelFormat::kGguf;
   gguf_ = GgufFile::open(file);
+  // llama-gguf-split's shards (split.no counts from 0): each holds some of the tensors, and a
+  // missing one was reported as "no tensor ..." that never said why.
+  if (const int64_t count = gguf_->try_int("split.count").value_or(1); count > 1)
+    fail(
+        "{} is shard {} of {} of a split GGUF; frugal reads single files: merge them with "
+        "llama-gguf-split --merge {} OUTPUT.gguf",
+        file, gguf_->try_int("split.no").value_or(0) + 1, count, file);
   if (auto arch = gguf_->try_string("general.architecture")) declared_archs_.push_back(*arch);
   for (const auto& info : gguf_->tensors()) tensors_[info.name] = gguf_->tensor_view(info);
   keep_alive_ = gguf_;

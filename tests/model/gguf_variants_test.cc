@@ -128,5 +128,14 @@ TEST(GgufVariants, AddEosTokenAppendsEos) {
       GgufFile::parse_bytes(image.data(), image.size(), "written.gguf")->get_bool("tokenizer.ggml.add_eos_token"));
 }
 
+TEST(GgufVariants, SplitShardsAreRefusedByName) {
+  const std::string path = write_variant("shard-00001-of-00002", [](GgufWriter& w) {
+    w.set_u16("split.no", 0);
+    w.set_u16("split.count", 2);
+    w.set_i32("split.tensors.count", 60);
+  });
+  expect_load_error(path, {"is shard 1 of 2 of a split GGUF", "llama-gguf-split --merge"});
+}
+
 }  // namespace
 }  // namespace frugal

@@ -137,5 +137,46 @@ TEST(GgufVariants, SplitShardsAreRefusedByName) {
   expect_load_error(path, {"is shard 1 of 2 of a split GGUF", "llama-gguf-split --merge"});
 }
 
+TEST(GgufVariants, MixtureOfExpertsIsRefused) {
+  expect_load_error(write_variant("moe_keys",
+                                  [](GgufWriter& w) {
+                                    w.set_u32("llama.expert_count", 8);
+                                    w.set_u32("llama.expert_used_count", 2);
+                                  }),
+                    {"mixture-of-experts models (llama.expert_count = 8) are not supported"});
+  expect_load_error(write_variant("moe_tensor", nullptr, {}, {{"blk.0.ffn_gate_inp.weight", {8, 256}}}),
+                    {"mixture-of-experts models (tensor 'blk.0.ffn_gate_inp.weight') are not supported"});
+}
+
+// llama.cpp's get_key_or_arr: one value per layer.
+TEST(GgufVariants, PerLayerArraysOfOneValue) {
+  const auto g = GgufFile::open(base_path());
+  const auto n_layer = static_cast<size_t>(g->get_int("llama.block_count"));
+  const auto kv = static_cast<int32_t>(g->get_int("llama.attention.head_count_kv"));
+  const auto ff = static_cast<int32_t>(g->get_int("llama.feed_forward_length"));
+  const auto uniform = logits_of(write_variant("arrays", [&](GgufWriter& w) {
+    w.set_array("llama.attention.head_count_kv", std::vector<int32_t>(n_layer, kv));
+    w.set_array("llama.feed_forward_length", std::vector<int32_t>(n_layer, ff));
+  }));
+  EXPECT_EQ(max_difference(uniform, base_logits()), 0);
+  expect_load_error(write_variant("arrays_differ",
+                                  [&](GgufWriter& w) {
+                                    std::vector<int32_t> heads(n_layer, kv);
+                                    heads.back() = kv / 2;
+                                    w.set_array("llama.attention.head_count_kv", heads);
+                                  }),
+                    {"per-layer values of 'llama.attention.head_count_kv' differ", "the same in every layer"});
+  expect_load_error(write_variant("arrays_short",
+                                  [&](GgufWriter& w) {
+                                    w.set_array("llama.feed_forward_length", std::vector<int32_t>(n_layer - 1, ff));
+                                  }),
+                    {"'llama.feed_forward_length' has", "layers (block_count)"});
+}
+
+TEST(GgufVariants, ValueHeadsOfAnotherSizeAreRefused) {
+  expect_load_error(write_variant("value_length", [](GgufWriter& w) { w.set_u32("llama.attention.value_length", 64); }),
+                    {"value heads of 64 (llama.attention.value_length) differ from key heads of 32"});
+}
+
 }  // namespace
 }  // namespace frugal

@@ -5,6 +5,7 @@
 #include "io/json_fields.h"
 #include "model/architecture.h"
 #include "model/decoder.h"
+#include "model/gguf_hparams.h"
 #include "runtime/batch.h"
 
 namespace frugal {
@@ -16,16 +17,7 @@ ModelConfig parse_config(const ModelSource& src) {
   const std::string label = src.config_label();
   if (const GgufFile* g = src.gguf()) {
     const std::string a = g->get_string("general.architecture");
-    c.n_embd = g->get_int(a + ".embedding_length");
-    c.n_layer = g->get_int(a + ".block_count");
-    c.n_ff = g->get_int(a + ".feed_forward_length");
-    c.n_head = g->get_int(a + ".attention.head_count");
-    c.n_head_kv = g->try_int(a + ".attention.head_count_kv").value_or(c.n_head);
-    c.head_dim = implied_head_dim(g->try_int(a + ".attention.key_length"), c.n_embd, c.n_head, label);
-    c.n_ctx_train = g->try_int(a + ".context_length").value_or(4096);
-    c.norm_eps = static_cast<float>(g->get_float(a + ".attention.layer_norm_rms_epsilon"));
-    c.n_vocab = g->try_int(a + ".vocab_size").value_or(static_cast<int64_t>(g->get_string_array("tokenizer.ggml.tokens").size()));
-    c.tied_embeddings = !src.has_tensor("output.weight");
+    read_gguf_decoder_config(src, a, 4096, c);
     // Biases are optional tensors, as llama.cpp loads them (attention_bias models converted).
     c.attn_qkv_bias = src.has_tensor("blk.0.attn_q.bias");
     c.attn_out_bias = src.has_tensor("blk.0.attn_output.bias");

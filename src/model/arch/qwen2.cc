@@ -5,6 +5,7 @@
 #include "io/json_fields.h"
 #include "model/architecture.h"
 #include "model/decoder.h"
+#include "model/gguf_hparams.h"
 #include "runtime/batch.h"
 
 namespace frugal {
@@ -15,17 +16,8 @@ ModelConfig parse_config(const ModelSource& src) {
   c.arch = "qwen2";
   c.attn_qkv_bias = true;
   const std::string label = src.config_label();
-  if (const GgufFile* g = src.gguf()) {
-    c.n_embd = g->get_int("qwen2.embedding_length");
-    c.n_layer = g->get_int("qwen2.block_count");
-    c.n_ff = g->get_int("qwen2.feed_forward_length");
-    c.n_head = g->get_int("qwen2.attention.head_count");
-    c.n_head_kv = g->try_int("qwen2.attention.head_count_kv").value_or(c.n_head);
-    c.head_dim = implied_head_dim(g->try_int("qwen2.attention.key_length"), c.n_embd, c.n_head, label);
-    c.n_ctx_train = g->try_int("qwen2.context_length").value_or(32768);
-    c.norm_eps = static_cast<float>(g->get_float("qwen2.attention.layer_norm_rms_epsilon"));
-    c.n_vocab = g->try_int("qwen2.vocab_size").value_or(static_cast<int64_t>(g->get_string_array("tokenizer.ggml.tokens").size()));
-    c.tied_embeddings = !src.has_tensor("output.weight");
+  if (src.gguf() != nullptr) {
+    read_gguf_decoder_config(src, "qwen2", 32768, c);
     read_rope_config(src, "qwen2", c);
   } else {
     const nlohmann::json& j = *src.hf_config();

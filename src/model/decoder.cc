@@ -72,11 +72,17 @@ DecoderWeights load_decoder_weights(ModelSource& src, const ModelConfig& c) {
     auto name = [&](const char* hf_name, const char* gguf_name) {
       return hf ? hf_layer(l, hf_name) : gguf_layer(l, gguf_name);
     };
+    // The config's biases are required; a GGUF may carry others, each on its own, as llama.cpp
+    // creates them (a Llama file with only attn_q.bias).
+    auto attn = [&](const char* hf_name, const char* gguf_name, int64_t n_out, int64_t n_in, bool bias) {
+      const std::string lin = name(hf_name, gguf_name);
+      return load_linear(src, lin, n_out, n_in, bias || (!hf && src.has_tensor(lin + ".bias")));
+    };
     L.attn_norm = src.tensor_f32(name("input_layernorm.weight", "attn_norm.weight"), {d});
-    L.wq = load_linear(src, name("self_attn.q_proj", "attn_q"), qd, d, c.attn_qkv_bias);
-    L.wk = load_linear(src, name("self_attn.k_proj", "attn_k"), kvd, d, c.attn_qkv_bias);
-    L.wv = load_linear(src, name("self_attn.v_proj", "attn_v"), kvd, d, c.attn_qkv_bias);
-    L.wo = load_linear(src, name("self_attn.o_proj", "attn_output"), d, qd, c.attn_out_bias);
+    L.wq = attn("self_attn.q_proj", "attn_q", qd, d, c.attn_qkv_bias);
+    L.wk = attn("self_attn.k_proj", "attn_k", kvd, d, c.attn_qkv_bias);
+    L.wv = attn("self_attn.v_proj", "attn_v", kvd, d, c.attn_qkv_bias);
+    L.wo = attn("self_attn.o_proj", "attn_output", d, qd, c.attn_out_bias);
     L.ffn_norm = src.tensor_f32(name("post_attention_layernorm.weight", "ffn_norm.weight"), {d});
     L.gate = load_linear(src, name("mlp.gate_proj", "ffn_gate"), ff, d, false);
     L.up = load_linear(src, name("mlp.up_proj", "ffn_up"), ff, d, false);

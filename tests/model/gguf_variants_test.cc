@@ -178,5 +178,11 @@ TEST(GgufVariants, ValueHeadsOfAnotherSizeAreRefused) {
                     {"value heads of 64 (llama.attention.value_length) differ from key heads of 32"});
 }
 
+// llama.cpp creates each attention bias of a Llama on its own; a zero q bias changes nothing.
+TEST(GgufVariants, LoneQueryBiasIsLoaded) {
+  const auto logits = logits_of(write_variant("q_bias", nullptr, {}, {{"blk.0.attn_q.bias", {256}}}));
+  EXPECT_EQ(max_difference(logits, base_logits()), 0);
+}
+
 }  // namespace
 }  // namespace frugal

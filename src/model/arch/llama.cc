@@ -18,9 +18,8 @@ ModelConfig parse_config(const ModelSource& src) {
   if (const GgufFile* g = src.gguf()) {
     const std::string a = g->get_string("general.architecture");
     read_gguf_decoder_config(src, a, 4096, c);
-    // Biases are optional tensors, as llama.cpp loads them (attention_bias models converted).
-    c.attn_qkv_bias = src.has_tensor("blk.0.attn_q.bias");
-    c.attn_out_bias = src.has_tensor("blk.0.attn_output.bias");
+    // Each bias is optional on its own, as llama.cpp creates them (attention_bias models
+    // converted, a lone q bias): load_decoder_weights loads whichever a GGUF has.
     read_rope_config(src, a, c);
     c.rope.interleaved = true;  // llama.cpp's converter permutes q/k rows for pairwise rotation
     return c;

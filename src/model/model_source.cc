@@ -1,5 +1,6 @@
 #include "model/model_source.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -154,9 +155,16 @@ std::string ModelSource::config_label() const {
 }
 
 void ModelSource::check_shape(const std::string& name, const Tensor& t, std::initializer_list<int64_t> shape) const {
-  bool same = static_cast<int>(shape.size()) == t.ndim;
-  int i = 0;
-  for (int64_t d : shape) same = same && t.shape[i++] == d;
+  // Compared as llama.cpp compares them: padded with outer dimensions of 1, so a file that
+  // stores attn_k as ne [256, 128, 1] or output_norm as [256, 1, 1, 1] holds the expected shape.
+  const int n = static_cast<int>(shape.size());
+  const int outer = std::max(n, t.ndim);
+  bool same = true;
+  for (int i = 0; i < outer; ++i) {
+    const int64_t want = i < outer - n ? 1 : shape.begin()[i - (outer - n)];
+    const int64_t have = i < outer - t.ndim ? 1 : t.shape[i - (outer - t.ndim)];
+    same = same && want == have;
+  }
   if (!same)
     fail("{}: tensor '{}' has shape {}, expected {} from the model's configuration", path_, name, t.shape_string(),
          shape_text(shape));
@@ -166,14 +174,19 @@ Tensor ModelSource::tensor(const std::string& name, std::initializer_list<int64_
   auto it = tensors_.find(name);
   if (it == tensors_.end()) fail("{}: the model has no tensor '{}'", path_, name);
   check_shape(name, it->second, shape);
+  Tensor t = it->second;
+  // Outer dimensions of 1 dropped (or added): the view has the rank the model expects.
+  t.ndim = static_cast<int>(shape.size());
+  t.shape = {};
+  std::copy(shape.begin(), shape.end(), t.shape.begin());
   // A model's weights are float or quantized blocks; an integer tensor (a GPTQ/AWQ checkpoint's
   // packed qweight, a mislabelled one) converted to float gave garbage, found only as NaN logits.
-  const DType d = it->second.dtype;
+  const DType d = t.dtype;
   if (d == DType::kI8 || d == DType::kI16 || d == DType::kI32)
     fail("{}: tensor '{}' holds integers ({}); model weights must be float (F32, F16, BF16) or a GGUF quantized type",
          path_, name, dtype_name(d));
   read_.insert(name);
-  return it->second;
+  return t;
 }
 
 std::vector<std::string> ModelSource::unread_tensors() const {

@@ -148,6 +148,13 @@ TEST(GgufVariants, MixtureOfExpertsIsRefused) {
                     {"mixture-of-experts models (tensor 'blk.0.ffn_gate_inp.weight') are not supported"});
 }
 
+// llama.cpp compares shapes padded to 4 dimensions with 1s.
+TEST(GgufVariants, OuterDimensionsOfOneAreAccepted) {
+  const auto logits = logits_of(
+      write_variant("ones", nullptr, {{"blk.0.attn_k.weight", {1, 128, 256}}, {"output_norm.weight", {1, 1, 1, 256}}}));
+  EXPECT_EQ(max_difference(logits, base_logits()), 0);
+}
+
 // llama.cpp's get_key_or_arr: one value per layer.
 TEST(GgufVariants, PerLayerArraysOfOneValue) {
   const auto g = GgufFile::open(base_path());

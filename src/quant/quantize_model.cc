@@ -231,6 +231,7 @@ struct Runner {
           quantize_rtn(*t);
           continue;
         }
+        model.load_values(*t);
         Buffer out(row_bytes(type, t->cols) * static_cast<size_t>(t->rows));
         const GptqResult r = gptq_quantize(t->f32(), t->rows, t->cols, s->hessian.data(), type, o.gptq, pool(),
                                            out.as<uint8_t>());
@@ -383,10 +384,14 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
            "bf16)",
            o.input, t.name, dtype_name(t.source_type), quant_method_name(o.method));
   }
-  // Forward passes before a matrix is quantized (calibration, --bpw's sensitivity) must see the
-  // f32 values the methods work on; RTN alone makes each matrix's values when it rounds it and
-  // frees them after, so its peak is the source and one matrix in f32, not the whole model.
-  if (!o.calib.path.empty() || !o.save_imatrix.empty() || o.target_bpw || o.method != QuantMethod::kRtn)
+  // Forward passes whose statistics depend on matrices not yet quantized (the importance
+  // matrix, --bpw's sensitivity, AWQ's pass over the original model) must see the f32 values
+  // the methods work on. GPTQ's pass l collects layer l's inputs, which only the layers before
+  // it (quantized by then) and the embedding (whose rows read exactly in any float type) shape;
+  // like RTN it makes each matrix's values when it quantizes it and frees them after, so the
+  // peak is the source and a layer in f32, not the whole model (4 bytes a weight more).
+  const bool collect_imatrix = !o.calib.path.empty() && o.imatrix.empty() && o.method != QuantMethod::kGptq;
+  if (collect_imatrix || !o.save_imatrix.empty() || o.target_bpw || o.method == QuantMethod::kAwq)
     model->load_all_values();
   Runner run{o, *model};
   policy.has_imatrix = !o.imatrix.empty() || !o.calib.path.empty();
@@ -455,7 +460,6 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
     if (is_matrix(t.role)) weights += t.numel();
   const int64_t pass_tokens = static_cast<int64_t>(run.windows.size()) * o.calib.n_ctx;
   int64_t passes = 0;
-  const bool collect_imatrix = !o.calib.path.empty() && o.imatrix.empty() && o.method != QuantMethod::kGptq;
   if (collect_imatrix || !o.save_imatrix.empty()) ++passes;
   if (o.method == QuantMethod::kAwq) ++passes;
   if (o.method == QuantMethod::kGptq) passes += model->config().n_layer + 1;

@@ -401,15 +401,15 @@ def case_bpw(r):
     os.remove(out)
 
 
-def write_large_llama(folder, shared):
-    """A one-layer Llama whose every matrix is larger than glibc's largest dynamic mmap threshold
-    (32 MiB), so memory a run frees goes back to the system and its peak is what it held at once:
-    hidden 3072, 24 heads, no GQA, FFN 3072, wiki-7m's 4096-token tokenizer. Returns its bytes."""
+def write_large_llama(folder, shared, h=3072, ffn=3072, vocab=4096):
+    """A one-layer Llama whose large matrices are larger than glibc's largest dynamic mmap
+    threshold (32 MiB), so memory a run frees goes back to the system and its peak is what it
+    held at once: by default hidden 3072, 24 heads, no GQA, FFN 3072, wiki-7m's 4096-token
+    tokenizer (a larger vocab pads the embedding past it). Returns its bytes."""
     os.makedirs(folder, exist_ok=True)
-    h, ffn, vocab = 3072, 3072, 4096
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": h,
-              "intermediate_size": ffn, "num_hidden_layers": 1, "num_attention_heads": 24,
-              "num_key_value_heads": 24, "vocab_size": vocab, "max_position_embeddings": 256,
+              "intermediate_size": ffn, "num_hidden_layers": 1, "num_attention_heads": h // 128,
+              "num_key_value_heads": h // 128, "vocab_size": vocab, "max_position_embeddings": 256,
               "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False, "torch_dtype": "float32"}
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f)
@@ -455,9 +455,29 @@ def case_rtn_memory(r):
     os.remove(out)
 
 
+def case_gptq_memory(r):
+    """GPTQ makes each matrix's f32 values when it quantizes it, as RTN does: its pass for layer
+    l depends only on the layers before l, already quantized. Every value was made at the start
+    (4 bytes a weight beside the source: SmolLM2-135M bf16 peaked at 1,090 MB, now 531). Here
+    the head and the padded embedding (40960 x 256, 42 MB each in f32) are most of the weights:
+    2.3 times the source at the peak, 3.5 before."""
+    folder = r.out("wide-llama")
+    source = write_large_llama(folder, r.shared, h=256, ffn=768, vocab=40960)
+    out = r.out("wide-gptq.gguf")
+    j = r.quantize_json("-m", folder, "-o", out, "--type", "q4_0", "--method", "gptq", "--calib", r.path(CALIB),
+                        "--calib-chunks", "1", "--calib-ctx", "16")
+    print(f"peak RSS {j['peak_rss_bytes'] / 1e6:.1f} MB for a {source / 1e6:.1f} MB f32 source")
+    check(j["peak_rss_bytes"] < 2.8 * source,
+          f"peak RSS {j['peak_rss_bytes'] / 1e6:.1f} MB, over 2.8 times the {source / 1e6:.1f} MB source")
+    check(any(t["method"] == "gptq" for t in j["tensors"]), "no tensor quantized by GPTQ")
+    shutil.rmtree(folder)
+    os.remove(out)
+
+
 CASES = {"bad_input": case_bad_input, "end_to_end": case_end_to_end, "llama2c": case_llama2c, "policy": case_policy,
          "imatrix": case_imatrix, "bpw": case_bpw, "w8a8": case_w8a8,
-         "same_type_is_copied": case_same_type_is_copied, "rtn_memory": case_rtn_memory}
+         "same_type_is_copied": case_same_type_is_copied, "rtn_memory": case_rtn_memory,
+         "gptq_memory": case_gptq_memory}
 
 
 if __name__ == "__main__":

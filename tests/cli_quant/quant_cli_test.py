@@ -417,7 +417,8 @@ def write_large_llama(folder, shared, h=3072, ffn=3072, vocab=4096):
     p = "model.layers.0."
     shapes = {"model.embed_tokens.weight": [vocab, h], "lm_head.weight": [vocab, h], "model.norm.weight": [h],
               p + "input_layernorm.weight": [h], p + "post_attention_layernorm.weight": [h],
-              p + "mlp.down_proj.weight": [h, ffn], p + "mlp.gate_proj.weight": [ffn, h], p + "mlp.up_proj.weight": [ffn, h]}
+              p + "mlp.down_proj.weight": [h, ffn], p + "mlp.gate_proj.weight": [ffn, h],
+              p + "mlp.up_proj.weight": [ffn, h]}
     for m in "qkvo":
         shapes[p + f"self_attn.{m}_proj.weight"] = [h, h]
     header, offset = {}, 0

@@ -353,7 +353,8 @@ TEST(HfFolder, FallsBackToTheTokenizerModelBesideAnUnreadableJson) {
   const auto t = load_hf_tokenizer(dir);
   const auto reference = load_sentencepiece_tokenizer(spm);
   EXPECT_EQ(t->n_vocab(), reference->n_vocab());
-  EXPECT_EQ(t->encode("The history of the city", true, false), reference->encode("The history of the city", true, false));
+  const std::string text = "The history of the city";
+  EXPECT_EQ(t->encode(text, true, false), reference->encode(text, true, false));
 
   test::write_file(dir + "/tokenizer.model", "not a protobuf");
   expect_error_naming([&] { load_hf_tokenizer(dir); }, dir + "/tokenizer.json", "WordPiece");

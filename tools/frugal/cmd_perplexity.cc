@@ -240,7 +240,8 @@ int run() {
                "perplexity: %s: %zu tokens (tokenized in %.2f s), %lld %s of %lld tokens, %lld tokens scored, "
                "%lld rows per forward, %d threads\n",
                text_path.c_str(), tokens.size(), tokenize_seconds, static_cast<long long>(plan.n_chunks),
-               plan.n_chunks == 1 ? "window" : "windows", static_cast<long long>(plan.n_ctx), static_cast<long long>(plan.tokens_scored()),
+               plan.n_chunks == 1 ? "window" : "windows", static_cast<long long>(plan.n_ctx),
+               static_cast<long long>(plan.tokens_scored()),
                static_cast<long long>(popts.rows_per_forward(plan.n_chunks)), engine->pool().size());
 
   PerplexityProgress progress(plan.n_ctx, popts.windows_per_forward());

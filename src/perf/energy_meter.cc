@@ -5,15 +5,10 @@
 #include <fstream>
 #include <optional>
 
+#include "perf/kernel_file.h"
+
 namespace frugal {
 namespace {
-
-std::optional<uint64_t> read_number(const std::string& path) {
-  std::ifstream in(path);
-  uint64_t v = 0;
-  if (!(in >> v)) return std::nullopt;
-  return v;
-}
 
 // A package's counter: a top-level domain ("intel-rapl:0"; "intel-rapl:0:1" is one of its parts,
 // cores, uncore or dram, which the package counter already includes) whose `name` says
@@ -38,8 +33,8 @@ EnergyMeter::EnergyMeter(const std::string& root) {
     if (!is_package(entry.path())) continue;
     Domain d;
     d.counter = (entry.path() / "energy_uj").string();
-    const auto now = read_number(d.counter);
-    const auto range = read_number((entry.path() / "max_energy_range_uj").string());
+    const auto now = read_kernel_number(d.counter);
+    const auto range = read_kernel_number((entry.path() / "max_energy_range_uj").string());
     if (!now || !range || *range == 0) continue;  // unreadable (the counters need root on newer kernels)
     d.range = *range;
     d.last = *now;
@@ -51,7 +46,7 @@ EnergyMeter::EnergyMeter(const std::string& root) {
 double EnergyMeter::joules_since_last() {
   double microjoules = 0;
   for (Domain& d : domains_) {
-    const auto now = read_number(d.counter);
+    const auto now = read_kernel_number(d.counter);
     if (!now) continue;
     microjoules += static_cast<double>(*now >= d.last ? *now - d.last : d.range - d.last + *now);
     d.last = *now;

@@ -1,12 +1,14 @@
 #include "perf/memory_limit.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
 #include "core/check.h"
 #include "core/log.h"
+#include "perf/kernel_file.h"
 
 namespace frugal {
 namespace {
@@ -22,7 +24,10 @@ std::optional<std::string> read_text(const std::string& path) {
   return s.str();
 }
 
-bool exists(const std::string& path) { return std::ifstream(path).good(); }
+bool exists(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::exists(path, ec);
+}
 
 // The limit in `file` at `path` of the hierarchy mounted at `mount`, and at every level above
 // it: a parent's limit binds its children. The path may be missing under the mount (a
@@ -31,11 +36,9 @@ bool exists(const std::string& path) { return std::ifstream(path).good(); }
 std::optional<uint64_t> smallest_on_path(const std::string& mount, std::string path, const std::string& file) {
   std::optional<uint64_t> smallest;
   while (true) {
-    if (const auto text = read_text(mount + (path == "/" ? "" : path) + "/" + file)) {
-      char* end = nullptr;
-      const uint64_t v = std::strtoull(text->c_str(), &end, 10);
-      if (end != text->c_str() && v < kNoLimit) smallest = std::min(smallest.value_or(v), v);  // "max": none
-    }
+    // "max" (v2) reads as no number, 2^63 rounded down to a page (v1) as past kNoLimit: none.
+    if (const auto v = read_kernel_number(mount + (path == "/" ? "" : path) + "/" + file); v && *v < kNoLimit)
+      smallest = std::min(smallest.value_or(*v), *v);
     if (path == "/" || path.empty()) break;
     const size_t slash = path.find_last_of('/');
     path = slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);

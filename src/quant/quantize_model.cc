@@ -164,7 +164,7 @@ struct Runner {
     if (type == DType::kF32) {
       model.use_values(t);
       method_of[t.name] = "f32";
-    } else if (type == t.source_type && !is_float_type(t.source_type)) {
+    } else if (type == t.source_type() && !is_float_type(t.source_type())) {
       model.set_quantized(t, type, model.source_bytes(t));
       method_of[t.name] = "copied";
     } else {
@@ -378,11 +378,11 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   eopts.open.tokenizer_path = o.tokenizer;
   auto model = WorkingModel::open(o.input, eopts);
   for (WorkingTensor& t : model->tensors()) {
-    if (!is_matrix(t.role) || is_float_type(t.source_type)) continue;
+    if (!is_matrix(t.role) || is_float_type(t.source_type())) continue;
     if (o.method != QuantMethod::kRtn)
       fail("{}: the model is already quantized ({} is {}); --method {} needs full-precision weights (f32, f16 or "
            "bf16)",
-           o.input, t.name, dtype_name(t.source_type), quant_method_name(o.method));
+           o.input, t.name, dtype_name(t.source_type()), quant_method_name(o.method));
   }
   // Forward passes whose statistics depend on matrices not yet quantized (the importance
   // matrix, --bpw's sensitivity, AWQ's pass over the original model) must see the f32 values
@@ -401,12 +401,12 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   // holds every quantized value exactly, so dequantizing is allowed, and a tensor asked for in
   // the type it has is copied as it is (llama.cpp does both without --allow-requantize).
   for (WorkingTensor& t : model->tensors()) {
-    if (!is_matrix(t.role) || is_float_type(t.source_type) || o.allow_requantize) continue;
+    if (!is_matrix(t.role) || is_float_type(t.source_type()) || o.allow_requantize) continue;
     const auto it = run.types.find(t.name);
-    if (it != run.types.end() && it->second != DType::kF32 && it->second != t.source_type)
+    if (it != run.types.end() && it->second != DType::kF32 && it->second != t.source_type())
       fail("{}: the model is already quantized ({} is {}): quantizing it again adds a second rounding error that the "
            "reported errors do not show; start from full-precision weights, pass --allow-requantize, or write f32",
-           o.input, t.name, dtype_name(t.source_type));
+           o.input, t.name, dtype_name(t.source_type()));
   }
   // The metadata first: a tokenizer that GGUF cannot carry is refused before the calibration
   // passes and the rounding, not after them. The file type is known only once types are chosen.

@@ -89,7 +89,6 @@ void WorkingModel::add(std::string name, TensorRole role, int64_t layer, InputGr
   t.linear = linear;
   t.rows = view->ndim >= 2 ? view->rows() : 1;
   t.cols = view->cols();
-  t.source_type = view->dtype;
   t.source = *view;
   t.type = view->dtype;
   FRUGAL_CHECK(dtype_traits(view->dtype).to_float != nullptr, "{}: type {} has no dequantize", t.name,
@@ -106,7 +105,7 @@ void WorkingModel::add(std::string name, TensorRole role, int64_t layer, InputGr
 // token through them would come out NaN: the weights are refused, as llama-quantize refuses them.
 // Row by row from the source, so that checking every weight at the start costs no f32 copy.
 void WorkingModel::check_finite(const WorkingTensor& t) const {
-  const ToFloatFn to_float = dtype_traits(t.source_type).to_float;
+  const ToFloatFn to_float = dtype_traits(t.source_type()).to_float;
   std::vector<float> row(static_cast<size_t>(t.cols));
   for (int64_t r = 0; r < t.rows; ++r) {
     to_float(t.source.row_ptr(r), row.data(), t.cols);
@@ -122,7 +121,7 @@ void WorkingModel::check_finite(const WorkingTensor& t) const {
 void WorkingModel::load_values(WorkingTensor& t) {
   if (t.has_values()) return;
   t.values = Buffer(static_cast<size_t>(t.numel()) * sizeof(float));
-  const ToFloatFn to_float = dtype_traits(t.source_type).to_float;
+  const ToFloatFn to_float = dtype_traits(t.source_type()).to_float;
   engine_->pool().parallel_for(t.rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) to_float(t.source.row_ptr(r), t.f32() + r * t.cols, t.cols);
   });

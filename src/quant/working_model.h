@@ -49,7 +49,6 @@ struct WorkingTensor {
   int64_t layer = -1;      // decoder block, -1 outside them
   InputGroup group = InputGroup::kNone;
   int64_t rows = 0, cols = 0;  // [rows, cols]; a 1-D tensor is [1, n]
-  DType source_type = DType::kF32;  // as stored in the input model
   // The input model's own rows (mapped or loaded by the engine, alive as long as it is): a
   // tensor asked for in the type it already has is copied from them, not rounded a second time
   // (as llama.cpp's quantize does), and its f32 values are made from them when needed.
@@ -58,10 +57,11 @@ struct WorkingTensor {
   // WorkingModel::load_values and release_values (norms and biases always): a whole model's
   // f32 copy is 4 bytes a weight, twice a bf16 model's file, which RTN never needs at once.
   Buffer values;
-  DType type = DType::kF32;  // what the model computes with now (source_type before any change)
+  DType type = DType::kF32;  // what the model computes with now (source.dtype before any change)
   Buffer quantized;        // row_bytes(type, cols) * rows when type is not f32
   const Linear* linear = nullptr;  // the model's linear layer, for matrices used as one
 
+  DType source_type() const { return source.dtype; }  // as stored in the input model
   bool has_values() const { return values.size() > 0 || numel() == 0; }
   float* f32() { return values.as<float>(); }
   const float* f32() const { return values.as<float>(); }

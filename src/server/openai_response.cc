@@ -12,7 +12,6 @@ namespace {
 // their alternatives most likely first, as vLLM writes them (clients read the first key).
 using json = nlohmann::ordered_json;
 
-
 std::string token_text(const ResponseFormat& f, int32_t id) {
   if (f.tokenizer == nullptr || id < 0 || id >= f.tokenizer->n_vocab()) return fmt::format("<{}>", id);
   return f.tokenizer->token_bytes(id, /*render_special=*/true);

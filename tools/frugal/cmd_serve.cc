@@ -85,7 +85,9 @@ CLI::App* setup(CLI::App& app) {
   add_chat_template_flags(*sub, f.chat_template);
   sub->add_option("--alias", f.alias, "Model name clients use in \"model\" (default: the model's file or folder name without .gguf, .bin or "
                   ".safetensors)");
-  sub->add_option("--timeout", f.timeout, "Seconds to read a request or write a response before giving up")
+  sub->add_option("--timeout", f.timeout,
+                  "Seconds a read of a request or a write of a response may wait for the client before giving up "
+                  "(each wait, not the whole request: put a proxy in front for untrusted clients)")
       ->capture_default_str();
   sub->add_option("--keep-alive", f.keep_alive, "Seconds an idle keep-alive connection stays open")
       ->capture_default_str();

@@ -282,13 +282,27 @@ void AtomicOutputFile::flush() {
   buffer_.clear();
 }
 
+namespace {
+
+void check_room(const std::string& path, const struct statvfs& fs, uint64_t bytes, uint64_t written) {
+  const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+  if (bytes > written + free_bytes)
+    fail("{}: needs {:.1f} MB, but its file system has {:.1f} MB free", path, bytes / 1e6, free_bytes / 1e6);
+}
+
+}  // namespace
+
+void check_free_space(const std::string& path, uint64_t bytes) {
+  std::filesystem::path dest(path);
+  if (dest.filename().empty()) dest = dest.parent_path();
+  const std::filesystem::path dir = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
+  struct statvfs fs {};
+  if (::statvfs(dir.c_str(), &fs) == 0) check_room(path, fs, bytes, 0);
+}
+
 void AtomicOutputFile::reserve(uint64_t total_bytes) {
   struct statvfs fs {};
-  if (::fstatvfs(fd_, &fs) == 0) {
-    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
-    if (total_bytes > written_ + free_bytes)
-      fail("{}: needs {:.1f} MB, but its file system has {:.1f} MB free", path_, total_bytes / 1e6, free_bytes / 1e6);
-  }
+  if (::fstatvfs(fd_, &fs) == 0) check_room(path_, fs, total_bytes, written_);
   if (::fallocate(fd_, 0, 0, static_cast<off_t>(total_bytes)) == 0) {
     reserved_ = total_bytes;
   } else if (errno == ENOSPC || errno == EFBIG) {
@@ -318,9 +332,15 @@ AtomicOutputFolder::AtomicOutputFolder(const std::string& path) : path_(path) {
   namespace fs = std::filesystem;
   fs::path dest(path);
   if (dest.filename().empty()) dest = dest.parent_path();  // "out/" names the folder "out"
+  // An existing folder is replaced where it is: "." (rename() refuses it) is the folder it
+  // names, and a symbolic link's target is written, the link kept, as for files.
+  std::error_code ec;
+  if (fs::exists(dest, ec)) {
+    fs::path real = fs::canonical(dest, ec);
+    if (!ec) dest = std::move(real);
+  }
   target_ = dest.string();
   const fs::path dir = dest.has_parent_path() ? dest.parent_path() : fs::path(".");
-  std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail("{}: the folder '{}' does not exist", path_, dir.string());
   remove_stale_temporaries(dir, dest.filename().string());
   const DeferTermination defer;  // a signal between mkdir and its registration would leave the folder

@@ -28,6 +28,11 @@ std::string check_output_path(const std::string& path, const std::vector<std::st
 // output would replace or mix with.
 void check_output_folder(const std::string& path, const std::vector<std::string>& inputs);
 
+// Throws frugal::Error naming `path` when the file system that will hold it (its folder's) has
+// fewer than `bytes` free: for a command that knows its output's size before the work that
+// makes it (AtomicOutputFile::reserve says it once the file is open).
+void check_free_space(const std::string& path, uint64_t bytes);
+
 // Whether process `pid` has ended (no such process). A temporary's name carries its writer's
 // process id, so what a killed writer left (SIGKILL, a power cut: no handler runs) can be told
 // from the files of a writer still at work.
@@ -74,7 +79,8 @@ class AtomicOutputFile {
 // writer destroyed without commit() removes it with what it holds, as SIGINT and SIGTERM do
 // (through the same slots as AtomicOutputFile's temporaries). An existing folder at the
 // destination is replaced at commit() only: renamed aside, the new one renamed in, the old
-// removed, so that a failure before then leaves it as it was. Whether the destination may be
+// removed, so that a failure before then leaves it as it was; an existing destination named
+// through a symbolic link, or as ".", is the folder it names (the link is kept). Whether the destination may be
 // replaced is the caller's to decide, before the work. The folder holds plain files only.
 class AtomicOutputFolder {
  public:

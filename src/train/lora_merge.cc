@@ -61,30 +61,59 @@ void copy_into(const std::string& from, const std::string& to, const std::string
   }
 }
 
+// The files a merged folder holds: its weights, and what it takes from the base's folder
+// (config, tokenizer, generation settings, a chat_template.jinja).
+bool is_model_file(const std::string& name) {
+  return !name.starts_with(".") && (name.ends_with(".safetensors") || name.ends_with(".json") ||
+                                    name.ends_with(".model") || name.ends_with(".txt") || name.ends_with(".jinja"));
+}
+
 // What an existing output folder may hold: nothing (an empty folder), or a model written
-// before (config.json and safetensors weights, no adapter), which the merged model replaces
-// as a whole. Anything else is refused before the work: files left beside the merged model
-// would be read with it (a foreign tokenizer.json broke or silently changed it), and a model
-// beside adapter_config.json is read as an adapter by PEFT and transformers.
-void check_merge_folder(const std::string& path) {
+// before (config.json and safetensors weights, no adapter) and only such files, which the
+// merged model replaces as a whole. Anything else is refused before the work: files left
+// beside the merged model would be read with it (a foreign tokenizer.json broke or silently
+// changed it), a model beside adapter_config.json is read as an adapter by PEFT and
+// transformers, and what is not a model's file (a .git folder, notes, the base model or the
+// adapter in a subfolder) would go with the folder it was in.
+void check_merge_folder(const std::string& path, const std::vector<std::string>& inputs) {
   std::error_code ec;
   if (!fs::exists(path, ec)) return;
   if (!fs::is_directory(path, ec))
     fail("{}: exists and is not a folder; a Hugging Face base merges into a folder", path);
-  std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(path, ec)) names.push_back(entry.path().filename().string());
+  const fs::path folder = fs::canonical(path, ec);
+  for (const std::string& input : inputs) {
+    const fs::path in = fs::weakly_canonical(input, ec);
+    const fs::path rel = in.lexically_relative(folder);
+    if (!rel.empty() && *rel.begin() != ".." && rel != ".")
+      fail("{}: holds the input '{}', which the merged model would replace with the folder; write to another folder",
+           path, input);
+  }
+  std::vector<std::string> names, others;
+  for (const auto& entry : fs::directory_iterator(path, ec)) {
+    const std::string name = entry.path().filename().string();
+    names.push_back(name);
+    if (!entry.is_regular_file(ec) || !is_model_file(name))
+      others.push_back(entry.is_directory(ec) ? name + "/" : name);
+  }
   if (ec) fail("{}: cannot list the folder: {}", path, ec.message());
   if (names.empty()) return;
   const auto has = [&](const std::string& n) { return std::ranges::find(names, n) != names.end(); };
+  const auto listed = [](std::vector<std::string> v) {
+    std::ranges::sort(v);
+    const size_t shown = std::min<size_t>(v.size(), 5);
+    return fmt::format("{}{}", fmt::join(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(shown), ", "),
+                       v.size() > shown ? ", ..." : "");
+  };
   if (has("adapter_config.json"))
     fail("{}: holds an adapter (adapter_config.json); write the merged model to another folder", path);
   const bool weights = std::ranges::any_of(names, [](const std::string& n) { return n.ends_with(".safetensors"); });
-  if (has("config.json") && weights) return;
-  std::ranges::sort(names);
-  const size_t shown = std::min<size_t>(names.size(), 5);
-  fail("{}: is not empty and holds no model (config.json and .safetensors): {}{}; write to a new or empty folder",
-       path, fmt::join(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(shown), ", "),
-       names.size() > shown ? ", ..." : "");
+  if (!has("config.json") || !weights)
+    fail("{}: is not empty and holds no model (config.json and .safetensors): {}; write to a new or empty folder",
+         path, listed(names));
+  if (!others.empty())
+    fail("{}: holds a model, and also {}, which are no model's files: the merged model replaces the folder whole; "
+         "write to a new or empty folder",
+         path, listed(others));
 }
 
 }  // namespace
@@ -99,7 +128,12 @@ MergeSummary merge_lora(const MergeOptions& o) {
     std::vector<std::string> adapters;
     for (const auto& [dir, scale] : o.adapters) adapters.push_back(dir);
     check_output_folder(o.output, adapters);
-    if (!o.output.ends_with(".gguf")) check_merge_folder(o.output);
+    if (!o.output.ends_with(".gguf")) {
+      std::vector<std::string> inputs = adapters;
+      inputs.push_back(o.model);
+      if (!o.tokenizer.empty()) inputs.push_back(o.tokenizer);
+      check_merge_folder(o.output, inputs);
+    }
   }
   ModelOpenOptions open;
   open.tokenizer_path = o.tokenizer;
@@ -176,8 +210,20 @@ MergeSummary merge_lora(const MergeOptions& o) {
     return buffers.back().data();
   };
 
+  // The output's size is known before any merged weight is computed: a disk too small is
+  // said now, not once it fills (minutes into a large model).
+  auto output_bytes = [&](const std::string& name, uint64_t own_bytes) -> uint64_t {
+    const auto it = merges.find(name);
+    if (it == merges.end()) return own_bytes;
+    const Linear& lin = *it->second.first;
+    return row_bytes(out_type(lin.weight.dtype), lin.n_in()) * static_cast<uint64_t>(lin.n_out());
+  };
+
   if (to_gguf) {
     const GgufFile& g = *source->gguf();
+    uint64_t bytes = 0;
+    for (const GgufTensorInfo& info : g.tensors()) bytes += output_bytes(info.name, info.nbytes);
+    check_free_space(o.output, bytes);
     GgufWriter w;
     for (const std::string& key : g.metadata_keys())
       if (!key.starts_with("frugal.quant.")) w.set_value(key, g.metadata().at(key));
@@ -202,6 +248,16 @@ MergeSummary merge_lora(const MergeOptions& o) {
     return summary;
   }
   const auto files = open_safetensors_dir(o.model);
+  uint64_t bytes = 0;
+  for (const auto& file : files)
+    for (const SafetensorsEntry& e : file->entries()) bytes += output_bytes(e.name, e.nbytes);
+  {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(o.model, ec))
+      if (entry.is_regular_file(ec) && !entry.path().filename().string().ends_with(".safetensors"))
+        bytes += entry.file_size(ec);
+  }
+  check_free_space(o.output, bytes);
   SafetensorsWriter w;
   w.set_metadata("format", "pt");
   for (const auto& file : files)
@@ -227,8 +283,7 @@ MergeSummary merge_lora(const MergeOptions& o) {
     const std::string name = entry.path().filename().string();
     if (!entry.is_regular_file(ec) || name.ends_with(".safetensors") || name == "model.safetensors.index.json")
       continue;
-    if (name.ends_with(".json") || name.ends_with(".model") || name.ends_with(".txt"))
-      copy_into(entry.path().string(), out.file(name), o.output);
+    if (is_model_file(name)) copy_into(entry.path().string(), out.file(name), o.output);
   }
   if (ec) fail("{}: cannot list the folder: {}", o.model, ec.message());
   out.commit();

@@ -1245,6 +1245,61 @@ def test_lora_merge_output_folder_rules():
         expect(not os.path.exists(f"{d}/merged/adapter_config.json"), "an adapter was written into the model")
 
 
+def test_lora_merge_into_a_folder_that_holds_more():
+    # A model folder that also held the merge's own inputs (in subfolders), a .git folder and
+    # notes was replaced whole: all of it gone, exit 0. `-o .` and a symbolic link to a model
+    # folder failed after the work; a chat_template.jinja was left behind (the merged model
+    # chatted in another format); a disk too small was found once it filled.
+    with tempfile.TemporaryDirectory() as d:
+        def model_copy(to):  # writable, as a user's own folder (the shared one is read-only)
+            shutil.copytree(WIKI_HF, to, copy_function=shutil.copyfile)
+            os.chmod(to, 0o755)
+            return to
+
+        y = model_copy(f"{d}/y")
+        model_copy(f"{y}/base")
+        shutil.copytree(ADAPTER, f"{y}/lora")
+        expect_user_error(["lora", "merge", "-m", f"{y}/base", "--lora", f"{y}/lora", "-o", y],
+                          [y, "holds the input", f"{y}/lora"])
+        shutil.rmtree(f"{y}/base")
+        shutil.rmtree(f"{y}/lora")
+        os.mkdir(f"{y}/.git")
+        with open(f"{y}/NOTES.md", "w") as f:
+            f.write("mine")
+        before = sorted(os.listdir(y))
+        expect_user_error(["lora", "merge", "-m", WIKI_HF, "--lora", ADAPTER, "-o", y],
+                          [y, "holds a model, and also .git/, NOTES.md", "new or empty folder"])
+        expect(sorted(os.listdir(y)) == before, f"the refused folder changed: {os.listdir(y)}")
+        # The base's chat_template.jinja goes with the merged model.
+        base = model_copy(f"{d}/base")
+        with open(f"{base}/chat_template.jinja", "w") as f:
+            f.write("{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>{% endfor %}")
+        ok(run_merge(["-m", base, "--lora", ADAPTER, "-o", f"{d}/merged"]))
+        expect(os.path.exists(f"{d}/merged/chat_template.jinja"), f"no template: {os.listdir(d + '/merged')}")
+        # `-o .` from inside a model folder, and a link to one (written through, the link kept).
+        p = subprocess.run([FRUGAL, "lora", "merge", "-m", WIKI_HF, "--lora", ADAPTER + ":0.5", "-o", "."],
+                           cwd=f"{d}/merged", capture_output=True, timeout=120)
+        expect(p.returncode == 0, f"-o .: {p.stderr.decode()}")
+        os.symlink(f"{d}/merged", f"{d}/link")
+        ok(run_merge(["-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{d}/link"]))
+        expect(os.path.islink(f"{d}/link"), "the link was replaced")
+        expect(greedy(["-m", f"{d}/link"]) == greedy(["-m", WIKI_HF, "--lora", ADAPTER]), "the merge through the link")
+        expect(sorted(os.listdir(d)) == ["base", "link", "merged", "y"], f"left: {os.listdir(d)}")
+        # A file system too small: said before the merge (needs root for a small tmpfs).
+        small = f"{d}/small"
+        os.mkdir(small)
+        mount = ["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", small]
+        if os.geteuid() == 0 and subprocess.run(mount, capture_output=True).returncode == 0:
+            try:
+                expect_user_error(["lora", "merge", "-m", WIKI_HF, "--lora", ADAPTER, "-o", f"{small}/m"],
+                                  [f"{small}/m", "needs 27.", "MB free"])
+                expect(os.listdir(small) == [], f"left: {os.listdir(small)}")
+            finally:
+                subprocess.run(["umount", small])
+        else:
+            print("skipped the small file system (no tmpfs can be mounted here)")
+
+
 def test_peft_adapter_names_rank_and_init():
     with tempfile.TemporaryDirectory() as d:
         # lora_A of adapter "default" and lora_B of "other" were paired silently.

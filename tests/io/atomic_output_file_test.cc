@@ -96,6 +96,43 @@ TEST(AtomicOutputFile, ReservesItsSizeUpFront) {
   EXPECT_EQ(read_all(path), "twelve bytes");
 }
 
+// An output whose size is known before the work (a merged model) is checked against its
+// folder's file system first, for a file or a folder, new or existing.
+TEST(CheckFreeSpace, NamesTheOutputAndBothSizes) {
+  const std::string dir = test::temp_dir("check_free_space");
+  EXPECT_IO_ERROR(check_free_space(dir + "/merged", uint64_t{1} << 52), "merged", "MB free");
+  EXPECT_IO_ERROR(check_free_space(dir + "/", uint64_t{1} << 52), dir, "MB free");
+  check_free_space(dir + "/merged", 1 << 20);
+  check_free_space("relative-name", 1 << 20);
+}
+
+// "." and a symbolic link name the folder they lead to: rename() refused ".", and replaced
+// the link itself ("Not a directory") only after the work.
+TEST(AtomicOutputFolder, ReplacesTheFolderALinkOrDotNames) {
+  const std::string dir = test::temp_dir("atomic_output_folder_link");
+  std::filesystem::create_directory(dir + "/real");
+  write_all(dir + "/real/old.txt", "old");
+  std::filesystem::create_directory_symlink(dir + "/real", dir + "/link");
+  {
+    AtomicOutputFolder f(dir + "/link");
+    write_all(f.file("new.txt"), "new");
+    f.commit();
+  }
+  EXPECT_TRUE(std::filesystem::is_symlink(dir + "/link"));
+  EXPECT_EQ(read_all(dir + "/real/new.txt"), "new");
+  EXPECT_FALSE(std::filesystem::exists(dir + "/real/old.txt"));
+  const std::filesystem::path cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir + "/real");
+  {
+    AtomicOutputFolder f(".");
+    write_all(f.file("dot.txt"), "dot");
+    f.commit();
+  }
+  std::filesystem::current_path(cwd);
+  EXPECT_EQ(read_all(dir + "/real/dot.txt"), "dot");
+  EXPECT_FALSE(std::filesystem::exists(dir + "/real/new.txt"));
+}
+
 // The id of a process that has ended: a child that exits at once, reaped.
 long ended_process_id() {
   const pid_t child = ::fork();

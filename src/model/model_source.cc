@@ -228,7 +228,8 @@ std::vector<std::string> ModelSource::tensor_names() const {
   return names;
 }
 
-std::unique_ptr<Tokenizer> ModelSource::load_tokenizer() const {
+std::unique_ptr<Tokenizer> ModelSource::load_tokenizer(bool for_gguf) const {
+  const auto load_folder = for_gguf ? load_hf_tokenizer_for_gguf : load_hf_tokenizer;
   if (!options_.tokenizer_path.empty()) {
     const fs::path p(options_.tokenizer_path);
     std::error_code ec;
@@ -249,13 +250,13 @@ std::unique_ptr<Tokenizer> ModelSource::load_tokenizer() const {
       const auto n_vocab = static_cast<int32_t>(tensors_.at("token_embd.weight").dim(0));
       return load_llama2c_tokenizer(options_.tokenizer_path, n_vocab);
     }
-    if (folder) return load_hf_tokenizer(p.string());
+    if (folder) return load_folder(p.string());
     if (p.extension() == ".json") return load_tokenizer_json(p.string());
     if (has_gguf_magic(p.string())) return load_gguf_tokenizer(*GgufFile::open(p.string()));
     return load_sentencepiece_tokenizer(p.string());
   }
   switch (format_) {
-    case ModelFormat::kHuggingFace: return load_hf_tokenizer(path_);
+    case ModelFormat::kHuggingFace: return load_folder(path_);
     case ModelFormat::kGguf: return load_gguf_tokenizer(*gguf_);
     case ModelFormat::kLlama2c:
       fail("{}: a llama2.c checkpoint has no vocabulary; pass its tokenizer.bin with --tokenizer", path_);

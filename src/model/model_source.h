@@ -62,8 +62,9 @@ class ModelSource {
   std::vector<std::string> unread_tensors() const;
 
   // The tokenizer that belongs to this model (tokenizer.json / tokenizer.model in the folder,
-  // the GGUF vocabulary, or the llama2.c tokenizer.bin given in the options).
-  std::unique_ptr<Tokenizer> load_tokenizer() const;
+  // the GGUF vocabulary, or the llama2.c tokenizer.bin given in the options). `for_gguf`: a
+  // folder's as a GGUF stores it (load_hf_tokenizer_for_gguf).
+  std::unique_ptr<Tokenizer> load_tokenizer(bool for_gguf = false) const;
   // Chat template text from tokenizer_config.json or GGUF metadata; empty when none.
   std::string chat_template() const;
 

@@ -64,7 +64,7 @@ void add_model_metadata(GgufWriter& w, WorkingModel& model, uint32_t file_type) 
     w.set_string(a + ".rope.scaling.type", "linear");
     w.set_f32(a + ".rope.scaling.factor", 1.0f / c.rope.position_scale);
   }
-  const std::unique_ptr<Tokenizer> tokenizer = model.source().load_tokenizer();
+  const std::unique_ptr<Tokenizer> tokenizer = model.source().load_tokenizer(/*for_gguf=*/true);
   TokenizerGgufOptions options;
   options.chat_template = model.source().chat_template();
   options.n_vocab = static_cast<int32_t>(c.n_vocab);

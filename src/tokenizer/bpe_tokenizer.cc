@@ -58,6 +58,15 @@ bool Normalizer::prepends_space_symbol() const {
   return false;
 }
 
+bool Normalizer::changes_characters() const {
+  for (const Step& s : steps_) {
+    const bool space_symbol = (s.kind == Step::Kind::kPrepend && s.a == kSpaceSymbol) ||
+                              (s.kind == Step::Kind::kReplace && s.a == " " && s.b == kSpaceSymbol);
+    if (!space_symbol) return true;
+  }
+  return false;
+}
+
 bool Normalizer::replaces_space_with_symbol() const {
   for (const Step& s : steps_)
     if (s.kind == Step::Kind::kReplace && s.a == " " && s.b == kSpaceSymbol) return true;

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "tokenizer/pretokenizer.h"
@@ -29,6 +30,8 @@ class Normalizer {
   bool empty() const { return steps_.empty(); }
   // True when the pipeline prepends "▁" (SentencePiece's dummy prefix written as a normalizer).
   bool prepends_space_symbol() const;
+  // True when a step changes more than spaces to '▁' and the '▁' prefix (NFC, other replacements).
+  bool changes_characters() const;
   bool replaces_space_with_symbol() const;
   std::string apply(std::string_view text) const;
 
@@ -54,11 +57,15 @@ class BpeTokenizer final : public VocabTokenizer {
   // for a pair wins, as in llama.cpp.
   void add_merge(std::string_view left, std::string_view right, int32_t rank);
   size_t n_merges() const { return merges_.size(); }
-  // The rules as "left right" texts in rank order, as GGUF's tokenizer.ggml.merges stores them
-  // (defined in gguf_export.cc, its user).
+  // The rules' (left, right) token texts in rank order, and the same as "left right" texts, as
+  // GGUF's tokenizer.ggml.merges stores them (defined in gguf_export.cc, their user).
+  std::vector<std::pair<std::string, std::string>> merge_pairs() const;
   std::vector<std::string> merge_rules() const;
   void set_unk(int32_t id) { unk_id_ = vocab_.contains(id) ? id : -1; }
+  int32_t unk_id() const { return unk_id_; }
   const PreTokenizer& pre_tokenizer() const { return pre_tokenizer_; }
+  const Normalizer& normalizer() const { return normalizer_; }
+  const Options& options() const { return options_; }
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const override;
   bool adds_space_prefix() const override {

@@ -3,6 +3,8 @@
 //  - SentencePiece-style vocabularies (tokenizer.model, GGUF "llama") as model "llama": tokens,
 //    scores and token types; a tokenizer.model that would tokenize otherwise when read that way
 //    (Unigram, a normalizer, whitespace clean-up) is refused;
+//  - BPE over '▁' (a Llama-2-style tokenizer.json) as model "llama" too, scored from its merge
+//    ranks, refused when a reader of those scores would merge otherwise;
 //  - byte-level BPE (tokenizer.json, GGUF "gpt2") as model "gpt2": tokens, token types, merges
 //    and the pre-tokenizer's llama.cpp name;
 // plus the special token ids, add_bos/add_eos, the space prefix flag when off, and the chat
@@ -34,8 +36,8 @@ struct TokenizerGgufOptions {
 };
 
 // Throws frugal::Error when the tokenizer cannot be represented (a BPE tokenizer whose
-// pre-tokenizer matches no name llama.cpp knows, a tokenizer.model whose GGUF vocabulary would
-// tokenize a probe text differently).
+// pre-tokenizer matches no name llama.cpp knows, a tokenizer.model or '▁' BPE whose GGUF
+// vocabulary would tokenize a probe text differently).
 void add_tokenizer_to_gguf(GgufWriter& writer, const Tokenizer& tokenizer, const TokenizerGgufOptions& options = {});
 
 // The llama.cpp pre-tokenizer name under which a GGUF BPE tokenizer with this vocabulary and

@@ -85,6 +85,11 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& gguf) {
     const bool space_prefix = gguf.try_bool("tokenizer.ggml.add_space_prefix").value_or(true);
     auto spm = std::make_unique<SpmTokenizer>(std::move(vocab), SpmTokenizer::Flavor::kLlamaCpp, space_prefix);
     spm->set_unk(special_id(gguf, "tokenizer.ggml.unknown_token_id", 0, n_vocab));
+    if (const auto scheme = gguf.try_string(kMetaspacePrependKey)) {
+      if (*scheme != "always" && *scheme != "first")
+        fail("{}: {} is '{}'; expected 'always' or 'first'", path, kMetaspacePrependKey, *scheme);
+      spm->set_metaspace_prepend(*scheme == "first" ? MetaspacePrepend::kFirst : MetaspacePrepend::kAlways);
+    }
     bos = 1;
     eos = 2;
     add_bos = true;

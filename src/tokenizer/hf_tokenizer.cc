@@ -202,6 +202,81 @@ std::vector<int64_t> config_ids(const json& config, const char* key, const std::
   return ids;
 }
 
+// tokenizer_config.json, config.json and generation_config.json: BOS, EOS, add_bos, add_eos.
+void apply_folder_configs(const std::string& dir, Tokenizer& tokenizer) {
+  namespace fs = std::filesystem;
+  // transformers takes each file's keys as keyword arguments: a top level that is no object
+  // (a list, say) is refused there, and here, rather than read as a file that sets nothing.
+  const auto read_optional = [&](const char* name) {
+    const std::string path = dir + "/" + name;
+    if (!fs::exists(path)) return json();
+    json j = read_json_file(path);
+    if (!j.is_object()) fail("{}: expected a JSON object at the top level (got {})", path, j.type_name());
+    return j;
+  };
+  const json tokenizer_config = read_optional("tokenizer_config.json");
+  const json config = read_optional("config.json");
+  const json generation_config = read_optional("generation_config.json");
+  // An id outside the tokenizer (a config from another model) can never be generated: said,
+  // then skipped, as the GGUF reader does.
+  const auto valid = [&](int64_t id, const std::string& path, const char* key) {
+    if (id >= 0 && id < tokenizer.n_vocab()) return true;
+    log_warn("{}: {} {} is outside the tokenizer's {} tokens; ignored", path, key, id, tokenizer.n_vocab());
+    return false;
+  };
+  const std::pair<const json*, std::string> id_configs[] = {{&config, dir + "/config.json"},
+                                                            {&generation_config, dir + "/generation_config.json"}};
+
+  // BOS: tokenizer_config.json names it (null: the model has none); else the configs' ids.
+  const auto bos_text = config_token(tokenizer_config, "bos_token");
+  const auto bos_id = bos_text ? tokenizer.find_token(*bos_text) : std::nullopt;
+  if (bos_id) {
+    tokenizer.set_bos(*bos_id);
+  } else if (tokenizer_config.is_object() && tokenizer_config.contains("bos_token") &&
+             tokenizer_config.at("bos_token").is_null()) {
+    tokenizer.set_bos(-1);
+  } else {
+    for (const auto& [c, path] : id_configs) {
+      const auto ids = config_ids(*c, "bos_token_id", path);
+      if (!ids.empty() && valid(ids.front(), path, "bos_token_id")) {
+        tokenizer.set_bos(static_cast<int32_t>(ids.front()));
+        break;
+      }
+    }
+  }
+  // add_bos: stated in tokenizer_config.json, else what the tokenizer itself does (a
+  // TemplateProcessing with BOS, SentencePiece), else yes when a BOS token is configured.
+  bool add_bos = tokenizer.add_bos_default();
+  if (json_has(tokenizer_config, "add_bos_token")) {
+    add_bos = json_bool(tokenizer_config, "add_bos_token", dir + "/tokenizer_config.json", false);
+  } else if (bos_text) {
+    add_bos = true;
+  }
+  tokenizer.set_add_bos(add_bos && tokenizer.bos_id() >= 0);
+
+  // EOS: tokenizer_config.json's eos_token, else config.json's first eos_token_id; every EOS id
+  // of config.json and generation_config.json ends generation.
+  std::optional<int32_t> eos;
+  if (const auto text = config_token(tokenizer_config, "eos_token")) eos = tokenizer.find_token(*text);
+  for (const auto& [c, path] : id_configs) {
+    for (const int64_t id : config_ids(*c, "eos_token_id", path)) {
+      if (!valid(id, path, "eos_token_id")) continue;
+      if (!eos) eos = static_cast<int32_t>(id);
+      tokenizer.add_end_of_generation(static_cast<int32_t>(id));
+    }
+  }
+  if (eos) {
+    tokenizer.set_eos(*eos);
+    tokenizer.add_end_of_generation(*eos);
+  }
+  // transformers' LlamaTokenizer appends EOS when add_eos_token is set, as llama.cpp does with
+  // tokenizer.ggml.add_eos_token (which convert_hf_to_gguf copies from this key).
+  const bool add_eos = json_has(tokenizer_config, "add_eos_token") &&
+                       json_bool(tokenizer_config, "add_eos_token", dir + "/tokenizer_config.json", false);
+  tokenizer.set_add_eos(add_eos && tokenizer.eos_id() >= 0);
+}
+
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
@@ -359,77 +434,31 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
   } else {
     fail("{}: no tokenizer in this folder (expected tokenizer.json or tokenizer.model)", dir);
   }
-
-  // transformers takes each file's keys as keyword arguments: a top level that is no object
-  // (a list, say) is refused there, and here, rather than read as a file that sets nothing.
-  const auto read_optional = [&](const char* name) {
-    const std::string path = dir + "/" + name;
-    if (!fs::exists(path)) return json();
-    json j = read_json_file(path);
-    if (!j.is_object()) fail("{}: expected a JSON object at the top level (got {})", path, j.type_name());
-    return j;
-  };
-  const json tokenizer_config = read_optional("tokenizer_config.json");
-  const json config = read_optional("config.json");
-  const json generation_config = read_optional("generation_config.json");
-  // An id outside the tokenizer (a config from another model) can never be generated: said,
-  // then skipped, as the GGUF reader does.
-  const auto valid = [&](int64_t id, const std::string& path, const char* key) {
-    if (id >= 0 && id < tokenizer->n_vocab()) return true;
-    log_warn("{}: {} {} is outside the tokenizer's {} tokens; ignored", path, key, id, tokenizer->n_vocab());
-    return false;
-  };
-  const std::pair<const json*, std::string> id_configs[] = {{&config, dir + "/config.json"},
-                                                            {&generation_config, dir + "/generation_config.json"}};
-
-  // BOS: tokenizer_config.json names it (null: the model has none); else the configs' ids.
-  const auto bos_text = config_token(tokenizer_config, "bos_token");
-  const auto bos_id = bos_text ? tokenizer->find_token(*bos_text) : std::nullopt;
-  if (bos_id) {
-    tokenizer->set_bos(*bos_id);
-  } else if (tokenizer_config.is_object() && tokenizer_config.contains("bos_token") &&
-             tokenizer_config.at("bos_token").is_null()) {
-    tokenizer->set_bos(-1);
-  } else {
-    for (const auto& [c, path] : id_configs) {
-      const auto ids = config_ids(*c, "bos_token_id", path);
-      if (!ids.empty() && valid(ids.front(), path, "bos_token_id")) {
-        tokenizer->set_bos(static_cast<int32_t>(ids.front()));
-        break;
-      }
-    }
-  }
-  // add_bos: stated in tokenizer_config.json, else what the tokenizer itself does (a
-  // TemplateProcessing with BOS, SentencePiece), else yes when a BOS token is configured.
-  bool add_bos = tokenizer->add_bos_default();
-  if (json_has(tokenizer_config, "add_bos_token")) {
-    add_bos = json_bool(tokenizer_config, "add_bos_token", dir + "/tokenizer_config.json", false);
-  } else if (bos_text) {
-    add_bos = true;
-  }
-  tokenizer->set_add_bos(add_bos && tokenizer->bos_id() >= 0);
-
-  // EOS: tokenizer_config.json's eos_token, else config.json's first eos_token_id; every EOS id
-  // of config.json and generation_config.json ends generation.
-  std::optional<int32_t> eos;
-  if (const auto text = config_token(tokenizer_config, "eos_token")) eos = tokenizer->find_token(*text);
-  for (const auto& [c, path] : id_configs) {
-    for (const int64_t id : config_ids(*c, "eos_token_id", path)) {
-      if (!valid(id, path, "eos_token_id")) continue;
-      if (!eos) eos = static_cast<int32_t>(id);
-      tokenizer->add_end_of_generation(static_cast<int32_t>(id));
-    }
-  }
-  if (eos) {
-    tokenizer->set_eos(*eos);
-    tokenizer->add_end_of_generation(*eos);
-  }
-  // transformers' LlamaTokenizer appends EOS when add_eos_token is set, as llama.cpp does with
-  // tokenizer.ggml.add_eos_token (which convert_hf_to_gguf copies from this key).
-  const bool add_eos = json_has(tokenizer_config, "add_eos_token") &&
-                       json_bool(tokenizer_config, "add_eos_token", dir + "/tokenizer_config.json", false);
-  tokenizer->set_add_eos(add_eos && tokenizer->eos_id() >= 0);
+  apply_folder_configs(dir, *tokenizer);
   return tokenizer;
+}
+
+std::unique_ptr<Tokenizer> load_hf_tokenizer_for_gguf(const std::string& dir) {
+  std::unique_ptr<Tokenizer> tokenizer = load_hf_tokenizer(dir);
+  const auto* bpe = dynamic_cast<const BpeTokenizer*>(tokenizer.get());
+  const std::string model_path = dir + "/tokenizer.model";
+  if (bpe == nullptr || bpe->options().byte_level || !std::filesystem::exists(model_path)) return tokenizer;
+  std::unique_ptr<Tokenizer> model;
+  try {
+    model = load_sentencepiece_tokenizer(model_path);
+  } catch (const Error& e) {
+    log_warn("{}; writing the tokenizer.json's vocabulary instead", e.what());
+    return tokenizer;
+  }
+  // A tokenizer.json with tokens the pieces lack (chat markers added later) is the complete one.
+  bool same = model->n_vocab() == tokenizer->n_vocab();
+  for (int32_t id = 0; same && id < model->n_vocab(); ++id) same = model->token_text(id) == tokenizer->token_text(id);
+  if (!same) {
+    log_warn("{}: its pieces are not the tokenizer.json's tokens; writing the tokenizer.json's vocabulary", model_path);
+    return tokenizer;
+  }
+  apply_folder_configs(dir, *model);
+  return model;
 }
 
 }  // namespace frugal

@@ -117,10 +117,15 @@ bool PreTokenizer::writes_space_symbol() const {
   return false;
 }
 
-bool PreTokenizer::prepends_space_symbol() const {
+std::optional<MetaspacePrepend> PreTokenizer::metaspace_prepend() const {
   for (const auto& step : steps_)
-    if (step->kind == Step::Kind::kMetaspace && step->prepend != MetaspacePrepend::kNever) return true;
-  return false;
+    if (step->kind == Step::Kind::kMetaspace) return step->prepend;
+  return std::nullopt;
+}
+
+bool PreTokenizer::prepends_space_symbol() const {
+  const std::optional<MetaspacePrepend> prepend = metaspace_prepend();
+  return prepend && *prepend != MetaspacePrepend::kNever;
 }
 
 namespace {

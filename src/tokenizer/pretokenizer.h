@@ -11,6 +11,7 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,6 +59,8 @@ class PreTokenizer {
   // Whether a Metaspace step writes spaces as '▁', and puts one in front of the text.
   bool writes_space_symbol() const;
   bool prepends_space_symbol() const;
+  // The prepend scheme of its Metaspace step; nullopt without one.
+  std::optional<MetaspacePrepend> metaspace_prepend() const;
 
   // Splits text (valid UTF-8) into words appended to `words`; they point into `text` or into
   // strings kept in `storage`. `at_text_start`: `text` begins the whole input (not a part after a

@@ -98,7 +98,13 @@ std::vector<int32_t> SpmTokenizer::encode(std::string_view text, bool add_bos, b
       out.push_back(f.token);
       after_special = true;
     } else {
-      encode_text(f.text, add_space_prefix_ && after_special, out);
+      bool prefix = add_space_prefix_ && after_special;
+      if (metaspace_prepend_) {
+        const bool at_start = f.text.data() == text.data();
+        prefix = prefix && !f.text.starts_with(' ') && !f.text.starts_with(kSpaceSymbol) &&
+                 (at_start || *metaspace_prepend_ != MetaspacePrepend::kFirst);
+      }
+      encode_text(f.text, prefix, out);
       after_special = false;
     }
   }

@@ -14,14 +14,20 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
 #include <vector>
 
+#include "tokenizer/pretokenizer.h"
 #include "tokenizer/vocab.h"
 
 namespace frugal {
+
+// The GGUF metadata key of set_metaspace_prepend's rule ("always" or "first"); frugal's own:
+// llama.cpp reads such a file with its rule.
+inline constexpr const char* kMetaspacePrependKey = "frugal.tokenizer.metaspace_prepend_scheme";
 
 class SpmTokenizer final : public VocabTokenizer {
  public:
@@ -42,6 +48,12 @@ class SpmTokenizer final : public VocabTokenizer {
   // Cutting the text where no merge can cross is on by default; tests and benchmarks turn it
   // off to run the merges over the whole text, as llama.cpp does.
   void set_cut_text(bool cut) { cut_text_ = cut; }
+
+  // Where the '▁' prefix goes. By default llama.cpp's rule: in front of the text and after each
+  // special token, also in front of a space. Set, Hugging Face's Metaspace rule: none in front of
+  // a text that starts with a space, and with kFirst none after a special token (a GGUF that
+  // frugal writes from such a tokenizer.json says so in frugal.tokenizer.metaspace_prepend_scheme).
+  void set_metaspace_prepend(MetaspacePrepend prepend) { metaspace_prepend_ = prepend; }
 
   Flavor flavor() const { return flavor_; }
   int32_t unk_id() const { return unk_id_; }
@@ -66,6 +78,7 @@ class SpmTokenizer final : public VocabTokenizer {
   Flavor flavor_;
   bool add_space_prefix_;
   bool cut_text_ = true;
+  std::optional<MetaspacePrepend> metaspace_prepend_;
   int32_t unk_id_ = -1;
   std::array<int32_t, 256> byte_tokens_{};       // -1 where the vocabulary has no token for the byte
   std::unordered_set<uint64_t> adjacent_pairs_;  // symbol pairs found inside vocabulary entries

@@ -93,6 +93,10 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& gguf);
 // tokens, add_bos_token and EOS from tokenizer_config.json / config.json /
 // generation_config.json when present.
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir);
+// The tokenizer llama.cpp's converter writes into a GGUF for that folder: the tokenizer.model
+// when the tokenizer.json is SentencePiece-style ('▁', not byte-level) BPE and has the same
+// tokens (convert_hf_to_gguf tries _set_vocab_sentencepiece first), else load_hf_tokenizer's.
+std::unique_ptr<Tokenizer> load_hf_tokenizer_for_gguf(const std::string& dir);
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& model_path);
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& json_path);
 // llama2.c's tokenizer.bin; n_vocab comes from the model checkpoint's header.

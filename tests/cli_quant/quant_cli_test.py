@@ -475,10 +475,96 @@ def case_gptq_memory(r):
     os.remove(out)
 
 
+def write_sentencepiece_bpe_folder(folder, shared, text_handling):
+    """wiki-7m with the tokenizer.json that transformers' LlamaConverter makes of its
+    tokenizer.model (every split of a piece into two pieces a merge, ranked by the piece's score;
+    byte fallback) and `text_handling`: "prepend_replace" (Llama 2's normalizer) or a Metaspace
+    prepend_scheme. No tokenizer.model: a repository that ships only the tokenizer.json."""
+    os.makedirs(folder, exist_ok=True)
+    for f in ("config.json", "generation_config.json", "tokenizer_config.json", "model.safetensors"):
+        if not os.path.exists(os.path.join(folder, f)):
+            os.symlink(os.path.join(shared, HF, f), os.path.join(folder, f))
+    g = gguf_file.read(os.path.join(shared, F32), with_tensors=False).metadata
+    tokens, scores = g["tokenizer.ggml.tokens"], g["tokenizer.ggml.scores"]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    merges = []
+    for piece, _ in sorted(zip(tokens, scores), key=lambda x: -x[1]):
+        splits = [(piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in vocab and piece[k:] in vocab]
+        merges += sorted(splits, key=lambda p: (vocab[p[0]], vocab[p[1]]))
+    added = [{"id": i, "content": tokens[i], "special": True, "lstrip": False, "rstrip": False,
+              "normalized": False, "single_word": False} for i in range(3)]
+    j = {"version": "1.0", "added_tokens": added, "normalizer": None, "pre_tokenizer": None,
+         "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": True, "fuse_unk": True, "vocab": vocab,
+                   "merges": [list(m) for m in merges]}}
+    if text_handling == "prepend_replace":
+        j["normalizer"] = {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+        j["decoder"] = {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "}, {"type": "ByteFallback"},
+            {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+    else:
+        j["pre_tokenizer"] = j["decoder"] = {"type": "Metaspace", "replacement": "\u2581",
+                                             "prepend_scheme": text_handling, "split": False}
+    with open(os.path.join(folder, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(j, f, ensure_ascii=False)
+
+
+def case_sentencepiece_bpe(r):
+    """A Llama-2-style folder whose tokenizer is a '\u2581' BPE tokenizer.json (no tokenizer.model)
+    is written as a "llama" vocabulary: the GGUF tokenizes as the folder (in f32, perplexity's
+    log-probabilities the folder's up to rounding, and greedy generation the folder's; q8_0 holds
+    the same tokenizer);
+    with the tokenizer.model beside it, the GGUF holds the tokenizer.model's scores, as llama.cpp's
+    converter writes. Refused before ("matches none that llama.cpp knows by name")."""
+    prompts = ["The history of the", " Leading space,  two spaces\nand a new line", "Z\u00fcrich \U0001F999 na\u00efve"]
+    window = ["-f", r.path(TEST_TEXT), "-c", "128", "--chunks", "6", "-t", "2", "--json"]
+    for handling in ("prepend_replace", "first"):
+        folder = r.out(f"spbpe-{handling}")
+        write_sentencepiece_bpe_folder(folder, r.shared, handling)
+        base = r.out("spbpe-base.bin")
+        r.run("-m", folder, *window, "--save-logits", base, command="perplexity")
+        written = {}
+        for qtype in ("f32", "q8_0"):
+            out = r.out(f"spbpe-{handling}-{qtype}.gguf")
+            r.run("-m", folder, "-o", out, "--type", qtype, "-t", "2")
+            meta = gguf_file.read(out, with_tensors=False).metadata
+            written[qtype] = {k: v for k, v in meta.items() if k.startswith(("tokenizer.", "frugal.tokenizer."))}
+            check(meta["tokenizer.ggml.model"] == "llama", "not a llama vocabulary")
+            # The text starts with a space, which Metaspace and SentencePiece prefix differently: a
+            # token apart would put the windows' predictions far apart. f32 weights in GGUF give the
+            # folder's log-probabilities up to float rounding (wiki-7m's own tokenizer.model folder
+            # too: its nll 4.584916 as a folder, 4.584913 as f32 GGUF).
+            j = json.loads(r.run("-m", out, *window, "--kl-base", base, command="perplexity").stdout)
+            print(f"{handling} {qtype}: KLD {j['kl']['kld']}, max {j['kl']['kld_max']}, same top {j['kl']['same_top']}")
+            check(j["kl"]["kld"] < 0.01, f"{qtype}: KLD {j['kl']['kld']}")
+            if qtype == "f32":
+                check(j["kl"]["kld_max"] < 1e-3 and j["kl"]["same_top"] == 1,
+                      f"f32 log-probabilities differ: {j['kl']}")
+                for prompt in prompts:
+                    gen = [r.run("-m", m, "-p", prompt, "-n", "24", "--temp", "0", "-t", "2",
+                                 command="generate").stdout for m in (folder, out)]
+                    check(gen[0] == gen[1],
+                          f"{handling} {prompt!r}: the GGUF generates {gen[1]!r}, the folder {gen[0]!r}")
+            os.remove(out)
+        check(written["q8_0"] == written["f32"], "the q8_0 file's tokenizer is not the f32 file's")
+        os.remove(base)
+        if handling == "first":
+            os.symlink(r.path(os.path.join(HF, "tokenizer.model")), os.path.join(folder, "tokenizer.model"))
+            out = r.out("spbpe-with-model.gguf")
+            r.run("-m", folder, "-o", out, "--type", "q8_0", "-t", "2")
+            got = gguf_file.read(out, with_tensors=False).metadata
+            want = gguf_file.read(r.path(F32), with_tensors=False).metadata
+            check(got["tokenizer.ggml.scores"] == want["tokenizer.ggml.scores"], "not the tokenizer.model's scores")
+            check(got["tokenizer.ggml.tokens"] == want["tokenizer.ggml.tokens"], "not the tokenizer.model's pieces")
+            os.remove(out)
+        shutil.rmtree(folder)
+
+
 CASES = {"bad_input": case_bad_input, "end_to_end": case_end_to_end, "llama2c": case_llama2c, "policy": case_policy,
          "imatrix": case_imatrix, "bpw": case_bpw, "w8a8": case_w8a8,
          "same_type_is_copied": case_same_type_is_copied, "rtn_memory": case_rtn_memory,
-         "gptq_memory": case_gptq_memory}
+         "gptq_memory": case_gptq_memory, "sentencepiece_bpe": case_sentencepiece_bpe}
 
 
 if __name__ == "__main__":

@@ -4,12 +4,10 @@
 // Metaspace in place of the older Prepend + Replace normalizer.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <map>
 #include <nlohmann/json.hpp>
-#include <tuple>
 
 #include "core/check.h"
+#include "llama2_tokenizer_json.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer_test_util.h"
 
@@ -17,65 +15,16 @@ namespace frugal {
 namespace {
 
 using test::ids_string;
+using test::llama_cpp_texts;
+using test::metaspace;
 using test::quoted;
 
 // Llama 2's tokenizer.json, with this Metaspace as pre-tokenizer and decoder.
 std::string llama2_metaspace_json(const nlohmann::json& metaspace) {
-  static const nlohmann::json base = [] {
-    const auto spm = load_sentencepiece_tokenizer(test::shared_path("tokenizers/llama2/tokenizer.model"));
-    nlohmann::json vocab = nlohmann::json::object();
-    std::map<std::string, int32_t> ids;
-    for (int32_t id = 0; id < spm->n_vocab(); ++id) {
-      vocab[spm->token_text(id)] = id;
-      ids.emplace(spm->token_text(id), id);
-    }
-    // transformers' SentencePieceExtractor: every split of a piece into two pieces is a merge,
-    // ranked by the merged piece's id, then by the parts' ids.
-    std::vector<std::tuple<int32_t, int32_t, int32_t>> ranked;  // merged, left, right
-    std::vector<std::pair<std::string, std::string>> parts;
-    for (const auto& [text, id] : ids)
-      for (size_t k = 1; k < text.size(); ++k) {
-        const auto l = ids.find(text.substr(0, k)), r = ids.find(text.substr(k));
-        if (l != ids.end() && r != ids.end()) ranked.emplace_back(id, l->second, r->second);
-      }
-    std::sort(ranked.begin(), ranked.end());
-    nlohmann::json merges = nlohmann::json::array();
-    for (const auto& [merged, l, r] : ranked) merges.push_back({spm->token_text(l), spm->token_text(r)});
-    nlohmann::json added = nlohmann::json::array();
-    for (int32_t id = 0; id < 3; ++id)
-      added.push_back({{"id", id}, {"content", spm->token_text(id)}, {"special", true}, {"lstrip", false},
-                       {"rstrip", false}, {"normalized", false}, {"single_word", false}});
-    return nlohmann::json{{"version", "1.0"},
-                          {"added_tokens", added},
-                          {"normalizer", nullptr},
-                          {"model",
-                           {{"type", "BPE"}, {"unk_token", "<unk>"}, {"byte_fallback", true}, {"fuse_unk", true},
-                            {"vocab", vocab}, {"merges", merges}}}};
-  }();
-  nlohmann::json j = base;
+  nlohmann::json j = test::llama2_tokenizer_json();
   j["pre_tokenizer"] = metaspace;
   j["decoder"] = metaspace;
-  const std::string path = test::temp_dir("metaspace_" + std::to_string(std::hash<std::string>()(metaspace.dump()))) +
-                           "/tokenizer.json";
-  test::write_file(path, j.dump());
-  return path;
-}
-
-nlohmann::json metaspace(const std::string& prepend_scheme, bool split) {
-  return {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", prepend_scheme}, {"split", split}};
-}
-
-// llama.cpp's tokenizer test texts (Llama 2's vocabulary).
-std::vector<std::string> llama_cpp_texts() {
-  const std::string raw = test::read_file(test::shared_path("tokenizers/llamacpp-vocab/ggml-vocab-llama-spm.gguf.inp"));
-  const std::string sep = "\n__ggml_vocab_test__\n";
-  std::vector<std::string> texts;
-  for (size_t pos = 0, next; pos < raw.size(); pos = next + sep.size()) {
-    next = raw.find(sep, pos);
-    if (next == std::string::npos) next = raw.size();
-    texts.push_back(raw.substr(pos, next - pos));
-  }
-  return texts;
+  return test::write_tokenizer_json(j, "metaspace_");
 }
 
 // Without special tokens in the text, "first" and "always" with split false are SentencePiece's

@@ -10,6 +10,7 @@
 #include "core/check.h"
 #include "eval/perplexity.h"
 #include "io/gguf.h"
+#include "llama2_tokenizer_json.h"
 #include "support/test_support.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/tokenizer.h"
@@ -415,12 +416,7 @@ TEST(TokenizerErrors, MalformedTokenizerJson) {
 TEST(TokenizerErrors, DecoderOfAnotherKind) {
   auto j = small_metaspace_json();
   // Llama 2's decoder, and the Metaspace one of newer conversions: read.
-  j["decoder"] = {{"type", "Sequence"},
-                  {"decoders",
-                   {{{"type", "Replace"}, {"pattern", {{"String", "\xE2\x96\x81"}}}, {"content", " "}},
-                    {{"type", "ByteFallback"}},
-                    {{"type", "Fuse"}},
-                    {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
+  j["decoder"] = test::llama2_decoder();
   EXPECT_EQ(load_tokenizer_json(write_tokenizer_json("decoder-llama2", j) + "/tokenizer.json")->decode({264}), "ab");
   j["decoder"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", "first"}};
   load_tokenizer_json(write_tokenizer_json("decoder-metaspace", j) + "/tokenizer.json");

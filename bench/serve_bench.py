@@ -81,11 +81,14 @@ class Server:
         c.close()
         return n
 
-    def stream(self, prompt, max_tokens):
-        """Streams one completion; returns (send time, [(time, n_tokens) per token chunk])."""
+    def stream(self, prompt, max_tokens, model=None):
+        """Streams one completion (with "model": model when given); returns (send time,
+        [(time, n_tokens) per token chunk])."""
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
         body = {"prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True,
                 "stream": True, "return_token_ids": True, **self.sampling}
+        if model:
+            body["model"] = model
         t0 = time.perf_counter()
         c.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
         r = c.getresponse()
@@ -129,7 +132,7 @@ def load_average():
         return " ".join(f.read().split()[:3])
 
 
-def run_level(server, streams, rounds, prompt_len, decode, vocab, rng):
+def run_level(server, streams, rounds, prompt_len, decode, vocab, rng, models=(None,)):
     results, errors = [], []
     lock = threading.Lock()
     prompts = [[rng.randrange(3, vocab) for _ in range(prompt_len)] for _ in range(streams * rounds)]
@@ -137,7 +140,7 @@ def run_level(server, streams, rounds, prompt_len, decode, vocab, rng):
     def client(i):
         try:
             for k in range(rounds):
-                r = server.stream(prompts[i * rounds + k], decode)
+                r = server.stream(prompts[i * rounds + k], decode, models[i % len(models)])
                 with lock:
                     results.append(r)
         except Exception as e:  # noqa: BLE001 - reported below
@@ -180,16 +183,22 @@ def main():
     ap.add_argument("--temperature", type=float, default=0.0,
                     help="sample at this temperature (0: greedy), as an OpenAI client sends it (with a fixed seed)")
     ap.add_argument("--top-p", type=float, default=None, help="also send top_p (no top_k, as OpenAI clients)")
+    ap.add_argument("--models", default="",
+                    help="model names the throughput streams take in turn (serve's --lora-module NAMEs, "
+                         "given with --server-arg); default: none sent")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="an extra argument for `frugal serve` (repeatable), e.g. --server-arg=--w8a8")
     args = ap.parse_args()
     rng = random.Random(1234)
     levels = [int(x) for x in args.levels.split(",") if x]
+    models = [m for m in args.models.split(",") if m] or [None]
     sampling = {"temperature": args.temperature, "seed": 7}
     if args.top_p is not None:
         sampling["top_p"] = args.top_p
 
     how = "greedy" if args.temperature == 0 else f"sampled ({sampling})"
+    if args.models:
+        how += f", streams in turn on models {args.models}"
     print(f"== decode throughput: prompts of {args.prompt} token ids, {args.decode} tokens each, {how}; "
           f"{args.threads} threads; load average before: {load_average()}")
     rows = []
@@ -201,7 +210,7 @@ def main():
         trials = {n: [] for n in levels}
         for _ in range(args.trials):
             for n in levels:
-                trials[n].append(run_level(s, n, 1, args.prompt, args.decode, vocab, rng))
+                trials[n].append(run_level(s, n, 1, args.prompt, args.decode, vocab, rng, models))
         for n in levels:
             ts = trials[n]
             r = sorted(ts, key=lambda t: t["decode_tps"])[len(ts) // 2]

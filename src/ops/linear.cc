@@ -126,7 +126,50 @@ void linear_multi(OpContext& ctx, const LinearOutput* outputs, int count, const 
   for (int i = 0; i < count; ++i) add_bias(ctx, *outputs[i].layer, outputs[i].y, n_rows);
   // The LoRA step, after the base product: unmerged adapters add their low-rank update.
   for (int i = 0; i < count; ++i)
-    for (const LoraAdapter& adapter : outputs[i].layer->lora) lora_add(ctx, adapter, x, n_rows, outputs[i].y);
+    for (const LoraAdapter& adapter : outputs[i].layer->lora) {
+      if (adapter.index == 0) {
+        lora_add(ctx, adapter, x, n_rows, outputs[i].y);
+      } else if (!ctx.row_adapters.empty()) {
+        lora_add_selected(ctx, adapter, x, n_rows, outputs[i].y);
+      }
+    }
+}
+
+void lora_add_selected(OpContext& ctx, const LoraAdapter& adapter, const float* x, int64_t n_rows, float* y) {
+  FRUGAL_CHECK(static_cast<int64_t>(ctx.row_adapters.size()) == n_rows, "{} row adapters for a product of {} rows",
+               ctx.row_adapters.size(), n_rows);
+  const int32_t* of = ctx.row_adapters.data();
+  int64_t first = -1, last = -1, count = 0;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    if (of[r] != adapter.index) continue;
+    if (first < 0) first = r;
+    last = r;
+    ++count;
+  }
+  if (count == 0) return;
+  const int64_t n_in = adapter.a.dim(1), n_out = adapter.b.dim(0);
+  // One run of rows (a prompt chunk, or every row of the step): in place.
+  if (last - first + 1 == count) {
+    lora_add(ctx, adapter, x + first * n_in, count, y + first * n_out);
+    return;
+  }
+  // Scattered rows (decode rows of several requests): gathered, x and y alike, into one product
+  // and put back. lora_add computes each row on its own, so every row gets exactly what it
+  // would alone, at one product rather than one per row.
+  float* gx = ctx.arena.allocate<float>(count * n_in);
+  float* gy = ctx.arena.allocate<float>(count * n_out);
+  for (int64_t r = first, g = 0; r <= last; ++r) {
+    if (of[r] != adapter.index) continue;
+    std::copy_n(x + r * n_in, n_in, gx + g * n_in);
+    std::copy_n(y + r * n_out, n_out, gy + g * n_out);
+    ++g;
+  }
+  lora_add(ctx, adapter, gx, count, gy);
+  for (int64_t r = first, g = 0; r <= last; ++r) {
+    if (of[r] != adapter.index) continue;
+    std::copy_n(gy + g * n_out, n_out, y + r * n_out);
+    ++g;
+  }
 }
 
 void lora_add(OpContext& ctx, const LoraAdapter& adapter, const float* x, int64_t n_rows, float* y, float* h) {

@@ -18,6 +18,9 @@ struct LoraAdapter {
   Tensor a;            // [rank, n_in] f32
   Tensor b;            // [n_out, rank] f32
   float scale = 1.0f;  // alpha / rank (or alpha / sqrt(rank)) times the user's weight
+  // Which rows it applies to: 0, every row (`--lora`); k > 0, only the rows whose
+  // OpContext::row_adapters entry is k (the server's k-th `--lora-module`, chosen per request).
+  int32_t index = 0;
   // scale·Bᵀ [rank, n_out] f32, the form lora_add multiplies by: precomputed by adapters whose
   // matrices no longer change (inference); when empty lora_add derives it on each call.
   Tensor scaled_bt;
@@ -68,5 +71,10 @@ void linear_multi(OpContext& ctx, const LinearOutput* outputs, int count, const 
 // its own (batch invariance holds as for the base product). When h is not null it receives
 // x·Aᵀ [n_rows, rank], which training keeps for the backward pass.
 void lora_add(OpContext& ctx, const LoraAdapter& adapter, const float* x, int64_t n_rows, float* y, float* h = nullptr);
+
+// The step for an adapter chosen per request (index k > 0): lora_add on the rows whose
+// ctx.row_adapters entry is k, each row bit-identical to lora_add on that row alone; the other
+// rows are left as they are. ctx.row_adapters must have n_rows entries.
+void lora_add_selected(OpContext& ctx, const LoraAdapter& adapter, const float* x, int64_t n_rows, float* y);
 
 }  // namespace frugal

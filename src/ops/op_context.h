@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "core/arena.h"
 #include "core/thread_pool.h"
@@ -21,6 +22,11 @@ struct OpContext {
   // W8A8 (`--w8a8`): int8_row weights multiply int8 activations quantized per token
   // (KernelTable::w8a8_int8_row) instead of the default per-32 q8_act ones.
   bool w8a8 = false;
+  // The per-request adapter of each row of the batch (0: none), for the LoRA adapters whose
+  // index is not 0 (linear.h); empty when no row has one. It describes the batch's rows, so
+  // a product over other rows (the output head's, over the rows whose logits are wanted) must
+  // not carry such adapters (lora_add_selected checks the row count).
+  std::span<const int32_t> row_adapters = {};
 };
 
 // Row-wise work below this many elements runs on the calling thread: starting a parallel

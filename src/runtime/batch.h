@@ -13,6 +13,9 @@ struct Batch {
   std::vector<int32_t> positions;    // [n_rows]
   std::vector<int32_t> seq_ids;      // [n_rows]
   std::vector<int32_t> output_rows;  // rows whose logits are wanted, ascending
+  // The per-request LoRA adapter of each row (0: none), or empty when no row has one (the
+  // server fills it only then, so a server without --lora-module pays nothing).
+  std::vector<int32_t> adapters;
 
   // Rows of one sequence must be added consecutively, in increasing position order.
   void add(int32_t token, int32_t position, int32_t seq_id, bool want_logits) {
@@ -28,6 +31,7 @@ struct Batch {
     positions.clear();
     seq_ids.clear();
     output_rows.clear();
+    adapters.clear();
   }
 };
 

@@ -121,8 +121,11 @@ const float* Engine::forward(const Batch& batch) {
   const size_t n_out = batch.output_rows.size();
   logits_.reserve(std::max<size_t>(1, n_out) * c.n_vocab * sizeof(float));
   arena_.reset();
+  FRUGAL_CHECK(batch.adapters.empty() || batch.adapters.size() == batch.tokens.size(), "{} row adapters for {} rows",
+               batch.adapters.size(), batch.tokens.size());
   OpContext ctx{pool_, arena_, kernels::active()};
   ctx.w8a8 = w8a8_;
+  ctx.row_adapters = batch.adapters;
   model_->forward(ctx, batch, *cache_, logits_.as<float>());
   return logits_.as<float>();
 }

@@ -29,9 +29,11 @@ int32_t PrefixCache::find(uint64_t hash, int32_t parent, const int32_t* tokens) 
   return kRoot;
 }
 
-PrefixCache::Match PrefixCache::match(const int32_t* tokens, int64_t n_tokens, int64_t max_blocks) {
+PrefixCache::Match PrefixCache::match(const int32_t* tokens, int64_t n_tokens, int64_t max_blocks, int32_t root) {
+  FRUGAL_CHECK(root < 0);
   const int64_t bs = cache_.block_size();
   Match m;
+  m.last_entry = root;
   std::vector<int32_t> ids;
   const int64_t limit = std::min(max_blocks, n_tokens / bs);
   for (int64_t i = 0; i < limit; ++i) {
@@ -50,8 +52,7 @@ PrefixCache::Match PrefixCache::match(const int32_t* tokens, int64_t n_tokens, i
 
 int32_t PrefixCache::insert(int32_t parent, const int32_t* block_tokens, int32_t seq, int64_t index) {
   const int64_t bs = cache_.block_size();
-  FRUGAL_CHECK(parent == kRoot || (parent >= 0 && parent < static_cast<int32_t>(entries_.size()) &&
-                                   entries_[parent].live));
+  FRUGAL_CHECK(parent < 0 || (parent < static_cast<int32_t>(entries_.size()) && entries_[parent].live));
   const int32_t block = cache_.block_table(seq).at(static_cast<size_t>(index));
   const uint64_t hash = hash_block(parent, block_tokens, bs);
   if (const int32_t existing = find(hash, parent, block_tokens); existing != kRoot) {
@@ -78,7 +79,7 @@ int32_t PrefixCache::insert(int32_t parent, const int32_t* block_tokens, int32_t
   lru_.push_front(id);
   e.lru = lru_.begin();
   lookup_.emplace(hash, id);
-  if (parent != kRoot) entries_[parent].children.push_back(id);
+  if (parent >= 0) entries_[parent].children.push_back(id);
   return id;
 }
 
@@ -95,7 +96,7 @@ void PrefixCache::remove_leaf(int32_t id) {
     }
   }
   lru_.erase(e.lru);
-  if (e.parent != kRoot) {
+  if (e.parent >= 0) {
     auto& siblings = entries_[e.parent].children;
     siblings.erase(std::find(siblings.begin(), siblings.end(), id));
   }

@@ -32,6 +32,9 @@ namespace frugal {
 class PrefixCache {
  public:
   static constexpr int32_t kRoot = -1;  // the parent of a prompt's first block
+  // The root of the prompts run with per-request LoRA adapter `adapter` (0: none, kRoot):
+  // keys and values computed under one adapter are not another's, so each has its own tree.
+  static constexpr int32_t root(int32_t adapter) { return kRoot - adapter; }
 
   explicit PrefixCache(KvCache& cache) : cache_(cache) {}
   ~PrefixCache() { clear(); }
@@ -40,10 +43,11 @@ class PrefixCache {
 
   struct Match {
     std::vector<int32_t> blocks;  // KV blocks holding the first blocks.size() * block_size tokens
-    int32_t last_entry = kRoot;   // the entry of the last block: the parent of the next one
+    int32_t last_entry = kRoot;   // the entry of the last block (the root if none): the parent of the next one
   };
-  // The cached blocks that start `tokens` (at most max_blocks of them), marked recently used.
-  Match match(const int32_t* tokens, int64_t n_tokens, int64_t max_blocks);
+  // The cached blocks that start `tokens` (at most max_blocks of them) below `root`, marked
+  // recently used.
+  Match match(const int32_t* tokens, int64_t n_tokens, int64_t max_blocks, int32_t root = kRoot);
 
   // Records that block `index` of sequence `seq`, full, holds the block_size tokens
   // `block_tokens` following the prefix of entry `parent`, and returns the entry of that prefix.
@@ -66,7 +70,7 @@ class PrefixCache {
  private:
   struct Entry {
     uint64_t hash = 0;
-    int32_t parent = kRoot;
+    int32_t parent = kRoot;  // an entry, or a root (negative)
     int32_t block = -1;
     std::vector<int32_t> tokens;  // [block_size]
     std::vector<int32_t> children;

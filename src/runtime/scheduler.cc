@@ -66,6 +66,8 @@ Submission Scheduler::submit(GenerationRequest request) {
   if (o.top_logprobs < 0 || o.top_logprobs > n_vocab_)
     fail("top_logprobs must be between 0 and the vocabulary size {} (got {})", n_vocab_, o.top_logprobs);
   o.sampling.validate(n_vocab_);
+  if (request.adapter < 0 || request.adapter > options_.adapters)
+    fail("adapter {} is not loaded (the server has {})", request.adapter, options_.adapters);
   if (!engine_.has_tokenizer() && !o.stop.empty()) fail("stop strings need a tokenizer, and the model has none");
   const int64_t n_blocks = engine_.cache().n_blocks();
   for (const auto& prompt : request.prompts) {
@@ -198,6 +200,7 @@ void Scheduler::enqueue(const std::shared_ptr<Job>& job) {
       o.sampling.seed = nth_seed(o.sampling.seed, first);
       auto slot =
           std::make_unique<Slot>(job, Sequence(new_kv_id(), choice, r.prompts[p], o, tokenizer, n_vocab_, n_ctx_));
+      slot->seq.adapter = r.adapter;
       for (int32_t j = 1; j < std::min(r.n - first, group); ++j)
         slot->seq.pending_forks.push_back(choice + j);
       waiting_.push_back(std::move(slot));
@@ -282,8 +285,10 @@ void Scheduler::admit() {
     const int64_t n = static_cast<int64_t>(tokens.size());
     PrefixCache::Match m;
     // The last token is always fed again (its logits give the next token), so it must fall in
-    // a block of the sequence's own, never in a shared one.
-    if (options_.prefix_cache) m = prefix_.match(tokens.data(), n, (n - 1) / block_size_);
+    // a block of the sequence's own, never in a shared one. Each LoRA adapter has its own tree
+    // of blocks: keys and values depend on the adapter.
+    m.last_entry = PrefixCache::root(s.adapter);
+    if (options_.prefix_cache) m = prefix_.match(tokens.data(), n, (n - 1) / block_size_, m.last_entry);
     if (!m.blocks.empty()) cache.adopt(s.kv_id(), m.blocks);
     const int64_t need = ceil_div(n, block_size_) - static_cast<int64_t>(m.blocks.size()) +
                          static_cast<int64_t>(s.pending_forks.size());
@@ -360,7 +365,7 @@ void Scheduler::preempt(Slot* slot) {
   engine_.cache().remove(s.kv_id());
   s.n_fed = 0;
   s.registered_blocks = 0;
-  s.chain_entry = PrefixCache::kRoot;
+  s.chain_entry = PrefixCache::root(s.adapter);
   s.running = false;
   slots_in_use_ -= 1 + static_cast<int32_t>(s.pending_forks.size());
   ++counts_.preemptions;
@@ -398,11 +403,15 @@ void Scheduler::step() {
 
   Batch& batch = batch_;
   batch.clear();
+  // Rows carry their request's adapter only when some row has one: a base-only step stays as
+  // it was without adapters.
+  const bool adapters = std::any_of(p.begin(), p.end(), [](const Planned& e) { return e.slot->seq.adapter != 0; });
   for (const auto& [slot, rows] : p) {
     const Sequence& s = slot->seq;
     const int64_t end = s.n_fed + rows;
     for (int64_t i = s.n_fed; i < end; ++i)
       batch.add(s.tokens()[i], static_cast<int32_t>(i), s.kv_id(), i + 1 == static_cast<int64_t>(s.tokens().size()));
+    if (adapters) batch.adapters.insert(batch.adapters.end(), rows, s.adapter);
     if (s.generated() == 0) counts_.prompt_tokens_computed += rows;
   }
   const float* logits = nullptr;

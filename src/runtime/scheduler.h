@@ -60,6 +60,9 @@ struct GenerationRequest {
   // Choice p*n + j samples with nth_seed(sampling.seed, j) (a random seed each when the seed
   // is random): every prompt of a list draws what it would draw alone (vLLM's rule).
   GenerateOptions options;
+  // The LoRA adapter its rows run with: 0 none (the base, and any adapter applied to every
+  // row), k in 1..SchedulerOptions::adapters the k-th adapter loaded for requests to choose.
+  int32_t adapter = 0;
   SteadyClock::time_point arrival = SteadyClock::now();
 };
 
@@ -67,6 +70,8 @@ struct SchedulerOptions {
   int32_t max_sequences = 4;  // sequences in the batch at once (--parallel)
   int32_t max_queued = 64;    // requests waiting for admission; submit refuses more
   bool prefix_cache = true;
+  // LoRA adapters attached with indices 1..adapters (attach_lora) for requests to choose.
+  int32_t adapters = 0;
 };
 
 enum class SubmitStatus { kAccepted, kQueueFull, kShuttingDown };

@@ -39,6 +39,7 @@ Sequence Sequence::fork(int32_t kv_id, int32_t choice, uint32_t seed) const {
   o.sampling.seed = seed;
   Sequence s(kv_id, choice, tokens_, o, tokenizer_, n_vocab_, n_ctx_);
   s.n_fed = n_fed;
+  s.adapter = adapter;
   return s;
 }
 

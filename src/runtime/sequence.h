@@ -62,6 +62,7 @@ class Sequence {
   int64_t registered_blocks = 0;             // leading full blocks entered in the prefix cache
   std::vector<int32_t> pending_forks;        // choices to fork from this one once its prompt is fed
   int64_t admitted_at = 0;                   // admission order (the newest is preempted first)
+  int32_t adapter = 0;                       // the request's LoRA adapter (GenerationRequest::adapter)
   bool running = false;
 
  private:

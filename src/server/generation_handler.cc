@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -280,8 +281,28 @@ void send_then(httplib::Response& res, std::string body, const std::string& cont
 }
 
 GenerationHandler::GenerationHandler(Scheduler& scheduler, const RequestBuilder& builder, Metrics& metrics,
-                                     std::string model_id, RequestLimits limits)
-    : scheduler_(scheduler), builder_(builder), metrics_(metrics), model_id_(std::move(model_id)), limits_(limits) {}
+                                     std::string model_id, std::vector<std::string> adapters, RequestLimits limits)
+    : scheduler_(scheduler),
+      builder_(builder),
+      metrics_(metrics),
+      model_id_(std::move(model_id)),
+      adapters_(std::move(adapters)),
+      limits_(limits) {
+  if (adapters_.empty()) return;
+  std::vector<std::string> models = {model_id_};
+  models.insert(models.end(), adapters_.begin(), adapters_.end());
+  metrics_.add_models(models);
+}
+
+int32_t GenerationHandler::adapter_of(const std::string& model) const {
+  if (model.empty() || model == model_id_) return 0;
+  const auto it = std::find(adapters_.begin(), adapters_.end(), model);
+  if (it != adapters_.end()) return static_cast<int32_t>(it - adapters_.begin()) + 1;
+  std::string served = fmt::format("'{}'", model_id_);
+  for (const std::string& a : adapters_) served += fmt::format(", '{}'", a);
+  throw ApiError(404, fmt::format("The model '{}' does not exist: this server serves {}", model, served), "model",
+                 "invalid_request_error", "model_not_found");
+}
 
 int GenerationHandler::retry_after_seconds() const {
   // The queue drains at about max_sequences requests per mean request duration.
@@ -303,11 +324,10 @@ void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, h
       throw ApiError(503, "the server is shutting down", "", "server_error", "shutting_down");
     }
     const ApiRequest api = parse_request(endpoint, req.body, limits_);
-    if (!api.model.empty() && api.model != model_id_)
-      throw ApiError(404, fmt::format("The model '{}' does not exist: this server serves '{}'", api.model, model_id_),
-                     "model", "invalid_request_error", "model_not_found");
+    const int32_t adapter = adapter_of(api.model);
     BuiltRequest built = builder_.build(api);
     built.generation.arrival = arrival;
+    built.generation.adapter = adapter;
     const int32_t n_choices = static_cast<int32_t>(built.generation.prompts.size()) * built.generation.n;
 
     Submission sub;
@@ -331,10 +351,11 @@ void GenerationHandler::handle(Endpoint endpoint, const httplib::Request& req, h
     }
 
     ResponseFormat f;
+    f.model = adapter == 0 ? model_id_ : adapters_[adapter - 1];  // the name asked for (the base's if none)
+    metrics_.count_model(f.model);
     f.endpoint = endpoint;
     f.id = new_response_id(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
     f.created = static_cast<int64_t>(std::time(nullptr));
-    f.model = model_id_;
     f.n_choices = n_choices;
     f.logprobs = api.logprobs;
     f.return_token_ids = api.return_token_ids;

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "runtime/scheduler.h"
 #include "server/api_error.h"
@@ -25,8 +26,10 @@ namespace frugal::server {
 
 class GenerationHandler {
  public:
+  // adapters: the names of the LoRA adapters a request may choose by "model", in the order of
+  // their index (the first is GenerationRequest::adapter 1).
   GenerationHandler(Scheduler& scheduler, const RequestBuilder& builder, Metrics& metrics, std::string model_id,
-                    RequestLimits limits);
+                    std::vector<std::string> adapters, RequestLimits limits);
 
   void handle(Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
   // From now on requests get 503.
@@ -46,11 +49,15 @@ class GenerationHandler {
 
  private:
   int retry_after_seconds() const;
+  // The adapter index a request's "model" names (0: the base, or none given); throws ApiError
+  // 404 model_not_found for another name.
+  int32_t adapter_of(const std::string& model) const;
 
   Scheduler& scheduler_;
   const RequestBuilder& builder_;
   Metrics& metrics_;
   std::string model_id_;
+  std::vector<std::string> adapters_;
   RequestLimits limits_;
   std::atomic<bool> shutting_down_{false};
   std::atomic<int> in_flight_{0};

@@ -114,6 +114,12 @@ std::optional<ApiError> unbounded_body(const httplib::Request& req) {
   return std::nullopt;
 }
 
+std::vector<std::string> adapter_names(const std::vector<ServedAdapter>& adapters) {
+  std::vector<std::string> names;
+  for (const ServedAdapter& a : adapters) names.push_back(a.name);
+  return names;
+}
+
 bool needs_key(const std::string& path) {
   return path.rfind("/v1/", 0) == 0 || path == "/metrics" || path == "/completions" || path == "/chat/completions" ||
          path.rfind("/models", 0) == 0 ||
@@ -128,7 +134,7 @@ class HttpServer::Impl {
       : scheduler_(scheduler),
         builder_(builder),
         options_(std::move(options)),
-        generation_(scheduler, builder, metrics_, options_.model_id, options_.limits),
+        generation_(scheduler, builder, metrics_, options_.model_id, adapter_names(options_.adapters), options_.limits),
         created_(static_cast<int64_t>(std::time(nullptr))),
         n_ctx_(scheduler.engine().n_ctx()),
         n_vocab_(scheduler.engine().config().n_vocab) {
@@ -289,15 +295,20 @@ class HttpServer::Impl {
     // (OpenWebUI) lists {base}/models.
     for (const char* prefix : {"/v1", ""}) {
       get(std::string(prefix) + "/models", [this](const httplib::Request&, httplib::Response& res) {
-        res.set_content(models_json(options_.model_id, created_, n_ctx_, n_vocab_), "application/json");
+        res.set_content(models_json(options_.model_id, created_, n_ctx_, n_vocab_, options_.adapters),
+                        "application/json");
       });
       get(std::string(prefix) + "/models/(.+)", [this](const httplib::Request& req, httplib::Response& res) {
-        if (req.matches[1] != options_.model_id) {
-          respond_error(res, ApiError(404, fmt::format("The model '{}' does not exist", req.matches[1].str()),
-                                      "model", "invalid_request_error", "model_not_found"));
+        const std::string name = req.matches[1].str();
+        const auto& adapters = options_.adapters;
+        const auto it = std::find_if(adapters.begin(), adapters.end(), [&](const auto& a) { return a.name == name; });
+        if (name != options_.model_id && it == adapters.end()) {
+          respond_error(res, ApiError(404, fmt::format("The model '{}' does not exist", name), "model",
+                                      "invalid_request_error", "model_not_found"));
           return;
         }
-        res.set_content(model_json(options_.model_id, created_), "application/json");
+        res.set_content(model_json(options_.model_id, created_, it == adapters.end() ? nullptr : &*it),
+                        "application/json");
       });
     }
     get("/health", [this](const httplib::Request&, httplib::Response& res) {

@@ -15,10 +15,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "runtime/scheduler.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
+#include "server/openai_response.h"
 #include "server/request_builder.h"
 
 namespace frugal::server {
@@ -28,6 +30,7 @@ struct ServerOptions {
   int port = 8080;                          // 0: any free port (bind() says which)
   std::string api_key;                      // empty: no authentication
   std::string model_id;                     // the name clients use in "model"
+  std::vector<ServedAdapter> adapters;      // LoRA adapters by name, GenerationRequest::adapter 1, 2, ...
   size_t max_body_bytes = size_t{4} << 20;  // larger bodies get 413
   int timeout_seconds = 600;                // reading a request, writing a response
   int keep_alive_seconds = 5;               // an idle keep-alive connection is closed after this

@@ -89,6 +89,17 @@ void Metrics::count_request(const std::string& endpoint, const std::string& outc
   ++requests_[{endpoint, outcome}];
 }
 
+void Metrics::add_models(const std::vector<std::string>& names) {
+  std::lock_guard lock(mutex_);
+  for (const std::string& name : names) models_.emplace(name, 0);
+}
+
+void Metrics::count_model(const std::string& name) {
+  std::lock_guard lock(mutex_);
+  const auto it = models_.find(name);
+  if (it != models_.end()) ++it->second;
+}
+
 void Metrics::add_usage(const RequestUsage& usage) {
   std::lock_guard lock(mutex_);
   prompt_tokens_ += static_cast<uint64_t>(usage.prompt_tokens);
@@ -105,6 +116,12 @@ std::string Metrics::render(const SchedulerStats& s) const {
            "other (any other route, its refusals only: unauthorized, too_large)");
     for (const auto& [key, n] : requests_)
       out += fmt::format("frugal_requests_total{{endpoint=\"{}\",outcome=\"{}\"}} {}\n", key.first, key.second, n);
+    if (!models_.empty()) {
+      header(out, "frugal_model_requests_total", "counter",
+             "Generation requests accepted, by the model they named: the base or a --lora-module adapter");
+      for (const auto& [name, n] : models_)
+        out += fmt::format("frugal_model_requests_total{{model=\"{}\"}} {}\n", name, n);
+    }
     counter(out, "frugal_prompt_tokens_total", prompt_tokens_, "Prompt tokens of finished requests");
     counter(out, "frugal_prompt_tokens_cached_total", cached_prompt_tokens_,
             "Prompt tokens of finished requests taken from the prefix cache");

@@ -47,6 +47,10 @@ class Metrics {
   // request to another path is counted only when refused (unauthorized, too_large).
   void count_request(const std::string& endpoint, const std::string& outcome);
   void add_usage(const RequestUsage& usage);
+  // Requests by the model they ran with (serve's --lora-module adapters, or the base): listed
+  // at zero by add_models, only on a server with adapters; count_model counts an accepted one.
+  void add_models(const std::vector<std::string>& names);
+  void count_model(const std::string& name);
 
   Histogram time_to_first_token;  // seconds from the request's arrival to its first token
   Histogram inter_token_latency;  // seconds between consecutive tokens of a choice
@@ -57,6 +61,7 @@ class Metrics {
  private:
   mutable std::mutex mutex_;
   std::map<std::pair<std::string, std::string>, uint64_t> requests_;
+  std::map<std::string, uint64_t> models_;
   uint64_t prompt_tokens_ = 0;
   uint64_t cached_prompt_tokens_ = 0;
   uint64_t completion_tokens_ = 0;

@@ -154,15 +154,25 @@ std::string response_json(const ResponseFormat& f, const std::vector<ChoiceResul
   return json_text(out);
 }
 
-std::string models_json(const std::string& model_id, int64_t created, int64_t n_ctx, int64_t n_vocab) {
-  json m = json::parse(model_json(model_id, created));
-  m["max_model_len"] = n_ctx;  // vLLM's field: what clients read the context size from
-  m["meta"] = {{"n_ctx", n_ctx}, {"n_vocab", n_vocab}};
-  return json_text(json{{"object", "list"}, {"data", json::array({m})}});
+std::string models_json(const std::string& model_id, int64_t created, int64_t n_ctx, int64_t n_vocab,
+                        const std::vector<ServedAdapter>& adapters) {
+  json data = json::array();
+  for (size_t i = 0; i <= adapters.size(); ++i) {
+    json m = json::parse(model_json(model_id, created, i == 0 ? nullptr : &adapters[i - 1]));
+    m["max_model_len"] = n_ctx;  // vLLM's field: what clients read the context size from
+    m["meta"] = {{"n_ctx", n_ctx}, {"n_vocab", n_vocab}};
+    data.push_back(std::move(m));
+  }
+  return json_text(json{{"object", "list"}, {"data", std::move(data)}});
 }
 
-std::string model_json(const std::string& model_id, int64_t created) {
-  return json_text(json{{"id", model_id}, {"object", "model"}, {"created", created}, {"owned_by", "frugal"}});
+std::string model_json(const std::string& model_id, int64_t created, const ServedAdapter* adapter) {
+  json m{{"id", adapter ? adapter->name : model_id}, {"object", "model"}, {"created", created}, {"owned_by", "frugal"}};
+  if (adapter) {
+    m["root"] = adapter->path;
+    m["parent"] = model_id;
+  }
+  return json_text(m);
 }
 
 std::string tokenize_json(const std::vector<int32_t>& tokens) {

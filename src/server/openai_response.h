@@ -45,8 +45,17 @@ const char* openai_finish_reason(FinishReason reason);
 
 std::string error_json(const ApiError& error);
 std::string response_json(const ResponseFormat& f, const std::vector<ChoiceResult>& choices, const RequestUsage& usage);
-std::string models_json(const std::string& model_id, int64_t created, int64_t n_ctx, int64_t n_vocab);
-std::string model_json(const std::string& model_id, int64_t created);
+// A LoRA adapter served under its own model name (serve's --lora-module NAME=FOLDER).
+struct ServedAdapter {
+  std::string name;
+  std::string path;
+};
+// The list: the base first, then each adapter with vLLM's "parent" (the base's id) and "root"
+// (its folder).
+std::string models_json(const std::string& model_id, int64_t created, int64_t n_ctx, int64_t n_vocab,
+                        const std::vector<ServedAdapter>& adapters = {});
+// One model; with `adapter`, that adapter of the base `model_id`.
+std::string model_json(const std::string& model_id, int64_t created, const ServedAdapter* adapter = nullptr);
 std::string tokenize_json(const std::vector<int32_t>& tokens);      // {"tokens": [...]}
 // with_pieces: {"tokens": [{"id", "piece"}, ...]}, a piece that is not whole UTF-8 as its bytes.
 std::string tokenize_json(const std::vector<int32_t>& tokens, const std::vector<std::string>& pieces);

@@ -340,7 +340,7 @@ void LoraSet::zero_grad() {
   }
 }
 
-int64_t attach_lora(const Model& model, const LoraSet& adapters) {
+int64_t attach_lora(const Model& model, const LoraSet& adapters, int32_t index) {
   const auto* decoder = dynamic_cast<const DecoderModel*>(&model);
   if (decoder == nullptr) fail("LoRA adapters apply to Llama-family decoders; this model is '{}'", model.config().arch);
   // The model's Linears are reached through const accessors (inference never changes
@@ -363,6 +363,7 @@ int64_t attach_lora(const Model& model, const LoraSet& adapters) {
     ad.b = Tensor(storage->data() + m.a.size(), DType::kF32, {m.n_out, m.rank});
     ad.scaled_bt = Tensor(scaled_bt, DType::kF32, {m.rank, m.n_out});
     ad.scale = m.scale;
+    ad.index = index;
     ad.storage = storage;
     const_cast<Linear&>(lora_target_linear(weights, m.layer, m.target)).lora.push_back(std::move(ad));
     ++n;
@@ -392,7 +393,8 @@ std::vector<float> merged_weight(const Linear& layer, const std::vector<LoraAdap
   return out;
 }
 
-std::pair<std::string, double> parse_adapter_spec(const std::string& spec) {
+std::pair<std::string, double> parse_adapter_spec(const std::string& spec, const std::string& label) {
+  const std::string flag = label.empty() ? "--lora " + spec : label;
   // A path that is there is the folder, whatever its name: "ad:500" is not "ad" at scale 500.
   std::error_code ec;
   if (!spec.empty() && std::filesystem::exists(spec, ec)) return {spec, 1.0};
@@ -402,12 +404,12 @@ std::pair<std::string, double> parse_adapter_spec(const std::string& spec) {
     char* end = nullptr;
     const double scale = std::strtod(tail.c_str(), &end);
     if (end != nullptr && *end == '\0') {
-      if (!std::isfinite(scale)) fail("--lora {}: the scale must be a finite number", spec);
+      if (!std::isfinite(scale)) fail("{}: the scale must be a finite number", flag);
       return {spec.substr(0, colon), scale};
     }
-    fail("--lora {}: '{}' is not a number (DIR or DIR:SCALE), and no file or folder has that name", spec, tail);
+    fail("{}: '{}' is not a number (DIR or DIR:SCALE), and no file or folder has that name", flag, tail);
   }
-  if (spec.empty()) fail("--lora needs an adapter folder (DIR or DIR:SCALE)");
+  if (spec.empty()) fail("{} needs an adapter folder (DIR or DIR:SCALE)", label.empty() ? "--lora" : label);
   return {spec, 1.0};
 }
 

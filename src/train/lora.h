@@ -119,13 +119,14 @@ class LoraSet {
 
 // Applies an adapter to a loaded model for inference: every module becomes a LoraAdapter on
 // its Linear (y = Wx + s·B(Ax), unmerged), owning its matrices. Several calls stack adapters.
-// Returns the number of modules attached.
-int64_t attach_lora(const Model& model, const LoraSet& adapters);
+// Returns the number of modules attached. `index` 0 applies them to every row; k > 0 only to
+// the rows of requests that chose adapter k (LoraAdapter::index, the server's --lora-module).
+int64_t attach_lora(const Model& model, const LoraSet& adapters, int32_t index = 0);
 
 // An adapter on the command line: "DIR" or "DIR:SCALE" (the scale a number). A text that
 // names an existing file or folder is that path at scale 1 (a folder named "ad:500"). Throws
-// frugal::Error naming the text.
-std::pair<std::string, double> parse_adapter_spec(const std::string& spec);
+// frugal::Error naming the text, as the flag `label` gave it ("--lora SPEC" when empty).
+std::pair<std::string, double> parse_adapter_spec(const std::string& spec, const std::string& label = "");
 
 // W + sum of s·B·A for one linear layer of `model`, as f32 [n_out, n_in] (the merge of every
 // adapter attached to it, or of `adapters` when given).

@@ -27,9 +27,11 @@ std::vector<int32_t> iota(int32_t n, int32_t from = 0) {
 
 // Fills `seq` with `tokens` and registers its full blocks, as the scheduler does after a
 // forward; returns the entry of its last full block (the sequence's chain).
-int32_t fill(KvCache& kv, PrefixCache& pc, int32_t seq, const std::vector<int32_t>& tokens) {
+// `root`: the tree of a per-request LoRA adapter (PrefixCache::root).
+int32_t fill(KvCache& kv, PrefixCache& pc, int32_t seq, const std::vector<int32_t>& tokens,
+             int32_t root = PrefixCache::kRoot) {
   EXPECT_TRUE(kv.reserve(seq, static_cast<int64_t>(tokens.size())));
-  int32_t parent = PrefixCache::kRoot;
+  int32_t parent = root;
   for (size_t b = 0; (b + 1) * kBlock <= tokens.size(); ++b)
     parent = pc.insert(parent, tokens.data() + b * kBlock, seq, static_cast<int64_t>(b));
   return parent;
@@ -57,6 +59,29 @@ TEST(PrefixCache, MatchesWholeBlocksOfTheSamePrefixOnly) {
   // max_blocks and a prompt shorter than a block.
   EXPECT_EQ(pc.match(tokens.data(), 10, 1).blocks.size(), 1u);
   EXPECT_TRUE(pc.match(tokens.data(), 3, 100).blocks.empty());
+}
+
+TEST(PrefixCache, EachAdapterHasItsOwnTree) {
+  // Keys and values computed under one LoRA adapter are not another's (or the base's): the
+  // same tokens match only below the root they were entered under.
+  KvCache kv = small_cache(16);
+  PrefixCache pc(kv);
+  const auto tokens = iota(8);
+  fill(kv, pc, 0, tokens);
+  EXPECT_TRUE(pc.match(tokens.data(), 8, 100, PrefixCache::root(1)).blocks.empty());
+  fill(kv, pc, 1, tokens, PrefixCache::root(1));
+  EXPECT_EQ(pc.size(), 4);
+  const auto base = pc.match(tokens.data(), 8, 100, PrefixCache::root(0));
+  const auto adapted = pc.match(tokens.data(), 8, 100, PrefixCache::root(1));
+  EXPECT_EQ(base.blocks, kv.block_table(0));
+  EXPECT_EQ(adapted.blocks, kv.block_table(1));
+  EXPECT_TRUE(pc.match(tokens.data(), 8, 100, PrefixCache::root(2)).blocks.empty());
+  EXPECT_EQ(pc.match(tokens.data(), 3, 100, PrefixCache::root(2)).last_entry, PrefixCache::root(2));
+  // Both trees are evicted as any other entries, once no sequence holds them.
+  kv.remove(0);
+  kv.remove(1);
+  EXPECT_EQ(pc.evict(10), 4);
+  EXPECT_EQ(kv.free_blocks(), 16);
 }
 
 TEST(PrefixCache, KeepsBlocksAfterTheSequenceEndsAndSharesThem) {

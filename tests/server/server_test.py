@@ -539,10 +539,25 @@ def test_quantized_gguf_serves_what_generate_gives():
             expect(texts[0] == expected, f"{prompt!r} streamed differs")
 
 
+ADAPTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train", "reference", "wiki7m_lora")
+
+
+def second_adapter(folder):
+    """Another adapter for wiki-7m in `folder`: the reference one at four times its alpha."""
+    shutil.copytree(ADAPTER, folder)
+    with open(f"{folder}/adapter_config.json") as f:
+        config = json.load(f)
+    config["lora_alpha"] *= 4
+    config["alpha_pattern"] = {k: v * 4 for k, v in config["alpha_pattern"].items()}
+    with open(f"{folder}/adapter_config.json", "w") as f:
+        json.dump(config, f)
+    return folder
+
+
 def test_lora_adapter_serves_what_generate_gives():
     # --lora on serve goes through the same loader as generate: the adapter changes the text,
     # and a missing adapter stops the server before it listens.
-    adapter = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train", "reference", "wiki7m_lora")
+    adapter = ADAPTER
     prompt = PROMPTS[0]
     plain = generate(prompt, 16, "--ignore-eos")
     expected = generate(prompt, 16, "--ignore-eos", "--lora", adapter)
@@ -555,44 +570,155 @@ def test_lora_adapter_serves_what_generate_gives():
     expect(p.returncode == 1 and b"/nonexistent-adapter" in p.stderr, f"missing adapter: {p.returncode} {p.stderr!r}")
 
 
+def probe_alone_and_with_seven_others(s, probe, others_model=lambda i: None):
+    """The probe's choice alone, then while 7 other requests run (request i with the model
+    others_model(i) names, or none): (alone, batched)."""
+    alone = s.post("/v1/completions", probe)["choices"][0]
+    results, ended, errors = [None] * 7, [0.0] * 7, []
+    started = threading.Barrier(8)
+
+    def other(i):
+        try:
+            # Sampled, of different prompt lengths and long enough to outlast the probe.
+            body = {"prompt": " ".join(PROMPTS[i:] + PROMPTS[:i]) * (1 + i % 3), "max_tokens": 1200 + 50 * i,
+                    "temperature": 1.0, "seed": i, "ignore_eos": True, "stream": True}
+            if others_model(i) is not None:
+                body["model"] = others_model(i)
+            c = s.conn()
+            c.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            started.wait(30)
+            results[i] = read_events(r)
+            ended[i] = time.time()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            started.abort()
+
+    threads = [threading.Thread(target=other, args=(i,)) for i in range(7)]
+    for t in threads:
+        t.start()
+    started.wait(30)  # all 7 are submitted
+    s.wait_metrics(lambda m: m["frugal_running_sequences"] == 7, "the other seven run")
+    batched = s.post("/v1/completions", probe)["choices"][0]
+    probe_done = time.time()
+    for t in threads:
+        t.join(120)
+    expect(not errors, f"other requests failed: {errors}")
+    expect(min(ended) > probe_done, "the other requests did not outlast the probe")
+    for i, r in enumerate(results):
+        check_stream(r, "completions", model=others_model(i) or "wiki-7m")
+    return alone, batched
+
+
 def test_batch_invariance_alone_and_with_seven_others():
     with Server("--parallel", "8") as s:
         probe = dict(greedy(48), prompt=PROMPTS[0], logprobs=5, return_token_ids=True)
-        alone = s.post("/v1/completions", probe)["choices"][0]
-        results, ended, errors = [None] * 7, [0.0] * 7, []
-        started = threading.Barrier(8)
-
-        def other(i):
-            try:
-                # Sampled, of different prompt lengths and long enough to outlast the probe.
-                body = {"prompt": " ".join(PROMPTS[i:] + PROMPTS[:i]) * (1 + i % 3), "max_tokens": 1200 + 50 * i,
-                        "temperature": 1.0, "seed": i, "ignore_eos": True, "stream": True}
-                c = s.conn()
-                c.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
-                r = c.getresponse()
-                started.wait(30)
-                results[i] = read_events(r)
-                ended[i] = time.time()
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-                started.abort()
-
-        threads = [threading.Thread(target=other, args=(i,)) for i in range(7)]
-        for t in threads:
-            t.start()
-        started.wait(30)  # all 7 are submitted
-        s.wait_metrics(lambda m: m["frugal_running_sequences"] == 7, "the other seven run")
-        batched = s.post("/v1/completions", probe)["choices"][0]
-        probe_done = time.time()
-        for t in threads:
-            t.join(120)
-        expect(not errors, f"other requests failed: {errors}")
-        expect(min(ended) > probe_done, "the other requests did not outlast the probe")
-        for r in results:
-            check_stream(r, "completions")
+        alone, batched = probe_alone_and_with_seven_others(s, probe)
         expect(batched["token_ids"] == alone["token_ids"], "tokens differ alone and batched")
         expect(batched["text"] == alone["text"], "text differs")
         expect(batched["logprobs"] == alone["logprobs"], "log-probabilities differ alone and batched")
+
+
+def test_lora_modules_are_chosen_per_request():
+    # vLLM's --lora-modules: "model": NAME runs with that adapter, the base id (or none) without;
+    # each gives what generate gives with --lora FOLDER (or none), streamed or not, chat too.
+    prompt = PROMPTS[1]
+    with tempfile.TemporaryDirectory() as d:
+        other = second_adapter(f"{d}/b")
+        expected = {"wiki-7m": generate(prompt, 16, "--ignore-eos"),
+                    "a": generate(prompt, 16, "--ignore-eos", "--lora", ADAPTER),
+                    "b": generate(prompt, 16, "--ignore-eos", "--lora", other)}
+        expect(len(set(expected.values())) == 3, f"the adapters do not change the text: {expected}")
+        messages = [{"role": "user", "content": "Tell me about the river."}]
+        chat_a = generate(chatml(messages), 12, "--ignore-eos", "--lora", ADAPTER)
+        with Server("--lora-module", f"a={ADAPTER}", "--lora-module", f"b={other}:1", "--parallel", "4") as s:
+            listed = json.loads(s.request("GET", "/v1/models")[2])["data"]
+            expect([m["id"] for m in listed] == ["wiki-7m", "a", "b"], f"/v1/models: {listed}")
+            expect("parent" not in listed[0], f"the base has a parent: {listed[0]}")
+            for m, folder in zip(listed[1:], [ADAPTER, other]):
+                expect(m["parent"] == "wiki-7m" and m["root"] == folder and m["object"] == "model", f"entry {m}")
+            status, _, data = s.request("GET", "/v1/models/b")
+            expect(status == 200 and json.loads(data)["parent"] == "wiki-7m", f"/v1/models/b: {status} {data!r}")
+            expect(s.request("GET", "/v1/models/c")[0] == 404, "/v1/models/c exists")
+            for model, text in expected.items():
+                r = s.post("/v1/completions", dict(greedy(16), prompt=prompt, model=model))
+                expect(r["model"] == model, f"model {r['model']} for {model}")
+                expect(r["choices"][0]["text"] == text, f"{model}: {r['choices'][0]['text']!r} != {text!r}")
+                events = s.stream("/v1/completions", dict(greedy(16), prompt=prompt, model=model, stream=True))
+                texts = check_stream(events, "completions", model=model)[0]
+                expect(texts[0] == text, f"{model} streamed: {texts[0]!r} != {text!r}")
+            r = s.post("/v1/completions", dict(greedy(16), prompt=prompt))
+            expect(r["model"] == "wiki-7m" and r["choices"][0]["text"] == expected["wiki-7m"], "no model: not the base")
+            r = s.post("/v1/chat/completions", dict(greedy(12), messages=messages, model="a"))
+            expect(r["model"] == "a" and r["choices"][0]["message"]["content"] == chat_a, f"chat with a: {r}")
+            status, _, data = s.request("POST", "/v1/completions", dict(greedy(4), prompt=prompt, model="c"))
+            expect(status == 404 and check_error(data)["code"] == "model_not_found", f"model c: {status} {data!r}")
+            expect("'a'" in json.loads(data)["error"]["message"], "the 404 does not list the adapters")
+            m = s.metrics()
+            counts = {k: m[f'frugal_model_requests_total{{model="{k}"}}'] for k in ["wiki-7m", "a", "b"]}
+            expect(counts == {"wiki-7m": 3, "a": 3, "b": 2}, f"requests by model: {counts}")
+
+
+def test_lora_module_requests_are_batch_invariant():
+    # A greedy request with adapter a gives the same tokens and log-probabilities alone and
+    # among 7 others of the base and of adapter b.
+    with tempfile.TemporaryDirectory() as d:
+        other = second_adapter(f"{d}/b")
+        with Server("--parallel", "8", "--lora-module", f"a={ADAPTER}", "--lora-module", f"b={other}") as s:
+            probe = dict(greedy(48), prompt=PROMPTS[0], logprobs=5, return_token_ids=True, model="a")
+            alone, batched = probe_alone_and_with_seven_others(s, probe, lambda i: "b" if i % 2 else None)
+            expect(batched["token_ids"] == alone["token_ids"], "tokens differ alone and batched")
+            expect(batched["logprobs"] == alone["logprobs"], "log-probabilities differ alone and batched")
+            plain = s.post("/v1/completions", dict(probe, model="wiki-7m"))["choices"][0]
+            expect(plain["token_ids"] != alone["token_ids"], "adapter a gives the base's tokens")
+
+
+def test_prefix_cache_keys_on_the_lora_module():
+    # Keys and values computed under one adapter are not another's: the same long prompt to the
+    # base, then to adapter a, reuses nothing the first time; a second request to a reuses a's.
+    prompt = " ".join(PROMPTS) * 6
+    got = {}
+    with tempfile.TemporaryDirectory() as d:
+        adapter = second_adapter(f"{d}/a")  # the reference one gives the base's text on this prompt
+        for flag in [[], ["--no-prefix-cache"]]:
+            with Server("--lora-module", f"a={adapter}", *flag) as s:
+                runs = []
+                for model in ["wiki-7m", "a", "a", "wiki-7m"]:
+                    r = s.post("/v1/completions", dict(greedy(16), prompt=prompt, model=model))
+                    runs.append((r["choices"][0]["text"], r["usage"]["prompt_tokens_details"]["cached_tokens"]))
+                got[bool(flag)] = [text for text, _ in runs]
+                cached = [c for _, c in runs]
+                if flag:
+                    expect(cached == [0, 0, 0, 0], f"cache off: {cached}")
+                else:
+                    expect(cached[0] == 0 and cached[1] == 0, f"adapter a reused the base's blocks: {cached}")
+                    expect(cached[2] > 0 and cached[3] > 0, f"no reuse within a model: {cached}")
+        expect(got[False] == got[True], f"the prefix cache changed the text: {got}")
+        expect(got[False][0] != got[False][1], "adapter a gives the base's text")
+        expect(got[False][1] == generate(prompt, 16, "--ignore-eos", "--lora", adapter), "a differs from generate")
+
+
+def test_bad_lora_modules_are_refused_at_startup():
+    with tempfile.TemporaryDirectory() as d:
+        os.mkdir(f"{d}/empty")
+        bad = [(["--lora-module", "a=/nonexistent-adapter"], "--lora-module a: "),
+               (["--lora-module", f"a={d}/empty"], "--lora-module a: "),
+               (["--lora-module", f"a={ADAPTER}", "--lora-module", f"a={ADAPTER}"], "given twice"),
+               (["--lora-module", ADAPTER], "NAME=FOLDER"),
+               (["--lora-module", f"={ADAPTER}"], "not a valid model id"),
+               (["--lora-module", f"a b={ADAPTER}"], "not a valid model id"),
+               (["--lora-module", f"wiki-7m={ADAPTER}"], "the base model's id"),
+               (["--alias", "base", "--lora-module", f"base={ADAPTER}"], "the base model's id"),
+               (["--lora-module", f"a={ADAPTER}:x"], f"--lora-module a={ADAPTER}:x: 'x' is not a number"),
+               (["--lora-module", "a="], "--lora-module a= needs an adapter folder")]
+        for args, what in bad:
+            p = subprocess.run([FRUGAL, "serve", "-m", WIKI, "--port", "0", "-t", "1"] + args, capture_output=True,
+                               timeout=60, stdin=subprocess.DEVNULL)
+            err = p.stderr.decode()
+            expect(p.returncode != 0, f"{args}: the server started")
+            expect(what in err and err.startswith("frugal: error:"), f"{args}: {err!r}")
+        p = subprocess.run([FRUGAL, "serve", "--help"], capture_output=True, timeout=60)
+        expect("--lora-module" in p.stdout.decode(), "serve --help lacks --lora-module")
 
 
 def test_load_64_clients_4_requests_each():

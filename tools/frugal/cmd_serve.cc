@@ -1,5 +1,6 @@
 // frugal serve: an OpenAI-compatible HTTP server over one model. Flags follow llama.cpp's
-// llama-server where it has one (--parallel, --api-key, --timeout, --alias, -b).
+// llama-server where it has one (--parallel, --api-key, --timeout, --alias, -b), vLLM's for
+// adapters chosen per request (--lora-module NAME=FOLDER, its --lora-modules).
 //
 // Threads: the main thread loads the model, starts the engine thread (the Scheduler, the
 // only code that touches the Engine) and the HTTP listener, then waits for SIGTERM/SIGINT.
@@ -30,6 +31,7 @@
 #include "server/request_builder.h"
 #include "tools/frugal/commands.h"
 #include "tools/frugal/common_options.h"
+#include "tools/frugal/lora_modules.h"
 
 namespace frugal::cli {
 namespace {
@@ -49,6 +51,7 @@ struct ServeFlags {
   bool no_prefix_cache = false;
   ChatTemplateFlags chat_template;
   std::string alias;
+  std::vector<std::string> lora_modules;  // NAME=FOLDER[:SCALE] each
   int timeout = 600;
   int keep_alive = 5;
   int64_t max_body = int64_t{4} << 20;
@@ -85,6 +88,14 @@ CLI::App* setup(CLI::App& app) {
   add_chat_template_flags(*sub, f.chat_template);
   sub->add_option("--alias", f.alias, "Model name clients use in \"model\" (default: the model's file or folder name without .gguf, .bin or "
                   ".safetensors)");
+  sub->add_option("--lora-module", f.lora_modules,
+                  "LoRA adapter (a PEFT folder) that requests choose with \"model\": NAME; requests naming the base "
+                  "(or none) run without it. Repeatable: one batch mixes requests of every adapter and of the base. "
+                  "Loaded at startup only; the scale is the adapter's, not a request's")
+      ->type_name("NAME=FOLDER[:SCALE]")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   sub->add_option("--timeout", f.timeout,
                   "Seconds a read of a request or a write of a response may wait for the client before giving up "
                   "(each wait, not the whole request: put a proxy in front for untrusted clients)")
@@ -134,6 +145,13 @@ std::optional<ChatTemplate> choose_template(const ServeFlags& f, std::optional<C
   ChatTemplate t = ChatTemplate::detect(engine.chat_template(), f.model.model);
   note = std::string(t.name());
   return t;
+}
+
+// ", LoRA adapters by request: a (FOLDER), b (FOLDER)", or nothing.
+std::string adapters_note(const std::vector<NamedAdapter>& adapters) {
+  std::string note;
+  for (const NamedAdapter& a : adapters) note += fmt::format("{}{} ({})", note.empty() ? "" : ", ", a.name, a.folder);
+  return note.empty() ? note : ", LoRA adapters by request: " + note;
 }
 
 // Waits for SIGTERM or SIGINT (blocked in every thread, so they arrive here) for up to
@@ -221,6 +239,9 @@ int run() {
   eo.max_batch_rows = f.batch_size;
   set_log_level(f.model.verbose ? LogLevel::kDebug : LogLevel::kWarn);
   std::optional<ChatTemplate> chosen = chosen_chat_template(f.chat_template);
+  const std::string model_id = f.alias.empty() ? model_name(f.model.model) : f.alias;
+  // Read before the model loads, so a bad one fails at once.
+  const std::vector<NamedAdapter> adapters = read_lora_modules(f.lora_modules, model_id);
 
   // Signals go to the main thread only: block them before any other thread exists.
   sigset_t signals;
@@ -237,6 +258,7 @@ int run() {
   {
     const SignalsEndTheLoad watch(signals);
     engine = load_engine(f.model, eo);
+    attach_lora_modules(engine->model(), adapters);
     // Commit the KV cache now: a server takes its memory at startup, not under load. Under a
     // container's memory limit too much of it is a kill without a word: checked first.
     check_memory_limit(engine->cache().bytes(),
@@ -251,6 +273,7 @@ int run() {
   so.max_sequences = f.parallel;
   so.max_queued = f.queue;
   so.prefix_cache = !f.no_prefix_cache;
+  so.adapters = static_cast<int32_t>(adapters.size());
   Scheduler scheduler(*engine, so);
   server::RequestBuilder builder(engine->has_tokenizer() ? &engine->tokenizer() : nullptr, chat_template,
                                  engine->n_ctx(), engine->config().n_vocab);
@@ -259,7 +282,8 @@ int run() {
   opts.host = f.host;
   opts.port = f.port;
   opts.api_key = f.api_key;
-  opts.model_id = f.alias.empty() ? model_name(f.model.model) : f.alias;
+  opts.model_id = model_id;
+  for (const NamedAdapter& a : adapters) opts.adapters.push_back({a.name, a.folder});
   opts.max_body_bytes = static_cast<size_t>(f.max_body);
   opts.timeout_seconds = f.timeout;
   opts.keep_alive_seconds = f.keep_alive;
@@ -275,12 +299,12 @@ int run() {
   log_line(LogLevel::kInfo,
            fmt::format("frugal serve: listening on http://{}:{} serving '{}' ({}); context {}, {} parallel, queue {}, "
                        "KV {} blocks x {} positions ({}, {:.1f} MB), prefix cache {}, batch {} rows, chat template "
-                       "{}, {} threads{}, API key {}; loaded in {:.1f} s; chat page: http://{}:{}/",
+                       "{}, {} threads{}, API key {}{}; loaded in {:.1f} s; chat page: http://{}:{}/",
                        f.host, port, opts.model_id, f.model.model, engine->n_ctx(), f.parallel, f.queue, kv.n_blocks(),
                        kv.block_size(), dtype_name(kv.dtype()), static_cast<double>(kv.bytes()) / 1e6,
                        so.prefix_cache ? "on" : "off", f.batch_size, template_note, engine->pool().size(),
                        f.model.w8a8 ? ", W8A8 (int8 activations per token)" : "", f.api_key.empty() ? "off" : "on",
-                       load_s, f.host, port));
+                       adapters_note(adapters), load_s, f.host, port));
   std::fflush(stderr);
 
   while (wait_for_signal(signals, std::chrono::milliseconds(1000)) == 0) {

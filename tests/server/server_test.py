@@ -649,6 +649,9 @@ def test_lora_modules_are_chosen_per_request():
                 expect(texts[0] == text, f"{model} streamed: {texts[0]!r} != {text!r}")
             r = s.post("/v1/completions", dict(greedy(16), prompt=prompt))
             expect(r["model"] == "wiki-7m" and r["choices"][0]["text"] == expected["wiki-7m"], "no model: not the base")
+            # n > 1: the choices forked from the first keep its adapter.
+            r = s.post("/v1/completions", dict(greedy(16), prompt=prompt, model="b", n=3))
+            expect([c["text"] for c in r["choices"]] == [expected["b"]] * 3, f"n=3 with b: {r['choices']}")
             r = s.post("/v1/chat/completions", dict(greedy(12), messages=messages, model="a"))
             expect(r["model"] == "a" and r["choices"][0]["message"]["content"] == chat_a, f"chat with a: {r}")
             status, _, data = s.request("POST", "/v1/completions", dict(greedy(4), prompt=prompt, model="c"))
@@ -656,7 +659,7 @@ def test_lora_modules_are_chosen_per_request():
             expect("'a'" in json.loads(data)["error"]["message"], "the 404 does not list the adapters")
             m = s.metrics()
             counts = {k: m[f'frugal_model_requests_total{{model="{k}"}}'] for k in ["wiki-7m", "a", "b"]}
-            expect(counts == {"wiki-7m": 3, "a": 3, "b": 2}, f"requests by model: {counts}")
+            expect(counts == {"wiki-7m": 3, "a": 3, "b": 3}, f"requests by model: {counts}")
 
 
 def test_lora_module_requests_are_batch_invariant():

@@ -1,7 +1,8 @@
 // The continuous-batching scheduler on wiki-7m, in process: the same tokens as the
 // single-sequence Generator, alone or batched (bit-identical log-probabilities), through
-// chunked prefill, preemption, the prefix cache and forked choices; cancellation frees blocks;
-// the queue bound and shutdown refuse requests.
+// chunked prefill, preemption (also of requests with per-request LoRA adapters), the prefix
+// cache and forked choices; cancellation frees blocks; the queue bound and shutdown refuse
+// requests.
 #include "runtime/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -11,7 +12,10 @@
 #include <thread>
 
 #include "core/check.h"
+#include "io/peft.h"
+#include "model/decoder.h"
 #include "runtime/engine.h"
+#include "train/lora.h"
 #include "support/test_support.h"
 
 namespace frugal {
@@ -35,7 +39,15 @@ std::unique_ptr<Engine> wiki(const EngineOptions& o) {
 
 // A scheduler with its engine thread.
 struct Harness {
-  explicit Harness(const EngineOptions& eo = wiki_options(), SchedulerOptions so = {}) : engine(wiki(eo)) {
+  // adapters: PEFT folders attached as per-request adapters 1, 2, ... (serve's --lora-module).
+  explicit Harness(const EngineOptions& eo = wiki_options(), SchedulerOptions so = {},
+                   const std::vector<std::string>& adapters = {})
+      : engine(wiki(eo)) {
+    const auto& decoder = dynamic_cast<const DecoderModel&>(engine->model());
+    for (size_t i = 0; i < adapters.size(); ++i)
+      attach_lora(engine->model(), LoraSet::from_peft(decoder, read_peft_adapter(adapters[i]), adapters[i]),
+                  static_cast<int32_t>(i) + 1);
+    so.adapters = static_cast<int32_t>(adapters.size());
     scheduler = std::make_unique<Scheduler>(*engine, so);
     thread = std::thread([this] { scheduler->run(); });
   }
@@ -264,6 +276,34 @@ TEST(Scheduler, PreemptionUnderATinyCacheKeepsTheOutputs) {
   }
   EXPECT_GT(h.scheduler->stats().preemptions, 0);
   h.wait_stats([](const SchedulerStats& s) { return s.kv_blocks_used == 0 && s.running_sequences == 0; });
+}
+
+TEST(Scheduler, PreemptionWithPerRequestAdaptersKeepsEachRequestsOutput) {
+  // Requests of adapter 1 and of the base, alternating, through preemptions: each gives what it
+  // gives alone, and a preempted adapter request is fed again under its own adapter.
+  SchedulerOptions so;
+  so.max_sequences = 4;
+  Harness h(wiki_options(256, 256), so, {test::source_dir() + "/tests/train/reference/wiki7m_lora"});
+  const auto adapted = [&](size_t i) {
+    GenerationRequest r = request(h.encode(kPrompts[i]), 100);
+    r.adapter = static_cast<int32_t>(i % 2 == 0);
+    return r;
+  };
+  std::vector<std::vector<int32_t>> expected;
+  for (size_t i = 0; i < kPrompts.size(); ++i) expected.push_back(collect(*h.submit(adapted(i))).choices[0].tokens);
+  const auto base = collect(*h.submit(request(h.encode(kPrompts[0]), 100))).choices[0].tokens;
+  EXPECT_NE(base, expected[0]) << "the adapter changed nothing";
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (size_t i = 0; i < kPrompts.size(); ++i) streams.push_back(h.submit(adapted(i)));
+  for (size_t i = 0; i < streams.size(); ++i) {
+    const Result r = collect(*streams[i]);
+    ASSERT_FALSE(r.failed);
+    EXPECT_EQ(r.choices[0].tokens, expected[i]) << kPrompts[i];
+  }
+  EXPECT_GT(h.scheduler->stats().preemptions, 0);
+  GenerationRequest unknown = request(h.encode(kPrompts[0]), 4);
+  unknown.adapter = 2;
+  EXPECT_THROW(h.scheduler->submit(std::move(unknown)), Error);
 }
 
 TEST(Scheduler, ThePrefixCacheReusesASharedPromptWithTheSameResult) {

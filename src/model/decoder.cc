@@ -132,6 +132,26 @@ int64_t DecoderModel::parameter_count() const {
   return n;
 }
 
+void DecoderModel::forward(OpContext& ctx, const Batch& batch, KvCache& cache, float* logits) const {
+  const int64_t n = batch.size();
+  DecoderScratch s = make_decoder_scratch(ctx, config_, n);
+  embedding_lookup(ctx, weights_.token_embd, batch.tokens.data(), n, s.x);
+  const RopeTables rope = rope_tables(ctx, batch);
+  for (int64_t l = 0; l < config_.n_layer; ++l) forward_layer(ctx, l, batch, cache, rope, s);
+  output_block(ctx, config_, weights_, batch, s.x, logits);
+}
+
+void DecoderModel::forward_layer(OpContext& ctx, int64_t layer, const Batch& batch, KvCache& cache,
+                                 const RopeTables& rope, DecoderScratch& s) const {
+  attention_block(ctx, config_, weights_.layers[layer], layer, batch, cache, rope, s);  // biases live in the Linears
+  swiglu_block(ctx, config_, weights_.layers[layer], batch.size(), s);
+}
+
+RopeTables DecoderModel::rope_tables(OpContext& ctx, const Batch& batch) const {
+  return make_rope_tables(ctx, inv_freq_.data(), config_.rope.n_rot, config_.rope.position_scale,
+                          batch.positions.data(), batch.size());
+}
+
 DecoderScratch make_decoder_scratch(OpContext& ctx, const ModelConfig& c, int64_t n) {
   Arena& a = ctx.arena;
   return {a.allocate<float>(n * c.n_embd), a.allocate<float>(n * c.n_embd), a.allocate<float>(n * c.q_dim()),

@@ -35,22 +35,6 @@ struct DecoderWeights {
 // Loads the standard tensor names (model.layers.N.self_attn.q_proj.weight / blk.N.attn_q.weight).
 DecoderWeights load_decoder_weights(ModelSource& source, const ModelConfig& config);
 
-// The parts of a Model every Llama-family decoder shares; the subclass writes forward().
-class DecoderModel : public Model {
- public:
-  std::vector<const Linear*> linears() const override;
-  const Linear& output_head() const override { return weights_.output; }
-  size_t weight_bytes_per_token() const override;
-  int64_t parameter_count() const override;
-  const DecoderWeights& weights() const { return weights_; }
-
- protected:
-  void init(ModelSource& source, const ModelConfig& config);
-  std::vector<Linear*> mutable_linears() override;
-  DecoderWeights weights_;
-  std::vector<float> inv_freq_;  // [n_rot/2] rotation frequencies, scaling applied
-};
-
 // Per-forward scratch of a decoder, carved from the arena.
 struct DecoderScratch {
   float* x;       // [n_rows, n_embd] the residual stream
@@ -64,6 +48,34 @@ struct DecoderScratch {
   float* up;      // [n_rows, n_ff]
 };
 DecoderScratch make_decoder_scratch(OpContext& ctx, const ModelConfig& c, int64_t n_rows);
+
+// The parts of a Model every Llama-family decoder shares, the forward included; a subclass reads
+// its architecture's config.
+class DecoderModel : public Model {
+ public:
+  std::vector<const Linear*> linears() const override;
+  const Linear& output_head() const override { return weights_.output; }
+  size_t weight_bytes_per_token() const override;
+  int64_t parameter_count() const override;
+  const DecoderWeights& weights() const { return weights_; }
+
+  // The embedding, every layer in order (forward_layer), then the output head.
+  void forward(OpContext& ctx, const Batch& batch, KvCache& cache, float* logits) const override;
+  // Layer l of the forward: s.x through the layer, its keys and values into cache. Calibration
+  // for quantization runs one layer over many batches before the next (quant/layerwise_pass.h),
+  // so that only that layer's weights need f32 copies: it computes through here as forward does.
+  // An architecture whose layers differ overrides this.
+  virtual void forward_layer(OpContext& ctx, int64_t layer, const Batch& batch, KvCache& cache,
+                             const RopeTables& rope, DecoderScratch& s) const;
+  // The rotation tables of the batch's positions, which every layer reads.
+  RopeTables rope_tables(OpContext& ctx, const Batch& batch) const;
+
+ protected:
+  void init(ModelSource& source, const ModelConfig& config);
+  std::vector<Linear*> mutable_linears() override;
+  DecoderWeights weights_;
+  std::vector<float> inv_freq_;  // [n_rot/2] rotation frequencies, scaling applied
+};
 
 // x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)); stores k, v in the cache.
 void attention_block(OpContext& ctx, const ModelConfig& c, const DecoderLayer& w, int64_t layer, const Batch& batch,

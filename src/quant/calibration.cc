@@ -15,6 +15,9 @@ namespace {
 
 constexpr int64_t kRowsPerForward = 512;
 
+// Windows are sequences 0, 1, ... of their batch, each n_ctx rows long.
+int32_t window_count(const Batch& batch) { return batch.empty() ? 0 : batch.seq_ids.back() + 1; }
+
 }  // namespace
 
 void check_calibration_sizes(const CalibrationOptions& o) {
@@ -54,37 +57,56 @@ EngineOptions calibration_engine_options(int64_t n_ctx, EngineOptions base) {
   return base;
 }
 
-void run_calibration(Engine& engine, const std::vector<std::vector<int32_t>>& windows, LinearObserver* observer,
-                     const std::function<void(int64_t, const float*)>& on_logits,
-                     const std::function<void(int64_t)>& on_window) {
-  if (windows.empty()) return;
-  const Model& model = engine.model();
-  const int64_t n_vocab = model.config().n_vocab;
-  KvCache& cache = engine.cache();
+std::vector<Batch> calibration_batches(const Engine& engine, const std::vector<std::vector<int32_t>>& windows,
+                                       bool with_logits) {
+  std::vector<Batch> batches;
+  if (windows.empty()) return batches;
   const int64_t n_ctx = static_cast<int64_t>(windows[0].size());
   FRUGAL_CHECK(n_ctx <= engine.n_ctx() && n_ctx <= engine.max_batch_rows(),
                "calibration windows of {} tokens need an engine loaded for them", n_ctx);
   const int64_t per_forward = std::max<int64_t>(1, engine.max_batch_rows() / n_ctx);
-  Arena arena;
-  std::vector<float> logits;
-  Batch batch;
   for (size_t w0 = 0; w0 < windows.size(); w0 += static_cast<size_t>(per_forward)) {
     const size_t w1 = std::min(windows.size(), w0 + static_cast<size_t>(per_forward));
-    batch.clear();
+    Batch& batch = batches.emplace_back();
     for (size_t w = w0; w < w1; ++w) {
-      const auto seq = static_cast<int32_t>(w - w0);
       FRUGAL_CHECK(static_cast<int64_t>(windows[w].size()) == n_ctx);
-      for (int64_t i = 0; i < n_ctx; ++i) batch.add(windows[w][i], static_cast<int32_t>(i), seq, static_cast<bool>(on_logits));
-      if (!cache.reserve(seq, n_ctx)) fail("calibration: the KV cache has no room for a window of {} tokens", n_ctx);
+      for (int64_t i = 0; i < n_ctx; ++i)
+        batch.add(windows[w][i], static_cast<int32_t>(i), static_cast<int32_t>(w - w0), with_logits);
     }
+  }
+  return batches;
+}
+
+void reserve_windows(KvCache& cache, const Batch& batch) {
+  const int64_t n_ctx = batch.size() / std::max(window_count(batch), 1);
+  for (int32_t seq = 0; seq < window_count(batch); ++seq)
+    if (!cache.reserve(seq, n_ctx)) fail("calibration: the KV cache has no room for a window of {} tokens", n_ctx);
+}
+
+void release_windows(KvCache& cache, const Batch& batch) {
+  for (int32_t seq = 0; seq < window_count(batch); ++seq) cache.remove(seq);
+}
+
+void run_calibration(Engine& engine, const std::vector<std::vector<int32_t>>& windows, LinearObserver* observer,
+                     const std::function<void(int64_t, const float*)>& on_logits,
+                     const std::function<void(int64_t)>& on_window) {
+  const Model& model = engine.model();
+  const int64_t n_vocab = model.config().n_vocab;
+  KvCache& cache = engine.cache();
+  Arena arena;
+  std::vector<float> logits;
+  int64_t w = 0;
+  for (const Batch& batch : calibration_batches(engine, windows, static_cast<bool>(on_logits))) {
+    reserve_windows(cache, batch);
     if (on_logits) logits.resize(static_cast<size_t>(batch.size() * n_vocab));
     arena.reset();
     OpContext ctx{engine.pool(), arena, kernels::active(), observer};
     model.forward(ctx, batch, cache, on_logits ? logits.data() : nullptr);
-    for (size_t w = w0; w < w1; ++w) {
-      cache.remove(static_cast<int32_t>(w - w0));
-      if (on_logits) on_logits(static_cast<int64_t>(w), logits.data() + (w - w0) * n_ctx * n_vocab);
-      if (on_window) on_window(static_cast<int64_t>(w));
+    release_windows(cache, batch);
+    const int64_t n_ctx = batch.size() / window_count(batch);
+    for (int32_t i = 0; i < window_count(batch); ++i, ++w) {
+      if (on_logits) on_logits(w, logits.data() + i * n_ctx * n_vocab);
+      if (on_window) on_window(w);
     }
   }
 }

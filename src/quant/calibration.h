@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ops/linear.h"
+#include "runtime/batch.h"
 #include "runtime/engine.h"
 
 namespace frugal {
@@ -32,6 +33,15 @@ void check_calibration_sizes(const CalibrationOptions& options);
 
 // Engine options for running windows of n_ctx tokens (several per forward), based on `base`.
 EngineOptions calibration_engine_options(int64_t n_ctx, EngineOptions base = {});
+
+// The batches run_calibration runs: consecutive windows, as many as fit in the engine's
+// batch, window i of a batch as sequence i (positions from 0), logits wanted on every row when
+// with_logits. Each batch's windows need KV room for n_ctx positions (reserve_windows).
+std::vector<Batch> calibration_batches(const Engine& engine, const std::vector<std::vector<int32_t>>& windows,
+                                       bool with_logits);
+// KV room for each of batch's windows, which a forward over it fills; release_windows frees it.
+void reserve_windows(KvCache& cache, const Batch& batch);
+void release_windows(KvCache& cache, const Batch& batch);
 
 // Runs every window through engine's model with `observer` installed (may be null). With
 // on_logits, every row's logits are computed and handed over per window ([n_ctx, n_vocab]);

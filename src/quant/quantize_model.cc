@@ -19,6 +19,7 @@
 #include "quant/formats/frugal_blocks.h"
 #include "quant/formats/quantize_rows.h"
 #include "quant/gguf_model_writer.h"
+#include "quant/layerwise_pass.h"
 #include "quant/methods/awq.h"
 #include "quant/methods/block_codec.h"
 #include "quant/methods/gptq.h"
@@ -186,6 +187,32 @@ struct Runner {
     return c;
   }
 
+  // A pass over the original model a layer at a time (LayerwisePass): each layer's matrices are
+  // made f32 for its run with stats_for(layer) observing, then after(layer) runs; the matrices
+  // it leaves unquantized go back to the source's rows, so the pass holds one layer in f32.
+  void layerwise(const std::string& what, const std::function<StatsCollector&(int64_t)>& stats_for,
+                 const std::function<void(int64_t)>& after) {
+    const int64_t n_layer = model.config().n_layer;
+    const int64_t pass_tokens = windows.empty() ? 0 : static_cast<int64_t>(windows.size() * windows[0].size());
+    LayerwisePass pass(model, windows);
+    while (pass.layers_done() < n_layer) {
+      const int64_t l = pass.layers_done();
+      pass.run_next_layer(&stats_for(l));
+      after(l);
+      for (WorkingTensor& t : model.tensors())
+        if (t.layer == l && is_matrix(t.role) && t.type == DType::kF32 && method_of.count(t.name) == 0)
+          model.unload_values(t);
+      advance(pass_tokens * (l + 1) / n_layer - pass_tokens * l / n_layer, fmt::format("{}: layer {}", what, l));
+    }
+  }
+
+  // The original model's input statistics of every layer (no Hessians): an importance matrix.
+  std::unique_ptr<StatsCollector> collect_importance() {
+    auto c = std::make_unique<StatsCollector>(model, false);
+    layerwise("importance matrix", [&](int64_t) -> StatsCollector& { return *c; }, [](int64_t) {});
+    return c;
+  }
+
   void build_imatrix(StatsCollector& c) {
     for (WorkingTensor& t : model.tensors()) {
       if (!is_matrix(t.role) || t.linear == nullptr) continue;
@@ -218,6 +245,11 @@ struct Runner {
         for (WorkingTensor* t : members) quantize_rtn(*t);
         continue;
       }
+      // Layer l's own products shape the inputs of its later groups (o, gate/up, down): they run
+      // with its f32 values, as they did when every value was made first. From the source's rows
+      // they would agree only where a kernel widens the source type exactly (AVX-512's bf16
+      // product rounds the activations to bf16).
+      for (WorkingTensor* t : members) model.load_values(*t);
       LayerFilter f{l < n_layer ? l : -1};
       auto filter = [](InputGroup g, int64_t layer, const void* ctx) {
         const int64_t want = static_cast<const LayerFilter*>(ctx)->layer;
@@ -266,84 +298,96 @@ struct Runner {
     for (int64_t j = 0; j < t.cols; ++j) t.f32()[j] /= s[j];
   }
 
+  // AWQ a layer at a time: layer l's statistics come from its run in a pass over the original
+  // model, so that the scales searched for every layer are those of a single pass over it (as
+  // the reference's), with one layer's Hessians and f32 values held at a time.
   void run_awq() {
-    auto stats = collect(true, nullptr, nullptr, false, "awq: inputs");
-    const int64_t n_layer = model.config().n_layer;
-    for (int64_t l = 0; l < n_layer; ++l) {
-      const std::string p = "blk." + std::to_string(l) + ".";
-      struct Fold {
-        InputGroup group;
-        std::vector<float> scales;
-      };
-      std::vector<Fold> folds;
-      for (InputGroup g : {InputGroup::kAttnIn, InputGroup::kAttnOut, InputGroup::kFfnIn, InputGroup::kFfnMid}) {
-        InputStats* s = stats->find(g, l);
-        std::vector<WorkingTensor*> members = model.group_members(g, l);
-        if (s == nullptr || members.empty()) continue;
-        std::vector<float> a = s->mean_abs();
-        if (g == InputGroup::kAttnOut) {  // channels fed by one value row share its scale
-          std::vector<double> sum(static_cast<size_t>(model.config().kv_dim()), 0.0);
-          std::vector<int> count(sum.size(), 0);
-          for (int64_t j = 0; j < s->n_in; ++j) {
-            sum[kv_row(j)] += a[j];
-            ++count[kv_row(j)];
-          }
-          for (int64_t j = 0; j < s->n_in; ++j) a[j] = static_cast<float>(sum[kv_row(j)] / count[kv_row(j)]);
-        }
-        std::vector<AwqMatrix> group;
-        for (WorkingTensor* t : members) group.push_back({t->f32(), t->rows, types.at(t->name)});
-        const AwqResult r = awq_search(group, s->n_in, a, s->hessian.data(), o.awq_importance, pool());
-        log_debug("{}{}: AWQ ratio {:.2f}, output error {:.4g} -> {:.4g}", p, static_cast<int>(g), r.ratio, r.loss_rtn, r.loss);
-        folds.push_back({g, r.scales});
-        advance(0, fmt::format("awq: layer {}", l));
-      }
-      // Apply all of the layer's scales (each was searched on the layer's original weights, as
-      // the reference does), keeping the model's function unchanged.
-      for (const Fold& f : folds) {
-        InputStats* s = stats->find(f.group, l);
-        for (WorkingTensor* t : model.group_members(f.group, l)) scale_columns(*t, f.scales);
-        switch (f.group) {
-          case InputGroup::kAttnIn: divide_vector(*model.find(p + "attn_norm.weight"), f.scales); break;
-          case InputGroup::kFfnIn: divide_vector(*model.find(p + "ffn_norm.weight"), f.scales); break;
-          case InputGroup::kAttnOut: {
-            std::vector<float> t(static_cast<size_t>(model.config().kv_dim()));
-            for (int64_t j = 0; j < s->n_in; ++j) t[kv_row(j)] = f.scales[j];
-            divide_rows(*model.find(p + "attn_v.weight"), t);
-            if (WorkingTensor* b = model.find(p + "attn_v.bias")) divide_vector(*b, t);
-            break;
-          }
-          case InputGroup::kFfnMid: divide_rows(*model.find(p + "ffn_up.weight"), f.scales); break;
-          default: break;
-        }
-        // The input of the scaled layers is divided by the scales: so is its second moment.
-        for (int64_t i = 0; i < s->n_in; ++i)
-          for (int64_t j = 0; j < s->n_in; ++j) s->hessian[i * s->n_in + j] /= static_cast<double>(f.scales[i]) * f.scales[j];
-        for (int64_t i = 0; i < s->n_in; ++i) s->sum_sq[i] /= static_cast<double>(f.scales[i]) * f.scales[i];
-      }
-      for (WorkingTensor& t : model.tensors())
-        if (t.layer == l && !is_matrix(t.role)) model.use_values(t);  // norms and biases changed
-      for (InputGroup g : {InputGroup::kAttnIn, InputGroup::kAttnOut, InputGroup::kFfnIn, InputGroup::kFfnMid}) {
-        InputStats* s = stats->find(g, l);
-        for (WorkingTensor* t : model.group_members(g, l)) {
-          const DType type = types.at(t->name);
-          std::vector<float> imp;
-          if (s != nullptr && o.awq_importance && uses_importance(type)) {
-            imp.resize(static_cast<size_t>(s->n_in));
-            for (int64_t j = 0; j < s->n_in; ++j) imp[j] = static_cast<float>(s->hessian[j * s->n_in + j]);
-          }
-          if (type == DType::kF32) {
-            model.use_values(*t);
-          } else {
-            model.set_quantized(*t, type, rtn_quantize(type, t->f32(), t->rows, t->cols, imp.empty() ? nullptr : imp.data(), pool()));
-          }
-          method_of[t->name] = "awq";
-          finish(*t, s != nullptr ? &s->hessian : nullptr);
-        }
-      }
-    }
+    std::unique_ptr<StatsCollector> stats;
+    layerwise(
+        "awq",
+        [&](int64_t) -> StatsCollector& {
+          stats = std::make_unique<StatsCollector>(model, true);
+          return *stats;
+        },
+        [&](int64_t l) { awq_layer(l, *stats); });
     // The embedding and the head: round-to-nearest (with the imatrix when there is one).
     for (WorkingTensor& t : model.tensors())
       if (is_matrix(t.role) && method_of.count(t.name) == 0) quantize_rtn(t);
+  }
+
+  void awq_layer(int64_t l, StatsCollector& stats) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    struct Fold {
+      InputGroup group;
+      std::vector<float> scales;
+    };
+    std::vector<Fold> folds;
+    for (InputGroup g : {InputGroup::kAttnIn, InputGroup::kAttnOut, InputGroup::kFfnIn, InputGroup::kFfnMid}) {
+      InputStats* s = stats.find(g, l);
+      std::vector<WorkingTensor*> members = model.group_members(g, l);
+      if (s == nullptr || members.empty()) continue;
+      std::vector<float> a = s->mean_abs();
+      if (g == InputGroup::kAttnOut) {  // channels fed by one value row share its scale
+        std::vector<double> sum(static_cast<size_t>(model.config().kv_dim()), 0.0);
+        std::vector<int> count(sum.size(), 0);
+        for (int64_t j = 0; j < s->n_in; ++j) {
+          sum[kv_row(j)] += a[j];
+          ++count[kv_row(j)];
+        }
+        for (int64_t j = 0; j < s->n_in; ++j) a[j] = static_cast<float>(sum[kv_row(j)] / count[kv_row(j)]);
+      }
+      std::vector<AwqMatrix> group;
+      for (WorkingTensor* t : members) group.push_back({t->f32(), t->rows, types.at(t->name)});
+      const AwqResult r = awq_search(group, s->n_in, a, s->hessian.data(), o.awq_importance, pool());
+      log_debug("{}{}: AWQ ratio {:.2f}, output error {:.4g} -> {:.4g}", p, static_cast<int>(g), r.ratio, r.loss_rtn,
+                r.loss);
+      folds.push_back({g, r.scales});
+    }
+    // Apply all of the layer's scales (each was searched on the layer's original weights, as
+    // the reference does), keeping the model's function unchanged.
+    for (const Fold& f : folds) {
+      InputStats* s = stats.find(f.group, l);
+      for (WorkingTensor* t : model.group_members(f.group, l)) scale_columns(*t, f.scales);
+      switch (f.group) {
+        case InputGroup::kAttnIn: divide_vector(*model.find(p + "attn_norm.weight"), f.scales); break;
+        case InputGroup::kFfnIn: divide_vector(*model.find(p + "ffn_norm.weight"), f.scales); break;
+        case InputGroup::kAttnOut: {
+          std::vector<float> t(static_cast<size_t>(model.config().kv_dim()));
+          for (int64_t j = 0; j < s->n_in; ++j) t[kv_row(j)] = f.scales[j];
+          divide_rows(*model.find(p + "attn_v.weight"), t);
+          if (WorkingTensor* b = model.find(p + "attn_v.bias")) divide_vector(*b, t);
+          break;
+        }
+        case InputGroup::kFfnMid: divide_rows(*model.find(p + "ffn_up.weight"), f.scales); break;
+        default: break;
+      }
+      // The input of the scaled layers is divided by the scales: so is its second moment.
+      for (int64_t i = 0; i < s->n_in; ++i)
+        for (int64_t j = 0; j < s->n_in; ++j)
+          s->hessian[i * s->n_in + j] /= static_cast<double>(f.scales[i]) * f.scales[j];
+      for (int64_t i = 0; i < s->n_in; ++i) s->sum_sq[i] /= static_cast<double>(f.scales[i]) * f.scales[i];
+    }
+    for (WorkingTensor& t : model.tensors())
+      if (t.layer == l && !is_matrix(t.role)) model.use_values(t);  // norms and biases changed
+    for (InputGroup g : {InputGroup::kAttnIn, InputGroup::kAttnOut, InputGroup::kFfnIn, InputGroup::kFfnMid}) {
+      InputStats* s = stats.find(g, l);
+      for (WorkingTensor* t : model.group_members(g, l)) {
+        const DType type = types.at(t->name);
+        std::vector<float> imp;
+        if (s != nullptr && o.awq_importance && uses_importance(type)) {
+          imp.resize(static_cast<size_t>(s->n_in));
+          for (int64_t j = 0; j < s->n_in; ++j) imp[j] = static_cast<float>(s->hessian[j * s->n_in + j]);
+        }
+        if (type == DType::kF32) {
+          model.use_values(*t);
+        } else {
+          const float* importance = imp.empty() ? nullptr : imp.data();
+          model.set_quantized(*t, type, rtn_quantize(type, t->f32(), t->rows, t->cols, importance, pool()));
+        }
+        method_of[t->name] = "awq";
+        finish(*t, s != nullptr ? &s->hessian : nullptr);
+      }
+    }
   }
 };
 
@@ -384,15 +428,16 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
            "bf16)",
            o.input, t.name, dtype_name(t.source_type()), quant_method_name(o.method));
   }
-  // Forward passes whose statistics depend on matrices not yet quantized (the importance
-  // matrix, --bpw's sensitivity, AWQ's pass over the original model) must see the f32 values
-  // the methods work on. GPTQ's pass l collects layer l's inputs, which only the layers before
-  // it (quantized by then) and the embedding (whose rows read exactly in any float type) shape;
-  // like RTN it makes each matrix's values when it quantizes it and frees them after, so the
-  // peak is the source and a layer in f32, not the whole model (4 bytes a weight more).
+  // Every method makes a matrix's f32 values when it needs them and frees them once it is
+  // quantized, so that the peak is the source and a layer in f32, not the whole model (4 bytes a
+  // weight more). RTN rounds one matrix at a time. The importance matrix and AWQ run a pass over
+  // the original model a layer at a time (Runner::layerwise), each layer computing with its f32
+  // values. GPTQ's pass l collects layer l's inputs, which only the layers before it (quantized
+  // by then), layer l (made f32 for it) and the embedding (whose rows read exactly in any float
+  // type) shape, so later layers may compute from the source's rows. --bpw's sensitivity alone
+  // still makes every value first: each of its forwards runs the whole model with one matrix
+  // quantized.
   const bool collect_imatrix = !o.calib.path.empty() && o.imatrix.empty() && o.method != QuantMethod::kGptq;
-  if (collect_imatrix || !o.save_imatrix.empty() || o.target_bpw || o.method == QuantMethod::kAwq)
-    model->load_all_values();
   Runner run{o, *model};
   policy.has_imatrix = !o.imatrix.empty() || !o.calib.path.empty();
   run.types = assign_types(policy, *model);
@@ -469,7 +514,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   run.progress = &progress;
 
   if (collect_imatrix || !o.save_imatrix.empty()) {
-    auto stats = run.collect(false, nullptr, nullptr, false, "importance matrix");
+    auto stats = run.collect_importance();
     if (collect_imatrix || !run.have_imatrix) run.build_imatrix(*stats);
     if (!o.save_imatrix.empty()) {
       ImportanceMatrix m;
@@ -482,6 +527,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   if (o.target_bpw) {
     std::vector<std::vector<int32_t>> few(run.windows.begin(),
                                           run.windows.begin() + std::min<int64_t>(o.sensitivity_windows, run.windows.size()));
+    model->load_all_values();
     const BpwPlan plan = plan_bits_per_weight(*model, few, run.imatrix, bpw_candidates, *o.target_bpw, fixed,
                                               [&](int64_t, int64_t) { run.advance(pass_tokens, "sensitivity"); });
     run.types = plan.types;

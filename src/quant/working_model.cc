@@ -33,6 +33,10 @@ WorkingModel::~WorkingModel() = default;
 
 const GgufFile* WorkingModel::source_gguf() const { return source_->gguf(); }
 
+const DecoderModel& WorkingModel::decoder() const {
+  return dynamic_cast<const DecoderModel&>(engine_->model());  // open() refuses any other model
+}
+
 std::unique_ptr<WorkingModel> WorkingModel::open(const std::string& path, const EngineOptions& options) {
   std::unique_ptr<WorkingModel> m(new WorkingModel());
   m->path_ = path;
@@ -99,8 +103,6 @@ void WorkingModel::add(std::string name, TensorRole role, int64_t layer, InputGr
   if (!is_matrix(role)) load_values(tensors_.back());
 }
 
-// A NaN or infinity would be quantized with exit 0 into blocks whose scale is NaN, and every
-// token through them would come out NaN: the weights are refused, as llama-quantize refuses them.
 // A NaN or infinity would be quantized with exit 0 into blocks whose scale is NaN, and every
 // token through them would come out NaN: the weights are refused, as llama-quantize refuses them.
 // Row by row from the source, so that checking every weight at the start costs no f32 copy.
@@ -181,6 +183,16 @@ void WorkingModel::use_values(WorkingTensor& t) {
 void WorkingModel::release_values(WorkingTensor& t) {
   FRUGAL_CHECK(t.type != DType::kF32, "{}: the model computes with its f32 values", t.name);
   t.values = Buffer();
+}
+
+void WorkingModel::unload_values(WorkingTensor& t) {
+  FRUGAL_CHECK(t.type == DType::kF32 && t.values.size() > 0, "{}: unload_values without f32 values in use", t.name);
+  t.values = Buffer();
+  t.type = t.source_type();
+  for (Tensor* view : views_[static_cast<size_t>(&t - tensors_.data())]) {
+    view->dtype = t.source.dtype;
+    view->data = t.source.data;
+  }
 }
 
 }  // namespace frugal

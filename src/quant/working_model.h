@@ -1,7 +1,8 @@
-// The model being quantized: loaded by the inference engine, every weight copied into f32
-// buffers owned here and the model's tensor views pointed at them, so that quantization methods
-// can change weights (AWQ's folded scales) or swap in quantized ones (layers GPTQ has done) and
-// the next calibration forward runs on the changed model, through the same code as inference.
+// The model being quantized: loaded by the inference engine, a weight's f32 values made into
+// buffers owned here when a method needs them and the model's tensor views pointed at them, so
+// that quantization methods can change weights (AWQ's folded scales) or swap in quantized ones
+// (layers GPTQ has done) and the next calibration forward runs on the changed model, through the
+// same code as inference.
 //
 // Tensors are named and ordered as in GGUF (blk.N.attn_q.weight, ...), whatever the source's
 // naming, because that is what the output file holds.
@@ -18,6 +19,7 @@
 namespace frugal {
 
 struct DecoderWeights;
+class DecoderModel;
 
 enum class TensorRole {
   kTokenEmbd,
@@ -76,6 +78,8 @@ class WorkingModel {
   ~WorkingModel();
 
   Engine& engine() { return *engine_; }
+  // The engine's model, whose forward a layerwise pass runs in stages.
+  const DecoderModel& decoder() const;
   const ModelConfig& config() const { return engine_->config(); }
   const std::string& path() const { return path_; }
   ModelFormat source_format() const { return source_format_; }
@@ -94,8 +98,8 @@ class WorkingModel {
 
   // t.values made from the source (no-op when t has them), and the model computing with them.
   void load_values(WorkingTensor& t);
-  // load_values of every tensor: what calibration needs, whose forward passes must see the f32
-  // values of the matrices not yet quantized (as a quantization method changes them).
+  // load_values of every tensor: what a forward over the whole model with f32 values needs
+  // (--bpw's sensitivity; the other passes run a layer at a time, quant/layerwise_pass.h).
   void load_all_values();
   // A copy of the source's rows.
   Buffer source_bytes(const WorkingTensor& t) const;
@@ -107,6 +111,9 @@ class WorkingModel {
   // t is final in its quantized type: its f32 values are freed, 4 bytes a weight that nothing
   // reads again. use_values is not allowed after it.
   void release_values(WorkingTensor& t);
+  // t's f32 values, made for a calibration pass and unchanged, are freed, and the model computes
+  // with the source's rows again (a later load_values makes the same values).
+  void unload_values(WorkingTensor& t);
 
  private:
   WorkingModel() = default;

@@ -6,7 +6,6 @@
 #include "model/architecture.h"
 #include "model/decoder.h"
 #include "model/gguf_hparams.h"
-#include "runtime/batch.h"
 
 namespace frugal {
 namespace {
@@ -52,20 +51,6 @@ ModelConfig parse_config(const ModelSource& src) {
 class LlamaModel final : public DecoderModel {
  public:
   explicit LlamaModel(ModelSource& source) { init(source, parse_config(source)); }
-
-  void forward(OpContext& ctx, const Batch& batch, KvCache& cache, float* logits) const override {
-    const ModelConfig& c = config_;
-    const int64_t n = batch.size();
-    DecoderScratch s = make_decoder_scratch(ctx, c, n);
-    embedding_lookup(ctx, weights_.token_embd, batch.tokens.data(), n, s.x);
-    const RopeTables rope = make_rope_tables(ctx, inv_freq_.data(), c.rope.n_rot, c.rope.position_scale,
-                                             batch.positions.data(), n);
-    for (int64_t l = 0; l < c.n_layer; ++l) {
-      attention_block(ctx, c, weights_.layers[l], l, batch, cache, rope, s);
-      swiglu_block(ctx, c, weights_.layers[l], n, s);
-    }
-    output_block(ctx, c, weights_, batch, s.x, logits);
-  }
 };
 
 const bool kRegistered = register_architecture({

@@ -7,8 +7,9 @@
 
 namespace frugal {
 
-LayerwisePass::LayerwisePass(WorkingModel& model, const std::vector<std::vector<int32_t>>& windows)
-    : model_(model), batches_(calibration_batches(model.engine(), windows, false)) {
+LayerwisePass::LayerwisePass(WorkingModel& model, const std::vector<std::vector<int32_t>>& windows,
+                             bool with_logits)
+    : model_(model), batches_(calibration_batches(model.engine(), windows, with_logits)) {
   // The lookups read the embedding's f32 values, as a forward over an all-f32 model does.
   WorkingTensor& embd = *model.find("token_embd.weight");
   const bool made = !embd.has_values();
@@ -42,6 +43,39 @@ int64_t LayerwisePass::run_next_layer(LinearObserver* observer) {
     release_windows(cache, batch);
   }
   return layer;
+}
+
+void LayerwisePass::run_head(const std::function<void(int64_t, const float*)>& on_logits) {
+  FRUGAL_CHECK(next_ == model_.config().n_layer, "layerwise pass: the head runs after every layer");
+  WorkingTensor& head = *model_.find(&model_.decoder().weights().output);  // token_embd when tied
+  const bool made = !head.has_values();
+  if (made) model_.load_values(head);
+  const int64_t n_vocab = model_.config().n_vocab;
+  Arena arena;
+  std::vector<float> logits;
+  int64_t w = 0;
+  for (size_t b = 0; b < batches_.size(); ++b) {
+    const Batch& batch = batches_[b];
+    logits.resize(static_cast<size_t>(batch.output_rows.size()) * n_vocab);
+    arena.reset();
+    OpContext ctx{model_.engine().pool(), arena, kernels::active(), nullptr};
+    output_block(ctx, model_.config(), model_.decoder().weights(), batch, x_[b].as<float>(), logits.data());
+    const int64_t windows = batch.seq_ids.back() + 1, n_ctx = batch.size() / windows;
+    for (int64_t i = 0; i < windows; ++i) on_logits(w++, logits.data() + i * n_ctx * n_vocab);
+  }
+  if (made) model_.unload_values(head);
+}
+
+std::vector<Buffer> LayerwisePass::residuals() const {
+  std::vector<Buffer> out;
+  for (const Buffer& x : x_) out.push_back(x.copy());
+  return out;
+}
+
+void LayerwisePass::restart_at(int64_t layer, const std::vector<Buffer>& residuals) {
+  FRUGAL_CHECK(residuals.size() == x_.size());
+  for (size_t b = 0; b < x_.size(); ++b) x_[b] = residuals[b].copy();
+  next_ = layer;
 }
 
 }  // namespace frugal

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/buffer.h"
@@ -22,14 +23,24 @@ namespace frugal {
 
 class LayerwisePass {
  public:
-  // The windows cut into run_calibration's batches and embedded (the embedding in f32 for that).
-  LayerwisePass(WorkingModel& model, const std::vector<std::vector<int32_t>>& windows);
+  // The windows cut into run_calibration's batches and embedded (the embedding in f32 for that,
+  // or as the model has it now: quantized while --bpw measures it). with_logits: run_head gives
+  // every row's logits.
+  LayerwisePass(WorkingModel& model, const std::vector<std::vector<int32_t>>& windows, bool with_logits = false);
 
   // Runs the next layer (0, 1, ... in turn) over every window with observer installed (may be
   // null). Its matrices compute with their f32 values, made here when they have none: the
   // caller quantizes them or unloads them after. Returns the layer's index.
   int64_t run_next_layer(LinearObserver* observer);
   int64_t layers_done() const { return next_; }
+  // The output head over the last layer's residual stream (the head's f32 values made for it
+  // when it has none): every row's logits, [n_ctx, n_vocab] per window, windows in order.
+  void run_head(const std::function<void(int64_t window, const float* logits)>& on_logits);
+
+  // The residual stream now (before layer layers_done()), and going back to one such: --bpw
+  // runs the layers from a matrix's own on, the ones before it unchanged.
+  std::vector<Buffer> residuals() const;
+  void restart_at(int64_t layer, const std::vector<Buffer>& residuals);
 
  private:
   WorkingModel& model_;

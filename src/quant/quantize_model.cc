@@ -434,9 +434,8 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   // the original model a layer at a time (Runner::layerwise), each layer computing with its f32
   // values. GPTQ's pass l collects layer l's inputs, which only the layers before it (quantized
   // by then), layer l (made f32 for it) and the embedding (whose rows read exactly in any float
-  // type) shape, so later layers may compute from the source's rows. --bpw's sensitivity alone
-  // still makes every value first: each of its forwards runs the whole model with one matrix
-  // quantized.
+  // type) shape, so later layers may compute from the source's rows. --bpw's sensitivity runs
+  // its forwards a layer at a time too.
   const bool collect_imatrix = !o.calib.path.empty() && o.imatrix.empty() && o.method != QuantMethod::kGptq;
   Runner run{o, *model};
   policy.has_imatrix = !o.imatrix.empty() || !o.calib.path.empty();
@@ -527,7 +526,6 @@ QuantizeSummary quantize_model(const QuantizeOptions& o) {
   if (o.target_bpw) {
     std::vector<std::vector<int32_t>> few(run.windows.begin(),
                                           run.windows.begin() + std::min<int64_t>(o.sensitivity_windows, run.windows.size()));
-    model->load_all_values();
     const BpwPlan plan = plan_bits_per_weight(*model, few, run.imatrix, bpw_candidates, *o.target_bpw, fixed,
                                               [&](int64_t, int64_t) { run.advance(pass_tokens, "sensitivity"); });
     run.types = plan.types;

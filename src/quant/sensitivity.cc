@@ -2,10 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "core/check.h"
-#include "quant/calibration.h"
 #include "quant/formats/quantize_rows.h"
+#include "quant/layerwise_pass.h"
 #include "quant/methods/rtn.h"
 
 namespace frugal {
@@ -136,19 +137,44 @@ BpwPlan plan_bits_per_weight(WorkingModel& model, const std::vector<std::vector<
   const int64_t n_vocab = model.config().n_vocab;
   const int64_t n_ctx = static_cast<int64_t>(windows[0].size());
 
+  // The forwards run a layer at a time (LayerwisePass), each layer's matrices made f32 for its
+  // run and freed after, so that the model is never whole in f32: the full-precision model's
+  // residual stream at every layer's input is kept, and a matrix's forward starts at its layer.
+  const int64_t n_layer = model.config().n_layer;
+  auto pass = std::make_unique<LayerwisePass>(model, windows, /*with_logits=*/true);
+  auto run_from = [&](int64_t first, const std::function<void(int64_t, const float*)>& on_logits,
+                      std::vector<std::vector<Buffer>>* keep) {
+    for (int64_t l = first; l < n_layer; ++l) {
+      if (keep != nullptr) keep->push_back(pass->residuals());
+      pass->run_next_layer(nullptr);
+      for (WorkingTensor& t : model.tensors())
+        if (t.layer == l && is_matrix(t.role) && t.type == DType::kF32) model.unload_values(t);
+    }
+    if (keep != nullptr) keep->push_back(pass->residuals());
+    pass->run_head(on_logits);
+  };
   // The full-precision model's log-probabilities at every position of the windows.
   std::vector<float> base(static_cast<size_t>(windows.size() * n_ctx * n_vocab));
   std::vector<double> lp;
-  run_calibration(engine, windows, nullptr, [&](int64_t w, const float* logits) {
+  std::vector<std::vector<Buffer>> at_layer;  // [l]: the residual stream at layer l's input (n_layer: the head's)
+  run_from(0, [&](int64_t w, const float* logits) {
     for (int64_t i = 0; i < n_ctx; ++i) {
       log_softmax(logits + i * n_vocab, n_vocab, lp);
       for (int64_t v = 0; v < n_vocab; ++v) base[(w * n_ctx + i) * n_vocab + v] = static_cast<float>(lp[v]);
     }
-  });
-  auto measure_kld = [&]() {
+  }, &at_layer);
+  // With t quantized: the embedding changes every layer's input, a layer's matrix those from
+  // its own on, the head only the logits.
+  auto measure_kld = [&](const WorkingTensor& t) {
+    const int64_t first = t.role == TensorRole::kTokenEmbd ? 0 : t.layer >= 0 ? t.layer : n_layer;
+    if (t.role == TensorRole::kTokenEmbd) {
+      pass = std::make_unique<LayerwisePass>(model, windows, true);  // embedded from its quantized rows
+    } else {
+      pass->restart_at(first, at_layer[first]);
+    }
     double total = 0;
     std::vector<double> q;
-    run_calibration(engine, windows, nullptr, [&](int64_t w, const float* logits) {
+    run_from(first, [&](int64_t w, const float* logits) {
       for (int64_t i = 0; i < n_ctx; ++i) {
         log_softmax(logits + i * n_vocab, n_vocab, q);
         const float* p = &base[(w * n_ctx + i) * n_vocab];
@@ -156,7 +182,7 @@ BpwPlan plan_bits_per_weight(WorkingModel& model, const std::vector<std::vector<
         for (int64_t v = 0; v < n_vocab; ++v) kl += std::exp(static_cast<double>(p[v])) * (p[v] - q[v]);
         total += kl;
       }
-    });
+    }, nullptr);
     return total / static_cast<double>(windows.size() * n_ctx);
   };
 
@@ -188,8 +214,9 @@ BpwPlan plan_bits_per_weight(WorkingModel& model, const std::vector<std::vector<
     const std::vector<float>* imp = imatrix.find(t->name);
     const DType ref = s.types.front();
     const float* ref_imp = imp != nullptr && uses_importance(ref) ? imp->data() : nullptr;
+    model.load_values(*t);
     model.set_quantized(*t, ref, rtn_quantize(ref, t->f32(), t->rows, t->cols, ref_imp, pool));
-    s.measured_kld = std::max(measure_kld(), 1e-12);
+    s.measured_kld = std::max(measure_kld(*t), 1e-12);
     model.use_values(*t);
     const double ref_error = weighted_error(*t, ref, imp, pool);
     std::vector<double> c, l;
@@ -199,6 +226,7 @@ BpwPlan plan_bits_per_weight(WorkingModel& model, const std::vector<std::vector<
       c.push_back(bits_per_weight(k) * static_cast<double>(t->numel()));
       l.push_back(s.kld.back());
     }
+    model.unload_values(*t);
     cost.push_back(std::move(c));
     loss.push_back(std::move(l));
     plan.sensitivities.push_back(std::move(s));

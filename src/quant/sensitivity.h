@@ -1,14 +1,15 @@
 // The --bpw mode: a type per matrix chosen from measured sensitivity, to meet a bits-per-weight
 // budget with the least damage.
 //
-// Measurement (one forward pass over a few calibration windows per matrix): the KL divergence
-// of the model's next-token distributions from the full-precision ones when that one matrix
-// alone is quantized to the cheapest candidate type. Prediction for the other candidates: that
-// KL divergence scaled by the ratio of the matrix's importance-weighted squared rounding errors
-// (sum_j E[x_j^2] sum_i dW_ij^2: to second order the KL divergence is proportional to it), and
-// contributions of different matrices added. Choice: the mixture minimising the predicted sum
-// under the budget (Lagrangian relaxation over a multiplier found by bisection, then the
-// best-value upgrades that still fit).
+// Measurement (one forward pass over a few calibration windows per matrix): the KL divergence of
+// the model's next-token distributions from the full-precision ones when that one matrix alone is
+// quantized to the cheapest candidate type. The forwards run a layer at a time, a matrix's from its
+// own layer on (LayerwisePass), so one layer is in f32 at a time. Prediction for the other
+// candidates: that KL divergence scaled by the ratio of the matrix's importance-weighted squared
+// rounding errors (sum_j E[x_j^2] sum_i dW_ij^2: to second order the KL divergence is proportional
+// to it), and contributions of different matrices added. Choice: the mixture minimising the
+// predicted sum under the budget (Lagrangian relaxation over a multiplier found by bisection, then
+// the best-value upgrades that still fit).
 #pragma once
 
 #include <map>

@@ -98,8 +98,8 @@ class WorkingModel {
 
   // t.values made from the source (no-op when t has them), and the model computing with them.
   void load_values(WorkingTensor& t);
-  // load_values of every tensor: what a forward over the whole model with f32 values needs
-  // (--bpw's sensitivity; the other passes run a layer at a time, quant/layerwise_pass.h).
+  // load_values of every tensor: a whole forward over the f32 values, which the passes over
+  // the model reproduce a layer at a time (quant/layerwise_pass.h; its test compares the two).
   void load_all_values();
   // A copy of the source's rows.
   Buffer source_bytes(const WorkingTensor& t) const;

@@ -389,6 +389,24 @@ def test_more_threads_than_cpus_warn():
     expect("threads on" not in p.stderr.decode(errors="replace"), "a warning at as many threads as CPUs")
 
 
+def test_ctx_is_a_name_of_ctx_size_everywhere():
+    # serve took --ctx (llama-server's) beside -c/--ctx-size; generate, chat, perplexity and
+    # bench refused it. It is one option under three names in every command that loads a model.
+    text = f"{SHARED}/data/tinystories/TinyStories-valid-excerpt.txt"
+    for args in (["generate", "-p", "Once", "-n", "1"], ["perplexity", "-f", text, "--chunks", "1"],
+                 ["bench", "-p", "8", "-n", "2", "-r", "1"]):
+        p = run(args + STORIES + ["--ctx", "600"])
+        ok(p)
+        expect(b"context 600 is longer than the 512 positions" in p.stderr, f"{args[0]} --ctx 600: {p.stderr!r}")
+    p = run(["chat", "-m", WIKI_HF, "--chat-template", "chatml", "--ctx", "64", "--temp", "0", "-n", "100"],
+            b"Hello there\n")
+    ok(p)
+    expect(b"at the end of the context of 64 tokens" in p.stderr, f"chat --ctx 64: {p.stderr!r}")
+    for cmd in ("generate", "chat", "perplexity", "bench", "serve"):
+        out = subprocess.run([FRUGAL, cmd, "--help"], capture_output=True, timeout=30).stdout
+        expect(b"-c,--ctx-size,--ctx" in out, f"{cmd} --help: {out!r}")
+
+
 def test_bench_bounds_its_token_counts():
     # p + n + 1 (bench's context) overflowed for -p 9223372036854775807, and the error named a
     # negative --ctx-size the user never gave. Each count is refused by its own flag first.

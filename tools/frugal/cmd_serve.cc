@@ -69,7 +69,7 @@ CLI::App* setup(CLI::App& app) {
   ServeFlags& f = flags();
   CLI::App* sub = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching, and a chat page at /");
   add_model_flags(*sub, f.model);
-  sub->add_option("--ctx", f.model.ctx_size, "Same as --ctx-size: context per sequence in tokens");
+  sub->get_option("--ctx")->description("Context per sequence in tokens (0: the model's, at most 4096)");
   sub->add_option("--host", f.host, "Address to listen on")->capture_default_str();
   sub->add_option("--port", f.port, "Port to listen on (0: any free port, printed at startup)")->capture_default_str();
   sub->add_option("--parallel,--np", f.parallel, "Sequences generated together (the batch)")->capture_default_str();

@@ -28,7 +28,9 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_option("--tokenizer", f.tokenizer,
                  "Tokenizer to use instead of the model's (required for llama2.c checkpoints: their tokenizer.bin)");
   app.add_option("-t,--threads", f.threads, "Threads (0: one per physical core)")->capture_default_str();
-  app.add_option("-c,--ctx-size", f.ctx_size, "Context size in tokens (0: the model's, at most 4096)")
+  // --ctx is serve's spelling (llama-server's); one option under three names, so that every
+  // command takes each of them and a command's count() of -c sees them all.
+  app.add_option("-c,--ctx-size,--ctx", f.ctx_size, "Context size in tokens (0: the model's, at most 4096)")
       ->capture_default_str();
   app.add_option("--kv-type", f.kv_type, "KV cache type: f16, q8_0 (1.9x smaller) or f32")->capture_default_str();
   app.add_flag("--w8a8", f.w8a8,

@@ -32,7 +32,7 @@ struct ModelFlags {
   bool verbose = false;
 };
 
-// -m/--model (required), --tokenizer, -t/--threads, -c/--ctx-size, --kv-type, --lora and
+// -m/--model (required), --tokenizer, -t/--threads, -c/--ctx-size/--ctx, --kv-type, --lora and
 // --lora-scaled (repeatable), -v/--verbose.
 void add_model_flags(CLI::App& app, ModelFlags& flags);
 // --lora FOLDER[:SCALE] and --lora-scaled FOLDER SCALE, each repeatable (also `lora merge`'s).

@@ -102,8 +102,12 @@ def case_bad_input(r):
     r.error_of(out, *m, "--type", "q4_0", "--policy", "output", expect=("output",))
     r.error_of(out, *m, "--type", "q4_0", "--policy", "output=q9", expect=("q9",))
     r.error_of(out, *m, "--type", "q4_0", "--imatrix", r.path(CALIB), expect=(r.path(CALIB),))
-    r.error_of(out, *m, "--type", "q4_0", "--bpw", "4", expect=("--calib",))
-    r.error_of(out, *m, "--type", "q4_0", "--target-bpw", "40", "--calib", r.path(CALIB), expect=("40", "range"))
+    r.error_of(out, *m, "--bpw", "4", expect=("--calib",))
+    r.error_of(out, *m, "--target-bpw", "40", "--calib", r.path(CALIB), expect=("40", "range"))
+    # --bpw chooses every type: a --type beside it was dropped without a word (q4_0 asked, a
+    # q2_k..q6_k mixture written, exit 0).
+    r.error_of(out, *m, "--type", "q4_0", "--bpw", "5", "--calib", r.path(CALIB),
+               expect=("--type q4_0", "--bpw 5", "--bpw-types"))
     r.error_of(out, *m, "--bpw", "nan", "--calib", r.path(CALIB), expect=("nan", "range"))
     # 0 used to mean "not given": the file came out in the --type without a word.
     r.error_of(out, *m, "--bpw", "0", "--calib", r.path(CALIB), expect=("--bpw 0", "range"))
@@ -388,7 +392,7 @@ def case_imatrix(r):
 def case_bpw(r):
     """--bpw: a mixture chosen from measured sensitivity within the budget."""
     out = r.out("bpw.gguf")
-    j = r.quantize_json("-m", r.path(F32), "-o", out, "--type", "q4_k", "--bpw", "4.5",
+    j = r.quantize_json("-m", r.path(F32), "-o", out, "--bpw", "4.5",
                         "--calib", r.path(CALIB), "--calib-chunks", "8")
     matrices = [t for t in j["tensors"]]
     bits = sum(t["bits"] * t["shape"][0] * t["shape"][1] for t in matrices)

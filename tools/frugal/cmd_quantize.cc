@@ -31,6 +31,7 @@ struct Options {
   bool json = false;
   bool verbose = false;
   CLI::Option* bpw_types = nullptr;
+  CLI::Option* type = nullptr;
 };
 
 Options& options() {
@@ -87,6 +88,11 @@ int run() {
   ThreadPool::check_threads_flag(o.q.threads);
   if (!(o.q.gptq.damp > 0 && o.q.gptq.damp < 1)) fail("--damp must be between 0 and 1 (got {})", o.q.gptq.damp);
   if (o.bpw_types->count() > 0 && !o.q.target_bpw) log_warn("--bpw-types is not used without --bpw");
+  // --bpw chooses every matrix's type itself: a --type beside it was dropped without a word.
+  if (o.type->count() > 0 && o.q.target_bpw)
+    fail("--type {} and --bpw {} are given together: --bpw chooses each matrix's type from --bpw-types ({}); give "
+         "one of them (a --policy rule keeps the matrices it names in its type beside --bpw)",
+         o.q.type, *o.q.target_bpw, o.q.bpw_types);
   const QuantizeSummary s = quantize_model(o.q);
   if (o.json) {
     std::printf("%s\n", json_text(summary_json(s, o.q, o.method), 2).c_str());
@@ -102,9 +108,10 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("-m,--model", o.q.input, "Input model: a Hugging Face folder, a GGUF file or a llama2.c checkpoint (with --tokenizer)")->required();
   sub->add_option("-o,--output", o.q.output, "Output GGUF file (written atomically)")->required();
   sub->add_option("--tokenizer", o.q.tokenizer, "A llama2.c checkpoint's tokenizer.bin (written into the GGUF)");
-  sub->add_option("--type", o.q.type,
-                  "A type (q8_0, q4_k, int4_g128, nf4, ...) or a llama.cpp mixture (q4_k_m, q3_k_m, ...)")
-      ->capture_default_str();
+  o.type = sub->add_option("--type", o.q.type,
+                           "A type (q8_0, q4_k, int4_g128, nf4, ...) or a llama.cpp mixture (q4_k_m, q3_k_m, ...); "
+                           "not with --bpw, which chooses the types")
+               ->capture_default_str();
   sub->add_option("--method", o.method, "rtn, gptq or awq")->capture_default_str();
   sub->add_option("--calib", o.q.calib.path, "Calibration text (not the text you evaluate on)");
   sub->add_option("--calib-ctx", o.q.calib.n_ctx, "Tokens per calibration window")->capture_default_str();
@@ -117,7 +124,8 @@ CLI::App* setup(CLI::App& app) {
   sub->add_flag("--pure", o.q.pure, "No llama.cpp default rules (output head in Q6_K, mixtures)");
   sub->add_flag("--allow-requantize", o.q.allow_requantize,
                 "Quantize a model that is already quantized into other types (RTN only; the second rounding adds error). Tensors asked for in the type they have are copied as they are, without this flag");
-  sub->add_option("--bpw,--target-bpw", o.q.target_bpw, "Choose per-tensor types from measured sensitivity for this many bits per weight");
+  sub->add_option("--bpw,--target-bpw", o.q.target_bpw,
+                  "Choose per-tensor types from measured sensitivity for this many bits per weight (instead of --type)");
   o.bpw_types = sub->add_option("--bpw-types", o.q.bpw_types, "Candidate types for --bpw")->capture_default_str();
   sub->add_option("--damp", o.q.gptq.damp, "GPTQ dampening (fraction of the mean Hessian diagonal)")->capture_default_str();
   sub->add_flag("--no-act-order", o.no_act_order, "GPTQ: columns in order instead of by decreasing activation (better at 2 bits, see DESIGN.md)");

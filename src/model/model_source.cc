@@ -253,6 +253,14 @@ std::unique_ptr<Tokenizer> ModelSource::load_tokenizer(bool for_gguf) const {
     if (folder) return load_folder(p.string());
     if (p.extension() == ".json") return load_tokenizer_json(p.string());
     if (has_gguf_magic(p.string())) return load_gguf_tokenizer(*GgufFile::open(p.string()));
+    // The tokenizer.bin that went with a llama2.c checkpoint, kept after converting it: it was
+    // refused as "not a SentencePiece model", which does not say what to do.
+    if (is_llama2c_tokenizer(p.string()))
+      fail("tokenizer '{}' is a llama2.c tokenizer.bin, which goes only with a llama2.c checkpoint; {}: leave out "
+           "--tokenizer",
+           options_.tokenizer_path,
+           format_ == ModelFormat::kGguf ? "a GGUF file carries its own vocabulary (written into it when it was made)"
+                                         : "a Hugging Face folder reads its own tokenizer files");
     return load_sentencepiece_tokenizer(p.string());
   }
   switch (format_) {

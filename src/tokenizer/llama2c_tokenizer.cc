@@ -1,13 +1,42 @@
 // llama2.c's tokenizer.bin: int32 max_token_length, then per token: float32 score, int32 byte
 // length, the bytes. The file does not say how many tokens it holds: the model checkpoint does.
 // Its exporter wrote ' ' where SentencePiece has '▁', and BOS/EOS are ids 1 and 2.
+#include <algorithm>
 #include <cstring>
+#include <string_view>
 
 #include "core/check.h"
 #include "io/mapped_file.h"
 #include "tokenizer/spm_tokenizer.h"
 
 namespace frugal {
+namespace {
+
+// Walks token records (float score, int32 length, the bytes) from `pos` while whole ones of at
+// most `max_length` bytes follow; returns where they end and adds their number to `count`.
+size_t walk_records(std::string_view data, size_t pos, size_t max_length, int64_t& count) {
+  while (data.size() - pos >= 8) {
+    int32_t length;
+    std::memcpy(&length, data.data() + pos + 4, 4);
+    if (length < 0 || static_cast<size_t>(length) > std::min(max_length, data.size() - pos - 8)) break;
+    pos += 8 + static_cast<size_t>(length);
+    ++count;
+  }
+  return pos;
+}
+
+}  // namespace
+
+bool is_llama2c_tokenizer(const std::string& path) {
+  const auto file = MappedFile::open(path);
+  const std::string_view data(reinterpret_cast<const char*>(file->data()), file->size());
+  if (data.size() < 4) return false;
+  int32_t max_token_length;
+  std::memcpy(&max_token_length, data.data(), 4);
+  int64_t count = 0;
+  return max_token_length > 0 && walk_records(data, 4, static_cast<size_t>(max_token_length), count) == data.size() &&
+         count > 0;
+}
 
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int32_t n_vocab) {
   if (n_vocab <= 0) fail("{}: vocabulary size {} from the checkpoint is not positive", path, n_vocab);
@@ -52,16 +81,8 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int32
   // tokenizer (Llama 2's 32,000 tokens beside a 512-token checkpoint), which maps every id
   // to the wrong text without a word.
   if (pos != data.size()) {
-    size_t end = pos;
     int64_t more = 0;
-    while (data.size() - end >= 8) {
-      int32_t length;
-      std::memcpy(&length, data.data() + end + 4, 4);
-      if (length < 0 || static_cast<size_t>(length) > data.size() - end - 8) break;
-      end += 8 + static_cast<size_t>(length);
-      ++more;
-    }
-    if (end == data.size())
+    if (walk_records(data, pos, data.size(), more) == data.size())
       fail("{}: holds {} tokens but the checkpoint's vocabulary has {}: the tokenizer of another model", path,
            n_vocab + more, n_vocab);
     fail("{}: {} bytes follow the checkpoint's {} tokens: not this model's tokenizer, or damaged", path,

@@ -101,6 +101,10 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& model
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& json_path);
 // llama2.c's tokenizer.bin; n_vocab comes from the model checkpoint's header.
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int32_t n_vocab);
+// Whether the file is a llama2.c tokenizer.bin: a positive max_token_length, then token records
+// that end exactly at the end of the file, none longer than it. A SentencePiece protobuf or any
+// other file does not walk so (for a clear error when one is given beside another model).
+bool is_llama2c_tokenizer(const std::string& path);
 
 // Turns a stream of token bytes into text that never ends in a broken UTF-8 character:
 // push() returns the longest complete prefix and keeps the rest for the next call.

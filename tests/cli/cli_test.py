@@ -1431,6 +1431,23 @@ def test_fifo_and_foreign_tokenizer_files_are_refused():
         # A file of a Hugging Face folder: the folder is the model.
         expect_user_error(["generate", "-m", f"{WIKI_HF}/model.safetensors", "-p", "x"],
                           ["one file of a Hugging Face model", f"pass its folder ({WIKI_HF})"])
+        # The checkpoint's tokenizer.bin kept after converting it to GGUF (which carries the
+        # vocabulary) was refused as "not a SentencePiece model ... it does not parse". It is
+        # told by its records, not its name: the same bytes as tok.model are still named.
+        ok(run(["quantize"] + STORIES + ["-o", f"{d}/st.gguf", "--type", "f32"]))
+        shutil.copy(STORIES[3], f"{d}/tok.model")
+        for model, says in ((f"{d}/st.gguf", "a GGUF file carries its own vocabulary"),
+                            (WIKI_HF, "a Hugging Face folder reads its own tokenizer files")):
+            for tokenizer in (STORIES[3], f"{d}/tok.model"):
+                expect_user_error(["generate", "-m", model, "--tokenizer", tokenizer, "-p", "Once", "-n", "2"],
+                                  [tokenizer, "a llama2.c tokenizer.bin", "llama2.c checkpoint", says,
+                                   "leave out --tokenizer"])
+        # A SentencePiece model is still read as one, and a file of neither format still refused so.
+        ok(run(["generate", "-m", WIKI_HF, "--tokenizer", f"{WIKI_HF}/tokenizer.model", "-p", "Once", "-n", "2"]))
+        with open(f"{d}/junk.model", "wb") as f:
+            f.write(b"\x10\x00\x00\x00" + b"junk" * 10)
+        expect_user_error(["generate", "-m", WIKI_HF, "--tokenizer", f"{d}/junk.model", "-p", "Once"],
+                          [f"{d}/junk.model", "not a SentencePiece model"])
 
 
 def test_generate_says_what_it_did_not_do():

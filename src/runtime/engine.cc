@@ -7,6 +7,7 @@
 #include "core/progress.h"
 #include "io/mapped_file.h"
 #include "model/architecture.h"
+#include "model/trained_context.h"
 
 namespace frugal {
 namespace {
@@ -76,8 +77,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& model_path, const Engine
              c.sliding_window);
     e->n_ctx_ = c.sliding_window;
   }
-  if (o.n_ctx > c.n_ctx_train && c.rope.position_scale == 1.0f && c.rope.freq_factors.empty())
-    log_warn("context {} is longer than the {} positions the model was trained for", o.n_ctx, c.n_ctx_train);
+  warn_past_trained_context(c, o.n_ctx, fmt::format("context {}", o.n_ctx));
   KvCacheOptions kv;
   if (o.kv_contexts < 1) fail("the KV cache must hold at least one context (got {})", o.kv_contexts);
   // Each context in whole blocks: a sequence's last block is its own even when partly used, so

@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include "model/architecture.h"
 #include "model/model.h"
 #include "model/model_source.h"
+#include "model/trained_context.h"
 #include "perf/memory_usage.h"
 #include "train/checkpoint.h"
 #include "train/packing.h"
@@ -290,6 +292,13 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
     split_holdout(data.examples, o.val_split, o.seed, &train, &val);
   }
   if (train.empty()) fail("{}: no examples left to train on after holding out {}", o.data, o.val_split);
+  // A row gives each example positions from 0, so only an example longer than the trained
+  // context reaches past it (a text cut into --seq pieces, a long record), as -c does in generate.
+  int64_t positions = 0;
+  for (const std::vector<Example>* examples : {&train, &val})
+    for (const Example& e : *examples)
+      positions = std::max(positions, std::min(static_cast<int64_t>(e.tokens.size()) - 1, o.seq_len));
+  warn_past_trained_context(model->config(), positions, fmt::format("--seq {}", o.seq_len));
 
   PackOptions pack;
   pack.seq_len = o.seq_len;

@@ -1895,6 +1895,28 @@ def test_finetune_removes_checkpoints_left_half_written():
 
 
 
+def test_finetune_warns_past_the_trained_context():
+    # generate -c and perplexity -c past the trained positions warn; finetune --seq 1024 on
+    # stories260K (512) trained there silently. Rows give each example positions from 0, so
+    # --seq alone is not enough: a text cut into 1025-token pieces reaches them, short records
+    # do not.
+    with tempfile.TemporaryDirectory() as d:
+        common = ["finetune", *STORIES, "--steps", "1", "--batch", "1", "--eval-batches", "1"]
+        warning = b"--seq 1024 is longer than the 512 positions the model was trained for"
+        text = f"{SHARED}/data/tinystories/TinyStories-valid-excerpt.txt"
+        p = run(common + ["--data", text, "--seq", "1024", "-o", f"{d}/long"])
+        ok(p)
+        expect(warning in p.stderr, f"no warning: {p.stderr.decode()}")
+        p = run(common + ["--data", text, "--seq", "512", "-o", f"{d}/fits"])
+        ok(p)
+        expect(b"positions the model was trained for" not in p.stderr, f"a warning at --seq 512: {p.stderr.decode()}")
+        with open(f"{d}/short.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps({"text": "Once upon a time there was a cat."}) + "\n" for _ in range(8))
+        p = run(common + ["--data", f"{d}/short.jsonl", "--seq", "1024", "-o", f"{d}/short"])
+        ok(p)
+        expect(warning not in p.stderr, f"a warning for records of 10 tokens: {p.stderr.decode()}")
+
+
 def test_finetune_log_holds_each_step_once():
     def log_of(out):
         # Its events and the steps of its loss lines; a line that is not JSON is an event "broken".

@@ -13,6 +13,7 @@
 #include "core/thread_pool.h"
 #include "dist/communicator.h"
 #include "io/atomic_output_file.h"
+#include "io/folder_lock.h"
 #include "model/architecture.h"
 #include "model/model.h"
 #include "model/model_source.h"
@@ -187,6 +188,15 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   std::error_code ec;
 
   // ---- everything that can fail on user input, before anything is written ----------------
+  // One run at a time in a folder, from its checks to its end: two runs started together both
+  // found it free of checkpoints and then wrote into it together. The folder is created here
+  // (and removed again if the run fails before writing into it), so a --log-file in it can be
+  // checked like any other path.
+  const FolderLock lock(o.output);
+  if (!lock.held())
+    fail("{}: another finetune run is writing into this folder now: wait for it to end (--resume continues it if "
+         "it stops early), or choose another -o",
+         o.output);
   // The log is appended to line by line; a path that takes no file is an error now, not a run
   // that silently logs nothing.
   const std::vector<std::string> inputs = {o.model, o.data, o.val_data, o.init_adapter};
@@ -218,7 +228,7 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   check_output_folder(o.output, {o.model, o.data, o.val_data, o.init_adapter});
   // Nor in a model's folder (a merged model's): PEFT and transformers read a folder with
   // adapter_config.json as an adapter, and the model beside it would be lost to them.
-  std::error_code list_ec;  // a folder that is not there yet holds nothing
+  std::error_code list_ec;
   for (const auto& entry : fs::directory_iterator(o.output, list_ec)) {
     const std::string name = entry.path().filename().string();
     if (name == "config.json" || (name.starts_with("model") && name.ends_with(".safetensors")))
@@ -316,8 +326,6 @@ TrainResult run_finetune(const TrainOptions& o, const std::atomic<bool>* stop) {
   if (!resume_dir.empty()) read_checkpoint_optimizer(resume_dir, optimizer);
 
   // ---- the run ---------------------------------------------------------------------------
-  fs::create_directories(o.output, ec);
-  if (ec) fail("{}: cannot create the output folder: {}", o.output, ec.message());
   remove_stale_checkpoint_folders(o.output);
   ThreadPool pool(o.threads > 0 ? o.threads : ThreadPool::default_threads());
   auto comm = make_single_process_communicator();

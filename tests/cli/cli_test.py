@@ -1895,6 +1895,66 @@ def test_finetune_removes_checkpoints_left_half_written():
 
 
 
+def test_finetune_one_run_at_a_time_in_a_folder():
+    # Two runs started together into one new folder both found it free of checkpoints, trained
+    # and wrote one log and one set of checkpoints between them, with exit 0. Now the second is
+    # refused at once, and a run killed with SIGKILL leaves no lock behind: --resume continues.
+    with tempfile.TemporaryDirectory() as d:
+        out = f"{d}/out"
+        args = [FRUGAL, "finetune", *STORIES, "--data", f"{SHARED}/data/tinystories/TinyStories-valid-excerpt.txt",
+                "--steps", "20000", "--save-every", "2", "--batch", "1", "--seq", "32", "--eval-batches", "1",
+                "-t", "1", "-o", out]
+
+        def start(more=()):
+            p = subprocess.Popen(args + list(more), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for line in p.stderr:
+                if b"trainable parameters" in line:  # training from here on
+                    return p
+            p.kill()
+            sys.exit(f"finetune {list(more)} ended before training: {p.wait()}")
+
+        first = start()
+        try:
+            try:
+                p = subprocess.run(args, capture_output=True, timeout=30)
+            except subprocess.TimeoutExpired:
+                sys.exit(f"FAILED: a second run into {out} trained beside the first")
+            expect(p.returncode == 1 and f"{out}: another finetune run is writing into this folder".encode()
+                   in p.stderr, f"a second run into {out}: exit {p.returncode}, {p.stderr.decode()}")
+            expect(first.poll() is None, f"the first run ended: {first.returncode}")
+            deadline = time.time() + 60
+            while not any(n.startswith("checkpoint-") for n in os.listdir(out)) and time.time() < deadline:
+                time.sleep(0.05)
+        finally:
+            first.kill()
+            first.wait()
+        expect(any(n.startswith("checkpoint-") for n in os.listdir(out)), f"no checkpoint: {os.listdir(out)}")
+        resumed = start(["--resume"])
+        resumed.send_signal(signal.SIGTERM)  # it writes a checkpoint and stops
+        err = resumed.stderr.read().decode()
+        expect(resumed.wait(timeout=60) == 143, f"--resume after SIGKILL: exit {resumed.returncode}: {err}")
+        with open(f"{out}/training_log.jsonl", encoding="utf-8") as f:
+            events = [json.loads(line).get("event") for line in f]
+        expect(events.count("start") == 1 and events.count("resume") == 1, f"the log's events: {events}")
+
+
+def test_finetune_log_file_in_its_new_output_folder():
+    # finetune makes -o itself, but a --log-file inside it was refused while it did not exist yet
+    # ("the folder 'out' does not exist"). Other missing folders are still refused, and a refused
+    # run leaves no -o folder behind.
+    with tempfile.TemporaryDirectory() as d:
+        common = ["finetune", *STORIES, "--data", f"{SHARED}/data/tinystories/TinyStories-valid-excerpt.txt",
+                  "--steps", "1", "--batch", "1", "--seq", "32", "--eval-batches", "1"]
+        ok(run(common + ["-o", f"{d}/out/sub", "--log-file", f"{d}/out/sub/metrics.jsonl"]))
+        with open(f"{d}/out/sub/metrics.jsonl", encoding="utf-8") as f:
+            events = [json.loads(line).get("event") for line in f]
+        expect(events[0] == "start" and events[-1] == "done", f"the log's events: {events}")
+        expect(not os.path.exists(f"{d}/out/sub/training_log.jsonl"), "the default log was written too")
+        expect_user_error(common + ["-o", f"{d}/new/sub", "--log-file", f"{d}/logs/metrics.jsonl"],
+                          [f"{d}/logs/metrics.jsonl", "does not exist"])
+        expect(not os.path.exists(f"{d}/new"), "the refused run left its output folder")
+
+
 def test_finetune_warns_past_the_trained_context():
     # generate -c and perplexity -c past the trained positions warn; finetune --seq 1024 on
     # stories260K (512) trained there silently. Rows give each example positions from 0, so

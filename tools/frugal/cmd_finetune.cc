@@ -133,8 +133,8 @@ CLI::App* setup(CLI::App& app) {
   sub->add_option("--log-every", o.log_every, "Progress lines every N steps when stderr is not a terminal")
       ->capture_default_str();
   sub->add_option("--log-file", o.log_file,
-                  "Metrics as JSON lines (default: OUTPUT/training_log.jsonl); a new run starts it afresh, --resume "
-                  "keeps the lines up to its checkpoint");
+                  "Metrics as JSON lines (default: OUTPUT/training_log.jsonl; in an existing folder or in OUTPUT); a "
+                  "new run starts it afresh, --resume keeps the lines up to its checkpoint");
   sub->add_flag("-v,--verbose", f.verbose, "Log more on stderr");
   sub->add_flag("-q,--quiet", f.quiet, "Only warnings and errors on stderr");
   return sub;

@@ -574,7 +574,8 @@ def calibrated_peak(r, name, layers, h, ffn, *argv):
     source = write_large_llama(folder, r.shared, h=h, ffn=ffn, layers=layers) / 1e6
     with open(r.path(CALIB), encoding="utf-8") as f, open(calib, "w", encoding="utf-8") as g:
         g.write(f.read(20000))  # tokenizing the whole text costs ~70 MB at the start, which hides little
-    j = r.quantize_json("-m", folder, "-o", out, "--type", "q4_0", "--calib", calib, "--calib-chunks", "1",
+    type_args = [] if "--bpw" in argv else ["--type", "q4_0"]  # --bpw chooses the types
+    j = r.quantize_json("-m", folder, "-o", out, *type_args, "--calib", calib, "--calib-chunks", "1",
                         "--calib-ctx", "16", *argv)
     peak = j["peak_rss_bytes"] / 1e6
     print(f"peak RSS {peak:.1f} MB for a {source:.1f} MB f32 source")

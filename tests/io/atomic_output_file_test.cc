@@ -110,6 +110,8 @@ TEST(CheckFreeSpace, NamesTheOutputAndBothSizes) {
 // the link itself ("Not a directory") only after the work.
 TEST(AtomicOutputFolder, ReplacesTheFolderALinkOrDotNames) {
   const std::string dir = test::temp_dir("atomic_output_folder_link");
+  std::filesystem::remove(dir + "/link");  // a run before this one's
+  std::filesystem::remove_all(dir + "/real");
   std::filesystem::create_directory(dir + "/real");
   write_all(dir + "/real/old.txt", "old");
   std::filesystem::create_directory_symlink(dir + "/real", dir + "/link");

@@ -125,7 +125,8 @@ CLI::App* setup(CLI::App& app) {
   sub->add_flag("--allow-requantize", o.q.allow_requantize,
                 "Quantize a model that is already quantized into other types (RTN only; the second rounding adds error). Tensors asked for in the type they have are copied as they are, without this flag");
   sub->add_option("--bpw,--target-bpw", o.q.target_bpw,
-                  "Choose per-tensor types from measured sensitivity for this many bits per weight (instead of --type)");
+                  "Choose per-tensor types from measured sensitivity for this many bits per weight "
+                  "(instead of --type)");
   o.bpw_types = sub->add_option("--bpw-types", o.q.bpw_types, "Candidate types for --bpw")->capture_default_str();
   sub->add_option("--damp", o.q.gptq.damp, "GPTQ dampening (fraction of the mean Hessian diagonal)")->capture_default_str();
   sub->add_flag("--no-act-order", o.no_act_order, "GPTQ: columns in order instead of by decreasing activation (better at 2 bits, see DESIGN.md)");

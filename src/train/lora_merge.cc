@@ -68,6 +68,21 @@ bool is_model_file(const std::string& name) {
                                     name.ends_with(".model") || name.ends_with(".txt") || name.ends_with(".jinja"));
 }
 
+// The files of the base's folder the merged one takes besides its weights: everything else a
+// Hugging Face folder carries (config, tokenizer, generation settings, chat template).
+std::vector<fs::path> files_carried_over(const std::string& model) {
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(model, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file(ec) && is_model_file(name) && !name.ends_with(".safetensors") &&
+        name != "model.safetensors.index.json")
+      files.push_back(entry.path());
+  }
+  if (ec) fail("{}: cannot list the folder: {}", model, ec.message());
+  return files;
+}
+
 // What an existing output folder may hold: nothing (an empty folder), or a model written
 // before (config.json and safetensors weights, no adapter) and only such files, which the
 // merged model replaces as a whole. Anything else is refused before the work: files left
@@ -251,11 +266,10 @@ MergeSummary merge_lora(const MergeOptions& o) {
   uint64_t bytes = 0;
   for (const auto& file : files)
     for (const SafetensorsEntry& e : file->entries()) bytes += output_bytes(e.name, e.nbytes);
-  {
+  const std::vector<fs::path> carried = files_carried_over(o.model);
+  for (const fs::path& file : carried) {
     std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(o.model, ec))
-      if (entry.is_regular_file(ec) && !entry.path().filename().string().ends_with(".safetensors"))
-        bytes += entry.file_size(ec);
+    bytes += fs::file_size(file, ec);
   }
   check_free_space(o.output, bytes);
   SafetensorsWriter w;
@@ -277,15 +291,8 @@ MergeSummary merge_lora(const MergeOptions& o) {
   // empty one, and a model folder being replaced stays whole until then.
   AtomicOutputFolder out(o.output);
   w.write(out.file("model.safetensors"));
-  // Everything else a Hugging Face folder carries (config, tokenizer, generation settings).
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(o.model, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (!entry.is_regular_file(ec) || name.ends_with(".safetensors") || name == "model.safetensors.index.json")
-      continue;
-    if (is_model_file(name)) copy_into(entry.path().string(), out.file(name), o.output);
-  }
-  if (ec) fail("{}: cannot list the folder: {}", o.model, ec.message());
+  for (const fs::path& file : carried)
+    copy_into(file.string(), out.file(file.filename().string()), o.output);
   out.commit();
   return summary;
 }
